@@ -1,0 +1,6 @@
+"""Model backends: what runs the (possibly corrupted) prompt."""
+
+from .base import Backend, Generation, PreparedRow
+from .transformers import TransformersBackend
+
+__all__ = ["Backend", "Generation", "PreparedRow", "TransformersBackend"]

@@ -1,0 +1,160 @@
+"""Pydantic models for settings, decisions and saved policies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .corruption import validate_corruption
+from .exceptions import ArtifactError, ConfigurationError
+
+Mode = Literal["enforce", "shadow", "off"]
+SelectorName = Literal["content", "all", "entities", "first_n"]
+POLICY_SCHEMA_VERSION = 1
+SELECTORS: tuple[str, ...] = ("content", "all", "entities", "first_n")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorruptionConfig(_Strict):
+    """Which corruption to apply to the selected prompt tokens, and how hard."""
+
+    name: str = Field("rand_noise_first_n", description="A name from `available_corruptions()`.")
+    dims: int | None = Field(None, description="Dimensions touched (n or k); unset for functions without it.")
+    strength: float | None = Field(None, description="Noise standard deviation; unset for zero/flip functions.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CorruptionConfig:
+        try:
+            validate_corruption(self.name, self.dims, self.strength)
+        except ConfigurationError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+
+class SelectionConfig(_Strict):
+    """Which prompt positions get corrupted when a prompt is flagged."""
+
+    name: SelectorName = Field("content", description="content | all | entities | first_n")
+    n: int | None = Field(None, description="For first_n: how many content tokens from the start.")
+    terms: tuple[str, ...] = Field((), description="For entities: extra terms to corrupt (mined terms are added).")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _known(cls, value: object) -> object:
+        if value not in SELECTORS:
+            msg = f"Unknown token selector {value!r}. Choose one of: {', '.join(SELECTORS)}."
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectionConfig:
+        if self.name == "first_n" and (self.n is None or self.n < 1):
+            msg = "The first_n selector needs n >= 1 (how many tokens to corrupt)."
+            raise ValueError(msg)
+        if self.name != "first_n" and self.n is not None:
+            msg = f"n is only read by the first_n selector, not by {self.name!r}; leave it unset."
+            raise ValueError(msg)
+        return self
+
+
+class GenerationConfig(_Strict):
+    """Decoding parameters shared by every path."""
+
+    max_new_tokens: int = Field(128, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    stop: tuple[str, ...] = ()
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @model_validator(mode="after")
+    def _nonempty_stop(self) -> GenerationConfig:
+        if any(not s for s in self.stop):
+            msg = "Stop sequences must be non-empty strings."
+            raise ValueError(msg)
+        return self
+
+
+class ECOPolicy(_Strict):
+    """Everything besides the guard that decides what a flagged prompt becomes.
+
+    Saved as ``policy.json`` next to a guard; ``version_hash`` changes whenever a setting does, so
+    caches and audit logs can tell answers computed under different policies apart.
+    """
+
+    schema_version: int = POLICY_SCHEMA_VERSION
+    corruption: CorruptionConfig = Field(default_factory=lambda: DEFAULT_CORRUPTION)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    classify_window: int = Field(1, ge=1, description="How many latest user turns are classified together.")
+    notes: str = ""
+
+    @property
+    def version_hash(self) -> str:
+        payload = self.model_dump(mode="json", exclude={"notes"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / "policy.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ECOPolicy:
+        path = Path(folder)
+        path = path / "policy.json" if path.is_dir() else path
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            msg = f"No policy at {path}; save one with ECOPolicy(...).save(folder)."
+            raise ArtifactError(msg) from None
+        except json.JSONDecodeError as err:
+            msg = f"{path} is not valid JSON ({err}); restore it or save the policy again."
+            raise ArtifactError(msg) from None
+        if raw.get("schema_version") != POLICY_SCHEMA_VERSION:
+            msg = (
+                f"{path} has policy schema version {raw.get('schema_version')!r}; this release reads "
+                f"version {POLICY_SCHEMA_VERSION}. Re-create it with this release."
+            )
+            raise ArtifactError(msg)
+        return cls.model_validate(raw)
+
+
+class Decision(_Strict):
+    """The guard's verdict on one request. Never holds the prompt text, only its hash."""
+
+    flagged: bool
+    score: float | None = Field(description="Highest forget probability over the targets (None in off mode).")
+    threshold: float | None
+    target: str | None = Field(description="The target with the largest margin over its threshold.")
+    corrupted: bool = Field(description="Whether corruption was applied (flagged and mode == enforce).")
+    mode: Mode
+    guard_id: str | None
+    guard_version: int | None
+    policy_version: str
+    text_sha256: str = Field(description="SHA-256 of the classified text, for audits without the text.")
+    latency_ms: float = 0.0
+
+    def event_payload(self) -> dict[str, object]:
+        """The dict emitted as a framework event (no prompt text)."""
+        return self.model_dump(mode="json")
+
+
+# The default for SmolLM2-135M-Instruct; `benchmarks/default_corruption.py` reproduces the search.
+DEFAULT_CORRUPTION = CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0)

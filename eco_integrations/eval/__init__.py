@@ -1,0 +1,1 @@
+"""Evaluation: dataset loaders, metrics, and the guard / multiple-choice harnesses."""

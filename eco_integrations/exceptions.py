@@ -1,0 +1,52 @@
+"""Errors raised by eco-integrations.
+
+Every error names the problem and the fix. The tree::
+
+    ECOError (ValueError)
+    ├── InvalidInputError        a prompt or message list the engine cannot take
+    ├── ConfigurationError       an unknown corruption/selector, dims or strength out of range
+    ├── GuardNotFittedError      scoring with a guard (or target) that was never fit
+    ├── ArtifactError            a saved folder that was edited, is incomplete, or has another schema
+    └── MissingDependencyError   an optional extra is not installed (the message gives the pip line)
+
+``ECOError`` subclasses ``ValueError`` so that callers who already catch bad-argument
+errors keep working.
+"""
+
+from __future__ import annotations
+
+
+class ECOError(ValueError):
+    """Base class of every error raised by this package."""
+
+
+class InvalidInputError(ECOError):
+    """A prompt, message list or text the engine cannot take."""
+
+
+class ConfigurationError(ECOError):
+    """A setting that is unknown or out of range."""
+
+
+class GuardNotFittedError(ECOError):
+    """The guard (or one of its targets) has not been fit yet."""
+
+
+class ArtifactError(ECOError):
+    """A saved guard or policy folder that cannot be trusted or read."""
+
+
+class MissingDependencyError(ECOError, ImportError):
+    """An optional dependency is missing."""
+
+
+def require(module: str, extra: str) -> None:
+    """Raise :class:`MissingDependencyError` with the install line when ``module`` is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        msg = (
+            f"This feature needs the '{module}' package. "
+            f"Install it with: pip install 'eco-integrations[{extra}]'"
+        )
+        raise MissingDependencyError(msg)

@@ -1,0 +1,506 @@
+"""The guard: ECO's prompt classifier, one scikit-learn estimator per forget target.
+
+A :class:`PromptGuard` is a class-balanced logistic regression on sentence embeddings plus
+TF-IDF word and character n-grams (character n-grams catch names, typos and transliterations
+the encoder blurs). Its threshold is picked from *cross-validated* retain scores, so the false
+positive rate it stores was measured on texts the classifier had not seen. A :class:`Guard` holds
+several named targets over one shared encoder and saves to a folder of JSON + safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.numpy import load_file, save_file
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.preprocessing import normalize
+
+from .encoder import SentenceEncoder, text_sha256
+from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
+
+GUARD_SCHEMA_VERSION = 1
+_WORD = {"analyzer": "word", "ngram_range": (1, 2), "lowercase": True, "token_pattern": r"(?u)\b\w+\b"}
+_CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "lowercase": True}
+
+
+def check_texts(texts: object, what: str = "texts") -> list[str]:
+    """A list of non-empty strings, or a clear error naming the bad item."""
+    if isinstance(texts, str) or not isinstance(texts, Iterable):
+        msg = f"{what} must be a list of strings, got {type(texts).__name__}."
+        raise InvalidInputError(msg)
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            msg = f"{what}[{i}] is {type(text).__name__}, not a string."
+            raise InvalidInputError(msg)
+        if not text.strip():
+            msg = f"{what}[{i}] is empty; remove empty lines from the input."
+            raise InvalidInputError(msg)
+    return out
+
+
+class _Tfidf:
+    """TF-IDF with a fixed vocabulary, rebuilt from arrays (no pickled vectorizer)."""
+
+    def __init__(self, options: dict[str, Any], vocabulary: list[str], idf: np.ndarray, ratio: np.ndarray | None = None) -> None:
+        self.options, self.vocabulary, self.idf = options, vocabulary, idf.astype(np.float32)
+        # Naive-Bayes log-count ratios (forget vs retain) scale each n-gram: rare names that occur
+        # only in forget texts get a large weight before the logistic regression sees them.
+        self.ratio = ratio
+        self._counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(vocabulary)}, **options)
+
+    @classmethod
+    def fit(cls, texts: list[str], labels: np.ndarray, options: dict[str, Any], max_features: int) -> _Tfidf:
+        vec = TfidfVectorizer(sublinear_tf=True, max_features=max_features, dtype=np.float32, **options)
+        vec.fit(texts)
+        lex = cls(options, list(vec.get_feature_names_out()), vec.idf_)
+        tfidf = lex.transform(texts)
+        pos = np.asarray(tfidf[labels == 1].sum(0)).ravel() + 1.0
+        neg = np.asarray(tfidf[labels == 0].sum(0)).ravel() + 1.0
+        lex.ratio = np.log((pos / pos.sum()) / (neg / neg.sum())).astype(np.float32)
+        return lex
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        counts = self._counter.transform(texts).astype(np.float32)
+        counts.data = 1.0 + np.log(counts.data)
+        tfidf = normalize(counts.multiply(self.idf).tocsr())
+        return tfidf if self.ratio is None else tfidf.multiply(self.ratio).tocsr()
+
+
+class PromptGuard(ClassifierMixin, BaseEstimator):
+    """Binary forget-vs-retain classifier with a cross-validated threshold.
+
+    >>> guard = PromptGuard(target_fpr=0.01).fit(texts, labels)      # doctest: +SKIP
+    >>> guard.predict_proba(["Who wrote Harry Potter?"])[:, 1]      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder | None = None,
+        *,
+        target_fpr: float = 0.01,
+        lexical: bool = True,
+        C: float = 3.0,
+        cv: int = 5,
+        max_word_features: int = 30000,
+        max_char_features: int = 60000,
+        random_state: int = 0,
+    ) -> None:
+        self.encoder = encoder
+        self.target_fpr = target_fpr
+        self.lexical = lexical
+        self.C = C
+        self.cv = cv
+        self.max_word_features = max_word_features
+        self.max_char_features = max_char_features
+        self.random_state = random_state
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _encoder(self) -> SentenceEncoder:
+        if self.encoder is None:
+            self.encoder = SentenceEncoder()
+        return self.encoder
+
+    def _check_params(self) -> None:
+        if not 0.0 < float(self.target_fpr) < 1.0:
+            msg = f"target_fpr must be in (0, 1), got {self.target_fpr!r}; 0.01 means 1% false positives."
+            raise ConfigurationError(msg)
+        if int(self.cv) < 2:
+            msg = f"cv must be >= 2 folds to measure the threshold out of sample, got {self.cv!r}."
+            raise ConfigurationError(msg)
+
+    def _fit_parts(self, texts: list[str], y: np.ndarray, emb: np.ndarray) -> tuple[list[_Tfidf], LogisticRegression]:
+        lexicons = []
+        if self.lexical:
+            lexicons = [_Tfidf.fit(texts, y, _WORD, self.max_word_features), _Tfidf.fit(texts, y, _CHAR, self.max_char_features)]
+        features = _stack(emb, [lex.transform(texts) for lex in lexicons])
+        clf = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=2000)
+        clf.fit(features, y)
+        return lexicons, clf
+
+    def fit(self, X: Sequence[str], y: Sequence[int], groups: Sequence[Any] | None = None, *, embeddings: np.ndarray | None = None) -> PromptGuard:
+        """Fit on texts ``X`` with labels ``y`` (1 = forget, 0 = retain).
+
+        ``groups`` keeps related texts (e.g. one author's questions) in one CV fold, so the
+        threshold is measured the way unseen topics will meet it.
+        """
+        self._check_params()
+        texts = check_texts(X, "X")
+        labels = np.asarray(y, dtype=int)
+        if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:
+            msg = "y must hold one label per text, 1 for forget and 0 for retain."
+            raise InvalidInputError(msg)
+        n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
+        if n_pos < self.cv or n_neg < self.cv:
+            msg = f"Need at least cv={self.cv} forget and retain examples each, got {n_pos} forget and {n_neg} retain."
+            raise InvalidInputError(msg)
+        emb = embeddings if embeddings is not None else self._encoder().encode(texts)
+        oof = np.zeros(len(texts), dtype=np.float64)
+        if groups is not None:
+            splitter: Any = StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+            splits = splitter.split(texts, labels, np.asarray(groups))
+        else:
+            splits = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(texts, labels)
+        for train, test in splits:
+            lex, clf = self._fit_parts([texts[i] for i in train], labels[train], emb[train])
+            oof[test] = clf.predict_proba(_stack(emb[test], [x.transform([texts[i] for i in test]) for x in lex]))[:, 1]
+        self.lexicons_, self.classifier_ = self._fit_parts(texts, labels, emb)
+        self.classes_ = np.array([0, 1])
+        self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
+        self.cv_fpr_ = float(np.mean(oof[labels == 0] > self.threshold_))
+        self.cv_tpr_ = float(np.mean(oof[labels == 1] > self.threshold_))
+        self.n_forget_, self.n_retain_ = n_pos, n_neg
+        return self
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classifier_"):
+            msg = "This PromptGuard is not fitted yet. Call 'fit' with appropriate arguments before using this estimator."
+            raise GuardNotFittedError(msg)
+
+    def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
+        self._check_fitted()
+        emb = embeddings if embeddings is not None else self._encoder().encode(texts)
+        return self.classifier_.predict_proba(_stack(emb, [lex.transform(texts) for lex in self.lexicons_]))[:, 1]
+
+    def predict_proba(self, X: Sequence[str]) -> np.ndarray:
+        p = self.forget_proba(check_texts(X, "X"))
+        return np.stack([1.0 - p, p], axis=1)
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] > self.threshold_).astype(int)
+
+    # -- arrays for saving -----------------------------------------------------------------
+    def _arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._check_fitted()
+        arrays = {"coef": self.classifier_.coef_.astype(np.float64), "intercept": self.classifier_.intercept_.astype(np.float64)}
+        vocab: dict[str, Any] = {}
+        for name, lex in zip(("word", "char"), self.lexicons_):
+            arrays[f"idf_{name}"] = lex.idf
+            arrays[f"ratio_{name}"] = lex.ratio if lex.ratio is not None else np.zeros(0, np.float32)
+            vocab[name] = lex.vocabulary
+        return arrays, vocab
+
+    @classmethod
+    def _from_arrays(cls, encoder: SentenceEncoder, params: dict[str, Any], arrays: dict[str, np.ndarray], vocab: dict[str, Any], stats: dict[str, Any]) -> PromptGuard:
+        guard = cls(encoder, **params)
+        guard.lexicons_ = [
+            _Tfidf(opts, vocab[name], arrays[f"idf_{name}"], arrays[f"ratio_{name}"] if arrays[f"ratio_{name}"].size else None)
+            for name, opts in (("word", _WORD), ("char", _CHAR)) if name in vocab
+        ]
+        clf = LogisticRegression(C=guard.C, class_weight="balanced", solver="liblinear")
+        clf.coef_, clf.intercept_, clf.classes_ = arrays["coef"], arrays["intercept"], np.array([0, 1])
+        guard.classifier_, guard.classes_ = clf, np.array([0, 1])
+        guard.threshold_, guard.cv_fpr_, guard.cv_tpr_ = stats["threshold"], stats["cv_fpr"], stats["cv_tpr"]
+        guard.n_forget_, guard.n_retain_ = stats["n_forget"], stats["n_retain"]
+        return guard
+
+
+def _stack(emb: np.ndarray, lexical: list[sp.csr_matrix]) -> sp.csr_matrix:
+    return sp.hstack([sp.csr_matrix(emb.astype(np.float32)), *lexical], format="csr")
+
+
+def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:
+    """Smallest threshold with at most ``floor(target_fpr * n)`` negatives strictly above it."""
+    scores = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        msg = "No retain scores to pick a threshold from."
+        raise InvalidInputError(msg)
+    allowed = int(np.floor(target_fpr * scores.size))
+    return float(scores[min(allowed, scores.size - 1)])
+
+
+_CAPITALISED = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|of|de|the|van|von|al|bin))*\s*[A-Z]?[\w'’-]*")
+
+
+def mine_terms(forget: list[str], retain: list[str], *, min_count: int = 2, limit: int = 64) -> list[str]:
+    """Capitalised phrases (names, titles, places) frequent in forget texts and absent from retain texts."""
+    counts: Counter[str] = Counter()
+    for text in forget:
+        found = {m.group(0).strip() for m in _CAPITALISED.finditer(text)}
+        for phrase in found:
+            words = phrase.split()
+            # Sub-phrases too: "Harry Potter and the" should still yield "Harry Potter" and "Potter".
+            for i in range(len(words)):
+                for j in range(i + 1, min(len(words), i + 4) + 1):
+                    sub = " ".join(words[i:j])
+                    if sub[:1].isupper() and sub.split()[-1][:1].isupper() and len(sub) > 2:
+                        counts[sub] += 1
+    retain_blob = "\n".join(retain).lower()
+    terms = [t for t, c in counts.most_common() if c >= min_count and not re.search(r"\b" + re.escape(t.lower()) + r"\b", retain_blob)]
+    # Prefer longer phrases when a shorter one is contained in them and adds nothing.
+    return sorted(terms[:limit], key=lambda t: (-len(t), t))
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    score: float
+    threshold: float
+    flagged: bool
+    target: str | None
+
+
+class GuardDecision(BaseModel):
+    """What the guard says about one text (no text kept, only its hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    flagged: bool
+    score: float | None
+    threshold: float | None
+    target: str | None
+    guard_id: str | None
+    guard_version: int | None
+    text_sha256: str
+    latency_ms: float = 0.0
+
+
+class TargetInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    folder: str
+    params: dict[str, Any]
+    threshold: float
+    target_fpr: float
+    cv_fpr: float
+    cv_tpr: float
+    n_forget: int
+    n_retain: int
+    terms: list[str] = Field(default_factory=list)
+
+
+class GuardManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = GUARD_SCHEMA_VERSION
+    kind: str = "eco-guard"
+    guard_id: str
+    version: int
+    encoder: dict[str, Any]
+    targets: list[TargetInfo]
+    content_sha256: str = ""
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+class Guard:
+    """Named forget targets over one sentence encoder.
+
+    >>> guard = Guard()                                                          # doctest: +SKIP
+    >>> guard.add_target("harry-potter", forget_texts, retain_texts)             # doctest: +SKIP
+    >>> guard.decide("Who teaches potions at Hogwarts?").flagged                 # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, encoder: SentenceEncoder | None = None, *, guard_id: str | None = None) -> None:
+        self.encoder = encoder if encoder is not None else SentenceEncoder()
+        self.guard_id = guard_id or uuid.uuid4().hex[:12]
+        self.version = 0
+        self.targets: dict[str, PromptGuard] = {}
+        self.terms: dict[str, list[str]] = {}
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.targets)
+
+    @property
+    def policy_id(self) -> str:
+        return f"{self.guard_id}@{self.version}"
+
+    def add_target(
+        self,
+        name: str,
+        forget: Sequence[str],
+        retain: Sequence[str],
+        *,
+        retain_groups: Sequence[Any] | None = None,
+        forget_groups: Sequence[Any] | None = None,
+        terms: Sequence[str] = (),
+        target_fpr: float = 0.01,
+        **params: Any,
+    ) -> PromptGuard:
+        """Fit one target from its forget texts (questions, answers, facts, documents) and retain texts.
+
+        Other targets are untouched. ``terms`` (names, titles) are added to the mined ones for
+        the ``entities`` token selector.
+        """
+        if not isinstance(name, str) or not _NAME.match(name):
+            msg = f"Target name {name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'."
+            raise ConfigurationError(msg)
+        forget_texts = check_texts(forget, f"forget texts of target {name!r}") if len(forget) else []
+        retain_texts = check_texts(retain, f"retain texts of target {name!r}") if len(retain) else []
+        if not forget_texts:
+            msg = f"Target {name!r} has no forget examples; give at least {params.get('cv', 5)} texts about what to forget."
+            raise InvalidInputError(msg)
+        if not retain_texts:
+            msg = f"Target {name!r} has no retain examples; give texts the model must keep answering."
+            raise InvalidInputError(msg)
+        texts = forget_texts + retain_texts
+        labels = [1] * len(forget_texts) + [0] * len(retain_texts)
+        groups = None
+        if retain_groups is not None or forget_groups is not None:
+            fg = list(forget_groups) if forget_groups is not None else [f"forget-{i}" for i in range(len(forget_texts))]
+            rg = list(retain_groups) if retain_groups is not None else [f"retain-{i}" for i in range(len(retain_texts))]
+            if len(fg) != len(forget_texts) or len(rg) != len(retain_texts):
+                msg = "forget_groups/retain_groups must have one entry per text."
+                raise InvalidInputError(msg)
+            keys = [("f", g) for g in fg] + [("r", g) for g in rg]
+            index: dict[Any, int] = {}
+            groups = [index.setdefault(k, len(index)) for k in keys]
+        estimator = PromptGuard(self.encoder, target_fpr=target_fpr, **params)
+        estimator.fit(texts, labels, groups, embeddings=self.encoder.encode(texts))
+        self.targets[name] = estimator
+        given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
+        self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))
+        self.version += 1
+        return estimator
+
+    def remove_target(self, name: str) -> None:
+        if name not in self.targets:
+            msg = f"No target {name!r}; the guard has: {', '.join(self.targets) or 'none'}."
+            raise ConfigurationError(msg)
+        del self.targets[name]
+        self.terms.pop(name, None)
+        self.version += 1
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Forget probabilities, ``[len(texts), len(target_names)]``; one encoder pass for all targets."""
+        if not self.targets:
+            msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
+            raise GuardNotFittedError(msg)
+        checked = check_texts(texts)
+        emb = self.encoder.encode(checked)
+        return np.stack([t.forget_proba(checked, embeddings=emb) for t in self.targets.values()], axis=1)
+
+    def _verdicts(self, texts: Sequence[str]) -> list[_Verdict]:
+        scores = self.score(texts)
+        thresholds = np.array([t.threshold_ for t in self.targets.values()])
+        names = self.target_names
+        out = []
+        for row in scores:
+            best = int(np.argmax(row - thresholds))
+            flagged = bool(row[best] > thresholds[best])
+            out.append(_Verdict(float(row[best]), float(thresholds[best]), flagged, names[best] if flagged else None))
+        return out
+
+    def decide_many(self, texts: Sequence[str]) -> list[GuardDecision]:
+        start = time.perf_counter()
+        verdicts = self._verdicts(texts)
+        per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
+        return [
+            GuardDecision(
+                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target,
+                guard_id=self.guard_id, guard_version=self.version, text_sha256=text_sha256(t), latency_ms=per_item,
+            )
+            for t, v in zip(texts, verdicts)
+        ]
+
+    def decide(self, text: str) -> GuardDecision:
+        if not isinstance(text, str):
+            msg = f"decide() takes one string, got {type(text).__name__}; use decide_many() for lists."
+            raise InvalidInputError(msg)
+        return self.decide_many([text])[0]
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write ``manifest.json`` and one safetensors + vocabulary JSON per target. No pickle."""
+        root = Path(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        infos = []
+        for i, (name, est) in enumerate(self.targets.items()):
+            sub = f"targets/{i:03d}"
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            arrays, vocab = est._arrays()
+            save_file(arrays, str(root / sub / "weights.safetensors"))
+            (root / sub / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
+            params = {k: v for k, v in est.get_params(deep=False).items() if k != "encoder"}
+            infos.append(TargetInfo(
+                name=name, folder=sub, params=params, threshold=est.threshold_, target_fpr=est.target_fpr,
+                cv_fpr=est.cv_fpr_, cv_tpr=est.cv_tpr_, n_forget=est.n_forget_, n_retain=est.n_retain_,
+                terms=self.terms.get(name, []),
+            ))
+        manifest = GuardManifest(guard_id=self.guard_id, version=self.version, encoder=self.encoder.identity(), targets=infos)
+        manifest.content_sha256 = _content_hash(root, manifest)
+        (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+        return root
+
+    @classmethod
+    def load(cls, folder: str | Path, *, encoder: SentenceEncoder | None = None) -> Guard:
+        """Load a saved guard, checking schema version, content hash and encoder identity."""
+        root = Path(folder)
+        manifest_file = root / "manifest.json"
+        if not manifest_file.is_file():
+            msg = f"{root} is not a guard folder (no manifest.json); create one with `eco guard fit` or Guard.save()."
+            raise ArtifactError(msg)
+        try:
+            raw = json.loads(manifest_file.read_text())
+        except json.JSONDecodeError as err:
+            msg = f"{manifest_file} is not valid JSON ({err}); the folder was edited or truncated. Re-fit the guard."
+            raise ArtifactError(msg) from None
+        if raw.get("schema_version") != GUARD_SCHEMA_VERSION or raw.get("kind") != "eco-guard":
+            msg = (
+                f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
+                f"this release reads version {GUARD_SCHEMA_VERSION}. Re-fit the guard with this release."
+            )
+            raise ArtifactError(msg)
+        try:
+            manifest = GuardManifest.model_validate(raw)
+        except Exception as err:  # pydantic's message lists the bad fields
+            msg = f"{manifest_file} does not match the guard schema: {err}"
+            raise ArtifactError(msg) from None
+        try:
+            actual = _content_hash(root, manifest)
+        except FileNotFoundError as err:
+            msg = f"{root} is incomplete ({err.filename} is missing). Re-fit or restore the folder."
+            raise ArtifactError(msg) from None
+        if actual != manifest.content_sha256:
+            msg = f"{root} was modified after it was saved (content hash mismatch). Re-fit the guard or restore the folder."
+            raise ArtifactError(msg)
+        guard = cls(encoder, guard_id=manifest.guard_id)
+        guard.version = manifest.version
+        expected = manifest.encoder.get("fingerprint")
+        if expected is not None:
+            found = guard.encoder.fingerprint()
+            if len(found) != len(expected) or np.max(np.abs(np.array(found) - np.array(expected))) > 2e-3:
+                msg = (
+                    f"The guard in {root} was fit with encoder {manifest.encoder.get('name')!r}, but the encoder "
+                    f"given ({guard.encoder.name!r}) embeds differently. Pass the same encoder, or re-fit."
+                )
+                raise ArtifactError(msg)
+        for info in manifest.targets:
+            arrays = load_file(str(root / info.folder / "weights.safetensors"))
+            vocab = json.loads((root / info.folder / "vocabulary.json").read_text())
+            stats = {"threshold": info.threshold, "cv_fpr": info.cv_fpr, "cv_tpr": info.cv_tpr, "n_forget": info.n_forget, "n_retain": info.n_retain}
+            guard.targets[info.name] = PromptGuard._from_arrays(guard.encoder, info.params, arrays, vocab, stats)
+            guard.terms[info.name] = list(info.terms)
+        return guard
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [
+            {"target": n, "threshold": round(t.threshold_, 6), "cv_fpr": round(t.cv_fpr_, 4), "cv_tpr": round(t.cv_tpr_, 4), "n_forget": t.n_forget_, "n_retain": t.n_retain_}
+            for n, t in self.targets.items()
+        ]
+
+
+def _content_hash(root: Path, manifest: GuardManifest) -> str:
+    digest = hashlib.sha256()
+    digest.update(manifest.model_copy(update={"content_sha256": ""}).model_dump_json().encode())
+    for info in manifest.targets:
+        for fname in ("weights.safetensors", "vocabulary.json"):
+            digest.update(f"{info.folder}/{fname}".encode())
+            digest.update((root / info.folder / fname).read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,177 @@
+"""Turning a request into token ids, with the character spans of the text the guard classifies.
+
+The rendered chat template is tokenized with offsets, so the positions of the user's own words
+are known exactly: the ``content`` selector corrupts those and never the template scaffolding
+or the system prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+
+from .config import SelectionConfig
+from .exceptions import InvalidInputError
+
+ChatMessage = Mapping[str, Any]
+PromptInput = Union[str, Sequence[ChatMessage]]
+ROLES = ("system", "user", "assistant", "tool")
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+@dataclass
+class RenderedPrompt:
+    """A prompt ready for the model, plus where the classified words sit in it."""
+
+    text: str
+    input_ids: list[int]
+    offsets: list[tuple[int, int]]
+    content_spans: list[tuple[int, int]]
+    classified_text: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def normalize_messages(messages: object) -> list[dict[str, Any]]:
+    """Validate a chat (list of ``{"role", "content"}``) and return plain dicts."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        msg = f"Expected a prompt string or a list of chat messages, got {type(messages).__name__}."
+        raise InvalidInputError(msg)
+    if len(messages) == 0:
+        msg = "The conversation is empty; pass at least one user message."
+        raise InvalidInputError(msg)
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            msg = f"Message {i} is {type(message).__name__}; each message must be a dict with 'role' and 'content'."
+            raise InvalidInputError(msg)
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            msg = f"Message {i} has role {role!r}; the chat template renders only {', '.join(ROLES)}."
+            raise InvalidInputError(msg)
+        if content is None and message.get("tool_calls"):
+            content = ""
+        if not isinstance(content, str):
+            msg = f"Message {i} ({role}) has content of type {type(content).__name__}; pass text."
+            raise InvalidInputError(msg)
+        out.append({**dict(message), "role": role, "content": content})
+    if not any(m["role"] == "user" and m["content"].strip() for m in out):
+        msg = "The conversation has no non-empty user message to answer."
+        raise InvalidInputError(msg)
+    return out
+
+
+def classified_indices(messages: list[dict[str, Any]], window: int) -> list[int]:
+    """Indices of the latest ``window`` non-empty user messages (what the guard reads)."""
+    users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["content"].strip()]
+    return users[-window:]
+
+
+def render(
+    tokenizer: Any,
+    prompt: PromptInput,
+    *,
+    raw: bool = False,
+    window: int = 1,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> RenderedPrompt:
+    """Render ``prompt`` (a string or messages) and tokenize it with character offsets.
+
+    ``raw=True`` takes a string as the literal model input (no chat template), as the paper's
+    multiple-choice prompts are; the whole string is then the classified content.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            msg = "The prompt is empty; pass a non-empty string."
+            raise InvalidInputError(msg)
+        if raw:
+            enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
+            return RenderedPrompt(prompt, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], [(0, len(prompt))], prompt)
+        prompt = [{"role": "user", "content": prompt}]
+    elif raw:
+        msg = "raw=True takes a prompt string, not a list of messages."
+        raise InvalidInputError(msg)
+    messages = normalize_messages(prompt)
+    template_kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+    if tools:
+        template_kwargs["tools"] = list(tools)
+    if getattr(tokenizer, "chat_template", None) is None:
+        template_kwargs["chat_template"] = _FALLBACK_TEMPLATE
+    text = tokenizer.apply_chat_template(messages, **template_kwargs)
+    spans = _message_spans(text, messages)
+    chosen = classified_indices(messages, window)
+    content_spans = [spans[i] for i in chosen if spans[i] is not None]
+    if len(content_spans) != len(chosen):
+        msg = "The chat template changed the user's text, so its tokens cannot be located; use the 'all' selector."
+        raise InvalidInputError(msg)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    classified = "\n".join(messages[i]["content"] for i in chosen)
+    return RenderedPrompt(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], content_spans, classified, messages)
+
+
+def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
+    """Character span of each message's content in the rendered text, searched in order."""
+    spans: list[tuple[int, int] | None] = []
+    cursor = 0
+    for message in messages:
+        content = message["content"].strip()
+        if not content:
+            spans.append(None)
+            continue
+        at = text.find(content, cursor)
+        if at < 0:
+            spans.append(None)
+            continue
+        spans.append((at, at + len(content)))
+        cursor = at + len(content)
+    return spans
+
+
+def _overlapping(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> torch.Tensor:
+    mask = torch.zeros(len(offsets), dtype=torch.bool)
+    for j, (start, end) in enumerate(offsets):
+        if end > start and any(start < s_end and end > s_start for s_start, s_end in spans):
+            mask[j] = True
+    return mask
+
+
+def select_positions(rendered: RenderedPrompt, selection: SelectionConfig, terms: Sequence[str] = ()) -> torch.Tensor:
+    """Boolean mask over the prompt's tokens: which positions the corruption touches.
+
+    The last prompt token is never selected: its next-token distribution is what the model
+    answers from (the paper keeps it clean too).
+    """
+    n = len(rendered.input_ids)
+    if selection.name == "all":
+        mask = torch.ones(n, dtype=torch.bool)
+    else:
+        mask = _overlapping(rendered.offsets, rendered.content_spans)
+        if selection.name == "entities":
+            found = _term_spans(rendered.text, rendered.content_spans, [*selection.terms, *terms])
+            entity_mask = _overlapping(rendered.offsets, found) if found else None
+            # No known term in the text: fall back to the whole content, as the paper's NER path does.
+            if entity_mask is not None and bool(entity_mask.any()):
+                mask = entity_mask
+        elif selection.name == "first_n":
+            assert selection.n is not None
+            keep = torch.nonzero(mask).flatten()[: selection.n]
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[keep] = True
+    if n:
+        mask[-1] = False
+    return mask
+
+
+def _term_spans(text: str, within: list[tuple[int, int]], terms: Sequence[str]) -> list[tuple[int, int]]:
+    spans = []
+    for term in {t for t in terms if t and t.strip()}:
+        pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?!\w)", re.IGNORECASE)
+        for start, end in within:
+            spans.extend((start + m.start(), start + m.end()) for m in pattern.finditer(text[start:end]))
+    return spans
