@@ -38,6 +38,10 @@ class SentenceEncoder:
         self._loaded: tuple[Any, Any, str, bool, int] | None = None
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> SentenceEncoder:
+        # Estimators are cloned with deepcopy; the encoder is a read-only shared resource.
+        return self
+
     @property
     def name(self) -> str:
         return DEFAULT_ENCODER_NAME if self.path is None else Path(self.path).name

@@ -95,7 +95,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
         *,
         target_fpr: float = 0.01,
         lexical: bool = True,
-        C: float = 3.0,
+        C: float = 1.0,
         cv: int = 5,
         max_word_features: int = 30000,
         max_char_features: int = 60000,

@@ -1,0 +1,240 @@
+"""The ``eco`` command line.
+
+Commands that produce figures print one JSON object as their last line (with ``--json``) so
+scripts can read them; progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ECOError, InvalidInputError
+
+
+def read_examples(path: str | Path) -> list[str]:
+    """Texts from a file: plain text (one per line), JSON Lines, or CSV.
+
+    JSONL rows give their ``text`` field, or both ``question`` and ``answer`` (the guard learns
+    from the knowledge as well as the questions). CSV files use a ``text`` column when there is
+    one, else the first column.
+    """
+    file = Path(path)
+    if not file.is_file():
+        msg = f"Input file {file} does not exist."
+        raise InvalidInputError(msg)
+    suffix = file.suffix.lower()
+    texts: list[str] = []
+    if suffix in (".jsonl", ".json"):
+        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                msg = f"{file}:{n} is not valid JSON ({err.msg}); use one JSON object per line."
+                raise InvalidInputError(msg) from None
+            if isinstance(row, str):
+                texts.append(row)
+            elif isinstance(row, dict) and isinstance(row.get("text"), str):
+                texts.append(row["text"])
+            elif isinstance(row, dict) and any(isinstance(row.get(k), str) for k in ("question", "answer")):
+                texts.extend(row[k] for k in ("question", "answer") if isinstance(row.get(k), str))
+            else:
+                msg = f"{file}:{n} has no 'text' (or 'question'/'answer') string field."
+                raise InvalidInputError(msg)
+    elif suffix == ".csv":
+        with file.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        if rows and "text" in rows[0]:
+            col = rows[0].index("text")
+            texts = [r[col] for r in rows[1:] if len(r) > col]
+        else:
+            texts = [r[0] for r in rows if r]
+    else:
+        texts = file.read_text(encoding="utf-8").splitlines()
+    texts = [t.strip() for t in texts if t.strip()]
+    if not texts:
+        msg = f"{file} holds no examples."
+        raise InvalidInputError(msg)
+    return texts
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=float))
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._table import wrapped_table
+    from .demo import run_demo
+
+    rows = run_demo(max_new_tokens=args.max_new_tokens, show_progress=not args.quiet)
+    seconds = rows.pop()["seconds"]
+    table = [[r["prompt"], "yes" if r["flagged"] else "no", f"{r['score']:.3f}", r["plain"], r["eco"]] for r in rows]
+    print(wrapped_table(["prompt", "flagged", "score", "plain model", "ECO"], table, [26, 7, 5, 40, 40]))
+    flagged = [r for r in rows if r["flagged"]]
+    summary = {
+        "prompts": len(rows),
+        "flagged": len(flagged),
+        "benign_identical": all(r["plain"] == r["eco"] for r in rows if not r["flagged"]),
+        "flagged_changed": sum(r["plain"] != r["eco"] for r in flagged),
+        "seconds": round(seconds, 1),
+    }
+    _print_json(summary) if args.json else print(f"\n{summary['flagged']} of {summary['prompts']} prompts flagged; demo took {summary['seconds']} s")
+    return 0
+
+
+def cmd_guard_fit(args: argparse.Namespace) -> int:
+    from .encoder import SentenceEncoder
+    from .guard import Guard
+
+    forget, retain = read_examples(args.forget), read_examples(args.retain)
+    encoder = SentenceEncoder(args.encoder) if args.encoder else None
+    out = Path(args.out)
+    guard = Guard.load(out, encoder=encoder) if (out / "manifest.json").is_file() else Guard(encoder, guard_id=args.guard_id)
+    if args.target in guard.targets and not args.replace:
+        msg = f"{out} already has target {args.target!r}; pass --replace to re-fit it."
+        raise InvalidInputError(msg)
+    logging.getLogger(__name__).info("fitting %s on %d forget / %d retain texts", args.target, len(forget), len(retain))
+    guard.add_target(args.target, forget, retain, terms=args.terms or (), target_fpr=args.target_fpr)
+    guard.save(out)
+    summary = {"out": str(out), "guard_id": guard.guard_id, "version": guard.version, "targets": guard.summary()}
+    _print_json(summary)
+    return 0
+
+
+def cmd_guard_score(args: argparse.Namespace) -> int:
+    from .guard import Guard
+
+    guard = Guard.load(args.guard)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        msg = "No text to score: pass TEXT arguments or pipe one text per line on stdin."
+        raise InvalidInputError(msg)
+    for decision, text in zip(guard.decide_many(texts), texts):
+        if args.json:
+            _print_json({"flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
+                         "target": decision.target, "guard_id": decision.guard_id, "guard_version": decision.guard_version})
+        else:
+            print(f"{'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}")
+    return 0
+
+
+def cmd_guard_eval(args: argparse.Namespace) -> int:
+    from .eval.guard_eval import tofu_guard_protocol
+
+    task = args.task
+    if not task.startswith("tofu-"):
+        msg = f"`eco guard eval` runs the TOFU protocol (tofu-forget01/05/10); for {task!r} use `eco eval guard --task {task}`."
+        raise InvalidInputError(msg)
+    metrics, _, _ = tofu_guard_protocol(task.removeprefix("tofu-"), args.data_dir, seed=args.seed, target_fpr=args.target_fpr)
+    if not args.json:
+        for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
+            print(f"{key:18} {metrics[key]:.4f}")
+    _print_json(metrics)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .config import GenerationConfig
+    from .demo import fit_demo_guard
+    from .engine import ECO
+
+    eco = ECO.from_pretrained(args.model, guard=args.guard or fit_demo_guard(), mode=args.mode)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    history: list[dict[str, str]] = []
+    print("ECO chat: type a message, or 'exit' to quit.", file=sys.stderr)
+    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+        text = line.strip()
+        if text in ("exit", "quit"):
+            break
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        stream = eco.stream(history, config=config)
+        d = stream.decision
+        print(f"[decision: flagged={d.flagged} score={d.score if d.score is None else round(d.score, 4)} target={d.target} mode={d.mode}]")
+        reply = ""
+        for chunk in stream:
+            reply += chunk
+            print(chunk, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": reply})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eco", description="ECO unlearning: guard, corrupt, generate.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="forget Harry Potter on the embedded model and show plain vs ECO")
+    demo.add_argument("--max-new-tokens", type=int, default=48)
+    demo.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    guard = sub.add_parser("guard", help="fit, score and evaluate guards").add_subparsers(dest="guard_command", required=True)
+    fit = guard.add_parser("fit", help="fit a forget target from example files (txt, jsonl or csv)")
+    fit.add_argument("--forget", required=True, help="texts about what to forget: questions, answers, facts")
+    fit.add_argument("--retain", required=True, help="texts the model must keep answering")
+    fit.add_argument("--target", required=True, help="name of the forget target")
+    fit.add_argument("--out", required=True, help="guard folder (created, or extended with a new target)")
+    fit.add_argument("--target-fpr", type=float, default=0.01)
+    fit.add_argument("--terms", nargs="*", help="names/titles to corrupt with the entities selector")
+    fit.add_argument("--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)")
+    fit.add_argument("--guard-id", help="id for a new guard (default: random)")
+    fit.add_argument("--replace", action="store_true", help="re-fit a target that already exists")
+    fit.set_defaults(func=cmd_guard_fit)
+
+    score = guard.add_parser("score", help="score texts (arguments, or one per line on stdin)")
+    score.add_argument("guard")
+    score.add_argument("text", nargs="*")
+    score.add_argument("--json", action="store_true", help="one JSON object per input")
+    score.set_defaults(func=cmd_guard_score)
+
+    evaluate = guard.add_parser("eval", help="the TOFU guard protocol on local data")
+    evaluate.add_argument("--task", default="tofu-forget10", choices=["tofu-forget01", "tofu-forget05", "tofu-forget10"])
+    evaluate.add_argument("--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--target-fpr", type=float, default=0.01)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_guard_eval)
+
+    chat = sub.add_parser("chat", help="interactive chat showing each turn's decision")
+    chat.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
+    chat.add_argument("--guard", default=None, help="guard folder (default: the demo's Harry Potter guard)")
+    chat.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "off"])
+    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.set_defaults(func=cmd_chat)
+
+    try:
+        from .eval import cli as eval_cli
+    except ImportError:
+        eval_cli = None  # type: ignore[assignment]
+    if eval_cli is not None:
+        eval_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args))
+    except ECOError as err:
+        print(f"eco: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

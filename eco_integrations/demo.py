@@ -1,0 +1,57 @@
+"""The main job: forget Harry Potter on the embedded SmolLM2, and show it side by side."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from .backends.base import PreparedRow
+from .config import GenerationConfig
+from .engine import ECO
+from .guard import Guard
+from .prompting import render
+
+DEMO_TARGET = "harry-potter"
+DEMO_GUARD_ID = "demo-harry-potter"
+
+
+def read_lines(name: str) -> list[str]:
+    """Non-empty lines of a packaged example file (``eco_integrations/data/<name>``)."""
+    text = resources.files("eco_integrations").joinpath("data", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def fit_demo_guard(**kwargs: Any) -> Guard:
+    """A guard with one target, fit on the packaged Harry Potter prompts and facts."""
+    guard = Guard(guard_id=DEMO_GUARD_ID, **kwargs)
+    guard.add_target(
+        DEMO_TARGET,
+        read_lines("harry_potter_forget.txt"),
+        read_lines("harry_potter_retain.txt"),
+        terms=("Harry Potter", "Hogwarts", "Hermione Granger", "Voldemort", "Dumbledore"),
+        target_fpr=0.01,
+    )
+    return guard
+
+
+def run_demo(*, max_new_tokens: int = 48, show_progress: bool = True) -> list[dict[str, Any]]:
+    """Train the guard, then answer the demo prompts with the plain model and with ECO."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    eco = ECO.from_pretrained()
+    guard = fit_demo_guard()
+    eco = ECO(eco.backend, guard)
+    prompts = read_lines("demo_prompts.txt")
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    rows = []
+    for prompt in tqdm(prompts, desc="demo prompts", disable=not show_progress):
+        plain = eco.backend.generate([PreparedRow(render(eco.backend.tokenizer, prompt).input_ids)], config)[0]
+        result = eco.generate([prompt], config=config)[0]
+        rows.append({
+            "prompt": prompt, "flagged": result.decision.flagged, "score": result.decision.score,
+            "plain": plain.text, "eco": result.text,
+        })
+    rows.append({"seconds": time.perf_counter() - started})
+    return rows

@@ -1,0 +1,195 @@
+"""The ``eco eval`` (guard, mcq) and ``eco calibrate`` (strength) commands.
+
+:func:`register` is called by ``eco_integrations.cli.build_parser`` with the top-level
+subparsers. Each command prints one JSON object as its last stdout line (``--json`` drops the
+human-readable lines before it); progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, default=float))
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``--guard-param C=10`` pairs into PromptGuard keyword arguments (JSON values when they parse)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--guard-param takes NAME=VALUE (e.g. C=10), got {item!r}."
+            raise InvalidInputError(msg)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    allowed = {"C", "lexical", "cv", "max_word_features", "max_char_features", "random_state"}
+    unknown = set(params) - allowed
+    if unknown:
+        msg = f"Unknown --guard-param {', '.join(sorted(unknown))}; PromptGuard takes: {', '.join(sorted(allowed))}."
+        raise InvalidInputError(msg)
+    return params
+
+
+# -- eco eval guard ----------------------------------------------------------------------------
+def cmd_eval_guard(args: argparse.Namespace) -> int:
+    from .guard_eval import run_guard_task
+    from .report import write_guard_report
+
+    metrics, guard, scores = run_guard_task(
+        args.task, args.data_dir, seed=args.seed, target_fpr=args.target_fpr, method=args.threshold,
+        show_progress=not args.quiet, params=_parse_params(args.guard_param),
+    )
+    if args.out:
+        metrics["files"] = write_guard_report(metrics, scores, args.out)
+        if args.save_guard:
+            guard.save(Path(args.out) / f"{args.task}-guard")
+    if not args.json:
+        for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_close", "fpr_other_mmlu", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
+            if key in metrics:
+                print(f"{key:18} {metrics[key]:.4f}")
+        print(f"threshold method: {metrics['threshold_method']}")
+    _print_json(metrics)
+    return 0
+
+
+# -- eco eval mcq ------------------------------------------------------------------------------
+def _mcq_policy(args: argparse.Namespace, folder: Path | None) -> Any:
+    from ..config import CorruptionConfig, ECOPolicy
+    from .mcq import PAPER_MCQ_POLICY
+
+    policy = ECOPolicy.load(folder) if folder is not None and (folder / "policy.json").is_file() else PAPER_MCQ_POLICY
+    update = {k: v for k, v in (("name", args.corruption), ("dims", args.dims), ("strength", args.strength)) if v is not None}
+    if update:
+        try:
+            corruption = CorruptionConfig(**{**policy.corruption.model_dump(), **update})
+        except ValueError as err:
+            raise InvalidInputError(f"Bad corruption setting: {err}") from None
+        policy = policy.model_copy(update={"corruption": corruption})
+    return policy
+
+
+def cmd_eval_mcq(args: argparse.Namespace) -> int:
+    from ..backends.transformers import TransformersBackend
+    from ..engine import ECO
+    from ..guard import Guard
+    from .guard_eval import fit_wmdp_guard, wmdp_fit_test_split
+    from .mcq import evaluate_mcq, mcq_progress_bar, mmlu_pool, sample_questions, summarize
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    fit_rows, test_rows = wmdp_fit_test_split(args.data_dir, seed=args.seed)
+    if args.guard:
+        guard_folder: Path = Path(args.guard)
+        guard = Guard.load(guard_folder)
+        wmdp_pool = fit_rows + test_rows
+        guard_note = f"guard folder {guard_folder}"
+    else:
+        # The WMDP guard protocol's guard: the questions it was fit on are left out of the sample.
+        guard_folder = out / "guard"
+        if (guard_folder / "manifest.json").is_file():
+            guard = Guard.load(guard_folder)
+        else:
+            print("fitting the WMDP guard (20% of WMDP vs MMLU val)...", file=sys.stderr)
+            guard, _ = fit_wmdp_guard(args.data_dir, seed=args.seed, target_fpr=args.target_fpr)
+            guard.save(guard_folder)
+        wmdp_pool = test_rows
+        guard_note = "WMDP protocol guard (fit on 20% of WMDP vs MMLU val; sample drawn from the other 80%)"
+    policy = _mcq_policy(args, guard_folder if args.guard else None)
+    backend = TransformersBackend.from_pretrained(args.model)
+    eco = ECO(backend, guard, policy=policy, batch_size=args.batch_size)
+    n = None if args.full else (args.limit if args.limit is not None else 400)
+    if n is not None and n < 1:
+        msg = f"--limit must be >= 1, got {n}."
+        raise InvalidInputError(msg)
+    wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(args.data_dir), n_wmdp=n, n_mmlu=n, seed=args.seed)
+    questions = wmdp + mmlu
+    bar = mcq_progress_bar(len(questions), not args.quiet)
+    records = evaluate_mcq(eco, questions, out, letters=args.letters, batch_size=args.batch_size, progress=bar.update)
+    bar.close()
+    c = policy.corruption
+    summary = {
+        **summarize(records, args.letters),
+        "corruption": {"name": c.name, "dims": c.dims, "strength": c.strength, "selector": policy.selection.name},
+        "guard": guard_note,
+        "model": backend.model_name,
+        "seed": args.seed,
+        "results": str(out / "results.jsonl"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "mcq.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    if not args.json:
+        for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
+            print(f"{key:16} {summary[key]:.4f}")
+    _print_json(summary)
+    return 0
+
+
+# -- eco calibrate strength --------------------------------------------------------------------
+def cmd_calibrate_strength(args: argparse.Namespace) -> int:
+    from .. import strength as zo
+
+    summary = zo.calibrate_from_cli(args)
+    _print_json(summary)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``eval`` and ``calibrate`` to the ``eco`` command line."""
+    from .calibration import THRESHOLD_METHODS
+    from .guard_eval import GUARD_TASKS
+    from .mcq import LETTER_VARIANTS
+
+    evaluate = subparsers.add_parser("eval", help="evaluate guards and ECO on benchmark data").add_subparsers(dest="eval_command", required=True)
+
+    guard = evaluate.add_parser("guard", help="guard quality on a task's held-out prompts (JSON, Markdown, plots)")
+    guard.add_argument("--task", required=True, choices=GUARD_TASKS)
+    guard.add_argument("--data-dir", default=None, help="folder laid out like ../shared/data (default: the Hugging Face hub)")
+    guard.add_argument("--out", default=None, help="folder for <task>.json, <task>.md, <task>_hist.png, <task>_roc.png")
+    guard.add_argument("--seed", type=int, default=0)
+    guard.add_argument("--target-fpr", type=float, default=None, help="default: the task's goal (0.01 TOFU/WMDP, 0.02 MUSE)")
+    guard.add_argument("--threshold", default="target-rate", choices=THRESHOLD_METHODS,
+                       help="target-rate: the guard's cross-validated threshold; conformal: split-conformal on held-out retain prompts")
+    guard.add_argument("--guard-param", action="append", metavar="NAME=VALUE", help="PromptGuard hyperparameter for this task (repeatable)")
+    guard.add_argument("--save-guard", action="store_true", help="also save the fitted guard under --out")
+    guard.add_argument("--json", action="store_true", help="print only the JSON line")
+    guard.add_argument("--quiet", action="store_true", help="no progress bar")
+    guard.set_defaults(func=cmd_eval_guard)
+
+    mcq = evaluate.add_parser("mcq", help="WMDP/MMLU multiple-choice accuracy with and without ECO (resumable)")
+    mcq.add_argument("--data-dir", default=None)
+    mcq.add_argument("--out", default="eco-mcq", help="folder for results.jsonl (resume point), mcq.json and the fitted guard")
+    mcq.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
+    mcq.add_argument("--guard", default=None, help="guard folder (with policy.json); default: fit the WMDP protocol guard")
+    mcq.add_argument("--limit", type=int, default=None, help="questions per set (default 400 WMDP + 400 MMLU)")
+    mcq.add_argument("--full", action="store_true", help="every WMDP test question and all of MMLU test")
+    mcq.add_argument("--seed", type=int, default=0)
+    mcq.add_argument("--target-fpr", type=float, default=0.01, help="for the guard fitted when --guard is not given")
+    mcq.add_argument("--batch-size", type=int, default=8)
+    mcq.add_argument("--letters", default="space", choices=LETTER_VARIANTS, help="score ' A'..' D' (space) or 'A'..'D' (plain)")
+    mcq.add_argument("--corruption", default=None, help="override the policy's corruption name")
+    mcq.add_argument("--dims", type=int, default=None)
+    mcq.add_argument("--strength", type=float, default=None)
+    mcq.add_argument("--json", action="store_true")
+    mcq.add_argument("--quiet", action="store_true")
+    mcq.set_defaults(func=cmd_eval_mcq)
+
+    calibrate = subparsers.add_parser("calibrate", help="choose ECO settings from data").add_subparsers(dest="calibrate_command", required=True)
+    strength = calibrate.add_parser("strength", help="zeroth-order search of the corruption strength toward a target value")
+    from ..strength import add_arguments
+
+    add_arguments(strength)
+    strength.set_defaults(func=cmd_calibrate_strength)

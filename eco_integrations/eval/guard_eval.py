@@ -1,0 +1,362 @@
+"""Guard quality on held-out data, by fixed protocols so figures compare from run to run."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from ..encoder import SentenceEncoder
+from ..exceptions import ConfigurationError, InvalidInputError
+from ..guard import Guard
+from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
+from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
+
+TOFU_PAIRS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+AUTHOR_ROWS = 20  # TOFU: every author has 20 consecutive question/answer rows
+
+
+def _rate(flags: list[bool]) -> float:
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+def tofu_guard_protocol(
+    split: str = "forget10",
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_fpr: float = 0.01,
+    encoder: SentenceEncoder | None = None,
+) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
+    """The TOFU guard protocol.
+
+    forget questions split 80/20 at random (``seed``); retain split 80/20 *by author* (``seed``);
+    the guard is fit on the question and answer texts of the 80% rows at ``target_fpr``. Tests:
+    held-out forget questions, their paraphrases (``forgetXX_perturbed``), held-out retain
+    authors' questions, and the real_authors and world_facts questions.
+    Returns the metrics, the fitted guard, and the test scores by set.
+    """
+    if split not in TOFU_PAIRS:
+        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_PAIRS)}."
+        raise ConfigurationError(msg)
+    forget = load_tofu(split, data_dir)
+    perturbed = load_tofu(f"{split}_perturbed", data_dir)
+    retain = load_tofu(TOFU_PAIRS[split], data_dir)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(forget))
+    n_train = int(0.8 * len(forget))
+    f_train, f_test = sorted(order[:n_train].tolist()), sorted(order[n_train:].tolist())
+    n_authors = len(retain) // AUTHOR_ROWS
+    authors = rng.permutation(n_authors)
+    train_authors = set(authors[: int(0.8 * n_authors)].tolist())
+    r_train = [i for i in range(len(retain)) if i // AUTHOR_ROWS in train_authors]
+    r_test = [i for i in range(len(retain)) if i // AUTHOR_ROWS not in train_authors]
+
+    forget_texts = [forget[i]["question"] for i in f_train] + [forget[i]["answer"] for i in f_train]
+    retain_texts = [retain[i]["question"] for i in r_train] + [retain[i]["answer"] for i in r_train]
+    # Both classes are grouped by author for the cross-validated threshold, so each fold's
+    # scores come from authors the fold's classifier never saw, as the held-out authors will.
+    retain_groups = [i // AUTHOR_ROWS for i in r_train] * 2
+    forget_groups = [i // AUTHOR_ROWS for i in f_train] * 2
+
+    started = time.perf_counter()
+    guard = Guard(encoder, guard_id=f"tofu-{split}")
+    guard.add_target(f"tofu-{split}", forget_texts, retain_texts, retain_groups=retain_groups, forget_groups=forget_groups, target_fpr=target_fpr)
+    fit_seconds = time.perf_counter() - started
+
+    tests = {
+        "forget": [forget[i]["question"] for i in f_test],
+        "paraphrase": [perturbed[i]["paraphrased_question"] for i in f_test],
+        "retain": [retain[i]["question"] for i in r_test],
+        "real_authors": [r["question"] for r in load_tofu("real_authors", data_dir)],
+        "world_facts": [r["question"] for r in load_tofu("world_facts", data_dir)],
+    }
+    scores = {name: guard.score(texts)[:, 0] for name, texts in tests.items()}
+    threshold = guard.targets[f"tofu-{split}"].threshold_
+    flagged = {name: (s > threshold).tolist() for name, s in scores.items()}
+    negatives = np.concatenate([scores["retain"], scores["real_authors"], scores["world_facts"]])
+    metrics = {
+        "task": f"tofu-{split}",
+        "tpr": _rate(flagged["forget"]),
+        "paraphrase_tpr": _rate(flagged["paraphrase"]),
+        "fpr": _rate(flagged["retain"]),
+        "fpr_real_authors": _rate(flagged["real_authors"]),
+        "fpr_world_facts": _rate(flagged["world_facts"]),
+        "auroc": float(roc_auc_score([1] * len(scores["forget"]) + [0] * len(negatives), np.concatenate([scores["forget"], negatives]))),
+        "threshold": float(threshold),
+        "threshold_method": f"cross-validated retain scores at target FPR {target_fpr}",
+        "cv_fpr": guard.targets[f"tofu-{split}"].cv_fpr_,
+        "cv_tpr": guard.targets[f"tofu-{split}"].cv_tpr_,
+        "n_test": {k: len(v) for k, v in tests.items()},
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    return metrics, guard, scores
+
+
+# -- WMDP and MUSE protocols (issue 5) ---------------------------------------------------------
+WMDP_FIT_FRACTION = 0.2
+CALIBRATION_FRACTION = 0.3  # share of the fit retain set held out for a conformal threshold
+
+
+def mcq_guard_text(row: dict[str, Any]) -> str:
+    """What the guard reads for a multiple-choice prompt: the question and its four choices.
+
+    The paper's zero-shot header ("... about {subject}.") is left out on purpose: it names the
+    subject, which would let a guard separate WMDP from MMLU by the header alone instead of by
+    the question. `eco eval mcq` classifies exactly this text.
+    """
+    lines = [row["question"].strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"])]
+    return "\n".join(lines)
+
+
+def _fit_target(
+    guard: Guard,
+    name: str,
+    forget: list[str],
+    retain: list[str],
+    *,
+    method: str,
+    target_fpr: float,
+    seed: int,
+    retain_items: list[int] | None = None,
+    calibration_texts: Callable[[list[int]], list[str]] | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit one target and set its threshold by ``method``; returns how the threshold was chosen.
+
+    ``target-rate`` keeps the guard's own threshold (cross-validated retain scores). ``conformal``
+    holds out :data:`CALIBRATION_FRACTION` of the retain *items* (``retain_items[i]`` is the item
+    of ``retain[i]``, so a question and its answer leave together), fits on the rest, and takes
+    the split-conformal threshold of the held-out items' scores (``calibration_texts(items)``
+    gives the texts to score: the questions, which is what users send).
+    """
+    params = params or {}
+    if method == "target-rate":
+        est = guard.add_target(name, forget, retain, target_fpr=target_fpr, **params)
+        return {"threshold_method": f"target-rate: cross-validated retain scores at target FPR {target_fpr}",
+                "cv_fpr": est.cv_fpr_, "cv_tpr": est.cv_tpr_}
+    if method != "conformal":
+        msg = f"Unknown threshold method {method!r}; choose one of: {', '.join(THRESHOLD_METHODS)}."
+        raise InvalidInputError(msg)
+    items = retain_items if retain_items is not None else list(range(len(retain)))
+    unique = sorted(set(items))
+    rng = np.random.default_rng(seed + 1)
+    held = set(rng.permutation(unique)[: int(round(CALIBRATION_FRACTION * len(unique)))].tolist())
+    need = min_calibration_size(target_fpr)
+    if len(held) < need:
+        msg = (
+            f"Only {len(held)} retain items can be held out for conformal calibration at FPR {target_fpr}, "
+            f"but at least {need} are needed. Use --threshold target-rate, or raise --target-fpr."
+        )
+        raise InvalidInputError(msg)
+    fit_retain = [t for t, i in zip(retain, items) if i not in held]
+    est = guard.add_target(name, forget, fit_retain, target_fpr=target_fpr, **params)
+    held_sorted = sorted(held)
+    calib = calibration_texts(held_sorted) if calibration_texts is not None else [t for t, i in zip(retain, items) if i in held]
+    calib_scores = est.forget_proba(calib, embeddings=guard.encoder.encode(calib))
+    est.threshold_ = conformal_threshold(calib_scores, target_fpr)
+    return {"threshold_method": f"conformal: split-conformal on {len(calib)} held-out retain prompts at target FPR {target_fpr}",
+            "n_calibration": len(calib)}
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg])))
+
+
+def wmdp_fit_test_split(data_dir: str | Path | None = None, *, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """WMDP rows split per subject: a random :data:`WMDP_FIT_FRACTION` to fit the guard, the rest to test.
+
+    Each row gains an ``id`` (``wmdp-<subject>/<index in the published file>``).
+    """
+    rng = np.random.default_rng(seed)
+    fit_rows: list[dict[str, Any]] = []
+    test_rows: list[dict[str, Any]] = []
+    for subject in WMDP_SUBJECTS:
+        rows = [{**r, "id": f"wmdp-{subject}/{i}"} for i, r in enumerate(load_wmdp(subject, data_dir))]
+        order = rng.permutation(len(rows))
+        n_fit = int(round(WMDP_FIT_FRACTION * len(rows)))
+        fit_rows += [rows[i] for i in sorted(order[:n_fit].tolist())]
+        test_rows += [rows[i] for i in sorted(order[n_fit:].tolist())]
+    return fit_rows, test_rows
+
+
+def fit_wmdp_guard(
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_fpr: float = 0.01,
+    method: str = "target-rate",
+    encoder: SentenceEncoder | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[Guard, dict[str, Any]]:
+    """The WMDP protocol's guard alone (fit rows of :func:`wmdp_fit_test_split` vs MMLU val)."""
+    fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
+    retain_rows = load_mmlu("all", "val", data_dir)
+    guard = Guard(encoder, guard_id="wmdp")
+    how = _fit_target(guard, "wmdp", [mcq_guard_text(r) for r in fit_rows], [mcq_guard_text(r) for r in retain_rows],
+                      method=method, target_fpr=target_fpr, seed=seed, params=params)
+    return guard, how
+
+
+def wmdp_guard_protocol(
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_fpr: float = 0.01,
+    method: str = "target-rate",
+    encoder: SentenceEncoder | None = None,
+    show_progress: bool = False,
+    params: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
+    """The WMDP guard protocol.
+
+    Fit on a random 20% (``seed``) of each WMDP subject's questions against the MMLU val split;
+    test on the other 80% and on the MMLU test split. Reports the false-positive rate overall,
+    on the four subjects closest to WMDP (``fpr_close``) and on the rest of MMLU (``fpr_other_mmlu``).
+    """
+    fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
+    retain_rows = load_mmlu("all", "val", data_dir)
+    mmlu_test = load_mmlu("all", "test", data_dir)
+    forget_texts = [mcq_guard_text(r) for r in fit_rows]
+    retain_texts = [mcq_guard_text(r) for r in retain_rows]
+
+    started = time.perf_counter()
+    guard = Guard(encoder, guard_id="wmdp")
+    how = _fit_target(guard, "wmdp", forget_texts, retain_texts, method=method, target_fpr=target_fpr, seed=seed, params=params)
+    fit_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    test_texts = [mcq_guard_text(r) for r in test_rows] + [mcq_guard_text(r) for r in mmlu_test]
+    all_scores = _score(guard, test_texts, show_progress)
+    score_seconds = time.perf_counter() - started
+    wmdp_scores, mmlu_scores = all_scores[: len(test_rows)], all_scores[len(test_rows) :]
+    threshold = guard.targets["wmdp"].threshold_
+    close = np.array([r["subject"] in MMLU_CLOSE_SUBJECTS for r in mmlu_test])
+    wmdp_subject = np.array([r["subject"] for r in test_rows])
+    scores = {"forget": wmdp_scores, "mmlu_close": mmlu_scores[close], "mmlu_other": mmlu_scores[~close]}
+    metrics: dict[str, Any] = {
+        "task": "wmdp",
+        "tpr": float(np.mean(wmdp_scores > threshold)),
+        "fpr": float(np.mean(mmlu_scores > threshold)),
+        "fpr_close": float(np.mean(mmlu_scores[close] > threshold)),
+        "fpr_other_mmlu": float(np.mean(mmlu_scores[~close] > threshold)),
+        "auroc": _auroc(wmdp_scores, mmlu_scores),
+        "auroc_close": _auroc(wmdp_scores, mmlu_scores[close]),
+        "threshold": float(threshold),
+        **{f"tpr_{s}": float(np.mean(wmdp_scores[wmdp_subject == s] > threshold)) for s in WMDP_SUBJECTS},
+        **{f"fpr_{s}": float(np.mean(mmlu_scores[np.array([r['subject'] == s for r in mmlu_test])] > threshold)) for s in MMLU_CLOSE_SUBJECTS},
+        **how,
+        "target_fpr": target_fpr,
+        "n_fit": {"forget": len(forget_texts), "retain": len(retain_texts)},
+        "n_test": {"forget": len(test_rows), "mmlu_close": int(close.sum()), "mmlu_other": int((~close).sum())},
+        "fit_seconds": round(fit_seconds, 1),
+        "score_seconds": round(score_seconds, 1),
+    }
+    return metrics, guard, scores
+
+
+def muse_guard_protocol(
+    corpus: str,
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_fpr: float = 0.02,
+    method: str = "target-rate",
+    encoder: SentenceEncoder | None = None,
+    show_progress: bool = False,
+    params: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
+    """The MUSE protocol: fit on half the forget and half the retain QA (``seed``), test on the other halves.
+
+    The guard learns from the question and answer texts of the fit halves (as in the TOFU
+    protocol); it is tested on the held-out *questions*, the prompts users would send.
+    """
+    if corpus not in MUSE_CORPORA:
+        msg = f"Unknown MUSE corpus {corpus!r}; choose one of: {', '.join(MUSE_CORPORA)}."
+        raise InvalidInputError(msg)
+    forget, retain = load_muse(corpus, "forget", data_dir), load_muse(corpus, "retain", data_dir)
+    rng = np.random.default_rng(seed)
+    f_order, r_order = rng.permutation(len(forget)), rng.permutation(len(retain))
+    f_fit, f_test = sorted(f_order[: len(forget) // 2].tolist()), sorted(f_order[len(forget) // 2 :].tolist())
+    r_fit, r_test = sorted(r_order[: len(retain) // 2].tolist()), sorted(r_order[len(retain) // 2 :].tolist())
+    forget_texts = [forget[i]["question"] for i in f_fit] + [forget[i]["answer"] for i in f_fit if forget[i]["answer"].strip()]
+    retain_pairs = [(retain[i]["question"], i) for i in r_fit] + [(retain[i]["answer"], i) for i in r_fit if retain[i]["answer"].strip()]
+
+    started = time.perf_counter()
+    guard = Guard(encoder, guard_id=f"muse-{corpus}")
+    how = _fit_target(
+        guard, f"muse-{corpus}", forget_texts, [t for t, _ in retain_pairs], method=method, target_fpr=target_fpr, seed=seed,
+        retain_items=[i for _, i in retain_pairs], calibration_texts=lambda items: [retain[i]["question"] for i in items], params=params,
+    )
+    fit_seconds = time.perf_counter() - started
+    scores = {
+        "forget": _score(guard, [forget[i]["question"] for i in f_test], show_progress),
+        "retain": _score(guard, [retain[i]["question"] for i in r_test], show_progress),
+    }
+    threshold = guard.targets[f"muse-{corpus}"].threshold_
+    metrics = {
+        "task": f"muse-{corpus}",
+        "tpr": float(np.mean(scores["forget"] > threshold)),
+        "fpr": float(np.mean(scores["retain"] > threshold)),
+        "auroc": _auroc(scores["forget"], scores["retain"]),
+        "threshold": float(threshold),
+        **how,
+        "target_fpr": target_fpr,
+        "n_fit": {"forget": len(forget_texts), "retain": len(retain_pairs)},
+        "n_test": {"forget": len(f_test), "retain": len(r_test)},
+        "fit_seconds": round(fit_seconds, 1),
+    }
+    return metrics, guard, scores
+
+
+def _score(guard: Guard, texts: list[str], show_progress: bool, chunk: int = 1024) -> np.ndarray:
+    """Scores of the guard's single target, in chunks so a progress bar can follow long sets."""
+    from tqdm.auto import tqdm
+
+    out = []
+    bar = tqdm(total=len(texts), desc="scoring", unit="prompt", disable=not show_progress, file=sys.stderr)
+    for start in range(0, len(texts), chunk):
+        out.append(guard.score(texts[start : start + chunk])[:, 0])
+        bar.update(len(texts[start : start + chunk]))
+    bar.close()
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+# -- reports -----------------------------------------------------------------------------------
+GUARD_TASKS = ("tofu-forget01", "tofu-forget05", "tofu-forget10", "wmdp", "muse-news", "muse-books")
+DEFAULT_TARGET_FPR = {"wmdp": 0.01, "muse-news": 0.02, "muse-books": 0.02}
+
+
+def run_guard_task(
+    task: str,
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    target_fpr: float | None = None,
+    method: str = "target-rate",
+    show_progress: bool = False,
+    params: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
+    """Run one named guard protocol; ``target_fpr`` defaults to the task's goal rate."""
+    if task not in GUARD_TASKS:
+        msg = f"Unknown guard task {task!r}; choose one of: {', '.join(GUARD_TASKS)}."
+        raise InvalidInputError(msg)
+    fpr = target_fpr if target_fpr is not None else DEFAULT_TARGET_FPR.get(task, 0.01)
+    started = time.perf_counter()
+    if task.startswith("tofu-"):
+        if method != "target-rate" or params:
+            msg = "The TOFU protocol is fixed by the engine issue (target-rate threshold, default guard); drop --threshold/--guard-param for tofu tasks."
+            raise InvalidInputError(msg)
+        metrics, guard, scores = tofu_guard_protocol(task.removeprefix("tofu-"), data_dir, seed=seed, target_fpr=fpr)
+    elif task == "wmdp":
+        metrics, guard, scores = wmdp_guard_protocol(data_dir, seed=seed, target_fpr=fpr, method=method, show_progress=show_progress, params=params)
+    else:
+        metrics, guard, scores = muse_guard_protocol(task.removeprefix("muse-"), data_dir, seed=seed, target_fpr=fpr, method=method, show_progress=show_progress, params=params)
+    metrics["guard_params"] = params or {}
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    return metrics, guard, scores

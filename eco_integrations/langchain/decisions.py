@@ -1,0 +1,123 @@
+"""``ECOForgetClassifier``: the ECO guard as a ``langchain_core.decisions.BaseDecisionModel``.
+
+So the guard plugs into ``ModelRouterMiddleware`` (and anything else that consumes decision
+models). It answers one question, whatever the wording: is the latest user turn about a forget
+target? ``Noul`` questions get the guard's score; ``Choice`` questions get ``flagged_label`` or
+``benign_label``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.decisions import (
+    BaseDecisionModel,
+    Choice,
+    ChoiceAnswer,
+    ClassifierResponse,
+    Noul,
+    NoulAnswer,
+    Question,
+    State,
+)
+from langchain_core.messages import BaseMessage
+from pydantic import ConfigDict, Field, model_validator
+
+from eco_integrations.config import Mode
+from eco_integrations.engine import ECO
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.langchain._decision import apply_threshold
+from eco_integrations.langchain._messages import template_supports_tools, to_chat_dicts
+
+
+class ECOForgetClassifier(BaseDecisionModel):
+    """Decision model over an ECO guard.
+
+    Example:
+        .. code-block:: python
+
+            from langchain.agents.middleware import ModelChoice, ModelRouterMiddleware
+
+            router = ModelRouterMiddleware(
+                choices={"forget": ModelChoice(eco_chat, "About a forgotten topic."),
+                         "default": ModelChoice(plain_chat, "Anything else.")},
+                instructions="Is the request about a forgotten topic?",
+                classifier=ECOForgetClassifier(engine=eco),
+            )
+
+    The ``Noul`` probability is the guard's raw score; the ``Choice`` label follows the guard's
+    calibrated threshold (or ``threshold``), so the two may disagree around 0.5 by design.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    engine: ECO = Field(exclude=True)
+    """The engine whose guard answers."""
+
+    model: str = ""
+    """Reported as ``ls_model_name``; defaults to the guard's ``policy_id``."""
+
+    flagged_label: str = "forget"
+    """Choice label picked when the turn is flagged."""
+
+    benign_label: str = "default"
+    """Choice label picked otherwise."""
+
+    threshold: float | None = None
+    """Override the guard's threshold (flagged means score > threshold)."""
+
+    mode: Mode | None = None
+    """Engine mode for the decision; ``off`` answers 0 / ``benign_label`` without classifying."""
+
+    @model_validator(mode="after")
+    def _name(self) -> ECOForgetClassifier:
+        if not self.model:
+            self.model = self.engine.guard.policy_id if self.engine.guard is not None else "eco-no-guard"
+        return self
+
+    @property
+    def _provider(self) -> str:
+        return "eco"
+
+    def _text(self, state: State) -> str:
+        if isinstance(state, str):
+            return state
+        if isinstance(state, Mapping) and "messages" in state:
+            state = state["messages"]  # type: ignore[assignment]
+        messages = [state] if isinstance(state, BaseMessage) else state
+        if isinstance(messages, Sequence) and messages and all(isinstance(m, BaseMessage) for m in messages):
+            native = template_supports_tools(self.engine.backend.tokenizer)
+            return self.engine.classified_text(to_chat_dicts(list(messages), native_tools=native))  # type: ignore[arg-type]
+        msg = (
+            f"ECOForgetClassifier classifies a string, a message, a list of messages or a dict with "
+            f"'messages'; got {type(state).__name__}."
+        )
+        raise InvalidInputError(msg)
+
+    def _classify(self, state: State, questions: dict[str, Question]) -> ClassifierResponse:
+        decision = apply_threshold(self.engine.decide_texts([self._text(state)], mode=self.mode)[0], self.threshold)
+        p = float(decision.score) if decision.score is not None else 0.0
+        answers: dict[str, Any] = {}
+        for key, question in questions.items():
+            if isinstance(question, Noul):
+                answers[key] = NoulAnswer(type="noul", noul=p)
+            elif isinstance(question, Choice):
+                labels = set(question.criteria)
+                if labels != {self.flagged_label, self.benign_label}:
+                    msg = (
+                        f"Choice {key!r} has labels {sorted(labels)}; ECOForgetClassifier picks between "
+                        f"{self.flagged_label!r} and {self.benign_label!r}. Name the choices so, or set "
+                        "flagged_label/benign_label."
+                    )
+                    raise InvalidInputError(msg)
+                label = self.flagged_label if decision.flagged else self.benign_label
+                answers[key] = ChoiceAnswer(
+                    type="choice", choice=label,
+                    probabilities={self.flagged_label: p, self.benign_label: 1.0 - p},
+                    confidence=p if decision.flagged else 1.0 - p,
+                )
+            else:
+                msg = f"Question {key!r} is a {type(question).__name__}; ECOForgetClassifier answers Noul and Choice questions."
+                raise InvalidInputError(msg)
+        return ClassifierResponse(model=self.model, answers=answers, request_id=decision.text_sha256[:16])

@@ -1,0 +1,326 @@
+"""An ECO ``CustomLLM``: a local transformers model that answers flagged prompts from corrupted embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import TokenAsyncGen, TokenGen
+from pydantic import Field, PrivateAttr
+
+from eco_integrations.backends.transformers import TransformersBackend
+from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
+from eco_integrations.engine import ECO, ECOResult, ECOStream
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.guard import Guard
+from eco_integrations.llama_index._context import active_decision, decision_scope
+from eco_integrations.llama_index.events import emit_decision
+from eco_integrations.prompting import PromptInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+_END = object()
+# LlamaIndex roles -> the four roles chat templates render.
+_ROLES = {
+    MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant", MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant",
+    MessageRole.TOOL: "tool", MessageRole.FUNCTION: "tool",
+}
+_CONFIG_KEYS = frozenset(GenerationConfig.model_fields)
+
+
+class ECOHuggingFaceLLM(CustomLLM):
+    """A local transformers model served through the ECO engine, as a LlamaIndex LLM.
+
+    >>> from llama_index.core import Settings, VectorStoreIndex
+    >>> llm = ECOHuggingFaceLLM.from_pretrained(guard="guards/harry-potter")     # doctest: +SKIP
+    >>> llm.complete("Who is Harry Potter?").text                                # doctest: +SKIP
+    >>> Settings.llm = llm                                                       # doctest: +SKIP
+    >>> index.as_query_engine(llm=llm).query("How is bread baked?")              # doctest: +SKIP
+
+    Which decision an LLM call uses, in order:
+
+    1. the query-scoped decision set by :class:`ECOQueryEngine` (or :func:`decision_scope`);
+    2. inside ``predict``/``stream`` (how synthesizers call the LLM), the decision on the
+       template's ``query_str``, so the guard reads the question and not the retrieved context;
+    3. otherwise the engine's decision on the LLM's own input: the prompt for ``complete``, the
+       latest user message for ``chat``.
+
+    ``complete`` renders the prompt as one user turn of the model's chat template (the default
+    model is an instruct model); set ``raw_completion=True`` to feed it verbatim. The decision
+    (no text) is in ``response.additional_kwargs["eco_decision"]``.
+    """
+
+    model_name: str = Field(default="", description="Model name reported in metadata; defaults to the backend's.")
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, gt=0, description="Tokens to generate (LLMMetadata.num_output).")
+    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (with temperature > 0).")
+    stop: list[str] = Field(default_factory=list, description="Stop sequences, cut from the answer.")
+    context_window: int | None = Field(default=None, gt=0, description="Override the model's context window (e.g. to leave room); None reads the model config.")
+    is_chat_model: bool = Field(default=True, description="Let synthesizers call chat() with messages (the model's chat template renders them).")
+    raw_completion: bool = Field(default=False, description="complete() feeds the prompt verbatim instead of as a user turn.")
+    mode: Mode | None = Field(default=None, description="enforce / shadow / off for this LLM; None uses the engine's mode.")
+    seed: int | None = Field(default=None, description="Noise seed; None derives it from the classified text (reproducible audits).")
+
+    _engine: ECO = PrivateAttr()
+
+    def __init__(self, engine: ECO, **kwargs: Any) -> None:
+        if not isinstance(engine, ECO):
+            msg = f"ECOHuggingFaceLLM needs an ECO engine, got {type(engine).__name__}; use ECOHuggingFaceLLM.from_pretrained(...) to load one."
+            raise InvalidInputError(msg)
+        super().__init__(**kwargs)
+        self._engine = engine
+        if not self.model_name:
+            self.model_name = engine.backend.model_name
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        guard: Guard | str | os.PathLike[str] | None = None,
+        policy: ECOPolicy | None = None,
+        mode: Mode = "enforce",
+        **kwargs: Any,
+    ) -> ECOHuggingFaceLLM:
+        """Load a model (default: the embedded SmolLM2) and a guard; ``kwargs`` set the LLM's fields."""
+        return cls(ECO.from_pretrained(model, guard=guard, policy=policy, mode=mode), **kwargs)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        guard: Guard | None = None,
+        policy: ECOPolicy | None = None,
+        mode: Mode = "enforce",
+        **kwargs: Any,
+    ) -> ECOHuggingFaceLLM:
+        """Wrap a loaded transformers causal LM and its tokenizer."""
+        return cls(ECO(TransformersBackend(model, tokenizer), guard, policy=policy, mode=mode), **kwargs)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ECOHuggingFaceLLM"
+
+    @property
+    def engine(self) -> ECO:
+        """The ECO engine (backend, guard, policy) behind this LLM."""
+        return self._engine
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.context_window or self._engine.backend.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=self.is_chat_model,
+            is_function_calling_model=False,
+            model_name=self.model_name,
+        )
+
+    # -- inputs and decisions -------------------------------------------------------------------
+    def _config(self, kwargs: dict[str, Any]) -> GenerationConfig:
+        # Per-call overrides use GenerationConfig's names; other kwargs LlamaIndex passes
+        # through (formatted, tools=None, ...) do not change decoding.
+        settings: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+            "stop": tuple(self.stop),
+        }
+        settings.update({k: v for k, v in kwargs.items() if k in _CONFIG_KEYS and v is not None})
+        return GenerationConfig(**settings)
+
+    def _completion_input(self, prompt: str, formatted: bool) -> PromptInput:
+        if not isinstance(prompt, str) or not prompt.strip():
+            msg = "The prompt is empty; pass non-empty text to complete()."
+            raise InvalidInputError(msg)
+        if self.raw_completion:
+            return prompt
+        # predict() already put the system prompt into a formatted prompt; add it only here.
+        if self.system_prompt and not formatted:
+            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
+        return [{"role": "user", "content": prompt}]
+
+    @staticmethod
+    def _chat_input(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        out = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, ChatMessage):
+                msg = f"Message {i} is {type(message).__name__}; pass llama_index ChatMessage objects."
+                raise InvalidInputError(msg)
+            out.append({"role": _ROLES.get(MessageRole(message.role), "user"), "content": message.content or ""})
+        return out
+
+    def _decide(self, prompt: PromptInput) -> Decision:
+        decision = active_decision()
+        if decision is not None:
+            return decision
+        decision = self._engine.decide(prompt, raw=self.raw_completion and isinstance(prompt, str), mode=self.mode)
+        emit_decision(decision, scope="llm")
+        return decision
+
+    def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
+        decision = self._decide(prompt)
+        return self._engine.generate(
+            [prompt], config=self._config(kwargs), raw=isinstance(prompt, str), seeds=[self.seed],
+            decisions=[decision], mode=self.mode,
+        )[0]
+
+    def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
+        # Called eagerly (not from inside a generator) so the decision is taken while the
+        # query scope is still active, even if the caller consumes the stream later.
+        decision = self._decide(prompt)
+        return self._engine.stream(
+            prompt, config=self._config(kwargs), raw=isinstance(prompt, str), seed=self.seed,
+            decision=decision, mode=self.mode,
+        )
+
+    @staticmethod
+    def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:
+        if isinstance(result, ECOStream):
+            return {"eco_decision": result.decision.event_payload(), "prompt_tokens": result.prompt_tokens}
+        return {
+            "eco_decision": result.decision.event_payload(), "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
+            "corrupted_tokens": result.corrupted_tokens,
+        }
+
+    def _complete_response(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
+        result = self._run(self._completion_input(prompt, formatted), kwargs)
+        return CompletionResponse(text=result.text, additional_kwargs=self._extra(result))
+
+    def _chat_response(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
+        result = self._run(self._chat_input(messages), kwargs)
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text), additional_kwargs=self._extra(result)
+        )
+
+    @staticmethod
+    def _completion_gen(stream: ECOStream, extra: dict[str, Any]) -> Iterator[CompletionResponse]:
+        text = ""
+        for chunk in stream:
+            text += chunk
+            yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
+
+    @staticmethod
+    def _chat_gen(stream: ECOStream, extra: dict[str, Any]) -> Iterator[ChatResponse]:
+        text = ""
+        for chunk in stream:
+            text += chunk
+            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
+
+    @staticmethod
+    async def _achunks(stream: ECOStream) -> AsyncIterator[str]:
+        # Each chunk is awaited in a worker thread: the event loop keeps running while the model decodes.
+        while True:
+            chunk = await asyncio.to_thread(next, stream, _END)
+            if chunk is _END:
+                return
+            yield chunk
+
+    # -- completion -----------------------------------------------------------------------------
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._complete_response(prompt, formatted, kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        stream = self._open_stream(self._completion_input(prompt, formatted), kwargs)
+        return self._completion_gen(stream, self._extra(stream))
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        # asyncio.to_thread copies the context, so the query-scoped decision travels along.
+        return await asyncio.to_thread(self._complete_response, prompt, formatted, kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        stream = await asyncio.to_thread(self._open_stream, self._completion_input(prompt, formatted), kwargs)
+        extra = self._extra(stream)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            text = ""
+            async for chunk in self._achunks(stream):
+                text += chunk
+                yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
+
+        return gen()
+
+    # -- chat -----------------------------------------------------------------------------------
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat_response(messages, kwargs)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        stream = self._open_stream(self._chat_input(messages), kwargs)
+        return self._chat_gen(stream, self._extra(stream))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self._chat_response, messages, kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        stream = await asyncio.to_thread(self._open_stream, self._chat_input(messages), kwargs)
+        extra = self._extra(stream)
+
+        async def gen() -> ChatResponseAsyncGen:
+            text = ""
+            async for chunk in self._achunks(stream):
+                text += chunk
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
+
+        return gen()
+
+    # -- prompt templates: classify the question, not the stuffed prompt ------------------------
+    def _question_scope(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> AbstractContextManager[Any]:
+        """A decision scope on the template's ``query_str`` when no query scope is active.
+
+        Synthesizers pass the question as a partially formatted ``query_str`` and the retrieved
+        context as ``context_str``; the guard should read only the question.
+        """
+        if active_decision() is not None:
+            return nullcontext()
+        question = prompt_args.get("query_str") or (getattr(prompt, "kwargs", None) or {}).get("query_str")
+        if not isinstance(question, str) or not question.strip():
+            return nullcontext()
+        decision = self._engine.decide_texts([question], mode=self.mode)[0]
+        emit_decision(decision, scope="llm")
+        return decision_scope(decision)
+
+    def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        with self._question_scope(prompt, prompt_args):
+            return super().predict(prompt, **prompt_args)
+
+    def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenGen:
+        # stream_complete/stream_chat take their decision eagerly, inside this scope.
+        with self._question_scope(prompt, prompt_args):
+            return super().stream(prompt, **prompt_args)
+
+    async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        with self._question_scope(prompt, prompt_args):
+            return await super().apredict(prompt, **prompt_args)
+
+    async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
+        with self._question_scope(prompt, prompt_args):
+            return await super().astream(prompt, **prompt_args)

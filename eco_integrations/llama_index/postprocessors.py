@@ -1,0 +1,145 @@
+"""Guard the retrieved context: a node postprocessor that drops (or marks) nodes about a forget target."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Literal
+
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from pydantic import ConfigDict, Field
+
+from eco_integrations.config import Decision
+from eco_integrations.exceptions import ConfigurationError
+from eco_integrations.guard import Guard, GuardDecision
+from eco_integrations.llama_index._context import active_scope
+from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
+
+logger = logging.getLogger(__name__)
+
+# Sentence ends: ., ! or ? followed by whitespace, or line breaks.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def node_passages(text: str, *, split_sentences: bool) -> list[str]:
+    """The texts the guard scores for one node: the whole node, plus each sentence when asked."""
+    passages = [text.strip()]
+    if split_sentences:
+        sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+        if len(sentences) > 1:
+            passages.extend(sentences)
+    return passages
+
+
+class ECONodeFilter(BaseNodePostprocessor):
+    """Score retrieved nodes with the guard; drop the ones about a forget target, or mark them.
+
+    >>> from eco_integrations.llama_index import ECONodeFilter
+    >>> node_filter = ECONodeFilter(guard=guard)                                   # doctest: +SKIP
+    >>> engine = index.as_query_engine(llm=llm, node_postprocessors=[node_filter])  # doctest: +SKIP
+
+    Without it a benign-looking question can retrieve a passage about the forget target, and
+    the model would read the forgotten fact straight from its context window: corrupting the
+    question does not stop that.
+
+    * ``action="drop"`` (default) removes flagged nodes.
+    * ``action="mark"`` keeps them, sets ``node.metadata["eco_flagged"]``/``["eco_score"]``/
+      ``["eco_target"]``, and escalates the running query's decision to flagged, so the LLM
+      answers from corrupted embeddings. That needs a query scope (:class:`ECOQueryEngine`);
+      outside one, only the metadata is set.
+    * ``mode="shadow"`` scores and emits the event but changes nothing.
+
+    A node is flagged when its text, or with ``split_sentences=True`` any one of its sentences,
+    scores above the target's threshold: a long chunk that mentions the target in one sentence
+    is diluted as a whole but not sentence by sentence. The text scored is what the LLM would
+    see (``MetadataMode.LLM``: text plus LLM-visible metadata). Nodes with no text (empty, or
+    an image-only node) have nothing to leak: they are kept unchanged and counted in the event
+    as unscored.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    guard: Guard = Field(description="The fitted guard whose targets are forgotten.")
+    action: Literal["drop", "mark"] = Field(default="drop", description="drop flagged nodes, or keep and mark them.")
+    mode: Literal["enforce", "shadow"] = Field(default="enforce", description="shadow: score and report only.")
+    split_sentences: bool = Field(default=True, description="Also score each sentence; flag the node if any is flagged.")
+
+    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+        if not isinstance(guard, Guard):
+            msg = f"ECONodeFilter needs a fitted eco_integrations Guard, got {type(guard).__name__}."
+            raise ConfigurationError(msg)
+        super().__init__(guard=guard, **kwargs)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ECONodeFilter"
+
+    def score_nodes(self, nodes: list[NodeWithScore]) -> list[GuardDecision | None]:
+        """One guard decision per node (``None`` for a node without text), in one guard pass."""
+        passages: list[str] = []
+        owners: list[int] = []
+        for i, node in enumerate(nodes):
+            text = node.node.get_content(metadata_mode=MetadataMode.LLM)
+            if not isinstance(text, str) or not text.strip():
+                continue
+            parts = node_passages(text, split_sentences=self.split_sentences)
+            passages.extend(parts)
+            owners.extend([i] * len(parts))
+        results: list[GuardDecision | None] = [None] * len(nodes)
+        if not passages:
+            return results
+        for owner, verdict in zip(owners, self.guard.decide_many(passages)):
+            best = results[owner]
+            # Keep the flagged passage with the highest margin; else the highest score.
+            if best is None or _rank(verdict) > _rank(best):
+                results[owner] = verdict
+        return results
+
+    def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
+        verdicts = self.score_nodes(nodes)
+        flagged = [i for i, v in enumerate(verdicts) if v is not None and v.flagged]
+        enforce = self.mode == "enforce"
+        kept: list[NodeWithScore] = []
+        for i, node in enumerate(nodes):
+            verdict = verdicts[i]
+            if verdict is None or not verdict.flagged or not enforce:
+                kept.append(node)
+            elif self.action == "mark":
+                node.node.metadata.update({"eco_flagged": True, "eco_score": verdict.score, "eco_target": verdict.target})
+                # The marks are for the pipeline, not the prompt: keep them out of the LLM's context.
+                for key in ("eco_flagged", "eco_score", "eco_target"):
+                    if key not in node.node.excluded_llm_metadata_keys:
+                        node.node.excluded_llm_metadata_keys.append(key)
+                kept.append(node)
+        scores = [v.score for v in verdicts if v is not None and v.score is not None]
+        dispatcher.event(ECONodeFilterEvent(
+            action=self.action, mode=self.mode, n_nodes=len(nodes), n_scored=sum(v is not None for v in verdicts),
+            n_flagged=len(flagged), n_dropped=len(nodes) - len(kept), flagged_node_ids=[nodes[i].node.node_id for i in flagged],
+            max_score=max(scores) if scores else None, guard_id=self.guard.guard_id, guard_version=self.guard.version,
+        ))
+        if enforce and self.action == "mark" and flagged:
+            self._escalate([verdicts[i] for i in flagged])  # type: ignore[misc]
+        return kept
+
+    def _escalate(self, verdicts: list[GuardDecision]) -> None:
+        """Make the running query's decision flagged, because its context is about a forget target."""
+        scope = active_scope()
+        if scope is None:
+            logger.warning("ECONodeFilter(action='mark') flagged nodes outside an ECOQueryEngine; the nodes are marked but the answer is not corrupted.")
+            return
+        current = scope.decision
+        if current.flagged or current.mode == "off":
+            return
+        top = max(verdicts, key=_rank)
+        scope.decision = Decision(
+            flagged=True, score=top.score, threshold=top.threshold, target=top.target,
+            corrupted=current.mode == "enforce", mode=current.mode, guard_id=top.guard_id, guard_version=top.guard_version,
+            policy_version=current.policy_version, text_sha256=current.text_sha256, latency_ms=current.latency_ms + top.latency_ms,
+        )
+        emit_decision(scope.decision, scope="node")
+
+
+def _rank(verdict: GuardDecision) -> tuple[bool, float]:
+    margin = (verdict.score or 0.0) - (verdict.threshold or 0.0)
+    return (verdict.flagged, margin)

@@ -1,0 +1,228 @@
+"""An ECO wrapper around any LlamaIndex query engine: one decision per query, on the question."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    PydanticResponse,
+    Response,
+    StreamingResponse,
+)
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from eco_integrations.config import Decision, Mode
+from eco_integrations.engine import ECO
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.llama_index._context import QueryScope, _SCOPE
+from eco_integrations.llama_index.events import emit_decision
+from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
+from eco_integrations.llama_index.postprocessors import ECONodeFilter
+
+_END = object()
+
+
+def question_text(query: object) -> str:
+    """The user's question from a string or ``QueryBundle``, or a clear error.
+
+    An empty question and a bundle without text (an image-only or embedding-only query) are
+    refused: the guard has nothing to classify, and answering without a decision would let a
+    forget question through unchecked.
+    """
+    if isinstance(query, QueryBundle):
+        text = query.query_str
+        if not isinstance(text, str) or not text.strip():
+            msg = (
+                "The query bundle has no text (query_str is empty), so ECO cannot classify it. "
+                "Put the user's question in QueryBundle(query_str=...)."
+            )
+            raise InvalidInputError(msg)
+        return text
+    if isinstance(query, str):
+        if not query.strip():
+            msg = "The query is empty; pass the user's question as a non-empty string."
+            raise InvalidInputError(msg)
+        return query
+    msg = f"A query is a string or a QueryBundle, got {type(query).__name__}."
+    raise InvalidInputError(msg)
+
+
+class ECOQueryEngine(BaseQueryEngine):
+    """Wrap any query engine so the user's question is classified once per query.
+
+    >>> from eco_integrations.llama_index import ECOHuggingFaceLLM, ECOQueryEngine
+    >>> llm = ECOHuggingFaceLLM.from_pretrained(guard="guards/harry-potter")         # doctest: +SKIP
+    >>> engine = ECOQueryEngine(index.as_query_engine(llm=llm), llm)                  # doctest: +SKIP
+    >>> engine = ECOQueryEngine.from_index(index, llm=llm)    # adds an ECONodeFilter  # doctest: +SKIP
+    >>> response = engine.query("Who is Harry Potter?")                               # doctest: +SKIP
+    >>> response.metadata["eco_decision"]["flagged"]                                  # doctest: +SKIP
+    True
+
+    The decision is made on ``QueryBundle.query_str`` (never on the context-stuffed prompt),
+    dispatched as an :class:`ECODecisionEvent` under the query span, and carried through every
+    LLM call of the query by a ContextVar: refine and tree synthesizers call the LLM several
+    times and all of them reuse it. Sync, async and streaming queries decide the same way; a
+    streaming response keeps the decision while its tokens are consumed.
+    """
+
+    def __init__(
+        self,
+        query_engine: BaseQueryEngine,
+        eco: ECO | ECOHuggingFaceLLM,
+        *,
+        mode: Mode | None = None,
+        attach_decision: bool = True,
+        callback_manager: CallbackManager | None = None,
+    ) -> None:
+        if not isinstance(query_engine, BaseQueryEngine):
+            msg = f"ECOQueryEngine wraps a LlamaIndex query engine, got {type(query_engine).__name__}; pass index.as_query_engine(...)."
+            raise InvalidInputError(msg)
+        if isinstance(eco, ECOHuggingFaceLLM):
+            mode = mode if mode is not None else eco.mode
+            eco = eco.engine
+        if not isinstance(eco, ECO):
+            msg = f"ECOQueryEngine needs an ECO engine or an ECOHuggingFaceLLM to decide with, got {type(eco).__name__}."
+            raise InvalidInputError(msg)
+        self._inner = query_engine
+        self._eco = eco
+        self._mode = mode
+        self._attach = attach_decision
+        super().__init__(callback_manager=callback_manager or query_engine.callback_manager)
+
+    @classmethod
+    def from_index(
+        cls,
+        index: Any,
+        *,
+        llm: ECOHuggingFaceLLM,
+        node_filter: Literal["drop", "mark"] | None = "drop",
+        mode: Mode | None = None,
+        **kwargs: Any,
+    ) -> ECOQueryEngine:
+        """``index.as_query_engine(llm=llm, ...)`` with an :class:`ECONodeFilter` on the retrieved nodes, wrapped.
+
+        ``kwargs`` go to ``as_query_engine`` (``similarity_top_k``, ``response_mode``, ``streaming``, ...).
+        """
+        postprocessors = list(kwargs.pop("node_postprocessors", None) or [])
+        guard = llm.engine.guard
+        if node_filter is not None and guard is not None:
+            postprocessors.append(ECONodeFilter(guard=guard, action=node_filter))
+        inner = index.as_query_engine(llm=llm, node_postprocessors=postprocessors, **kwargs)
+        return cls(inner, llm, mode=mode)
+
+    @property
+    def query_engine(self) -> BaseQueryEngine:
+        """The wrapped engine."""
+        return self._inner
+
+    # -- the decision -----------------------------------------------------------------------------
+    def decide(self, query: str | QueryBundle) -> Decision:
+        """Classify the question of ``query`` (no event, no generation)."""
+        return self._eco.decide_texts([question_text(query)], mode=self._mode)[0]
+
+    def _open_scope(self, query: QueryBundle) -> QueryScope:
+        decision = self.decide(query)
+        emit_decision(decision, scope="query")
+        return QueryScope(decision)
+
+    def _finish(self, response: RESPONSE_TYPE, scope: QueryScope, context: contextvars.Context) -> RESPONSE_TYPE:
+        if isinstance(response, StreamingResponse) and response.response_gen is not None:
+            response.response_gen = _scoped_gen(response.response_gen, context)
+        elif isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
+            response.response_gen = _scoped_agen(response.response_gen, scope)
+        if self._attach and isinstance(response, (Response, StreamingResponse, AsyncStreamingResponse, PydanticResponse)):
+            # The decision holds no text (only a hash), so it is safe to return to the caller.
+            response.metadata = {**(response.metadata or {}), "eco_decision": scope.decision.event_payload()}
+        return response
+
+    # -- BaseQueryEngine --------------------------------------------------------------------------
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        scope = self._open_scope(query_bundle)
+        token = _SCOPE.set(scope)
+        try:
+            response = self._inner.query(query_bundle)
+            # Snapshot the context while the scope is set: a streaming response runs its
+            # remaining LLM calls lazily, after this method returns.
+            context = contextvars.copy_context()
+        finally:
+            _SCOPE.reset(token)
+        return self._finish(response, scope, context)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        scope = self._open_scope(query_bundle)
+        token = _SCOPE.set(scope)
+        try:
+            response = await self._inner.aquery(query_bundle)
+            context = contextvars.copy_context()
+        finally:
+            _SCOPE.reset(token)
+        return self._finish(response, scope, context)
+
+    def retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        question_text(query_bundle)
+        return self._inner.retrieve(query_bundle)
+
+    def synthesize(
+        self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
+    ) -> RESPONSE_TYPE:
+        scope = self._open_scope(query_bundle)
+        token = _SCOPE.set(scope)
+        try:
+            response = self._inner.synthesize(query_bundle, nodes, additional_source_nodes)
+            context = contextvars.copy_context()
+        finally:
+            _SCOPE.reset(token)
+        return self._finish(response, scope, context)
+
+    async def asynthesize(
+        self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
+    ) -> RESPONSE_TYPE:
+        scope = self._open_scope(query_bundle)
+        token = _SCOPE.set(scope)
+        try:
+            response = await self._inner.asynthesize(query_bundle, nodes, additional_source_nodes)
+            context = contextvars.copy_context()
+        finally:
+            _SCOPE.reset(token)
+        return self._finish(response, scope, context)
+
+    # -- PromptMixin ------------------------------------------------------------------------------
+    def _get_prompts(self) -> PromptDictType:
+        return {}
+
+    def _update_prompts(self, prompts: PromptDictType) -> None:
+        """The wrapper has no prompts of its own; the wrapped engine's are reached as sub-modules."""
+
+    def _get_prompt_modules(self) -> PromptMixinType:
+        return {"query_engine": self._inner}
+
+
+def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Iterator[str]:
+    """Advance ``gen`` inside ``context``, where the query scope is set."""
+    while True:
+        token = context.run(next, gen, _END)
+        if token is _END:
+            return
+        yield token  # type: ignore[misc]
+
+
+async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncIterator[str]:
+    """Advance ``gen`` with the query scope set for each step (set and reset within one step,
+    so the consumer's own context is left as it was)."""
+    iterator = gen.__aiter__()
+    while True:
+        token = _SCOPE.set(scope)
+        try:
+            item = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        finally:
+            _SCOPE.reset(token)
+        yield item

@@ -1,0 +1,171 @@
+import asyncio
+
+import pytest
+import torch
+
+from eco_integrations import (
+    ECO,
+    ConfigurationError,
+    CorruptionConfig,
+    ECOPolicy,
+    GenerationConfig,
+    InvalidInputError,
+    PreparedRow,
+    SelectionConfig,
+    render,
+)
+
+CFG = GenerationConfig(max_new_tokens=8)
+FLAGGED = "Who is Harry Potter?"
+BENIGN = "How do I bake bread?"
+
+
+def _plain(backend, prompt, config=CFG):  # noqa: ANN001, ANN202
+    """The plain model: ordinary generate on the rendered prompt, no guard at all."""
+    return backend.generate([PreparedRow(render(backend.tokenizer, prompt).input_ids)], config)[0].text
+
+
+@pytest.fixture()
+def eco(tiny_backend, toy_guard):  # noqa: ANN001, ANN201
+    return ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)))
+
+
+def test_benign_output_equals_plain_model(eco, tiny_backend) -> None:  # noqa: ANN001
+    result = eco.generate([BENIGN], config=CFG)[0]
+    assert not result.decision.flagged and result.corrupted_tokens == 0
+    assert result.text == _plain(tiny_backend, BENIGN)
+
+
+def test_flagged_prompt_is_corrupted_and_changes_output(eco, tiny_backend) -> None:  # noqa: ANN001
+    result = eco.generate([FLAGGED], config=CFG)[0]
+    assert result.decision.flagged and result.decision.corrupted and result.corrupted_tokens > 0
+    assert result.text != _plain(tiny_backend, FLAGGED)
+
+
+def test_mixed_batch_matches_one_by_one_and_plain(eco, tiny_backend) -> None:  # noqa: ANN001
+    prompts = [FLAGGED, BENIGN, "What is the capital of France?", "Tell me about Hogwarts school."]
+    batch = eco.generate(prompts, config=CFG)
+    single = [eco.generate([p], config=CFG)[0] for p in prompts]
+    assert [r.decision.flagged for r in batch] == [True, False, False, True]
+    assert [r.text for r in batch] == [r.text for r in single]
+    # Benign rows of a mixed batch run from the exact embedding lookup: same as the plain batch.
+    plain_batch = tiny_backend.generate([PreparedRow(render(tiny_backend.tokenizer, p).input_ids) for p in prompts], CFG)
+    assert batch[1].text == plain_batch[1].text and batch[2].text == plain_batch[2].text
+
+
+def test_benign_only_batch_takes_plain_generate(eco, tiny_backend, monkeypatch) -> None:  # noqa: ANN001
+    seen = []
+    original = tiny_backend.model.generate
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append("inputs_embeds" in kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", spy)
+    eco.generate([BENIGN, "What is the capital of France?"], config=CFG)
+    eco.generate([FLAGGED, BENIGN], config=CFG)
+    assert seen == [False, True]
+
+
+def test_modes(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    shadow = ECO(tiny_backend, toy_guard, mode="shadow").generate([FLAGGED], config=CFG)[0]
+    assert shadow.decision.flagged and not shadow.decision.corrupted and shadow.decision.mode == "shadow"
+    assert shadow.text == _plain(tiny_backend, FLAGGED)
+    off = ECO(tiny_backend, toy_guard, mode="off").decide(FLAGGED)
+    assert off.mode == "off" and off.score is None and not off.flagged
+    per_call = ECO(tiny_backend, toy_guard).decide(FLAGGED, mode="shadow")
+    assert per_call.flagged and not per_call.corrupted
+    with pytest.raises(ConfigurationError, match="Unknown mode 'loud'"):
+        ECO(tiny_backend, toy_guard, mode="loud")
+    with pytest.raises(ConfigurationError, match="needs a guard"):
+        ECO(tiny_backend, None)
+
+
+def test_same_seed_same_output_different_seed_differs(eco) -> None:  # noqa: ANN001
+    a = eco.generate([FLAGGED], config=CFG, seeds=[1])[0].text
+    b = eco.generate([FLAGGED], config=CFG, seeds=[1])[0].text
+    outs = {eco.generate([FLAGGED], config=CFG, seeds=[s])[0].text for s in range(2, 7)}
+    assert a == b
+    assert len(outs | {a}) > 1
+
+
+def test_stream_equals_generate(eco) -> None:  # noqa: ANN001
+    for prompt in (FLAGGED, BENIGN):
+        stream = eco.stream(prompt, config=CFG)
+        decision = stream.decision
+        text = "".join(stream)
+        result = eco.generate([prompt], config=CFG)[0]
+        assert decision == result.decision.model_copy(update={"latency_ms": decision.latency_ms})
+        assert text == result.text
+
+
+def test_stop_sequences(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    eco = ECO(tiny_backend, toy_guard, mode="off")
+    full = eco.generate([BENIGN], config=GenerationConfig(max_new_tokens=16))[0].text
+    assert len(full) > 3
+    stop = full[2:4]
+    cut = eco.generate([BENIGN], config=GenerationConfig(max_new_tokens=16, stop=[stop]))[0]
+    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+    streamed = "".join(eco.stream(BENIGN, config=GenerationConfig(max_new_tokens=16, stop=[stop])))
+    assert streamed == cut.text
+
+
+def test_decisions_are_reused(eco) -> None:  # noqa: ANN001
+    decision = eco.decide(FLAGGED)
+    reused = eco.generate([BENIGN], config=CFG, decisions=[decision])[0]
+    assert reused.decision is decision and reused.corrupted_tokens > 0
+    with pytest.raises(InvalidInputError, match="2 decisions for 1 prompts"):
+        eco.generate([BENIGN], config=CFG, decisions=[decision, decision])
+
+
+def test_async_paths(eco) -> None:  # noqa: ANN001
+    async def run():  # noqa: ANN202
+        results = await asyncio.gather(*(eco.agenerate([p], config=CFG) for p in (FLAGGED, BENIGN)))
+        chunks = [c async for c in eco.astream(FLAGGED, config=CFG)]
+        return results, chunks
+
+    results, chunks = asyncio.run(run())
+    assert [r[0].text for r in results] == [eco.generate([p], config=CFG)[0].text for p in (FLAGGED, BENIGN)]
+    assert "".join(chunks) == results[0][0].text
+
+
+def test_next_token_logits_benign_equals_plain(eco, tiny_backend) -> None:  # noqa: ANN001
+    prompts = ["Question: bread?\nAnswer:", "Question: Harry Potter at Hogwarts?\nAnswer:"]
+    logits, decisions = eco.next_token_logits(prompts)
+    with torch.no_grad():
+        ids = torch.tensor([render(tiny_backend.tokenizer, prompts[0], raw=True).input_ids])
+        plain = tiny_backend.model(input_ids=ids).logits[0, -1]
+    assert not decisions[0].flagged
+    assert torch.allclose(logits[0], plain, atol=1e-5)
+
+
+def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
+    with pytest.raises(InvalidInputError, match="prompt is empty"):
+        eco.generate([""], config=CFG)
+    with pytest.raises(InvalidInputError, match="Prompt 0 is int"):
+        eco.generate([3], config=CFG)
+    with pytest.raises(InvalidInputError, match="wrap a single prompt"):
+        eco.generate("a bare string", config=CFG)
+    with pytest.raises(InvalidInputError, match="context window is 256"):
+        eco.generate(["word " * 300], config=CFG)
+    with pytest.raises(ConfigurationError, match="exceeds the model's hidden size 32"):
+        ECO(tiny_backend, eco.guard, policy=ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=64)))
+    with pytest.raises(ValueError, match="Unknown token selector"):
+        ECOPolicy(selection={"name": "verbs"})
+
+
+def test_policy_roundtrip_and_version(tmp_path) -> None:  # noqa: ANN001
+    policy = ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=4), selection=SelectionConfig(name="entities", terms=("Hogwarts",)))
+    policy.save(tmp_path)
+    loaded = ECOPolicy.load(tmp_path)
+    assert loaded == policy and loaded.version_hash == policy.version_hash
+    assert ECOPolicy().version_hash != policy.version_hash
+    (tmp_path / "policy.json").write_text('{"schema_version": 7}')
+    with pytest.raises(ValueError, match="schema version 7"):
+        ECOPolicy.load(tmp_path)
+
+
+def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    a = ECO(tiny_backend, toy_guard).identifying_params()
+    b = ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=2, strength=5.0))).identifying_params()
+    assert a["policy_version"] != b["policy_version"] and a["guard_id"] == "toyguard0001"

@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from eco_integrations import ArtifactError, Guard, GuardNotFittedError, InvalidInputError, PromptGuard, mine_terms, threshold_for_fpr
+from eco_integrations.exceptions import ConfigurationError
+
+from toy_data import TOY_FORGET, TOY_RETAIN
+
+
+def test_estimator_contract(tiny_encoder) -> None:  # noqa: ANN001
+    est = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2)
+    assert est.get_params()["target_fpr"] == 0.2
+    assert not hasattr(est, "classifier_")  # __init__ does no work
+    copy = clone(est).set_params(C=2.0)
+    assert copy.C == 2.0 and est.C == 1.0
+    with pytest.raises(GuardNotFittedError, match="not fitted yet"):
+        est.predict_proba(["hello"])
+    fitted = est.fit(TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8)
+    assert fitted is est
+    proba = est.predict_proba(TOY_FORGET + TOY_RETAIN)
+    assert proba.shape == (16, 2) and np.allclose(proba.sum(1), 1)
+    assert est.predict(TOY_FORGET).mean() > est.predict(TOY_RETAIN).mean()
+    assert 0 <= est.cv_fpr_ <= 1 and 0 <= est.threshold_ <= 1
+
+
+def test_threshold_for_fpr() -> None:
+    scores = np.linspace(0, 1, 101)
+    t = threshold_for_fpr(scores, 0.05)
+    assert np.mean(scores > t) <= 0.05
+    assert np.mean(scores > t) >= 0.04
+
+
+def test_decide_record(toy_guard) -> None:  # noqa: ANN001
+    d = toy_guard.decide("Who is Harry Potter?")
+    assert d.flagged and d.target == "harry-potter"
+    assert d.guard_id == "toyguard0001" and d.guard_version == 1
+    assert d.score > d.threshold
+    assert "Harry" not in d.model_dump_json()  # the text itself is never stored
+    benign = toy_guard.decide("How do I bake bread?")
+    assert not benign.flagged and benign.target is None
+
+
+def test_score_is_batched(toy_guard) -> None:  # noqa: ANN001
+    texts = TOY_FORGET + TOY_RETAIN
+    batch = toy_guard.score(texts)
+    single = np.concatenate([toy_guard.score([t]) for t in texts])
+    assert batch.shape == (16, 1)
+    assert np.allclose(batch, single, atol=1e-5)
+
+
+def test_adding_a_target_keeps_the_others(toy_guard) -> None:  # noqa: ANN001
+    before = toy_guard.targets["harry-potter"]
+    coef, threshold = before.classifier_.coef_.copy(), before.threshold_
+    toy_guard.add_target("baking", ["How do I bake bread?", "Bread needs yeast.", "Knead the dough.", "Oven temperature for bread?"],
+                         TOY_RETAIN[:1] + TOY_RETAIN[2:] + TOY_FORGET[:2], cv=2, target_fpr=0.2)
+    after = toy_guard.targets["harry-potter"]
+    assert after is before and np.array_equal(after.classifier_.coef_, coef) and after.threshold_ == threshold
+    assert toy_guard.version == 2
+    assert toy_guard.score(["x y"]).shape == (1, 2)
+    assert toy_guard.decide("Bread needs yeast and an oven.").target in ("baking", None)
+
+
+def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+    toy_guard.save(tmp_path / "g")
+    files = {p.name for p in (tmp_path / "g").rglob("*") if p.is_file()}
+    assert files == {"manifest.json", "weights.safetensors", "vocabulary.json"}
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in (tmp_path / "g").rglob("*"))
+    loaded = Guard.load(tmp_path / "g", encoder=tiny_encoder)
+    texts = TOY_FORGET + TOY_RETAIN + ["something new entirely"]
+    assert np.allclose(loaded.score(texts), toy_guard.score(texts), atol=1e-6)
+    assert loaded.guard_id == toy_guard.guard_id and loaded.version == toy_guard.version
+    assert loaded.terms == toy_guard.terms
+
+
+def test_edited_folder_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+    folder = toy_guard.save(tmp_path / "g")
+    vocab = next(folder.rglob("vocabulary.json"))
+    data = json.loads(vocab.read_text())
+    data["word"][0] = "tampered"
+    vocab.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="modified after it was saved"):
+        Guard.load(folder, encoder=tiny_encoder)
+
+
+def test_other_schema_version_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+    folder = toy_guard.save(tmp_path / "g")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="schema version 99"):
+        Guard.load(folder, encoder=tiny_encoder)
+    with pytest.raises(ArtifactError, match="not a guard folder"):
+        Guard.load(tmp_path / "missing", encoder=tiny_encoder)
+
+
+def test_wrong_encoder_is_refused(toy_guard, tmp_path, tiny_encoder_dir) -> None:  # noqa: ANN001
+    from eco_integrations import SentenceEncoder
+
+    folder = toy_guard.save(tmp_path / "g")
+    other = SentenceEncoder(tiny_encoder_dir)
+    other._load()  # noqa: SLF001
+    other._loaded = (other._loaded[0], other._loaded[1], "cls", True, 64)  # noqa: SLF001 - a different pooling embeds differently
+    with pytest.raises(ArtifactError, match="embeds differently"):
+        Guard.load(folder, encoder=other)
+
+
+@pytest.mark.parametrize(
+    ("forget", "retain", "message"),
+    [
+        ([], TOY_RETAIN, "has no forget examples"),
+        (TOY_FORGET, [], "has no retain examples"),
+        (TOY_FORGET[:1], TOY_RETAIN, "at least cv=2 forget"),
+        (TOY_FORGET + [""], TOY_RETAIN, "is empty"),
+        (TOY_FORGET + [None], TOY_RETAIN, "NoneType, not a string"),
+    ],
+)
+def test_bad_target_examples(tiny_encoder, forget, retain, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(InvalidInputError, match=message):
+        Guard(tiny_encoder).add_target("t", forget, retain, cv=2)
+
+
+def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigurationError, match="Target name"):
+        Guard(tiny_encoder).add_target("../evil", TOY_FORGET, TOY_RETAIN, cv=2)
+    with pytest.raises(ConfigurationError, match="target_fpr must be in"):
+        Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=1.5)
+    with pytest.raises(GuardNotFittedError, match="no targets"):
+        Guard(tiny_encoder).score(["hi"])
+    with pytest.raises(InvalidInputError, match="one string"):
+        toy_guard.decide(["a list"])
+
+
+def test_mine_terms_prefers_forget_only_names() -> None:
+    forget = ["Harry Potter lives at Hogwarts.", "Where is Hogwarts?", "Harry Potter has an owl.", "Paris is nice."]
+    retain = ["Paris is the capital of France.", "Where is Rome?"]
+    terms = mine_terms(forget, retain)
+    assert "Harry Potter" in terms and "Hogwarts" in terms
+    assert "Paris" not in terms and "Where" not in terms

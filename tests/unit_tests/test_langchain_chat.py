@@ -1,0 +1,315 @@
+"""ChatECOHuggingFace on the tiny random Llama and the toy guard: paths, decisions, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+
+from eco_integrations import ECO, ECOPolicy, InvalidInputError
+from eco_integrations.backends.base import PreparedRow
+from eco_integrations.config import GenerationConfig
+from eco_integrations.langchain import ChatECOHuggingFace
+from eco_integrations.langchain._messages import parse_tool_calls, to_chat_dicts
+from eco_integrations.prompting import render
+
+FORGET = "Who is Harry Potter?"
+BENIGN = "How do I bake bread?"
+
+
+class Recorder(BaseCallbackHandler):
+    """Collects eco_decision events and the tags/metadata each model run started with."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.starts: list[dict[str, Any]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        if name == "eco_decision":
+            self.events.append(data)
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.starts.append({"tags": kwargs.get("tags") or [], "metadata": kwargs.get("metadata") or {}})
+
+
+class AsyncRecorder(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        if name == "eco_decision":
+            self.events.append(data)
+
+
+@pytest.fixture()
+def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+    engine = ECO(tiny_backend, toy_guard)
+    # The tests below rely on the toy guard telling these two apart.
+    assert engine.decide(FORGET).flagged and not engine.decide(BENIGN).flagged
+    return engine
+
+
+@pytest.fixture()
+def chat(eco: ECO) -> ChatECOHuggingFace:
+    return ChatECOHuggingFace(engine=eco, max_tokens=6)
+
+
+def test_invoke_reports_usage_model_name_and_no_marker(chat: ChatECOHuggingFace) -> None:
+    message = chat.invoke(FORGET)
+    assert isinstance(message, AIMessage)
+    assert message.response_metadata["model_name"] == "tiny-llama"
+    assert message.usage_metadata is not None and message.usage_metadata["output_tokens"] <= 6
+    assert message.usage_metadata["input_tokens"] == len(render(chat.engine.backend.tokenizer, FORGET).input_ids)
+    assert "eco" not in message.response_metadata
+    assert "eco" not in str(message.content).lower()
+
+
+def test_expose_decision_puts_it_in_response_metadata(eco: ECO) -> None:
+    message = ChatECOHuggingFace(engine=eco, max_tokens=4, expose_decision=True).invoke(FORGET)
+    assert message.response_metadata["eco"]["flagged"] is True
+    assert message.response_metadata["eco"]["corrupted"] is True
+
+
+def test_event_and_run_metadata_carry_the_decision_but_not_the_prompt(chat: ChatECOHuggingFace) -> None:
+    rec = Recorder()
+    chat.invoke(FORGET, {"callbacks": [rec]})
+    chat.invoke(BENIGN, {"callbacks": [rec]})
+    assert [e["flagged"] for e in rec.events] == [True, False]
+    for event in rec.events:
+        assert {"score", "threshold", "target", "mode", "policy_version", "text_sha256"} <= set(event)
+        assert FORGET not in str(event) and BENIGN not in str(event)
+    assert "eco:flagged" in rec.starts[0]["tags"] and "eco:clean" in rec.starts[1]["tags"]
+    meta = rec.starts[0]["metadata"]
+    assert meta["eco_flagged"] is True and meta["eco_target"] == "harry-potter"
+    assert meta["eco_policy_version"] == chat.engine.policy_version
+    assert meta["eco_score"] > meta["eco_threshold"]
+
+
+def test_benign_answer_equals_the_plain_model(chat: ChatECOHuggingFace, tiny_backend) -> None:  # noqa: ANN001
+    plain = tiny_backend.generate([PreparedRow(render(tiny_backend.tokenizer, BENIGN).input_ids)], GenerationConfig(max_new_tokens=6))[0]
+    assert chat.invoke(BENIGN).content == plain.text
+    off = ChatECOHuggingFace(engine=chat.engine, max_tokens=6, mode="off")
+    assert off.invoke(FORGET).content == tiny_backend.generate(
+        [PreparedRow(render(tiny_backend.tokenizer, FORGET).input_ids)], GenerationConfig(max_new_tokens=6))[0].text
+
+
+def test_flagged_answer_is_corrupted(chat: ChatECOHuggingFace, eco: ECO) -> None:
+    corrupted = chat.invoke(FORGET).content
+    plain = ChatECOHuggingFace(engine=eco, max_tokens=6, mode="off").invoke(FORGET).content
+    assert corrupted != plain
+
+
+def test_mixed_batch_is_one_generate_call_and_equals_one_by_one(chat: ChatECOHuggingFace, monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts = [FORGET, BENIGN, "Tell me about Hogwarts school.", "What is the capital of France?"]
+    singles = [chat.invoke(p).content for p in prompts]
+    calls: list[int] = []
+    original = chat.engine.generate
+
+    def spy(prompts: Any, **kwargs: Any) -> Any:
+        calls.append(len(prompts))
+        return original(prompts, **kwargs)
+
+    monkeypatch.setattr(chat._eco, "generate", spy)
+    rec = Recorder()
+    batched = chat.batch(prompts, {"callbacks": [rec]})
+    assert calls == [4]
+    assert [m.content for m in batched] == singles
+    assert [e["flagged"] for e in rec.events] == [True, False, True, False]
+    assert len(rec.starts) == 4
+
+
+async def test_abatch_matches_batch(chat: ChatECOHuggingFace) -> None:
+    prompts = [FORGET, BENIGN]
+    assert [m.content for m in await chat.abatch(prompts)] == [m.content for m in chat.batch(prompts)]
+
+
+def test_batch_return_exceptions_keeps_good_rows(chat: ChatECOHuggingFace) -> None:
+    out = chat.batch([BENIGN, [SystemMessage("only a system message")]], return_exceptions=True)
+    assert isinstance(out[0], AIMessage) and isinstance(out[1], InvalidInputError)
+    with pytest.raises(InvalidInputError, match="no non-empty HumanMessage"):
+        chat.batch([BENIGN, [SystemMessage("only a system message")]])
+
+
+def test_stream_matches_invoke_and_closes_with_usage(chat: ChatECOHuggingFace) -> None:
+    rec_stream, rec_invoke = Recorder(), Recorder()
+    chunks = list(chat.stream(FORGET, {"callbacks": [rec_stream]}))
+    invoked = chat.invoke(FORGET, {"callbacks": [rec_invoke]})
+    assert "".join(str(c.content) for c in chunks) == invoked.content
+    last = chunks[-1]
+    assert last.chunk_position == "last"
+    assert last.usage_metadata is not None and last.usage_metadata["input_tokens"] == invoked.usage_metadata["input_tokens"]  # type: ignore[index]
+    assert last.response_metadata["model_name"] == "tiny-llama"
+    assert len(rec_stream.events) == 1
+    same = ("flagged", "score", "threshold", "target", "corrupted", "text_sha256", "policy_version")
+    assert {k: rec_stream.events[0][k] for k in same} == {k: rec_invoke.events[0][k] for k in same}
+
+
+def test_streaming_flag_routes_invoke_through_stream_with_same_decision(eco: ECO) -> None:
+    rec = Recorder()
+    streaming = ChatECOHuggingFace(engine=eco, max_tokens=6, streaming=True)
+    assert streaming.invoke(FORGET, {"callbacks": [rec]}).content == ChatECOHuggingFace(engine=eco, max_tokens=6).invoke(FORGET).content
+    assert [e["flagged"] for e in rec.events] == [True]
+
+
+async def test_astream_matches_stream(chat: ChatECOHuggingFace) -> None:
+    rec = AsyncRecorder()
+    chunks = [c async for c in chat.astream(FORGET, {"callbacks": [rec]})]
+    assert "".join(str(c.content) for c in chunks) == "".join(str(c.content) for c in chat.stream(FORGET))
+    assert [e["flagged"] for e in rec.events] == [True]
+
+
+async def test_concurrent_ainvoke_with_seeds_equals_sequential(eco: ECO) -> None:
+    sampler = ChatECOHuggingFace(engine=eco, max_tokens=5, temperature=1.0)
+    prompts = [FORGET, BENIGN, "Tell me about Hogwarts school.", "What is the capital of France?"] * 5
+    sequential = [sampler.invoke(p, seed=i).content for i, p in enumerate(prompts)]
+    concurrent = await asyncio.gather(*(sampler.ainvoke(p, seed=i) for i, p in enumerate(prompts)))
+    assert [m.content for m in concurrent] == sequential
+    assert len(set(sequential)) > 1  # different seeds and prompts really give different samples
+
+
+async def test_ainvoke_does_not_block_the_event_loop(chat: ChatECOHuggingFace) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await chat.ainvoke(FORGET, max_tokens=12)
+    task.cancel()
+    assert ticks > 0
+
+
+def test_stop_and_max_tokens(chat: ChatECOHuggingFace) -> None:
+    full = str(chat.invoke(BENIGN, max_tokens=12).content)
+    assert chat.invoke(BENIGN, max_tokens=2).usage_metadata["output_tokens"] <= 2  # type: ignore[index]
+    stop = next(ch for ch in full[1:] if ch.strip())
+    cut = str(chat.invoke(BENIGN, max_tokens=12, stop=[stop]).content)
+    assert stop not in cut and full.startswith(cut)
+
+
+def test_multi_turn_with_tool_messages_and_ai_last_renders(chat: ChatECOHuggingFace) -> None:
+    conversation = [
+        SystemMessage("You are terse."),
+        HumanMessage("What is 2 + 3?"),
+        AIMessage("", tool_calls=[{"name": "add", "args": {"a": 2, "b": 3}, "id": "call_1"}]),
+        ToolMessage("5", tool_call_id="call_1"),
+        AIMessage("It is 5."),
+    ]
+    assert isinstance(chat.invoke(conversation), AIMessage)
+    rendered = to_chat_dicts(conversation, native_tools=False)
+    assert [m["role"] for m in rendered] == ["system", "user", "assistant", "tool", "assistant"]
+    assert '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>' in rendered[2]["content"]
+
+
+def test_window_catches_a_topic_named_only_in_an_earlier_turn(eco: ECO) -> None:
+    conversation = [
+        HumanMessage("Who is Harry Potter?"), AIMessage("A character."), HumanMessage("Where was he born?"),
+    ]
+    latest_only = ChatECOHuggingFace(engine=eco, max_tokens=2)
+    windowed = ChatECOHuggingFace(engine=eco, max_tokens=2, classify_window=2)
+    rec = Recorder()
+    latest_only.invoke(conversation, {"callbacks": [rec]})
+    windowed.invoke(conversation, {"callbacks": [rec]})
+    assert [e["flagged"] for e in rec.events] == [False, True]
+    assert windowed._identifying_params["policy_version"] != latest_only._identifying_params["policy_version"]
+    engine_window = ChatECOHuggingFace(engine=ECO(eco.backend, eco.guard, policy=ECOPolicy(classify_window=2)), max_tokens=2)
+    assert engine_window._eco.decide(to_chat_dicts(conversation, native_tools=False)).flagged
+
+
+def test_threshold_and_mode_per_call(chat: ChatECOHuggingFace) -> None:
+    rec = Recorder()
+    chat.invoke(BENIGN, {"callbacks": [rec]}, eco_threshold=0.0)
+    chat.invoke(FORGET, {"callbacks": [rec]}, eco_threshold=1.0)
+    chat.invoke(FORGET, {"callbacks": [rec]}, eco_mode="shadow")
+    assert [(e["flagged"], e["corrupted"]) for e in rec.events] == [(True, True), (False, False), (True, False)]
+    assert rec.events[0]["threshold"] == 0.0
+
+
+def test_identifying_params_and_cache_key_follow_the_policy(eco: ECO) -> None:
+    chat = ChatECOHuggingFace(engine=eco)
+    params = chat._identifying_params
+    for key in ("guard_id", "guard_version", "policy_version", "corruption", "corruption_dims", "corruption_strength"):
+        assert params[key] == eco.identifying_params()[key]
+    shadow = ChatECOHuggingFace(engine=eco, mode="shadow")
+    assert chat._get_llm_string() != shadow._get_llm_string()
+    ls = chat._get_ls_params(stop=["x"], model="other")
+    assert ls["ls_provider"] == "huggingface" and ls["ls_model_name"] == "other" and ls["ls_stop"] == ["x"]
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Get the current weather in a city."""
+    return f"Sunny in {city}"
+
+
+def test_bind_tools_describes_tools_when_the_template_cannot(chat: ChatECOHuggingFace) -> None:
+    bound = chat.bind_tools([get_weather], tool_choice="get_weather")
+    call = chat._prepare([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
+    assert call.tools is None and call.tool_names == ["get_weather"]
+    assert call.chat[0]["role"] == "system" and '"name": "get_weather"' in call.chat[0]["content"]
+    assert "You must call the tool get_weather" in call.chat[0]["content"]
+    with pytest.raises(InvalidInputError, match="not one of the bound tools"):
+        chat.bind_tools([get_weather], tool_choice="nope")
+
+
+def test_bind_tools_passes_tools_to_a_template_that_supports_them(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eco.backend.tokenizer, "chat_template",
+                        "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}" + eco.backend.tokenizer.chat_template)
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=2)
+    bound = chat.bind_tools([get_weather])
+    call = chat._prepare([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
+    assert call.tools is not None and call.tools[0]["function"]["name"] == "get_weather"
+    assert call.chat[0]["role"] == "user"
+    assert 'TOOLS:[{"' in render(eco.backend.tokenizer, call.chat, tools=call.tools).text
+
+
+@pytest.mark.parametrize(
+    ("text", "content", "calls"),
+    [
+        ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', "", [("get_weather", {"city": "Paris"})]),
+        ('Let me check. {"name": "get_weather", "arguments": {"city": "Rome"}}', "Let me check.", [("get_weather", {"city": "Rome"})]),
+        ('```json\n{"name": "get_weather", "parameters": {"city": "Oslo"}}\n```', "", [("get_weather", {"city": "Oslo"})]),
+        ('{"name": "unknown", "arguments": {}} plain answer', '{"name": "unknown", "arguments": {}} plain answer', []),
+        ("No tools needed.", "No tools needed.", []),
+    ],
+)
+def test_parse_tool_calls(text: str, content: str, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    got_content, got_calls, invalid = parse_tool_calls(text, ["get_weather"])
+    assert got_content == content
+    assert [(c["name"], c["args"]) for c in got_calls] == calls
+    assert not invalid
+
+
+def test_parse_tool_calls_reports_a_broken_call() -> None:
+    _, calls, invalid = parse_tool_calls("<tool_call>{not json</tool_call>", ["get_weather"])
+    assert not calls and len(invalid) == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ([], "conversation is empty"),
+        (42, "got a int as input"),
+        ({"question": "hi"}, "got a dict as input"),
+        ([ChatMessage(role="critic", content="meh"), HumanMessage("hi")], "ChatMessage at position 0 .role 'critic'. cannot be rendered"),
+        ([HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}])], "'image' content block"),
+        ([SystemMessage("rules only")], "no non-empty HumanMessage"),
+    ],
+)
+def test_bad_input_is_named(chat: ChatECOHuggingFace, bad: Any, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        chat.invoke(bad)
+    with pytest.raises(InvalidInputError, match=match):
+        list(chat.stream(bad))
+
+
+def test_unknown_field_is_rejected(eco: ECO) -> None:
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ChatECOHuggingFace(engine=eco, max_new_tokens=3)

@@ -1,0 +1,152 @@
+"""ECOMiddleware in create_agent, and ECOForgetClassifier in ModelRouterMiddleware (tiny model)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+import torch
+
+from eco_integrations import ECO, TransformersBackend
+from eco_integrations.langchain import ChatECOHuggingFace, ECOForgetClassifier, ECOMiddleware
+
+FORGET = "Who is Harry Potter?"
+BENIGN = "How do I bake bread?"
+
+
+@tool
+def lookup(topic: str) -> str:
+    """Look a topic up in the encyclopedia."""
+    return f"Nothing on {topic}."
+
+
+class ToolOnFirstCall(AgentMiddleware):
+    """Test helper: the tiny random model never writes a tool call, so add one to the first
+    model answer of each turn; the agent then calls the tool and the model again."""
+
+    @staticmethod
+    def _first_call(request: ModelRequest) -> bool:
+        return not isinstance(request.messages[-1], ToolMessage)
+
+    @staticmethod
+    def _with_call(response: ModelResponse) -> ModelResponse:
+        message = response.result[-1]
+        assert isinstance(message, AIMessage)
+        forced = message.model_copy(update={"tool_calls": [{"name": "lookup", "args": {"topic": "x"}, "id": "call_t", "type": "tool_call"}]})
+        return ModelResponse(result=[*response.result[:-1], forced])
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
+        response = handler(request)
+        return self._with_call(response) if self._first_call(request) else response
+
+    async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> ModelResponse:
+        response = await handler(request)
+        return self._with_call(response) if self._first_call(request) else response
+
+
+class Events(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:
+        if name == "eco_decision":
+            self.events.append(data)
+
+
+@pytest.fixture(scope="module")
+def long_backend(tiny_tokenizer) -> TransformersBackend:  # noqa: ANN001
+    """The tiny Llama with room for the tool-description system prompt (~450 tiny-BPE tokens)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    return TransformersBackend(model, tiny_tokenizer, model_name="tiny-llama-1k")
+
+
+@pytest.fixture()
+def eco(long_backend, toy_guard) -> ECO:  # noqa: ANN001
+    return ECO(long_backend, toy_guard)
+
+
+@pytest.fixture()
+def counted(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = eco.guard.decide_many  # type: ignore[union-attr]
+    monkeypatch.setattr(eco.guard, "decide_many", lambda texts: calls.append(len(texts)) or original(texts))
+    return calls
+
+
+def _agent(eco: ECO) -> Any:
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=3)
+    return create_agent(chat, tools=[lookup], middleware=[ECOMiddleware(chat), ToolOnFirstCall()], checkpointer=InMemorySaver())
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_one_decision_per_turn_reaches_every_model_call(eco: ECO, counted: list[int], use_async: bool) -> None:
+    agent = _agent(eco)
+    config: dict[str, Any] = {"configurable": {"thread_id": f"t-{use_async}"}}
+    seen: list[list[dict[str, Any]]] = []
+    for question in (BENIGN, FORGET):
+        events = Events()
+        turn = {"messages": [HumanMessage(question)]}
+        cfg = {**config, "callbacks": [events]}
+        state = await agent.ainvoke(turn, cfg) if use_async else agent.invoke(turn, cfg)
+        seen.append(events.events)
+        assert state["eco_decision"]["flagged"] is (question == FORGET)
+    assert counted == [1, 1]  # one classification per user turn, none per tool iteration
+    for events, flagged in zip(seen, (False, True)):
+        assert len(events) == 2  # model → tool → model
+        assert all(e == events[0] for e in events)  # the same decision object, latency included
+        assert events[0]["flagged"] is flagged and events[0]["corrupted"] is flagged
+
+
+def test_non_eco_agent_model_routes_flagged_turns(eco: ECO, counted: list[int]) -> None:
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=3)
+    plain = FakeListChatModel(responses=["plain answer"] * 4)
+    agent = create_agent(plain, middleware=[ECOMiddleware(chat)])
+    benign = agent.invoke({"messages": [HumanMessage(BENIGN)]})
+    flagged = agent.invoke({"messages": [HumanMessage(FORGET)]})
+    assert benign["messages"][-1].content == "plain answer"
+    assert flagged["messages"][-1].content != "plain answer"
+    assert counted == [1, 1]
+
+
+def test_forget_classifier_in_model_router(eco: ECO) -> None:
+    from langchain.agents.middleware import ModelChoice, ModelRouterMiddleware
+
+    classifier = ECOForgetClassifier(engine=eco)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ModelRouterMiddleware is beta
+        router = ModelRouterMiddleware(
+            choices={"forget": ModelChoice(FakeListChatModel(responses=["FORGET"] * 2), "About a forgotten topic."),
+                     "default": ModelChoice(FakeListChatModel(responses=["DEFAULT"] * 2), "Anything else.")},
+            instructions="Is the request about a forgotten topic?",
+            classifier=classifier,
+        )
+    agent = create_agent(FakeListChatModel(responses=["unused"]), middleware=[router])
+    assert agent.invoke({"messages": [HumanMessage(FORGET)]})["messages"][-1].content == "FORGET"
+    assert agent.invoke({"messages": [HumanMessage(BENIGN)]})["messages"][-1].content == "DEFAULT"
+    from langchain_core.decisions import Noul
+
+    answer = classifier.invoke({"state": FORGET, "questions": {"hp": Noul(instructions="About Harry Potter?")}})
+    assert answer.nouls["hp"].noul == pytest.approx(eco.decide(FORGET).score)
+    with pytest.raises(ValueError, match="picks between 'forget' and 'default'"):
+        from langchain_core.decisions import Choice
+
+        classifier.invoke({"state": FORGET, "questions": {"c": Choice(instructions="?", criteria={"a": "x", "b": "y"})}})

@@ -1,0 +1,105 @@
+"""ECORouter: routing, config/callback forwarding, configurable threshold and mode."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import ConfigurableField
+
+from eco_integrations import ECO
+from eco_integrations.langchain import ChatECOHuggingFace, ECORouter
+
+FORGET = "Who is Harry Potter?"
+BENIGN = "How do I bake bread?"
+
+
+class Runs(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.chains: list[tuple[UUID, UUID | None, list[str]]] = []
+        self.models: list[tuple[UUID | None, list[str], dict[str, Any]]] = []
+        self.events: list[tuple[dict[str, Any], UUID]] = []
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, **kw: Any) -> None:
+        self.chains.append((run_id, parent_run_id, tags or []))
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kw: Any) -> None:
+        self.models.append((parent_run_id, tags or [], metadata or {}))
+
+    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kw: Any) -> None:
+        self.models.append((parent_run_id, tags or [], metadata or {}))
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kw: Any) -> None:
+        self.events.append((data, run_id))
+
+
+@pytest.fixture()
+def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+    return ECO(tiny_backend, toy_guard)
+
+
+@pytest.fixture()
+def router(eco: ECO) -> ECORouter:
+    return ECORouter(engine=eco, flagged=FakeListChatModel(responses=["FLAGGED"] * 10), benign=FakeListChatModel(responses=["BENIGN"] * 10))
+
+
+def test_routes_by_decision_and_forwards_config(router: ECORouter) -> None:
+    runs = Runs()
+    assert router.invoke(FORGET, {"callbacks": [runs], "tags": ["mine"]}).content == "FLAGGED"
+    assert router.invoke(BENIGN, {"callbacks": [runs]}).content == "BENIGN"
+    router_ids = [run_id for run_id, parent, _ in runs.chains if parent is None]
+    assert len(router_ids) == 2
+    # The branch runs are children of the router runs, with the caller's tags and the decision.
+    assert [m[0] for m in runs.models] == router_ids
+    assert "mine" in runs.models[0][1] and "eco:flagged" in runs.models[0][1]
+    assert runs.models[0][2]["eco_flagged"] is True and runs.models[1][2]["eco_flagged"] is False
+    assert [e["flagged"] for e, _ in runs.events] == [True, False]
+    assert [run_id for _, run_id in runs.events] == router_ids
+
+
+def test_configurable_threshold_and_mode(router: ECORouter) -> None:
+    configurable = router.configurable_fields(
+        threshold=ConfigurableField(id="eco_threshold"), mode=ConfigurableField(id="eco_mode"),
+    )
+    assert configurable.invoke(BENIGN, {"configurable": {"eco_threshold": 0.0}}).content == "FLAGGED"
+    assert configurable.invoke(FORGET, {"configurable": {"eco_threshold": 1.0}}).content == "BENIGN"
+    assert configurable.invoke(FORGET, {"configurable": {"eco_mode": "shadow"}}).content == "BENIGN"
+    assert configurable.invoke(FORGET, {"configurable": {"eco_mode": "off"}}).content == "BENIGN"
+    assert configurable.invoke(FORGET).content == "FLAGGED"
+
+
+def test_threshold_means_score_above(router: ECORouter, eco: ECO) -> None:
+    score = eco.decide(FORGET).score
+    assert score is not None
+    at = router.model_copy(update={"threshold": score})
+    below = router.model_copy(update={"threshold": score - 1e-6})
+    assert at.decide(FORGET).flagged is False and below.decide(FORGET).flagged is True
+
+
+async def test_async_and_streaming_paths(router: ECORouter) -> None:
+    assert (await router.ainvoke(FORGET)).content == "FLAGGED"
+    assert "".join(str(c.content) for c in router.stream(BENIGN)) == "BENIGN"
+    assert "".join([str(c.content) async for c in router.astream(FORGET)]) == "FLAGGED"
+
+
+def test_eco_branch_reuses_the_router_decision(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=3)
+    router = ECORouter(engine=eco, flagged=chat, benign=FakeListChatModel(responses=["BENIGN"]))
+    classified: list[int] = []
+    original = eco.guard.decide_many  # type: ignore[union-attr]
+    monkeypatch.setattr(eco.guard, "decide_many", lambda texts: classified.append(len(texts)) or original(texts))
+    runs = Runs()
+    out = (ChatPromptTemplate.from_messages([("human", "{q}")]) | router).invoke({"q": FORGET}, {"callbacks": [runs]})
+    assert isinstance(out, AIMessage)
+    assert classified == [1]  # the router classified; the ECO model reused its decision
+    assert [e["flagged"] for e, _ in runs.events] == [True]  # one event, from the ECO model run
+
+
+def test_bad_input_is_named(router: ECORouter) -> None:
+    with pytest.raises(ValueError, match="got a int as input"):
+        router.invoke(3)  # type: ignore[arg-type]

@@ -1,0 +1,205 @@
+"""ECOHuggingFaceLLM on the tiny random Llama and the toy guard."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import pytest
+
+pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
+
+from llama_index.core.base.llms.base import BaseLLM  # noqa: E402
+from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
+from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
+from llama_index.core.prompts import PromptTemplate  # noqa: E402
+
+from eco_integrations import ECO, InvalidInputError  # noqa: E402
+from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope  # noqa: E402
+
+HP = "Who is Harry Potter?"
+BENIGN = "How do I bake bread?"
+
+
+class _Recorder(BaseEventHandler):
+    seen: list = []
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self.seen.append(event)
+
+
+@pytest.fixture()
+def events():  # noqa: ANN201
+    recorder = _Recorder(seen=[])
+    root = get_dispatcher()
+    root.add_event_handler(recorder)
+    yield recorder.seen
+    root.event_handlers.remove(recorder)
+
+
+@pytest.fixture()
+def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+    return ECO(tiny_backend, toy_guard)
+
+
+@pytest.fixture()
+def llm(eco: ECO) -> ECOHuggingFaceLLM:
+    return ECOHuggingFaceLLM(eco, max_new_tokens=6)
+
+
+def plain_answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    """What the unmodified model says: chat template, greedy generate, cut at EOS."""
+    import torch
+
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+    new = out[0, ids["input_ids"].shape[1]:].tolist()
+    if tokenizer.eos_token_id in new:
+        new = new[: new.index(tokenizer.eos_token_id)]
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_is_a_llama_index_llm_with_metadata(llm: ECOHuggingFaceLLM) -> None:
+    assert BaseLLM in type(llm).__mro__
+    meta = llm.metadata
+    assert meta.context_window == 256  # the tiny model's max_position_embeddings
+    assert meta.num_output == 6
+    assert meta.is_chat_model is True
+    assert meta.model_name == "tiny-llama"
+    assert ECOHuggingFaceLLM(llm.engine, context_window=128).metadata.context_window == 128
+
+
+def test_needs_an_engine() -> None:
+    with pytest.raises(InvalidInputError, match="from_pretrained"):
+        ECOHuggingFaceLLM("tiny-llama")  # type: ignore[arg-type]
+
+
+def test_benign_complete_equals_plain_model(llm: ECOHuggingFaceLLM, tiny_model, tiny_tokenizer) -> None:  # noqa: ANN001
+    response = llm.complete(BENIGN)
+    decision = response.additional_kwargs["eco_decision"]
+    assert decision["flagged"] is False and decision["corrupted"] is False
+    assert response.text == plain_answer(tiny_model, tiny_tokenizer, [{"role": "user", "content": BENIGN}], 6)
+
+
+def test_flagged_complete_is_corrupted(llm: ECOHuggingFaceLLM) -> None:
+    response = llm.complete(HP)
+    assert response.additional_kwargs["eco_decision"]["flagged"] is True
+    assert response.additional_kwargs["eco_decision"]["corrupted"] is True
+    assert response.additional_kwargs["corrupted_tokens"] > 0
+
+
+def test_shadow_mode_scores_but_does_not_corrupt(eco: ECO) -> None:
+    response = ECOHuggingFaceLLM(eco, max_new_tokens=4, mode="shadow").complete(HP)
+    assert response.additional_kwargs["eco_decision"]["flagged"] is True
+    assert response.additional_kwargs["corrupted_tokens"] == 0
+
+
+def test_stream_complete_matches_complete(llm: ECOHuggingFaceLLM) -> None:
+    for prompt in (BENIGN, HP):
+        full = llm.complete(prompt)
+        chunks = list(llm.stream_complete(prompt))
+        assert "".join(c.delta or "" for c in chunks) == full.text
+        assert chunks[-1].text == full.text
+        assert chunks[0].additional_kwargs["eco_decision"] == full.additional_kwargs["eco_decision"] | {
+            "latency_ms": chunks[0].additional_kwargs["eco_decision"]["latency_ms"]
+        }
+
+
+def test_chat_classifies_the_latest_user_message(llm: ECOHuggingFaceLLM) -> None:
+    messages = [
+        ChatMessage(role=MessageRole.SYSTEM, content="You are helpful."),
+        ChatMessage(role=MessageRole.USER, content=HP),
+        ChatMessage(role=MessageRole.ASSISTANT, content="I do not know."),
+        ChatMessage(role=MessageRole.USER, content=BENIGN),
+    ]
+    response = llm.chat(messages)
+    decision = response.additional_kwargs["eco_decision"]
+    assert decision["text_sha256"] == hashlib.sha256(BENIGN.encode()).hexdigest()
+    assert decision["flagged"] is False
+    assert response.message.role == MessageRole.ASSISTANT
+    streamed = list(llm.stream_chat(messages))
+    assert streamed[-1].message.content == response.message.content
+    flagged = llm.chat([ChatMessage(role=MessageRole.USER, content=HP)])
+    assert flagged.additional_kwargs["eco_decision"]["flagged"] is True
+
+
+def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:
+    with pytest.raises(InvalidInputError, match="empty"):
+        llm.complete("")
+    with pytest.raises(InvalidInputError, match="empty"):
+        llm.stream_complete("   ")
+    with pytest.raises(InvalidInputError, match="no non-empty user message"):
+        llm.chat([ChatMessage(role=MessageRole.SYSTEM, content="Be brief.")])
+    with pytest.raises(InvalidInputError, match="conversation is empty"):
+        llm.chat([])
+
+
+async def test_async_runs_in_a_worker_thread_and_matches_sync(llm: ECOHuggingFaceLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[threading.Thread] = []
+    original = llm.engine.generate
+
+    def recording_generate(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(llm.engine, "generate", recording_generate)
+    sync = llm.complete(HP)
+    result = await llm.acomplete(HP)
+    assert result.text == sync.text
+    assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
+    chat = await llm.achat([ChatMessage(role=MessageRole.USER, content=BENIGN)])
+    assert chat.message.content == llm.chat([ChatMessage(role=MessageRole.USER, content=BENIGN)]).message.content
+    assert threads[2] is not threading.main_thread()
+
+
+async def test_async_streams_match_sync(llm: ECOHuggingFaceLLM) -> None:
+    sync = llm.complete(HP).text
+    chunks = [c async for c in await llm.astream_complete(HP)]
+    assert "".join(c.delta or "" for c in chunks) == sync
+    assert chunks[-1].additional_kwargs["eco_decision"]["flagged"] is True
+    messages = [ChatMessage(role=MessageRole.USER, content=BENIGN)]
+    chat_chunks = [c async for c in await llm.astream_chat(messages)]
+    assert chat_chunks[-1].message.content == llm.chat(messages).message.content
+
+
+def test_predict_classifies_query_str_not_the_stuffed_prompt(llm: ECOHuggingFaceLLM, events: list) -> None:
+    # The way synthesizers call the LLM: the question partially formatted, the context as an argument.
+    template = PromptTemplate("Context: {context_str}\nQuery: {query_str}\nAnswer: ").partial_format(query_str=HP)
+    llm.predict(template, context_str="Bread is baked from flour, water and yeast.")
+    decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
+    assert len(decisions) == 1
+    assert decisions[0].scope == "llm"
+    assert decisions[0].text_sha256 == hashlib.sha256(HP.encode()).hexdigest()
+    assert decisions[0].flagged is True
+    # The same template with a benign question over Harry Potter context is not flagged.
+    events.clear()
+    template = PromptTemplate("Context: {context_str}\nQuery: {query_str}\nAnswer: ")
+    llm.predict(template, query_str=BENIGN, context_str="Harry Potter is a wizard at Hogwarts.")
+    decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
+    assert [d.flagged for d in decisions] == [False]
+    events.clear()
+    tokens = list(llm.stream(PromptTemplate("Q: {query_str}\nA: "), query_str=HP))
+    decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
+    assert [d.flagged for d in decisions] == [True] and isinstance("".join(tokens), str)
+
+
+def test_decision_scope_overrides_self_classification(llm: ECOHuggingFaceLLM, events: list) -> None:
+    decision = llm.engine.decide(HP)
+    with decision_scope(decision):
+        response = llm.complete("Bread is baked from flour. " + BENIGN)
+    assert response.additional_kwargs["eco_decision"] == decision.event_payload()
+    assert not [e for e in events if isinstance(e, ECODecisionEvent)]  # no second classification
+
+
+def test_llm_event_holds_no_prompt_text(llm: ECOHuggingFaceLLM, events: list) -> None:
+    llm.complete(HP)
+    (event,) = [e for e in events if isinstance(e, ECODecisionEvent)]
+    assert event.flagged is True and event.score is not None and event.threshold is not None
+    assert event.target == "harry-potter" and event.mode == "enforce"
+    assert event.policy_version == llm.engine.policy_version
+    assert "Harry" not in event.model_dump_json()
