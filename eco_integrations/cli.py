@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
     history: list[dict[str, str]] = []
     print("ECO chat: type a message, or 'exit' to quit.", file=sys.stderr)
-    for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("you> "), None):
+    for line in _input_lines():
         text = line.strip()
         if text in ("exit", "quit"):
             break
@@ -169,6 +169,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print()
         history.append({"role": "assistant", "content": reply})
     return 0
+
+
+def _input_lines() -> Iterator[str]:
+    """Lines typed at a prompt (interactive) or piped on stdin, until EOF."""
+    if not sys.stdin.isatty():
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input("you> ")
+        except EOFError:
+            return
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import torch
 
 from ._paths import DEFAULT_ENCODER_NAME, default_encoder_folder
 from .exceptions import ConfigurationError, InvalidInputError
+from .prompting import TOKENIZE_LOCK
 
 _PROBE = "A fixed sentence whose embedding identifies the encoder."
 
@@ -71,7 +72,8 @@ class SentenceEncoder:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                with TOKENIZE_LOCK:
+                    batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
                 hidden = model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 if pooling == "cls":

@@ -225,6 +225,21 @@ def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:
     return float(scores[min(allowed, scores.size - 1)])
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+LONG_TEXT_CHARS = 240
+
+
+def passages(text: str, *, sentences_per_passage: int = 2) -> list[str]:
+    """The text itself, plus overlapping passages of a few sentences when it is long."""
+    if len(text) <= LONG_TEXT_CHARS:
+        return [text]
+    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+    if len(sentences) <= sentences_per_passage:
+        return [text]
+    windows = [" ".join(sentences[i : i + sentences_per_passage]) for i in range(len(sentences) - sentences_per_passage + 1)]
+    return [text, *windows]
+
+
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|of|de|the|van|von|al|bin))*\s*[A-Z]?[\w'’-]*")
 
 
@@ -378,13 +393,25 @@ class Guard:
         self.version += 1
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        """Forget probabilities, ``[len(texts), len(target_names)]``; one encoder pass for all targets."""
+        """Forget probabilities, ``[len(texts), len(target_names)]``; one encoder pass for all targets.
+
+        A long text is also scored passage by passage (a few sentences at a time) and keeps its
+        highest score, so a forget question buried in a long benign message is not averaged away.
+        """
         if not self.targets:
             msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
             raise GuardNotFittedError(msg)
         checked = check_texts(texts)
-        emb = self.encoder.encode(checked)
-        return np.stack([t.forget_proba(checked, embeddings=emb) for t in self.targets.values()], axis=1)
+        pieces, owner = [], []
+        for i, text in enumerate(checked):
+            for piece in passages(text):
+                pieces.append(piece)
+                owner.append(i)
+        emb = self.encoder.encode(pieces)
+        piece_scores = np.stack([t.forget_proba(pieces, embeddings=emb) for t in self.targets.values()], axis=1)
+        out = np.full((len(checked), len(self.targets)), -np.inf)
+        np.maximum.at(out, np.asarray(owner), piece_scores)
+        return out
 
     def _verdicts(self, texts: Sequence[str]) -> list[_Verdict]:
         scores = self.score(texts)

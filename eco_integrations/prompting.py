@@ -8,6 +8,7 @@ or the system prompt.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -16,6 +17,10 @@ import torch
 
 from .config import SelectionConfig
 from .exceptions import InvalidInputError
+
+# Fast tokenizers mutate their padding/truncation state on every call, so concurrent calls
+# from worker threads can fail with "Already borrowed"; tokenization is cheap, so serialize it.
+TOKENIZE_LOCK = threading.Lock()
 
 ChatMessage = Mapping[str, Any]
 PromptInput = Union[str, Sequence[ChatMessage]]
@@ -91,7 +96,8 @@ def render(
             msg = "The prompt is empty; pass a non-empty string."
             raise InvalidInputError(msg)
         if raw:
-            enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
+            with TOKENIZE_LOCK:
+                enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
             return RenderedPrompt(prompt, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], [(0, len(prompt))], prompt)
         prompt = [{"role": "user", "content": prompt}]
     elif raw:
@@ -103,14 +109,16 @@ def render(
         template_kwargs["tools"] = list(tools)
     if getattr(tokenizer, "chat_template", None) is None:
         template_kwargs["chat_template"] = _FALLBACK_TEMPLATE
-    text = tokenizer.apply_chat_template(messages, **template_kwargs)
+    with TOKENIZE_LOCK:
+        text = tokenizer.apply_chat_template(messages, **template_kwargs)
     spans = _message_spans(text, messages)
     chosen = classified_indices(messages, window)
     content_spans = [spans[i] for i in chosen if spans[i] is not None]
     if len(content_spans) != len(chosen):
         msg = "The chat template changed the user's text, so its tokens cannot be located; use the 'all' selector."
         raise InvalidInputError(msg)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    with TOKENIZE_LOCK:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     classified = "\n".join(messages[i]["content"] for i in chosen)
     return RenderedPrompt(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], content_spans, classified, messages)
 

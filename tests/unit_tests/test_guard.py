@@ -139,3 +139,16 @@ def test_mine_terms_prefers_forget_only_names() -> None:
     terms = mine_terms(forget, retain)
     assert "Harry Potter" in terms and "Hogwarts" in terms
     assert "Paris" not in terms and "Where" not in terms
+
+
+def test_long_text_is_scored_by_passage(toy_guard) -> None:  # noqa: ANN001
+    from eco_integrations.guard import passages
+
+    filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
+    long_text = filler + "Who is Hermione Granger? " + filler
+    parts = passages(long_text)
+    assert parts[0] == long_text and len(parts) > 2
+    per_passage = toy_guard.targets["harry-potter"].forget_proba(parts)
+    assert np.isclose(toy_guard.score([long_text])[0, 0], per_passage.max(), atol=1e-6)
+    assert per_passage.max() > per_passage[0]  # a passage scores higher than the diluted whole
+    assert passages("short text") == ["short text"]

@@ -1,0 +1,68 @@
+"""The engine on the embedded SmolLM2-135M-Instruct and all-MiniLM-L6-v2."""
+
+import json
+import re
+
+import pytest
+
+from eco_integrations import ECO, GenerationConfig, PreparedRow, default_model_folder, render
+from eco_integrations.cli import main
+from eco_integrations.demo import read_lines
+
+pytestmark = pytest.mark.integration
+CFG = GenerationConfig(max_new_tokens=32)
+HP_TERMS = re.compile(r"harry|potter|hogwarts|rowling|wizard", re.I)
+
+
+def test_default_model_is_cached_once() -> None:
+    folder = default_model_folder()
+    weights = folder / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert default_model_folder() == folder and weights.stat().st_mtime_ns == stamp
+    assert (folder / "tokenizer.json").is_file()
+
+
+def test_demo_guard_separates_demo_prompts(hp_guard) -> None:  # noqa: ANN001
+    prompts = read_lines("demo_prompts.txt")
+    flags = [d.flagged for d in hp_guard.decide_many(prompts)]
+    assert flags == [True] * 6 + [False] * 4
+
+
+def test_benign_answer_equals_plain_model(default_backend, hp_guard) -> None:  # noqa: ANN001
+    eco = ECO(default_backend, hp_guard)
+    prompt = "Who wrote The Lord of the Rings?"
+    plain = default_backend.generate([PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG)[0].text
+    result = eco.generate([prompt], config=CFG)[0]
+    assert not result.decision.flagged
+    assert result.text == plain and "Tolkien" in plain
+
+
+def test_flagged_answer_forgets_and_stays_text(default_backend, hp_guard) -> None:  # noqa: ANN001
+    eco = ECO(default_backend, hp_guard)
+    prompt = "Who is Harry Potter?"
+    plain = default_backend.generate([PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG)[0].text
+    result = eco.generate([prompt], config=CFG)[0]
+    assert result.decision.flagged and result.decision.target == "harry-potter"
+    assert HP_TERMS.search(plain)
+    assert not HP_TERMS.search(result.text)
+    words = re.findall(r"[A-Za-z']+", result.text)
+    assert len(words) >= 5 and sum(w.isalpha() for w in words) / len(words) > 0.7
+
+
+def test_eco_demo_command(capsys) -> None:  # noqa: ANN001
+    assert main(["demo", "--max-new-tokens", "24", "--json", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["prompts"] == 10 and summary["flagged"] == 6
+    assert summary["benign_identical"] is True and summary["flagged_changed"] == 6
+    assert "| prompt" in out and "Who is Harry Potter?" in out
+
+
+def test_eco_chat_shows_each_decision(monkeypatch, capsys) -> None:  # noqa: ANN001
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who is Hermione Granger?\nWhat is the capital of France?\nexit\n"))
+    assert main(["chat", "--max-new-tokens", "12"]) == 0
+    decisions = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[decision:")]
+    assert len(decisions) == 2
+    assert "flagged=True" in decisions[0] and "flagged=False" in decisions[1]
