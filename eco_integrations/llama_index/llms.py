@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -35,7 +34,6 @@ from eco_integrations.llama_index._context import active_decision, decision_scop
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.prompting import PromptInput
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 256
 _END = object()
