@@ -6,7 +6,9 @@ and measures, against the plain model's answers:
   overlap   mean share of the plain answer's content words that the ECO answer repeats
   nll       mean per-token negative log-likelihood of the ECO answer under the plain model,
             given the same chat scaffolding with an empty user turn (fluency: garbage scores high)
-A setting qualifies when leak == 0; among those the most fluent (lowest nll) wins.
+A setting qualifies when leak == 0 and it has a strength knob, so that the zeroth-order search of
+`eco calibrate strength` can tune it per task; among those the most fluent (lowest nll) wins.
+The functions without a strength (zero/flip top-k) are measured alongside for comparison.
 Prints a table and, last, one JSON line with the chosen setting and every candidate's figures.
 """
 
@@ -68,7 +70,7 @@ def main() -> None:
         overlap = sum(len(_words(a) & _words(p)) / max(len(_words(p)), 1) for a, p in zip(answers, plain)) / len(answers)
         nll = sum(_nll(base, a) for a in answers) / len(answers)
         rows.append({"corruption": candidate.model_dump(), "leak": round(leak, 3), "overlap": round(overlap, 3), "nll": round(nll, 3), "example": answers[0]})
-    qualified = [r for r in rows if r["leak"] == 0]
+    qualified = [r for r in rows if r["leak"] == 0 and r["corruption"]["strength"] is not None]
     chosen = min(qualified or rows, key=lambda r: r["nll"])
     print(wrapped_table(
         ["corruption", "leak", "overlap", "nll", f"answer to {prompts[0]!r}"],

@@ -30,7 +30,10 @@ def fit_demo_guard(**kwargs: Any) -> Guard:
         read_lines("harry_potter_forget.txt"),
         read_lines("harry_potter_retain.txt"),
         terms=("Harry Potter", "Hogwarts", "Hermione Granger", "Voldemort", "Dumbledore"),
-        target_fpr=0.01,
+        # The demo's retain texts are mostly deliberate near misses (other fantasy series, other
+        # boarding schools, real owls and stations), so its cross-validated false-positive rate is
+        # pessimistic for ordinary traffic; 3% on them keeps cross-validated recall near 0.74.
+        target_fpr=0.03,
     )
     return guard
 
