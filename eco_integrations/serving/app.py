@@ -1,0 +1,566 @@
+"""The ECO gateway: an OpenAI-compatible HTTP server that applies a guard to every request.
+
+Clients speak the OpenAI API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``);
+the gateway classifies what the user wrote, corrupts the prompt embeddings of flagged requests
+and forwards to a backend: the in-process transformers engine, or a vLLM server (token ids for
+benign requests, prompt embeddings for flagged ones). It keeps no state between requests, so N
+replicas behind a load balancer serve like one.
+
+Built on Starlette (routing, requests, streaming) and served by uvicorn: a thin ASGI stack whose
+own cost per request is well under a millisecond, so the gateway's overhead is the guard.
+
+Each request leaves one JSON log line on the ``eco_integrations.serving.access`` logger with
+its decision (flagged, score, target, corrupted, policy version, hash of the classified text)
+and never the prompt or the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..config import Decision, GenerationConfig
+from ..engine import ECO, ECOResult
+from ..exceptions import ConfigurationError, ECOError, InvalidInputError
+
+access_log = logging.getLogger("eco_integrations.serving.access")
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_MAX_TOKENS = 256
+
+
+# -- errors ----------------------------------------------------------------------------------------
+class APIError(Exception):
+    """An error the client sees, in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+
+    def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=dict(headers or {}))
+
+
+def _engine_error(err: BaseException) -> APIError:
+    """Map an engine or backend exception to the status a client should see."""
+    from ..backends.vllm import BackendUnavailableError
+
+    if isinstance(err, BackendUnavailableError):
+        # Upstream 4xx (except 429) means this gateway built a bad request: a server bug, not the client's.
+        upstream = err.status_code
+        status = 503 if upstream in (None, 429, 503) else 502
+        return APIError(status, str(err), type_="server_error", code="upstream_error")
+    if isinstance(err, InvalidInputError):
+        text = str(err)
+        if "context window" in text:
+            return APIError(400, text, param="messages", code="context_length_exceeded")
+        return APIError(400, text)
+    if isinstance(err, (ConfigurationError, ECOError)):
+        return APIError(400, str(err))
+    return APIError(500, "The server had an error while processing your request; the gateway log has the details.", type_="server_error")
+
+
+# -- request models --------------------------------------------------------------------------------
+class _Sampling(BaseModel):
+    """Fields shared by chat and text completions; unknown fields are ignored, as OpenAI's are."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+    seed: int | None = None
+    n: int | None = Field(None, ge=1)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logprobs: Any = None
+    user: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[dict[str, Any]]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    echo: bool | None = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+
+@dataclass
+class GatewaySettings:
+    """Limits and identity of one gateway process."""
+
+    model_id: str | None = None
+    """The name clients put in ``model`` (default: the backend's model name)."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Larger request bodies get 413 before they are parsed."""
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+    """``max_tokens`` when a request leaves it out."""
+    max_tokens_limit: int = 4096
+    """The most new tokens one request may ask for."""
+    max_concurrency: int = 64
+    """Requests running at once; the rest wait their turn (threads, not an unbounded pool)."""
+
+
+@dataclass
+class _State:
+    engine: ECO | None = None
+    load_error: str | None = None
+    draining: bool = False
+    in_flight: int = 0
+    upstream_healthy: Callable[[], bool] | None = None
+    limiter: anyio.CapacityLimiter | None = None
+    started: float = field(default_factory=time.time)
+
+
+# -- the app ---------------------------------------------------------------------------------------
+class Gateway:
+    """The ECO gateway as an ASGI app (``gateway.app``).
+
+    >>> gateway = Gateway(ECO.from_pretrained(guard="guards/hp"))        # doctest: +SKIP
+    >>> uvicorn.run(gateway.app, host="127.0.0.1", port=8080)            # doctest: +SKIP
+
+    ``engine`` may also be a zero-argument callable: it then runs in a background thread at
+    startup, ``/health`` answers at once and ``/ready`` turns 200 when the engine is loaded.
+    """
+
+    def __init__(self, engine: ECO | Callable[[], ECO], *, settings: GatewaySettings | None = None) -> None:
+        self.settings = settings or GatewaySettings()
+        self.state = _State()
+        self._factory: Callable[[], ECO] | None = None
+        if isinstance(engine, ECO):
+            self._attach(engine)
+        else:
+            self._factory = engine
+        routes = [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+        ]
+        self.app = Starlette(
+            routes=routes,
+            exception_handlers={HTTPException: self._http_error, Exception: self._unexpected},
+            lifespan=self._lifespan,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _attach(self, engine: ECO) -> None:
+        # Warm the guard's encoder and the tokenizer so the first client does not pay for it.
+        engine.decide("warm-up request")
+        self.state.limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
+        transport = getattr(engine.backend, "transport", None)
+        self.state.upstream_healthy = getattr(transport, "healthy", None)
+        self.state.engine = engine
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self._factory is not None and self.state.engine is None:
+            factory = self._factory
+
+            def load() -> None:
+                try:
+                    self._attach(factory())
+                    logger.info("ECO gateway ready: model %s", self.model_id)
+                except Exception as err:  # reported by /ready and every request
+                    logger.exception("loading the ECO engine failed")
+                    self.state.load_error = f"{type(err).__name__}: {err}"
+
+            threading.Thread(target=load, name="eco-engine-loader", daemon=True).start()
+        yield
+        self.state.draining = True
+
+    def begin_shutdown(self) -> None:
+        """Stop reporting ready (load balancers drain us) while in-flight requests finish."""
+        self.state.draining = True
+
+    @property
+    def model_id(self) -> str:
+        engine = self.state.engine
+        return self.settings.model_id or (engine.backend.model_name if engine else "loading")
+
+    def _engine(self) -> ECO:
+        if self.state.draining:
+            raise APIError(503, "The gateway is shutting down; retry on another replica.", type_="server_error", code="shutting_down")
+        if self.state.engine is None:
+            if self.state.load_error:
+                raise APIError(503, f"The ECO engine failed to load ({self.state.load_error}); see the gateway log.", type_="server_error")
+            raise APIError(503, "The ECO engine is still loading; retry when /ready answers 200.", type_="server_error", code="loading")
+        return self.state.engine
+
+    # -- small endpoints -----------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        """Liveness: the process answers (model loaded or not)."""
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: engine loaded, not draining, and (for a vLLM backend) upstream healthy."""
+        state = self.state
+        if state.draining:
+            return JSONResponse({"status": "draining", "in_flight": state.in_flight}, status_code=503)
+        if state.engine is None:
+            status = "failed" if state.load_error else "loading"
+            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+        if state.upstream_healthy is not None and not await anyio.to_thread.run_sync(state.upstream_healthy):
+            return JSONResponse({"status": "upstream unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready", "model": self.model_id, "in_flight": state.in_flight,
+                             "policy_version": state.engine.policy_version})
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.model_id, "object": "model", "created": int(self.state.started), "owned_by": "eco-integrations"}
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_card()] if self.state.engine else []})
+
+    async def get_model(self, request: Request) -> Response:
+        wanted = request.path_params["model_id"]
+        if self.state.engine is None or wanted != self.model_id:
+            return _unknown_model(wanted).response()
+        return JSONResponse(self._model_card())
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            err = APIError(404, f"Unknown path {request.url.path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.")
+        elif exc.status_code == 405:
+            err = APIError(405, f"{request.method} is not allowed on {request.url.path}.")
+        else:
+            err = APIError(exc.status_code, str(exc.detail))
+        return err.response(exc.headers)
+
+    async def _unexpected(self, request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s", request.url.path)
+        return _engine_error(exc).response()
+
+    # -- completions ---------------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._serve(request, chat=False)
+
+    async def _serve(self, request: Request, *, chat: bool) -> Response:
+        started = time.perf_counter()
+        request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        record: dict[str, Any] = {"event": "request", "request_id": request_id, "path": request.url.path}
+        try:
+            engine = self._engine()
+            body = await self._read_json(request)
+            parsed = _parse(ChatCompletionRequest if chat else CompletionRequest, body)
+            record.update(model=parsed.model, stream=bool(parsed.stream))
+            if parsed.model != self.model_id:
+                raise _unknown_model(parsed.model)
+            config, seed = self._generation(parsed, chat)
+            prompts, raw = _prompts(parsed, chat)
+            if parsed.stream:
+                if len(prompts) != 1:
+                    raise APIError(400, "Streaming takes one prompt per request; send one request per prompt.", param="prompt")
+                return await self._stream(engine, prompts[0], raw, config, seed, parsed, chat, request_id, record, started)
+            results = await self._run(engine.generate, prompts, config=config, raw=raw, seeds=[seed] * len(prompts))
+        except APIError as err:
+            return self._fail(err, record, started)
+        except ClientDisconnect:
+            record.update(status=499, disconnected=True)
+            self._log(record, started)
+            return Response(status_code=499)
+        except Exception as err:  # engine and backend errors
+            if not isinstance(err, ECOError):
+                logger.exception("request %s failed", request_id)
+            return self._fail(_engine_error(err), record, started)
+        body_out = _chat_body(results, request_id, self.model_id) if chat else _text_body(results, request_id, self.model_id)
+        self._log_results(record, results, started)
+        return JSONResponse(body_out, headers={"x-request-id": request_id})
+
+    async def _read_json(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"The request body is {declared} bytes; this gateway accepts at most {limit}. Shorten the prompt.", code="request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"The request body exceeds {limit} bytes; shorten the prompt.", code="request_too_large")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            msg = f"The request body is not valid JSON ({err}); send a JSON object with Content-Type: application/json."
+            raise APIError(400, msg, code="invalid_json") from None
+
+    def _generation(self, parsed: _Sampling, chat: bool) -> tuple[GenerationConfig, int | None]:
+        if parsed.n not in (None, 1):
+            raise APIError(400, "n > 1 is not supported; send n requests with different seeds.", param="n")
+        if parsed.logprobs not in (None, False, 0):
+            raise APIError(400, "logprobs are not supported by the ECO gateway; leave logprobs unset.", param="logprobs")
+        if isinstance(parsed, ChatCompletionRequest):
+            if parsed.tools:
+                raise APIError(400, "Tool calling is not supported by the ECO gateway; send plain messages.", param="tools")
+            if parsed.response_format and parsed.response_format.get("type") not in (None, "text"):
+                raise APIError(400, "Only response_format {'type': 'text'} is supported.", param="response_format")
+        if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.suffix or (parsed.best_of or 1) > 1):
+            raise APIError(400, "echo, suffix and best_of > 1 are not supported by the ECO gateway.", param="echo")
+        wanted = (getattr(parsed, "max_completion_tokens", None) if chat else None) or parsed.max_tokens
+        max_tokens = wanted or self.settings.default_max_tokens
+        if max_tokens > self.settings.max_tokens_limit:
+            raise APIError(400, f"max_tokens is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.", param="max_tokens")
+        try:
+            config = GenerationConfig(
+                max_new_tokens=max_tokens,
+                temperature=1.0 if parsed.temperature is None else parsed.temperature,
+                top_p=1.0 if parsed.top_p is None else parsed.top_p,
+                stop=parsed.stop,
+            )
+        except ValidationError as err:
+            raise _validation_error(err) from None
+        return config, parsed.seed
+
+    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.state.in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.state.limiter)
+        finally:
+            self.state.in_flight -= 1
+
+    async def _stream(
+        self, engine: ECO, prompt: Any, raw: bool, config: GenerationConfig, seed: int | None,
+        parsed: _Sampling, chat: bool, request_id: str, record: dict[str, Any], started: float,
+    ) -> Response:
+        # Decide (and validate, and check the context length) before the first byte, so those
+        # errors still get a real status code instead of an error event inside a 200 stream.
+        stream = await self._run(engine.stream, prompt, config=config, raw=raw, seed=seed)
+        include_usage = bool((parsed.stream_options or {}).get("include_usage"))
+        created = int(time.time())
+        model = self.model_id
+        tokenizer = engine.backend.tokenizer
+        record["decision"] = _decision_log(stream.decision)
+
+        def event(delta: dict[str, Any] | str | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
+            if chat:
+                choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+                obj: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+            else:
+                choices = [] if delta is None else [{"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}]
+                obj = {"id": request_id, "object": "text_completion", "created": created, "model": model, "choices": choices}
+            if usage is not None:
+                obj["usage"] = usage
+            return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+        async def body() -> AsyncIterator[bytes]:
+            self.state.in_flight += 1
+            text, status = "", 200
+            try:
+                if chat:
+                    yield event({"role": "assistant", "content": ""}, None)
+                async for chunk in _pump(stream):
+                    text += chunk
+                    yield event({"content": chunk} if chat else chunk, None)
+                completion_tokens = len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
+                # A stream does not report why it ended; hitting the token budget means "length".
+                finish = "length" if completion_tokens >= config.max_new_tokens else "stop"
+                yield event({} if chat else "", finish)
+                usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": stream.prompt_tokens + completion_tokens}
+                if include_usage:
+                    yield event(None, None, usage)
+                yield b"data: [DONE]\n\n"
+                record.update(usage, finish_reason=finish)
+            except (asyncio.CancelledError, GeneratorExit, OSError):
+                status = 499  # the client went away; _pump's cleanup stops generation
+                record["disconnected"] = True
+                raise
+            except Exception as err:
+                # Headers are sent: report in-band, as OpenAI does, then end the stream.
+                api = _engine_error(err)
+                if not isinstance(err, ECOError):
+                    logger.exception("stream %s failed", request_id)
+                status = api.status
+                yield b"data: " + json.dumps({"error": {"message": api.message, "type": api.type, "param": None, "code": api.code}}).encode() + b"\n\n"
+            finally:
+                self.state.in_flight -= 1
+                record["status"] = status
+                self._log(record, started)
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"x-request-id": request_id, "cache-control": "no-cache"})
+
+    # -- logging -------------------------------------------------------------------------------
+    def _fail(self, err: APIError, record: dict[str, Any], started: float) -> Response:
+        record.update(status=err.status, error=err.code or err.type)
+        self._log(record, started)
+        return err.response()
+
+    def _log_results(self, record: dict[str, Any], results: Sequence[ECOResult], started: float) -> None:
+        decisions = [_decision_log(r.decision) for r in results]
+        prompt_tokens = sum(r.prompt_tokens for r in results)
+        completion_tokens = sum(r.completion_tokens for r in results)
+        record.update(
+            status=200,
+            decision=decisions[0] if len(decisions) == 1 else decisions,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            finish_reason=[r.finish_reason for r in results] if len(results) > 1 else results[0].finish_reason,
+        )
+        self._log(record, started)
+
+    @staticmethod
+    def _log(record: dict[str, Any], started: float) -> None:
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        access_log.info(json.dumps(record, ensure_ascii=False, default=str))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _unknown_model(name: str) -> APIError:
+    return APIError(404, f"The model `{name}` does not exist; GET /v1/models lists the model this gateway serves.", param="model", code="model_not_found")
+
+
+def _parse(model: type[_Sampling], body: Any) -> Any:
+    if not isinstance(body, dict):
+        raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}.", code="invalid_json")
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+
+
+def _validation_error(err: ValidationError) -> APIError:
+    first = err.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    if first.get("type") == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return APIError(400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
+
+
+def _prompts(parsed: _Sampling, chat: bool) -> tuple[list[Any], bool]:
+    if chat:
+        assert isinstance(parsed, ChatCompletionRequest)
+        if not parsed.messages:
+            raise APIError(400, "messages is empty; send at least one user message.", param="messages")
+        return [[_message(m, i) for i, m in enumerate(parsed.messages)]], False
+    assert isinstance(parsed, CompletionRequest)
+    prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)
+    if not prompts:
+        raise APIError(400, "prompt is empty; send a string.", param="prompt")
+    return prompts, True
+
+
+def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """An OpenAI message as the engine takes it: text content, OpenAI's ``developer`` as ``system``."""
+    role = message.get("role")
+    if role == "developer":
+        role = "system"
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise APIError(400, f"messages[{index}] has a non-text content part; the ECO gateway takes text only.", param=f"messages.{index}.content")
+            parts.append(part["text"])
+        content = "\n".join(parts)
+    out: dict[str, Any] = {"role": role, "content": content}
+    if message.get("tool_calls"):
+        out["tool_calls"] = message["tool_calls"]
+    return out
+
+
+async def _pump(stream: Any) -> AsyncIterator[str]:
+    """Iterate a blocking chunk iterator from a worker thread without tying up the event loop.
+
+    When the consumer stops early (the client disconnected), the worker closes the iterator
+    itself (a generator may only be closed by the thread running it), which cancels generation
+    in the backend (the transformers stopping criterion, or the HTTP stream to vLLM).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def work() -> None:
+        chunks = iter(stream)
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                put(("chunk", chunk))
+        except BaseException as err:  # handed to the consumer
+            put(("error", err))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            put(("end", None))
+
+    worker = threading.Thread(target=work, name="eco-stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
+def _decision_log(decision: Decision) -> dict[str, Any]:
+    return decision.model_dump(mode="json")
+
+
+def _usage(results: Sequence[ECOResult]) -> dict[str, int]:
+    prompt = sum(r.prompt_tokens for r in results)
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _chat_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason, "logprobs": None}
+        for i, r in enumerate(results)
+    ]
+    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": _usage(results)}
+
+
+def _text_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
+    choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None} for i, r in enumerate(results)]
+    return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": _usage(results)}
