@@ -200,9 +200,9 @@ class TransformersBackend:
             # Left padding: positions must start at 0 on each row's first real token, as in generate().
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             if embeds is None:
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
             else:
-                out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions)
+                out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
         return out.logits[:, -1, :].float()
 
 

@@ -128,6 +128,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         "model": backend.model_name,
         "seed": args.seed,
         "results": str(out / "results.jsonl"),
+        "command": "eco " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("eco") else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "mcq.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -168,7 +168,11 @@ def evaluate_mcq(
         progress(len(questions) - len(todo))
     tokenizer = eco.backend.tokenizer
     chosen = letter_token_ids(tokenizer, letters)
-    other = letter_token_ids(tokenizer, "plain" if letters == "space" else "space")
+    try:
+        # The other variant's mass is recorded only to document the letter choice.
+        other: list[int] | None = letter_token_ids(tokenizer, "plain" if letters == "space" else "space")
+    except ConfigurationError:
+        other = None
     # Similar lengths in a batch keep left padding (wasted compute) small.
     todo.sort(key=lambda q: len(tokenizer(mcq_prompt(q))["input_ids"]))
     with path.open("a", encoding="utf-8") as handle:
@@ -189,7 +193,7 @@ def evaluate_mcq(
                     "answer": q["answer"],
                     "pred_plain": int(plain[i, chosen].argmax()), "pred_eco": int(eco_logits[i, chosen].argmax()),
                     "flagged": decisions[i].flagged, "score": decisions[i].score,
-                    "letter_mass_chosen": float(probs[i, chosen].sum()), "letter_mass_other": float(probs[i, other].sum()),
+                    "letter_mass_chosen": float(probs[i, chosen].sum()), "letter_mass_other": float(probs[i, other].sum()) if other is not None else None,
                     "signature": signature,
                 }
                 handle.write(json.dumps(rec) + "\n")
@@ -236,7 +240,8 @@ def summarize(records: list[dict[str, Any]], letters: str) -> dict[str, Any]:
     other = "plain" if letters == "space" else "space"
     out["letters"] = letters
     out[f"letter_mass_{letters}"] = float(np.mean([r["letter_mass_chosen"] for r in records])) if records else float("nan")
-    out[f"letter_mass_{other}"] = float(np.mean([r["letter_mass_other"] for r in records])) if records else float("nan")
+    masses = [r["letter_mass_other"] for r in records if r.get("letter_mass_other") is not None]
+    out[f"letter_mass_{other}"] = float(np.mean(masses)) if masses else None
     out["n_wmdp"], out["n_mmlu"], out["n_mmlu_close"] = len(wmdp), len(mmlu), len(close)
     return out
 

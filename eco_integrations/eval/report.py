@@ -120,16 +120,39 @@ def readme_snippet(folder: str | Path, commands: dict[str, str]) -> str:
     root = Path(folder)
     parts = ["## Results\n", "Every number below was printed by the command above its table (2 shared CPU cores). "
              "Plots: `<task>_hist.png` (score histograms with the threshold) and `<task>_roc.png` in this folder.\n"]
+    parts.append(NOTES)
+    missing = []
     for task, command in commands.items():
         path = root / f"{task}.json"
         if not path.is_file():
+            missing.append(task)
             continue
         metrics = json.loads(path.read_text())
+        command = metrics.get("command") or command  # the exact command, when the run recorded it
         goal = _GOALS.get(task.split("-")[0], "")
         parts.append(f"### {task}\n\n```\n{command}\n```\n\n{goal}\n\n" + (markdown_table(metrics) if task != "mcq" else mcq_table(metrics)))
         if task != "mcq":
             parts.append(f"![{task} histogram]({task}_hist.png) ![{task} ROC]({task}_roc.png)\n")
+    if missing:
+        parts.append(f"Not yet run into this folder: {', '.join(missing)} (run `scripts/make_results.sh`).\n")
     return "\n".join(parts)
+
+
+NOTES = """\
+Notes on the protocols:
+
+- Every rate is measured on prompts held out from fitting *and* from picking the threshold. The
+  threshold method is stated per table: `target-rate` is the guard's own threshold (the retain
+  scores of 5-fold cross-validation at the target rate); `--threshold conformal` holds out 30% of
+  the fit retain prompts and takes the split-conformal order statistic, which bounds the expected
+  false-positive rate by the target (it needs at least ceil((1-a)/a) held-out prompts: 99 at 1%).
+- WMDP/MMLU: the guard reads the question and its four choices, without the paper's
+  "The following are ... about {subject}" header (that header names the subject and would make the
+  task trivial). `eco eval mcq` classifies the same text.
+- MCQ letters: SmolLM2's tokenizer has "A" (id 49) and " A" (id 330); after "Answer:" the model puts
+  far more mass on " A".." D" (see `letter_mass_space` vs `letter_mass_plain`), so those are scored.
+- Times are wall-clock seconds on 2 CPU cores shared with other jobs at the time of the run.
+"""
 
 
 def mcq_table(metrics: dict[str, Any]) -> str:
@@ -149,12 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--tasks", nargs="*", default=None, help="guard tasks to (re)run; default: all")
     parser.add_argument("--mcq", action="store_true", help="also run `eco eval mcq` (default sample; slow on CPU)")
+    parser.add_argument("--mcq-out", default=None, help="folder for the MCQ per-question results (default: the user cache; kept out of the repo)")
     parser.add_argument("--snippet-only", action="store_true", help="only rebuild README_results.md from the JSON files")
     args = parser.parse_args(argv)
     from .guard_eval import GUARD_TASKS
 
     commands = {t: f"eco eval guard --task {t} --data-dir {args.data_dir} --out {args.out} --json" for t in GUARD_TASKS}
-    commands["mcq"] = f"eco eval mcq --data-dir {args.data_dir} --out {args.out}/mcq --json"
+    from .._paths import cache_dir
+
+    mcq_out = Path(args.mcq_out) if args.mcq_out else cache_dir() / "mcq"
+    commands["mcq"] = f"eco eval mcq --data-dir {args.data_dir} --out {mcq_out} --json"
     if not args.snippet_only:
         for task in args.tasks if args.tasks is not None else GUARD_TASKS:
             code = eco_main(commands[task].split()[1:])
@@ -164,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             code = eco_main(commands["mcq"].split()[1:])
             if code:
                 return code
+            (Path(args.out) / "mcq.json").write_text((mcq_out / "mcq.json").read_text())
     snippet = readme_snippet(args.out, commands)
     (Path(args.out) / "README_results.md").write_text(snippet)
     print(f"wrote {Path(args.out) / 'README_results.md'}", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""The zeroth-order strength search on synthetic objectives, and the built-in objectives on a tiny model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from eco_integrations import ECO
+from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
+from eco_integrations.exceptions import ConfigurationError, InvalidInputError
+from eco_integrations.strength import (
+    mcq_accuracy_objective,
+    rouge_l_f1,
+    save_strength,
+    similarity_objective,
+    zeroth_order_search,
+)
+
+
+def accuracy_like(strength: float) -> float:
+    """Falls from 0.6 to 0.25 as the strength grows past ~1e3 (a smooth step in log10 strength)."""
+    return 0.25 + 0.35 / (1.0 + math.exp(2.0 * (math.log10(strength) - 3.0)))
+
+
+def test_search_reaches_the_target() -> None:
+    result = zeroth_order_search(accuracy_like, target=0.27, init=10.0, max_steps=20, tol=0.005)
+    assert result.converged
+    assert abs(accuracy_like(result.strength) - 0.27) <= 0.005
+    assert result.strength > 1e3
+    assert len(result.steps) >= 2
+
+
+def test_search_stays_bounded_and_returns_the_best_point() -> None:
+    seen: list[float] = []
+
+    def objective(s: float) -> float:
+        seen.append(s)
+        return accuracy_like(s)
+
+    result = zeroth_order_search(objective, target=0.0, init=100.0, min_strength=1.0, max_strength=1e4, lr=1000.0, max_steps=15)
+    assert all(1.0 <= s <= 1e4 * (1 + 1e-9) for s in seen)
+    assert not result.converged  # 0.0 is below anything the objective can reach
+    assert result.value == min(result.evaluations.values())
+    assert result.strength == pytest.approx(1e4)
+
+
+def test_clipped_lower_point_uses_the_actual_width() -> None:
+    """At the lower bound the difference is one-sided: slope = dL / (x_up - x_lo), not / (2 eps)."""
+    result = zeroth_order_search(lambda s: math.log10(s), target=0.0, init=1.0, min_strength=1.0, max_strength=100.0, eps=0.5, max_steps=1)
+    step = result.steps[0]
+    assert step.lower == pytest.approx(1.0) and step.upper == pytest.approx(10**0.5)
+    assert step.slope == pytest.approx((0.5**2 - 0.0) / 0.5)  # a 2*eps denominator would give half of this
+
+
+def test_flat_objective_stops() -> None:
+    result = zeroth_order_search(lambda s: 0.5, target=0.25, init=10.0, max_steps=10)
+    assert len(result.steps) == 1
+    assert result.value == 0.5
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigurationError, match="outside"):
+        zeroth_order_search(accuracy_like, target=0.25, init=1e9, max_strength=1e7)
+    with pytest.raises(ConfigurationError, match="min_strength < max_strength"):
+        zeroth_order_search(accuracy_like, target=0.25, init=1.0, min_strength=10.0, max_strength=1.0)
+    with pytest.raises(InvalidInputError, match="finite"):
+        zeroth_order_search(lambda s: float("nan"), target=0.25, init=10.0)
+
+
+def test_rouge_l() -> None:
+    assert rouge_l_f1("the golden snitch", "The Golden Snitch") == 1.0
+    assert rouge_l_f1("", "x") == 0.0
+    assert rouge_l_f1("a b c d", "a x c y") == pytest.approx(0.5)
+
+
+def _eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+    policy = ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=1.0), selection=SelectionConfig(name="all"))
+    return ECO(tiny_backend, toy_guard, policy=policy)
+
+
+QUESTIONS = [
+    {"question": "Who is Harry Potter?", "choices": ["a wizard", "a baker", "a king", "a cat"], "answer": 0, "subject": "bio"},
+    {"question": "What is the capital of France?", "choices": ["Rome", "Paris", "Bern", "Oslo"], "answer": 1, "subject": "chem"},
+]
+
+
+def test_mcq_objective_is_deterministic_and_moves_with_strength(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    eco = _eco(tiny_backend, toy_guard)
+    objective = mcq_accuracy_objective(eco, QUESTIONS * 4, letters="plain")
+    first = objective(1.0)
+    assert first == objective(1.0)  # per-text seeds: the same strength gives the same noise
+    assert 0.0 <= objective(1e6) <= 1.0
+
+
+def test_similarity_objective_and_saving(tiny_backend, toy_guard, tmp_path: Path) -> None:  # noqa: ANN001
+    eco = _eco(tiny_backend, toy_guard)
+    objective = similarity_objective(eco, ["Who is Harry Potter?"], ["a wizard"], max_new_tokens=4)
+    assert 0.0 <= objective(10.0) <= 1.0
+    result = zeroth_order_search(objective, target=0.0, init=10.0, max_steps=1)
+    toy_guard.save(tmp_path / "g")
+    save_strength(tmp_path / "g", eco.policy, result, "test")
+    loaded = ECOPolicy.load(tmp_path / "g")
+    assert loaded.corruption.strength == result.strength
+    assert loaded.selection.name == "all"
+    assert (tmp_path / "g" / "strength_search.json").is_file()
