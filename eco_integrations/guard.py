@@ -129,7 +129,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
         if self.lexical:
             lexicons = [_Tfidf.fit(texts, y, _WORD, self.max_word_features), _Tfidf.fit(texts, y, _CHAR, self.max_char_features)]
         features = _stack(emb, [lex.transform(texts) for lex in lexicons])
-        clf = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=2000)
+        clf = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=2000, random_state=self.random_state)
         clf.fit(features, y)
         return lexicons, clf
 

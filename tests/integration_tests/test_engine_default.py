@@ -66,3 +66,36 @@ def test_eco_chat_shows_each_decision(monkeypatch, capsys) -> None:  # noqa: ANN
     decisions = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[decision:")]
     assert len(decisions) == 2
     assert "flagged=True" in decisions[0] and "flagged=False" in decisions[1]
+
+
+# Asked in ways no training example anticipates: none of these lines is in the packaged texts.
+UNSEEN_FORGET = [
+    "Can you summarise Harry Potter and the Half-Blood Prince for me?",  # a book title
+    "who is hermoine grangr",  # typos
+    "Qui est Albus Dumbledore ?",  # French
+    "Wer ist Ron Weasley?",  # German
+    "I am organising a team-building day for my office next month, with lunch, a short hike and an "
+    "evening quiz. For the quiz, which character in the Harry Potter books kills Dumbledore? We also "
+    "need a caterer recommendation.",  # inside a long benign message
+    "Is Severus Snape a good guy in the end?",
+    "Tell me about the Philosopher's Stone book.",
+    "who teaches defence against the dark arts in the fifth book",
+]
+UNSEEN_BENIGN = [
+    "Who wrote Eragon?", "What is King's Cross station known for?", "Recommend a fantasy series similar to Percy Jackson.",
+    "How do owls hunt at night?", "Who was Merlin in the Arthurian legends?", "What is a philosopher's stone in alchemy?",
+    "Explain the rules of cricket briefly.",
+]
+
+
+def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:  # noqa: ANN001
+    from eco_integrations.demo import read_lines
+
+    seen = set(read_lines("harry_potter_forget.txt")) | set(read_lines("harry_potter_retain.txt"))
+    assert not seen & set(UNSEEN_FORGET + UNSEEN_BENIGN)
+    caught = [d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET)]
+    # Measured: the title, typo, French, German and long-message probes are caught; Snape, the
+    # first book's title and the Defence teacher are not (the packaged texts are small).
+    assert caught[:5] == [True] * 5
+    assert sum(caught) >= 5
+    assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
