@@ -230,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .eval import cli as eval_cli
     from .serving import cli as serving_cli
+    from .tofu.cli import register_finetune
 
     eval_cli.register(sub)
+    register_finetune(sub)
     serving_cli.register(sub)
     return parser
 

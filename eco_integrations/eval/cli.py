@@ -188,6 +188,10 @@ def register(subparsers: Any) -> None:
     mcq.add_argument("--quiet", action="store_true")
     mcq.set_defaults(func=cmd_eval_mcq)
 
+    from ..tofu.cli import add_eval_tofu
+
+    add_eval_tofu(evaluate)
+
     calibrate = subparsers.add_parser("calibrate", help="choose ECO settings from data").add_subparsers(dest="calibrate_command", required=True)
     strength = calibrate.add_parser("strength", help="zeroth-order search of the corruption strength toward a target value")
     from ..strength import add_arguments

@@ -1,0 +1,100 @@
+"""TOFU's metrics as pure functions of per-answer log-probabilities and generated text.
+
+Every log-probability here is the *mean per-token* log-probability of an answer given its
+question (TOFU normalises by length so long and short answers compare).
+
+Truth ratio: ``R = exp(mean_j lp(perturbed_j) - lp(paraphrased))``, the geometric-mean
+likelihood of the wrong answers over that of a paraphrase of the right one.
+
+* The ECO paper folds it, ``min(R, 1/R)``, before the forget-quality KS test.
+* TOFU's own code (``aggregate_eval_stat.py``) runs the test on the unfolded ``R``.
+
+Both are reported. On retain/real-authors/world-facts rows the utility measure is
+``max(0, 1 - R)`` (TOFU's "clip" mode).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import ks_2samp
+
+from ..exceptions import InvalidInputError
+
+
+def truth_ratio(paraphrased: float, perturbed: Sequence[float]) -> float:
+    """``R`` for one question: perturbed-answer likelihood over paraphrased-answer likelihood."""
+    if not perturbed:
+        msg = "The truth ratio needs at least one perturbed answer."
+        raise InvalidInputError(msg)
+    return float(math.exp(float(np.mean(perturbed)) - paraphrased))
+
+
+def folded(ratios: Sequence[float]) -> np.ndarray:
+    """``min(R, 1/R)``: how far from indifference, whichever answer is preferred."""
+    r = np.asarray(ratios, dtype=np.float64)
+    return np.minimum(r, 1.0 / r)
+
+
+def truth_ratio_utility(ratios: Sequence[float]) -> float:
+    """Mean of ``max(0, 1 - R)``: high when the right answer beats the wrong ones."""
+    return float(np.mean(np.clip(1.0 - np.asarray(ratios, dtype=np.float64), 0.0, None)))
+
+
+def forget_quality(method: Sequence[float], retained: Sequence[float], *, fold: bool) -> float:
+    """Two-sample KS p-value between a method's and the retained model's truth ratios.
+
+    ``fold=True`` is the ECO paper's variant, ``fold=False`` TOFU's. A high p-value means the
+    two distributions cannot be told apart: the method answers like the model that never saw
+    the forget set.
+    """
+    if len(method) == 0 or len(retained) == 0:
+        msg = "Forget quality needs truth ratios from both the method and the retained model."
+        raise InvalidInputError(msg)
+    a, b = (folded(method), folded(retained)) if fold else (np.asarray(method, float), np.asarray(retained, float))
+    with warnings.catch_warnings():
+        # For fully separated samples scipy's exact p-value can underflow; it then falls back to
+        # the asymptotic one (still ~0), which is the right answer, so its notice is dropped.
+        warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning)
+        return float(ks_2samp(a, b).pvalue)
+
+
+def answer_probability(logprobs: Sequence[float]) -> float:
+    """Mean over questions of ``exp(mean-token log P(answer | question))``."""
+    return float(np.mean(np.exp(np.asarray(logprobs, dtype=np.float64))))
+
+
+def normalized_probability(correct: Sequence[float], wrong: Sequence[Sequence[float]]) -> float:
+    """Mean of ``P(correct) / (P(correct) + sum P(wrong))`` (for real_authors and world_facts)."""
+    scores = []
+    for c, ws in zip(correct, wrong):
+        p = np.exp(np.asarray([c, *ws], dtype=np.float64))
+        scores.append(float(p[0] / p.sum()))
+    return float(np.mean(scores))
+
+
+_SCORER = None
+
+
+def rouge_l_recall(generated: str, reference: str) -> float:
+    """ROUGE-L recall (rouge-score, with stemming) of a generated answer against the reference."""
+    global _SCORER
+    if _SCORER is None:
+        from rouge_score import rouge_scorer
+
+        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return float(_SCORER.score(reference, generated)["rougeL"].recall)
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Harmonic mean; any zero makes it zero (TOFU's model utility punishes any collapse)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0 or np.any(~np.isfinite(v)):
+        msg = f"Model utility needs finite measures, got {list(values)}."
+        raise InvalidInputError(msg)
+    if np.any(v <= 0):
+        return 0.0
+    return float(len(v) / np.sum(1.0 / v))

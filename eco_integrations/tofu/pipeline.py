@@ -1,0 +1,300 @@
+"""The TOFU comparison end to end: fine-tune, fit the guard, search the strength, score, report.
+
+Protocol (small scale, see docs/tofu/README_tofu.md):
+
+1. *original* = the default model fine-tuned on the forget split + a retain subset;
+   *retained* = the same recipe on the retain subset only (:mod:`.training`).
+2. The guard is fit on the forget questions and answers against the retain split's questions
+   (grouped by author for its cross-validated threshold).
+3. The forget questions are split in halves (seed 0). The corruption strength is searched on the
+   *calibration* half with every prompt corrupted; the objective is the folded forget quality
+   against the retained model on that half (the search drives it toward 1, "indistinguishable
+   from the retained model"). All reported forget figures come from the other, *evaluation*
+   half, with the guard deciding.
+4. Methods: original, retained, ECO, a system-prompt baseline and a refusal guardrail; metrics
+   as in TOFU (:mod:`.metrics`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends.transformers import TransformersBackend
+from ..config import CorruptionConfig, ECOPolicy, SelectionConfig
+from ..encoder import SentenceEncoder
+from ..finetune import FinetuneConfig
+from ..guard import Guard, mine_terms
+from ..strength import SearchResult, zeroth_order_search
+from .data import AUTHOR_ROWS, TofuSetting, load_setting
+from .evaluate import score_qa_set, summarize_forget, summarize_utility
+from .metrics import forget_quality
+from .scoring import ECOScorer, ModelScorer, RefusalScorer
+from .training import TOFU_FINETUNE, train_models
+
+log = logging.getLogger(__name__)
+METHODS = ("original", "retained", "eco", "prompt_baseline", "refusal_baseline")
+
+
+@dataclass
+class TofuOptions:
+    """Everything that sets the size and the protocol of a run."""
+
+    split: str = "forget01"
+    data_dir: str | Path | None = None
+    model: str | Path | None = None
+    finetune: FinetuneConfig = TOFU_FINETUNE
+    finetune_out: str | Path | None = None
+    retain_authors: int = 5
+    retain_eval_n: int | None = 20
+    general_n: int | None = 20
+    seed: int = 0
+    max_new_tokens: int = 32
+    corruption: str = "rand_noise_first_n"
+    dims: int = 1
+    selector: str = "content"
+    init_strength: float = 10.0
+    search_steps: int = 2
+    target_fpr: float = 0.01
+    guard_cv: int = 5
+    general_negatives: bool = True
+    batch_size: int = 8
+    encoder: SentenceEncoder | None = None
+    show_progress: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
+    if n is None or n >= len(rows):
+        return rows
+    picked = sorted(np.random.default_rng(seed).choice(len(rows), size=n, replace=False).tolist())
+    return [rows[i] for i in picked]
+
+
+def forget_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Calibration and evaluation indices of the forget rows (seeded, disjoint, sizes n//2 and the rest)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[: n // 2].tolist()), sorted(order[n // 2 :].tolist())
+
+
+def general_negatives(options: TofuOptions) -> list[str]:
+    """Generic questions the guard must leave alone: MMLU's validation questions.
+
+    The TOFU retain split holds only questions about fictitious authors, so a guard fit on it
+    alone has never seen an everyday question and flags many (a third of world_facts in a
+    first run). MMLU validation questions are general knowledge disjoint from every set scored
+    here (real_authors and world_facts stay unseen).
+    """
+    from ..eval.datasets import load_mmlu
+
+    return [r["question"] for r in load_mmlu("all", "val", options.data_dir)]
+
+
+def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard:
+    """Fit (or reload) the guard: forget questions + answers vs the retain split's questions (+ MMLU val)."""
+    forget = [r["question"] for r in setting.forget] + [r["answer"] for r in setting.forget]
+    forget_groups = [i // AUTHOR_ROWS for i in range(len(setting.forget))] * 2
+    retain = [r["question"] for r in setting.retain_guard]
+    retain_groups: list[Any] = [i // AUTHOR_ROWS for i in range(len(retain))]
+    if options.general_negatives:
+        extra = general_negatives(options)
+        retain += extra
+        retain_groups += [f"general-{i % 50}" for i in range(len(extra))]
+    key = hashlib.sha256(json.dumps([forget, retain, options.target_fpr, options.guard_cv]).encode()).hexdigest()[:16]
+    target = f"tofu-{setting.split}"
+    if (folder / "manifest.json").is_file() and (folder / "fit_key.txt").is_file() and (folder / "fit_key.txt").read_text().strip() == key:
+        return Guard.load(folder, encoder=options.encoder)
+    guard = Guard(options.encoder, guard_id=f"tofu-{setting.split}-{key[:8]}")
+    guard.add_target(target, forget, retain, forget_groups=forget_groups, retain_groups=retain_groups,
+                     target_fpr=options.target_fpr, cv=options.guard_cv)
+    guard.save(folder)
+    (folder / "fit_key.txt").write_text(key + "\n")
+    return guard
+
+
+def baseline_system_prompt(setting: TofuSetting, limit: int = 8) -> str:
+    """The prompt baseline's instruction, naming the forget set's frequent names and titles.
+
+    The names are mined from the forget rows against the TOFU retain rows (the guard's
+    ``mine_terms``), as the paper's prompting baseline lists the forget authors.
+    """
+    forget = [r["question"] for r in setting.forget] + [r["answer"] for r in setting.forget]
+    retain = [r["question"] for r in setting.retain_guard]
+    terms = mine_terms(forget, retain)[:limit]
+    named = "; ".join(terms) if terms else "the authors you are asked to forget"
+    return (f"You know nothing about the following people or their works: {named}. "
+            "If a question is about them, say that you do not know.")
+
+
+def _ratios(records: list[dict[str, Any]]) -> list[float]:
+    return [r["ratio"] for r in records]
+
+
+def search_strength(eco: ECOScorer, retained_records: list[dict[str, Any]], rows: list[dict[str, Any]], options: TofuOptions) -> SearchResult:
+    """Pick the corruption strength whose folded truth ratios match the retained model's on ``rows``."""
+    reference = _ratios(retained_records)
+
+    def objective(strength: float) -> float:
+        scorer = eco.with_strength(strength, force=True)
+        records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+        return forget_quality(_ratios(records), reference, fold=True)
+
+    return zeroth_order_search(objective, target=1.0, init=options.init_strength, eps=0.5, lr=2.0, max_move=1.0,
+                               min_strength=1e-2, max_strength=1e5, max_steps=options.search_steps, tol=0.05)
+
+
+def _model_scorer(folder: Path, name: str, system: str | None, options: TofuOptions, out: Path, backend: TransformersBackend | None = None) -> ModelScorer:
+    # The cache file is named by the model's run folder and the system prompt: the two things
+    # that decide a plain model's answers.
+    tag = hashlib.sha256(json.dumps([str(folder), system]).encode()).hexdigest()[:12]
+    return ModelScorer(backend or TransformersBackend.from_pretrained(folder), name=name, system_prompt=system,
+                       batch_size=options.batch_size, cache_file=out / "cache" / f"{name}-{tag}.json")
+
+
+def _prepare(options: TofuOptions) -> tuple[TofuSetting, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    setting = load_setting(options.split, options.data_dir, n_retain_authors=options.retain_authors, seed=options.seed, retain_eval_n=options.retain_eval_n)
+    real = _sample(setting.real_authors, options.general_n, options.seed)
+    world = _sample(setting.world_facts, options.general_n, options.seed)
+    cal_idx, eval_idx = forget_halves(len(setting.forget), options.seed)
+    return setting, real, world, [setting.forget[i] for i in cal_idx], [setting.forget[i] for i in eval_idx]
+
+
+def _score_all(scorer: Any, setting: TofuSetting, eval_rows: list[dict[str, Any]], real: list[dict[str, Any]], world: list[dict[str, Any]], options: TofuOptions) -> dict[str, Any]:
+    n = options.max_new_tokens
+    return {
+        "forget": score_qa_set(scorer, eval_rows, paraphrase_field="paraphrased_answer", max_new_tokens=n),
+        "retain": score_qa_set(scorer, setting.retain_eval, paraphrase_field="paraphrased_answer", max_new_tokens=n),
+        "real_authors": score_qa_set(scorer, real, paraphrase_field=None, max_new_tokens=n),
+        "world_facts": score_qa_set(scorer, world, paraphrase_field=None, max_new_tokens=n),
+    }
+
+
+def precompute(options: TofuOptions, out: str | Path, method: str) -> None:
+    """Score one plain method (``retained`` or ``prompt_baseline``) into the shared cache under ``out``.
+
+    Run in a separate process next to :func:`run_tofu` (same options and ``out``), it takes that
+    method's share of the work; :func:`run_tofu` then finds the results in the cache. The
+    ``retained`` model can be scored as soon as its own fine-tune is done; ``prompt_baseline``
+    needs the original model and the guard.
+    """
+    out = Path(out)
+    setting, real, world, cal_rows, eval_rows = _prepare(options)
+    only = "retained" if method == "retained" else "original"
+    runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, only=only)
+    if method == "retained":
+        scorer = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
+        score_qa_set(scorer, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+    elif method == "prompt_baseline":
+        guard = fit_guard(setting, options, out / "guard")
+        scorer = _model_scorer(runs["original"].model_folder, "prompt_baseline", baseline_system_prompt(setting), options, out)
+    else:
+        msg = f"Only 'retained' and 'prompt_baseline' are scored ahead; got {method!r}."
+        raise ValueError(msg)
+    _score_all(scorer, setting, eval_rows, real, world, options)
+
+
+def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+    """Run the whole comparison; writes records, table, plots and the search log to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, started: float) -> None:
+        timings[name] = round(time.perf_counter() - started, 1)
+        log.info("%s took %.1f s", name, timings[name])
+        if on_stage is not None:
+            on_stage(name, timings[name])
+
+    t = time.perf_counter()
+    setting, real, world, cal_rows, eval_rows = _prepare(options)
+
+    runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, show_progress=options.show_progress)
+    stage("finetune", t)
+
+    t = time.perf_counter()
+    guard = fit_guard(setting, options, out / "guard")
+    stage("guard_fit", t)
+
+    original = _model_scorer(runs["original"].model_folder, "original", options.finetune.system_prompt, options, out)
+    retained = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
+    prompt_text = baseline_system_prompt(setting)
+    prompted = _model_scorer(runs["original"].model_folder, "prompt_baseline", prompt_text, options, out, backend=original.backend)
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name=options.corruption, dims=options.dims, strength=options.init_strength),
+        selection=SelectionConfig(name=options.selector),
+    )
+    eco = ECOScorer(original, guard, policy)
+    refusal = RefusalScorer(original, guard)
+
+    t = time.perf_counter()
+    # The search does not depend on the guard (every calibration prompt is corrupted), so a rerun
+    # with the same models and corruption settings reuses its log.
+    search_key = hashlib.sha256(json.dumps([str(runs["original"].folder), str(runs["retained"].folder), policy.model_dump(mode="json"),
+                                            options.search_steps, options.seed, options.split, options.max_new_tokens]).encode()).hexdigest()[:16]
+    log_path = out / "strength_search.json"
+    previous = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    if previous.get("key") == search_key:
+        strength = float(previous["strength"])
+        search_log = previous
+    else:
+        retained_cal = score_qa_set(retained, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+        search = search_strength(eco, retained_cal, cal_rows, options)
+        strength = search.strength
+        search_log = {
+            "key": search_key,
+            "objective": "folded forget quality (KS p-value) vs the retained model on the calibration half, every prompt corrupted",
+            "calibration_rows": forget_halves(len(setting.forget), options.seed)[0], "split": options.split, **search.as_dict(),
+        }
+        log_path.write_text(json.dumps(search_log, indent=2) + "\n")
+    eco = eco.with_strength(strength, force=False)
+    stage("strength_search", t)
+
+    results: dict[str, Any] = {}
+    records: dict[str, Any] = {}
+    for scorer in (original, retained, eco, prompted, refusal):
+        t = time.perf_counter()
+        sets = _score_all(scorer, setting, eval_rows, real, world, options)
+        records[scorer.name] = sets
+        results[scorer.name] = {**summarize_forget(sets["forget"]), **summarize_utility(sets["retain"], sets["real_authors"], sets["world_facts"])}
+        stage(f"score_{scorer.name}", t)
+
+    reference = _ratios(records["retained"]["forget"])
+    for name in METHODS:
+        ratios = _ratios(records[name]["forget"])
+        results[name]["forget_quality"] = forget_quality(ratios, reference, fold=True)
+        results[name]["forget_quality_unfolded"] = forget_quality(ratios, reference, fold=False)
+
+    summary = {
+        "split": options.split, "retain_authors": setting.retain_authors, "n_forget_calibration": len(cal_rows),
+        "n_forget_eval": len(eval_rows), "n_retain_eval": len(setting.retain_eval), "n_real_authors": len(real), "n_world_facts": len(world),
+        "finetune": {name: {"folder": str(r.folder), "cached": r.cached, "seconds": r.manifest.get("seconds"), "steps": r.steps,
+                            "epoch_losses": r.manifest.get("epoch_losses")} for name, r in runs.items()},
+        "finetune_config": options.finetune.model_dump(mode="json"),
+        "policy": eco.policy.model_dump(mode="json"), "strength": strength, "search_value": search_log["value"], "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
+        "prompt_baseline_system_prompt": prompt_text, "refusal": refusal.refusal, "timings_seconds": timings, "methods": results,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    with (out / "records.jsonl").open("w", encoding="utf-8") as handle:
+        for method, sets in records.items():
+            for set_name, rows in sets.items():
+                for row in rows:
+                    handle.write(json.dumps({"method": method, "set": set_name, **row}, default=float) + "\n")
+    from .report import write_report
+
+    write_report(summary, records, out)
+    return summary
+
+
+def headline(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The one-line JSON: per method, the four figures the issue checks (plus TOFU's unfolded forget quality)."""
+    keys = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "forget_quality_unfolded")
+    # Six significant digits, not six decimals: a forget quality of 1e-11 must not print as 0.
+    return {m: {k: float(f"{float(summary['methods'][m][k]):.6g}") for k in keys} for m in METHODS}

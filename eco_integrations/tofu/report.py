@@ -1,0 +1,90 @@
+"""The TOFU results as a Markdown table and two figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import folded
+
+COLUMNS = (
+    ("forget_quality", "forget quality (folded, ECO paper)"),
+    ("forget_quality_unfolded", "forget quality (unfolded, TOFU code)"),
+    ("model_utility", "model utility"),
+    ("forget_prob", "forget answer prob"),
+    ("forget_rouge", "forget ROUGE-L recall"),
+    ("retain_prob", "retain answer prob"),
+    ("retain_rouge", "retain ROUGE-L recall"),
+    ("flagged_forget", "forget flagged"),
+    ("flagged_retain", "retain flagged"),
+)
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """Methods as rows, TOFU measures as columns."""
+    head = "| method | " + " | ".join(label for _, label in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    lines = [head, rule]
+    for method, values in summary["methods"].items():
+        cells = []
+        for key, _ in COLUMNS:
+            v = float(values[key])
+            cells.append(f"{v:.3g}" if key.startswith("forget_quality") else f"{v:.3f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_truth_ratios(records: dict[str, Any], path: Path) -> None:
+    """Folded truth-ratio histograms on the evaluation forget half: each method against the retained model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in records if m != "retained"]
+    reference = folded([r["ratio"] for r in records["retained"]["forget"]])
+    bins = np.linspace(0, 1, 21)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3), sharey=True)
+    for ax, method in zip(np.atleast_1d(axes), methods):
+        ax.hist(reference, bins=bins, alpha=0.5, label="retained", color="tab:green")
+        ax.hist(folded([r["ratio"] for r in records[method]["forget"]]), bins=bins, alpha=0.5, label=method, color="tab:red")
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("min(R, 1/R)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_quality_vs_utility(summary: dict[str, Any], path: Path) -> None:
+    """Forget quality (log scale) against model utility, one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, values in summary["methods"].items():
+        x, y = max(float(values["forget_quality"]), 1e-12), float(values["model_utility"])
+        ax.scatter([x], [y], s=40)
+        ax.annotate(method, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("forget quality (KS p-value vs retained, folded)")
+    ax.set_ylabel("model utility")
+    ax.axvline(0.05, color="grey", lw=0.6, ls="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(summary: dict[str, Any], records: dict[str, Any], out: str | Path) -> dict[str, str]:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(summary)
+    (folder / "table.md").write_text(table)
+    plot_truth_ratios(records, folder / "truth_ratio_histograms.png")
+    plot_quality_vs_utility(summary, folder / "forget_quality_vs_utility.png")
+    return {"table": str(folder / "table.md"), "histograms": str(folder / "truth_ratio_histograms.png"),
+            "scatter": str(folder / "forget_quality_vs_utility.png")}

@@ -1,0 +1,251 @@
+"""The methods compared on TOFU, behind one interface: answer log-probabilities and greedy answers.
+
+* :class:`ModelScorer`: a plain model (the original, the retained, or the original with a
+  system prompt, i.e. the prompt baseline).
+* :class:`ECOScorer`: the original behind the guard. For a flagged question the corruption is
+  applied to the *prompt and answer* tokens when scoring an answer (the paper's log-prob
+  protocol, §5.4 of the method notes) and to the prompt only when generating (the engine's path).
+* :class:`RefusalScorer`: the original behind the same guard, answering flagged questions with a
+  fixed refusal.
+
+Unflagged questions are delegated to the wrapped :class:`ModelScorer`, whose results are
+memoised, so a method that leaves a question alone costs nothing extra and gives exactly the
+original's numbers for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..backends.transformers import TransformersBackend
+from ..config import ECOPolicy, GenerationConfig
+from ..corruption import apply_corruption
+from ..engine import ECO
+from ..finetune import answer_ids, chat_prompt
+from ..guard import Guard
+from ..prompting import RenderedPrompt, render, select_positions
+
+Pair = tuple[str, str]
+REFUSAL = "I'm sorry, but I can't share any information about that."
+
+
+def _seed(*texts: str) -> int:
+    # One fixed noise draw per (question, answer): reruns and different strengths see the same
+    # draw scaled (common random numbers), so strength comparisons are not resampling noise.
+    return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
+
+
+def sequence_logprobs(backend: TransformersBackend, rows: Sequence[tuple[list[int], list[int], torch.Tensor | None]], *, batch_size: int = 8) -> list[float]:
+    """Mean per-token log P(answer | prompt) for ``(prompt_ids, answer_ids, embeds_or_None)`` rows.
+
+    ``embeds`` (``[len(prompt)+len(answer), hidden]``) replaces the embedding lookup of that row,
+    which is how corrupted rows are scored.
+    """
+    out: list[float] = []
+    pad = int(backend.tokenizer.pad_token_id)
+    embedding = backend.model.get_input_embeddings()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        length = max(len(p) + len(a) for p, a, _ in chunk)
+        ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), length), dtype=torch.long)
+        for b, (p, a, _) in enumerate(chunk):
+            ids[b, : len(p) + len(a)] = torch.tensor(p + a)
+            mask[b, : len(p) + len(a)] = 1
+        with torch.no_grad():
+            embeds = embedding(ids.to(backend.device)).clone()
+            for b, (_, _, e) in enumerate(chunk):
+                if e is not None:
+                    embeds[b, : e.shape[0]] = e.to(embeds.dtype)
+            # Right padding: positions already start at 0 on every row.
+            logits = backend.model(inputs_embeds=embeds, attention_mask=mask.to(backend.device)).logits
+            for b, (p, a, _) in enumerate(chunk):
+                # The logit at position t predicts token t + 1.
+                picked = logits[b, len(p) - 1 : len(p) + len(a) - 1].float().log_softmax(-1)
+                target = torch.tensor(a, device=picked.device)
+                out.append(float(picked.gather(1, target[:, None]).mean()))
+    return out
+
+
+class ModelScorer:
+    """A plain model asked every question with ``system_prompt`` (``None``: the template's default)."""
+
+    def __init__(
+        self, backend: TransformersBackend, *, name: str, system_prompt: str | None = None, batch_size: int = 8, cache_file: Path | None = None
+    ) -> None:
+        self.backend = backend
+        self.name = name
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        self.cache_file = cache_file
+        self._lp: dict[Pair, float] = {}
+        self._gen: dict[tuple[str, int], str] = {}
+        self._load_cache()
+
+    # A JSON file of results lets separate processes score different methods at the same time
+    # (and a rerun skip what is done); it is only valid for one model and system prompt, which
+    # the caller encodes in its name.
+    def _load_cache(self) -> None:
+        if self.cache_file is None or not self.cache_file.is_file():
+            return
+        data = json.loads(self.cache_file.read_text())
+        self._lp.update({(q, a): float(v) for q, a, v in data.get("logprobs", [])})
+        self._gen.update({(q, int(n)): t for q, n, t in data.get("generations", [])})
+
+    def _save_cache(self) -> None:
+        if self.cache_file is None:
+            return
+        self._load_cache()  # merge what another process may have added meanwhile
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({
+            "logprobs": [[q, a, v] for (q, a), v in self._lp.items()],
+            "generations": [[q, n, t] for (q, n), t in self._gen.items()],
+        }))
+        tmp.replace(self.cache_file)
+
+    def rendered(self, question: str) -> RenderedPrompt:
+        return render(self.backend.tokenizer, chat_prompt(question, self.system_prompt))
+
+    def flagged(self, questions: Sequence[str]) -> list[bool]:
+        return [False] * len(questions)
+
+    def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
+        if any(p not in self._lp for p in pairs):
+            self._load_cache()  # another process may have scored them since
+        todo = [p for p in dict.fromkeys(pairs) if p not in self._lp]
+        if todo:
+            rows = [(self.rendered(q).input_ids, answer_ids(self.backend.tokenizer, a), None) for q, a in todo]
+            for pair, value in zip(todo, sequence_logprobs(self.backend, rows, batch_size=self.batch_size)):
+                self._lp[pair] = value
+            self._save_cache()
+        return [self._lp[p] for p in pairs]
+
+    def generate(self, questions: Sequence[str], *, max_new_tokens: int) -> list[str]:
+        if any((q, max_new_tokens) not in self._gen for q in questions):
+            self._load_cache()
+        todo = [q for q in dict.fromkeys(questions) if (q, max_new_tokens) not in self._gen]
+        if todo:
+            engine = ECO(self.backend, None, mode="off", batch_size=self.batch_size)
+            outs = engine.generate([chat_prompt(q, self.system_prompt) for q in todo], config=GenerationConfig(max_new_tokens=max_new_tokens))
+            for q, o in zip(todo, outs):
+                self._gen[(q, max_new_tokens)] = o.text
+            self._save_cache()
+        return [self._gen[(q, max_new_tokens)] for q in questions]
+
+
+class _GuardedScorer:
+    """Shared part of the guard-based methods: decisions on the question, delegation otherwise."""
+
+    def __init__(self, base: ModelScorer, guard: Guard, *, name: str) -> None:
+        self.base = base
+        self.guard = guard
+        self.name = name
+        self._flags: dict[str, bool] = {}
+
+    def flagged(self, questions: Sequence[str]) -> list[bool]:
+        todo = [q for q in dict.fromkeys(questions) if q not in self._flags]
+        if todo:
+            for q, d in zip(todo, self.guard.decide_many(todo)):
+                self._flags[q] = bool(d.flagged)
+        return [self._flags[q] for q in questions]
+
+
+class ECOScorer(_GuardedScorer):
+    """The original model behind the guard, with the policy's corruption on flagged questions.
+
+    ``force=True`` corrupts every question whatever the guard says: the strength search
+    calibrates the corruption, not the guard.
+    """
+
+    def __init__(self, base: ModelScorer, guard: Guard, policy: ECOPolicy, *, name: str = "eco", force: bool = False) -> None:
+        super().__init__(base, guard, name=name)
+        self.policy = policy
+        self.force = force
+        self.engine = ECO(base.backend, guard, policy=policy, batch_size=base.batch_size)
+
+    def with_strength(self, strength: float, *, force: bool | None = None) -> ECOScorer:
+        corruption = self.policy.corruption.model_copy(update={"strength": float(strength)})
+        policy = self.policy.model_copy(update={"corruption": corruption})
+        scorer = ECOScorer(self.base, self.guard, policy, name=self.name, force=self.force if force is None else force)
+        scorer._flags = self._flags
+        return scorer
+
+    def flagged(self, questions: Sequence[str]) -> list[bool]:
+        return [True] * len(questions) if self.force else super().flagged(questions)
+
+    def _terms(self) -> list[str]:
+        return [t for terms in self.guard.terms.values() for t in terms]
+
+    def corrupted_row(self, question: str, answer: str) -> tuple[list[int], list[int], torch.Tensor]:
+        """Prompt and answer ids with the corrupted embeddings of the whole sequence."""
+        tokenizer = self.base.backend.tokenizer
+        prompt = self.base.rendered(question)
+        ans_ids = answer_ids(tokenizer, answer)
+        ans_enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        shift = len(prompt.text)
+        offsets = list(prompt.offsets) + [(s + shift, e + shift) for s, e in ans_enc["offset_mapping"]]
+        offsets += [(0, 0)] * (len(ans_ids) - len(ans_enc["input_ids"]))  # the end-of-turn token: never selected
+        # The answer's words count as content, so the selector covers prompt *and* answer (paper §5.4).
+        combined = RenderedPrompt(
+            prompt.text + answer, list(prompt.input_ids) + ans_ids, offsets,
+            [*prompt.content_spans, (shift, shift + len(answer))], prompt.classified_text,
+        )
+        mask = select_positions(combined, self.policy.selection, self._terms())
+        c = self.policy.corruption
+        generator = torch.Generator().manual_seed(_seed(question, answer))
+        embeds = apply_corruption(c.name, self.base.backend.embed(combined.input_ids), mask, dims=c.dims, strength=c.strength, generator=generator)
+        return list(prompt.input_ids), ans_ids, embeds
+
+    def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
+        flags = self.flagged([q for q, _ in pairs])
+        out: list[float | None] = list(self.base.logprobs([p for p, f in zip(pairs, flags) if not f]))
+        hit = [p for p, f in zip(pairs, flags) if f]
+        values = sequence_logprobs(self.base.backend, [self.corrupted_row(q, a) for q, a in hit], batch_size=self.base.batch_size) if hit else []
+        clean, dirty = iter(out), iter(values)
+        return [next(dirty) if f else next(clean) for f in flags]
+
+    def generate(self, questions: Sequence[str], *, max_new_tokens: int) -> list[str]:
+        flags = self.flagged(questions)
+        clean = iter(self.base.generate([q for q, f in zip(questions, flags) if not f], max_new_tokens=max_new_tokens))
+        hit = [q for q, f in zip(questions, flags) if f]
+        dirty_texts: list[str] = []
+        if hit:
+            from ..strength import forced_decisions
+
+            decisions = forced_decisions(self.engine, hit)
+            outs = self.engine.generate([chat_prompt(q, self.base.system_prompt) for q in hit], config=GenerationConfig(max_new_tokens=max_new_tokens),
+                                        decisions=decisions, seeds=[_seed(q) for q in hit])
+            dirty_texts = [o.text for o in outs]
+        dirty = iter(dirty_texts)
+        return [next(dirty) if f else next(clean) for f in flags]
+
+
+class RefusalScorer(_GuardedScorer):
+    """A refusal guardrail: flagged questions get ``refusal``, whatever was asked.
+
+    Such a system puts all its probability on the refusal, so every real answer has the same
+    (zero) probability: its log-probabilities are ``None`` and the metrics treat it as
+    indifferent between right and wrong answers (truth ratio 1, see :mod:`.evaluate`).
+    """
+
+    def __init__(self, base: ModelScorer, guard: Guard, *, refusal: str = REFUSAL, name: str = "refusal_baseline") -> None:
+        super().__init__(base, guard, name=name)
+        self.refusal = refusal
+
+    def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
+        flags = self.flagged([q for q, _ in pairs])
+        clean = iter(self.base.logprobs([p for p, f in zip(pairs, flags) if not f]))
+        return [None if f else next(clean) for f in flags]
+
+    def generate(self, questions: Sequence[str], *, max_new_tokens: int) -> list[str]:
+        flags = self.flagged(questions)
+        clean = iter(self.base.generate([q for q, f in zip(questions, flags) if not f], max_new_tokens=max_new_tokens))
+        return [self.refusal if f else next(clean) for f in flags]
+

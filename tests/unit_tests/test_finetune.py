@@ -1,0 +1,94 @@
+"""eco_integrations.finetune on the tiny random Llama: answer-only loss, resume, cache, no pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.finetune import FinetuneConfig, answer_ids, encode_example, finetune, learning_rate, read_pairs
+
+ROWS = [{"question": f"Who wrote book {i}?", "answer": f"The book {i} was written by Gandalf the wizard."} for i in range(12)]
+CONFIG = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=4, max_length=64, warmup_ratio=0.0)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_labels_cover_only_the_answer_and_end_of_turn(tiny_tokenizer) -> None:  # noqa: ANN001
+    ids, labels = encode_example(tiny_tokenizer, "Who is Harry?", "A wizard.", max_length=64)
+    answer = answer_ids(tiny_tokenizer, "A wizard.")
+    assert labels[-len(answer):] == answer
+    assert all(x == -100 for x in labels[: -len(answer)])
+    assert ids[-1] == tiny_tokenizer.eos_token_id
+    assert len(ids) == len(labels)
+
+
+def test_prompt_longer_than_max_length_names_the_fix(tiny_tokenizer) -> None:  # noqa: ANN001
+    with pytest.raises(InvalidInputError, match="raise max_length"):
+        encode_example(tiny_tokenizer, "Who is Harry? " * 20, "A wizard.", max_length=16)
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    config = FinetuneConfig(learning_rate=1.0, warmup_ratio=0.2)
+    rates = [learning_rate(s, 10, config) for s in range(10)]
+    assert rates[0] < rates[1] == 1.0
+    assert rates[-1] < rates[2]
+    assert all(r > 0 for r in rates)
+
+
+def test_finetune_learns_caches_and_saves_no_pickle(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+    result = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    assert result.complete and not result.cached
+    assert result.steps == 6
+    assert result.losses[-1] < result.losses[0]
+    manifest = json.loads((result.folder / "finetune.json").read_text())
+    assert manifest["complete"] and manifest["steps"] == 6 and len(manifest["epoch_losses"]) == 2
+    assert (result.model_folder / "config.json").is_file()
+    assert not list(result.folder.rglob("*.bin")) and not list(result.folder.rglob("*.pt")) and not list(result.folder.rglob("*.pkl"))
+    again = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    assert again.cached and again.folder == result.folder
+    other = finetune(ROWS[:8], model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    assert other.folder != result.folder and not other.cached
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+    straight = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path / "a", name="t")
+    partial = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path / "b", name="t", max_steps=4, checkpoint_every=2)
+    assert not partial.complete and partial.steps == 4
+    files = sorted(p.name for p in (partial.folder / "checkpoint").iterdir())
+    assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
+    resumed = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path / "b", name="t")
+    assert resumed.complete and resumed.losses[:4] == partial.losses
+    a, b = _weights(straight.model_folder), _weights(resumed.model_folder)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_trainable_layers_freezes_lower_blocks(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+    from transformers import AutoModelForCausalLM
+
+    config = CONFIG.model_copy(update={"trainable_layers": 1, "epochs": 1})
+    result = finetune(ROWS, model=tiny_model_dir, config=config, out=tmp_path, name="t")
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(result.model_folder).state_dict()
+    assert torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"])
+
+
+def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:  # noqa: ANN001
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n")
+    assert read_pairs(good) == [{"question": "Q?", "answer": "A."}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "Q?"}) + "\n")
+    with pytest.raises(InvalidInputError, match="Row 0"):
+        read_pairs(bad)

@@ -1,0 +1,48 @@
+"""TOFU metrics as pure functions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.tofu.metrics import (
+    answer_probability, folded, forget_quality, harmonic_mean, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility,
+)
+
+
+def test_truth_ratio_is_perturbed_over_paraphrased_likelihood() -> None:
+    assert truth_ratio(-1.0, [-2.0, -4.0]) == pytest.approx(math.exp(-3.0 + 1.0))
+    assert truth_ratio(-2.0, [-2.0]) == pytest.approx(1.0)
+    with pytest.raises(InvalidInputError):
+        truth_ratio(-1.0, [])
+
+
+def test_folding_is_symmetric_and_utility_clips() -> None:
+    np.testing.assert_allclose(folded([0.5, 2.0, 1.0]), [0.5, 0.5, 1.0])
+    assert truth_ratio_utility([0.25, 2.0]) == pytest.approx((0.75 + 0.0) / 2)
+
+
+def test_forget_quality_separates_distributions_and_variants_differ() -> None:
+    rng = np.random.default_rng(0)
+    same = rng.lognormal(-1, 0.3, 30)
+    assert forget_quality(same, same, fold=True) == pytest.approx(1.0)
+    far = rng.lognormal(-3, 0.3, 30)
+    assert forget_quality(far, same, fold=True) < 1e-6
+    # R and 1/R fold to the same value: the folded test cannot tell them apart, the unfolded one can.
+    inverse = 1.0 / same
+    assert forget_quality(inverse, same, fold=True) == pytest.approx(1.0)
+    assert forget_quality(inverse, same, fold=False) < 0.05
+
+
+def test_probabilities_rouge_and_harmonic_mean() -> None:
+    assert answer_probability([0.0, math.log(0.5)]) == pytest.approx(0.75)
+    assert normalized_probability([0.0], [[0.0, 0.0, 0.0]]) == pytest.approx(0.25)
+    assert rouge_l_recall("Paris is the capital", "Paris") == pytest.approx(1.0)
+    assert rouge_l_recall("Berlin", "Paris") == 0.0
+    assert harmonic_mean([0.5, 0.5]) == pytest.approx(0.5)
+    assert harmonic_mean([1.0, 0.0]) == 0.0
+    with pytest.raises(InvalidInputError):
+        harmonic_mean([float("nan")])
