@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 from .backends.base import PreparedRow
+from .backends.transformers import TransformersBackend
 from .config import GenerationConfig
 from .engine import ECO
 from .guard import Guard
@@ -43,9 +44,7 @@ def run_demo(*, max_new_tokens: int = 48, show_progress: bool = True) -> list[di
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
-    eco = ECO.from_pretrained()
-    guard = fit_demo_guard()
-    eco = ECO(eco.backend, guard)
+    eco = ECO(TransformersBackend.from_pretrained(), fit_demo_guard())
     prompts = read_lines("demo_prompts.txt")
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     rows = []
