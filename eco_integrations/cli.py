@@ -104,7 +104,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         msg = f"{out} already has target {args.target!r}; pass --replace to re-fit it."
         raise InvalidInputError(msg)
     logging.getLogger(__name__).info("fitting %s on %d forget / %d retain texts", args.target, len(forget), len(retain))
-    guard.add_target(args.target, forget, retain, terms=args.terms or (), target_fpr=args.target_fpr)
+    guard.add_target(args.target, forget, retain, terms=args.terms or (), target_fpr=args.target_fpr, show_progress=True)
     guard.save(out)
     summary = {"out": str(out), "guard_id": guard.guard_id, "version": guard.version, "targets": guard.summary()}
     _print_json(summary)
@@ -135,7 +135,7 @@ def cmd_guard_eval(args: argparse.Namespace) -> int:
     if not task.startswith("tofu-"):
         msg = f"`eco guard eval` runs the TOFU protocol (tofu-forget01/05/10); for {task!r} use `eco eval guard --task {task}`."
         raise InvalidInputError(msg)
-    metrics, _, _ = tofu_guard_protocol(task.removeprefix("tofu-"), args.data_dir, seed=args.seed, target_fpr=args.target_fpr)
+    metrics, _, _ = tofu_guard_protocol(task.removeprefix("tofu-"), args.data_dir, seed=args.seed, target_fpr=args.target_fpr, show_progress=True)
     if not args.json:
         for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
             print(f"{key:18} {metrics[key]:.4f}")

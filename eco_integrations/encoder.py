@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class SentenceEncoder:
         model = self._load()[0]
         return int(model.config.hidden_size)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
         """L2-normalised (when the folder says so) float32 embeddings, ``[len(texts), dim]``."""
         if isinstance(texts, str):
             msg = "encode() takes a list of texts; wrap a single text as [text]."
@@ -69,8 +70,11 @@ class SentenceEncoder:
         # Sorting by length keeps padding small inside each batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
+            for start in tqdm(starts, desc="embedding", unit="batch", disable=not show_progress, file=sys.stderr):
                 idx = order[start : start + self.batch_size]
                 with TOKENIZE_LOCK:
                     batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -346,6 +346,7 @@ class Guard:
         forget_groups: Sequence[Any] | None = None,
         terms: Sequence[str] = (),
         target_fpr: float = 0.01,
+        show_progress: bool = False,
         **params: Any,
     ) -> PromptGuard:
         """Fit one target from its forget texts (questions, answers, facts, documents) and retain texts.
@@ -377,7 +378,7 @@ class Guard:
             index: dict[Any, int] = {}
             groups = [index.setdefault(k, len(index)) for k in keys]
         estimator = PromptGuard(self.encoder, target_fpr=target_fpr, **params)
-        estimator.fit(texts, labels, groups, embeddings=self.encoder.encode(texts))
+        estimator.fit(texts, labels, groups, embeddings=self.encoder.encode(texts, show_progress=show_progress))
         self.targets[name] = estimator
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
         self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))

@@ -32,6 +32,7 @@ def tofu_guard_protocol(
     seed: int = 0,
     target_fpr: float = 0.01,
     encoder: SentenceEncoder | None = None,
+    show_progress: bool = False,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
     """The TOFU guard protocol.
 
@@ -66,7 +67,7 @@ def tofu_guard_protocol(
 
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=f"tofu-{split}")
-    guard.add_target(f"tofu-{split}", forget_texts, retain_texts, retain_groups=retain_groups, forget_groups=forget_groups, target_fpr=target_fpr)
+    guard.add_target(f"tofu-{split}", forget_texts, retain_texts, retain_groups=retain_groups, forget_groups=forget_groups, target_fpr=target_fpr, show_progress=show_progress)
     fit_seconds = time.perf_counter() - started
 
     tests = {
@@ -352,7 +353,7 @@ def run_guard_task(
         if method != "target-rate" or params:
             msg = "The TOFU protocol is fixed by the engine issue (target-rate threshold, default guard); drop --threshold/--guard-param for tofu tasks."
             raise InvalidInputError(msg)
-        metrics, guard, scores = tofu_guard_protocol(task.removeprefix("tofu-"), data_dir, seed=seed, target_fpr=fpr)
+        metrics, guard, scores = tofu_guard_protocol(task.removeprefix("tofu-"), data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress)
     elif task == "wmdp":
         metrics, guard, scores = wmdp_guard_protocol(data_dir, seed=seed, target_fpr=fpr, method=method, show_progress=show_progress, params=params)
     else:
