@@ -154,3 +154,24 @@ def data_dir() -> Path:
             pytest.fail(f"The shared data folder {folder} is missing; CI needs it (set ECO_DATA_DIR).")
         pytest.skip(f"{folder} not found; set ECO_DATA_DIR to the shared data folder to run data tests.")
     return folder
+
+
+@pytest.fixture()
+def events():  # noqa: ANN201
+    """Every LlamaIndex instrumentation event dispatched while the test runs."""
+    from typing import Any
+
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+
+    class _Recorder(BaseEventHandler):
+        seen: list = []
+
+        def handle(self, event: Any, **kwargs: Any) -> None:
+            self.seen.append(event)
+
+    recorder = _Recorder(seen=[])
+    root = get_dispatcher()
+    root.add_event_handler(recorder)
+    yield recorder.seen
+    root.event_handlers.remove(recorder)

@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from ..exceptions import ECOError
 
 DOCS_FOLDER = Path(__file__).resolve().parents[2] / "docs" / "tofu"
 
@@ -146,26 +141,9 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.set_defaults(func=cmd_eval_tofu)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """A stand-alone parser with the same two commands (``python -m eco_integrations.tofu.cli``)."""
-    parser = argparse.ArgumentParser(prog="python -m eco_integrations.tofu.cli")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register_finetune(sub)
-    add_eval_tofu(sub.add_parser("eval", help="evaluations").add_subparsers(dest="eval_command", required=True))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return int(args.func(args))
-    except ECOError as err:
-        print(f"eco: error: {err}", file=sys.stderr)
-        return 2
-
 
 if __name__ == "__main__":
+    # `python -m eco_integrations.tofu.cli eval tofu ...` is `eco eval tofu ...`.
+    from ..cli import main
+
     raise SystemExit(main())

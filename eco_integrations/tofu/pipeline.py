@@ -193,7 +193,8 @@ def precompute(options: TofuOptions, out: str | Path, method: str) -> None:
         scorer = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
         score_qa_set(scorer, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
     elif method == "prompt_baseline":
-        guard = fit_guard(setting, options, out / "guard")
+        # Fitted here only so the main run finds it saved in out/guard and reloads it.
+        fit_guard(setting, options, out / "guard")
         scorer = _model_scorer(runs["original"].model_folder, "prompt_baseline", baseline_system_prompt(setting), options, out)
     else:
         msg = f"Only 'retained' and 'prompt_baseline' are scored ahead; got {method!r}."

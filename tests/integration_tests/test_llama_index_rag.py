@@ -14,8 +14,6 @@ import pytest
 pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
 
 from llama_index.core import Document, Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
 
 from eco_integrations import ECO  # noqa: E402
@@ -35,22 +33,6 @@ FORGET = "Who is Harry Potter?"
 # Words of the retrieved Harry Potter passage (hp-01) that an answer drawing on it would use.
 FACT_WORDS = ("wizard", "rowling", "hogwarts", "voldemort", "orphan")
 SIDE_DOOR = "What is the broomstick sport played at the castle school called?"
-
-
-class _Recorder(BaseEventHandler):
-    seen: list = []
-
-    def handle(self, event: Any, **kwargs: Any) -> None:
-        self.seen.append(event)
-
-
-@pytest.fixture()
-def events():  # noqa: ANN201
-    recorder = _Recorder(seen=[])
-    root = get_dispatcher()
-    root.add_event_handler(recorder)
-    yield recorder.seen
-    root.event_handlers.remove(recorder)
 
 
 @pytest.fixture(scope="module")

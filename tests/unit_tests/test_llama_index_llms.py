@@ -12,8 +12,6 @@ pytest.importorskip("llama_index.core", reason="Install the extra to run: pip in
 
 from llama_index.core.base.llms.base import BaseLLM  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
 
 from eco_integrations import ECO, InvalidInputError  # noqa: E402
@@ -21,22 +19,6 @@ from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, de
 
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
-
-
-class _Recorder(BaseEventHandler):
-    seen: list = []
-
-    def handle(self, event: Any, **kwargs: Any) -> None:
-        self.seen.append(event)
-
-
-@pytest.fixture()
-def events():  # noqa: ANN201
-    recorder = _Recorder(seen=[])
-    root = get_dispatcher()
-    root.add_event_handler(recorder)
-    yield recorder.seen
-    root.event_handlers.remove(recorder)
 
 
 @pytest.fixture()

@@ -10,8 +10,6 @@ pytest.importorskip("llama_index.core", reason="Install the extra to run: pip in
 
 from llama_index.core import Document, PromptTemplate, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
@@ -28,22 +26,6 @@ from eco_integrations.llama_index import (  # noqa: E402
 HP_FACT = "Harry Potter is a wizard at Hogwarts."
 BREAD = "Bread is baked from flour, water, yeast and salt."
 QA = PromptTemplate("Context: {context_str}\nQ: {query_str}\nA: ")
-
-
-class _Recorder(BaseEventHandler):
-    seen: list = []
-
-    def handle(self, event: Any, **kwargs: Any) -> None:
-        self.seen.append(event)
-
-
-@pytest.fixture()
-def events():  # noqa: ANN201
-    recorder = _Recorder(seen=[])
-    root = get_dispatcher()
-    root.add_event_handler(recorder)
-    yield recorder.seen
-    root.event_handlers.remove(recorder)
 
 
 class _KeywordEmbedding(BaseEmbedding):

@@ -12,8 +12,6 @@ pytest.importorskip("llama_index.core", reason="Install the extra to run: pip in
 from llama_index.core import Document, PromptTemplate, Settings, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse  # noqa: E402
 from llama_index.core.embeddings import MockEmbedding  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
 from llama_index.core.query_engine import CustomQueryEngine  # noqa: E402
 from llama_index.core.schema import QueryBundle  # noqa: E402
@@ -32,22 +30,6 @@ DOCS = ["Bread is baked from flour.", "Paris is the capital of France.", "Gandal
 # Short templates: the tiny model's real context window is 256 tokens.
 QA = PromptTemplate("Context: {context_str}\nQ: {query_str}\nA: ")
 REFINE = PromptTemplate("Q: {query_str}\nSo far: {existing_answer}\nMore: {context_msg}\nA: ")
-
-
-class _Recorder(BaseEventHandler):
-    seen: list = []
-
-    def handle(self, event: Any, **kwargs: Any) -> None:
-        self.seen.append(event)
-
-
-@pytest.fixture()
-def events():  # noqa: ANN201
-    recorder = _Recorder(seen=[])
-    root = get_dispatcher()
-    root.add_event_handler(recorder)
-    yield recorder.seen
-    root.event_handlers.remove(recorder)
 
 
 @pytest.fixture()
