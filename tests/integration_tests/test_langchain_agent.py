@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.callbacks import BaseCallbackHandler
+from support import decision_events
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -26,14 +26,6 @@ def eco(default_backend, hp_guard) -> ECO:  # noqa: ANN001
     return ECO(default_backend, hp_guard)
 
 
-class Events(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:
-        if name == "eco_decision":
-            self.events.append(data)
-
 
 def test_benign_equals_plain_and_forget_differs(eco: ECO) -> None:
     chat = ChatECOHuggingFace(engine=eco, max_tokens=16)
@@ -42,7 +34,7 @@ def test_benign_equals_plain_and_forget_differs(eco: ECO) -> None:
     plain_out = plain.batch([BENIGN, FORGET])
     assert eco_out[0].content == plain_out[0].content
     assert eco_out[1].content != plain_out[1].content
-    events = Events()
+    events = decision_events()
     streamed = "".join(str(c.content) for c in chat.stream(FORGET, {"callbacks": [events]}))
     assert streamed == eco_out[1].content and events.events[0]["corrupted"] is True
 
@@ -77,7 +69,7 @@ def test_agent_decides_once_per_turn_and_every_model_call_gets_it(eco: ECO, monk
                          system_prompt="You are a librarian.", checkpointer=InMemorySaver())
     turns = []
     for question in (BENIGN, FORGET):
-        events = Events()
+        events = decision_events()
         state = agent.invoke({"messages": [HumanMessage(question)]},
                              {"configurable": {"thread_id": "library"}, "callbacks": [events]})
         turns.append((state, events.events))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain_core.callbacks import BaseCallbackHandler
+from support import decision_events
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -54,14 +54,6 @@ class ToolOnFirstCall(AgentMiddleware):
         return self._with_call(response) if self._first_call(request) else response
 
 
-class Events(BaseCallbackHandler):
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def on_custom_event(self, name: str, data: Any, **kw: Any) -> None:
-        if name == "eco_decision":
-            self.events.append(data)
-
 
 @pytest.fixture(scope="module")
 def long_backend(tiny_tokenizer) -> TransformersBackend:  # noqa: ANN001
@@ -103,7 +95,7 @@ async def test_one_decision_per_turn_reaches_every_model_call(eco: ECO, counted:
     config: dict[str, Any] = {"configurable": {"thread_id": f"t-{use_async}"}}
     seen: list[list[dict[str, Any]]] = []
     for question in (BENIGN, FORGET):
-        events = Events()
+        events = decision_events()
         turn = {"messages": [HumanMessage(question)]}
         cfg = {**config, "callbacks": [events]}
         state = await agent.ainvoke(turn, cfg) if use_async else agent.invoke(turn, cfg)

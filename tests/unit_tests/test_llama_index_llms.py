@@ -17,6 +17,8 @@ from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from eco_integrations import ECO, InvalidInputError  # noqa: E402
 from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope  # noqa: E402
 
+from support import plain_answer  # noqa: E402
+
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
 
@@ -31,19 +33,6 @@ def llm(eco: ECO) -> ECOHuggingFaceLLM:
     return ECOHuggingFaceLLM(eco, max_new_tokens=6)
 
 
-def plain_answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
-    """What the unmodified model says: chat template, greedy generate, cut at EOS."""
-    import torch
-
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
-    if tokenizer.eos_token_id in new:
-        new = new[: new.index(tokenizer.eos_token_id)]
-    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_is_a_llama_index_llm_with_metadata(llm: ECOHuggingFaceLLM) -> None:

@@ -24,6 +24,8 @@ from eco_integrations.llama_index import (  # noqa: E402
     active_decision,
 )
 
+from support import plain_answer  # noqa: E402
+
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
 DOCS = ["Bread is baked from flour.", "Paris is the capital of France.", "Gandalf is a wizard."]
@@ -82,19 +84,6 @@ def _no_latency(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k != "latency_ms"}
 
 
-def plain_answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
-    """What the unmodified model says: chat template, greedy generate, cut at EOS."""
-    import torch
-
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
-    if tokenizer.eos_token_id in new:
-        new = new[: new.index(tokenizer.eos_token_id)]
-    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def test_works_as_settings_llm_in_a_vector_index_query(llm: ECOHuggingFaceLLM, index: VectorStoreIndex,
