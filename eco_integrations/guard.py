@@ -28,7 +28,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.preprocessing import normalize
 
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
@@ -62,7 +61,8 @@ class _Tfidf:
         # Naive-Bayes log-count ratios (forget vs retain) scale each n-gram: rare names that occur
         # only in forget texts get a large weight before the logistic regression sees them.
         self.ratio = ratio
-        self._counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(vocabulary)}, **options)
+        self._index = {t: i for i, t in enumerate(vocabulary)}
+        self._analyze = CountVectorizer(**options).build_analyzer()
 
     @classmethod
     def fit(cls, texts: list[str], labels: np.ndarray, options: dict[str, Any], max_features: int) -> _Tfidf:
@@ -76,10 +76,27 @@ class _Tfidf:
         return lex
 
     def transform(self, texts: list[str]) -> sp.csr_matrix:
-        counts = self._counter.transform(texts).astype(np.float32)
-        counts.data = 1.0 + np.log(counts.data)
-        tfidf = normalize(counts.multiply(self.idf).tocsr())
-        return tfidf if self.ratio is None else tfidf.multiply(self.ratio).tocsr()
+        """Sublinear TF-IDF, L2-normalised per text, times the NB ratios: sklearn's arithmetic.
+
+        Built row by row from the analyzer: sklearn's ``CountVectorizer.transform`` spends most
+        of a single short prompt's half millisecond on validation and sparse bookkeeping.
+        """
+        index, indptr, columns, counts = self._index, [0], [], []
+        for text in texts:
+            found = Counter(j for j in map(index.get, self._analyze(text)) if j is not None)
+            row = sorted(found)
+            columns.extend(row)
+            counts.extend(found[j] for j in row)
+            indptr.append(len(columns))
+        cols = np.asarray(columns, dtype=np.int64)
+        values = (1.0 + np.log(np.asarray(counts, dtype=np.float32))) * self.idf[cols]
+        bounds = np.asarray(indptr)
+        row_of = np.repeat(np.arange(len(texts)), np.diff(bounds))
+        norms = np.sqrt(np.bincount(row_of, weights=values.astype(np.float64) ** 2, minlength=len(texts))).astype(np.float32)
+        values = values / np.where(norms > 0, norms, 1.0)[row_of]
+        if self.ratio is not None:
+            values = values * self.ratio[cols]
+        return sp.csr_matrix((values.astype(np.float32), cols, bounds), shape=(len(texts), len(self.vocabulary)))
 
 
 class PromptGuard(ClassifierMixin, BaseEstimator):
@@ -158,7 +175,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
             splits = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(texts, labels)
         for train, test in splits:
             lex, clf = self._fit_parts([texts[i] for i in train], labels[train], emb[train])
-            oof[test] = clf.predict_proba(_stack(emb[test], [x.transform([texts[i] for i in test]) for x in lex]))[:, 1]
+            oof[test] = _forget_probability(clf, emb[test], [x.transform([texts[i] for i in test]) for x in lex])
         self.lexicons_, self.classifier_ = self._fit_parts(texts, labels, emb)
         self.classes_ = np.array([0, 1])
         self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
@@ -176,7 +193,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
     def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
         self._check_fitted()
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
-        return self.classifier_.predict_proba(_stack(emb, [lex.transform(texts) for lex in self.lexicons_]))[:, 1]
+        return _forget_probability(self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_])
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self.forget_proba(check_texts(X, "X"))
@@ -213,6 +230,21 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
 
 def _stack(emb: np.ndarray, lexical: list[sp.csr_matrix]) -> sp.csr_matrix:
     return sp.hstack([sp.csr_matrix(emb.astype(np.float32)), *lexical], format="csr")
+
+
+def _forget_probability(clf: LogisticRegression, emb: np.ndarray, lexical: list[sp.csr_matrix]) -> np.ndarray:
+    """``clf.predict_proba(_stack(emb, lexical))[:, 1]`` without building the stacked matrix.
+
+    A binary logistic regression is a sigmoid of one dot product, so each feature block is
+    multiplied by its slice of the coefficients: the same number, a millisecond sooner per prompt.
+    """
+    coef = clf.coef_[0]
+    logit = emb.astype(np.float64) @ coef[: emb.shape[1]] + clf.intercept_[0]
+    start = emb.shape[1]
+    for block in lexical:
+        logit = logit + block @ coef[start : start + block.shape[1]]
+        start += block.shape[1]
+    return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
 
 
 def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:

@@ -99,3 +99,19 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:  # noqa: ANN001
     assert caught[:5] == [True] * 5
     assert sum(caught) >= 5
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
+
+
+def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:  # noqa: ANN001
+    import torch
+
+    from eco_integrations.encoder import _BertForward
+
+    encoder = hp_guard.encoder
+    model, tokenizer, *_ = encoder._load()
+    assert isinstance(encoder._forward, _BertForward)  # the default encoder takes the fast path
+    texts = ["Who is Harry Potter?", "What is the boiling point of water at sea level, in degrees Celsius?", "Hi"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        reference, fast = model(**batch).last_hidden_state, encoder._forward(batch)
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(reference[mask], fast[mask], atol=1e-4)

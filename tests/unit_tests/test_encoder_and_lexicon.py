@@ -1,0 +1,63 @@
+"""The fast paths on the guard's hot loop compute the same numbers as the library code they replace."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.preprocessing import normalize
+
+from eco_integrations import PromptGuard, SentenceEncoder
+from eco_integrations.encoder import _BertForward
+from eco_integrations.guard import _CHAR, _WORD, _stack, _Tfidf
+
+from toy_data import TOY_FORGET, TOY_RETAIN
+
+
+def _reference_hidden(encoder: SentenceEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    model, tokenizer, *_ = encoder._load()
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**batch).last_hidden_state, encoder._forward(batch), batch["attention_mask"].bool()
+
+
+def test_bert_forward_matches_transformers_on_a_padded_batch(tiny_encoder) -> None:  # noqa: ANN001
+    texts = ["short", "a much longer sentence with many more tokens than the first one", "mid length text"]
+    reference, fast, mask = _reference_hidden(tiny_encoder, texts)
+    assert isinstance(tiny_encoder._forward, _BertForward)
+    assert mask.sum() < mask.numel()  # the batch really is padded
+    assert torch.allclose(reference[mask], fast[mask], atol=1e-5)
+
+
+def test_unsupported_bert_variant_takes_the_transformers_forward(tiny_encoder_dir) -> None:  # noqa: ANN001
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig.from_pretrained(tiny_encoder_dir)
+    config.position_embedding_type = "relative_key"
+    assert not _BertForward.supports(BertModel(config))
+    encoder = SentenceEncoder(tiny_encoder_dir)
+    encoder._load()
+    assert isinstance(encoder._forward, _BertForward)  # the folder's own absolute-position BERT is supported
+
+
+@pytest.mark.parametrize("options", [_WORD, _CHAR], ids=["word", "char"])
+def test_lexicon_matches_sklearn_tfidf(options) -> None:  # noqa: ANN001
+    texts = TOY_FORGET + TOY_RETAIN
+    labels = np.array([1] * len(TOY_FORGET) + [0] * len(TOY_RETAIN))
+    lexicon = _Tfidf.fit(texts, labels, options, max_features=500)
+    probes = [*texts, "zzzz qqqq", "Hogwarts hogwarts HOGWARTS"]
+    counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(lexicon.vocabulary)}, **options)
+    counts = counter.transform(probes).astype(np.float32)
+    counts.data = 1.0 + np.log(counts.data)
+    expected = normalize(counts.multiply(lexicon.idf).tocsr()).multiply(lexicon.ratio).toarray()
+    got = lexicon.transform(probes)
+    assert got.shape == expected.shape
+    assert np.allclose(got.toarray(), expected, atol=1e-6)
+    assert not np.any(got[len(texts)].toarray())  # no known n-gram: an all-zero row, not a division by zero
+
+
+def test_forget_probability_matches_predict_proba(tiny_encoder) -> None:  # noqa: ANN001
+    guard = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2).fit(TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8)
+    probes = ["Who is the headmaster of Hogwarts?", "How do I bake bread?", *TOY_RETAIN[:3]]
+    emb = tiny_encoder.encode(probes)
+    stacked = _stack(emb, [lex.transform(probes) for lex in guard.lexicons_])
+    assert np.allclose(guard.forget_proba(probes, embeddings=emb), guard.classifier_.predict_proba(stacked)[:, 1], atol=1e-12)
