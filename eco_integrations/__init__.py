@@ -19,6 +19,7 @@ from .engine import ECO, ECOResult, ECOStream
 from .exceptions import (
     ArtifactError,
     ConfigurationError,
+    ContextLengthError,
     ECOError,
     GuardNotFittedError,
     InvalidInputError,
@@ -35,6 +36,7 @@ __all__ = [
     "ECO",
     "ArtifactError",
     "ConfigurationError",
+    "ContextLengthError",
     "CorruptionConfig",
     "Decision",
     "ECOError",

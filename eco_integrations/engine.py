@@ -21,7 +21,7 @@ from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode
 from .corruption import apply_corruption, validate_corruption
 from .encoder import text_sha256
-from .exceptions import ConfigurationError, InvalidInputError
+from .exceptions import ConfigurationError, ContextLengthError, InvalidInputError
 from .guard import Guard
 from .prompting import PromptInput, RenderedPrompt, render, select_positions
 
@@ -180,7 +180,7 @@ class ECO:
                 f"The prompt has {len(rendered.input_ids)} tokens and {max_new_tokens} new tokens were asked for, "
                 f"but the context window is {limit}. Shorten the prompt or lower max_new_tokens."
             )
-            raise InvalidInputError(msg)
+            raise ContextLengthError(msg, prompt_tokens=len(rendered.input_ids), max_new_tokens=max_new_tokens, context_window=limit)
 
     def _prepare(self, rendered: RenderedPrompt, decision: Decision, seed: int | None) -> tuple[PreparedRow, int]:
         seed = seed if seed is not None else int(decision.text_sha256[:8], 16)

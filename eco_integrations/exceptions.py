@@ -4,6 +4,7 @@ Every error names the problem and the fix. The tree::
 
     ECOError (ValueError)
     ├── InvalidInputError        a prompt or message list the engine cannot take
+    │   └── ContextLengthError   a prompt plus max_new_tokens longer than the model's context window
     ├── ConfigurationError       an unknown corruption/selector, dims or strength out of range
     ├── GuardNotFittedError      scoring with a guard (or target) that was never fit
     ├── ArtifactError            a saved folder that was edited, is incomplete, or has another schema
@@ -22,6 +23,16 @@ class ECOError(ValueError):
 
 class InvalidInputError(ECOError):
     """A prompt, message list or text the engine cannot take."""
+
+
+class ContextLengthError(InvalidInputError):
+    """The prompt and the new tokens asked for do not fit in the model's context window."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.context_window = context_window
 
 
 class ConfigurationError(ECOError):

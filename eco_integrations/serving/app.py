@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from ..config import Decision, GenerationConfig
 from ..engine import ECO, ECOResult
-from ..exceptions import ConfigurationError, ECOError, InvalidInputError
+from ..exceptions import ConfigurationError, ContextLengthError, ECOError, InvalidInputError
 
 access_log = logging.getLogger("eco_integrations.serving.access")
 logger = logging.getLogger(__name__)
@@ -72,11 +72,10 @@ def _engine_error(err: BaseException) -> APIError:
         upstream = err.status_code
         status = 503 if upstream in (None, 429, 503) else 502
         return APIError(status, str(err), type_="server_error", code="upstream_error")
+    if isinstance(err, ContextLengthError):
+        return APIError(400, str(err), param="messages", code="context_length_exceeded")
     if isinstance(err, InvalidInputError):
-        text = str(err)
-        if "context window" in text:
-            return APIError(400, text, param="messages", code="context_length_exceeded")
-        return APIError(400, text)
+        return APIError(400, str(err))
     if isinstance(err, (ConfigurationError, ECOError)):
         return APIError(400, str(err))
     return APIError(500, "The server had an error while processing your request; the gateway log has the details.", type_="server_error")

@@ -6,6 +6,7 @@ import torch
 from eco_integrations import (
     ECO,
     ConfigurationError,
+    ContextLengthError,
     CorruptionConfig,
     ECOPolicy,
     GenerationConfig,
@@ -146,8 +147,10 @@ def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
         eco.generate([3], config=CFG)
     with pytest.raises(InvalidInputError, match="wrap a single prompt"):
         eco.generate("a bare string", config=CFG)
-    with pytest.raises(InvalidInputError, match="context window is 256"):
+    with pytest.raises(ContextLengthError, match="context window is 256") as too_long:
         eco.generate(["word " * 300], config=CFG)
+    assert isinstance(too_long.value, InvalidInputError)  # callers catching bad input still catch it
+    assert too_long.value.context_window == 256 and too_long.value.prompt_tokens > 256
     with pytest.raises(ConfigurationError, match="exceeds the model's hidden size 32"):
         ECO(tiny_backend, eco.guard, policy=ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=64)))
     with pytest.raises(ValueError, match="Unknown token selector"):
