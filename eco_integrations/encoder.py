@@ -26,6 +26,10 @@ from .exceptions import ConfigurationError, InvalidInputError
 from .prompting import TOKENIZE_LOCK
 
 _PROBE = "A fixed sentence whose embedding identifies the encoder."
+PRECISIONS = ("float32", "bfloat16")
+"""``bfloat16`` runs the matrix multiplications in bfloat16 (residuals and LayerNorm stay float32):
+about 1.7x the throughput on CPUs with AVX512-BF16 or AMX, embeddings within cosine 0.9999 of
+float32 on MiniLM. On CPUs without bfloat16 instructions it is slower; keep ``float32`` there."""
 
 
 class SentenceEncoder:
@@ -36,10 +40,25 @@ class SentenceEncoder:
     (1, 384)
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, batch_size: int = 64, max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        precision: str = "float32",
+    ) -> None:
+        if precision not in PRECISIONS:
+            msg = f"Unknown encoder precision {precision!r}; choose one of: {', '.join(PRECISIONS)}."
+            raise ConfigurationError(msg)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"batch_size must be a positive integer, got {batch_size!r}."
+            raise ConfigurationError(msg)
         self.path = path
+        # 16 rather than 64: on a CPU, smaller batches of length-sorted texts waste less on padding.
         self.batch_size = batch_size
         self.max_length = max_length
+        self.precision = precision
         self._loaded: tuple[Any, Any, str, bool, int] | None = None
         self._forward: Any = None
         self._lock = threading.Lock()
@@ -57,7 +76,8 @@ class SentenceEncoder:
             if self._loaded is None:
                 self._loaded = _load_folder(Path(self.path) if self.path is not None else default_encoder_folder(), self.max_length)
                 model = self._loaded[0]
-                self._forward = _BertForward(model) if _BertForward.supports(model) else _hf_forward(model)
+                dtype = getattr(torch, self.precision)
+                self._forward = _BertForward(model, dtype) if _BertForward.supports(model) else _hf_forward(model, dtype)
         return self._loaded
 
     @property
@@ -102,11 +122,18 @@ class SentenceEncoder:
         return [round(float(x), 3) for x in self.encode([_PROBE])[0][:8]]
 
     def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "dim": self.dim, "fingerprint": self.fingerprint()}
+        return {"name": self.name, "dim": self.dim, "precision": self.precision, "fingerprint": self.fingerprint()}
 
 
-def _hf_forward(model: Any) -> Any:
-    return lambda batch: model(**batch).last_hidden_state
+def _hf_forward(model: Any, dtype: torch.dtype) -> Any:
+    if dtype == torch.float32:
+        return lambda batch: model(**batch).last_hidden_state
+
+    def forward(batch: Any) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=dtype):
+            return model(**batch).last_hidden_state.float()
+
+    return forward
 
 
 class _BertForward:
@@ -116,8 +143,9 @@ class _BertForward:
     positions, other activations, decoders) takes the transformers forward instead.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, dtype: torch.dtype = torch.float32) -> None:
         config, weights = model.config, dict(model.named_parameters())
+        self.dtype = dtype
         self.heads, self.hidden, self.eps = int(config.num_attention_heads), int(config.hidden_size), float(config.layer_norm_eps)
 
         def w(name: str) -> torch.Tensor:
@@ -131,10 +159,10 @@ class _BertForward:
             qkv_w = torch.cat([w(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]).contiguous()
             qkv_b = torch.cat([w(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")])
             self.layers.append((
-                qkv_w, qkv_b, w(p + "attention.output.dense.weight"), w(p + "attention.output.dense.bias"),
+                qkv_w.to(dtype), qkv_b.to(dtype), w(p + "attention.output.dense.weight").to(dtype), w(p + "attention.output.dense.bias").to(dtype),
                 w(p + "attention.output.LayerNorm.weight"), w(p + "attention.output.LayerNorm.bias"),
-                w(p + "intermediate.dense.weight"), w(p + "intermediate.dense.bias"),
-                w(p + "output.dense.weight"), w(p + "output.dense.bias"),
+                w(p + "intermediate.dense.weight").to(dtype), w(p + "intermediate.dense.bias").to(dtype),
+                w(p + "output.dense.weight").to(dtype), w(p + "output.dense.bias").to(dtype),
                 w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias"),
             ))
 
@@ -157,12 +185,15 @@ class _BertForward:
         x = F.layer_norm(self.word[ids] + self.position[:length] + types, (self.hidden,), *self.embed_norm, self.eps)
         # Padding keys are masked out; a batch without padding needs no mask at all.
         keep = None if bool(mask.all()) else mask[:, None, None, :].bool()
-        head_dim = self.hidden // self.heads
+        head_dim, dtype = self.hidden // self.heads, self.dtype
+        # The residual stream and LayerNorm stay float32; only the matmuls take ``dtype``
+        # (``.to`` is free when it is already float32).
         for qkv_w, qkv_b, out_w, out_b, n1_w, n1_b, up_w, up_b, down_w, down_b, n2_w, n2_b in self.layers:
-            q, k, v = F.linear(x, qkv_w, qkv_b).view(rows, length, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = F.linear(x.to(dtype), qkv_w, qkv_b).view(rows, length, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(rows, length, self.hidden)
-            x = F.layer_norm(F.linear(attended, out_w, out_b) + x, (self.hidden,), n1_w, n1_b, self.eps)
-            x = F.layer_norm(F.linear(F.gelu(F.linear(x, up_w, up_b)), down_w, down_b) + x, (self.hidden,), n2_w, n2_b, self.eps)
+            x = F.layer_norm(F.linear(attended, out_w, out_b).float() + x, (self.hidden,), n1_w, n1_b, self.eps)
+            up = F.gelu(F.linear(x.to(dtype), up_w, up_b))
+            x = F.layer_norm(F.linear(up, down_w, down_b).float() + x, (self.hidden,), n2_w, n2_b, self.eps)
         return x
 
 

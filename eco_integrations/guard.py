@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
-GUARD_SCHEMA_VERSION = 1
+GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
 _WORD = {"analyzer": "word", "ngram_range": (1, 2), "lowercase": True, "token_pattern": r"(?u)\b\w+\b"}
 _CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "lowercase": True}
 
@@ -261,9 +261,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 LONG_TEXT_CHARS = 240
 
 
-def passages(text: str, *, sentences_per_passage: int = 2) -> list[str]:
-    """The text itself, plus overlapping passages of a few sentences when it is long."""
-    if len(text) <= LONG_TEXT_CHARS:
+def passages(text: str, *, sentences_per_passage: int = 2, long_text_chars: int | None = LONG_TEXT_CHARS) -> list[str]:
+    """The text itself, plus overlapping passages of a few sentences when it is longer than ``long_text_chars``.
+
+    ``long_text_chars=None`` turns passages off: the text alone.
+    """
+    if long_text_chars is None or len(text) <= long_text_chars:
         return [text]
     sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
     if len(sentences) <= sentences_per_passage:
@@ -337,6 +340,7 @@ class GuardManifest(BaseModel):
     guard_id: str
     version: int
     encoder: dict[str, Any]
+    passage_chars: int | None = None
     targets: list[TargetInfo]
     content_sha256: str = ""
 
@@ -353,8 +357,16 @@ class Guard:
     True
     """
 
-    def __init__(self, encoder: SentenceEncoder | None = None, *, guard_id: str | None = None) -> None:
+    def __init__(self, encoder: SentenceEncoder | None = None, *, guard_id: str | None = None, passage_chars: int | None = LONG_TEXT_CHARS) -> None:
+        """``passage_chars``: texts longer than this are also scored passage by passage (see :meth:`score`);
+        ``None`` scores every text whole, one encoder pass each (for prompts that are one item, such
+        as a multiple-choice question, where passages cost encoder time and find nothing new).
+        """
+        if passage_chars is not None and (not isinstance(passage_chars, int) or passage_chars < 1):
+            msg = f"passage_chars must be a positive number of characters or None, got {passage_chars!r}."
+            raise ConfigurationError(msg)
         self.encoder = encoder if encoder is not None else SentenceEncoder()
+        self.passage_chars = passage_chars
         self.guard_id = guard_id or uuid.uuid4().hex[:12]
         self.version = 0
         self.targets: dict[str, PromptGuard] = {}
@@ -437,7 +449,7 @@ class Guard:
         checked = check_texts(texts)
         pieces, owner = [], []
         for i, text in enumerate(checked):
-            for piece in passages(text):
+            for piece in passages(text, long_text_chars=self.passage_chars):
                 pieces.append(piece)
                 owner.append(i)
         emb = self.encoder.encode(pieces)
@@ -493,7 +505,8 @@ class Guard:
                 cv_fpr=est.cv_fpr_, cv_tpr=est.cv_tpr_, n_forget=est.n_forget_, n_retain=est.n_retain_,
                 terms=self.terms.get(name, []),
             ))
-        manifest = GuardManifest(guard_id=self.guard_id, version=self.version, encoder=self.encoder.identity(), targets=infos)
+        manifest = GuardManifest(guard_id=self.guard_id, version=self.version, encoder=self.encoder.identity(),
+                                 passage_chars=self.passage_chars, targets=infos)
         manifest.content_sha256 = _content_hash(root, manifest)
         (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
         return root
@@ -530,7 +543,9 @@ class Guard:
         if actual != manifest.content_sha256:
             msg = f"{root} was modified after it was saved (content hash mismatch). Re-fit the guard or restore the folder."
             raise ArtifactError(msg)
-        guard = cls(encoder, guard_id=manifest.guard_id)
+        if encoder is None:
+            encoder = SentenceEncoder(precision=str(manifest.encoder.get("precision", "float32")))
+        guard = cls(encoder, guard_id=manifest.guard_id, passage_chars=manifest.passage_chars)
         guard.version = manifest.version
         expected = manifest.encoder.get("fingerprint")
         if expected is not None:

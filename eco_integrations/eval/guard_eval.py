@@ -101,6 +101,9 @@ def tofu_guard_protocol(
 
 # -- WMDP and MUSE protocols (issue 5) ---------------------------------------------------------
 WMDP_FIT_FRACTION = 0.2
+WMDP_ENCODER_PRECISION = "bfloat16"
+"""The WMDP protocol embeds ~19,000 multiple-choice texts (about 76 tokens each): bfloat16 matmuls
+(embeddings within cosine 0.9999 of float32) keep the run under 5 minutes on 2 cores."""
 CALIBRATION_FRACTION = 0.3  # share of the fit retain set held out for a conformal threshold
 
 
@@ -186,6 +189,12 @@ def wmdp_fit_test_split(data_dir: str | Path | None = None, *, seed: int = 0) ->
     return fit_rows, test_rows
 
 
+def _wmdp_guard(encoder: SentenceEncoder | None) -> Guard:
+    # A multiple-choice prompt is one item: passages (question alone, choice pairs) would cost
+    # five encoder passes per prompt and find nothing the whole text does not show.
+    return Guard(encoder or SentenceEncoder(precision=WMDP_ENCODER_PRECISION), guard_id="wmdp", passage_chars=None)
+
+
 def fit_wmdp_guard(
     data_dir: str | Path | None = None,
     *,
@@ -198,7 +207,7 @@ def fit_wmdp_guard(
     """The WMDP protocol's guard alone (fit rows of :func:`wmdp_fit_test_split` vs MMLU val)."""
     fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
     retain_rows = load_mmlu("all", "val", data_dir)
-    guard = Guard(encoder, guard_id="wmdp")
+    guard = _wmdp_guard(encoder)
     how = _fit_target(guard, "wmdp", [mcq_guard_text(r) for r in fit_rows], [mcq_guard_text(r) for r in retain_rows],
                       method=method, target_fpr=target_fpr, seed=seed, params=params)
     return guard, how
@@ -227,7 +236,7 @@ def wmdp_guard_protocol(
     retain_texts = [mcq_guard_text(r) for r in retain_rows]
 
     started = time.perf_counter()
-    guard = Guard(encoder, guard_id="wmdp")
+    guard = _wmdp_guard(encoder)
     how = _fit_target(guard, "wmdp", forget_texts, retain_texts, method=method, target_fpr=target_fpr, seed=seed, params=params)
     fit_seconds = time.perf_counter() - started
 
@@ -255,6 +264,8 @@ def wmdp_guard_protocol(
         "target_fpr": target_fpr,
         "n_fit": {"forget": len(forget_texts), "retain": len(retain_texts)},
         "n_test": {"forget": len(test_rows), "mmlu_close": int(close.sum()), "mmlu_other": int((~close).sum())},
+        "encoder_precision": guard.encoder.precision,
+        "passage_chars": guard.passage_chars,
         "fit_seconds": round(fit_seconds, 1),
         "score_seconds": round(score_seconds, 1),
     }

@@ -61,3 +61,21 @@ def test_forget_probability_matches_predict_proba(tiny_encoder) -> None:  # noqa
     emb = tiny_encoder.encode(probes)
     stacked = _stack(emb, [lex.transform(probes) for lex in guard.lexicons_])
     assert np.allclose(guard.forget_proba(probes, embeddings=emb), guard.classifier_.predict_proba(stacked)[:, 1], atol=1e-12)
+
+
+def test_bfloat16_encoder_stays_close_to_float32(tiny_encoder_dir) -> None:  # noqa: ANN001
+    texts = ["short", "a much longer sentence with many more tokens than the first one", "mid length text"]
+    exact = SentenceEncoder(tiny_encoder_dir).encode(texts)
+    fast = SentenceEncoder(tiny_encoder_dir, precision="bfloat16")
+    approx = fast.encode(texts)
+    assert fast.identity()["precision"] == "bfloat16"
+    assert approx.dtype == np.float32 and np.all((exact * approx).sum(1) > 0.999)
+
+
+def test_bad_encoder_settings_are_refused(tiny_encoder_dir) -> None:  # noqa: ANN001
+    from eco_integrations import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="Unknown encoder precision 'fp8'"):
+        SentenceEncoder(tiny_encoder_dir, precision="fp8")
+    with pytest.raises(ConfigurationError, match="batch_size must be a positive integer"):
+        SentenceEncoder(tiny_encoder_dir, batch_size=0)

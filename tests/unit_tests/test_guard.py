@@ -152,3 +152,16 @@ def test_long_text_is_scored_by_passage(toy_guard) -> None:  # noqa: ANN001
     assert np.isclose(toy_guard.score([long_text])[0, 0], per_passage.max(), atol=1e-6)
     assert per_passage.max() > per_passage[0]  # a passage scores higher than the diluted whole
     assert passages("short text") == ["short text"]
+
+
+def test_passage_setting_is_saved_and_can_be_turned_off(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+    filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
+    long_text = filler + "Who is Hermione Granger? " + filler
+    whole = toy_guard.targets["harry-potter"].forget_proba([long_text])[0]
+    toy_guard.passage_chars = None
+    assert np.isclose(toy_guard.score([long_text])[0, 0], whole)  # the text alone, one encoder pass
+    loaded = Guard.load(toy_guard.save(tmp_path / "g"), encoder=tiny_encoder)
+    assert loaded.passage_chars is None
+    assert json.loads((tmp_path / "g" / "manifest.json").read_text())["encoder"]["precision"] == "float32"
+    with pytest.raises(ConfigurationError, match="passage_chars must be a positive number"):
+        Guard(tiny_encoder, passage_chars=0)
