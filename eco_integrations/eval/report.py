@@ -32,6 +32,10 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     rows += [(k, v) for k, v in metrics.items() if (k.startswith("tpr_") or k.startswith("fpr_")) and k not in _HEADLINE]
     lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     lines.append(f"| threshold method | {metrics.get('threshold_method', '')} |")
+    if "encoder_precision" in metrics:
+        passages = metrics.get("passage_chars")
+        lines.append(f"| encoder precision | {metrics['encoder_precision']} |")
+        lines.append(f"| passage scoring | {'off (each text whole)' if passages is None else f'texts over {passages} chars'} |")
     lines.append(f"| test sets | {', '.join(f'{k}: {v}' for k, v in metrics.get('n_test', {}).items())} |")
     lines.append(f"| seconds | {metrics.get('seconds', '')} |")
     return "\n".join(lines) + "\n"
@@ -118,7 +122,7 @@ _GOALS = {
 def readme_snippet(folder: str | Path, commands: dict[str, str]) -> str:
     """Markdown with one table per task found in ``folder`` (``<task>.json``) and its command."""
     root = Path(folder)
-    parts = ["## Results\n", "Every number below was printed by the command above its table (2 shared CPU cores). "
+    parts = ["## Results\n", "Every number below was printed by the command above its table (2 CPU cores). "
              "Plots: `<task>_hist.png` (score histograms with the threshold) and `<task>_roc.png` in this folder.\n"]
     parts.append(NOTES)
     missing = []
@@ -148,10 +152,13 @@ Notes on the protocols:
   false-positive rate by the target (it needs at least ceil((1-a)/a) held-out prompts: 99 at 1%).
 - WMDP/MMLU: the guard reads the question and its four choices, without the paper's
   "The following are ... about {subject}" header (that header names the subject and would make the
-  task trivial). `eco eval mcq` classifies the same text.
+  task trivial). `eco eval mcq` classifies the same text. The WMDP guard scores each prompt whole
+  (no passages: a multiple-choice prompt is one item) with bfloat16 matmuls in the encoder, which
+  keeps the ~19,000 texts of the protocol under 5 minutes on 2 cores; both settings are saved with
+  the guard, so the engine scores exactly as evaluated.
 - MCQ letters: SmolLM2's tokenizer has "A" (id 49) and " A" (id 330); after "Answer:" the model puts
   far more mass on " A".." D" (see `letter_mass_space` vs `letter_mass_plain`), so those are scored.
-- Times are wall-clock seconds on 2 CPU cores shared with other jobs at the time of the run.
+- Times are wall-clock seconds on the 2-core development machine, one task at a time.
 """
 
 
@@ -192,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 return code
             (Path(args.out) / "mcq.json").write_text((mcq_out / "mcq.json").read_text())
-    snippet = readme_snippet(args.out, commands)
+    # Shown with ~ for the home folder: the published command should read the same on any machine.
+    shown = {task: command.replace(str(Path.home()), "~") for task, command in commands.items()}
+    snippet = readme_snippet(args.out, shown)
     (Path(args.out) / "README_results.md").write_text(snippet)
     print(f"wrote {Path(args.out) / 'README_results.md'}", file=sys.stderr)
     return 0
