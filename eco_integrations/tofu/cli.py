@@ -122,7 +122,7 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.add_argument("--docs", action="store_true", help="also copy the table, results and plots to docs/tofu/")
     p.add_argument("--model", default=None, help="base model to fine-tune (default: embedded SmolLM2)")
     p.add_argument("--finetune-out", default=None, help="parent folder of the fine-tuned models (default: the user cache)")
-    p.add_argument("--retain-authors", type=int, default=5, help="retain authors trained on, drawn with --seed (TOFU-like: 20)")
+    p.add_argument("--retain-authors", type=int, default=20, help="retain authors trained on, drawn with --seed")
     p.add_argument("--retain-eval-n", type=int, default=20, help="retain rows scored (0: all of the subset's)")
     p.add_argument("--general-n", type=int, default=20, help="real_authors and world_facts rows scored (0: all)")
     p.add_argument("--seed", type=int, default=None)

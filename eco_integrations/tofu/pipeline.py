@@ -53,7 +53,7 @@ class TofuOptions:
     model: str | Path | None = None
     finetune: FinetuneConfig = TOFU_FINETUNE
     finetune_out: str | Path | None = None
-    retain_authors: int = 5
+    retain_authors: int = 20
     retain_eval_n: int | None = 20
     general_n: int | None = 20
     seed: int = 0
