@@ -340,7 +340,7 @@ class GuardManifest(BaseModel):
     guard_id: str
     version: int
     encoder: dict[str, Any]
-    passage_chars: int | None = None
+    passage_chars: int | None  # always written: None means passages off, not "unknown"
     targets: list[TargetInfo]
     content_sha256: str = ""
 

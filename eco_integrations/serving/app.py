@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from ..config import Decision, GenerationConfig
 from ..engine import ECO, ECOResult
-from ..exceptions import ConfigurationError, ContextLengthError, ECOError, InvalidInputError
+from ..exceptions import ContextLengthError, ECOError
 
 access_log = logging.getLogger("eco_integrations.serving.access")
 logger = logging.getLogger(__name__)
@@ -74,9 +74,7 @@ def _engine_error(err: BaseException) -> APIError:
         return APIError(status, str(err), type_="server_error", code="upstream_error")
     if isinstance(err, ContextLengthError):
         return APIError(400, str(err), param="messages", code="context_length_exceeded")
-    if isinstance(err, InvalidInputError):
-        return APIError(400, str(err))
-    if isinstance(err, (ConfigurationError, ECOError)):
+    if isinstance(err, ECOError):  # bad input, unknown settings: the request's fault
         return APIError(400, str(err))
     return APIError(500, "The server had an error while processing your request; the gateway log has the details.", type_="server_error")
 

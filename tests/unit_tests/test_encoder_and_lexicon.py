@@ -28,15 +28,20 @@ def test_bert_forward_matches_transformers_on_a_padded_batch(tiny_encoder) -> No
     assert torch.allclose(reference[mask], fast[mask], atol=1e-5)
 
 
-def test_unsupported_bert_variant_takes_the_transformers_forward(tiny_encoder_dir) -> None:  # noqa: ANN001
-    from transformers import BertConfig, BertModel
+def test_unsupported_bert_variant_takes_the_transformers_forward(tiny_encoder_dir, tmp_path) -> None:  # noqa: ANN001
+    import json
+    import shutil
 
-    config = BertConfig.from_pretrained(tiny_encoder_dir)
-    config.position_embedding_type = "relative_key"
-    assert not _BertForward.supports(BertModel(config))
-    encoder = SentenceEncoder(tiny_encoder_dir)
-    encoder._load()
-    assert isinstance(encoder._forward, _BertForward)  # the folder's own absolute-position BERT is supported
+    folder = tmp_path / "relative-bert"
+    shutil.copytree(tiny_encoder_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["position_embedding_type"] = "relative_key"  # outside what _BertForward reimplements
+    (folder / "config.json").write_text(json.dumps(config))
+    encoder = SentenceEncoder(folder)
+    texts = ["short", "a much longer sentence with many more tokens than the first one"]
+    reference, used, mask = _reference_hidden(encoder, texts)
+    assert not isinstance(encoder._forward, _BertForward)
+    assert torch.equal(reference[mask], used[mask])
 
 
 @pytest.mark.parametrize("options", [_WORD, _CHAR], ids=["word", "char"])
