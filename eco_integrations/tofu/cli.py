@@ -89,7 +89,7 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         finetune_out=args.finetune_out, retain_authors=args.retain_authors, retain_eval_n=args.retain_eval_n or None,
         general_n=args.general_n or None, seed=args.seed if args.seed is not None else 0, max_new_tokens=args.max_new_tokens,
         corruption=args.corruption, dims=args.dims, selector=args.selector, init_strength=args.init_strength,
-        search_steps=args.search_steps, target_fpr=args.target_fpr, batch_size=args.eval_batch_size, show_progress=not args.quiet,
+        search_steps=args.search_steps, search_eps=args.search_eps, search_objective=args.search_objective, target_fpr=args.target_fpr, batch_size=args.eval_batch_size, show_progress=not args.quiet,
     )
 
     def on_stage(name: str, seconds: float) -> None:
@@ -128,11 +128,18 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None)
     _add_finetune_options(p)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--corruption", default="rand_noise_first_n")
-    p.add_argument("--dims", type=int, default=1)
+    p.add_argument("--corruption", default="rand_noise_full",
+                   help="corruption of the flagged questions' tokens (its strength, or k, is searched)")
+    p.add_argument("--dims", type=int, default=None,
+                   help="rand_noise_first_n/top_k: dimensions touched (default 1); zero/flip corruptions: where the search over k starts")
     p.add_argument("--selector", default="content", choices=["content", "all", "entities"])
-    p.add_argument("--init-strength", type=float, default=10.0, help="where the strength search starts")
-    p.add_argument("--search-steps", type=int, default=2, help="zeroth-order steps (each evaluates two strengths)")
+    p.add_argument("--init-strength", type=float, default=None,
+                   help="where the strength search starts (default: twice the std of the model's embedding table)")
+    p.add_argument("--search-steps", type=int, default=3, help="zeroth-order steps (each evaluates two settings)")
+    p.add_argument("--search-objective", default="distance", choices=["distance", "both", "folded", "unfolded"],
+                   help="what the search optimises on the calibration half: the distance between log truth ratios (minimised), "
+                        "or a forget quality (both: the smaller of folded and unfolded)")
+    p.add_argument("--search-eps", type=float, default=0.1, help="search step half-width, in decades of the strength (or k)")
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=int, default=8)
     p.add_argument("--score-only", choices=["retained", "prompt_baseline"], default=None,

@@ -6,11 +6,12 @@ Protocol (small scale, see docs/tofu/README_tofu.md):
    *retained* = the same recipe on the retain subset only (:mod:`.training`).
 2. The guard is fit on the forget questions and answers against the retain split's questions
    (grouped by author for its cross-validated threshold).
-3. The forget questions are split in halves (seed 0). The corruption strength is searched on the
-   *calibration* half with every prompt corrupted; the objective is the folded forget quality
-   against the retained model on that half (the search drives it toward 1, "indistinguishable
-   from the retained model"). All reported forget figures come from the other, *evaluation*
-   half, with the guard deciding.
+3. The forget questions are split in halves (seed 0). The corruption's free parameter (the noise
+   strength, or k for the zero/flip corruptions) is searched on the *calibration* half with
+   every prompt corrupted; by default the search drives the distance between ECO's and the
+   retained model's log truth ratios on that half toward 0 ("indistinguishable from the
+   retained model"); the KS forget qualities are the alternatives. All reported forget figures
+   come from the other, *evaluation* half, with the guard deciding.
 4. Methods: original, retained, ECO, a system-prompt baseline and a refusal guardrail; metrics
    as in TOFU (:mod:`.metrics`).
 """
@@ -30,18 +31,27 @@ import numpy as np
 
 from ..backends.transformers import TransformersBackend
 from ..config import CorruptionConfig, ECOPolicy, SelectionConfig
+from ..corruption import get_corruption
 from ..encoder import SentenceEncoder
+from ..exceptions import ConfigurationError
 from ..finetune import FinetuneConfig
 from ..guard import Guard, mine_terms
 from ..strength import SearchResult, zeroth_order_search
 from .data import AUTHOR_ROWS, TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
-from .metrics import forget_quality
+from .metrics import forget_quality, log_ratio_distance
 from .scoring import ECOScorer, ModelScorer, RefusalScorer
 from .training import TOFU_FINETUNE, train_models
 
 log = logging.getLogger(__name__)
 METHODS = ("original", "retained", "eco", "prompt_baseline", "refusal_baseline")
+SEARCH_OBJECTIVES = ("distance", "both", "folded", "unfolded")
+_OBJECTIVE_TEXT = {
+    "distance": "1-Wasserstein distance between the log truth ratios (minimised)",
+    "both": "the smaller of the folded and unfolded forget quality (KS p-values)",
+    "folded": "folded forget quality (KS p-value)",
+    "unfolded": "unfolded forget quality (KS p-value)",
+}
 
 
 @dataclass
@@ -58,11 +68,25 @@ class TofuOptions:
     general_n: int | None = 20
     seed: int = 0
     max_new_tokens: int = 32
-    corruption: str = "rand_noise_first_n"
-    dims: int = 1
+    # Gaussian noise on every dimension of the selected tokens: in a screening on forget05's
+    # calibration half (scripts/tofu_screen.py, docs/tofu/README_tofu.md) it came closest to the
+    # retained model's truth ratios; top-k zeroing was next, noise on one dimension far off.
+    corruption: str = "rand_noise_full"
+    # For corruptions with both dims and strength (rand_noise_first_n): the dims, fixed (default 1).
+    # For zero/flip corruptions: where the search over k starts (default hidden size / 12).
+    dims: int | None = None
     selector: str = "content"
-    init_strength: float = 10.0
-    search_steps: int = 2
+    # Where the strength search starts; None: twice the standard deviation of the model's
+    # embedding table, i.e. noise on the scale of the token vectors themselves, whatever the model.
+    init_strength: float | None = None
+    search_steps: int = 3
+    search_eps: float = 0.1  # decades either side of the current point
+    # "distance": the 1-Wasserstein distance between ECO's and the retained model's log truth
+    # ratios, driven to 0. The KS p-values ("folded", "unfolded", "both": the smaller) move in
+    # steps of 1/n, coarse for a finite-difference search on 20 or 100 calibration questions;
+    # and folding alone rewards ratios spread symmetrically around 1
+    # (strong noise), which the unfolded test rejects. Matching the ratios themselves serves both.
+    search_objective: str = "distance"
     target_fpr: float = 0.01
     guard_cv: int = 5
     general_negatives: bool = True
@@ -138,17 +162,94 @@ def _ratios(records: list[dict[str, Any]]) -> list[float]:
     return [r["ratio"] for r in records]
 
 
-def search_strength(eco: ECOScorer, retained_records: list[dict[str, Any]], rows: list[dict[str, Any]], options: TofuOptions) -> SearchResult:
-    """Pick the corruption strength whose folded truth ratios match the retained model's on ``rows``."""
+def searched_parameter(corruption: str) -> str:
+    """``"strength"`` for the noise corruptions, ``"dims"`` (k) for those without a strength."""
+    return "strength" if get_corruption(corruption).uses_strength else "dims"
+
+
+def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> CorruptionConfig:
+    """The corruption the search starts from, with the defaults of :class:`TofuOptions` filled in."""
+    _check_options(options)
+    spec = get_corruption(options.corruption)
+    hidden = int(backend.model.get_input_embeddings().weight.shape[1])
+    if searched_parameter(options.corruption) == "dims":
+        return CorruptionConfig(name=options.corruption, dims=options.dims or max(1, hidden // 12))
+    dims = (options.dims or 1) if spec.uses_dims else None
+    init = options.init_strength
+    if init is None:
+        weight = backend.model.get_input_embeddings().weight
+        init = round(2.0 * float(weight.detach().float().std()), 4)
+    return CorruptionConfig(name=options.corruption, dims=dims, strength=init)
+
+
+def _check_options(options: TofuOptions) -> None:
+    """The checks that need no model, so a bad option fails before any fine-tune or scoring."""
+    if options.search_objective not in SEARCH_OBJECTIVES:
+        msg = f"Unknown search objective {options.search_objective!r}; choose one of: {', '.join(SEARCH_OBJECTIVES)}."
+        raise ConfigurationError(msg)
+    spec = get_corruption(options.corruption)  # names the known corruptions if this one is not
+    if searched_parameter(options.corruption) == "dims" and options.init_strength is not None:
+        msg = f"Corruption {options.corruption!r} has no strength: its search runs over dims (k); pass --dims to set where it starts, not --init-strength."
+        raise ConfigurationError(msg)
+    if not spec.uses_dims and options.dims is not None:
+        msg = f"Corruption {options.corruption!r} touches every dimension; leave --dims unset."
+        raise ConfigurationError(msg)
+    if options.dims is not None and options.dims < 1:
+        msg = f"--dims must be a positive integer, got {options.dims}."
+        raise ConfigurationError(msg)
+    if options.init_strength is not None and not options.init_strength > 0:
+        msg = f"--init-strength must be > 0 (the search works on its logarithm), got {options.init_strength}."
+        raise ConfigurationError(msg)
+
+
+def search_strength(
+    eco: ECOScorer, retained_records: list[dict[str, Any]], rows: list[dict[str, Any]], options: TofuOptions,
+    *, details: dict[float, dict[str, float]] | None = None,
+) -> SearchResult:
+    """Pick the corruption setting whose truth ratios best match the retained model's on ``rows``.
+
+    "Best" is ``options.search_objective``: the log-ratio distance (minimised) or a KS forget
+    quality (maximised).
+
+    The search runs over the strength, or over k (rounded to an integer in ``[1, hidden]``)
+    for corruptions without a strength; ``SearchResult.strength`` holds that value. ``details``,
+    if given, receives every criterion (both forget qualities, the smaller of them, the distance)
+    of every setting scored.
+    """
+    _check_options(options)
     reference = _ratios(retained_records)
+    corruption = eco.policy.corruption
+    parameter = searched_parameter(corruption.name)
+    hidden = int(eco.base.backend.model.get_input_embeddings().weight.shape[1])
+    values: dict[float, float] = {}
 
-    def objective(strength: float) -> float:
-        scorer = eco.with_strength(strength, force=True)
-        records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
-        return forget_quality(_ratios(records), reference, fold=True)
+    def objective(x: float) -> float:
+        value: float = float(min(hidden, max(1, round(x)))) if parameter == "dims" else float(x)
+        if value not in values:
+            scorer = eco.with_corruption(force=True, **{parameter: int(value) if parameter == "dims" else value})
+            records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+            ratios = _ratios(records)
+            scores = {"folded": forget_quality(ratios, reference, fold=True), "unfolded": forget_quality(ratios, reference, fold=False),
+                      "distance": log_ratio_distance(ratios, reference)}
+            scores["both"] = min(scores["folded"], scores["unfolded"])
+            values[value] = scores[options.search_objective]
+            if details is not None:
+                details[value] = scores
+        return values[value]
 
-    return zeroth_order_search(objective, target=1.0, init=options.init_strength, eps=0.5, lr=2.0, max_move=1.0,
-                               min_strength=1e-2, max_strength=1e5, max_steps=options.search_steps, tol=0.05)
+    if parameter == "dims":
+        init, low, high = float(corruption.dims or 1), 1.0, float(hidden)
+    else:
+        init, low, high = float(corruption.strength or 0.0), 1e-4, 1e5
+    # p-values are driven up to 1 (stop within 0.05), the distance down to 0 (all steps run).
+    target, tol = (0.0, 0.0) if options.search_objective == "distance" else (1.0, 0.05)
+    result = zeroth_order_search(objective, target=target, init=init, eps=options.search_eps, lr=2.0, max_move=0.5,
+                                 min_strength=low, max_strength=high, max_steps=options.search_steps, tol=tol)
+    if parameter == "dims":
+        # The search moves on a continuous log scale; the log shows the k values actually scored.
+        result.strength = float(min(hidden, max(1, round(result.strength))))
+        result.evaluations = {float(min(hidden, max(1, round(x)))): v for x, v in result.evaluations.items()}
+    return result
 
 
 def _model_scorer(folder: Path, name: str, system: str | None, options: TofuOptions, out: Path, backend: TransformersBackend | None = None) -> ModelScorer:
@@ -214,6 +315,7 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         if on_stage is not None:
             on_stage(name, timings[name])
 
+    _check_options(options)
     t = time.perf_counter()
     setting, real, world, cal_rows, eval_rows = _prepare(options)
 
@@ -228,10 +330,8 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
     retained = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
     prompt_text = baseline_system_prompt(setting)
     prompted = _model_scorer(runs["original"].model_folder, "prompt_baseline", prompt_text, options, out, backend=original.backend)
-    policy = ECOPolicy(
-        corruption=CorruptionConfig(name=options.corruption, dims=options.dims, strength=options.init_strength),
-        selection=SelectionConfig(name=options.selector),
-    )
+    policy = ECOPolicy(corruption=initial_corruption(options, original.backend), selection=SelectionConfig(name=options.selector))
+    parameter = searched_parameter(policy.corruption.name)
     eco = ECOScorer(original, guard, policy)
     refusal = RefusalScorer(original, guard)
 
@@ -239,23 +339,25 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
     # The search does not depend on the guard (every calibration prompt is corrupted), so a rerun
     # with the same models and corruption settings reuses its log.
     search_key = hashlib.sha256(json.dumps([str(runs["original"].folder), str(runs["retained"].folder), policy.model_dump(mode="json"),
-                                            options.search_steps, options.seed, options.split, options.max_new_tokens]).encode()).hexdigest()[:16]
+                                            options.search_steps, options.search_eps, options.search_objective, options.seed, options.split, options.max_new_tokens]).encode()).hexdigest()[:16]
     log_path = out / "strength_search.json"
     previous = json.loads(log_path.read_text()) if log_path.is_file() else {}
     if previous.get("key") == search_key:
-        strength = float(previous["strength"])
+        found = float(previous["strength"])
         search_log = previous
     else:
         retained_cal = score_qa_set(retained, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
-        search = search_strength(eco, retained_cal, cal_rows, options)
-        strength = search.strength
+        details: dict[float, dict[str, float]] = {}
+        search = search_strength(eco, retained_cal, cal_rows, options, details=details)
+        found = search.strength
         search_log = {
-            "key": search_key,
-            "objective": "folded forget quality (KS p-value) vs the retained model on the calibration half, every prompt corrupted",
+            "key": search_key, "parameter": parameter, "corruption": policy.corruption.name,
+            "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0], "split": options.split, **search.as_dict(),
+            "forget_quality_by_setting": [{parameter: k, **v} for k, v in sorted(details.items())],
         }
         log_path.write_text(json.dumps(search_log, indent=2) + "\n")
-    eco = eco.with_strength(strength, force=False)
+    eco = eco.with_corruption(force=False, **{parameter: int(found) if parameter == "dims" else found})
     stage("strength_search", t)
 
     results: dict[str, Any] = {}
@@ -279,7 +381,8 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         "finetune": {name: {"folder": str(r.folder), "cached": r.cached, "seconds": r.manifest.get("seconds"), "steps": r.steps,
                             "epoch_losses": r.manifest.get("epoch_losses")} for name, r in runs.items()},
         "finetune_config": options.finetune.model_dump(mode="json"),
-        "policy": eco.policy.model_dump(mode="json"), "strength": strength, "search_value": search_log["value"], "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
+        "policy": eco.policy.model_dump(mode="json"), "searched_parameter": parameter, "strength": eco.policy.corruption.strength,
+        "search_value": search_log["value"], "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
         "prompt_baseline_system_prompt": prompt_text, "refusal": refusal.refusal, "timings_seconds": timings, "methods": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")

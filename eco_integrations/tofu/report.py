@@ -46,7 +46,10 @@ def plot_truth_ratios(records: dict[str, Any], path: Path) -> None:
     methods = [m for m in records if m != "retained"]
     reference = folded([r["ratio"] for r in records["retained"]["forget"]])
     bins = np.linspace(0, 1, 21)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3), sharey=True)
+    # Own y scale per panel: a refusal guardrail piles every question into one bar, which on a
+    # shared axis would flatten the other methods' histograms.
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3), sharey=False)
+    np.atleast_1d(axes)[0].set_ylabel("questions")
     for ax, method in zip(np.atleast_1d(axes), methods):
         ax.hist(reference, bins=bins, alpha=0.5, label="retained", color="tab:green")
         ax.hist(folded([r["ratio"] for r in records[method]["forget"]]), bins=bins, alpha=0.5, label=method, color="tab:red")

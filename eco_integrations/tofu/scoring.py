@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..backends.transformers import TransformersBackend
-from ..config import ECOPolicy, GenerationConfig
+from ..config import CorruptionConfig, ECOPolicy, GenerationConfig
 from ..corruption import apply_corruption
 from ..engine import ECO
 from ..finetune import answer_ids, chat_prompt
@@ -170,8 +170,9 @@ class ECOScorer(_GuardedScorer):
         self.force = force
         self.engine = ECO(base.backend, guard, policy=policy, batch_size=base.batch_size)
 
-    def with_strength(self, strength: float, *, force: bool | None = None) -> ECOScorer:
-        corruption = self.policy.corruption.model_copy(update={"strength": float(strength)})
+    def with_corruption(self, *, force: bool | None = None, **update: float | int) -> ECOScorer:
+        """A copy with the corruption's ``strength`` and/or ``dims`` replaced (the guard's decisions are shared)."""
+        corruption = CorruptionConfig(**{**self.policy.corruption.model_dump(), **update})
         policy = self.policy.model_copy(update={"corruption": corruption})
         scorer = ECOScorer(self.base, self.guard, policy, name=self.name, force=self.force if force is None else force)
         scorer._flags = self._flags

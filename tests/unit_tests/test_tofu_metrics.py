@@ -9,7 +9,7 @@ import pytest
 
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.tofu.metrics import (
-    answer_probability, folded, forget_quality, harmonic_mean, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility,
+    answer_probability, folded, forget_quality, harmonic_mean, log_ratio_distance, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility,
 )
 
 
@@ -35,6 +35,22 @@ def test_forget_quality_separates_distributions_and_variants_differ() -> None:
     inverse = 1.0 / same
     assert forget_quality(inverse, same, fold=True) == pytest.approx(1.0)
     assert forget_quality(inverse, same, fold=False) < 0.05
+
+
+def test_log_ratio_distance_is_zero_for_equal_ratios_and_grows_smoothly() -> None:
+    rng = np.random.default_rng(0)
+    same = rng.lognormal(-1, 0.3, 20)
+    assert log_ratio_distance(same, same) == pytest.approx(0.0)
+    # A shift of the log ratios by s is a distance of exactly s: it resolves what a 20-sample
+    # KS p-value cannot (both shifts below give the same KS statistic of 0).
+    assert log_ratio_distance(same * math.exp(0.01), same) == pytest.approx(0.01)
+    assert log_ratio_distance(same * math.exp(0.02), same) == pytest.approx(0.02)
+    # Unlike the folded test it tells R from 1/R.
+    assert log_ratio_distance(1.0 / same, same) > 1.0
+    with pytest.raises(InvalidInputError, match="positive and finite"):
+        log_ratio_distance([0.0, 1.0], same)
+    with pytest.raises(InvalidInputError, match="needs ratios"):
+        log_ratio_distance([], same)
 
 
 def test_probabilities_rouge_and_harmonic_mean() -> None:

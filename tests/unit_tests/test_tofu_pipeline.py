@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -64,7 +65,18 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
         assert (out / name).is_file(), name
     search = json.loads((out / "strength_search.json").read_text())
     assert len(search["evaluations"]) >= 2 and len(search["calibration_rows"]) == 20
+    # The default search is over the noise strength and minimises the log-ratio distance; the
+    # log keeps every criterion of every setting scored.
+    assert search["parameter"] == "strength" and search["corruption"] == "rand_noise_full" and search["target"] == 0.0
+    by_setting = search["forget_quality_by_setting"]
+    assert len(by_setting) == len(search["evaluations"])
+    for entry, evaluation in zip(by_setting, search["evaluations"]):
+        assert evaluation["value"] == pytest.approx(entry["distance"])
+        assert entry["both"] == pytest.approx(min(entry["folded"], entry["unfolded"]))
+    assert search["value"] == pytest.approx(min(e["distance"] for e in by_setting))
     assert summary["n_forget_eval"] == 20 and summary["finetune"]["original"]["steps"] == 5
+    # The retained run is named without the split, so another split with this retain subset reuses it.
+    assert Path(summary["finetune"]["retained"]["folder"]).name.startswith("tofu-retained-")
     assert json.loads((out / "guard" / "manifest.json").read_text())["targets"][0]["n_retain"] == 80 + 12  # TOFU retain + MMLU val
     # A rerun reuses the fine-tunes, the guard and the search log, and gives the same figures.
     again = run_tofu(options, out)
@@ -80,3 +92,98 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
             assert r["generated"] == by[("original", set_name, q)]["generated"]
         if method == "refusal_baseline" and r["flagged"]:
             assert r["ratio"] == 1.0
+
+
+def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:  # noqa: ANN001
+    from eco_integrations.tofu.pipeline import initial_corruption
+
+    weight = tiny_backend.model.get_input_embeddings().weight
+    hidden = int(weight.shape[1])
+    noise = initial_corruption(TofuOptions(), tiny_backend)
+    # Noise on the scale of the model's own token vectors, whatever the model.
+    assert noise.name == "rand_noise_full" and noise.dims is None
+    assert noise.strength == pytest.approx(2 * float(weight.detach().float().std()), abs=1e-4)
+    assert initial_corruption(TofuOptions(init_strength=3.0), tiny_backend).strength == 3.0
+    first_n = initial_corruption(TofuOptions(corruption="rand_noise_first_n"), tiny_backend)
+    assert first_n.dims == 1 and first_n.strength is not None
+    zero = initial_corruption(TofuOptions(corruption="zero_out_top_k"), tiny_backend)
+    assert zero.strength is None and zero.dims == max(1, hidden // 12)
+    assert initial_corruption(TofuOptions(corruption="zero_out_top_k", dims=3), tiny_backend).dims == 3
+    with pytest.raises(ConfigurationError, match="--dims to set where it starts"):
+        initial_corruption(TofuOptions(corruption="zero_out_top_k", init_strength=1.0), tiny_backend)
+
+
+def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    from eco_integrations.config import ECOPolicy
+    from eco_integrations.tofu.pipeline import initial_corruption, search_strength
+    from eco_integrations.tofu.scoring import ECOScorer, ModelScorer
+
+    setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
+    rows = setting.forget[:6]
+    options = TofuOptions(corruption="zero_out_top_k", dims=4, search_steps=2, max_new_tokens=2)
+    base = ModelScorer(tiny_backend, name="original", system_prompt="")
+    eco = ECOScorer(base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend)))
+    # A reference the corruption cannot reach exactly: the search must still return a valid k.
+    reference = [{"ratio": 0.5 + 0.1 * i} for i in range(len(rows))]
+    result = search_strength(eco, reference, rows, options)
+    hidden = int(tiny_backend.model.get_input_embeddings().weight.shape[1])
+    assert result.strength == int(result.strength) and 1 <= result.strength <= hidden
+    assert result.evaluations and all(k == int(k) and 1 <= k <= hidden for k in result.evaluations)
+    assert 0.0 <= result.value <= 1.0
+    # The scorer at the found k is a valid zero-out setting (no strength).
+    tuned = eco.with_corruption(dims=int(result.strength))
+    assert tuned.policy.corruption.dims == int(result.strength) and tuned.policy.corruption.strength is None
+
+
+def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "tofu_screen.py"
+    spec = importlib.util.spec_from_file_location("tofu_screen", path)
+    assert spec is not None and spec.loader is not None
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    assert screen.parse_setting("zero_out_top_k:dims=48") == {"name": "zero_out_top_k", "dims": 48}
+    assert screen.parse_setting("rand_noise_first_n:dims=1:strength=3") == {"name": "rand_noise_first_n", "dims": 1, "strength": 3.0}
+    with pytest.raises(SystemExit, match="name:dims=K"):
+        screen.parse_setting("rand_noise_full:sigma=2")
+    # Every default setting is a valid corruption.
+    from eco_integrations.config import CorruptionConfig
+
+    for text in screen.DEFAULT_SETTINGS:
+        CorruptionConfig(**screen.parse_setting(text))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"search_objective": "median"}, "search objective 'median'.*distance, both, folded, unfolded"),
+    ({"corruption": "blur"}, "Unknown corruption 'blur'"),
+    ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
+    ({"dims": 8}, "leave --dims unset"),
+    ({"init_strength": 0.0}, "--init-strength must be > 0"),
+])
+def test_bad_options_fail_before_any_work(tmp_path, options, message) -> None:  # noqa: ANN001
+    # The data folder does not exist: reaching it would raise a different error.
+    with pytest.raises(ConfigurationError, match=message):
+        run_tofu(TofuOptions(data_dir=tmp_path / "missing", **options), tmp_path / "out")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_cli_prints_one_json_line_keyed_by_method(tofu_dir, tiny_model_dir, tmp_path, capsys) -> None:  # noqa: ANN001
+    from eco_integrations.cli import main
+
+    common = ["eval", "tofu", "--split", "forget01", "--data-dir", str(tofu_dir), "--model", str(tiny_model_dir),
+              "--finetune-out", str(tmp_path / "ft"), "--out", str(tmp_path / "out"), "--quiet"]
+    # A bad option is refused with the fix in the message, before any fine-tune.
+    assert main([*common, "--corruption", "zero_out_top_k", "--init-strength", "1"]) == 2
+    assert "pass --dims to set where it starts" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
+    code = main([*common, "--retain-authors", "2", "--retain-eval-n", "4", "--general-n", "3", "--max-new-tokens", "4",
+                 "--search-steps", "1", "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "96",
+                 "--system-prompt", "", "--trainable-layers", "2", "--corruption", "zero_out_top_k", "--dims", "4"])
+    assert code == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(line) == list(METHODS)
+    assert all({"forget_quality", "model_utility", "forget_rouge", "retain_rouge"} <= set(v) for v in line.values())
+    search = json.loads((tmp_path / "out" / "strength_search.json").read_text())
+    assert search["parameter"] == "dims" and search["corruption"] == "zero_out_top_k"
+    assert all(e["strength"] == int(e["strength"]) for e in search["evaluations"])
