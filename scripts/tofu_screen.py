@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
-    from eco_integrations.tofu.evaluate import score_qa_set
-    from eco_integrations.tofu.metrics import forget_quality, log_ratio_distance
-    from eco_integrations.tofu.pipeline import TofuOptions, _model_scorer, _prepare, fit_guard
+    from eco_integrations.tofu.pipeline import TofuOptions, _model_scorer, _prepare, calibration_ratios, fit_guard, match_scores
     from eco_integrations.tofu.scoring import ECOScorer
     from eco_integrations.tofu.training import train_models
 
@@ -74,18 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     original = _model_scorer(runs["original"].model_folder, "original", options.finetune.system_prompt, options, out)
     retained = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
     guard = fit_guard(setting, options, out / "guard")  # not consulted (every question is corrupted), but the scorer needs one
-    kw: dict[str, Any] = {"paraphrase_field": "paraphrased_answer", "max_new_tokens": options.max_new_tokens, "generate": False, "answer_prob": False}
 
     def ratios(scorer: Any) -> list[float]:
-        return [r["ratio"] for r in score_qa_set(scorer, cal_rows, **kw)]
+        return calibration_ratios(scorer, cal_rows, options)
 
     reference = ratios(retained)
 
     def row(label: str, values: list[float], seconds: float) -> dict[str, Any]:
         q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
-        return {"setting": label, "forget_quality": forget_quality(values, reference, fold=True),
-                "forget_quality_unfolded": forget_quality(values, reference, fold=False), "log_ratio_distance": log_ratio_distance(values, reference),
-                "ratio_p10": float(q10), "ratio_p50": float(q50), "ratio_p90": float(q90), "seconds": round(seconds, 1)}
+        scores = match_scores(values, reference)
+        return {"setting": label, "forget_quality": scores["folded"], "forget_quality_unfolded": scores["unfolded"],
+                "log_ratio_distance": scores["distance"], "ratio_p10": float(q10), "ratio_p50": float(q50), "ratio_p90": float(q90),
+                "seconds": round(seconds, 1)}
 
     rows = [row("retained (reference)", reference, 0.0)]
     started = time.perf_counter()

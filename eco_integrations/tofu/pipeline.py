@@ -171,9 +171,8 @@ def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> Co
     """The corruption the search starts from, with the defaults of :class:`TofuOptions` filled in."""
     _check_options(options)
     spec = get_corruption(options.corruption)
-    hidden = int(backend.model.get_input_embeddings().weight.shape[1])
     if searched_parameter(options.corruption) == "dims":
-        return CorruptionConfig(name=options.corruption, dims=options.dims or max(1, hidden // 12))
+        return CorruptionConfig(name=options.corruption, dims=options.dims or max(1, backend.hidden_size // 12))
     dims = (options.dims or 1) if spec.uses_dims else None
     init = options.init_strength
     if init is None:
@@ -202,11 +201,32 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
 
 
+def calibration_ratios(scorer: Any, rows: list[dict[str, Any]], options: TofuOptions) -> list[float]:
+    """Truth ratios of ``scorer`` on forget ``rows``: log-probabilities only (what the search compares)."""
+    records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+    return _ratios(records)
+
+
+def match_scores(ratios: list[float], reference: list[float]) -> dict[str, float]:
+    """Every criterion of how well ``ratios`` match the retained model's: the values of ``SEARCH_OBJECTIVES``."""
+    scores = {"folded": forget_quality(ratios, reference, fold=True), "unfolded": forget_quality(ratios, reference, fold=False),
+              "distance": log_ratio_distance(ratios, reference)}
+    scores["both"] = min(scores["folded"], scores["unfolded"])
+    return scores
+
+
+def corruption_update(parameter: str, value: float, hidden_size: int) -> dict[str, float | int]:
+    """The ``with_corruption`` update for a searched ``value``: k is rounded into ``[1, hidden_size]``."""
+    if parameter == "dims":
+        return {"dims": min(hidden_size, max(1, round(value)))}
+    return {"strength": float(value)}
+
+
 def search_strength(
-    eco: ECOScorer, retained_records: list[dict[str, Any]], rows: list[dict[str, Any]], options: TofuOptions,
+    eco: ECOScorer, reference: list[float], rows: list[dict[str, Any]], options: TofuOptions,
     *, details: dict[float, dict[str, float]] | None = None,
 ) -> SearchResult:
-    """Pick the corruption setting whose truth ratios best match the retained model's on ``rows``.
+    """Pick the corruption setting whose truth ratios best match ``reference`` (the retained model's on ``rows``).
 
     "Best" is ``options.search_objective``: the log-ratio distance (minimised) or a KS forget
     quality (maximised).
@@ -217,25 +237,17 @@ def search_strength(
     of every setting scored.
     """
     _check_options(options)
-    reference = _ratios(retained_records)
     corruption = eco.policy.corruption
     parameter = searched_parameter(corruption.name)
-    hidden = int(eco.base.backend.model.get_input_embeddings().weight.shape[1])
-    values: dict[float, float] = {}
+    hidden = eco.base.backend.hidden_size
+    scored: dict[float, dict[str, float]] = {} if details is None else details
 
     def objective(x: float) -> float:
-        value: float = float(min(hidden, max(1, round(x)))) if parameter == "dims" else float(x)
-        if value not in values:
-            scorer = eco.with_corruption(force=True, **{parameter: int(value) if parameter == "dims" else value})
-            records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
-            ratios = _ratios(records)
-            scores = {"folded": forget_quality(ratios, reference, fold=True), "unfolded": forget_quality(ratios, reference, fold=False),
-                      "distance": log_ratio_distance(ratios, reference)}
-            scores["both"] = min(scores["folded"], scores["unfolded"])
-            values[value] = scores[options.search_objective]
-            if details is not None:
-                details[value] = scores
-        return values[value]
+        update = corruption_update(parameter, x, hidden)
+        value = float(update[parameter])
+        if value not in scored:
+            scored[value] = match_scores(calibration_ratios(eco.with_corruption(force=True, **update), rows, options), reference)
+        return scored[value][options.search_objective]
 
     if parameter == "dims":
         init, low, high = float(corruption.dims or 1), 1.0, float(hidden)
@@ -247,8 +259,8 @@ def search_strength(
                                  min_strength=low, max_strength=high, max_steps=options.search_steps, tol=tol)
     if parameter == "dims":
         # The search moves on a continuous log scale; the log shows the k values actually scored.
-        result.strength = float(min(hidden, max(1, round(result.strength))))
-        result.evaluations = {float(min(hidden, max(1, round(x)))): v for x, v in result.evaluations.items()}
+        result.strength = float(corruption_update(parameter, result.strength, hidden)["dims"])
+        result.evaluations = {float(corruption_update(parameter, x, hidden)["dims"]): v for x, v in result.evaluations.items()}
     return result
 
 
@@ -292,7 +304,7 @@ def precompute(options: TofuOptions, out: str | Path, method: str) -> None:
     runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, only=only)
     if method == "retained":
         scorer = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
-        score_qa_set(scorer, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+        calibration_ratios(scorer, cal_rows, options)
     elif method == "prompt_baseline":
         # Fitted here only so the main run finds it saved in out/guard and reloads it.
         fit_guard(setting, options, out / "guard")
@@ -346,9 +358,8 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         found = float(previous["strength"])
         search_log = previous
     else:
-        retained_cal = score_qa_set(retained, cal_rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
         details: dict[float, dict[str, float]] = {}
-        search = search_strength(eco, retained_cal, cal_rows, options, details=details)
+        search = search_strength(eco, calibration_ratios(retained, cal_rows, options), cal_rows, options, details=details)
         found = search.strength
         search_log = {
             "key": search_key, "parameter": parameter, "corruption": policy.corruption.name,
@@ -357,7 +368,7 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
             "forget_quality_by_setting": [{parameter: k, **v} for k, v in sorted(details.items())],
         }
         log_path.write_text(json.dumps(search_log, indent=2) + "\n")
-    eco = eco.with_corruption(force=False, **{parameter: int(found) if parameter == "dims" else found})
+    eco = eco.with_corruption(force=False, **corruption_update(parameter, found, original.backend.hidden_size))
     stage("strength_search", t)
 
     results: dict[str, Any] = {}

@@ -124,7 +124,7 @@ def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend,
     base = ModelScorer(tiny_backend, name="original", system_prompt="")
     eco = ECOScorer(base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend)))
     # A reference the corruption cannot reach exactly: the search must still return a valid k.
-    reference = [{"ratio": 0.5 + 0.1 * i} for i in range(len(rows))]
+    reference = [0.5 + 0.1 * i for i in range(len(rows))]
     result = search_strength(eco, reference, rows, options)
     hidden = int(tiny_backend.model.get_input_embeddings().weight.shape[1])
     assert result.strength == int(result.strength) and 1 <= result.strength <= hidden
