@@ -102,11 +102,18 @@ class ECOPolicy(_Strict):
     corruption: CorruptionConfig = Field(default_factory=lambda: DEFAULT_CORRUPTION)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     classify_window: int = Field(1, ge=1, description="How many latest user turns are classified together.")
+    threshold: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
+    )
     notes: str = ""
 
     @property
     def version_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude={"notes"})
+        if payload["threshold"] is None:
+            # Policies saved before the field existed keep their version.
+            del payload["threshold"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def save(self, folder: str | Path) -> Path:

@@ -29,6 +29,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from .config import Decision
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
@@ -305,20 +306,6 @@ class _Verdict:
     target: str | None
 
 
-class GuardDecision(BaseModel):
-    """What the guard says about one text (no text kept, only its hash)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    flagged: bool
-    score: float | None
-    threshold: float | None
-    target: str | None
-    guard_id: str | None
-    guard_version: int | None
-    text_sha256: str
-    latency_ms: float = 0.0
-
-
 class TargetInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -458,10 +445,13 @@ class Guard:
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
 
-    def _verdicts(self, texts: Sequence[str]) -> list[_Verdict]:
+    def _verdicts(self, texts: Sequence[str], threshold: float | None) -> list[_Verdict]:
         scores = self.score(texts)
-        thresholds = np.array([t.threshold_ for t in self.targets.values()])
         names = self.target_names
+        if threshold is not None:
+            thresholds = np.full(len(names), threshold)
+        else:
+            thresholds = np.array([t.threshold_ for t in self.targets.values()])
         out = []
         for row in scores:
             best = int(np.argmax(row - thresholds))
@@ -469,23 +459,29 @@ class Guard:
             out.append(_Verdict(float(row[best]), float(thresholds[best]), flagged, names[best] if flagged else None))
         return out
 
-    def decide_many(self, texts: Sequence[str]) -> list[GuardDecision]:
+    def decide_many(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Decision]:
+        """The guard's verdicts, as ``shadow``-mode decisions (a guard alone never corrupts).
+
+        ``threshold`` replaces every target's own threshold for this call. :class:`ECO` turns
+        these into enforced decisions; use :meth:`ECO.decide_texts` to decide for an engine.
+        """
         start = time.perf_counter()
-        verdicts = self._verdicts(texts)
+        verdicts = self._verdicts(texts, threshold)
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
-            GuardDecision(
-                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target,
-                guard_id=self.guard_id, guard_version=self.version, text_sha256=text_sha256(t), latency_ms=per_item,
+            Decision(
+                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target, corrupted=False,
+                mode="shadow", guard_id=self.guard_id, guard_version=self.version, policy_version=self.policy_id,
+                text_sha256=text_sha256(t), latency_ms=per_item,
             )
-            for t, v in zip(texts, verdicts)
+            for t, v in zip(texts, verdicts, strict=True)
         ]
 
-    def decide(self, text: str) -> GuardDecision:
+    def decide(self, text: str, *, threshold: float | None = None) -> Decision:
         if not isinstance(text, str):
             msg = f"decide() takes one string, got {type(text).__name__}; use decide_many() for lists."
             raise InvalidInputError(msg)
-        return self.decide_many([text])[0]
+        return self.decide_many([text], threshold=threshold)[0]
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:

@@ -24,6 +24,7 @@ TOKENIZE_LOCK = threading.Lock()
 
 ChatMessage = Mapping[str, Any]
 PromptInput = Union[str, Sequence[ChatMessage]]
+ToolSpecs = Sequence[Mapping[str, Any]]
 ROLES = ("system", "user", "assistant", "tool")
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -76,6 +77,24 @@ def classified_indices(messages: list[dict[str, Any]], window: int) -> list[int]
     """Indices of the latest ``window`` non-empty user messages (what the guard reads)."""
     users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["content"].strip()]
     return users[-window:]
+
+
+def classified_text(prompt: PromptInput, *, raw: bool = False, window: int = 1) -> str:
+    """What the guard reads in ``prompt``: the string itself, or the latest ``window`` user turns.
+
+    Computed from the messages alone (no chat template, no tokenizer), so a caller can check
+    which turn a stored decision was made for without rendering the prompt.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            msg = "The prompt is empty; pass a non-empty string."
+            raise InvalidInputError(msg)
+        return prompt
+    if raw:
+        msg = "raw=True takes a prompt string, not a list of messages."
+        raise InvalidInputError(msg)
+    messages = normalize_messages(prompt)
+    return "\n".join(messages[i]["content"] for i in classified_indices(messages, window))
 
 
 def render(

@@ -363,7 +363,6 @@ class Gateway:
         include_usage = bool((parsed.stream_options or {}).get("include_usage"))
         created = int(time.time())
         model = self.model_id
-        tokenizer = engine.backend.tokenizer
         record["decision"] = _decision_log(stream.decision)
 
         def event(delta: dict[str, Any] | str | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
@@ -379,16 +378,15 @@ class Gateway:
 
         async def body() -> AsyncIterator[bytes]:
             self.state.in_flight += 1
-            text, status = "", 200
+            status = 200
             try:
                 if chat:
                     yield event({"role": "assistant", "content": ""}, None)
                 async for chunk in _pump(stream):
-                    text += chunk
                     yield event({"content": chunk} if chat else chunk, None)
-                completion_tokens = len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
-                # A stream does not report why it ended; hitting the token budget means "length".
-                finish = "length" if completion_tokens >= config.max_new_tokens else "stop"
+                # The backend's own count and reason, known once the last chunk has been read.
+                completion_tokens = stream.completion_tokens or 0
+                finish = stream.finish_reason or "stop"
                 yield event({} if chat else "", finish)
                 usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": completion_tokens,
                          "total_tokens": stream.prompt_tokens + completion_tokens}
