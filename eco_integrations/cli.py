@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -129,7 +130,7 @@ def cmd_guard_score(args: argparse.Namespace) -> int:
 
 
 def cmd_guard_eval(args: argparse.Namespace) -> int:
-    from .eval.guard_eval import tofu_guard_protocol
+    from .research.eval.guard_eval import tofu_guard_protocol
 
     task = args.task
     if not task.startswith("tofu-"):
@@ -228,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
 
-    from .eval import cli as eval_cli
+    from .research.eval import cli as eval_cli
     from .serving import cli as serving_cli
-    from .tofu.cli import register_finetune
+    from .research.tofu.cli import register_finetune
 
     eval_cli.register(sub)
     register_finetune(sub)
@@ -239,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    args = build_parser().parse_args(words)
+    # Commands that publish results record how they were run (quoted: a path may hold a space).
+    args.command_line = shlex.join(["eco", *words])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -303,11 +303,13 @@ class ECO:
             if mode is not None or threshold is not None:
                 msg = "Pass decisions or mode/threshold, not both: a decision already carries its mode and threshold."
                 raise InvalidInputError(msg)
-            chosen = _per_prompt(decisions, len(prompts), "decisions")
-            for i, d in enumerate(chosen):
+            given = _per_prompt(decisions, len(prompts), "decisions")
+            chosen = []
+            for i, d in enumerate(given):
                 if not isinstance(d, Decision):
                     msg = f"Decision {i} is {type(d).__name__}; pass the Decision objects the engine returned."
                     raise InvalidInputError(msg)
+                chosen.append(d)
         return [
             ECORequest(r, d, int(text_sha256(r.classified_text)[:8], 16), _check_seed(s))
             for r, d, s in zip(rendered, chosen, seed_list, strict=True)
@@ -410,7 +412,7 @@ class ECO:
         self, kind: type[_S], request: ECORequest | PromptInput, config: GenerationConfig | None, prepare: dict[str, Any]
     ) -> _S:
         config = config or GenerationConfig()
-        (prepared,) = self._requests([request], prepare)  # type: ignore[list-item]
+        (prepared,) = self._requests([request], prepare)
         self._check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
         return kind(prepared, self.backend.stream(row, config), corrupted)

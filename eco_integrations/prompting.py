@@ -132,14 +132,15 @@ def render(
         text = tokenizer.apply_chat_template(messages, **template_kwargs)
     spans = _message_spans(text, messages)
     chosen = classified_indices(messages, window)
-    content_spans = [spans[i] for i in chosen if spans[i] is not None]
+    content_spans = [span for span in (spans[i] for i in chosen) if span is not None]
     if len(content_spans) != len(chosen):
         msg = "The chat template changed the user's text, so its tokens cannot be located; use the 'all' selector."
         raise InvalidInputError(msg)
     with TOKENIZE_LOCK:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     classified = "\n".join(messages[i]["content"] for i in chosen)
-    return RenderedPrompt(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], content_spans, classified, messages)
+    offsets = [(int(start), int(end)) for start, end in enc["offset_mapping"]]
+    return RenderedPrompt(text, list(enc["input_ids"]), offsets, content_spans, classified, messages)
 
 
 def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
@@ -196,7 +197,7 @@ def select_positions(rendered: RenderedPrompt, selection: SelectionConfig, terms
 
 
 def _term_spans(text: str, within: list[tuple[int, int]], terms: Sequence[str]) -> list[tuple[int, int]]:
-    spans = []
+    spans: list[tuple[int, int]] = []
     for term in {t for t in terms if t and t.strip()}:
         pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?!\w)", re.IGNORECASE)
         for start, end in within:

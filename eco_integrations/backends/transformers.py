@@ -59,16 +59,19 @@ class TransformersBackend:
     @property
     def context_window(self) -> int:
         config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or getattr(self._tokenizer, "model_max_length", 2048))
+        window: Any = getattr(config, "max_position_embeddings", None) or getattr(self._tokenizer, "model_max_length", 2048)
+        return int(window)
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        device: torch.device = self.model.get_input_embeddings().weight.device
+        return device
 
     def embed(self, input_ids: list[int]) -> torch.Tensor:
         with torch.no_grad():
             ids = torch.tensor([input_ids], device=self.device)
-            return self.model.get_input_embeddings()(ids)[0].clone()
+            embeds: torch.Tensor = self.model.get_input_embeddings()(ids)[0].clone()
+        return embeds
 
     # -- batching -----------------------------------------------------------------------------
     def _pad(self, rows: Sequence[PreparedRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -93,7 +96,7 @@ class TransformersBackend:
         from transformers import GenerationConfig as HFGenerationConfig
         from transformers import LogitsProcessorList
 
-        hf = HFGenerationConfig(
+        hf = HFGenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=config.max_new_tokens,
             do_sample=False,  # sampled rows are drawn by _RowSampler, which generate() then follows
             repetition_penalty=config.repetition_penalty,
@@ -113,7 +116,8 @@ class TransformersBackend:
         if embeds is not None:
             inputs["inputs_embeds"] = embeds
         with torch.no_grad():
-            return self.model.generate(**inputs, **kwargs)
+            out: torch.Tensor = self.model.generate(**inputs, **kwargs)
+        return out
 
     def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]:
         if not rows:
@@ -206,7 +210,8 @@ class TransformersBackend:
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
             else:
                 out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        return out.logits[:, -1, :].float()
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        return logits
 
 
 class _RowSampler:
@@ -242,7 +247,7 @@ def _counting_streamer_class() -> type[Any]:
     # Built on first use: importing transformers' streamer at module load would slow every import.
     from transformers import TextIteratorStreamer
 
-    class CountingStreamer(TextIteratorStreamer):  # type: ignore[misc]
+    class CountingStreamer(TextIteratorStreamer):
         """A text streamer that also counts the generated tokens (EOS excluded)."""
 
         def __init__(self, tokenizer: Any, eos_ids: Sequence[int]) -> None:
@@ -258,7 +263,7 @@ def _counting_streamer_class() -> type[Any]:
                         self.saw_eos = True
                     elif not self.saw_eos:
                         self.completion_tokens += 1
-            super().put(value)
+            super().put(value)  # type: ignore[no-untyped-call]
 
     return CountingStreamer
 

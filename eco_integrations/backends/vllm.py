@@ -527,8 +527,8 @@ def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:
     with TOKENIZE_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    window = int(getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048))
-    return tokenizer, EmbeddingTable.from_folder(folder), window
+    window: Any = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+    return tokenizer, EmbeddingTable.from_folder(folder), int(window)
 
 
 def _display_name(model: str | os.PathLike[str] | None, folder: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -221,14 +221,14 @@ class ECOHuggingFaceLLM(CustomLLM):
             "corrupted_tokens": stream.corrupted_tokens,
         }
 
-    def _completion_gen(self, stream: ECOStream, extra: dict[str, Any]) -> Iterator[CompletionResponse]:
+    def _completion_gen(self, stream: ECOStream, extra: dict[str, Any]) -> CompletionResponseGen:
         text = ""
         for chunk in stream:
             text += chunk
             yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
         yield CompletionResponse(text=text, delta="", additional_kwargs=self._final_extra(stream, extra))
 
-    def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> Iterator[ChatResponse]:
+    def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
         text = ""
         for chunk in stream:
             text += chunk

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, Literal
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -192,7 +192,7 @@ class ECOQueryEngine(BaseQueryEngine):
         return {"query_engine": self._inner}
 
 
-def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Iterator[str]:
+def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Generator[str, None, None]:
     """Advance ``gen`` inside ``context``, where the query scope is set."""
     while True:
         token = context.run(next, gen, _END)
@@ -201,7 +201,7 @@ def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Iterator[st
         yield token  # type: ignore[misc]
 
 
-async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncIterator[str]:
+async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncGenerator[str, None]:
     """Advance ``gen`` with the query scope set for each step (set and reset within one step,
     so the consumer's own context is left as it was)."""
     iterator = gen.__aiter__()

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from ..backends.transformers import TransformersBackend
-from ..config import CorruptionConfig, ECOPolicy, GenerationConfig
-from ..corruption import apply_corruption
-from ..engine import ECO
+from ...backends.transformers import TransformersBackend
+from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
+from ...corruption import apply_corruption
+from ...engine import ECO
 from ..finetune import answer_ids, chat_prompt
-from ..guard import Guard
-from ..prompting import RenderedPrompt, render, select_positions
+from ...guard import Guard
+from ...prompting import RenderedPrompt, render, select_positions
 
 Pair = tuple[str, str]
 REFUSAL = "I'm sorry, but I can't share any information about that."

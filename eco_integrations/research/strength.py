@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import ECOPolicy, GenerationConfig
-from .engine import ECO
-from .exceptions import ConfigurationError, InvalidInputError
+from ..config import ECOPolicy, GenerationConfig
+from ..engine import ECO
+from ..exceptions import ConfigurationError, InvalidInputError
 
 log = logging.getLogger(__name__)
 Objective = Callable[[float], float]
@@ -267,9 +267,9 @@ def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
 
 def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """``eco calibrate strength``: build the objective, search, save ``policy.json``; returns the summary."""
-    from .backends.transformers import TransformersBackend
-    from .config import CorruptionConfig
-    from .guard import Guard
+    from ..backends.transformers import TransformersBackend
+    from ..config import CorruptionConfig
+    from ..guard import Guard
 
     started = time.perf_counter()
     folder = Path(args.guard)
