@@ -8,11 +8,14 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.eco-installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
+.PHONY: help venv demo test lint format type unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
 
 help:
 	@echo "make demo               forget Harry Potter on the embedded SmolLM2; print plain vs ECO"
-	@echo "make test               all tests CI runs (unit, integration, data, notebooks)"
+	@echo "make test               the gate (lint, format, types) and all tests CI runs (unit, integration, data, notebooks)"
+	@echo "make lint               ruff check, ruff format --check, the import rules"
+	@echo "make format             ruff format and ruff check --fix"
+	@echo "make type               mypy (strict on the library, checked on the research side)"
 	@echo "make unit_tests         fast tests on tiny random models"
 	@echo "make integration_tests  tests on the embedded SmolLM2 and MiniLM"
 	@echo "make data_tests         tests on ../shared/data (ECO_DATA_DIR)"
@@ -39,7 +42,8 @@ demo: $(STAMP)
 $(VLLM_STAMP): scripts/setup_vllm_env.sh
 	bash scripts/setup_vllm_env.sh
 
-test: $(STAMP) lint_imports $(VLLM_STAMP)
+# The gate runs first: a lint, format or type error fails `make test` before any test runs.
+test: $(STAMP) lint type $(VLLM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(VLLM_VENV)/bin/python -m pytest tests/vllm_tests $(PYTEST_ARGS)
 
@@ -60,6 +64,18 @@ data_tests: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --json
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	PYTHON=$(BIN)/python bash scripts/lint_imports.sh
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+type: $(STAMP)
+	$(BIN)/mypy
 
 lint_imports:
 	bash scripts/lint_imports.sh

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ECOError, InvalidInputError
+from ._console import print_json
 
 
 def read_examples(path: str | Path) -> list[str]:
@@ -68,10 +69,6 @@ def read_examples(path: str | Path) -> list[str]:
     return texts
 
 
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=float))
-
-
 # -- commands ------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._table import wrapped_table
@@ -89,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "flagged_changed": sum(r["plain"] != r["eco"] for r in flagged),
         "seconds": round(seconds, 1),
     }
-    _print_json(summary) if args.json else print(f"\n{summary['flagged']} of {summary['prompts']} prompts flagged; demo took {summary['seconds']} s")
+    print_json(summary) if args.json else print(f"\n{summary['flagged']} of {summary['prompts']} prompts flagged; demo took {summary['seconds']} s")
     return 0
 
 
@@ -108,7 +105,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     guard.add_target(args.target, forget, retain, terms=args.terms or (), target_fpr=args.target_fpr, show_progress=True)
     guard.save(out)
     summary = {"out": str(out), "guard_id": guard.guard_id, "version": guard.version, "targets": guard.summary()}
-    _print_json(summary)
+    print_json(summary)
     return 0
 
 
@@ -122,7 +119,7 @@ def cmd_guard_score(args: argparse.Namespace) -> int:
         raise InvalidInputError(msg)
     for decision, text in zip(guard.decide_many(texts), texts):
         if args.json:
-            _print_json({"flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
+            print_json({"flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
                          "target": decision.target, "guard_id": decision.guard_id, "guard_version": decision.guard_version})
         else:
             print(f"{'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}")
@@ -140,7 +137,7 @@ def cmd_guard_eval(args: argparse.Namespace) -> int:
     if not args.json:
         for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
             print(f"{key:18} {metrics[key]:.4f}")
-    _print_json(metrics)
+    print_json(metrics)
     return 0
 
 

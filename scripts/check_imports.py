@@ -51,7 +51,10 @@ def graph(root: Path) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         raw = imports_of(name, path, path.name == "__init__.py")
-        internal = {m for m in raw if m in modules and m != name}
+        # Importing a.b.c runs the __init__ of a.b too (the root package is always initialised
+        # first, so it does not count).
+        raw |= {".".join(m.split(".")[:i]) for m in raw for i in range(2, m.count(".") + 1)}
+        internal = {m for m in raw if m in modules and m != name and not name.startswith(m + ".")}
         edges[name] = internal | {m for m in raw if m.split(".")[0] in FRAMEWORKS}
     return edges
 

@@ -40,6 +40,7 @@ import numpy as np
 from ..config import ECOPolicy, GenerationConfig
 from ..engine import ECO
 from ..exceptions import ConfigurationError, InvalidInputError
+from .tofu.metrics import rouge_l_f1
 
 log = logging.getLogger(__name__)
 Objective = Callable[[float], float]
@@ -178,24 +179,6 @@ def mcq_accuracy_objective(eco: ECO, questions: Sequence[dict[str, Any]], *, let
     return objective
 
 
-def rouge_l_f1(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 on lowercased word tokens (longest common subsequence)."""
-    a, b = candidate.lower().split(), reference.lower().split()
-    if not a or not b:
-        return 0.0
-    prev = [0] * (len(b) + 1)
-    for token in a:
-        cur = [0]
-        for j, other in enumerate(b):
-            cur.append(prev[j] + 1 if token == other else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
-
-
 def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[str], *, max_new_tokens: int = 32) -> Objective:
     """Mean ROUGE-L F1 of greedy answers to ``prompts`` (all corrupted) against ``references``.
 
@@ -212,7 +195,7 @@ def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[
         engine = with_strength(eco, strength)
         texts = [engine.classified_text(p) for p in prompts]
         outs = engine.generate(list(prompts), config=config, decisions=engine.forced_decisions(texts))
-        return float(np.mean([rouge_l_f1(o.text, r) for o, r in zip(outs, references)]))
+        return float(np.mean([rouge_l_f1(o.text, r) for o, r in zip(outs, references, strict=True)]))
 
     return objective
 

@@ -40,3 +40,13 @@ def test_import_rules_catch_violations(tmp_path: Path) -> None:
     assert "eco_integrations.engine imports langchain_core" in problems
     assert "eco_integrations.engine imports eco_integrations.cli: the command line is a leaf" in problems
     assert "import cycle:" in problems and "eco_integrations.config" in problems
+
+
+def test_unit_tests_cannot_open_network_sockets() -> None:
+    import socket
+
+    import pytest
+    from pytest_socket import SocketBlockedError
+
+    with pytest.raises(SocketBlockedError):
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM)

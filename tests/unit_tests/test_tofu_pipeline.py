@@ -10,7 +10,7 @@ import pytest
 
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.research.finetune import FinetuneConfig
-from eco_integrations.research.tofu import METHODS, TofuOptions, headline, run_tofu
+from eco_integrations.research.tofu.pipeline import METHODS, TofuOptions, headline, run_tofu
 from eco_integrations.research.tofu.data import load_setting
 from eco_integrations.research.tofu.pipeline import forget_halves, precompute
 from tofu_rows import write_tofu

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ...exceptions import InvalidInputError
+from ..._console import print_json
 
 log = logging.getLogger(__name__)
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=float))
 
 
 def _parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -62,7 +59,7 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
             if key in metrics:
                 print(f"{key:18} {metrics[key]:.4f}")
         print(f"threshold method: {metrics['threshold_method']}")
-    _print_json(metrics)
+    print_json(metrics)
     return 0
 
 
@@ -79,7 +76,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
     if not args.json:
         for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
             print(f"{key:16} {summary[key]:.4f}")
-    _print_json(summary)
+    print_json(summary)
     return 0
 
 
@@ -88,7 +85,7 @@ def cmd_calibrate_strength(args: argparse.Namespace) -> int:
     from .. import strength as zo
 
     summary = zo.calibrate_from_cli(args)
-    _print_json(summary)
+    print_json(summary)
     return 0
 
 

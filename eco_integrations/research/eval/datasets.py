@@ -22,6 +22,9 @@ TOFU_SPLITS = (
     "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed",
 )
 TOFU_HUB_ID = "locuslab/TOFU"
+# Each forget split and the retain split that completes it.
+TOFU_FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+TOFU_AUTHOR_ROWS = 20  # every TOFU author has 20 consecutive question/answer rows
 
 WMDP_SUBJECTS = ("bio", "chem", "cyber")
 WMDP_HUB_ID = "cais/wmdp"

@@ -15,10 +15,8 @@ from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError, InvalidInputError
 from ...guard import Guard
 from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
-from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
+from .datasets import LETTERS, TOFU_AUTHOR_ROWS, TOFU_FORGET_SPLITS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
 
-TOFU_PAIRS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-AUTHOR_ROWS = 20  # TOFU: every author has 20 consecutive question/answer rows
 
 
 def _rate(flags: list[bool]) -> float:
@@ -42,28 +40,28 @@ def tofu_guard_protocol(
     authors' questions, and the real_authors and world_facts questions.
     Returns the metrics, the fitted guard, and the test scores by set.
     """
-    if split not in TOFU_PAIRS:
-        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_PAIRS)}."
+    if split not in TOFU_FORGET_SPLITS:
+        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
         raise ConfigurationError(msg)
     forget = load_tofu(split, data_dir)
     perturbed = load_tofu(f"{split}_perturbed", data_dir)
-    retain = load_tofu(TOFU_PAIRS[split], data_dir)
+    retain = load_tofu(TOFU_FORGET_SPLITS[split], data_dir)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(forget))
     n_train = int(0.8 * len(forget))
     f_train, f_test = sorted(order[:n_train].tolist()), sorted(order[n_train:].tolist())
-    n_authors = len(retain) // AUTHOR_ROWS
+    n_authors = len(retain) // TOFU_AUTHOR_ROWS
     authors = rng.permutation(n_authors)
     train_authors = set(authors[: int(0.8 * n_authors)].tolist())
-    r_train = [i for i in range(len(retain)) if i // AUTHOR_ROWS in train_authors]
-    r_test = [i for i in range(len(retain)) if i // AUTHOR_ROWS not in train_authors]
+    r_train = [i for i in range(len(retain)) if i // TOFU_AUTHOR_ROWS in train_authors]
+    r_test = [i for i in range(len(retain)) if i // TOFU_AUTHOR_ROWS not in train_authors]
 
     forget_texts = [forget[i]["question"] for i in f_train] + [forget[i]["answer"] for i in f_train]
     retain_texts = [retain[i]["question"] for i in r_train] + [retain[i]["answer"] for i in r_train]
     # Both classes are grouped by author for the cross-validated threshold, so each fold's
     # scores come from authors the fold's classifier never saw, as the held-out authors will.
-    retain_groups = [i // AUTHOR_ROWS for i in r_train] * 2
-    forget_groups = [i // AUTHOR_ROWS for i in f_train] * 2
+    retain_groups = [i // TOFU_AUTHOR_ROWS for i in r_train] * 2
+    forget_groups = [i // TOFU_AUTHOR_ROWS for i in f_train] * 2
 
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=f"tofu-{split}")

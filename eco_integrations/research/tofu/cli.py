@@ -17,12 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from ..._console import print_json
 
-DOCS_FOLDER = Path(__file__).resolve().parents[2] / "docs" / "tofu"
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, default=float))
 
 
 def _finetune_config(args: argparse.Namespace, base: Any) -> Any:
@@ -57,7 +53,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         "wall_seconds": round(time.perf_counter() - started, 1), "final_loss": result.losses[-1] if result.losses else None,
         "config": config.model_dump(mode="json"),
     }
-    _print_json(summary)
+    print_json(summary)
     return 0
 
 
@@ -96,18 +92,19 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
     if args.score_only:
         started = time.perf_counter()
         precompute(options, args.out, args.score_only)
-        _print_json({"scored": args.score_only, "out": str(args.out), "seconds": round(time.perf_counter() - started, 1)})
+        print_json({"scored": args.score_only, "out": str(args.out), "seconds": round(time.perf_counter() - started, 1)})
         return 0
     summary = run_tofu(options, args.out, on_stage=on_stage)
     if args.docs:
         import shutil
 
-        DOCS_FOLDER.mkdir(parents=True, exist_ok=True)
+        docs = Path(args.docs)
+        docs.mkdir(parents=True, exist_ok=True)
         for name in ("table.md", "results.json", "strength_search.json", "truth_ratio_histograms.png", "forget_quality_vs_utility.png"):
-            shutil.copy2(Path(args.out) / name, DOCS_FOLDER / f"{args.split}_{name}")
+            shutil.copy2(Path(args.out) / name, docs / f"{args.split}_{name}")
     print(markdown_table(summary))
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
-    _print_json(headline(summary))
+    print_json(headline(summary))
     return 0
 
 
@@ -117,7 +114,8 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
     p.add_argument("--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)")
     p.add_argument("--out", default="eco-tofu", help="folder for results.json, records.jsonl, table.md, plots, the guard")
-    p.add_argument("--docs", action="store_true", help="also copy the table, results and plots to docs/tofu/")
+    p.add_argument("--docs", nargs="?", const="docs/tofu", default=None, metavar="DIR",
+                   help="also copy the table, results and plots to DIR (default: docs/tofu under the current folder)")
     p.add_argument("--model", default=None, help="base model to fine-tune (default: embedded SmolLM2)")
     p.add_argument("--finetune-out", default=None, help="parent folder of the fine-tuned models (default: the user cache)")
     p.add_argument("--retain-authors", type=int, default=20, help="retain authors trained on, drawn with --seed")

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.datasets import load_tofu
+from ..eval.datasets import TOFU_AUTHOR_ROWS, TOFU_FORGET_SPLITS, load_tofu
 from ...exceptions import ConfigurationError
 
-FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-AUTHOR_ROWS = 20
 
 
 @dataclass
@@ -55,18 +53,18 @@ def load_setting(
     retain_eval_n: int | None = None,
 ) -> TofuSetting:
     """Assemble the setting for ``split``; ``retain_eval_n`` caps the scored retain rows (seeded sample)."""
-    if split not in FORGET_SPLITS:
-        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(FORGET_SPLITS)}."
+    if split not in TOFU_FORGET_SPLITS:
+        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
         raise ConfigurationError(msg)
     forget = load_tofu(f"{split}_perturbed", data_dir)
     plain = load_tofu(split, data_dir)
     if [r["question"] for r in plain] != [r["question"] for r in forget]:
         msg = f"{split}.json and {split}_perturbed.json do not list the same questions in the same order; check the data folder."
         raise ConfigurationError(msg)
-    retain = load_tofu(FORGET_SPLITS[split], data_dir)
+    retain = load_tofu(TOFU_FORGET_SPLITS[split], data_dir)
     perturbed = load_tofu("retain_perturbed", data_dir)
     # Author of a retain row = its block of 20 in the retain split (forget rows are the tail of full).
-    author_of = {r["question"]: i // AUTHOR_ROWS for i, r in enumerate(retain)}
+    author_of = {r["question"]: i // TOFU_AUTHOR_ROWS for i, r in enumerate(retain)}
     covered = sorted({author_of[r["question"]] for r in perturbed if r["question"] in author_of})
     if len(covered) < n_retain_authors:
         msg = f"retain_perturbed covers {len(covered)} retain authors, fewer than the {n_retain_authors} asked for; lower --retain-authors."
@@ -74,7 +72,7 @@ def load_setting(
     rng = np.random.default_rng(seed)
     chosen = sorted(int(a) for a in rng.choice(covered, size=n_retain_authors, replace=False))
     keep = set(chosen)
-    retain_train = [{"question": r["question"], "answer": r["answer"]} for i, r in enumerate(retain) if i // AUTHOR_ROWS in keep]
+    retain_train = [{"question": r["question"], "answer": r["answer"]} for i, r in enumerate(retain) if i // TOFU_AUTHOR_ROWS in keep]
     retain_eval = [r for r in perturbed if author_of.get(r["question"]) in keep]
     if retain_eval_n is not None and retain_eval_n < len(retain_eval):
         picked = sorted(np.random.default_rng(seed).choice(len(retain_eval), size=retain_eval_n, replace=False).tolist())

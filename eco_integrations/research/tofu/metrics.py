@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from ...exceptions import InvalidInputError
+from ...exceptions import InvalidInputError, require
 
 
 def truth_ratio(paraphrased: float, perturbed: Sequence[float]) -> float:
@@ -79,14 +80,25 @@ def normalized_probability(correct: Sequence[float], wrong: Sequence[Sequence[fl
 _SCORER = None
 
 
-def rouge_l_recall(generated: str, reference: str) -> float:
-    """ROUGE-L recall (rouge-score, with stemming) of a generated answer against the reference."""
+def _rouge_l(generated: str, reference: str) -> Any:
+    """ROUGE-L of a generated answer against the reference: rouge-score, with stemming, as TOFU does."""
     global _SCORER
     if _SCORER is None:
+        require("rouge_score", "research")
         from rouge_score import rouge_scorer
 
         _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return float(_SCORER.score(reference, generated)["rougeL"].recall)
+    return _SCORER.score(reference, generated)["rougeL"]
+
+
+def rouge_l_recall(generated: str, reference: str) -> float:
+    """The share of the reference's words (longest common subsequence) the answer repeats."""
+    return float(_rouge_l(generated, reference).recall)
+
+
+def rouge_l_f1(generated: str, reference: str) -> float:
+    """ROUGE-L F1: recall and precision of the longest common subsequence together."""
+    return float(_rouge_l(generated, reference).fmeasure)
 
 
 def harmonic_mean(values: Sequence[float]) -> float:

@@ -37,7 +37,8 @@ from ...exceptions import ConfigurationError
 from ..finetune import FinetuneConfig
 from ...guard import Guard, mine_terms
 from ..strength import SearchResult, zeroth_order_search
-from .data import AUTHOR_ROWS, TofuSetting, load_setting
+from ..eval.datasets import TOFU_AUTHOR_ROWS as AUTHOR_ROWS
+from .data import TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
 from .metrics import forget_quality, log_ratio_distance
 from .scoring import ECOScorer, ModelScorer, RefusalScorer
@@ -93,7 +94,6 @@ class TofuOptions:
     batch_size: int = 8
     encoder: SentenceEncoder | None = None
     show_progress: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _sample(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
