@@ -120,7 +120,7 @@ def test_refine_decides_once_with_the_real_model(eco: ECO, index: VectorStoreInd
     llm = ECOHuggingFaceLLM(eco, max_new_tokens=6)
     generations: list[Any] = []
     generate = eco.generate
-    monkeypatch.setattr(eco, "generate", lambda prompts, **kw: generations.append(kw["decisions"][0]) or generate(prompts, **kw))
+    monkeypatch.setattr(eco, "generate", lambda requests, **kw: generations.append(requests[0].decision) or generate(requests, **kw))
     ECOQueryEngine(index.as_query_engine(llm=llm, similarity_top_k=2, response_mode="refine"), llm).query(FORGET)
     assert calls == [[FORGET]]
     assert len(generations) == 2 and all(d.flagged for d in generations)

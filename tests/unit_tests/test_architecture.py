@@ -50,3 +50,14 @@ def test_unit_tests_cannot_open_network_sockets() -> None:
 
     with pytest.raises(SocketBlockedError):
         socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+def test_langchain_names_are_pinned() -> None:
+    import pytest
+
+    eco_langchain = pytest.importorskip("eco_integrations.langchain", reason="pip install 'eco-integrations[langchain]'")
+    assert eco_langchain.__all__ == [
+        "DECISION_KWARG", "EVENT_NAME", "ChatECOHuggingFace", "ECOEmbeddings", "ECOForgetClassifier",
+        "ECOMiddleware", "ECORouter",
+    ]
+    assert all(hasattr(eco_langchain, name) for name in eco_langchain.__all__)

@@ -97,7 +97,7 @@ def tofu_guard_protocol(
     return metrics, guard, scores
 
 
-# -- WMDP and MUSE protocols (issue 5) ---------------------------------------------------------
+# -- WMDP and MUSE protocols -----------------------------------------------------------------
 WMDP_FIT_FRACTION = 0.2
 WMDP_ENCODER_PRECISION = "bfloat16"
 """The WMDP protocol embeds ~19,000 multiple-choice texts (about 76 tokens each): bfloat16 matmuls
