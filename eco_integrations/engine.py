@@ -7,12 +7,14 @@ the LangChain and LlamaIndex skins) calls it, or accepts a decision it produced.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,11 +23,19 @@ from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode
 from .corruption import apply_corruption, validate_corruption
 from .encoder import text_sha256
-from .exceptions import ConfigurationError, ContextLengthError, InvalidInputError
+from .exceptions import (
+    ConfigurationError,
+    ContextLengthError,
+    ECOError,
+    GenerationCancelledError,
+    GuardFailureError,
+    InvalidInputError,
+)
 from .guard import Guard
 from .prompting import PromptInput, RenderedPrompt, render, select_positions
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
+GuardErrorAction = Literal["fail", "corrupt"]
 
 
 @dataclass
@@ -70,7 +80,16 @@ class ECO:
         policy: ECOPolicy | None = None,
         mode: Mode = "enforce",
         batch_size: int = 8,
+        on_guard_error: GuardErrorAction = "fail",
     ) -> None:
+        """``on_guard_error``: when the guard raises or gives a non-finite score, ``"fail"`` raises
+        :class:`GuardFailureError` (the request is refused) and ``"corrupt"`` treats the prompt as
+        flagged; neither answers it uncorrupted.
+        """
+        if on_guard_error not in ("fail", "corrupt"):
+            msg = f"on_guard_error must be 'fail' or 'corrupt', got {on_guard_error!r}."
+            raise ConfigurationError(msg)
+        self.on_guard_error: GuardErrorAction = on_guard_error
         self.backend = backend
         self.guard = guard
         self.policy = policy or ECOPolicy()
@@ -136,7 +155,19 @@ class ECO:
         if mode == "off" or self.guard is None:
             return [self._off_decision(t) for t in texts]
         start = time.perf_counter()
-        verdicts = self.guard.decide_many(list(texts))
+        try:
+            verdicts = self.guard.decide_many(list(texts))
+            problem = next((f"a score of {v.score}" for v in verdicts if v.score is None or not math.isfinite(v.score)), None)
+        except ECOError:
+            raise  # the input's fault (an empty text): the caller gets the clear error
+        except Exception as err:
+            problem = f"{type(err).__name__}: {err}"
+        if problem is not None:
+            # Fail closed: a broken guard never lets a prompt through uncorrupted.
+            if self.on_guard_error == "fail":
+                msg = f"The guard failed ({problem}); the request is refused rather than answered unguarded."
+                raise GuardFailureError(msg)
+            return [self._guard_error_decision(t, mode) for t in texts]
         latency = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
             Decision(
@@ -147,6 +178,15 @@ class ECO:
             )
             for v in verdicts
         ]
+
+    def _guard_error_decision(self, text: str, mode: Mode) -> Decision:
+        """on_guard_error="corrupt": treat the prompt as flagged (no target, so no target terms)."""
+        return Decision(
+            flagged=True, score=None, threshold=None, target=None, corrupted=mode == "enforce", mode=mode,
+            guard_id=self.guard.guard_id if self.guard else None,
+            guard_version=self.guard.version if self.guard else None,
+            policy_version=self.policy_version, text_sha256=text_sha256(text),
+        )
 
     def decide(self, prompt: PromptInput, *, raw: bool = False, mode: Mode | None = None) -> Decision:
         """The one decision function: classify what the user wrote in ``prompt``."""
@@ -164,6 +204,9 @@ class ECO:
     def _render_all(self, prompts: Sequence[PromptInput], raw: bool, tools: Sequence[Mapping[str, Any]] | None) -> list[RenderedPrompt]:
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             msg = f"Expected a list of prompts, got {type(prompts).__name__}; wrap a single prompt as [prompt]."
+            raise InvalidInputError(msg)
+        if len(prompts) == 0:
+            msg = "The list of prompts is empty; pass at least one prompt."
             raise InvalidInputError(msg)
         rendered = []
         for i, prompt in enumerate(prompts):
@@ -212,11 +255,14 @@ class ECO:
         decisions: Sequence[Decision] | None = None,
         mode: Mode | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[ECOResult]:
         """Answer each prompt; flagged ones from corrupted embeddings, in shared batches.
 
         ``decisions`` lets a caller that already classified the turn (an agent middleware, a
-        query engine) reuse its decision instead of classifying again.
+        query engine) reuse its decision instead of classifying again. Setting ``cancel`` (from
+        another thread) stops generation at the next token and raises
+        :class:`GenerationCancelledError`.
         """
         config = config or GenerationConfig()
         rendered = self._render_all(prompts, raw, tools)
@@ -229,8 +275,11 @@ class ECO:
             raise InvalidInputError(msg)
         prepared = [self._prepare(r, d, s) for r, d, s in zip(rendered, chosen, seed_list)]
         outputs: list[Generation] = []
+        extra = {} if cancel is None else {"cancel": cancel}
         for start in range(0, len(prepared), self.batch_size):
-            outputs.extend(self.backend.generate([row for row, _ in prepared[start : start + self.batch_size]], config))
+            _check_cancel(cancel)
+            outputs.extend(self.backend.generate([row for row, _ in prepared[start : start + self.batch_size]], config, **extra))
+        _check_cancel(cancel)
         return [
             ECOResult(g.text, d, g.prompt_tokens, g.completion_tokens, g.finish_reason, n)
             for g, d, (_, n) in zip(outputs, chosen, prepared)
@@ -246,14 +295,19 @@ class ECO:
         decision: Decision | None = None,
         mode: Mode | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        cancel: threading.Event | None = None,
     ) -> ECOStream:
-        """Stream one answer; the decision is made (and available) before the first token."""
+        """Stream one answer; the decision is made (and available) before the first token.
+
+        Setting ``cancel`` (from another thread) ends the stream at the next token.
+        """
         config = config or GenerationConfig()
         rendered = self._render_all([prompt], raw, tools)[0]
         self._check_length(rendered, config.max_new_tokens)
         chosen = self._decisions([rendered], None if decision is None else [decision], mode)[0]
         row, _ = self._prepare(rendered, chosen, seed)
-        return ECOStream(chosen, self.backend.stream(row, config), len(rendered.input_ids))
+        chunks = self.backend.stream(row, config) if cancel is None else self.backend.stream(row, config, cancel=cancel)
+        return ECOStream(chosen, chunks, len(rendered.input_ids))
 
     async def agenerate(self, prompts: Sequence[PromptInput], **kwargs: Any) -> list[ECOResult]:
         """:meth:`generate` in a worker thread, so the event loop keeps running."""
@@ -287,6 +341,12 @@ class ECO:
         rows = [self._prepare(r, d, s)[0] for r, d, s in zip(rendered, chosen, seed_list)]
         logits = [self.backend.next_token_logits(rows[i : i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
         return torch.cat(logits, dim=0), chosen
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        msg = "Generation was cancelled (the caller set the cancel event)."
+        raise GenerationCancelledError(msg)
 
 
 def _check_mode(mode: object) -> Mode:

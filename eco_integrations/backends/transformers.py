@@ -116,16 +116,19 @@ class TransformersBackend:
                     return self.model.generate(**inputs, **kwargs)
             return self.model.generate(**inputs, **kwargs)
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]:
+    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
         if not rows:
             return []
         sampling = config.temperature > 0
         seeds = {r.seed for r in rows}
         if sampling and len(seeds) > 1:
             # One seed per request must mean one output per request: sample rows one by one.
-            return [self.generate([r], config)[0] for r in rows]
+            return [self.generate([r], config, cancel=cancel)[0] for r in rows]
         ids, mask, embeds = self._pad(rows)
-        out = self._run(ids, mask, embeds, self._generate_kwargs(config), rows[0].seed, sampling)
+        kwargs = self._generate_kwargs(config)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = _stop_when(cancel)
+        out = self._run(ids, mask, embeds, kwargs, rows[0].seed, sampling)
         new = out[:, ids.shape[1] :]
         results = []
         for b, row in enumerate(rows):
@@ -142,20 +145,15 @@ class TransformersBackend:
             results.append(Generation(text, len(row.input_ids), len(tokens), finish))
         return results
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Iterator[str]:
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> Iterator[str]:
         """Yield text chunks as they are generated; stop sequences are never emitted."""
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
         cancelled = threading.Event()
-
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
-
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         ids, mask, embeds = self._pad([row])
         kwargs = self._generate_kwargs(config)
-        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]))
+        kwargs.update(streamer=streamer, stopping_criteria=_stop_when(cancelled, *([cancel] if cancel is not None else [])))
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -204,6 +202,18 @@ class TransformersBackend:
             else:
                 out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
         return out.logits[:, -1, :].float()
+
+
+def _stop_when(*events: threading.Event) -> Any:
+    """A stopping criterion ending generation at the next token once any of ``events`` is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            stop = any(event.is_set() for event in events)
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancel()])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

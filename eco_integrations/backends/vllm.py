@@ -34,7 +34,13 @@ from typing import Any, Protocol
 import torch
 
 from ..config import GenerationConfig
-from ..exceptions import ConfigurationError, ECOError, InvalidInputError, MissingDependencyError
+from ..exceptions import (
+    ConfigurationError,
+    ECOError,
+    GenerationCancelledError,
+    InvalidInputError,
+    MissingDependencyError,
+)
 from ..models import resolve_model_path
 from ..prompting import TOKENIZE_LOCK
 from .base import Generation, PreparedRow
@@ -478,14 +484,20 @@ class VLLMBackend:
     def embed(self, input_ids: list[int]) -> torch.Tensor:
         return self.table.lookup(input_ids)
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]:
+    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
         if not rows:
             return []
+        # A request already sent to vLLM runs to its end (the caller discards the answer).
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelledError("Generation was cancelled before it was sent to vLLM.")
         done = self.transport.complete(rows, config)
         return [Generation(d.text, len(r.input_ids), d.completion_tokens, d.finish_reason) for d, r in zip(done, rows)]
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Iterator[str]:
-        return self.transport.stream(row, config)
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> Iterator[str]:
+        chunks = self.transport.stream(row, config)
+        if cancel is None:
+            return chunks
+        return _until(cancel, chunks)
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
         """Next-token log-probabilities (logits up to a per-row constant: argmax and ranking agree).
@@ -504,6 +516,19 @@ class VLLMBackend:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _until(cancel: threading.Event, chunks: Iterator[str]) -> Iterator[str]:
+    """``chunks`` until ``cancel`` is set; closing the upstream stream aborts the vLLM request."""
+    try:
+        for chunk in chunks:
+            if cancel.is_set():
+                return
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:
