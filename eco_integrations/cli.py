@@ -165,9 +165,8 @@ def cmd_guard_add_target(args: argparse.Namespace) -> int:
 def cmd_guard_remove_target(args: argparse.Namespace) -> int:
     import shutil
 
-    from .guard import Guard
-
     from .encoder import SentenceEncoder
+    from .guard import Guard
 
     folder = Path(args.folder)
     guard = Guard.load(folder, encoder=SentenceEncoder(args.encoder) if args.encoder else None)

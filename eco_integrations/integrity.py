@@ -43,7 +43,9 @@ def check_manifest_values(root: Path, manifest: Any) -> None:
     if manifest.version < 0:
         problems.append(f"version {manifest.version} is negative")
     if manifest.passage_chars is not None and manifest.passage_chars < 1:
-        problems.append(f"passage_chars {manifest.passage_chars} is not a positive number of characters")
+        problems.append(
+            f"passage_chars {manifest.passage_chars} is not a positive number of characters"
+        )
     if len(set(names)) != len(names):
         problems.append("two targets share a name")
     folders = [t.folder for t in manifest.targets]
@@ -51,9 +53,13 @@ def check_manifest_values(root: Path, manifest: Any) -> None:
         problems.append("two targets share a folder")
     for t in manifest.targets:
         if not isinstance(t.name, str) or not TARGET_NAME.match(t.name):
-            problems.append(f"target name {t.name[:80]!r} is not 1-64 letters, digits, spaces, '.', '_' or '-'")
+            problems.append(
+                f"target name {t.name[:80]!r} is not 1-64 letters, digits, spaces, '.', '_' or '-'"
+            )
         if not (math.isfinite(t.threshold) and 0.0 < t.threshold < 1.0):
-            problems.append(f"target {t.name[:64]!r} has threshold {t.threshold}, not a probability strictly between 0 and 1")
+            problems.append(
+                f"target {t.name[:64]!r} has threshold {t.threshold}, not a probability strictly between 0 and 1"
+            )
         if not (math.isfinite(t.target_fpr) and 0.0 < t.target_fpr < 1.0):
             problems.append(f"target {t.name[:64]!r} has target_fpr {t.target_fpr}, not in (0, 1)")
         for field in ("cv_fpr", "cv_tpr"):
@@ -61,9 +67,13 @@ def check_manifest_values(root: Path, manifest: Any) -> None:
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 problems.append(f"target {t.name[:64]!r} has {field} {value}, not in [0, 1]")
         if t.n_forget < 1 or t.n_retain < 1:
-            problems.append(f"target {t.name[:64]!r} was fit on {t.n_forget} forget / {t.n_retain} retain texts")
+            problems.append(
+                f"target {t.name[:64]!r} was fit on {t.n_forget} forget / {t.n_retain} retain texts"
+            )
         if not _inside(root, t.folder):
-            problems.append(f"target {t.name[:64]!r} points at folder {t.folder[:200]!r}, outside the guard folder")
+            problems.append(
+                f"target {t.name[:64]!r} points at folder {t.folder[:200]!r}, outside the guard folder"
+            )
     if problems:
         msg = f"{root}/manifest.json has values a guard cannot have: {'; '.join(problems)}. Re-fit the guard or restore the folder."
         raise ArtifactError(msg)
@@ -71,7 +81,12 @@ def check_manifest_values(root: Path, manifest: Any) -> None:
 
 def _inside(root: Path, relative: str) -> bool:
     """A relative path without '..' that resolves inside ``root`` (no absolute paths, no symlink escapes)."""
-    if not relative or Path(relative).is_absolute() or ".." in Path(relative).parts or "\\" in relative:
+    if (
+        not relative
+        or Path(relative).is_absolute()
+        or ".." in Path(relative).parts
+        or "\\" in relative
+    ):
         return False
     base = root.resolve()
     return (base / relative).resolve().is_relative_to(base)
@@ -101,21 +116,35 @@ def _file_digests(root: Path, files: list[str]) -> dict[str, str]:
 
 def _digest(files: dict[str, str], key: bytes | None) -> str:
     payload = json.dumps(files, sort_keys=True).encode()
-    return hmac.new(key, payload, hashlib.sha256).hexdigest() if key else hashlib.sha256(payload).hexdigest()
+    return (
+        hmac.new(key, payload, hashlib.sha256).hexdigest()
+        if key
+        else hashlib.sha256(payload).hexdigest()
+    )
 
 
 def seal(root: Path, target_folders: Iterable[str], *, key: bytes | None = None) -> None:
     """Write ``integrity.json`` over the folder's current files (HMAC when a key is given or set)."""
     key = key if key is not None else signing_key()
     files = _file_digests(root, _covered(root, target_folders))
-    record = {"schema_version": INTEGRITY_SCHEMA_VERSION, "algorithm": "hmac-sha256" if key else "sha256",
-              "files": files, "digest": _digest(files, key)}
+    record = {
+        "schema_version": INTEGRITY_SCHEMA_VERSION,
+        "algorithm": "hmac-sha256" if key else "sha256",
+        "files": files,
+        "digest": _digest(files, key),
+    }
     tmp = root / f".{INTEGRITY_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, root / INTEGRITY_FILE)
 
 
-def verify(root: Path, target_folders: Iterable[str], *, key: bytes | None = None, require_signature: bool = False) -> str:
+def verify(
+    root: Path,
+    target_folders: Iterable[str],
+    *,
+    key: bytes | None = None,
+    require_signature: bool = False,
+) -> str:
     """Check ``integrity.json`` against the folder; returns the algorithm ("sha256" or "hmac-sha256").
 
     With a key (given, or ``ECO_GUARD_KEY``), only a valid HMAC passes: a folder rewritten and
@@ -134,7 +163,11 @@ def verify(root: Path, target_folders: Iterable[str], *, key: bytes | None = Non
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         msg = f"{path} cannot be read ({err}); the folder was edited or truncated. Save the guard again."
         raise ArtifactError(msg) from None
-    if not isinstance(record, dict) or record.get("schema_version") != INTEGRITY_SCHEMA_VERSION or not isinstance(record.get("digest"), str):
+    if (
+        not isinstance(record, dict)
+        or record.get("schema_version") != INTEGRITY_SCHEMA_VERSION
+        or not isinstance(record.get("digest"), str)
+    ):
         msg = f"{path} is not an integrity record this release reads; save the guard again."
         raise ArtifactError(msg)
     algorithm = record.get("algorithm")
@@ -145,8 +178,14 @@ def verify(root: Path, target_folders: Iterable[str], *, key: bytes | None = Non
         msg = f"{root} is signed (HMAC-SHA-256); set {GUARD_KEY_ENV} to its key to load it."
         raise ArtifactError(msg)
     files = _file_digests(root, _covered(root, target_folders))
-    if not hmac.compare_digest(_digest(files, key), record["digest"]) or files != record.get("files"):
-        what = "its signature does not match (rewritten without the key, or another key)" if key else "a file changed after it was saved"
+    if not hmac.compare_digest(_digest(files, key), record["digest"]) or files != record.get(
+        "files"
+    ):
+        what = (
+            "its signature does not match (rewritten without the key, or another key)"
+            if key
+            else "a file changed after it was saved"
+        )
         msg = f"{root} failed its integrity check: {what}. Restore the folder or save the guard again."
         raise ArtifactError(msg)
     return str(algorithm)

@@ -24,7 +24,9 @@ def fingerprint(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
-def load_keys(keys: Iterable[str] = (), files: Iterable[str | os.PathLike[str]] = (), *, env: bool = True) -> tuple[str, ...]:
+def load_keys(
+    keys: Iterable[str] = (), files: Iterable[str | os.PathLike[str]] = (), *, env: bool = True
+) -> tuple[str, ...]:
     """Every configured key, checked: printable ASCII without spaces, at least 16 characters."""
     found = [k.strip() for k in keys]
     for file in files:
@@ -34,7 +36,9 @@ def load_keys(keys: Iterable[str] = (), files: Iterable[str | os.PathLike[str]] 
         except (OSError, UnicodeDecodeError) as err:
             msg = f"Cannot read the API key file {path} ({err}); give a UTF-8 text file with one key per line."
             raise ConfigurationError(msg) from None
-        found.extend(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+        found.extend(
+            line.strip() for line in lines if line.strip() and not line.strip().startswith("#")
+        )
     if env:
         found.extend(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())
     for key in found:

@@ -33,8 +33,14 @@ def reload_engine(current: ECO, folder: str | Path) -> ECO:
     policy = ECOPolicy.load(root) if (root / "policy.json").is_file() else None
     encoder = current.guard.encoder if current.guard is not None else None
     guard = Guard.load(root, encoder=encoder)
-    return ECO(current.backend, guard, policy=policy, mode=current.mode, batch_size=current.batch_size,
-               on_guard_error=current.on_guard_error)
+    return ECO(
+        current.backend,
+        guard,
+        policy=policy,
+        mode=current.mode,
+        batch_size=current.batch_size,
+        on_guard_error=current.on_guard_error,
+    )
 
 
 class GuardWatcher:
@@ -87,11 +93,20 @@ class GuardWatcher:
             # The old guard keeps serving; a half-written folder is retried when it changes again.
             self.last_error = f"{type(err).__name__}: {err}"
             metrics.guard_reloads.labels(outcome="refused").inc()
-            logger.error("guard reload from %s refused, the old guard keeps serving: %s", self.folder, self.last_error)
+            logger.error(
+                "guard reload from %s refused, the old guard keeps serving: %s",
+                self.folder,
+                self.last_error,
+            )
             return False
         self.last_error = None
         metrics.guard_reloads.labels(outcome="swapped").inc()
-        logger.warning("guard reloaded from %s: now serving %s (was %s)", self.folder, fresh.policy_version, engine.policy_version)
+        logger.warning(
+            "guard reloaded from %s: now serving %s (was %s)",
+            self.folder,
+            fresh.policy_version,
+            engine.policy_version,
+        )
         return True
 
     def run(self) -> None:

@@ -18,8 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests")
-pytest.importorskip("prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests")
+pytest.importorskip(
+    "starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
+)
+pytest.importorskip(
+    "prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
+)
 from starlette.testclient import TestClient  # noqa: E402
 
 from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig  # noqa: E402
@@ -35,19 +39,37 @@ KEY = "test-key-0123456789abcdef"
 
 @pytest.fixture()
 def engine(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
-    return ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)))
+    return ECO(
+        tiny_backend,
+        toy_guard,
+        policy=ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
+        ),
+    )
 
 
 def _settings(**changes: Any) -> GatewaySettings:
-    return GatewaySettings(**{"model_id": MODEL, "default_max_tokens": 6, "max_tokens_limit": 200, **changes})
+    return GatewaySettings(
+        **{"model_id": MODEL, "default_max_tokens": 6, "max_tokens_limit": 200, **changes}
+    )
 
 
 def _chat(content: str, **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 6, "temperature": 0, **extra}
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 6,
+        "temperature": 0,
+        **extra,
+    }
 
 
 def _access(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "eco_integrations.serving.access"]
+    return [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "eco_integrations.serving.access"
+    ]
 
 
 def _openai_error(response: Any, status: int) -> dict[str, Any]:
@@ -98,8 +120,15 @@ def slow(tiny_model, monkeypatch: pytest.MonkeyPatch) -> SlowModel:  # noqa: ANN
     return SlowModel(tiny_model, monkeypatch)
 
 
-async def _asgi(app: Any, method: str, path: str, body: bytes = b"", *, headers: dict[str, str] | None = None,
-                disconnect_after: float | None = None) -> dict[str, Any]:
+async def _asgi(
+    app: Any,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    headers: dict[str, str] | None = None,
+    disconnect_after: float | None = None,
+) -> dict[str, Any]:
     """Drive the ASGI app directly (no client library): the client can leave at a chosen time,
     and each body chunk is timed."""
     sent_body = [False]
@@ -123,10 +152,23 @@ async def _asgi(app: Any, method: str, path: str, body: bytes = b"", *, headers:
             out["chunks"].append(message["body"])
             out["times"].append(time.monotonic() - started)
 
-    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in (headers or {}).items())],
-             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+        ],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
     await app(scope, receive, send)
     out["elapsed"] = time.monotonic() - started
     return out
@@ -136,10 +178,25 @@ async def _asgi(app: Any, method: str, path: str, body: bytes = b"", *, headers:
 @pytest.mark.parametrize(
     ("path", "body", "param", "message"),
     [
-        ("/v1/chat/completions", _chat("hi", stop=[f"s{i}" for i in range(10_000)]), "stop", "at most 4"),
+        (
+            "/v1/chat/completions",
+            _chat("hi", stop=[f"s{i}" for i in range(10_000)]),
+            "stop",
+            "at most 4",
+        ),
         ("/v1/chat/completions", _chat("hi", stop="x" * 65), "stop", "longer than 64"),
-        ("/v1/completions", {"model": MODEL, "prompt": [BENIGN] * 17, "max_tokens": 2}, "prompt", "at most 16"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}] * 513}, "messages", "at most 512"),
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": [BENIGN] * 17, "max_tokens": 2},
+            "prompt",
+            "at most 16",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "hi"}] * 513},
+            "messages",
+            "at most 512",
+        ),
         ("/v1/chat/completions", _chat("hi", max_tokens=True), "max_tokens", "valid integer"),
         ("/v1/chat/completions", _chat("hi", max_tokens="5"), "max_tokens", "valid integer"),
         ("/v1/chat/completions", _chat("hi", max_tokens=2.0), "max_tokens", "valid integer"),
@@ -147,14 +204,18 @@ async def _asgi(app: Any, method: str, path: str, body: bytes = b"", *, headers:
         ("/v1/chat/completions", _chat("hi", seed=2**64), "seed", "less than"),
     ],
 )
-def test_cost_limits_and_strict_types(engine: ECO, path: str, body: dict[str, Any], param: str, message: str) -> None:
+def test_cost_limits_and_strict_types(
+    engine: ECO, path: str, body: dict[str, Any], param: str, message: str
+) -> None:
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         error = _openai_error(client.post(path, json=body), 400)
         assert error["param"] == param and message in error["message"]
         assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
 
 
-def test_lone_surrogates_and_non_json_constants_are_400(engine: ECO, caplog: pytest.LogCaptureFixture) -> None:
+def test_lone_surrogates_and_non_json_constants_are_400(
+    engine: ECO, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         bodies = [
@@ -169,15 +230,24 @@ def test_lone_surrogates_and_non_json_constants_are_400(engine: ECO, caplog: pyt
         for raw in bodies:
             path = "/v1/completions" if b'"prompt"' in raw else "/v1/chat/completions"
             response = client.post(path, content=raw, headers={"content-type": "application/json"})
-            assert _openai_error(response, 400)["code"] in ("invalid_unicode", "invalid_json"), raw[:80]
+            assert _openai_error(response, 400)["code"] in ("invalid_unicode", "invalid_json"), raw[
+                :80
+            ]
         # A valid surrogate pair (an emoji written as escapes) is fine.
         emoji = b'{"model": "tiny", "messages": [{"role": "user", "content": "hi \\ud83d\\ude00"}], "max_tokens": 2}'
-        assert client.post("/v1/chat/completions", content=emoji, headers={"content-type": "application/json"}).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions", content=emoji, headers={"content-type": "application/json"}
+            ).status_code
+            == 200
+        )
 
 
 def test_engine_refuses_surrogates_and_empty_batches(engine: ECO) -> None:
     with pytest.raises(InvalidInputError, match="lone surrogate"):
-        engine.generate([[{"role": "user", "content": "\ud800"}]], config=GenerationConfig(max_new_tokens=2))
+        engine.generate(
+            [[{"role": "user", "content": "\ud800"}]], config=GenerationConfig(max_new_tokens=2)
+        )
     with pytest.raises(InvalidInputError, match="lone surrogate"):
         engine.generate(["abc \udfff"], raw=True, config=GenerationConfig(max_new_tokens=2))
     with pytest.raises(InvalidInputError, match="empty"):
@@ -188,7 +258,9 @@ def test_logged_client_strings_are_truncated(engine: ECO, caplog: pytest.LogCapt
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         huge = "m" * 500_000
-        error = _openai_error(client.post("/v1/chat/completions", json={**_chat("hi"), "model": huge}), 404)
+        error = _openai_error(
+            client.post("/v1/chat/completions", json={**_chat("hi"), "model": huge}), 404
+        )
         assert len(error["message"]) < 300 and "500000 chars" in error["message"]
     (record,) = _access(caplog)
     assert len(record["model"]) < 100 and len(json.dumps(record)) < 1000
@@ -203,24 +275,37 @@ def test_deadline_cancels_generation_and_answers_504(engine: ECO, slow: SlowMode
         assert _openai_error(response, 504)["code"] == "timeout" and time.monotonic() - started < 3
         calls = slow.settled()
         assert calls < 60  # 150 tokens at 50 ms each were asked for: generation stopped near 0.5 s
-        streamed = client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=150, stream=True))
+        streamed = client.post(
+            "/v1/chat/completions", json=_chat(BENIGN, max_tokens=150, stream=True)
+        )
         events = [line for line in streamed.text.split("\n\n") if line.startswith("data: ")]
-        assert json.loads(events[-1][6:])["error"]["code"] == "timeout"  # in-band: headers were sent
+        assert (
+            json.loads(events[-1][6:])["error"]["code"] == "timeout"
+        )  # in-band: headers were sent
         assert slow.settled() - calls < 60
         assert gateway.admission.running == 0
 
 
-def test_client_leaving_cancels_generation_streaming_or_not(engine: ECO, slow: SlowModel, caplog: pytest.LogCaptureFixture) -> None:
+def test_client_leaving_cancels_generation_streaming_or_not(
+    engine: ECO, slow: SlowModel, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     gateway = Gateway(engine, settings=_settings())
 
     async def leave(stream: bool) -> None:
         before = slow.calls
-        out = await _asgi(gateway.app, "POST", "/v1/chat/completions",
-                          json.dumps(_chat(BENIGN, max_tokens=150, stream=stream)).encode(), disconnect_after=0.4)
+        out = await _asgi(
+            gateway.app,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(_chat(BENIGN, max_tokens=150, stream=stream)).encode(),
+            disconnect_after=0.4,
+        )
         assert out["elapsed"] < 3
         await asyncio.to_thread(slow.settled)
-        assert slow.calls - before < 60, f"stream={stream}: generation went on after the client left"
+        assert slow.calls - before < 60, (
+            f"stream={stream}: generation went on after the client left"
+        )
         await asyncio.sleep(0.1)  # the worker thread hands its slot back through the event loop
         assert gateway.admission.running == 0
 
@@ -231,13 +316,19 @@ def test_client_leaving_cancels_generation_streaming_or_not(engine: ECO, slow: S
 
 def test_streams_count_against_the_concurrency_limit(engine: ECO, slow: SlowModel) -> None:
     gateway = Gateway(engine, settings=_settings(max_concurrency=1))
-    body = json.dumps({"model": MODEL, "prompt": BENIGN, "max_tokens": 8, "temperature": 0, "stream": True}).encode()
+    body = json.dumps(
+        {"model": MODEL, "prompt": BENIGN, "max_tokens": 8, "temperature": 0, "stream": True}
+    ).encode()
 
     async def three() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(_asgi(gateway.app, "POST", "/v1/completions", body) for _ in range(3)))
+        return await asyncio.gather(
+            *(_asgi(gateway.app, "POST", "/v1/completions", body) for _ in range(3))
+        )
 
     results = asyncio.run(three())
-    assert all(r["status"] == 200 and r["chunks"][-1].endswith(b"data: [DONE]\n\n") for r in results)
+    assert all(
+        r["status"] == 200 and r["chunks"][-1].endswith(b"data: [DONE]\n\n") for r in results
+    )
     assert slow.most_at_once == 1
     firsts = sorted(r["times"][0] for r in results)
     assert firsts[2] - firsts[0] > 0.5  # one after another, not all at ~0.4 s
@@ -260,7 +351,9 @@ def test_full_queue_gets_429_with_retry_after_and_queued_clients_that_leave_neve
     async def burst() -> list[dict[str, Any]]:
         running = asyncio.ensure_future(_asgi(gateway.app, "POST", "/v1/chat/completions", body))
         await asyncio.sleep(0.2)
-        queued_then_gone = asyncio.ensure_future(_asgi(gateway.app, "POST", "/v1/chat/completions", body, disconnect_after=0.3))
+        queued_then_gone = asyncio.ensure_future(
+            _asgi(gateway.app, "POST", "/v1/chat/completions", body, disconnect_after=0.3)
+        )
         await asyncio.sleep(0.1)
         refused = await _asgi(gateway.app, "POST", "/v1/chat/completions", body)
         return [await running, await queued_then_gone, refused]
@@ -275,8 +368,9 @@ def test_full_queue_gets_429_with_retry_after_and_queued_clients_that_leave_neve
 
 # -- fail closed -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ["nan score", "guard raises"])
-def test_guard_errors_fail_closed_or_corrupt_but_never_pass(engine: ECO, monkeypatch: pytest.MonkeyPatch,
-                                                            caplog: pytest.LogCaptureFixture, fault: str) -> None:
+def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
+    engine: ECO, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     gateway = Gateway(engine, settings=_settings())  # its warm-up decision needs a working guard
     real = engine.guard.decide_many
@@ -284,14 +378,19 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(engine: ECO, monkeyp
     def faulty(texts: list[str]) -> Any:
         if fault == "guard raises":
             raise RuntimeError("encoder crashed")
-        return [d.model_copy(update={"score": float("nan"), "flagged": False, "target": None}) for d in real(texts)]
+        return [
+            d.model_copy(update={"score": float("nan"), "flagged": False, "target": None})
+            for d in real(texts)
+        ]
 
     monkeypatch.setattr(engine.guard, "decide_many", faulty)
     with pytest.raises(GuardFailureError, match="refused"):
         engine.generate([BENIGN], config=GenerationConfig(max_new_tokens=2))
     with TestClient(gateway.app) as client:
         for stream in (False, True):
-            error = _openai_error(client.post("/v1/chat/completions", json=_chat(BENIGN, stream=stream)), 500)
+            error = _openai_error(
+                client.post("/v1/chat/completions", json=_chat(BENIGN, stream=stream)), 500
+            )
             assert error["code"] == "guard_failure"
         assert "eco_guard_errors_total 2.0" in client.get("/metrics").text
         engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
@@ -303,15 +402,27 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(engine: ECO, monkeyp
 # -- keys and metrics ------------------------------------------------------------------------------
 def test_api_keys(engine: ECO, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
-    with TestClient(Gateway(engine, settings=_settings(api_keys=(KEY, "second-key-abcdefghijkl"))).app) as client:
+    with TestClient(
+        Gateway(engine, settings=_settings(api_keys=(KEY, "second-key-abcdefghijkl"))).app
+    ) as client:
         assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
-        for headers in ({}, {"authorization": "Bearer wrong-key-0123456789"}, {"authorization": KEY}, {"authorization": f"Basic {KEY}"}):
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong-key-0123456789"},
+            {"authorization": KEY},
+            {"authorization": f"Basic {KEY}"},
+        ):
             response = client.post("/v1/chat/completions", json=_chat(BENIGN), headers=headers)
             assert _openai_error(response, 401)["code"] == "invalid_api_key"
             assert response.headers["www-authenticate"] == "Bearer"
-        assert client.get("/metrics").status_code == 401 and client.get("/v1/models").status_code == 401
+        assert (
+            client.get("/metrics").status_code == 401
+            and client.get("/v1/models").status_code == 401
+        )
         good = {"authorization": f"Bearer {KEY}"}
-        assert client.post("/v1/chat/completions", json=_chat(BENIGN), headers=good).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=_chat(BENIGN), headers=good).status_code == 200
+        )
         assert client.get("/metrics", headers=good).status_code == 200
     (record,) = _access(caplog)
     assert record["key"] == fingerprint(KEY) and KEY not in json.dumps(record)
@@ -321,7 +432,9 @@ def test_metrics(engine: ECO) -> None:
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
         assert client.post("/v1/chat/completions", json=_chat(FLAGGED)).status_code == 200
-        assert client.post("/v1/chat/completions", json=_chat(FLAGGED, stream=True)).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=_chat(FLAGGED, stream=True)).status_code == 200
+        )
         assert client.post("/v1/chat/completions", json={"model": "x" * 40}).status_code == 400
         client.get("/no/such/" + "p" * 50)
         response = client.get("/metrics")
@@ -330,10 +443,20 @@ def test_metrics(engine: ECO) -> None:
     assert 'eco_requests_total{route="/v1/chat/completions",status="200"} 3.0' in text
     assert 'eco_requests_total{route="/v1/chat/completions",status="400"} 1.0' in text
     assert 'eco_requests_total{route="other",status="404"} 1.0' in text
-    assert 'eco_flagged_total{target="harry-potter"} 2.0' in text and 'eco_corrupted_total{target="harry-potter"} 2.0' in text
+    assert (
+        'eco_flagged_total{target="harry-potter"} 2.0' in text
+        and 'eco_corrupted_total{target="harry-potter"} 2.0' in text
+    )
     assert 'eco_decisions_total{corrupted="false",flagged="false"} 1.0' in text
-    assert "eco_guard_decision_seconds_count 3.0" in text and "eco_generation_seconds_count 3.0" in text
-    assert 'eco_tokens_total{direction="in"}' in text and "eco_queue_depth 0.0" in text and "eco_in_flight 0.0" in text
+    assert (
+        "eco_guard_decision_seconds_count 3.0" in text
+        and "eco_generation_seconds_count 3.0" in text
+    )
+    assert (
+        'eco_tokens_total{direction="in"}' in text
+        and "eco_queue_depth 0.0" in text
+        and "eco_in_flight 0.0" in text
+    )
     assert 'eco_guard_info{guard_id="toyguard0001",guard_version="1"' in text
     for private in ("Harry", "bread", "xxxx", "pppp"):
         assert private not in text
@@ -344,17 +467,32 @@ def _hostile_values() -> Any:
     from hypothesis import strategies as st
 
     scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=40), st.sampled_from(["\x00", "\ud800", " ", "\t\n", "user", "system", "tool", "wizard", MODEL, "x" * 5000]),
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=40),
+        st.sampled_from(
+            ["\x00", "\ud800", " ", "\t\n", "user", "system", "tool", "wizard", MODEL, "x" * 5000]
+        ),
     )
-    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                        max_leaves=12)
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
 
 
 @pytest.fixture()
 def fuzz_client(engine: ECO) -> Iterator[TestClient]:
-    with TestClient(Gateway(engine, settings=_settings(default_max_tokens=2, max_tokens_limit=4, request_timeout=20)).app,
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        Gateway(
+            engine, settings=_settings(default_max_tokens=2, max_tokens_limit=4, request_timeout=20)
+        ).app,
+        raise_server_exceptions=False,
+    ) as client:
         yield client
 
 
@@ -371,27 +509,73 @@ def test_fuzz_every_route_never_500(fuzz_client: TestClient) -> None:
     fields = {
         "model": st.one_of(st.just(MODEL), _hostile_values()),
         "messages": st.one_of(
-            st.lists(st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["user", "system", "assistant", "tool", "developer", "x"]), _hostile_values()),
-                                             "content": st.one_of(st.text(max_size=30), _hostile_values())}), max_size=5),
-            _hostile_values()),
-        "prompt": st.one_of(st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3), _hostile_values()),
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "role": st.one_of(
+                            st.sampled_from(
+                                ["user", "system", "assistant", "tool", "developer", "x"]
+                            ),
+                            _hostile_values(),
+                        ),
+                        "content": st.one_of(st.text(max_size=30), _hostile_values()),
+                    }
+                ),
+                max_size=5,
+            ),
+            _hostile_values(),
+        ),
+        "prompt": st.one_of(
+            st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3), _hostile_values()
+        ),
         "max_tokens": st.one_of(st.integers(min_value=-5, max_value=2**40), _hostile_values()),
-        "temperature": st.one_of(st.floats(min_value=-1, max_value=3, allow_nan=False), _hostile_values()),
-        "top_p": _hostile_values(), "stop": _hostile_values(), "seed": _hostile_values(), "n": _hostile_values(),
-        "stream": st.one_of(st.booleans(), _hostile_values()), "stream_options": _hostile_values(), "logprobs": _hostile_values(),
+        "temperature": st.one_of(
+            st.floats(min_value=-1, max_value=3, allow_nan=False), _hostile_values()
+        ),
+        "top_p": _hostile_values(),
+        "stop": _hostile_values(),
+        "seed": _hostile_values(),
+        "n": _hostile_values(),
+        "stream": st.one_of(st.booleans(), _hostile_values()),
+        "stream_options": _hostile_values(),
+        "logprobs": _hostile_values(),
     }
     bodies = st.one_of(st.fixed_dictionaries({}, optional=fields), _hostile_values())
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(
+        max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
     @given(path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]), body=bodies)
     def post(path: str, body: Any) -> None:
-        raw = json.dumps(body).encode() if not isinstance(body, str) or len(body) % 2 else body.encode("utf-8", "surrogatepass")
-        _assert_well_formed(fuzz_client.post(path, content=raw, headers={"content-type": "application/json"}))
+        raw = (
+            json.dumps(body).encode()
+            if not isinstance(body, str) or len(body) % 2
+            else body.encode("utf-8", "surrogatepass")
+        )
+        _assert_well_formed(
+            fuzz_client.post(path, content=raw, headers={"content-type": "application/json"})
+        )
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    @given(path=st.one_of(st.sampled_from(["/health", "/ready", "/metrics", "/v1/models", "/v1/models/tiny", "/v1/chat/completions"]),
-                          st.text(alphabet="abc/%.-_~:", max_size=30).map(lambda p: "/" + p)),
-           method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), raw=st.binary(max_size=200))
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(
+        path=st.one_of(
+            st.sampled_from(
+                [
+                    "/health",
+                    "/ready",
+                    "/metrics",
+                    "/v1/models",
+                    "/v1/models/tiny",
+                    "/v1/chat/completions",
+                ]
+            ),
+            st.text(alphabet="abc/%.-_~:", max_size=30).map(lambda p: "/" + p),
+        ),
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+        raw=st.binary(max_size=200),
+    )
     def anything(path: str, method: str, raw: bytes) -> None:
         _assert_well_formed(fuzz_client.request(method, path, content=raw))
 
@@ -401,13 +585,23 @@ def test_fuzz_every_route_never_500(fuzz_client: TestClient) -> None:
     _assert_well_formed(fuzz_client.post("/v1/chat/completions", json=big))
     for content in ("", "   \n\t", "\x00\x00", "a\x00b"):
         _assert_well_formed(fuzz_client.post("/v1/chat/completions", json=_chat(content)))
-    _assert_well_formed(fuzz_client.post("/v1/chat/completions", content=b"\xff\xfe\xfd", headers={"content-type": "application/json"}))
+    _assert_well_formed(
+        fuzz_client.post(
+            "/v1/chat/completions",
+            content=b"\xff\xfe\xfd",
+            headers={"content-type": "application/json"},
+        )
+    )
     # Still serving a normal request afterwards.
     normal = fuzz_client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=2))
-    assert normal.status_code == 200 and normal.json()["choices"][0]["message"]["role"] == "assistant"
+    assert (
+        normal.status_code == 200 and normal.json()["choices"][0]["message"]["role"] == "assistant"
+    )
 
 
-def test_fail_closed_scores_are_checked_with_numpy_nan(engine: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fail_closed_scores_are_checked_with_numpy_nan(
+    engine: ECO, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A guard whose arrays were defanged to produce NaN (a non-finite coefficient) is refused per request."""
     estimator = engine.guard.targets["harry-potter"]
     coef = estimator.classifier_.coef_.copy()
