@@ -232,36 +232,24 @@ def test_add_and_remove_target_leave_other_targets_byte_identical(
     assert (
         set(added) == {"harry-potter", "baking"} and added["harry-potter"] == before["harry-potter"]
     )
-    assert (
-        main(
+
+    def remove(name: str) -> int:
+        return main(
             [
                 "guard",
                 "remove-target",
                 str(cli_guard),
                 "--target",
-                "harry-potter",
+                name,
                 "--encoder",
                 str(tiny_encoder_dir),
             ]
         )
-        == 0
-    )
+
+    assert remove("harry-potter") == 0
     removed = digests(cli_guard)
     assert removed == {"baking": added["baking"]}
     assert sorted(p.name for p in (cli_guard / "targets").iterdir()) == ["000"]
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "guard",
-                "remove-target",
-                str(cli_guard),
-                "--target",
-                "nope",
-                "--encoder",
-                str(tiny_encoder_dir),
-            ]
-        )
-        == 2
-    )
+    assert remove("nope") == 2
     assert "No target 'nope'" in capsys.readouterr().err
