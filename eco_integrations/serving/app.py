@@ -222,6 +222,16 @@ class _Slot:
                 self._loop.call_soon_threadsafe(self.release)
 
 
+class _ASGIApp:
+    """An ASGI 3 app object (servers detect ASGI 3 from an async ``__call__``, not from a bound method)."""
+
+    def __init__(self, handler: Callable[[Any, Any, Any], Any]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._handler(scope, receive, send)
+
+
 class _ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
@@ -272,7 +282,7 @@ class Gateway:
             exception_handlers={HTTPException: self._http_error, Exception: self._unexpected},
             lifespan=self._lifespan,
         )
-        self.app = self._edge
+        self.app = _ASGIApp(self._edge)
 
     # -- the edge: keys and request counts, before routing ---------------------------------------
     async def _edge(self, scope: Any, receive: Any, send: Any) -> None:

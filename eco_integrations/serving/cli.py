@@ -126,13 +126,40 @@ def serve(
         timeout_graceful_shutdown=shutdown_timeout,
         timeout_keep_alive=30,
         lifespan="on",
+        interface="asgi3",
     )
     server = _DrainingServer(config, gateway)
     keys = f"{len(api_keys)} API key(s) required" if api_keys else "NO API KEY: anyone who reaches the port can use it"
     watching = f"; watching {guard} every {watch_interval} s" if watch else ""
     print(f"eco serve: listening on http://{host}:{port} (backend: {vllm_url or 'transformers'}; {keys}{watching})", file=sys.stderr, flush=True)
-    server.run()
+    try:
+        server.run()
+    finally:
+        _finish_generation_threads(timeout=10.0)
     return 0
+
+
+def _finish_generation_threads(timeout: float) -> None:
+    """Let cancelled generations reach their next token before the interpreter exits.
+
+    Requests cut by the shutdown timeout have their cancel event set and stop at the next token;
+    an interpreter that exited under a thread still inside torch would abort the process.
+    """
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    workers = [t for t in threading.enumerate() if t.name in ("eco-generate", "eco-stream")]
+    for thread in workers:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in workers if t.is_alive()]
+    if stuck:
+        # A backend call that ignores cancellation (a vLLM request already sent): leave without
+        # waiting for it rather than hang or abort.
+        log.warning("exiting with %d generation thread(s) still running", len(stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class _DrainingServer:

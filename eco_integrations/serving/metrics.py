@@ -109,6 +109,8 @@ class GatewayMetrics:
             self.decisions.labels(
                 flagged=str(d.flagged).lower(), corrupted=str(d.corrupted).lower()
             ).inc()
+            if d.flagged and d.score is None:  # --on-guard-error corrupt: counted, then corrupted
+                self.guard_errors.inc()
             if d.flagged:
                 self.flagged.labels(target=d.target or "(guard error)").inc()
             if d.corrupted:

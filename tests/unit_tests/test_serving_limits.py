@@ -395,6 +395,7 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
         assert "eco_guard_errors_total 2.0" in client.get("/metrics").text
         engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
         assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
+        assert "eco_guard_errors_total 3.0" in client.get("/metrics").text
     statuses = [(r["status"], r.get("decision", {}).get("corrupted")) for r in _access(caplog)]
     assert statuses == [(500, None), (500, None), (200, True)]
 
