@@ -10,6 +10,7 @@ watching one shared folder all pick up a change without a restart.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 WATCHED = ("manifest.json", "policy.json", INTEGRITY_FILE)
 
 
-def reload_engine(current: ECO, folder: str | Path) -> ECO:
+def reload_engine(current: ECO, folder: str | os.PathLike[str]) -> ECO:
     """A new engine on ``current``'s backend with the guard (and policy) now in ``folder``.
 
     The guard must use the encoder ``current`` uses (``Guard.load`` refuses one that embeds
@@ -46,7 +47,7 @@ def reload_engine(current: ECO, folder: str | Path) -> ECO:
 class GuardWatcher:
     """Polls a guard folder every ``interval`` seconds (None: only on :meth:`poke`) and swaps on change."""
 
-    def __init__(self, gateway: Any, folder: str | Path, *, interval: float | None = 2.0) -> None:
+    def __init__(self, gateway: Any, folder: str | os.PathLike[str], *, interval: float | None = 2.0) -> None:
         self.gateway = gateway
         self.folder = Path(folder)
         self.interval = interval
@@ -56,7 +57,7 @@ class GuardWatcher:
         self.last_error: str | None = None
 
     def _stamp(self) -> tuple[Any, ...]:
-        stamps = []
+        stamps: list[tuple[int, int, int] | None] = []
         for name in WATCHED:
             try:
                 st = (self.folder / name).stat()
