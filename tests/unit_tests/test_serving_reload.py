@@ -175,3 +175,20 @@ def test_two_replicas_watching_one_folder_both_swap(tiny_backend, tiny_encoder, 
     finally:
         for w in watchers:
             w.stop()
+
+
+def test_sighup_poke_reloads_without_polling(tiny_backend, tiny_encoder, folder) -> None:  # noqa: ANN001
+    gateway = _gateway(tiny_backend, folder, tiny_encoder)
+    watcher = GuardWatcher(gateway, folder, interval=None)  # eco serve without --watch: SIGHUP only
+    watcher.start()
+    try:
+        new_version = _add_baking(folder, tiny_encoder)
+        time.sleep(0.5)
+        assert gateway.state.engine.guard.version == 1  # nothing polls
+        watcher.poke()  # what the SIGHUP handler calls
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and gateway.state.engine.guard.version != new_version:
+            time.sleep(0.1)
+        assert gateway.state.engine.guard.version == new_version
+    finally:
+        watcher.stop()
