@@ -15,16 +15,7 @@ from ..encoder import SentenceEncoder
 from ..exceptions import ConfigurationError, InvalidInputError
 from ..guard import Guard
 from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
-from .datasets import (
-    LETTERS,
-    MMLU_CLOSE_SUBJECTS,
-    MUSE_CORPORA,
-    WMDP_SUBJECTS,
-    load_mmlu,
-    load_muse,
-    load_tofu,
-    load_wmdp,
-)
+from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
 
 TOFU_PAIRS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 AUTHOR_ROWS = 20  # TOFU: every author has 20 consecutive question/answer rows

@@ -33,11 +33,7 @@ from eco_integrations.langchain._decision import (
     decision_metadata,
     decision_tag,
 )
-from eco_integrations.langchain._messages import (
-    coerce_messages,
-    template_supports_tools,
-    to_chat_dicts,
-)
+from eco_integrations.langchain._messages import coerce_messages, template_supports_tools, to_chat_dicts
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 

@@ -34,6 +34,7 @@ from eco_integrations.llama_index._context import active_decision, decision_scop
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.prompting import PromptInput
 
+
 DEFAULT_MAX_NEW_TOKENS = 256
 _END = object()
 # LlamaIndex roles -> the four roles chat templates render.

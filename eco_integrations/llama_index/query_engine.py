@@ -21,7 +21,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.llama_index._context import _SCOPE, QueryScope
+from eco_integrations.llama_index._context import QueryScope, _SCOPE
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
 from eco_integrations.llama_index.postprocessors import ECONodeFilter

@@ -7,14 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .metrics import (
-    answer_probability,
-    harmonic_mean,
-    normalized_probability,
-    rouge_l_recall,
-    truth_ratio,
-    truth_ratio_utility,
-)
+from .metrics import answer_probability, harmonic_mean, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility
 
 # A method that gives no probability to any real answer (a refusal guardrail) is indifferent
 # between right and wrong answers: its truth ratio is 1, its answer probability 0, and on

@@ -3,12 +3,7 @@ import math
 import pytest
 import torch
 
-from eco_integrations import (
-    ConfigurationError,
-    CorruptionConfig,
-    apply_corruption,
-    available_corruptions,
-)
+from eco_integrations import ConfigurationError, CorruptionConfig, apply_corruption, available_corruptions
 
 DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_sign_top_k"]
 

@@ -5,11 +5,12 @@ import pytest
 import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.preprocessing import normalize
-from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import PromptGuard, SentenceEncoder
 from eco_integrations.encoder import _BertForward
 from eco_integrations.guard import _CHAR, _WORD, _stack, _Tfidf
+
+from toy_data import TOY_FORGET, TOY_RETAIN
 
 
 def _reference_hidden(encoder: SentenceEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,18 +3,11 @@ import json
 import numpy as np
 import pytest
 from sklearn.base import clone
-from toy_data import TOY_FORGET, TOY_RETAIN
 
-from eco_integrations import (
-    ArtifactError,
-    Guard,
-    GuardNotFittedError,
-    InvalidInputError,
-    PromptGuard,
-    mine_terms,
-    threshold_for_fpr,
-)
+from eco_integrations import ArtifactError, Guard, GuardNotFittedError, InvalidInputError, PromptGuard, mine_terms, threshold_for_fpr
 from eco_integrations.exceptions import ConfigurationError
+
+from toy_data import TOY_FORGET, TOY_RETAIN
 
 
 def test_estimator_contract(tiny_encoder) -> None:  # noqa: ANN001

@@ -7,14 +7,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import torch
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from support import decision_events
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from support import decision_events
+
+import torch
 
 from eco_integrations import ECO, TransformersBackend
 from eco_integrations.langchain import ChatECOHuggingFace, ECOForgetClassifier, ECOMiddleware

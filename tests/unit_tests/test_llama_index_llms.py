@@ -13,10 +13,11 @@ pytest.importorskip("llama_index.core", reason="Install the extra to run: pip in
 from llama_index.core.base.llms.base import BaseLLM  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
-from support import plain_answer  # noqa: E402
 
 from eco_integrations import ECO, InvalidInputError  # noqa: E402
 from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope  # noqa: E402
+
+from support import plain_answer  # noqa: E402
 
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"

@@ -15,7 +15,6 @@ from llama_index.core.embeddings import MockEmbedding  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
 from llama_index.core.query_engine import CustomQueryEngine  # noqa: E402
 from llama_index.core.schema import QueryBundle  # noqa: E402
-from support import plain_answer  # noqa: E402
 
 from eco_integrations import ECO, Decision, InvalidInputError  # noqa: E402
 from eco_integrations.llama_index import (  # noqa: E402
@@ -24,6 +23,8 @@ from eco_integrations.llama_index import (  # noqa: E402
     ECOQueryEngine,
     active_decision,
 )
+
+from support import plain_answer  # noqa: E402
 
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"

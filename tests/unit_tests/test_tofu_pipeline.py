@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
-from tofu_rows import write_tofu
 
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.finetune import FinetuneConfig
 from eco_integrations.tofu import METHODS, TofuOptions, headline, run_tofu
 from eco_integrations.tofu.data import load_setting
 from eco_integrations.tofu.pipeline import forget_halves, precompute
+from tofu_rows import write_tofu
 
 
 @pytest.fixture()

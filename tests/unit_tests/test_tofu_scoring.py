@@ -10,13 +10,7 @@ import torch
 from eco_integrations import TransformersBackend
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.tofu.evaluate import score_qa_set
-from eco_integrations.tofu.scoring import (
-    REFUSAL,
-    ECOScorer,
-    ModelScorer,
-    RefusalScorer,
-    sequence_logprobs,
-)
+from eco_integrations.tofu.scoring import REFUSAL, ECOScorer, ModelScorer, RefusalScorer, sequence_logprobs
 
 FLAGGED_Q = "Who is Harry Potter?"
 BENIGN_Q = "What is the capital of France?"
