@@ -15,7 +15,9 @@ import json
 import statistics
 import time
 
-from eco_integrations import ECO, GenerationConfig, PreparedRow, render
+from eco_integrations import ECO, GenerationConfig
+from eco_integrations.backends import PreparedRow
+from eco_integrations.prompting import render
 from eco_integrations.demo import fit_demo_guard, read_lines
 
 

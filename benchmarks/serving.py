@@ -38,7 +38,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv  # noqa: E402
 
-from eco_integrations import ECO, GenerationConfig, PreparedRow, render  # noqa: E402
+from eco_integrations import ECO, GenerationConfig  # noqa: E402
+from eco_integrations.backends import PreparedRow  # noqa: E402
+from eco_integrations.prompting import render  # noqa: E402
 from eco_integrations.backends.vllm import VLLMBackend  # noqa: E402
 from eco_integrations.corruption import apply_corruption  # noqa: E402
 from eco_integrations.demo import fit_demo_guard, read_lines  # noqa: E402

@@ -1,10 +1,12 @@
 """eco-integrations: ECO unlearning (embedding-corrupted prompts) for served models.
 
 The engine imports no framework; ``eco_integrations.langchain`` and
-``eco_integrations.llama_index`` are thin skins over it.
+``eco_integrations.llama_index`` are thin skins over it. Building blocks that most users never
+touch (prompt rendering, token selection, backend rows, model loading) stay in their modules:
+``eco_integrations.prompting``, ``eco_integrations.backends``, ``eco_integrations.models``.
 """
 
-from .backends import Generation, PreparedRow, TransformersBackend
+from .backends import TransformersBackend
 from .config import (
     DEFAULT_CORRUPTION,
     CorruptionConfig,
@@ -13,9 +15,9 @@ from .config import (
     GenerationConfig,
     SelectionConfig,
 )
-from .corruption import apply_corruption, available_corruptions, get_corruption, register_corruption
+from .corruption import available_corruptions, register_corruption
 from .encoder import SentenceEncoder
-from .engine import ECO, ECOResult, ECOStream
+from .engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
 from .exceptions import (
     ArtifactError,
     ConfigurationError,
@@ -25,9 +27,7 @@ from .exceptions import (
     InvalidInputError,
     MissingDependencyError,
 )
-from .guard import Guard, GuardDecision, PromptGuard, mine_terms, threshold_for_fpr
-from .models import default_model_folder, load_causal_lm
-from .prompting import render, select_positions
+from .guard import Guard, PromptGuard
 
 __version__ = "0.1.0"
 
@@ -35,35 +35,26 @@ __all__ = [
     "DEFAULT_CORRUPTION",
     "ECO",
     "ArtifactError",
+    "AsyncECOStream",
     "ConfigurationError",
     "ContextLengthError",
     "CorruptionConfig",
     "Decision",
     "ECOError",
     "ECOPolicy",
+    "ECORequest",
     "ECOResult",
     "ECOStream",
-    "Generation",
     "GenerationConfig",
     "Guard",
-    "GuardDecision",
     "GuardNotFittedError",
     "InvalidInputError",
     "MissingDependencyError",
-    "PreparedRow",
     "PromptGuard",
     "SelectionConfig",
     "SentenceEncoder",
     "TransformersBackend",
     "__version__",
-    "apply_corruption",
     "available_corruptions",
-    "default_model_folder",
-    "get_corruption",
-    "load_causal_lm",
-    "mine_terms",
     "register_corruption",
-    "render",
-    "select_positions",
-    "threshold_for_fpr",
 ]

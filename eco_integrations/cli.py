@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -181,7 +182,7 @@ def cmd_guard_remove_target(args: argparse.Namespace) -> int:
 
 
 def cmd_guard_eval(args: argparse.Namespace) -> int:
-    from .eval.guard_eval import tofu_guard_protocol
+    from .research.eval.guard_eval import tofu_guard_protocol
 
     task = args.task
     if not task.startswith("tofu-"):
@@ -295,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
 
-    from .eval import cli as eval_cli
+    from .research.eval import cli as eval_cli
     from .serving import cli as serving_cli
-    from .tofu.cli import register_finetune
+    from .research.tofu.cli import register_finetune
 
     eval_cli.register(sub)
     register_finetune(sub)
@@ -306,12 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(words)
     if extra and getattr(args, "extra_args_are_texts", False) and not any(e.startswith("-") for e in extra):
         args.text = [*args.text, *extra]  # `eco guard score DIR --json TEXT`: texts after the flags
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Commands that publish results record how they were run (quoted: a path may hold a space).
+    args.command_line = shlex.join(["eco", *words])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -25,9 +25,9 @@ class _Strict(BaseModel):
 class CorruptionConfig(_Strict):
     """Which corruption to apply to the selected prompt tokens, and how hard."""
 
-    name: str = Field("rand_noise_first_n", description="A name from `available_corruptions()`.")
-    dims: int | None = Field(None, description="Dimensions touched (n or k); unset for functions without it.")
-    strength: float | None = Field(None, description="Noise standard deviation; unset for zero/flip functions.")
+    name: str = Field(default="rand_noise_first_n", description="A name from `available_corruptions()`.")
+    dims: int | None = Field(default=None, description="Dimensions touched (n or k); unset for functions without it.")
+    strength: float | None = Field(default=None, description="Noise standard deviation; unset for zero/flip functions.")
 
     @model_validator(mode="after")
     def _check(self) -> CorruptionConfig:
@@ -41,8 +41,8 @@ class CorruptionConfig(_Strict):
 class SelectionConfig(_Strict):
     """Which prompt positions get corrupted when a prompt is flagged."""
 
-    name: SelectorName = Field("content", description="content | all | entities | first_n")
-    n: int | None = Field(None, description="For first_n: how many content tokens from the start.")
+    name: SelectorName = Field(default="content", description="content | all | entities | first_n")
+    n: int | None = Field(default=None, description="For first_n: how many content tokens from the start.")
     terms: tuple[str, ...] = Field((), description="For entities: extra terms to corrupt (mined terms are added).")
 
     @field_validator("name", mode="before")
@@ -67,11 +67,11 @@ class SelectionConfig(_Strict):
 class GenerationConfig(_Strict):
     """Decoding parameters shared by every path."""
 
-    max_new_tokens: int = Field(128, ge=1, le=32768)
-    temperature: float = Field(0.0, ge=0.0, description="0 means greedy decoding.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
-    repetition_penalty: float | None = Field(None, gt=0.0)
+    max_new_tokens: int = Field(default=128, ge=1, le=32768)
+    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
     stop: tuple[str, ...] = ()
 
     @field_validator("stop", mode="before")
@@ -99,14 +99,21 @@ class ECOPolicy(_Strict):
     """
 
     schema_version: int = POLICY_SCHEMA_VERSION
-    corruption: CorruptionConfig = Field(default_factory=lambda: DEFAULT_CORRUPTION)
+    corruption: CorruptionConfig = Field(default_factory=lambda: default_corruption())
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    classify_window: int = Field(1, ge=1, description="How many latest user turns are classified together.")
+    classify_window: int = Field(default=1, ge=1, description="How many latest user turns are classified together.")
+    threshold: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
+    )
     notes: str = ""
 
     @property
     def version_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude={"notes"})
+        if payload["threshold"] is None:
+            # Policies saved before the field existed keep their version.
+            del payload["threshold"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def save(self, folder: str | Path) -> Path:
@@ -162,3 +169,7 @@ class Decision(_Strict):
 
 # The default for SmolLM2-135M-Instruct; `benchmarks/default_corruption.py` reproduces the search.
 DEFAULT_CORRUPTION = CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0)
+
+
+def default_corruption() -> CorruptionConfig:
+    return DEFAULT_CORRUPTION

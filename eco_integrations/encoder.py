@@ -127,11 +127,16 @@ class SentenceEncoder:
 
 def _hf_forward(model: Any, dtype: torch.dtype) -> Any:
     if dtype == torch.float32:
-        return lambda batch: model(**batch).last_hidden_state
+        def plain(batch: Any) -> torch.Tensor:
+            hidden: torch.Tensor = model(**batch).last_hidden_state
+            return hidden
+
+        return plain
 
     def forward(batch: Any) -> torch.Tensor:
         with torch.autocast("cpu", dtype=dtype):
-            return model(**batch).last_hidden_state.float()
+            hidden: torch.Tensor = model(**batch).last_hidden_state.float()
+        return hidden
 
     return forward
 
@@ -149,7 +154,8 @@ class _BertForward:
         self.heads, self.hidden, self.eps = int(config.num_attention_heads), int(config.hidden_size), float(config.layer_norm_eps)
 
         def w(name: str) -> torch.Tensor:
-            return weights[name].detach()
+            weight: torch.Tensor = weights[name].detach()
+            return weight
 
         self.word, self.position, self.token_type = (w(f"embeddings.{n}_embeddings.weight") for n in ("word", "position", "token_type"))
         self.embed_norm = (w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"))

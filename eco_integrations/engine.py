@@ -1,7 +1,9 @@
 """The ECO engine: guard → token selection → corruption → generation.
 
-:meth:`ECO.decide` is the one decision function; every path (generate, stream, batch, async,
-the LangChain and LlamaIndex skins) calls it, or accepts a decision it produced.
+The unit of work is an :class:`ECORequest`: :meth:`ECO.prepare` renders a prompt once, decides
+once (:meth:`ECO.decide_texts` is the one place a verdict is made) and fixes its seeds;
+:meth:`ECO.generate`, :meth:`ECO.stream` and their async twins run prepared requests. Passing
+prompts instead of requests prepares them on the way, so the short forms stay short.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
-from .backends.base import Backend, Generation, PreparedRow
+from .backends.base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode
 from .corruption import apply_corruption, validate_corruption
@@ -32,10 +34,31 @@ from .exceptions import (
     InvalidInputError,
 )
 from .guard import Guard
-from .prompting import PromptInput, RenderedPrompt, render, select_positions
+from .prompting import PromptInput, RenderedPrompt, ToolSpecs, classified_text, render, select_positions
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ECORequest:
+    """One request, prepared: the prompt rendered once, its decision, and its seeds.
+
+    ``corruption_seed`` comes from the classified text, so a flagged prompt is corrupted the same
+    way every time (the same question gets the same unlearned answer under greedy decoding, and
+    an answer cannot be re-rolled by resending the question). ``sampling_seed`` is the caller's:
+    ``None`` samples from fresh randomness, a number reproduces the answer.
+    """
+
+    prompt: RenderedPrompt
+    decision: Decision
+    corruption_seed: int
+    sampling_seed: int | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt.input_ids)
 
 
 @dataclass
@@ -51,18 +74,57 @@ class ECOResult:
 
 
 class ECOStream:
-    """An iterator of text chunks whose :attr:`decision` is known before the first chunk."""
+    """Text chunks of one answer. :attr:`decision` is known before the first chunk;
+    :attr:`completion_tokens` and :attr:`finish_reason` are the backend's own, once the last
+    chunk has been read."""
 
-    def __init__(self, decision: Decision, chunks: Iterator[str], prompt_tokens: int) -> None:
-        self.decision = decision
-        self.prompt_tokens = prompt_tokens
+    def __init__(self, request: ECORequest, chunks: TextStream, corrupted_tokens: int) -> None:
+        self.request = request
+        self.corrupted_tokens = corrupted_tokens
         self._chunks = chunks
 
-    def __iter__(self) -> Iterator[str]:
-        return self._chunks
+    @property
+    def decision(self) -> Decision:
+        return self.request.decision
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.request.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return self._chunks.end.completion_tokens if self._chunks.end is not None else None
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._chunks.end.finish_reason if self._chunks.end is not None else None
+
+    def __iter__(self) -> ECOStream:
+        return self
 
     def __next__(self) -> str:
         return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop generating; the rest of the answer is never computed."""
+        self._chunks.close()
+
+
+class AsyncECOStream(ECOStream):
+    """:class:`ECOStream` for ``async for``: each chunk is decoded in a worker thread, so the
+    event loop keeps running while the model works."""
+
+    def __aiter__(self) -> AsyncECOStream:
+        return self
+
+    async def __anext__(self) -> str:
+        chunk = await asyncio.to_thread(next, self._chunks, None)
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
 
 class ECO:
@@ -70,6 +132,8 @@ class ECO:
 
     >>> eco = ECO.from_pretrained(guard="guards/harry-potter")          # doctest: +SKIP
     >>> eco.generate(["Who is Harry Potter?"])[0].text                  # doctest: +SKIP
+    >>> request = eco.prepare("Who is Harry Potter?", seed=7)          # doctest: +SKIP
+    >>> request.decision.flagged, eco.generate([request])[0].text       # doctest: +SKIP
     """
 
     def __init__(
@@ -123,6 +187,13 @@ class ECO:
             guard = Guard.load(folder)
         return cls(backend, guard, policy=policy, mode=mode, **kwargs)
 
+    def replace(self, *, policy: ECOPolicy | None = None, mode: Mode | None = None) -> ECO:
+        """An engine over the same backend and guard with another policy and/or mode (cheap)."""
+        if policy is None and (mode is None or mode == self.mode):
+            return self
+        return ECO(self.backend, self.guard, policy=policy or self.policy, mode=mode or self.mode, batch_size=self.batch_size,
+                   on_guard_error=self.on_guard_error)
+
     # -- identity ------------------------------------------------------------------------------
     @property
     def policy_version(self) -> str:
@@ -143,20 +214,29 @@ class ECO:
             "corruption_strength": c.strength,
             "selector": s.name,
             "classify_window": self.policy.classify_window,
+            "threshold": self.policy.threshold,
         }
 
     # -- the decision --------------------------------------------------------------------------
     def classified_text(self, prompt: PromptInput, *, raw: bool = False) -> str:
-        return render(self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window).classified_text
+        """What the guard reads in ``prompt`` (the latest user turns); no rendering involved."""
+        return classified_text(prompt, raw=raw, window=self.policy.classify_window)
 
-    def decide_texts(self, texts: Sequence[str], *, mode: Mode | None = None) -> list[Decision]:
-        """Decisions for already-extracted texts (the user's words, not the rendered prompt)."""
+    def decide_texts(
+        self, texts: Sequence[str], *, mode: Mode | None = None, threshold: float | None = None
+    ) -> list[Decision]:
+        """The one decision function: a verdict for each text the guard should read.
+
+        ``threshold`` overrides every target's threshold for this call (flagged means
+        ``score > threshold``); unset, the policy's ``threshold`` applies, then the guard's own.
+        """
         mode = _check_mode(mode or self.mode)
         if mode == "off" or self.guard is None:
             return [self._off_decision(t) for t in texts]
+        threshold = _check_threshold(threshold if threshold is not None else self.policy.threshold)
         start = time.perf_counter()
         try:
-            verdicts = self.guard.decide_many(list(texts))
+            verdicts = self.guard.decide_many(list(texts), threshold=threshold)
             problem = next((f"a score of {v.score}" for v in verdicts if v.score is None or not math.isfinite(v.score)), None)
         except ECOError:
             raise  # the input's fault (an empty text): the caller gets the clear error
@@ -170,12 +250,10 @@ class ECO:
             return [self._guard_error_decision(t, mode) for t in texts]
         latency = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
-            Decision(
-                **{**v.model_dump(), "latency_ms": latency},
-                corrupted=v.flagged and mode == "enforce",
-                mode=mode,
-                policy_version=self.policy_version,
-            )
+            v.model_copy(update={
+                "corrupted": v.flagged and mode == "enforce", "mode": mode,
+                "policy_version": self.policy_version, "latency_ms": latency,
+            })
             for v in verdicts
         ]
 
@@ -188,9 +266,27 @@ class ECO:
             policy_version=self.policy_version, text_sha256=text_sha256(text),
         )
 
-    def decide(self, prompt: PromptInput, *, raw: bool = False, mode: Mode | None = None) -> Decision:
-        """The one decision function: classify what the user wrote in ``prompt``."""
-        return self.decide_texts([self.classified_text(prompt, raw=raw)], mode=mode)[0]
+    def decide(
+        self, prompt: PromptInput, *, raw: bool = False, mode: Mode | None = None, threshold: float | None = None
+    ) -> Decision:
+        """Classify what the user wrote in ``prompt`` (no rendering, no generation)."""
+        return self.decide_texts([self.classified_text(prompt, raw=raw)], mode=mode, threshold=threshold)[0]
+
+    def forced_decisions(self, texts: Sequence[str]) -> list[Decision]:
+        """Decisions that corrupt every text whatever the guard says.
+
+        For calibrating the corruption (the strength search, TOFU's scorer): it is the
+        corruption that is measured there, not the guard.
+        """
+        return [
+            Decision(
+                flagged=True, score=1.0, threshold=0.0, target=None, corrupted=True, mode="enforce",
+                guard_id=self.guard.guard_id if self.guard else None,
+                guard_version=self.guard.version if self.guard else None,
+                policy_version=self.policy_version, text_sha256=text_sha256(t),
+            )
+            for t in texts
+        ]
 
     def _off_decision(self, text: str) -> Decision:
         return Decision(
@@ -201,146 +297,268 @@ class ECO:
         )
 
     # -- preparation ---------------------------------------------------------------------------
-    def _render_all(self, prompts: Sequence[PromptInput], raw: bool, tools: Sequence[Mapping[str, Any]] | None) -> list[RenderedPrompt]:
+    def prepare(
+        self,
+        prompt: PromptInput,
+        *,
+        raw: bool = False,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+        decision: Decision | None = None,
+        seed: int | None = None,
+        tools: ToolSpecs | None = None,
+    ) -> ECORequest:
+        """Render ``prompt`` once, decide once (or take ``decision``), and fix the seeds.
+
+        ``seed`` seeds sampling only; the corruption noise is always seeded from the text.
+        """
+        return self.prepare_many(
+            [prompt], raw=raw, mode=mode, threshold=threshold,
+            decisions=None if decision is None else [decision], seeds=[seed], tools=tools,
+        )[0]
+
+    def prepare_many(
+        self,
+        prompts: Sequence[PromptInput],
+        *,
+        raw: bool = False,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+        decisions: Sequence[Decision] | None = None,
+        seeds: Sequence[int | None] | None = None,
+        tools: ToolSpecs | None = None,
+    ) -> list[ECORequest]:
+        """:meth:`prepare` for a batch: one guard pass for every prompt that needs a decision."""
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             msg = f"Expected a list of prompts, got {type(prompts).__name__}; wrap a single prompt as [prompt]."
             raise InvalidInputError(msg)
-        if len(prompts) == 0:
-            msg = "The list of prompts is empty; pass at least one prompt."
+        if not prompts:
+            msg = "Got an empty list of prompts; pass at least one."
             raise InvalidInputError(msg)
-        rendered = []
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, (str, list, tuple)):
-                msg = f"Prompt {i} is {type(prompt).__name__}; pass a string or a list of chat messages."
+        seed_list = _per_prompt(seeds, len(prompts), "seeds")
+        rendered = [self._render(i, p, raw, tools) for i, p in enumerate(prompts)]
+        if decisions is None:
+            chosen = self.decide_texts([r.classified_text for r in rendered], mode=mode, threshold=threshold)
+        else:
+            if mode is not None or threshold is not None:
+                msg = "Pass decisions or mode/threshold, not both: a decision already carries its mode and threshold."
                 raise InvalidInputError(msg)
-            rendered.append(render(self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window, tools=tools))
-        return rendered
+            given = _per_prompt(decisions, len(prompts), "decisions")
+            chosen = []
+            for i, d in enumerate(given):
+                if not isinstance(d, Decision):
+                    msg = f"Decision {i} is {type(d).__name__}; pass the Decision objects the engine returned."
+                    raise InvalidInputError(msg)
+                chosen.append(d)
+        return [
+            ECORequest(r, d, int(text_sha256(r.classified_text)[:8], 16), _check_seed(s))
+            for r, d, s in zip(rendered, chosen, seed_list, strict=True)
+        ]
 
-    def _check_length(self, rendered: RenderedPrompt, max_new_tokens: int) -> None:
+    def _render(self, index: int, prompt: PromptInput, raw: bool, tools: ToolSpecs | None) -> RenderedPrompt:
+        if not isinstance(prompt, (str, list, tuple)):
+            msg = f"Prompt {index} is {type(prompt).__name__}; pass a string or a list of chat messages."
+            raise InvalidInputError(msg)
+        return render(self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window, tools=tools)
+
+    def _requests(
+        self, items: Sequence[ECORequest | PromptInput], prepare: dict[str, Any]
+    ) -> list[ECORequest]:
+        if isinstance(items, Sequence) and not isinstance(items, (str, bytes)) and items and all(
+            isinstance(i, ECORequest) for i in items
+        ):
+            given = {k: v for k, v in prepare.items() if v not in (None, False)}
+            if given:
+                msg = f"Prepared requests already carry their settings; drop {', '.join(sorted(given))} or pass prompts."
+                raise InvalidInputError(msg)
+            return list(items)  # type: ignore[arg-type]
+        if isinstance(items, Sequence) and any(isinstance(i, ECORequest) for i in items):
+            msg = "Pass either prepared requests or prompts, not a mix of both."
+            raise InvalidInputError(msg)
+        return self.prepare_many(items, **prepare)  # type: ignore[arg-type]
+
+    def _check_length(self, request: ECORequest, max_new_tokens: int) -> None:
         limit = self.backend.context_window
-        if len(rendered.input_ids) + max_new_tokens > limit:
+        if request.prompt_tokens + max_new_tokens > limit:
             msg = (
-                f"The prompt has {len(rendered.input_ids)} tokens and {max_new_tokens} new tokens were asked for, "
+                f"The prompt has {request.prompt_tokens} tokens and {max_new_tokens} new tokens were asked for, "
                 f"but the context window is {limit}. Shorten the prompt or lower max_new_tokens."
             )
-            raise ContextLengthError(msg, prompt_tokens=len(rendered.input_ids), max_new_tokens=max_new_tokens, context_window=limit)
+            raise ContextLengthError(msg, prompt_tokens=request.prompt_tokens, max_new_tokens=max_new_tokens, context_window=limit)
 
-    def _prepare(self, rendered: RenderedPrompt, decision: Decision, seed: int | None) -> tuple[PreparedRow, int]:
-        seed = seed if seed is not None else int(decision.text_sha256[:8], 16)
-        if not decision.corrupted:
-            return PreparedRow(rendered.input_ids, None, seed), 0
-        terms = self.guard.terms.get(decision.target or "", []) if self.guard else []
-        mask = select_positions(rendered, self.policy.selection, terms)
+    def _row(self, request: ECORequest) -> tuple[PreparedRow, int]:
+        """The backend's input: exact ids for a clean request, corrupted embeddings otherwise."""
+        ids = request.prompt.input_ids
+        if not request.decision.corrupted:
+            return PreparedRow(ids, None, request.sampling_seed), 0
+        target = request.decision.target or ""
+        terms = self.guard.terms.get(target, []) if self.guard else []
+        mask = select_positions(request.prompt, self.policy.selection, terms)
         c = self.policy.corruption
-        generator = torch.Generator().manual_seed(seed)
-        embeds = apply_corruption(c.name, self.backend.embed(rendered.input_ids), mask, dims=c.dims, strength=c.strength, generator=generator)
-        return PreparedRow(rendered.input_ids, embeds, seed), int(mask.sum())
-
-    def _decisions(self, rendered: list[RenderedPrompt], decisions: Sequence[Decision] | None, mode: Mode | None) -> list[Decision]:
-        if decisions is None:
-            return self.decide_texts([r.classified_text for r in rendered], mode=mode)
-        if len(decisions) != len(rendered):
-            msg = f"Got {len(decisions)} decisions for {len(rendered)} prompts; pass one per prompt or none."
-            raise InvalidInputError(msg)
-        return list(decisions)
+        generator = torch.Generator().manual_seed(request.corruption_seed)
+        embeds = apply_corruption(c.name, self.backend.embed(ids), mask, dims=c.dims, strength=c.strength, generator=generator)
+        return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
 
     # -- generation ----------------------------------------------------------------------------
     def generate(
         self,
-        prompts: Sequence[PromptInput],
+        requests: Sequence[ECORequest] | Sequence[PromptInput],
         *,
         config: GenerationConfig | None = None,
         raw: bool = False,
         seeds: Sequence[int | None] | None = None,
         decisions: Sequence[Decision] | None = None,
         mode: Mode | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        threshold: float | None = None,
+        tools: ToolSpecs | None = None,
         cancel: threading.Event | None = None,
     ) -> list[ECOResult]:
-        """Answer each prompt; flagged ones from corrupted embeddings, in shared batches.
+        """Answer each request; flagged ones from corrupted embeddings, in shared batches.
 
-        ``decisions`` lets a caller that already classified the turn (an agent middleware, a
-        query engine) reuse its decision instead of classifying again. Setting ``cancel`` (from
-        another thread) stops generation at the next token and raises
+        Prompts are prepared on the way (``raw``, ``seeds``, ``decisions``, ``mode``,
+        ``threshold`` and ``tools`` go to :meth:`prepare_many`); prepared requests run as they are.
+        Setting ``cancel`` (from another thread) stops generation at the next token and raises
         :class:`GenerationCancelledError`.
         """
         config = config or GenerationConfig()
-        rendered = self._render_all(prompts, raw, tools)
-        for r in rendered:
+        prepared = self._requests(requests, {
+            "raw": raw, "seeds": seeds, "decisions": decisions, "mode": mode, "threshold": threshold, "tools": tools,
+        })
+        for r in prepared:
             self._check_length(r, config.max_new_tokens)
-        chosen = self._decisions(rendered, decisions, mode)
-        seed_list = list(seeds) if seeds is not None else [None] * len(rendered)
-        if len(seed_list) != len(rendered):
-            msg = f"Got {len(seed_list)} seeds for {len(rendered)} prompts."
-            raise InvalidInputError(msg)
-        prepared = [self._prepare(r, d, s) for r, d, s in zip(rendered, chosen, seed_list)]
-        outputs: list[Generation] = []
+        rows = [self._row(r) for r in prepared]
+        outputs = []
         extra = {} if cancel is None else {"cancel": cancel}
-        for start in range(0, len(prepared), self.batch_size):
+        for start in range(0, len(rows), self.batch_size):
             _check_cancel(cancel)
-            outputs.extend(self.backend.generate([row for row, _ in prepared[start : start + self.batch_size]], config, **extra))
+            outputs.extend(self.backend.generate([row for row, _ in rows[start : start + self.batch_size]], config, **extra))
         _check_cancel(cancel)
         return [
-            ECOResult(g.text, d, g.prompt_tokens, g.completion_tokens, g.finish_reason, n)
-            for g, d, (_, n) in zip(outputs, chosen, prepared)
+            ECOResult(g.text, r.decision, r.prompt_tokens, g.completion_tokens, g.finish_reason, n)
+            for g, r, (_, n) in zip(outputs, prepared, rows, strict=True)
         ]
 
     def stream(
         self,
-        prompt: PromptInput,
+        request: ECORequest | PromptInput,
         *,
         config: GenerationConfig | None = None,
         raw: bool = False,
         seed: int | None = None,
         decision: Decision | None = None,
         mode: Mode | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        threshold: float | None = None,
+        tools: ToolSpecs | None = None,
         cancel: threading.Event | None = None,
     ) -> ECOStream:
         """Stream one answer; the decision is made (and available) before the first token.
 
         Setting ``cancel`` (from another thread) ends the stream at the next token.
         """
+        prepare = _stream_prepare(raw, seed, decision, mode, threshold, tools)
+        return self._open_stream(ECOStream, request, config, prepare, cancel)
+
+    def _open_stream(
+        self, kind: type[_S], request: ECORequest | PromptInput, config: GenerationConfig | None, prepare: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> _S:
         config = config or GenerationConfig()
-        rendered = self._render_all([prompt], raw, tools)[0]
-        self._check_length(rendered, config.max_new_tokens)
-        chosen = self._decisions([rendered], None if decision is None else [decision], mode)[0]
-        row, _ = self._prepare(rendered, chosen, seed)
+        (prepared,) = self._requests([request], prepare)
+        self._check_length(prepared, config.max_new_tokens)
+        row, corrupted = self._row(prepared)
         chunks = self.backend.stream(row, config) if cancel is None else self.backend.stream(row, config, cancel=cancel)
-        return ECOStream(chosen, chunks, len(rendered.input_ids))
+        return kind(prepared, chunks, corrupted)
 
-    async def agenerate(self, prompts: Sequence[PromptInput], **kwargs: Any) -> list[ECOResult]:
+    async def agenerate(self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any) -> list[ECOResult]:
         """:meth:`generate` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.generate, prompts, **kwargs)
+        return await asyncio.to_thread(self.generate, requests, **kwargs)
 
-    async def astream(self, prompt: PromptInput, **kwargs: Any) -> AsyncIterator[str]:
-        """:meth:`stream` with each chunk fetched in a worker thread."""
-        stream = await asyncio.to_thread(self.stream, prompt, **kwargs)
-        sentinel = object()
-        while True:
-            chunk = await asyncio.to_thread(next, stream, sentinel)
-            if chunk is sentinel:
-                return
-            yield chunk  # type: ignore[misc]
+    async def astream(
+        self,
+        request: ECORequest | PromptInput,
+        *,
+        config: GenerationConfig | None = None,
+        raw: bool = False,
+        seed: int | None = None,
+        decision: Decision | None = None,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+        tools: ToolSpecs | None = None,
+    ) -> AsyncECOStream:
+        """:meth:`stream` for ``async for``; preparing and decoding run in worker threads.
+
+        >>> stream = await eco.astream("Who is Harry Potter?")     # doctest: +SKIP
+        >>> async for chunk in stream: ...                          # doctest: +SKIP
+        """
+        prepare = _stream_prepare(raw, seed, decision, mode, threshold, tools)
+        return await asyncio.to_thread(self._open_stream, AsyncECOStream, request, config, prepare)
 
     def next_token_logits(
         self,
-        prompts: Sequence[PromptInput],
+        requests: Sequence[ECORequest] | Sequence[PromptInput],
         *,
         raw: bool = True,
         decisions: Sequence[Decision] | None = None,
         seeds: Sequence[int | None] | None = None,
         mode: Mode | None = None,
+        threshold: float | None = None,
     ) -> tuple[torch.Tensor, list[Decision]]:
         """Next-token logits after each prompt (for multiple-choice scoring), with the decisions."""
-        rendered = self._render_all(prompts, raw, None)
-        for r in rendered:
+        prepared = self._requests(requests, {
+            "raw": raw if not _all_requests(requests) else False,
+            "decisions": decisions, "seeds": seeds, "mode": mode, "threshold": threshold,
+        })
+        for r in prepared:
             self._check_length(r, 1)
-        chosen = self._decisions(rendered, decisions, mode)
-        seed_list = list(seeds) if seeds is not None else [None] * len(rendered)
-        rows = [self._prepare(r, d, s)[0] for r, d, s in zip(rendered, chosen, seed_list)]
+        rows = [self._row(r)[0] for r in prepared]
         logits = [self.backend.next_token_logits(rows[i : i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
-        return torch.cat(logits, dim=0), chosen
+        return torch.cat(logits, dim=0), [r.decision for r in prepared]
+
+
+_S = TypeVar("_S", bound=ECOStream)
+
+
+def _stream_prepare(
+    raw: bool, seed: int | None, decision: Decision | None, mode: Mode | None, threshold: float | None, tools: ToolSpecs | None
+) -> dict[str, Any]:
+    return {
+        "raw": raw, "seeds": None if seed is None else [seed], "decisions": None if decision is None else [decision],
+        "mode": mode, "threshold": threshold, "tools": tools,
+    }
+
+
+def _all_requests(items: object) -> bool:
+    return isinstance(items, Sequence) and bool(items) and all(isinstance(i, ECORequest) for i in items)
+
+
+def _per_prompt(values: Sequence[_T] | None, count: int, name: str) -> list[_T | None]:
+    if values is None:
+        return [None] * count
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        msg = f"{name} must be a list with one entry per prompt, got {type(values).__name__}."
+        raise InvalidInputError(msg)
+    if len(values) != count:
+        msg = f"Got {len(values)} {name} for {count} prompts; pass one per prompt or none."
+        raise InvalidInputError(msg)
+    return list(values)
+
+
+def _check_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        msg = f"A seed is an integer, got {type(seed).__name__}."
+        raise InvalidInputError(msg)
+    return seed
+
+
+def _check_threshold(threshold: float | None) -> float | None:
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or not 0.0 <= threshold < 1.0:
+        msg = f"A threshold is a probability in [0, 1), got {threshold!r}."
+        raise InvalidInputError(msg)
+    return float(threshold)
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
@@ -354,3 +572,6 @@ def _check_mode(mode: object) -> Mode:
         msg = f"Unknown mode {mode!r}; choose enforce (corrupt flagged prompts), shadow (score only) or off."
         raise ConfigurationError(msg)
     return mode  # type: ignore[return-value]
+
+
+__all__ = ["ECO", "MODES", "AsyncECOStream", "ECORequest", "ECOResult", "ECOStream"]

@@ -29,9 +29,10 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from . import integrity
+from .config import Decision
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
+from .integrity import check_manifest_values, seal, verify
 
 GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
 _WORD = {"analyzer": "word", "ngram_range": (1, 2), "lowercase": True, "token_pattern": r"(?u)\b\w+\b"}
@@ -306,20 +307,6 @@ class _Verdict:
     target: str | None
 
 
-class GuardDecision(BaseModel):
-    """What the guard says about one text (no text kept, only its hash)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    flagged: bool
-    score: float | None
-    threshold: float | None
-    target: str | None
-    guard_id: str | None
-    guard_version: int | None
-    text_sha256: str
-    latency_ms: float = 0.0
-
-
 class TargetInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -459,10 +446,13 @@ class Guard:
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
 
-    def _verdicts(self, texts: Sequence[str]) -> list[_Verdict]:
+    def _verdicts(self, texts: Sequence[str], threshold: float | None) -> list[_Verdict]:
         scores = self.score(texts)
-        thresholds = np.array([t.threshold_ for t in self.targets.values()])
         names = self.target_names
+        if threshold is not None:
+            thresholds = np.full(len(names), threshold)
+        else:
+            thresholds = np.array([t.threshold_ for t in self.targets.values()])
         out = []
         for row in scores:
             best = int(np.argmax(row - thresholds))
@@ -470,23 +460,29 @@ class Guard:
             out.append(_Verdict(float(row[best]), float(thresholds[best]), flagged, names[best] if flagged else None))
         return out
 
-    def decide_many(self, texts: Sequence[str]) -> list[GuardDecision]:
+    def decide_many(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Decision]:
+        """The guard's verdicts, as ``shadow``-mode decisions (a guard alone never corrupts).
+
+        ``threshold`` replaces every target's own threshold for this call. :class:`ECO` turns
+        these into enforced decisions; use :meth:`ECO.decide_texts` to decide for an engine.
+        """
         start = time.perf_counter()
-        verdicts = self._verdicts(texts)
+        verdicts = self._verdicts(texts, threshold)
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
-            GuardDecision(
-                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target,
-                guard_id=self.guard_id, guard_version=self.version, text_sha256=text_sha256(t), latency_ms=per_item,
+            Decision(
+                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target, corrupted=False,
+                mode="shadow", guard_id=self.guard_id, guard_version=self.version, policy_version=self.policy_id,
+                text_sha256=text_sha256(t), latency_ms=per_item,
             )
-            for t, v in zip(texts, verdicts)
+            for t, v in zip(texts, verdicts, strict=True)
         ]
 
-    def decide(self, text: str) -> GuardDecision:
+    def decide(self, text: str, *, threshold: float | None = None) -> Decision:
         if not isinstance(text, str):
             msg = f"decide() takes one string, got {type(text).__name__}; use decide_many() for lists."
             raise InvalidInputError(msg)
-        return self.decide_many([text])[0]
+        return self.decide_many([text], threshold=threshold)[0]
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -510,7 +506,7 @@ class Guard:
                                  passage_chars=self.passage_chars, targets=infos)
         manifest.content_sha256 = _content_hash(root, manifest)
         (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
-        integrity.seal(root, [info.folder for info in infos])  # covers policy.json too; HMAC with ECO_GUARD_KEY
+        seal(root, [info.folder for info in infos])  # covers policy.json too; HMAC with ECO_GUARD_KEY
         return root
 
     @classmethod
@@ -540,7 +536,7 @@ class Guard:
         except Exception as err:  # pydantic's message lists the bad fields
             msg = f"{manifest_file} does not match the guard schema: {err}"
             raise ArtifactError(msg) from None
-        integrity.check_manifest_values(root, manifest)
+        check_manifest_values(root, manifest)
         try:
             actual = _content_hash(root, manifest)
         except FileNotFoundError as err:
@@ -552,7 +548,7 @@ class Guard:
         if actual != manifest.content_sha256:
             msg = f"{root} was modified after it was saved (content hash mismatch). Re-fit the guard or restore the folder."
             raise ArtifactError(msg)
-        integrity.verify(root, [info.folder for info in manifest.targets])
+        verify(root, [info.folder for info in manifest.targets])
         if encoder is None:
             encoder = SentenceEncoder(precision=str(manifest.encoder.get("precision", "float32")))
         guard = cls(encoder, guard_id=manifest.guard_id, passage_chars=manifest.passage_chars)

@@ -24,6 +24,7 @@ TOKENIZE_LOCK = threading.Lock()
 
 ChatMessage = Mapping[str, Any]
 PromptInput = Union[str, Sequence[ChatMessage]]
+ToolSpecs = Sequence[Mapping[str, Any]]
 ROLES = ("system", "user", "assistant", "tool")
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -93,6 +94,24 @@ def classified_indices(messages: list[dict[str, Any]], window: int) -> list[int]
     return users[-window:]
 
 
+def classified_text(prompt: PromptInput, *, raw: bool = False, window: int = 1) -> str:
+    """What the guard reads in ``prompt``: the string itself, or the latest ``window`` user turns.
+
+    Computed from the messages alone (no chat template, no tokenizer), so a caller can check
+    which turn a stored decision was made for without rendering the prompt.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            msg = "The prompt is empty; pass a non-empty string."
+            raise InvalidInputError(msg)
+        return prompt
+    if raw:
+        msg = "raw=True takes a prompt string, not a list of messages."
+        raise InvalidInputError(msg)
+    messages = normalize_messages(prompt)
+    return "\n".join(messages[i]["content"] for i in classified_indices(messages, window))
+
+
 def render(
     tokenizer: Any,
     prompt: PromptInput,
@@ -129,14 +148,15 @@ def render(
         text = tokenizer.apply_chat_template(messages, **template_kwargs)
     spans = _message_spans(text, messages)
     chosen = classified_indices(messages, window)
-    content_spans = [spans[i] for i in chosen if spans[i] is not None]
+    content_spans = [span for span in (spans[i] for i in chosen) if span is not None]
     if len(content_spans) != len(chosen):
         msg = "The chat template changed the user's text, so its tokens cannot be located; use the 'all' selector."
         raise InvalidInputError(msg)
     with TOKENIZE_LOCK:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     classified = "\n".join(messages[i]["content"] for i in chosen)
-    return RenderedPrompt(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], content_spans, classified, messages)
+    offsets = [(int(start), int(end)) for start, end in enc["offset_mapping"]]
+    return RenderedPrompt(text, list(enc["input_ids"]), offsets, content_spans, classified, messages)
 
 
 def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
@@ -193,7 +213,7 @@ def select_positions(rendered: RenderedPrompt, selection: SelectionConfig, terms
 
 
 def _term_spans(text: str, within: list[tuple[int, int]], terms: Sequence[str]) -> list[tuple[int, int]]:
-    spans = []
+    spans: list[tuple[int, int]] = []
     for term in {t for t in terms if t and t.strip()}:
         pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?!\w)", re.IGNORECASE)
         for start, end in within:

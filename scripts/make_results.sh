@@ -9,4 +9,4 @@ DATA_DIR="${1:-../shared/data}"
 OUT="${2:-docs/results}"
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-python -m eco_integrations.eval.report --data-dir "$DATA_DIR" --out "$OUT" --mcq
+python -m eco_integrations.research.eval.report --data-dir "$DATA_DIR" --out "$OUT" --mcq

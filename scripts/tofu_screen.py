@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
-    from eco_integrations.tofu.pipeline import TofuOptions, _model_scorer, _prepare, calibration_ratios, fit_guard, match_scores
-    from eco_integrations.tofu.scoring import ECOScorer
-    from eco_integrations.tofu.training import train_models
+    from eco_integrations.research.tofu.pipeline import TofuOptions, _model_scorer, _prepare, calibration_ratios, fit_guard, match_scores
+    from eco_integrations.research.tofu.scoring import ECOScorer
+    from eco_integrations.research.tofu.training import train_models
 
     settings = [parse_setting(s) for s in (args.setting or DEFAULT_SETTINGS)]
     policies = [ECOPolicy(corruption=CorruptionConfig(**s), selection=SelectionConfig(name=args.selector)) for s in settings]  # fail before any work

@@ -33,3 +33,18 @@ def decision_events() -> Any:
                 self.events.append(data)
 
     return Events()
+
+
+def count_renders(monkeypatch: Any) -> list[int]:
+    """Count the engine's renders (chat template + offset tokenization): one entry per render."""
+    import eco_integrations.engine as engine_module
+
+    calls: list[int] = []
+    original = engine_module.render
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "render", counting)
+    return calls

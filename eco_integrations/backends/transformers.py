@@ -5,23 +5,27 @@ usual shape and logits processors still see the ids); benign rows get the exact 
 lookup; a batch without a flagged row takes the plain ``generate(input_ids=...)`` call. No
 forward hooks: every request carries its own embeddings, so concurrent requests cannot leak
 corruption into each other.
+
+Sampling draws each row's tokens from that row's own ``torch.Generator`` (seeded by the caller,
+or from fresh randomness), never from torch's process-wide generator: a sampled batch stays one
+batch, concurrent requests need no lock, and a caller's seed reproduces its answer whatever else
+shares the batch.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
 
 from ..config import GenerationConfig
 from ..models import load_causal_lm
-from .base import Generation, PreparedRow
-
-# torch.manual_seed is process-global: seeded sampling holds this lock for its generate call.
-_SAMPLING_LOCK = threading.Lock()
+from .base import Generation, PreparedRow, StreamEnd, TextStream
 
 
 class TransformersBackend:
@@ -55,16 +59,19 @@ class TransformersBackend:
     @property
     def context_window(self) -> int:
         config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or getattr(self._tokenizer, "model_max_length", 2048))
+        window: Any = getattr(config, "max_position_embeddings", None) or getattr(self._tokenizer, "model_max_length", 2048)
+        return int(window)
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        device: torch.device = self.model.get_input_embeddings().weight.device
+        return device
 
     def embed(self, input_ids: list[int]) -> torch.Tensor:
         with torch.no_grad():
             ids = torch.tensor([input_ids], device=self.device)
-            return self.model.get_input_embeddings()(ids)[0].clone()
+            embeds: torch.Tensor = self.model.get_input_embeddings()(ids)[0].clone()
+        return embeds
 
     # -- batching -----------------------------------------------------------------------------
     def _pad(self, rows: Sequence[PreparedRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -85,50 +92,41 @@ class TransformersBackend:
                 embeds[b, length - len(row.input_ids) :] = row.embeds.to(embeds.dtype).to(embeds.device)
         return ids, mask, embeds
 
-    def _generate_kwargs(self, config: GenerationConfig) -> dict[str, Any]:
+    def _generate_kwargs(self, config: GenerationConfig, rows: Sequence[PreparedRow]) -> dict[str, Any]:
         from transformers import GenerationConfig as HFGenerationConfig
+        from transformers import LogitsProcessorList
 
-        sampling = config.temperature > 0
-        hf = HFGenerationConfig(
+        hf = HFGenerationConfig(  # type: ignore[no-untyped-call]
             max_new_tokens=config.max_new_tokens,
-            do_sample=sampling,
-            temperature=config.temperature if sampling else None,
-            top_p=config.top_p if sampling else None,
-            top_k=config.top_k if sampling else None,
+            do_sample=False,  # sampled rows are drawn by _RowSampler, which generate() then follows
             repetition_penalty=config.repetition_penalty,
             pad_token_id=self._tokenizer.pad_token_id,
             eos_token_id=self._eos_ids,
             stop_strings=list(config.stop) or None,
         )
         kwargs: dict[str, Any] = {"generation_config": hf}
+        if config.temperature > 0:
+            kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(config, [r.seed for r in rows])])
         if config.stop:
             kwargs["tokenizer"] = self._tokenizer
         return kwargs
 
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor | None, kwargs: dict[str, Any], seed: int | None, sampling: bool) -> torch.Tensor:
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
         inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if embeds is not None:
             inputs["inputs_embeds"] = embeds
         with torch.no_grad():
-            if sampling and seed is not None:
-                with _SAMPLING_LOCK:
-                    torch.manual_seed(seed)
-                    return self.model.generate(**inputs, **kwargs)
-            return self.model.generate(**inputs, **kwargs)
+            out: torch.Tensor = self.model.generate(**inputs, **kwargs)
+        return out
 
     def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
         if not rows:
             return []
-        sampling = config.temperature > 0
-        seeds = {r.seed for r in rows}
-        if sampling and len(seeds) > 1:
-            # One seed per request must mean one output per request: sample rows one by one.
-            return [self.generate([r], config, cancel=cancel)[0] for r in rows]
         ids, mask, embeds = self._pad(rows)
-        kwargs = self._generate_kwargs(config)
+        kwargs = self._generate_kwargs(config, rows)
         if cancel is not None:
             kwargs["stopping_criteria"] = _stop_when(cancel)
-        out = self._run(ids, mask, embeds, kwargs, rows[0].seed, sampling)
+        out = self._run(ids, mask, embeds, kwargs)
         new = out[:, ids.shape[1] :]
         results = []
         for b, row in enumerate(rows):
@@ -145,20 +143,22 @@ class TransformersBackend:
             results.append(Generation(text, len(row.input_ids), len(tokens), finish))
         return results
 
-    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield text chunks as they are generated; stop sequences are never emitted."""
-        from transformers import TextIteratorStreamer
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
+        """Text chunks as they are generated (stop sequences are never emitted), then the
+        number of tokens generated and why generation ended. Setting ``cancel`` stops at the next token."""
+        return TextStream(self._stream(row, config, cancel))
 
+    def _stream(self, row: PreparedRow, config: GenerationConfig, cancel: threading.Event | None = None) -> Generator[str, None, StreamEnd]:
         cancelled = threading.Event()
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = _counting_streamer_class()(self._tokenizer, self._eos_ids)
         ids, mask, embeds = self._pad([row])
-        kwargs = self._generate_kwargs(config)
+        kwargs = self._generate_kwargs(config, [row])
         kwargs.update(streamer=streamer, stopping_criteria=_stop_when(cancelled, *([cancel] if cancel is not None else [])))
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                self._run(ids, mask, embeds, kwargs, row.seed, config.temperature > 0)
+                self._run(ids, mask, embeds, kwargs)
             except BaseException as err:  # surfaced in the consumer's thread below
                 errors.append(err)
                 streamer.end()
@@ -167,6 +167,7 @@ class TransformersBackend:
         thread.start()
         held = max((len(s) for s in config.stop), default=1) - 1
         buffer = ""
+        stopped_at_sequence = False
         try:
             for piece in streamer:
                 buffer += piece
@@ -175,6 +176,7 @@ class TransformersBackend:
                     if buffer[:cut]:
                         yield buffer[:cut]
                     buffer = ""
+                    stopped_at_sequence = True
                     cancelled.set()
                     break
                 # Hold back a tail that could be the start of a stop sequence.
@@ -190,6 +192,9 @@ class TransformersBackend:
             thread.join()
         if errors:
             raise errors[0]
+        reached_length = streamer.completion_tokens >= config.max_new_tokens
+        finish = "stop" if stopped_at_sequence or streamer.saw_eos or not reached_length else "length"
+        return StreamEnd(streamer.completion_tokens, finish)
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
         """Logits of the token after each prompt, ``[len(rows), vocab]`` (float32)."""
@@ -201,7 +206,62 @@ class TransformersBackend:
                 out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
             else:
                 out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
-        return out.logits[:, -1, :].float()
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        return logits
+
+
+class _RowSampler:
+    """Samples every row's next token with that row's own generator.
+
+    It returns scores that are ``-inf`` everywhere but the drawn token, so ``generate()`` runs
+    greedy and takes the draw. Rows without a seed get a generator seeded from fresh randomness.
+    """
+
+    def __init__(self, config: GenerationConfig, seeds: Sequence[int | None]) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self._warpers: list[Any] = [TemperatureLogitsWarper(config.temperature)]
+        if config.top_k is not None:
+            self._warpers.append(TopKLogitsWarper(config.top_k))
+        if config.top_p < 1.0:
+            self._warpers.append(TopPLogitsWarper(config.top_p))
+        self._generators = [
+            torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63)) for seed in seeds
+        ]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for warper in self._warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1).cpu()
+        drawn = torch.stack([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(self._generators)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, drawn.to(scores.device), 0.0)
+
+
+@functools.cache
+def _counting_streamer_class() -> type[Any]:
+    # Built on first use: importing transformers' streamer at module load would slow every import.
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        """A text streamer that also counts the generated tokens (EOS excluded)."""
+
+        def __init__(self, tokenizer: Any, eos_ids: Sequence[int]) -> None:
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+            self._eos = set(eos_ids)
+            self.completion_tokens = 0
+            self.saw_eos = False
+
+        def put(self, value: torch.Tensor) -> None:
+            if not self.next_tokens_are_prompt:
+                for token in value.flatten().tolist():
+                    if token in self._eos:
+                        self.saw_eos = True
+                    elif not self.saw_eos:
+                        self.completion_tokens += 1
+            super().put(value)  # type: ignore[no-untyped-call]
+
+    return CountingStreamer
 
 
 def _stop_when(*events: threading.Event) -> Any:

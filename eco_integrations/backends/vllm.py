@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +44,7 @@ from ..exceptions import (
 )
 from ..models import resolve_model_path
 from ..prompting import TOKENIZE_LOCK
-from .base import Generation, PreparedRow
+from .base import Generation, PreparedRow, StreamEnd, TextStream
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class Transport(Protocol):
 
     def complete(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Completion]: ...
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Iterator[str]: ...
+    def stream(self, row: PreparedRow, config: GenerationConfig) -> Generator[str, None, StreamEnd]: ...
 
     def close(self) -> None: ...
 
@@ -238,7 +239,7 @@ class InProcessTransport:
             for o in outputs
         ]
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Iterator[str]:
+    def stream(self, row: PreparedRow, config: GenerationConfig) -> Generator[str, None, StreamEnd]:
         """The whole answer as one chunk: ``vllm.LLM`` returns finished requests only.
 
         Token-by-token streaming is the remote transport's job (vLLM's server streams).
@@ -246,6 +247,7 @@ class InProcessTransport:
         (done,) = self.complete([row], config)
         if done.text:
             yield done.text
+        return StreamEnd(done.completion_tokens, done.finish_reason)
 
     def logprobs(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
         """Full-vocabulary log-probabilities of the next token, ``(rows, vocab)``."""
@@ -322,7 +324,7 @@ class RemoteTransport:
 
     def body(self, row: PreparedRow, config: GenerationConfig, *, stream: bool = False) -> dict[str, Any]:
         """The ``/v1/completions`` request for one row."""
-        body: dict[str, Any] = {"model": self.model, **_sampling_fields(row, config, openai_names=True)}
+        body: dict[str, Any] = {"model": self.model, **_sampling_fields(row, config)}
         if row.embeds is None:
             body["prompt"] = list(row.input_ids)
         else:
@@ -331,23 +333,28 @@ class RemoteTransport:
             body["stream"] = True
         return body
 
-    def complete(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Completion]:
-        # One request per row: vLLM batches concurrent requests itself, and a row's seed and
-        # embeddings must stay with it. Callers that want parallelism call from several threads.
-        results = []
-        for row in rows:
-            data = self._request("POST", "/v1/completions", json=self.body(row, config)).json()
-            choice = data["choices"][0]
-            tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
-            results.append(Completion(choice["text"], tokens, _finish(choice.get("finish_reason"))))
-        return results
+    def _complete_one(self, row: PreparedRow, config: GenerationConfig) -> Completion:
+        data = self._request("POST", "/v1/completions", json=self.body(row, config)).json()
+        choice = data["choices"][0]
+        tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+        return Completion(choice["text"], tokens, _finish(choice.get("finish_reason")))
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Iterator[str]:
+    def complete(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Completion]:
+        # One request per row (a row's seed and embeddings must stay with it), all in flight at
+        # once: vLLM batches concurrent requests itself.
+        if len(rows) == 1:
+            return [self._complete_one(rows[0], config)]
+        with ThreadPoolExecutor(max_workers=len(rows)) as pool:
+            return list(pool.map(lambda row: self._complete_one(row, config), rows))
+
+    def stream(self, row: PreparedRow, config: GenerationConfig) -> Generator[str, None, StreamEnd]:
         """Yield text deltas from vLLM's server-sent events; closing the iterator aborts the request."""
         import httpx
 
+        tokens, finish = 0, "stop"
+        body = {**self.body(row, config, stream=True), "stream_options": {"include_usage": True}}
         try:
-            with self._client.stream("POST", "/v1/completions", json=self.body(row, config, stream=True)) as response:
+            with self._client.stream("POST", "/v1/completions", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_status(response, self.base_url)
@@ -356,17 +363,22 @@ class RemoteTransport:
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
-                        return
+                        break
                     event = json.loads(payload)
                     if "error" in event:
                         msg = f"The vLLM server failed mid-stream: {event['error'].get('message', event['error'])}"
                         raise BackendUnavailableError(msg, status_code=502)
+                    if event.get("usage"):
+                        tokens = int(event["usage"].get("completion_tokens") or 0)
                     for choice in event.get("choices", []):
+                        if choice.get("finish_reason"):
+                            finish = _finish(choice["finish_reason"])
                         if choice.get("text"):
                             yield choice["text"]
         except httpx.HTTPError as err:
             msg = f"Lost the vLLM server at {self.base_url} mid-stream ({err})."
             raise BackendUnavailableError(msg) from None
+        return StreamEnd(tokens, finish)
 
     def close(self) -> None:
         self._client.close()
@@ -386,7 +398,7 @@ def _raise_for_status(response: Any, base_url: str) -> None:
     raise BackendUnavailableError(msg, status_code=response.status_code)
 
 
-def _sampling_fields(row: PreparedRow, config: GenerationConfig, *, openai_names: bool = False) -> dict[str, Any]:
+def _sampling_fields(row: PreparedRow, config: GenerationConfig) -> dict[str, Any]:
     """Decoding settings as vLLM's ``SamplingParams`` (or its completions request) spells them."""
     sampling = config.temperature > 0
     fields: dict[str, Any] = {
@@ -402,7 +414,7 @@ def _sampling_fields(row: PreparedRow, config: GenerationConfig, *, openai_names
     if config.stop:
         fields["stop"] = list(config.stop)
     # Seeded sampling per request: vLLM seeds a generator for this request alone, so concurrent
-    # requests never share random state (the transformers backend needs a global lock for this).
+    # requests never share random state; without a seed vLLM samples from fresh randomness.
     if sampling and row.seed is not None:
         fields["seed"] = int(row.seed) % (2**63)
     return fields
@@ -493,11 +505,9 @@ class VLLMBackend:
         done = self.transport.complete(rows, config)
         return [Generation(d.text, len(r.input_ids), d.completion_tokens, d.finish_reason) for d, r in zip(done, rows)]
 
-    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> Iterator[str]:
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
         chunks = self.transport.stream(row, config)
-        if cancel is None:
-            return chunks
-        return _until(cancel, chunks)
+        return TextStream(chunks if cancel is None else _until(cancel, chunks))
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
         """Next-token log-probabilities (logits up to a per-row constant: argmax and ranking agree).
@@ -518,17 +528,22 @@ class VLLMBackend:
         self.transport.close()
 
 
-def _until(cancel: threading.Event, chunks: Iterator[str]) -> Iterator[str]:
+def _until(cancel: threading.Event, chunks: Generator[str, None, StreamEnd]) -> Generator[str, None, StreamEnd]:
     """``chunks`` until ``cancel`` is set; closing the upstream stream aborts the vLLM request."""
+    seen = 0
     try:
-        for chunk in chunks:
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration as stop:
+                end: StreamEnd = stop.value
+                return end
             if cancel.is_set():
-                return
+                return StreamEnd(seen, "stop")  # the caller left: chunks received so far, ended early
+            seen += 1
             yield chunk
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        chunks.close()
 
 
 def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:
@@ -540,8 +555,8 @@ def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:
     with TOKENIZE_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    window = int(getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048))
-    return tokenizer, EmbeddingTable.from_folder(folder), window
+    window: Any = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+    return tokenizer, EmbeddingTable.from_folder(folder), int(window)
 
 
 def _display_name(model: str | os.PathLike[str] | None, folder: str) -> str:

@@ -19,7 +19,7 @@ if importlib.util.find_spec("langchain_core") is None:
     )
     raise MissingDependencyError(msg)
 
-from eco_integrations.langchain._decision import DECISION_KWARG, EVENT_NAME, apply_threshold  # noqa: E402
+from eco_integrations.langchain._decision import DECISION_KWARG, EVENT_NAME  # noqa: E402
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace  # noqa: E402
 from eco_integrations.langchain.embeddings import ECOEmbeddings  # noqa: E402
 from eco_integrations.langchain.runnables import ECORouter  # noqa: E402
@@ -29,8 +29,9 @@ __all__ = [
     "EVENT_NAME",
     "ChatECOHuggingFace",
     "ECOEmbeddings",
+    "ECOForgetClassifier",
+    "ECOMiddleware",
     "ECORouter",
-    "apply_threshold",
 ]
 
 

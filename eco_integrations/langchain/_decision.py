@@ -1,17 +1,35 @@
-"""Decision helpers shared by the chat model, the router and the middleware."""
+"""How the LangChain skin reports a decision: the custom event, run tags and run metadata.
+
+One module, so the chat model, the router and the middleware say the same thing the same way.
+The decision itself is always made by the engine (:meth:`ECO.prepare` / :meth:`ECO.decide_texts`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    CallbackManager,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.callbacks.base import BaseCallbackManager
+from langchain_core.callbacks.manager import AsyncRunManager, RunManager
 from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+)
 
 from eco_integrations.config import Decision
 from eco_integrations.exceptions import InvalidInputError
 
 EVENT_NAME = "eco_decision"
-"""Name of the custom callback event every ECO call emits (payload: ``Decision.event_payload()``)."""
+"""Name of the custom callback event every ECO call emits.
+
+Its payload is ``Decision.event_payload()``: the verdict and a hash, never the prompt text."""
 
 DECISION_KWARG = "eco_decision"
 """Keyword (invoke/bind/model_settings) that hands an already-made decision to the chat model."""
@@ -23,24 +41,11 @@ def as_decision(value: object) -> Decision:
         return value
     if isinstance(value, Mapping):
         return Decision.model_validate(dict(value))
-    msg = f"{DECISION_KWARG} must be a Decision or its event_payload() dict, got {type(value).__name__}."
+    msg = (
+        f"{DECISION_KWARG} must be a Decision or its event_payload() dict, "
+        f"got {type(value).__name__}."
+    )
     raise InvalidInputError(msg)
-
-
-def apply_threshold(decision: Decision, threshold: float | None) -> Decision:
-    """Re-decide with another threshold: flagged means ``score > threshold``.
-
-    Decisions made in "off" mode carry no score and stay as they are.
-    """
-    if threshold is None or decision.score is None:
-        return decision
-    flagged = decision.score > threshold
-    return decision.model_copy(update={
-        "threshold": float(threshold),
-        "flagged": flagged,
-        "target": decision.target if flagged else None,
-        "corrupted": flagged and decision.mode == "enforce",
-    })
 
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:
@@ -61,10 +66,54 @@ def decision_tag(decision: Decision) -> str:
 
 
 def config_with_decision(config: RunnableConfig | None, decision: Decision) -> RunnableConfig:
-    """A copy of ``config`` whose tags and metadata carry the decision."""
+    """A copy of ``config`` whose tags and metadata carry the decision (for a run to start)."""
     config = ensure_config(config)
     return {
         **config,
         "tags": [*config.get("tags", []), decision_tag(decision)],
         "metadata": {**config.get("metadata", {}), **decision_metadata(decision)},
     }
+
+
+def _event_manager(
+    run_manager: RunManager | AsyncRunManager, decision: Decision, cls: type[BaseCallbackManager]
+) -> Any:
+    # A manager whose parent is this run, so the event hangs on it (an LLM run manager has no
+    # get_child()); the event carries the decision's tag, which a started run cannot take.
+    return cls(
+        handlers=run_manager.handlers,
+        inheritable_handlers=run_manager.inheritable_handlers,
+        parent_run_id=run_manager.run_id,
+        tags=[*run_manager.tags, decision_tag(decision)],
+        inheritable_tags=run_manager.inheritable_tags,
+        metadata=run_manager.metadata,
+        inheritable_metadata=run_manager.inheritable_metadata,
+    )
+
+
+def emit_decision(decision: Decision, run_manager: RunManager | None) -> None:
+    """Send the ``eco_decision`` event on ``run_manager``'s run.
+
+    Without a run manager (LangChain's ``stream()`` calls ``_stream`` without one) the event
+    goes to the enclosing run, if the call happens inside one (a chain, an agent, a graph).
+    """
+    payload = decision.event_payload()
+    if run_manager is not None:
+        manager: CallbackManager = _event_manager(run_manager, decision, CallbackManager)
+        manager.on_custom_event(EVENT_NAME, payload, run_id=run_manager.run_id)
+        return
+    config = ensure_config()
+    if get_callback_manager_for_config(config).parent_run_id is not None:
+        dispatch_custom_event(EVENT_NAME, payload, config=config)
+
+
+async def aemit_decision(decision: Decision, run_manager: AsyncRunManager | None) -> None:
+    """:func:`emit_decision` for async runs."""
+    payload = decision.event_payload()
+    if run_manager is not None:
+        manager: AsyncCallbackManager = _event_manager(run_manager, decision, AsyncCallbackManager)
+        await manager.on_custom_event(EVENT_NAME, payload, run_id=run_manager.run_id)
+        return
+    config = ensure_config()
+    if get_async_callback_manager_for_config(config).parent_run_id is not None:
+        await adispatch_custom_event(EVENT_NAME, payload, config=config)

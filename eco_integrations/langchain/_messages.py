@@ -19,18 +19,35 @@ from langchain_core.messages import (
     ChatMessage,
     FunctionMessage,
     HumanMessage,
+    InvalidToolCall,
     SystemMessage,
+    ToolCall,
     ToolMessage,
     convert_to_messages,
 )
-from langchain_core.messages.tool import InvalidToolCall, ToolCall
 from langchain_core.prompt_values import PromptValue
 
+from eco_integrations.config import Decision, Mode
+from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 
-_CHAT_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "tool": "tool"}
+_CHAT_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "tool": "tool",
+}
 # Content blocks an AI message may carry besides text; its `tool_calls` field is authoritative.
-_AI_SKIPPED_BLOCKS = {"tool_use", "tool_call", "tool_call_chunk", "function_call", "reasoning", "thinking"}
+_AI_SKIPPED_BLOCKS = {
+    "tool_use",
+    "tool_call",
+    "tool_call_chunk",
+    "function_call",
+    "reasoning",
+    "thinking",
+}
 _TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
@@ -44,12 +61,15 @@ def coerce_messages(value: object) -> list[BaseMessage]:
         try:
             messages = convert_to_messages(value)
         except (ValueError, TypeError, NotImplementedError) as err:
-            msg = f"Could not read the conversation as chat messages ({err}). Pass BaseMessage objects, (role, text) tuples or a string."
+            msg = (
+                f"Could not read the conversation as chat messages ({err}). "
+                "Pass BaseMessage objects, (role, text) tuples or a string."
+            )
             raise InvalidInputError(msg) from None
     else:
         msg = (
-            f"ChatECOHuggingFace got a {type(value).__name__} as input; pass a string, a PromptValue "
-            "or a list of messages (e.g. [HumanMessage('...')])."
+            f"ChatECOHuggingFace got a {type(value).__name__} as input; pass a string, "
+            "a PromptValue or a list of messages (e.g. [HumanMessage('...')])."
         )
         raise InvalidInputError(msg)
     if not messages:
@@ -82,15 +102,18 @@ def _text(message: BaseMessage, index: int) -> str:
             continue
         else:
             msg = (
-                f"{type(message).__name__} at position {index} has a {kind!r} content block; this chat "
-                "template renders text only. Send the text, or describe the content in words."
+                f"{type(message).__name__} at position {index} has a {kind!r} content block; "
+                "this chat template renders text only. Send the text, or describe the content "
+                "in words."
             )
             raise InvalidInputError(msg)
     return "".join(parts)
 
 
 def _call_json(call: Mapping[str, Any]) -> str:
-    return json.dumps({"name": call["name"], "arguments": call.get("args") or {}}, ensure_ascii=False)
+    return json.dumps(
+        {"name": call["name"], "arguments": call.get("args") or {}}, ensure_ascii=False
+    )
 
 
 def to_chat_dicts(messages: Sequence[BaseMessage], *, native_tools: bool) -> list[dict[str, Any]]:
@@ -103,7 +126,8 @@ def to_chat_dicts(messages: Sequence[BaseMessage], *, native_tools: bool) -> lis
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, BaseMessage):
-            msg = f"Item {i} of the conversation is a {type(message).__name__}, not a LangChain message."
+            kind = type(message).__name__
+            msg = f"Item {i} of the conversation is a {kind}, not a LangChain message."
             raise InvalidInputError(msg)
         text = _text(message, i)
         if isinstance(message, SystemMessage):
@@ -113,16 +137,26 @@ def to_chat_dicts(messages: Sequence[BaseMessage], *, native_tools: bool) -> lis
         elif isinstance(message, AIMessage):
             calls = list(message.tool_calls)
             if calls and native_tools:
-                out.append({
-                    "role": "assistant", "content": text,
-                    "tool_calls": [
-                        {"id": c.get("id"), "type": "function", "function": {"name": c["name"], "arguments": c.get("args") or {}}}
-                        for c in calls
-                    ],
-                })
+                out.append(
+                    {
+                        "role": "assistant",
+                        "content": text,
+                        "tool_calls": [
+                            {
+                                "id": c.get("id"),
+                                "type": "function",
+                                "function": {"name": c["name"], "arguments": c.get("args") or {}},
+                            }
+                            for c in calls
+                        ],
+                    }
+                )
             else:
-                rendered = "\n".join([text, *(f"<tool_call>{_call_json(c)}</tool_call>" for c in calls)] if text else
-                                     [f"<tool_call>{_call_json(c)}</tool_call>" for c in calls])
+                rendered = "\n".join(
+                    [text, *(f"<tool_call>{_call_json(c)}</tool_call>" for c in calls)]
+                    if text
+                    else [f"<tool_call>{_call_json(c)}</tool_call>" for c in calls]
+                )
                 out.append({"role": "assistant", "content": rendered})
         elif isinstance(message, (ToolMessage, FunctionMessage)):
             entry: dict[str, Any] = {"role": "tool", "content": text}
@@ -136,14 +170,33 @@ def to_chat_dicts(messages: Sequence[BaseMessage], *, native_tools: bool) -> lis
         else:
             role = message.role if isinstance(message, ChatMessage) else message.type
             msg = (
-                f"{type(message).__name__} at position {i} (role {role!r}) cannot be rendered by the chat "
-                "template, which shows system, human, ai and tool messages only. Convert it to one of those."
+                f"{type(message).__name__} at position {i} (role {role!r}) cannot be rendered by "
+                "the chat template, which shows system, human, ai and tool messages only. "
+                "Convert it to one of those."
             )
             raise InvalidInputError(msg)
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
-        msg = "The conversation has no non-empty HumanMessage; ECO classifies what the user asked, so add one."
+        msg = (
+            "The conversation has no non-empty HumanMessage; "
+            "ECO classifies what the user asked, so add one."
+        )
         raise InvalidInputError(msg)
     return out
+
+
+def classified_text(engine: ECO, messages: Sequence[BaseMessage]) -> str:
+    """What ``engine``'s guard reads in a LangChain conversation; nothing is rendered."""
+    chat = to_chat_dicts(messages, native_tools=template_supports_tools(engine.backend.tokenizer))
+    return engine.classified_text(chat)
+
+
+def decide_conversation(
+    engine: ECO, messages: Sequence[BaseMessage], *, mode: Mode | None, threshold: float | None
+) -> Decision:
+    """The engine's decision on a conversation's latest user turn(s), with per-call overrides."""
+    return engine.decide_texts([classified_text(engine, messages)], mode=mode, threshold=threshold)[
+        0
+    ]
 
 
 def tool_instructions(tools: Sequence[Mapping[str, Any]], tool_choice: str | None) -> str:
@@ -152,8 +205,9 @@ def tool_instructions(tools: Sequence[Mapping[str, Any]], tool_choice: str | Non
     text = (
         "You can call the following tools. Each is described by a JSON schema:\n<tools>\n"
         + "\n".join(lines)
-        + "\n</tools>\nTo call a tool, reply with only <tool_call>{\"name\": <tool name>, \"arguments\": "
-        "{<argument name>: <value>}}</tool_call>. You will then receive the result in a tool message."
+        + "\n</tools>\nTo call a tool, reply with only "
+        '<tool_call>{"name": <tool name>, "arguments": {<argument name>: <value>}}</tool_call>. '
+        "You will then receive the result in a tool message."
     )
     if tool_choice in ("any", "required"):
         text += " You must call one of the tools."
@@ -168,7 +222,9 @@ def with_tool_instructions(chat: list[dict[str, Any]], instructions: str) -> lis
     """Append the tool instructions to the system message (or add one in front)."""
     if chat and chat[0]["role"] == "system":
         first = dict(chat[0])
-        first["content"] = f"{first['content']}\n\n{instructions}" if first["content"] else instructions
+        first["content"] = (
+            f"{first['content']}\n\n{instructions}" if first["content"] else instructions
+        )
         return [first, *chat[1:]]
     return [{"role": "system", "content": instructions}, *chat]
 
@@ -176,7 +232,8 @@ def with_tool_instructions(chat: list[dict[str, Any]], instructions: str) -> lis
 def _json_objects(text: str) -> list[tuple[int, int, Any]]:
     """Every top-level JSON object in ``text`` with its span."""
     decoder = json.JSONDecoder()
-    found, i = [], 0
+    found: list[tuple[int, int, Any]] = []
+    i = 0
     while True:
         i = text.find("{", i)
         if i < 0:
@@ -204,10 +261,14 @@ def _as_call(value: Any, names: set[str]) -> ToolCall | None:
             return None
     if not isinstance(args, Mapping):
         return None
-    return ToolCall(name=name, args=dict(args), id=f"call_{uuid.uuid4().hex[:24]}", type="tool_call")
+    return ToolCall(
+        name=name, args=dict(args), id=f"call_{uuid.uuid4().hex[:24]}", type="tool_call"
+    )
 
 
-def parse_tool_calls(text: str, tool_names: Sequence[str]) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+def parse_tool_calls(
+    text: str, tool_names: Sequence[str]
+) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
     """Split generated text into the answer text and the tool calls it contains.
 
     Reads ``<tool_call>{json}</tool_call>`` blocks (Hermes/Qwen/SmolLM style) and, when there are
@@ -223,8 +284,15 @@ def parse_tool_calls(text: str, tool_names: Sequence[str]) -> tuple[str, list[To
             objects = _json_objects(body)
             call = _as_call(objects[0][2], names) if objects else None
             if call is None:
-                invalid.append(InvalidToolCall(name=None, args=body, id=f"call_{uuid.uuid4().hex[:24]}",
-                                               error="Not a JSON object naming a bound tool.", type="invalid_tool_call"))
+                invalid.append(
+                    InvalidToolCall(
+                        name=None,
+                        args=body,
+                        id=f"call_{uuid.uuid4().hex[:24]}",
+                        error="Not a JSON object naming a bound tool.",
+                        type="invalid_tool_call",
+                    )
+                )
             else:
                 calls.append(call)
         content = _TOOL_CALL_TAG.sub("", text).strip()

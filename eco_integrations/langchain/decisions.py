@@ -24,11 +24,10 @@ from langchain_core.decisions import (
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict, Field, model_validator
 
-from eco_integrations.config import Mode
+from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.langchain._decision import apply_threshold
-from eco_integrations.langchain._messages import template_supports_tools, to_chat_dicts
+from eco_integrations.langchain._messages import decide_conversation
 
 
 class ECOForgetClassifier(BaseDecisionModel):
@@ -73,30 +72,36 @@ class ECOForgetClassifier(BaseDecisionModel):
     @model_validator(mode="after")
     def _name(self) -> ECOForgetClassifier:
         if not self.model:
-            self.model = self.engine.guard.policy_id if self.engine.guard is not None else "eco-no-guard"
+            self.model = (
+                self.engine.guard.policy_id if self.engine.guard is not None else "eco-no-guard"
+            )
         return self
 
     @property
     def _provider(self) -> str:
         return "eco"
 
-    def _text(self, state: State) -> str:
+    def _decide(self, state: State) -> Decision:
+        """The engine's decision on the state's latest user turn(s), with this model's overrides."""
         if isinstance(state, str):
-            return state
+            return self.engine.decide_texts([state], mode=self.mode, threshold=self.threshold)[0]
         if isinstance(state, Mapping) and "messages" in state:
             state = state["messages"]  # type: ignore[assignment]
         messages = [state] if isinstance(state, BaseMessage) else state
-        if isinstance(messages, Sequence) and messages and all(isinstance(m, BaseMessage) for m in messages):
-            native = template_supports_tools(self.engine.backend.tokenizer)
-            return self.engine.classified_text(to_chat_dicts(list(messages), native_tools=native))  # type: ignore[arg-type]
+        if isinstance(messages, Sequence) and messages:
+            conversation = [m for m in messages if isinstance(m, BaseMessage)]
+            if len(conversation) == len(messages):
+                return decide_conversation(
+                    self.engine, conversation, mode=self.mode, threshold=self.threshold
+                )
         msg = (
-            f"ECOForgetClassifier classifies a string, a message, a list of messages or a dict with "
-            f"'messages'; got {type(state).__name__}."
+            "ECOForgetClassifier classifies a string, a message, a list of messages or a dict "
+            f"with 'messages'; got {type(state).__name__}."
         )
         raise InvalidInputError(msg)
 
     def _classify(self, state: State, questions: dict[str, Question]) -> ClassifierResponse:
-        decision = apply_threshold(self.engine.decide_texts([self._text(state)], mode=self.mode)[0], self.threshold)
+        decision = self._decide(state)
         p = float(decision.score) if decision.score is not None else 0.0
         answers: dict[str, Any] = {}
         for key, question in questions.items():
@@ -106,18 +111,24 @@ class ECOForgetClassifier(BaseDecisionModel):
                 labels = set(question.criteria)
                 if labels != {self.flagged_label, self.benign_label}:
                     msg = (
-                        f"Choice {key!r} has labels {sorted(labels)}; ECOForgetClassifier picks between "
-                        f"{self.flagged_label!r} and {self.benign_label!r}. Name the choices so, or set "
-                        "flagged_label/benign_label."
+                        f"Choice {key!r} has labels {sorted(labels)}; ECOForgetClassifier "
+                        f"picks between {self.flagged_label!r} and {self.benign_label!r}. "
+                        "Name the choices so, or set flagged_label/benign_label."
                     )
                     raise InvalidInputError(msg)
                 label = self.flagged_label if decision.flagged else self.benign_label
                 answers[key] = ChoiceAnswer(
-                    type="choice", choice=label,
+                    type="choice",
+                    choice=label,
                     probabilities={self.flagged_label: p, self.benign_label: 1.0 - p},
                     confidence=p if decision.flagged else 1.0 - p,
                 )
             else:
-                msg = f"Question {key!r} is a {type(question).__name__}; ECOForgetClassifier answers Noul and Choice questions."
+                msg = (
+                    f"Question {key!r} is a {type(question).__name__}; "
+                    "ECOForgetClassifier answers Noul and Choice questions."
+                )
                 raise InvalidInputError(msg)
-        return ClassifierResponse(model=self.model, answers=answers, request_id=decision.text_sha256[:16])
+        return ClassifierResponse(
+            model=self.model, answers=answers, request_id=decision.text_sha256[:16]
+        )

@@ -23,7 +23,8 @@ class ECOEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self.encoder.encode(list(texts)).tolist()
+        vectors: list[list[float]] = self.encoder.encode(list(texts)).tolist()
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

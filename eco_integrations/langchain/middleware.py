@@ -1,9 +1,11 @@
 """``ECOMiddleware``: ECO for ``langchain.agents.create_agent``, one decision per user turn.
 
-The decision is made in ``before_agent`` (once per agent invocation, i.e. per user turn), kept
-in agent state as ``eco_decision`` (its event payload: no prompt text), and handed to every
-model call of the turn through ``request.override(model_settings={"eco_decision": ...})``.
-Nothing is kept on the middleware instance, so one middleware serves concurrent agents.
+The decision is made in ``before_agent`` (once per agent invocation, i.e. per user turn) from
+the classified text alone (no rendering), kept in agent state as ``eco_decision`` (its event
+payload: no prompt text), and handed to every model call of the turn through
+``request.override(model_settings={"eco_decision": ...})``; the ECO chat model prepares each
+call with it, so each model call renders its prompt exactly once. Nothing is kept on the
+middleware instance, so one middleware serves concurrent agents.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from eco_integrations.config import Decision, Mode
 from eco_integrations.encoder import text_sha256
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.langchain._decision import DECISION_KWARG, apply_threshold, as_decision
-from eco_integrations.langchain._messages import template_supports_tools, to_chat_dicts
+from eco_integrations.langchain._decision import DECISION_KWARG, as_decision
+from eco_integrations.langchain._messages import classified_text, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 STATE_KEY = "eco_decision"
@@ -53,10 +55,10 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
             agent = create_agent(chat, tools=[lookup], middleware=[ECOMiddleware(chat)])
             agent.invoke({"messages": [("user", "Who is Harry Potter?")]})
 
-    Pass the ECO chat model itself (its engine, threshold and mode are used), or an
-    :class:`ECO` engine. When the agent's model is not an ECO chat model, corrupted turns are
-    routed to ``flagged_model`` (defaults to the chat model passed in) and other turns run on
-    the agent's model unchanged.
+    Pass the ECO chat model itself (its :attr:`~ChatECOHuggingFace.engine_view` decides, with
+    the model's window, threshold and mode), or an :class:`ECO` engine. When the agent's model
+    is not an ECO chat model, corrupted turns are routed to ``flagged_model`` (defaults to the
+    chat model passed in) and other turns run on the agent's model unchanged.
     """
 
     state_schema = ECOState
@@ -73,27 +75,23 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
     ) -> None:
         super().__init__()
         if isinstance(model, ChatECOHuggingFace):
-            self.engine = model._eco
+            self.engine = model.engine_view  # carries the model's window, threshold and mode
             self.flagged_model: BaseChatModel | None = flagged_model or model
-            self.mode = mode if mode is not None else model.mode
-            self.threshold = threshold if threshold is not None else model.threshold
+            self.mode = mode
+            self.threshold = threshold
         elif isinstance(model, ECO):
             self.engine = model
             self.flagged_model = flagged_model
             self.mode = mode
             self.threshold = threshold
         else:
-            msg = f"ECOMiddleware takes a ChatECOHuggingFace or an ECO engine, got {type(model).__name__}."
+            kind = type(model).__name__
+            msg = f"ECOMiddleware takes a ChatECOHuggingFace or an ECO engine, got {kind}."
             raise ConfigurationError(msg)
 
     # -- the decision --------------------------------------------------------------------------
-    def _classified_text(self, messages: Sequence[BaseMessage]) -> str:
-        chat = to_chat_dicts(messages, native_tools=template_supports_tools(self.engine.backend.tokenizer))
-        return self.engine.classified_text(chat)
-
     def _classify(self, messages: Sequence[BaseMessage]) -> Decision:
-        decision = self.engine.decide_texts([self._classified_text(messages)], mode=self.mode)[0]
-        return apply_threshold(decision, self.threshold)
+        return decide_conversation(self.engine, messages, mode=self.mode, threshold=self.threshold)
 
     def _current(self, state: dict[str, Any]) -> Decision | None:
         """The stored decision if it was made for the conversation's current user turn(s)."""
@@ -101,9 +99,13 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         if stored is None:
             return None
         decision = as_decision(stored)
-        if decision.text_sha256 != text_sha256(self._classified_text(state["messages"])):
+        if decision.text_sha256 != text_sha256(classified_text(self.engine, state["messages"])):
             return None  # a new user turn arrived without before_agent (e.g. state edited mid-run)
         return decision
+
+    def _turn_decision(self, state: dict[str, Any]) -> Decision:
+        """The decision stored for this turn, or (state edited mid-run) a fresh one."""
+        return self._current(state) or self._classify(state["messages"])
 
     def before_agent(self, state: ECOState, runtime: Any) -> dict[str, Any] | None:
         """Classify the latest user turn once, before the agent loop starts."""
@@ -126,11 +128,13 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
             return request.override(model=self.flagged_model)
         return request
 
-    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
-        decision = self._current(dict(request.state)) or self._classify(request.state["messages"])
-        return handler(self._request(request, decision))
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
+        return handler(self._request(request, self._turn_decision(dict(request.state))))
 
-    async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> ModelResponse:
-        state = dict(request.state)
-        decision = await asyncio.to_thread(lambda: self._current(state) or self._classify(state["messages"]))
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
+    ) -> ModelResponse:
+        decision = await asyncio.to_thread(self._turn_decision, dict(request.state))
         return await handler(self._request(request, decision))

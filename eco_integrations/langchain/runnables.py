@@ -12,12 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForChainRun,
-    CallbackManagerForChainRun,
-    adispatch_custom_event,
-    dispatch_custom_event,
-)
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
@@ -28,12 +23,11 @@ from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
-    EVENT_NAME,
-    apply_threshold,
+    aemit_decision,
     decision_metadata,
-    decision_tag,
+    emit_decision,
 )
-from eco_integrations.langchain._messages import coerce_messages, template_supports_tools, to_chat_dicts
+from eco_integrations.langchain._messages import coerce_messages, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 
@@ -44,7 +38,7 @@ def _is_eco_model(runnable: Runnable[Any, Any]) -> bool:
 
 
 class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
-    """Route each request by the ECO decision: corrupted → ``flagged``, everything else → ``benign``.
+    """Route each request by the ECO decision: corrupted → ``flagged``, the rest → ``benign``.
 
     Example:
         .. code-block:: python
@@ -91,11 +85,11 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
 
     # -- the decision --------------------------------------------------------------------------
     def decide(self, input: LanguageModelInput) -> Decision:
-        """Classify the request's latest user turn(s) with this router's threshold and mode."""
-        native = template_supports_tools(self.engine.backend.tokenizer)
-        chat = to_chat_dicts(coerce_messages(input), native_tools=native)
-        decision = self.engine.decide_texts([self.engine.classified_text(chat)], mode=self.mode)[0]
-        return apply_threshold(decision, self.threshold)
+        """The engine's decision on the request's latest user turn(s), with this router's
+        threshold and mode (no rendering: the branch renders the prompt once, if it is ECO's)."""
+        return decide_conversation(
+            self.engine, coerce_messages(input), mode=self.mode, threshold=self.threshold
+        )
 
     def _choose(self, decision: Decision) -> tuple[Runnable[Any, Any], str, dict[str, Any]]:
         branch = self.flagged if decision.corrupted else self.benign
@@ -103,64 +97,112 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         kwargs = {DECISION_KWARG: decision} if _is_eco_model(branch) else {}
         return branch, name, kwargs
 
-    def _child_config(self, config: RunnableConfig, run_manager: Any, decision: Decision, name: str) -> RunnableConfig:
+    def _child_config(
+        self, config: RunnableConfig, run_manager: Any, decision: Decision, name: str
+    ) -> RunnableConfig:
         return patch_config(
             {**config, "metadata": {**config.get("metadata", {}), **decision_metadata(decision)}},
             callbacks=run_manager.get_child(f"eco:{name}"),
         )
 
-    def _emit(self, decision: Decision, kwargs: dict[str, Any], run_manager: CallbackManagerForChainRun) -> None:
+    def _emit(
+        self, decision: Decision, kwargs: dict[str, Any], run_manager: CallbackManagerForChainRun
+    ) -> None:
         if not kwargs:  # an ECO chat model branch emits the event itself
-            dispatch_custom_event(EVENT_NAME, decision.event_payload(), config={"callbacks": run_manager.get_child(decision_tag(decision))})
+            emit_decision(decision, run_manager)
 
-    async def _aemit(self, decision: Decision, kwargs: dict[str, Any], run_manager: AsyncCallbackManagerForChainRun) -> None:
+    async def _aemit(
+        self,
+        decision: Decision,
+        kwargs: dict[str, Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+    ) -> None:
         if not kwargs:
-            await adispatch_custom_event(EVENT_NAME, decision.event_payload(), config={"callbacks": run_manager.get_child(decision_tag(decision))})
+            await aemit_decision(decision, run_manager)
 
     # -- invoke --------------------------------------------------------------------------------
-    def _route(self, input: LanguageModelInput, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
+    def _route(
+        self,
+        input: LanguageModelInput,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Any:
         decision = self.decide(input)
         branch, name, kwargs = self._choose(decision)
         self._emit(decision, kwargs, run_manager)
-        return branch.invoke(input, self._child_config(config, run_manager, decision, name), **kwargs)
+        return branch.invoke(
+            input, self._child_config(config, run_manager, decision, name), **kwargs
+        )
 
-    async def _aroute(self, input: LanguageModelInput, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig) -> Any:
+    async def _aroute(
+        self,
+        input: LanguageModelInput,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Any:
         decision = await asyncio.to_thread(self.decide, input)
         branch, name, kwargs = self._choose(decision)
         await self._aemit(decision, kwargs, run_manager)
-        return await branch.ainvoke(input, self._child_config(config, run_manager, decision, name), **kwargs)
+        return await branch.ainvoke(
+            input, self._child_config(config, run_manager, decision, name), **kwargs
+        )
 
-    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
         return self._call_with_config(self._route, input, config, run_type="chain")
 
-    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
         return await self._acall_with_config(self._aroute, input, config, run_type="chain")
 
     # -- stream --------------------------------------------------------------------------------
-    def _route_stream(self, inputs: Iterator[LanguageModelInput], run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Iterator[Any]:
+    def _route_stream(
+        self,
+        inputs: Iterator[LanguageModelInput],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Iterator[Any]:
         input = _single(list(inputs))
         decision = self.decide(input)
         branch, name, kwargs = self._choose(decision)
         self._emit(decision, kwargs, run_manager)
-        yield from branch.stream(input, self._child_config(config, run_manager, decision, name), **kwargs)
+        yield from branch.stream(
+            input, self._child_config(config, run_manager, decision, name), **kwargs
+        )
 
-    async def _aroute_stream(self, inputs: AsyncIterator[LanguageModelInput], run_manager: AsyncCallbackManagerForChainRun,
-                             config: RunnableConfig) -> AsyncIterator[Any]:
+    async def _aroute_stream(
+        self,
+        inputs: AsyncIterator[LanguageModelInput],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[Any]:
         input = _single([item async for item in inputs])
         decision = await asyncio.to_thread(self.decide, input)
         branch, name, kwargs = self._choose(decision)
         await self._aemit(decision, kwargs, run_manager)
-        async for chunk in branch.astream(input, self._child_config(config, run_manager, decision, name), **kwargs):
+        async for chunk in branch.astream(
+            input, self._child_config(config, run_manager, decision, name), **kwargs
+        ):
             yield chunk
 
-    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(iter([input]), self._route_stream, config, run_type="chain")
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(
+            iter([input]), self._route_stream, config, run_type="chain"
+        )
 
-    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
         async def one() -> AsyncIterator[LanguageModelInput]:
             yield input
 
-        async for chunk in self._atransform_stream_with_config(one(), self._aroute_stream, config, run_type="chain"):
+        async for chunk in self._atransform_stream_with_config(
+            one(), self._aroute_stream, config, run_type="chain"
+        ):
             yield chunk
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llama_index.core.instrumentation import get_dispatcher
+# Re-exported by llama_index.core.instrumentation (the documented import) without an __all__.
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.events import BaseEvent
 from pydantic import Field
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -27,7 +27,7 @@ from pydantic import Field, PrivateAttr
 
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
-from eco_integrations.engine import ECO, ECOResult, ECOStream
+from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_decision, decision_scope
@@ -36,7 +36,6 @@ from eco_integrations.prompting import PromptInput
 
 
 DEFAULT_MAX_NEW_TOKENS = 256
-_END = object()
 # LlamaIndex roles -> the four roles chat templates render.
 _ROLES = {
     MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
@@ -77,7 +76,8 @@ class ECOHuggingFaceLLM(CustomLLM):
     is_chat_model: bool = Field(default=True, description="Let synthesizers call chat() with messages (the model's chat template renders them).")
     raw_completion: bool = Field(default=False, description="complete() feeds the prompt verbatim instead of as a user turn.")
     mode: Mode | None = Field(default=None, description="enforce / shadow / off for this LLM; None uses the engine's mode.")
-    seed: int | None = Field(default=None, description="Noise seed; None derives it from the classified text (reproducible audits).")
+    threshold: float | None = Field(default=None, ge=0.0, lt=1.0, description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.")
+    seed: int | None = Field(default=None, description="Sampling seed (with temperature > 0); None samples afresh. The corruption noise is always seeded from the text.")
 
     _engine: ECO = PrivateAttr()
 
@@ -168,29 +168,30 @@ class ECOHuggingFaceLLM(CustomLLM):
             out.append({"role": _ROLES.get(MessageRole(message.role), "user"), "content": message.content or ""})
         return out
 
-    def _decide(self, prompt: PromptInput) -> Decision:
-        decision = active_decision()
-        if decision is not None:
-            return decision
-        decision = self._engine.decide(prompt, raw=self.raw_completion and isinstance(prompt, str), mode=self.mode)
-        emit_decision(decision, scope="llm")
-        return decision
+    def _prepare(self, prompt: PromptInput) -> ECORequest:
+        """Render once and decide once: the query's decision when one is active, else the engine's."""
+        raw = self.raw_completion and isinstance(prompt, str)
+        scoped = active_decision()
+        if scoped is not None:
+            return self._engine.prepare(prompt, raw=raw, decision=scoped, seed=self.seed)
+        request = self._engine.prepare(prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=self.seed)
+        emit_decision(request.decision, scope="llm")
+        return request
+
+    def _decide_question(self, question: str) -> Decision:
+        return self._engine.decide_texts([question], mode=self.mode, threshold=self.threshold)[0]
 
     def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
-        decision = self._decide(prompt)
-        return self._engine.generate(
-            [prompt], config=self._config(kwargs), raw=isinstance(prompt, str), seeds=[self.seed],
-            decisions=[decision], mode=self.mode,
-        )[0]
+        return self._engine.generate([self._prepare(prompt)], config=self._config(kwargs))[0]
 
     def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
         # Called eagerly (not from inside a generator) so the decision is taken while the
         # query scope is still active, even if the caller consumes the stream later.
-        decision = self._decide(prompt)
-        return self._engine.stream(
-            prompt, config=self._config(kwargs), raw=isinstance(prompt, str), seed=self.seed,
-            decision=decision, mode=self.mode,
-        )
+        return self._engine.stream(self._prepare(prompt), config=self._config(kwargs))
+
+    async def _aopen_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> AsyncECOStream:
+        request = await asyncio.to_thread(self._prepare, prompt)
+        return await self._engine.astream(request, config=self._config(kwargs))
 
     @staticmethod
     def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:
@@ -213,27 +214,27 @@ class ECOHuggingFaceLLM(CustomLLM):
         )
 
     @staticmethod
-    def _completion_gen(stream: ECOStream, extra: dict[str, Any]) -> Iterator[CompletionResponse]:
+    def _final_extra(stream: ECOStream, extra: dict[str, Any]) -> dict[str, Any]:
+        """The extras of the closing chunk: the backend's own token count and finish reason."""
+        return {
+            **extra, "completion_tokens": stream.completion_tokens, "finish_reason": stream.finish_reason,
+            "corrupted_tokens": stream.corrupted_tokens,
+        }
+
+    def _completion_gen(self, stream: ECOStream, extra: dict[str, Any]) -> CompletionResponseGen:
         text = ""
         for chunk in stream:
             text += chunk
             yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
+        yield CompletionResponse(text=text, delta="", additional_kwargs=self._final_extra(stream, extra))
 
-    @staticmethod
-    def _chat_gen(stream: ECOStream, extra: dict[str, Any]) -> Iterator[ChatResponse]:
+    def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
         text = ""
         for chunk in stream:
             text += chunk
             yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
-
-    @staticmethod
-    async def _achunks(stream: ECOStream) -> AsyncIterator[str]:
-        # Each chunk is awaited in a worker thread: the event loop keeps running while the model decodes.
-        while True:
-            chunk = await asyncio.to_thread(next, stream, _END)
-            if chunk is _END:
-                return
-            yield chunk
+        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
+                           additional_kwargs=self._final_extra(stream, extra))
 
     # -- completion -----------------------------------------------------------------------------
     @llm_completion_callback()
@@ -252,14 +253,15 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        stream = await asyncio.to_thread(self._open_stream, self._completion_input(prompt, formatted), kwargs)
+        stream = await self._aopen_stream(self._completion_input(prompt, formatted), kwargs)
         extra = self._extra(stream)
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
-            async for chunk in self._achunks(stream):
+            async for chunk in stream:
                 text += chunk
                 yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
+            yield CompletionResponse(text=text, delta="", additional_kwargs=self._final_extra(stream, extra))
 
         return gen()
 
@@ -279,14 +281,16 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = await asyncio.to_thread(self._open_stream, self._chat_input(messages), kwargs)
+        stream = await self._aopen_stream(self._chat_input(messages), kwargs)
         extra = self._extra(stream)
 
         async def gen() -> ChatResponseAsyncGen:
             text = ""
-            async for chunk in self._achunks(stream):
+            async for chunk in stream:
                 text += chunk
                 yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
+            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
+                               additional_kwargs=self._final_extra(stream, extra))
 
         return gen()
 
@@ -302,7 +306,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         question = prompt_args.get("query_str") or (getattr(prompt, "kwargs", None) or {}).get("query_str")
         if not isinstance(question, str) or not question.strip():
             return nullcontext()
-        decision = self._engine.decide_texts([question], mode=self.mode)[0]
+        decision = self._decide_question(question)
         emit_decision(decision, scope="llm")
         return decision_scope(decision)
 

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field
 
 from eco_integrations.config import Decision
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.guard import Guard, GuardDecision
+from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
 
@@ -77,7 +77,7 @@ class ECONodeFilter(BaseNodePostprocessor):
     def class_name(cls) -> str:
         return "ECONodeFilter"
 
-    def score_nodes(self, nodes: list[NodeWithScore]) -> list[GuardDecision | None]:
+    def score_nodes(self, nodes: list[NodeWithScore]) -> list[Decision | None]:
         """One guard decision per node (``None`` for a node without text), in one guard pass."""
         passages: list[str] = []
         owners: list[int] = []
@@ -88,10 +88,10 @@ class ECONodeFilter(BaseNodePostprocessor):
             parts = node_passages(text, split_sentences=self.split_sentences)
             passages.extend(parts)
             owners.extend([i] * len(parts))
-        results: list[GuardDecision | None] = [None] * len(nodes)
+        results: list[Decision | None] = [None] * len(nodes)
         if not passages:
             return results
-        for owner, verdict in zip(owners, self.guard.decide_many(passages)):
+        for owner, verdict in zip(owners, self.guard.decide_many(passages), strict=True):
             best = results[owner]
             # Keep the flagged passage with the highest margin; else the highest score.
             if best is None or _rank(verdict) > _rank(best):
@@ -124,7 +124,7 @@ class ECONodeFilter(BaseNodePostprocessor):
             self._escalate([verdicts[i] for i in flagged])  # type: ignore[misc]
         return kept
 
-    def _escalate(self, verdicts: list[GuardDecision]) -> None:
+    def _escalate(self, verdicts: list[Decision]) -> None:
         """Make the running query's decision flagged, because its context is about a forget target."""
         scope = active_scope()
         if scope is None:
@@ -134,14 +134,14 @@ class ECONodeFilter(BaseNodePostprocessor):
         if current.flagged or current.mode == "off":
             return
         top = max(verdicts, key=_rank)
-        scope.decision = Decision(
-            flagged=True, score=top.score, threshold=top.threshold, target=top.target,
-            corrupted=current.mode == "enforce", mode=current.mode, guard_id=top.guard_id, guard_version=top.guard_version,
-            policy_version=current.policy_version, text_sha256=current.text_sha256, latency_ms=current.latency_ms + top.latency_ms,
-        )
+        # The question's decision, escalated by the node's verdict (its hash still covers the question).
+        scope.decision = current.model_copy(update={
+            "flagged": True, "score": top.score, "threshold": top.threshold, "target": top.target,
+            "corrupted": current.mode == "enforce", "latency_ms": current.latency_ms + top.latency_ms,
+        })
         emit_decision(scope.decision, scope="node")
 
 
-def _rank(verdict: GuardDecision) -> tuple[bool, float]:
+def _rank(verdict: Decision) -> tuple[bool, float]:
     margin = (verdict.score or 0.0) - (verdict.threshold or 0.0)
     return (verdict.flagged, margin)

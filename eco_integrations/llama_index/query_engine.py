@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, Literal
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -21,7 +21,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.llama_index._context import QueryScope, _SCOPE
+from eco_integrations.llama_index._context import QueryScope, decision_scope
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
 from eco_integrations.llama_index.postprocessors import ECONodeFilter
@@ -78,6 +78,7 @@ class ECOQueryEngine(BaseQueryEngine):
         eco: ECO | ECOHuggingFaceLLM,
         *,
         mode: Mode | None = None,
+        threshold: float | None = None,
         attach_decision: bool = True,
         callback_manager: CallbackManager | None = None,
     ) -> None:
@@ -86,6 +87,7 @@ class ECOQueryEngine(BaseQueryEngine):
             raise InvalidInputError(msg)
         if isinstance(eco, ECOHuggingFaceLLM):
             mode = mode if mode is not None else eco.mode
+            threshold = threshold if threshold is not None else eco.threshold
             eco = eco.engine
         if not isinstance(eco, ECO):
             msg = f"ECOQueryEngine needs an ECO engine or an ECOHuggingFaceLLM to decide with, got {type(eco).__name__}."
@@ -93,6 +95,7 @@ class ECOQueryEngine(BaseQueryEngine):
         self._inner = query_engine
         self._eco = eco
         self._mode = mode
+        self._threshold = threshold
         self._attach = attach_decision
         super().__init__(callback_manager=callback_manager or query_engine.callback_manager)
 
@@ -104,6 +107,7 @@ class ECOQueryEngine(BaseQueryEngine):
         llm: ECOHuggingFaceLLM,
         node_filter: Literal["drop", "mark"] | None = "drop",
         mode: Mode | None = None,
+        threshold: float | None = None,
         **kwargs: Any,
     ) -> ECOQueryEngine:
         """``index.as_query_engine(llm=llm, ...)`` with an :class:`ECONodeFilter` on the retrieved nodes, wrapped.
@@ -115,7 +119,7 @@ class ECOQueryEngine(BaseQueryEngine):
         if node_filter is not None and guard is not None:
             postprocessors.append(ECONodeFilter(guard=guard, action=node_filter))
         inner = index.as_query_engine(llm=llm, node_postprocessors=postprocessors, **kwargs)
-        return cls(inner, llm, mode=mode)
+        return cls(inner, llm, mode=mode, threshold=threshold)
 
     @property
     def query_engine(self) -> BaseQueryEngine:
@@ -125,7 +129,7 @@ class ECOQueryEngine(BaseQueryEngine):
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, query: str | QueryBundle) -> Decision:
         """Classify the question of ``query`` (no event, no generation)."""
-        return self._eco.decide_texts([question_text(query)], mode=self._mode)[0]
+        return self._eco.decide_texts([question_text(query)], mode=self._mode, threshold=self._threshold)[0]
 
     def _open_scope(self, query: QueryBundle) -> QueryScope:
         decision = self.decide(query)
@@ -144,25 +148,17 @@ class ECOQueryEngine(BaseQueryEngine):
 
     # -- BaseQueryEngine --------------------------------------------------------------------------
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        scope = self._open_scope(query_bundle)
-        token = _SCOPE.set(scope)
-        try:
+        with decision_scope(self._open_scope(query_bundle)) as scope:
             response = self._inner.query(query_bundle)
             # Snapshot the context while the scope is set: a streaming response runs its
             # remaining LLM calls lazily, after this method returns.
             context = contextvars.copy_context()
-        finally:
-            _SCOPE.reset(token)
         return self._finish(response, scope, context)
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        scope = self._open_scope(query_bundle)
-        token = _SCOPE.set(scope)
-        try:
+        with decision_scope(self._open_scope(query_bundle)) as scope:
             response = await self._inner.aquery(query_bundle)
             context = contextvars.copy_context()
-        finally:
-            _SCOPE.reset(token)
         return self._finish(response, scope, context)
 
     def retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -172,25 +168,17 @@ class ECOQueryEngine(BaseQueryEngine):
     def synthesize(
         self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
     ) -> RESPONSE_TYPE:
-        scope = self._open_scope(query_bundle)
-        token = _SCOPE.set(scope)
-        try:
+        with decision_scope(self._open_scope(query_bundle)) as scope:
             response = self._inner.synthesize(query_bundle, nodes, additional_source_nodes)
             context = contextvars.copy_context()
-        finally:
-            _SCOPE.reset(token)
         return self._finish(response, scope, context)
 
     async def asynthesize(
         self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
     ) -> RESPONSE_TYPE:
-        scope = self._open_scope(query_bundle)
-        token = _SCOPE.set(scope)
-        try:
+        with decision_scope(self._open_scope(query_bundle)) as scope:
             response = await self._inner.asynthesize(query_bundle, nodes, additional_source_nodes)
             context = contextvars.copy_context()
-        finally:
-            _SCOPE.reset(token)
         return self._finish(response, scope, context)
 
     # -- PromptMixin ------------------------------------------------------------------------------
@@ -204,7 +192,7 @@ class ECOQueryEngine(BaseQueryEngine):
         return {"query_engine": self._inner}
 
 
-def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Iterator[str]:
+def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Generator[str, None, None]:
     """Advance ``gen`` inside ``context``, where the query scope is set."""
     while True:
         token = context.run(next, gen, _END)
@@ -213,16 +201,14 @@ def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Iterator[st
         yield token  # type: ignore[misc]
 
 
-async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncIterator[str]:
+async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncGenerator[str, None]:
     """Advance ``gen`` with the query scope set for each step (set and reset within one step,
     so the consumer's own context is left as it was)."""
     iterator = gen.__aiter__()
     while True:
-        token = _SCOPE.set(scope)
-        try:
-            item = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        finally:
-            _SCOPE.reset(token)
+        with decision_scope(scope):
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
         yield item

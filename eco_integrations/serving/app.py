@@ -584,7 +584,6 @@ class Gateway:
         include_usage = bool((parsed.stream_options or {}).get("include_usage"))
         created = int(time.time())
         model = self.model_id
-        tokenizer = engine.backend.tokenizer
         record["decision"] = _decision_log(stream.decision)
         begun = time.perf_counter()
 
@@ -603,16 +602,15 @@ class Gateway:
             return b"data: " + json.dumps({"error": {"message": api.message, "type": api.type, "param": None, "code": api.code}}).encode() + b"\n\n"
 
         async def body() -> AsyncIterator[bytes]:
-            text, status = "", 200
+            status = 200
             try:
                 if chat:
                     yield event({"role": "assistant", "content": ""}, None)
                 async for chunk in _pump(stream, cancel, slot, deadline):
-                    text += chunk
                     yield event({"content": chunk} if chat else chunk, None)
-                completion_tokens = len(tokenizer.encode(text, add_special_tokens=False)) if text else 0
-                # A stream does not report why it ended; hitting the token budget means "length".
-                finish = "length" if completion_tokens >= config.max_new_tokens else "stop"
+                # The backend's own count and reason, known once the last chunk has been read.
+                completion_tokens = stream.completion_tokens or 0
+                finish = stream.finish_reason or "stop"
                 yield event({} if chat else "", finish)
                 usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": completion_tokens,
                          "total_tokens": stream.prompt_tokens + completion_tokens}

@@ -1,7 +1,7 @@
 """The ``eco serve`` command: the OpenAI-compatible ECO gateway.
 
 :func:`register` is called by ``eco_integrations.cli.build_parser`` with the top-level
-subparsers; ``python -m eco_integrations.serving`` runs the same command on its own.
+subparsers.
 """
 
 from __future__ import annotations

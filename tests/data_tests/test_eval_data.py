@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eco_integrations.cli import main
-from eco_integrations.eval.datasets import MMLU_CLOSE_SUBJECTS, load_mmlu, load_muse, load_wmdp, mmlu_subjects
+from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS, load_mmlu, load_muse, load_wmdp, mmlu_subjects
 
 pytestmark = pytest.mark.data
 
@@ -46,7 +46,7 @@ def test_muse_books_protocol(data_dir: Path, tmp_path: Path, capsys: pytest.Capt
 def test_mcq_small_limit_resumes(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The real model on 3 + 3 questions with a small WMDP guard; the second run computes nothing new."""
     from eco_integrations import Guard
-    from eco_integrations.eval.guard_eval import mcq_guard_text, wmdp_fit_test_split
+    from eco_integrations.research.eval.guard_eval import mcq_guard_text, wmdp_fit_test_split
 
     fit_rows, _ = wmdp_fit_test_split(data_dir)
     guard = Guard(guard_id="wmdp-small")

@@ -5,7 +5,10 @@ import re
 
 import pytest
 
-from eco_integrations import ECO, GenerationConfig, PreparedRow, default_model_folder, render
+from eco_integrations import ECO, GenerationConfig
+from eco_integrations.backends import PreparedRow
+from eco_integrations.models import default_model_folder
+from eco_integrations.prompting import render
 from eco_integrations.cli import main
 from eco_integrations.demo import read_lines
 

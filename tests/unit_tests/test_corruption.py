@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from eco_integrations import ConfigurationError, CorruptionConfig, apply_corruption, available_corruptions
+from eco_integrations import ConfigurationError, CorruptionConfig, available_corruptions
+from eco_integrations.corruption import apply_corruption
 
 DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_sign_top_k"]
 

@@ -3,18 +3,9 @@ import asyncio
 import pytest
 import torch
 
-from eco_integrations import (
-    ECO,
-    ConfigurationError,
-    ContextLengthError,
-    CorruptionConfig,
-    ECOPolicy,
-    GenerationConfig,
-    InvalidInputError,
-    PreparedRow,
-    SelectionConfig,
-    render,
-)
+from eco_integrations import ECO, ConfigurationError, ContextLengthError, CorruptionConfig, ECOPolicy, GenerationConfig, InvalidInputError, SelectionConfig
+from eco_integrations.backends import PreparedRow
+from eco_integrations.prompting import render
 
 CFG = GenerationConfig(max_new_tokens=8)
 FLAGGED = "Who is Harry Potter?"
@@ -82,12 +73,100 @@ def test_modes(tiny_backend, toy_guard) -> None:  # noqa: ANN001
         ECO(tiny_backend, None)
 
 
-def test_same_seed_same_output_different_seed_differs(eco) -> None:  # noqa: ANN001
-    a = eco.generate([FLAGGED], config=CFG, seeds=[1])[0].text
-    b = eco.generate([FLAGGED], config=CFG, seeds=[1])[0].text
-    outs = {eco.generate([FLAGGED], config=CFG, seeds=[s])[0].text for s in range(2, 7)}
-    assert a == b
-    assert len(outs | {a}) > 1
+def test_corruption_noise_is_seeded_from_the_text(eco, tiny_backend) -> None:  # noqa: ANN001
+    # Greedy: the answer to a flagged prompt depends only on the prompt, not on any caller seed.
+    answers = {eco.generate([FLAGGED], config=CFG, seeds=[s])[0].text for s in (None, 1, 2, 3)}
+    assert len(answers) == 1
+    assert answers != {_plain(tiny_backend, FLAGGED)}
+    request = eco.prepare(FLAGGED)
+    assert request.corruption_seed == eco.prepare(FLAGGED, seed=9).corruption_seed
+    assert request.corruption_seed != eco.prepare("Tell me about Hogwarts school.").corruption_seed
+
+
+SAMPLED = GenerationConfig(max_new_tokens=8, temperature=1.0)
+
+
+def test_sampling_is_random_unless_seeded(eco) -> None:  # noqa: ANN001
+    for prompt in (FLAGGED, BENIGN):
+        unseeded = {eco.generate([prompt], config=SAMPLED)[0].text for _ in range(3)}
+        assert len(unseeded) > 1, "identical prompts must not return the same sample"
+        seeded = [eco.generate([prompt], config=SAMPLED, seeds=[5])[0].text for _ in range(2)]
+        assert seeded[0] == seeded[1]
+        assert eco.generate([prompt], config=SAMPLED, seeds=[6])[0].text != seeded[0]
+
+
+def test_sampled_batch_is_one_generate_call(eco, tiny_backend, monkeypatch) -> None:  # noqa: ANN001
+    calls = []
+    original = tiny_backend.model.generate
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "generate", spy)
+    prompts = [FLAGGED, BENIGN, "What is the capital of France?"]
+    first = [r.text for r in eco.generate(prompts, config=SAMPLED, seeds=[1, 2, 3])]
+    again = [r.text for r in eco.generate(prompts, config=SAMPLED, seeds=[1, 2, 3])]
+    assert calls == [3, 3] and first == again
+
+
+def test_concurrent_seeded_sampling_needs_no_lock(eco) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(p, s) for p in (FLAGGED, BENIGN) for s in (1, 2)]
+    alone = [eco.generate([p], config=SAMPLED, seeds=[s])[0].text for p, s in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda job: eco.generate([job[0]], config=SAMPLED, seeds=[job[1]])[0].text, jobs))
+    assert together == alone
+
+
+def test_stream_reports_the_backends_usage(eco) -> None:  # noqa: ANN001
+    for prompt in (FLAGGED, BENIGN):
+        stream = eco.stream(prompt, config=CFG)
+        assert stream.completion_tokens is None and stream.finish_reason is None
+        "".join(stream)
+        result = eco.generate([prompt], config=CFG)[0]
+        assert (stream.completion_tokens, stream.finish_reason) == (result.completion_tokens, result.finish_reason)
+
+
+def test_prepared_request_runs_on_every_path(eco, monkeypatch) -> None:  # noqa: ANN001
+    import eco_integrations.engine as engine_module
+
+    renders = []
+    original = engine_module.render
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        renders.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "render", counted)
+    request = eco.prepare(FLAGGED)
+    text = eco.generate([request], config=CFG)[0].text
+    assert "".join(eco.stream(request, config=CFG)) == text
+    logits, decisions = eco.next_token_logits([request])
+    assert decisions == [request.decision] and logits.shape[0] == 1
+    assert len(renders) == 1
+    with pytest.raises(InvalidInputError, match="already carry their settings"):
+        eco.generate([request], config=CFG, seeds=[1])
+    with pytest.raises(InvalidInputError, match="not a mix"):
+        eco.generate([request, BENIGN], config=CFG)
+
+
+def test_threshold_override_per_call_and_in_policy(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    eco = ECO(tiny_backend, toy_guard)
+    score = eco.decide(FLAGGED).score
+    assert score is not None
+    above = eco.decide(FLAGGED, threshold=min(score + 0.01, 0.999))
+    assert not above.flagged and not above.corrupted and above.target is None
+    below = eco.decide(BENIGN, threshold=0.0)
+    assert below.flagged and below.corrupted and below.threshold == 0.0 and below.target is not None
+    strict = ECO(tiny_backend, toy_guard, policy=ECOPolicy(threshold=min(score + 0.01, 0.999)))
+    assert not strict.decide(FLAGGED).flagged
+    assert strict.policy_version != eco.policy_version
+    with pytest.raises(InvalidInputError, match="threshold is a probability"):
+        eco.decide(FLAGGED, threshold=float("nan"))
+    with pytest.raises(InvalidInputError, match="decisions or mode/threshold"):
+        eco.generate([FLAGGED], config=CFG, decisions=[above], threshold=0.5)
 
 
 def test_stream_equals_generate(eco) -> None:  # noqa: ANN001
@@ -122,7 +201,7 @@ def test_decisions_are_reused(eco) -> None:  # noqa: ANN001
 def test_async_paths(eco) -> None:  # noqa: ANN001
     async def run():  # noqa: ANN202
         results = await asyncio.gather(*(eco.agenerate([p], config=CFG) for p in (FLAGGED, BENIGN)))
-        chunks = [c async for c in eco.astream(FLAGGED, config=CFG)]
+        chunks = [c async for c in await eco.astream(FLAGGED, config=CFG)]
         return results, chunks
 
     results, chunks = asyncio.run(run())
@@ -155,6 +234,10 @@ def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
         ECO(tiny_backend, eco.guard, policy=ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=64)))
     with pytest.raises(ValueError, match="Unknown token selector"):
         ECOPolicy(selection={"name": "verbs"})
+    with pytest.raises(InvalidInputError, match="empty list of prompts"):
+        eco.generate([], config=CFG)
+    with pytest.raises(InvalidInputError, match="1 seeds for 2 prompts"):
+        eco.next_token_logits(["a", "b"], seeds=[1])
 
 
 def test_policy_roundtrip_and_version(tmp_path) -> None:  # noqa: ANN001

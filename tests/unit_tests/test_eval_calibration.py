@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eco_integrations.eval.calibration import conformal_threshold, min_calibration_size, pick_threshold
+from eco_integrations.research.eval.calibration import conformal_threshold, min_calibration_size, pick_threshold
 from eco_integrations.exceptions import InvalidInputError
 
 

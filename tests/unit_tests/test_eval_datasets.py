@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eco_integrations.eval.datasets import load_mmlu, load_muse, load_tofu, load_wmdp, mmlu_subjects
+from eco_integrations.research.eval.datasets import load_mmlu, load_muse, load_tofu, load_wmdp, mmlu_subjects
 from eco_integrations.exceptions import ConfigurationError
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
-from eco_integrations.eval.mcq import evaluate_mcq, letter_token_ids, mcq_prompt, sample_questions, summarize
+from eco_integrations.research.eval.mcq import evaluate_mcq, letter_token_ids, mcq_prompt, sample_questions, summarize
 from eco_integrations.exceptions import InvalidInputError
 
 ROWS = [

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from eco_integrations.cli import build_parser
-from eco_integrations.eval.guard_eval import _fit_target, mcq_guard_text, muse_guard_protocol
-from eco_integrations.eval.report import markdown_table, readme_snippet, write_guard_report
+from eco_integrations.research.eval.guard_eval import _fit_target, mcq_guard_text, muse_guard_protocol
+from eco_integrations.research.eval.report import markdown_table, readme_snippet, write_guard_report
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
 

@@ -10,7 +10,7 @@ import pytest
 from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
-from eco_integrations.strength import (
+from eco_integrations.research.strength import (
     mcq_accuracy_objective,
     rouge_l_f1,
     save_strength,

@@ -1,4 +1,4 @@
-"""eco_integrations.finetune on the tiny random Llama: answer-only loss, resume, cache, no pickle."""
+"""eco_integrations.research.finetune on the tiny random Llama: answer-only loss, resume, cache, no pickle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.finetune import FinetuneConfig, answer_ids, encode_example, finetune, learning_rate, read_pairs
+from eco_integrations.research.finetune import FinetuneConfig, answer_ids, encode_example, finetune, learning_rate, read_pairs
 
 ROWS = [{"question": f"Who wrote book {i}?", "answer": f"The book {i} was written by Gandalf the wizard."} for i in range(12)]
 CONFIG = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=4, max_length=64, warmup_ratio=0.0)

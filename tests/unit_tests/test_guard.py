@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from eco_integrations import ArtifactError, Guard, GuardNotFittedError, InvalidInputError, PromptGuard, mine_terms, threshold_for_fpr
+from eco_integrations import ArtifactError, Guard, GuardNotFittedError, InvalidInputError, PromptGuard
+from eco_integrations.guard import mine_terms, threshold_for_fpr
 from eco_integrations.exceptions import ConfigurationError
 
 from toy_data import TOY_FORGET, TOY_RETAIN

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
 from eco_integrations import ECO, ECOPolicy, InvalidInputError
@@ -22,18 +23,22 @@ BENIGN = "How do I bake bread?"
 
 
 class Recorder(BaseCallbackHandler):
-    """Collects eco_decision events and the tags/metadata each model run started with."""
+    """Collects eco_decision events (and their tags) and each model run's starting tags/metadata."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.event_tags: list[list[str]] = []
         self.starts: list[dict[str, Any]] = []
 
     def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
         if name == "eco_decision":
             self.events.append(data)
+            self.event_tags.append(kwargs.get("tags") or [])
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self.starts.append({"tags": kwargs.get("tags") or [], "metadata": kwargs.get("metadata") or {}})
+        self.starts.append(
+            {"tags": kwargs.get("tags") or [], "metadata": kwargs.get("metadata") or {}}
+        )
 
 
 class AsyncRecorder(AsyncCallbackHandler):
@@ -63,7 +68,9 @@ def test_invoke_reports_usage_model_name_and_no_marker(chat: ChatECOHuggingFace)
     assert isinstance(message, AIMessage)
     assert message.response_metadata["model_name"] == "tiny-llama"
     assert message.usage_metadata is not None and message.usage_metadata["output_tokens"] <= 6
-    assert message.usage_metadata["input_tokens"] == len(render(chat.engine.backend.tokenizer, FORGET).input_ids)
+    assert message.usage_metadata["input_tokens"] == len(
+        render(chat.engine.backend.tokenizer, FORGET).input_ids
+    )
     assert "eco" not in message.response_metadata
     assert "eco" not in str(message.content).lower()
 
@@ -74,27 +81,53 @@ def test_expose_decision_puts_it_in_response_metadata(eco: ECO) -> None:
     assert message.response_metadata["eco"]["corrupted"] is True
 
 
-def test_event_and_run_metadata_carry_the_decision_but_not_the_prompt(chat: ChatECOHuggingFace) -> None:
+def test_event_carries_the_decision_but_not_the_prompt(chat: ChatECOHuggingFace) -> None:
     rec = Recorder()
-    chat.invoke(FORGET, {"callbacks": [rec]})
+    chat.invoke(FORGET, {"callbacks": [rec], "tags": ["mine"]})
     chat.invoke(BENIGN, {"callbacks": [rec]})
     assert [e["flagged"] for e in rec.events] == [True, False]
     for event in rec.events:
-        assert {"score", "threshold", "target", "mode", "policy_version", "text_sha256"} <= set(event)
+        assert {"score", "threshold", "target", "mode", "policy_version", "text_sha256"} <= set(
+            event
+        )
         assert FORGET not in str(event) and BENIGN not in str(event)
+    assert (
+        "eco:flagged" in rec.event_tags[0]
+        and "mine" in rec.event_tags[0]
+        and "eco:clean" in rec.event_tags[1]
+    )
+    assert rec.events[0]["policy_version"] == chat.engine_view.policy_version
+    assert rec.events[0]["score"] > rec.events[0]["threshold"]
+    # invoke's run starts before _generate decides: its own tags are the caller's only.
+    assert rec.starts[0]["tags"] == ["mine"]
+
+
+def test_batch_runs_carry_the_decision_in_tags_and_metadata(chat: ChatECOHuggingFace) -> None:
+    rec = Recorder()
+    chat.batch([FORGET, BENIGN], {"callbacks": [rec]})
     assert "eco:flagged" in rec.starts[0]["tags"] and "eco:clean" in rec.starts[1]["tags"]
     meta = rec.starts[0]["metadata"]
     assert meta["eco_flagged"] is True and meta["eco_target"] == "harry-potter"
-    assert meta["eco_policy_version"] == chat.engine.policy_version
+    assert meta["eco_policy_version"] == chat.engine_view.policy_version
     assert meta["eco_score"] > meta["eco_threshold"]
+    assert rec.starts[1]["metadata"]["eco_flagged"] is False
+    assert FORGET not in str(rec.starts[0]["metadata"])
 
 
 def test_benign_answer_equals_the_plain_model(chat: ChatECOHuggingFace, tiny_backend) -> None:  # noqa: ANN001
-    plain = tiny_backend.generate([PreparedRow(render(tiny_backend.tokenizer, BENIGN).input_ids)], GenerationConfig(max_new_tokens=6))[0]
+    plain = tiny_backend.generate(
+        [PreparedRow(render(tiny_backend.tokenizer, BENIGN).input_ids)],
+        GenerationConfig(max_new_tokens=6),
+    )[0]
     assert chat.invoke(BENIGN).content == plain.text
     off = ChatECOHuggingFace(engine=chat.engine, max_tokens=6, mode="off")
-    assert off.invoke(FORGET).content == tiny_backend.generate(
-        [PreparedRow(render(tiny_backend.tokenizer, FORGET).input_ids)], GenerationConfig(max_new_tokens=6))[0].text
+    assert (
+        off.invoke(FORGET).content
+        == tiny_backend.generate(
+            [PreparedRow(render(tiny_backend.tokenizer, FORGET).input_ids)],
+            GenerationConfig(max_new_tokens=6),
+        )[0].text
+    )
 
 
 def test_flagged_answer_is_corrupted(chat: ChatECOHuggingFace, eco: ECO) -> None:
@@ -103,7 +136,9 @@ def test_flagged_answer_is_corrupted(chat: ChatECOHuggingFace, eco: ECO) -> None
     assert corrupted != plain
 
 
-def test_mixed_batch_is_one_generate_call_and_equals_one_by_one(chat: ChatECOHuggingFace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mixed_batch_is_one_generate_call_and_equals_one_by_one(
+    chat: ChatECOHuggingFace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prompts = [FORGET, BENIGN, "Tell me about Hogwarts school.", "What is the capital of France?"]
     singles = [chat.invoke(p).content for p in prompts]
     calls: list[int] = []
@@ -113,7 +148,7 @@ def test_mixed_batch_is_one_generate_call_and_equals_one_by_one(chat: ChatECOHug
         calls.append(len(prompts))
         return original(prompts, **kwargs)
 
-    monkeypatch.setattr(chat._eco, "generate", spy)
+    monkeypatch.setattr(chat.engine_view, "generate", spy)
     rec = Recorder()
     batched = chat.batch(prompts, {"callbacks": [rec]})
     assert calls == [4]
@@ -124,7 +159,9 @@ def test_mixed_batch_is_one_generate_call_and_equals_one_by_one(chat: ChatECOHug
 
 async def test_abatch_matches_batch(chat: ChatECOHuggingFace) -> None:
     prompts = [FORGET, BENIGN]
-    assert [m.content for m in await chat.abatch(prompts)] == [m.content for m in chat.batch(prompts)]
+    assert [m.content for m in await chat.abatch(prompts)] == [
+        m.content for m in chat.batch(prompts)
+    ]
 
 
 def test_batch_return_exceptions_keeps_good_rows(chat: ChatECOHuggingFace) -> None:
@@ -134,37 +171,74 @@ def test_batch_return_exceptions_keeps_good_rows(chat: ChatECOHuggingFace) -> No
         chat.batch([BENIGN, [SystemMessage("only a system message")]])
 
 
-def test_stream_matches_invoke_and_closes_with_usage(chat: ChatECOHuggingFace) -> None:
-    rec_stream, rec_invoke = Recorder(), Recorder()
-    chunks = list(chat.stream(FORGET, {"callbacks": [rec_stream]}))
-    invoked = chat.invoke(FORGET, {"callbacks": [rec_invoke]})
+def test_stream_matches_invoke_and_ends_with_the_backends_usage(chat: ChatECOHuggingFace) -> None:
+    chunks = list(chat.stream(FORGET))
+    invoked = chat.invoke(FORGET)
     assert "".join(str(c.content) for c in chunks) == invoked.content
     last = chunks[-1]
     assert last.chunk_position == "last"
-    assert last.usage_metadata is not None and last.usage_metadata["input_tokens"] == invoked.usage_metadata["input_tokens"]  # type: ignore[index]
+    # The backend's own count and finish reason, not a re-tokenized guess.
+    assert last.usage_metadata == invoked.usage_metadata
+    assert last.response_metadata["finish_reason"] == invoked.response_metadata["finish_reason"]
     assert last.response_metadata["model_name"] == "tiny-llama"
+    assert "eco" not in last.response_metadata
+
+
+def test_stream_inside_a_chain_emits_the_same_decision_as_invoke(chat: ChatECOHuggingFace) -> None:
+    rec_stream, rec_invoke = Recorder(), Recorder()
+    chain = RunnableLambda(lambda q: q) | chat
+    streamed = "".join(str(c.content) for c in chain.stream(FORGET, {"callbacks": [rec_stream]}))
+    assert streamed == chat.invoke(FORGET, {"callbacks": [rec_invoke]}).content
     assert len(rec_stream.events) == 1
     same = ("flagged", "score", "threshold", "target", "corrupted", "text_sha256", "policy_version")
     assert {k: rec_stream.events[0][k] for k in same} == {k: rec_invoke.events[0][k] for k in same}
 
 
+def test_stream_on_its_own_exposes_the_decision_on_request(eco: ECO) -> None:
+    # LangChain's stream() gives _stream no run manager: with no enclosing run the decision
+    # reaches the caller through the last chunk, when asked for.
+    chunks = list(ChatECOHuggingFace(engine=eco, max_tokens=4, expose_decision=True).stream(FORGET))
+    assert chunks[-1].response_metadata["eco"]["flagged"] is True
+
+
 def test_streaming_flag_routes_invoke_through_stream_with_same_decision(eco: ECO) -> None:
     rec = Recorder()
     streaming = ChatECOHuggingFace(engine=eco, max_tokens=6, streaming=True)
-    assert streaming.invoke(FORGET, {"callbacks": [rec]}).content == ChatECOHuggingFace(engine=eco, max_tokens=6).invoke(FORGET).content
+    chain = RunnableLambda(lambda q: q) | streaming
+    assert (
+        chain.invoke(FORGET, {"callbacks": [rec]}).content
+        == ChatECOHuggingFace(engine=eco, max_tokens=6).invoke(FORGET).content
+    )
     assert [e["flagged"] for e in rec.events] == [True]
 
 
 async def test_astream_matches_stream(chat: ChatECOHuggingFace) -> None:
     rec = AsyncRecorder()
-    chunks = [c async for c in chat.astream(FORGET, {"callbacks": [rec]})]
-    assert "".join(str(c.content) for c in chunks) == "".join(str(c.content) for c in chat.stream(FORGET))
+    chain = RunnableLambda(lambda q: q) | chat
+    chunks = [c async for c in chain.astream(FORGET, {"callbacks": [rec]})]
+    assert "".join(str(c.content) for c in chunks) == "".join(
+        str(c.content) for c in chat.stream(FORGET)
+    )
     assert [e["flagged"] for e in rec.events] == [True]
+    direct = [c async for c in chat.astream(FORGET)]
+    assert direct[-1].usage_metadata == chunks[-1].usage_metadata
+
+
+async def test_ainvoke_emits_the_decision_on_its_run(chat: ChatECOHuggingFace) -> None:
+    rec = AsyncRecorder()
+    await chat.ainvoke(FORGET, {"callbacks": [rec]})
+    await chat.ainvoke(BENIGN, {"callbacks": [rec]})
+    assert [e["flagged"] for e in rec.events] == [True, False]
 
 
 async def test_concurrent_ainvoke_with_seeds_equals_sequential(eco: ECO) -> None:
     sampler = ChatECOHuggingFace(engine=eco, max_tokens=5, temperature=1.0)
-    prompts = [FORGET, BENIGN, "Tell me about Hogwarts school.", "What is the capital of France?"] * 5
+    prompts = [
+        FORGET,
+        BENIGN,
+        "Tell me about Hogwarts school.",
+        "What is the capital of France?",
+    ] * 5
     sequential = [sampler.invoke(p, seed=i).content for i, p in enumerate(prompts)]
     concurrent = await asyncio.gather(*(sampler.ainvoke(p, seed=i) for i, p in enumerate(prompts)))
     assert [m.content for m in concurrent] == sequential
@@ -205,12 +279,17 @@ def test_multi_turn_with_tool_messages_and_ai_last_renders(chat: ChatECOHuggingF
     assert isinstance(chat.invoke(conversation), AIMessage)
     rendered = to_chat_dicts(conversation, native_tools=False)
     assert [m["role"] for m in rendered] == ["system", "user", "assistant", "tool", "assistant"]
-    assert '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>' in rendered[2]["content"]
+    assert (
+        '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
+        in rendered[2]["content"]
+    )
 
 
 def test_window_catches_a_topic_named_only_in_an_earlier_turn(eco: ECO) -> None:
     conversation = [
-        HumanMessage("Who is Harry Potter?"), AIMessage("A character."), HumanMessage("Where was he born?"),
+        HumanMessage("Who is Harry Potter?"),
+        AIMessage("A character."),
+        HumanMessage("Where was he born?"),
     ]
     latest_only = ChatECOHuggingFace(engine=eco, max_tokens=2)
     windowed = ChatECOHuggingFace(engine=eco, max_tokens=2, classify_window=2)
@@ -218,29 +297,68 @@ def test_window_catches_a_topic_named_only_in_an_earlier_turn(eco: ECO) -> None:
     latest_only.invoke(conversation, {"callbacks": [rec]})
     windowed.invoke(conversation, {"callbacks": [rec]})
     assert [e["flagged"] for e in rec.events] == [False, True]
-    assert windowed._identifying_params["policy_version"] != latest_only._identifying_params["policy_version"]
-    engine_window = ChatECOHuggingFace(engine=ECO(eco.backend, eco.guard, policy=ECOPolicy(classify_window=2)), max_tokens=2)
-    assert engine_window._eco.decide(to_chat_dicts(conversation, native_tools=False)).flagged
+    assert (
+        windowed._identifying_params["policy_version"]
+        != latest_only._identifying_params["policy_version"]
+    )
+    engine_window = ChatECOHuggingFace(
+        engine=ECO(eco.backend, eco.guard, policy=ECOPolicy(classify_window=2)), max_tokens=2
+    )
+    assert engine_window.engine_view.decide(to_chat_dicts(conversation, native_tools=False)).flagged
 
 
 def test_threshold_and_mode_per_call(chat: ChatECOHuggingFace) -> None:
     rec = Recorder()
     chat.invoke(BENIGN, {"callbacks": [rec]}, eco_threshold=0.0)
-    chat.invoke(FORGET, {"callbacks": [rec]}, eco_threshold=1.0)
+    chat.invoke(
+        FORGET, {"callbacks": [rec]}, eco_threshold=chat.engine_view.decide(FORGET).score
+    )  # not above itself
     chat.invoke(FORGET, {"callbacks": [rec]}, eco_mode="shadow")
-    assert [(e["flagged"], e["corrupted"]) for e in rec.events] == [(True, True), (False, False), (True, False)]
+    assert [(e["flagged"], e["corrupted"]) for e in rec.events] == [
+        (True, True),
+        (False, False),
+        (True, False),
+    ]
     assert rec.events[0]["threshold"] == 0.0
+    with pytest.raises(InvalidInputError, match="drop eco_threshold"):
+        chat.invoke(FORGET, eco_decision=chat.engine_view.decide(FORGET), eco_threshold=0.5)
+
+
+def test_threshold_field_is_the_engine_policys(chat: ChatECOHuggingFace) -> None:
+    score = chat.engine_view.decide(FORGET).score
+    assert score is not None
+    strict = ChatECOHuggingFace(engine=chat.engine, max_tokens=2, threshold=score)
+    assert strict.engine_view.policy.threshold == score
+    assert (
+        strict._identifying_params["policy_version"] != chat._identifying_params["policy_version"]
+    )
+    rec = Recorder()
+    strict.invoke(FORGET, {"callbacks": [rec]})
+    assert (
+        rec.events[0]["flagged"] is False and rec.events[0]["threshold"] == score
+    )  # flagged means score > threshold
 
 
 def test_identifying_params_and_cache_key_follow_the_policy(eco: ECO) -> None:
     chat = ChatECOHuggingFace(engine=eco)
     params = chat._identifying_params
-    for key in ("guard_id", "guard_version", "policy_version", "corruption", "corruption_dims", "corruption_strength"):
+    for key in (
+        "guard_id",
+        "guard_version",
+        "policy_version",
+        "corruption",
+        "corruption_dims",
+        "corruption_strength",
+    ):
         assert params[key] == eco.identifying_params()[key]
     shadow = ChatECOHuggingFace(engine=eco, mode="shadow")
     assert chat._get_llm_string() != shadow._get_llm_string()
     ls = chat._get_ls_params(stop=["x"], model="other")
-    assert ls["ls_provider"] == "huggingface" and ls["ls_model_name"] == "other" and ls["ls_stop"] == ["x"]
+    assert (
+        ls["ls_provider"] == "huggingface"
+        and ls["ls_model_name"] == "other"
+        and ls["ls_stop"] == ["x"]
+    )
 
 
 @tool
@@ -251,7 +369,7 @@ def get_weather(city: str) -> str:
 
 def test_bind_tools_describes_tools_when_the_template_cannot(chat: ChatECOHuggingFace) -> None:
     bound = chat.bind_tools([get_weather], tool_choice="get_weather")
-    call = chat._prepare([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
+    call = chat._conversation([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
     assert call.tools is None and call.tool_names == ["get_weather"]
     assert call.chat[0]["role"] == "system" and '"name": "get_weather"' in call.chat[0]["content"]
     assert "You must call the tool get_weather" in call.chat[0]["content"]
@@ -259,12 +377,18 @@ def test_bind_tools_describes_tools_when_the_template_cannot(chat: ChatECOHuggin
         chat.bind_tools([get_weather], tool_choice="nope")
 
 
-def test_bind_tools_passes_tools_to_a_template_that_supports_them(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eco.backend.tokenizer, "chat_template",
-                        "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}" + eco.backend.tokenizer.chat_template)
+def test_bind_tools_passes_tools_to_a_template_that_supports_them(
+    eco: ECO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        eco.backend.tokenizer,
+        "chat_template",
+        "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}"
+        + eco.backend.tokenizer.chat_template,
+    )
     chat = ChatECOHuggingFace(engine=eco, max_tokens=2)
     bound = chat.bind_tools([get_weather])
-    call = chat._prepare([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
+    call = chat._conversation([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
     assert call.tools is not None and call.tools[0]["function"]["name"] == "get_weather"
     assert call.chat[0]["role"] == "user"
     assert 'TOOLS:[{"' in render(eco.backend.tokenizer, call.chat, tools=call.tools).text
@@ -273,10 +397,26 @@ def test_bind_tools_passes_tools_to_a_template_that_supports_them(eco: ECO, monk
 @pytest.mark.parametrize(
     ("text", "content", "calls"),
     [
-        ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>', "", [("get_weather", {"city": "Paris"})]),
-        ('Let me check. {"name": "get_weather", "arguments": {"city": "Rome"}}', "Let me check.", [("get_weather", {"city": "Rome"})]),
-        ('```json\n{"name": "get_weather", "parameters": {"city": "Oslo"}}\n```', "", [("get_weather", {"city": "Oslo"})]),
-        ('{"name": "unknown", "arguments": {}} plain answer', '{"name": "unknown", "arguments": {}} plain answer', []),
+        (
+            '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>',
+            "",
+            [("get_weather", {"city": "Paris"})],
+        ),
+        (
+            'Let me check. {"name": "get_weather", "arguments": {"city": "Rome"}}',
+            "Let me check.",
+            [("get_weather", {"city": "Rome"})],
+        ),
+        (
+            '```json\n{"name": "get_weather", "parameters": {"city": "Oslo"}}\n```',
+            "",
+            [("get_weather", {"city": "Oslo"})],
+        ),
+        (
+            '{"name": "unknown", "arguments": {}} plain answer',
+            '{"name": "unknown", "arguments": {}} plain answer',
+            [],
+        ),
         ("No tools needed.", "No tools needed.", []),
     ],
 )
@@ -296,17 +436,27 @@ def test_parse_tool_calls_reports_a_broken_call() -> None:
     ("bad", "match"),
     [
         ([], "conversation is empty"),
-        (42, "got a int as input"),
-        ({"question": "hi"}, "got a dict as input"),
-        ([ChatMessage(role="critic", content="meh"), HumanMessage("hi")], "ChatMessage at position 0 .role 'critic'. cannot be rendered"),
-        ([HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}])], "'image' content block"),
+        # LangChain reads the input before any hook runs; its own error names the accepted types.
+        (
+            42,
+            "Invalid input type <class 'int'>. Must be a PromptValue, str, or list of BaseMessages",
+        ),
+        ({"question": "hi"}, "Invalid input type <class 'dict'>"),
+        (
+            [ChatMessage(role="critic", content="meh"), HumanMessage("hi")],
+            "ChatMessage at position 0 .role 'critic'. cannot be rendered",
+        ),
+        (
+            [HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}])],
+            "'image' content block",
+        ),
         ([SystemMessage("rules only")], "no non-empty HumanMessage"),
     ],
 )
 def test_bad_input_is_named(chat: ChatECOHuggingFace, bad: Any, match: str) -> None:
-    with pytest.raises(InvalidInputError, match=match):
+    with pytest.raises(ValueError, match=match):
         chat.invoke(bad)
-    with pytest.raises(InvalidInputError, match=match):
+    with pytest.raises(ValueError, match=match):
         list(chat.stream(bad))
 
 

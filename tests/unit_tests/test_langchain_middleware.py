@@ -7,15 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import torch
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from support import decision_events
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-
-import torch
+from support import count_renders, decision_events
 
 from eco_integrations import ECO, TransformersBackend
 from eco_integrations.langchain import ChatECOHuggingFace, ECOForgetClassifier, ECOMiddleware
@@ -42,17 +41,26 @@ class ToolOnFirstCall(AgentMiddleware):
     def _with_call(response: ModelResponse) -> ModelResponse:
         message = response.result[-1]
         assert isinstance(message, AIMessage)
-        forced = message.model_copy(update={"tool_calls": [{"name": "lookup", "args": {"topic": "x"}, "id": "call_t", "type": "tool_call"}]})
+        forced = message.model_copy(
+            update={
+                "tool_calls": [
+                    {"name": "lookup", "args": {"topic": "x"}, "id": "call_t", "type": "tool_call"}
+                ]
+            }
+        )
         return ModelResponse(result=[*response.result[:-1], forced])
 
-    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> ModelResponse:
         response = handler(request)
         return self._with_call(response) if self._first_call(request) else response
 
-    async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> ModelResponse:
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
+    ) -> ModelResponse:
         response = await handler(request)
         return self._with_call(response) if self._first_call(request) else response
-
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +70,15 @@ def long_backend(tiny_tokenizer) -> TransformersBackend:  # noqa: ANN001
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        eos_token_id=tiny_tokenizer.eos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config).eval()
     model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
@@ -80,17 +94,28 @@ def eco(long_backend, toy_guard) -> ECO:  # noqa: ANN001
 def counted(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = eco.guard.decide_many  # type: ignore[union-attr]
-    monkeypatch.setattr(eco.guard, "decide_many", lambda texts: calls.append(len(texts)) or original(texts))
+    monkeypatch.setattr(
+        eco.guard,
+        "decide_many",
+        lambda texts, **kw: calls.append(len(texts)) or original(texts, **kw),
+    )
     return calls
 
 
 def _agent(eco: ECO) -> Any:
     chat = ChatECOHuggingFace(engine=eco, max_tokens=3)
-    return create_agent(chat, tools=[lookup], middleware=[ECOMiddleware(chat), ToolOnFirstCall()], checkpointer=InMemorySaver())
+    return create_agent(
+        chat,
+        tools=[lookup],
+        middleware=[ECOMiddleware(chat), ToolOnFirstCall()],
+        checkpointer=InMemorySaver(),
+    )
 
 
 @pytest.mark.parametrize("use_async", [False, True])
-async def test_one_decision_per_turn_reaches_every_model_call(eco: ECO, counted: list[int], use_async: bool) -> None:
+async def test_one_decision_per_turn_reaches_every_model_call(
+    eco: ECO, counted: list[int], use_async: bool
+) -> None:
     agent = _agent(eco)
     config: dict[str, Any] = {"configurable": {"thread_id": f"t-{use_async}"}}
     seen: list[list[dict[str, Any]]] = []
@@ -102,10 +127,27 @@ async def test_one_decision_per_turn_reaches_every_model_call(eco: ECO, counted:
         seen.append(events.events)
         assert state["eco_decision"]["flagged"] is (question == FORGET)
     assert counted == [1, 1]  # one classification per user turn, none per tool iteration
-    for events, flagged in zip(seen, (False, True)):
+    for events, flagged in zip(seen, (False, True), strict=True):
         assert len(events) == 2  # model → tool → model
         assert all(e == events[0] for e in events)  # the same decision object, latency included
         assert events[0]["flagged"] is flagged and events[0]["corrupted"] is flagged
+
+
+def test_an_agent_turn_renders_once_per_model_call(
+    eco: ECO, counted: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders = count_renders(monkeypatch)
+    agent = _agent(eco)
+    config: dict[str, Any] = {"configurable": {"thread_id": "renders"}}
+    answers = 0
+    for question in (BENIGN, FORGET):
+        state = agent.invoke({"messages": [HumanMessage(question)]}, config)
+        model_calls = sum(isinstance(m, AIMessage) for m in state["messages"]) - answers
+        answers += model_calls
+        assert model_calls == 2  # model → tool → model
+    # before_agent decides from the classified text (no render); each model call renders once.
+    assert len(renders) == answers == 4
+    assert counted == [1, 1]
 
 
 def test_non_eco_agent_model_routes_flagged_turns(eco: ECO, counted: list[int]) -> None:
@@ -126,8 +168,14 @@ def test_forget_classifier_in_model_router(eco: ECO) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ModelRouterMiddleware is beta
         router = ModelRouterMiddleware(
-            choices={"forget": ModelChoice(FakeListChatModel(responses=["FORGET"] * 2), "About a forgotten topic."),
-                     "default": ModelChoice(FakeListChatModel(responses=["DEFAULT"] * 2), "Anything else.")},
+            choices={
+                "forget": ModelChoice(
+                    FakeListChatModel(responses=["FORGET"] * 2), "About a forgotten topic."
+                ),
+                "default": ModelChoice(
+                    FakeListChatModel(responses=["DEFAULT"] * 2), "Anything else."
+                ),
+            },
             instructions="Is the request about a forgotten topic?",
             classifier=classifier,
         )
@@ -136,9 +184,16 @@ def test_forget_classifier_in_model_router(eco: ECO) -> None:
     assert agent.invoke({"messages": [HumanMessage(BENIGN)]})["messages"][-1].content == "DEFAULT"
     from langchain_core.decisions import Noul
 
-    answer = classifier.invoke({"state": FORGET, "questions": {"hp": Noul(instructions="About Harry Potter?")}})
+    answer = classifier.invoke(
+        {"state": FORGET, "questions": {"hp": Noul(instructions="About Harry Potter?")}}
+    )
     assert answer.nouls["hp"].noul == pytest.approx(eco.decide(FORGET).score)
     with pytest.raises(ValueError, match="picks between 'forget' and 'default'"):
         from langchain_core.decisions import Choice
 
-        classifier.invoke({"state": FORGET, "questions": {"c": Choice(instructions="?", criteria={"a": "x", "b": "y"})}})
+        classifier.invoke(
+            {
+                "state": FORGET,
+                "questions": {"c": Choice(instructions="?", criteria={"a": "x", "b": "y"})},
+            }
+        )

@@ -25,14 +25,15 @@ class Runs(BaseCallbackHandler):
         self.models: list[tuple[UUID | None, list[str], dict[str, Any]]] = []
         self.events: list[tuple[dict[str, Any], UUID]] = []
 
-    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, **kw: Any) -> None:
-        self.chains.append((run_id, parent_run_id, tags or []))
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kw: Any) -> None:
+        self.chains.append((run_id, kw.get("parent_run_id"), kw.get("tags") or []))
 
-    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kw: Any) -> None:
-        self.models.append((parent_run_id, tags or [], metadata or {}))
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kw: Any) -> None:
+        self.models.append(
+            (kw.get("parent_run_id"), kw.get("tags") or [], kw.get("metadata") or {})
+        )
 
-    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None, metadata: dict[str, Any] | None = None, **kw: Any) -> None:
-        self.models.append((parent_run_id, tags or [], metadata or {}))
+    on_llm_start = on_chat_model_start  # same arguments; either kind of branch model
 
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kw: Any) -> None:
         self.events.append((data, run_id))
@@ -45,7 +46,11 @@ def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
 
 @pytest.fixture()
 def router(eco: ECO) -> ECORouter:
-    return ECORouter(engine=eco, flagged=FakeListChatModel(responses=["FLAGGED"] * 10), benign=FakeListChatModel(responses=["BENIGN"] * 10))
+    return ECORouter(
+        engine=eco,
+        flagged=FakeListChatModel(responses=["FLAGGED"] * 10),
+        benign=FakeListChatModel(responses=["BENIGN"] * 10),
+    )
 
 
 def test_routes_by_decision_and_forwards_config(router: ECORouter) -> None:
@@ -64,10 +69,16 @@ def test_routes_by_decision_and_forwards_config(router: ECORouter) -> None:
 
 def test_configurable_threshold_and_mode(router: ECORouter) -> None:
     configurable = router.configurable_fields(
-        threshold=ConfigurableField(id="eco_threshold"), mode=ConfigurableField(id="eco_mode"),
+        threshold=ConfigurableField(id="eco_threshold"),
+        mode=ConfigurableField(id="eco_mode"),
     )
-    assert configurable.invoke(BENIGN, {"configurable": {"eco_threshold": 0.0}}).content == "FLAGGED"
-    assert configurable.invoke(FORGET, {"configurable": {"eco_threshold": 1.0}}).content == "BENIGN"
+    assert (
+        configurable.invoke(BENIGN, {"configurable": {"eco_threshold": 0.0}}).content == "FLAGGED"
+    )
+    score = router.engine.decide(FORGET).score
+    assert (
+        configurable.invoke(FORGET, {"configurable": {"eco_threshold": score}}).content == "BENIGN"
+    )
     assert configurable.invoke(FORGET, {"configurable": {"eco_mode": "shadow"}}).content == "BENIGN"
     assert configurable.invoke(FORGET, {"configurable": {"eco_mode": "off"}}).content == "BENIGN"
     assert configurable.invoke(FORGET).content == "FLAGGED"
@@ -92,9 +103,15 @@ def test_eco_branch_reuses_the_router_decision(eco: ECO, monkeypatch: pytest.Mon
     router = ECORouter(engine=eco, flagged=chat, benign=FakeListChatModel(responses=["BENIGN"]))
     classified: list[int] = []
     original = eco.guard.decide_many  # type: ignore[union-attr]
-    monkeypatch.setattr(eco.guard, "decide_many", lambda texts: classified.append(len(texts)) or original(texts))
+    monkeypatch.setattr(
+        eco.guard,
+        "decide_many",
+        lambda texts, **kw: classified.append(len(texts)) or original(texts, **kw),
+    )
     runs = Runs()
-    out = (ChatPromptTemplate.from_messages([("human", "{q}")]) | router).invoke({"q": FORGET}, {"callbacks": [runs]})
+    out = (ChatPromptTemplate.from_messages([("human", "{q}")]) | router).invoke(
+        {"q": FORGET}, {"callbacks": [runs]}
+    )
     assert isinstance(out, AIMessage)
     assert classified == [1]  # the router classified; the ECO model reused its decision
     assert [e["flagged"] for e, _ in runs.events] == [True]  # one event, from the ECO model run

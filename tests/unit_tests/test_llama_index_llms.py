@@ -174,3 +174,23 @@ def test_llm_event_holds_no_prompt_text(llm: ECOHuggingFaceLLM, events: list) ->
     assert event.target == "harry-potter" and event.mode == "enforce"
     assert event.policy_version == llm.engine.policy_version
     assert "Harry" not in event.model_dump_json()
+
+
+def test_threshold_override(eco: ECO, tiny_model, tiny_tokenizer) -> None:  # noqa: ANN001
+    score = eco.decide(HP).score
+    assert score is not None
+    lenient = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=min(score + 0.01, 0.999))
+    response = lenient.complete(HP)
+    assert response.additional_kwargs["eco_decision"]["flagged"] is False
+    assert response.text == plain_answer(tiny_model, tiny_tokenizer, [{"role": "user", "content": HP}], 6)
+    strict = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=0.0)
+    decision = strict.complete(BENIGN).additional_kwargs["eco_decision"]
+    assert decision["flagged"] is True and decision["threshold"] == 0.0
+
+
+def test_stream_reports_usage_after_the_last_chunk(llm: ECOHuggingFaceLLM) -> None:
+    full = llm.complete(BENIGN)
+    chunks = list(llm.stream_complete(BENIGN))
+    assert chunks[-1].text == full.text
+    assert chunks[-1].additional_kwargs["completion_tokens"] == full.additional_kwargs["completion_tokens"]
+    assert chunks[-1].additional_kwargs["finish_reason"] == full.additional_kwargs["finish_reason"]

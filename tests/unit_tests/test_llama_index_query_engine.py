@@ -54,21 +54,28 @@ def index() -> VectorStoreIndex:
 @pytest.fixture()
 def counter(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Counts classifications (every engine decision goes through decide_texts) and generations."""
-    calls: dict[str, list] = {"decide": [], "generate": []}
-    decide, generate, stream = eco.decide_texts, eco.generate, eco.stream
+    import eco_integrations.engine as engine_module
+
+    calls: dict[str, list] = {"decide": [], "generate": [], "render": []}
+    decide, generate, stream, render = eco.decide_texts, eco.generate, eco.stream, engine_module.render
 
     def counted_decide(texts: Any, **kwargs: Any) -> list[Decision]:
         calls["decide"].append(list(texts))
         return decide(texts, **kwargs)
 
-    def counted_generate(prompts: Any, **kwargs: Any) -> Any:
-        calls["generate"].append(kwargs.get("decisions"))
-        return generate(prompts, **kwargs)
+    def counted_generate(requests: Any, **kwargs: Any) -> Any:
+        calls["generate"].append([r.decision for r in requests])
+        return generate(requests, **kwargs)
 
-    def counted_stream(prompt: Any, **kwargs: Any) -> Any:
-        calls["generate"].append([kwargs.get("decision")])
-        return stream(prompt, **kwargs)
+    def counted_stream(request: Any, **kwargs: Any) -> Any:
+        calls["generate"].append([request.decision])
+        return stream(request, **kwargs)
 
+    def counted_render(*args: Any, **kwargs: Any) -> Any:
+        calls["render"].append(1)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "render", counted_render)
     monkeypatch.setattr(eco, "decide_texts", counted_decide)
     monkeypatch.setattr(eco, "generate", counted_generate)
     monkeypatch.setattr(eco, "stream", counted_stream)
@@ -120,6 +127,7 @@ def test_one_decision_per_query_in_refine_mode(llm: ECOHuggingFaceLLM, index: Ve
         "".join(response.response_gen)  # the last refine call runs while the stream is consumed
     assert counter["decide"] == [[HP]]  # classified once, on the question alone
     assert len(counter["generate"]) == len(DOCS)  # refine called the LLM once per node
+    assert len(counter["render"]) == len(DOCS)  # ... and each LLM request was rendered once
     (decision,) = {d[0] for d in counter["generate"]}  # ... and every call reused the query's decision
     assert decision.flagged and decision.corrupted
     assert response.metadata["eco_decision"] == decision.event_payload()

@@ -375,12 +375,12 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
     gateway = Gateway(engine, settings=_settings())  # its warm-up decision needs a working guard
     real = engine.guard.decide_many
 
-    def faulty(texts: list[str]) -> Any:
+    def faulty(texts: list[str], **kwargs: Any) -> Any:
         if fault == "guard raises":
             raise RuntimeError("encoder crashed")
         return [
             d.model_copy(update={"score": float("nan"), "flagged": False, "target": None})
-            for d in real(texts)
+            for d in real(texts, **kwargs)
         ]
 
     monkeypatch.setattr(engine.guard, "decide_many", faulty)

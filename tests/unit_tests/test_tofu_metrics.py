@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.tofu.metrics import (
+from eco_integrations.research.tofu.metrics import (
     answer_probability, folded, forget_quality, harmonic_mean, log_ratio_distance, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility,
 )
 

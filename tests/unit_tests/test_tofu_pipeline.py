@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.finetune import FinetuneConfig
-from eco_integrations.tofu import METHODS, TofuOptions, headline, run_tofu
-from eco_integrations.tofu.data import load_setting
-from eco_integrations.tofu.pipeline import forget_halves, precompute
+from eco_integrations.research.finetune import FinetuneConfig
+from eco_integrations.research.tofu import METHODS, TofuOptions, headline, run_tofu
+from eco_integrations.research.tofu.data import load_setting
+from eco_integrations.research.tofu.pipeline import forget_halves, precompute
 from tofu_rows import write_tofu
 
 
@@ -34,7 +34,7 @@ def test_setting_draws_whole_retain_authors_covered_by_retain_perturbed(tofu_dir
 
 
 def test_prompt_baseline_names_the_forget_authors(tofu_dir) -> None:  # noqa: ANN001
-    from eco_integrations.tofu.pipeline import baseline_system_prompt
+    from eco_integrations.research.tofu.pipeline import baseline_system_prompt
 
     text = baseline_system_prompt(load_setting("forget01", tofu_dir, n_retain_authors=2))
     assert "Basil Quorn" in text and "Nadia Velt" in text and "Omar Pike" not in text
@@ -95,7 +95,7 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
 
 
 def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:  # noqa: ANN001
-    from eco_integrations.tofu.pipeline import initial_corruption
+    from eco_integrations.research.tofu.pipeline import initial_corruption
 
     weight = tiny_backend.model.get_input_embeddings().weight
     hidden = int(weight.shape[1])
@@ -115,8 +115,8 @@ def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:  # noqa: 
 
 def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:  # noqa: ANN001
     from eco_integrations.config import ECOPolicy
-    from eco_integrations.tofu.pipeline import initial_corruption, search_strength
-    from eco_integrations.tofu.scoring import ECOScorer, ModelScorer
+    from eco_integrations.research.tofu.pipeline import initial_corruption, search_strength
+    from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
 
     setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
     rows = setting.forget[:6]

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
 from eco_integrations import TransformersBackend
-from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
-from eco_integrations.tofu.evaluate import score_qa_set
-from eco_integrations.tofu.scoring import REFUSAL, ECOScorer, ModelScorer, RefusalScorer, sequence_logprobs
+from eco_integrations.config import CorruptionConfig, Decision, ECOPolicy, SelectionConfig
+from eco_integrations.research.tofu.evaluate import score_qa_set
+from eco_integrations.research.tofu.scoring import REFUSAL, ECOScorer, ModelScorer, RefusalScorer, sequence_logprobs
 
 FLAGGED_Q = "Who is Harry Potter?"
 BENIGN_Q = "What is the capital of France?"
-
-
-@dataclass
-class _Verdict:
-    flagged: bool
 
 
 class _KeywordGuard:
@@ -29,8 +22,13 @@ class _KeywordGuard:
     version = 1
     terms = {"hp": ["Harry Potter"]}
 
-    def decide_many(self, texts: list[str]) -> list[_Verdict]:
-        return [_Verdict("Harry" in t) for t in texts]
+    def decide_many(self, texts: list[str], *, threshold: float | None = None) -> list[Decision]:
+        return [
+            Decision(flagged="Harry" in t, score=float("Harry" in t), threshold=0.5, target="hp" if "Harry" in t else None,
+                     corrupted=False, mode="shadow", guard_id=self.guard_id, guard_version=self.version,
+                     policy_version=self.policy_id, text_sha256="0" * 64)
+            for t in texts
+        ]
 
 
 @pytest.fixture()

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eco_integrations import ECO, GenerationConfig, PreparedRow, render
+from eco_integrations import ECO, GenerationConfig
+from eco_integrations.backends import PreparedRow
+from eco_integrations.prompting import render
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.backends.vllm import EmbeddingTable, VLLMBackend
 from eco_integrations.demo import read_lines

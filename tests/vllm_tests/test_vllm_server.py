@@ -11,7 +11,9 @@ import httpx
 import pytest
 import torch
 
-from eco_integrations import ECO, GenerationConfig, PreparedRow, render
+from eco_integrations import ECO, GenerationConfig
+from eco_integrations.backends import PreparedRow
+from eco_integrations.prompting import render
 from eco_integrations.backends.vllm import BackendUnavailableError, VLLMBackend, encode_prompt_embeds
 from serving_support import ServerProcess, free_port, gateway_argv
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from ..exceptions import InvalidInputError
+from ...exceptions import InvalidInputError
 
 
 def truth_ratio(paraphrased: float, perturbed: Sequence[float]) -> float:

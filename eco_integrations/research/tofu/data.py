@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..eval.datasets import load_tofu
-from ..exceptions import ConfigurationError
+from ...exceptions import ConfigurationError
 
 FORGET_SPLITS = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 AUTHOR_ROWS = 20

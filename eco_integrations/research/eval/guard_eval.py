@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ..encoder import SentenceEncoder
-from ..exceptions import ConfigurationError, InvalidInputError
-from ..guard import Guard
+from ...encoder import SentenceEncoder
+from ...exceptions import ConfigurationError, InvalidInputError
+from ...guard import Guard
 from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
 from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
 

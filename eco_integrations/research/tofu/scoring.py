@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from ..backends.transformers import TransformersBackend
-from ..config import CorruptionConfig, ECOPolicy, GenerationConfig
-from ..corruption import apply_corruption
-from ..engine import ECO
+from ...backends.transformers import TransformersBackend
+from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
+from ...corruption import apply_corruption
+from ...engine import ECO
 from ..finetune import answer_ids, chat_prompt
-from ..guard import Guard
-from ..prompting import RenderedPrompt, render, select_positions
+from ...guard import Guard
+from ...prompting import RenderedPrompt, render, select_positions
 
 Pair = tuple[str, str]
 REFUSAL = "I'm sorry, but I can't share any information about that."
@@ -148,12 +148,15 @@ class _GuardedScorer:
         self.guard = guard
         self.name = name
         self._flags: dict[str, bool] = {}
+        # Decisions come from an engine like any served request's, in shadow mode: the scorer
+        # applies (or refuses) itself.
+        self._decider = ECO(base.backend, guard, mode="shadow", batch_size=base.batch_size)
 
     def flagged(self, questions: Sequence[str]) -> list[bool]:
         todo = [q for q in dict.fromkeys(questions) if q not in self._flags]
         if todo:
-            for q, d in zip(todo, self.guard.decide_many(todo)):
-                self._flags[q] = bool(d.flagged)
+            for q, d in zip(todo, self._decider.decide_texts(todo), strict=True):
+                self._flags[q] = d.flagged
         return [self._flags[q] for q in questions]
 
 
@@ -218,11 +221,9 @@ class ECOScorer(_GuardedScorer):
         hit = [q for q, f in zip(questions, flags) if f]
         dirty_texts: list[str] = []
         if hit:
-            from ..strength import forced_decisions
-
-            decisions = forced_decisions(self.engine, hit)
+            # The engine seeds the noise from the question's hash, the same draw as _seed(question).
             outs = self.engine.generate([chat_prompt(q, self.base.system_prompt) for q in hit], config=GenerationConfig(max_new_tokens=max_new_tokens),
-                                        decisions=decisions, seeds=[_seed(q) for q in hit])
+                                        decisions=self.engine.forced_decisions(hit))
             dirty_texts = [o.text for o in outs]
         dirty = iter(dirty_texts)
         return [next(dirty) if f else next(clean) for f in flags]

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ConfigurationError
+from ...exceptions import ConfigurationError
 
 TOFU_SPLITS = (
     "full", "forget01", "forget05", "forget10", "retain99", "retain95", "retain90",
@@ -186,7 +186,7 @@ def load_muse(corpus: str, split: str = "forget", data_dir: str | Path | None = 
 
 
 def _from_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]:
-    from ..exceptions import require
+    from ...exceptions import require
 
     require("datasets", "data")
     import datasets

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import InvalidInputError
+from ...exceptions import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -67,71 +67,15 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
 
 
 # -- eco eval mcq ------------------------------------------------------------------------------
-def _mcq_policy(args: argparse.Namespace, folder: Path | None) -> Any:
-    from ..config import CorruptionConfig, ECOPolicy
-    from .mcq import PAPER_MCQ_POLICY
-
-    policy = ECOPolicy.load(folder) if folder is not None and (folder / "policy.json").is_file() else PAPER_MCQ_POLICY
-    update = {k: v for k, v in (("name", args.corruption), ("dims", args.dims), ("strength", args.strength)) if v is not None}
-    if update:
-        try:
-            corruption = CorruptionConfig(**{**policy.corruption.model_dump(), **update})
-        except ValueError as err:
-            raise InvalidInputError(f"Bad corruption setting: {err}") from None
-        policy = policy.model_copy(update={"corruption": corruption})
-    return policy
-
-
 def cmd_eval_mcq(args: argparse.Namespace) -> int:
-    from ..backends.transformers import TransformersBackend
-    from ..engine import ECO
-    from ..guard import Guard
-    from .guard_eval import fit_wmdp_guard, wmdp_fit_test_split
-    from .mcq import evaluate_mcq, mcq_progress_bar, mmlu_pool, sample_questions, summarize
+    from .mcq import run_mcq_task
 
-    started = time.perf_counter()
-    out = Path(args.out)
-    fit_rows, test_rows = wmdp_fit_test_split(args.data_dir, seed=args.seed)
-    if args.guard:
-        guard_folder: Path = Path(args.guard)
-        guard = Guard.load(guard_folder)
-        wmdp_pool = fit_rows + test_rows
-        guard_note = f"guard folder {guard_folder}"
-    else:
-        # The WMDP guard protocol's guard: the questions it was fit on are left out of the sample.
-        guard_folder = out / "guard"
-        if (guard_folder / "manifest.json").is_file():
-            guard = Guard.load(guard_folder)
-        else:
-            print("fitting the WMDP guard (20% of WMDP vs MMLU val)...", file=sys.stderr)
-            guard, _ = fit_wmdp_guard(args.data_dir, seed=args.seed, target_fpr=args.target_fpr)
-            guard.save(guard_folder)
-        wmdp_pool = test_rows
-        guard_note = "WMDP protocol guard (fit on 20% of WMDP vs MMLU val; sample drawn from the other 80%)"
-    policy = _mcq_policy(args, guard_folder if args.guard else None)
-    backend = TransformersBackend.from_pretrained(args.model)
-    eco = ECO(backend, guard, policy=policy, batch_size=args.batch_size)
-    n = None if args.full else (args.limit if args.limit is not None else 400)
-    if n is not None and n < 1:
-        msg = f"--limit must be >= 1, got {n}."
-        raise InvalidInputError(msg)
-    wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(args.data_dir), n_wmdp=n, n_mmlu=n, seed=args.seed)
-    questions = wmdp + mmlu
-    bar = mcq_progress_bar(len(questions), not args.quiet)
-    records = evaluate_mcq(eco, questions, out, letters=args.letters, batch_size=args.batch_size, progress=bar.update)
-    bar.close()
-    c = policy.corruption
-    summary = {
-        **summarize(records, args.letters),
-        "corruption": {"name": c.name, "dims": c.dims, "strength": c.strength, "selector": policy.selection.name},
-        "guard": guard_note,
-        "model": backend.model_name,
-        "seed": args.seed,
-        "results": str(out / "results.jsonl"),
-        "command": "eco " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("eco") else None,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "mcq.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    summary = run_mcq_task(
+        args.data_dir, args.out, seed=args.seed, target_fpr=args.target_fpr, guard=args.guard, model=args.model,
+        corruption=args.corruption, dims=args.dims, strength=args.strength, limit=None if args.full else args.limit,
+        full=args.full, letters=args.letters, batch_size=args.batch_size, show_progress=not args.quiet,
+        command=args.command_line,
+    )
     if not args.json:
         for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
             print(f"{key:16} {summary[key]:.4f}")

@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._paths import cache_dir
-from .exceptions import ConfigurationError, InvalidInputError
-from .models import load_causal_lm, resolve_model_path
-from .prompting import render
+from .._paths import cache_dir
+from ..exceptions import ConfigurationError, InvalidInputError
+from ..models import load_causal_lm, resolve_model_path
+from ..prompting import render
 
 logger = logging.getLogger(__name__)
 FINETUNE_SCHEMA_VERSION = 1

@@ -1,6 +1,6 @@
 """Guard-evaluation reports: JSON, a Markdown table and PNG plots in one folder.
 
-Also a command (``python -m eco_integrations.eval.report --data-dir DIR --out docs/results``)
+Also a command (``python -m eco_integrations.research.eval.report --data-dir DIR --out docs/results``)
 that runs every guard task and writes the Markdown snippet for the README from the JSON the
 runs wrote, so the published numbers are exactly the ones the commands printed.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,11 +171,19 @@ def mcq_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_guard_tasks(data_dir: str | Path, out: str | Path, tasks: list[str], *, show_progress: bool = True) -> None:
+    """Run each guard task and write its report into ``out`` (what ``eco eval guard --out`` does)."""
+    from .guard_eval import run_guard_task
+
+    for task in tasks:
+        metrics, _, scores = run_guard_task(task, data_dir, show_progress=show_progress)
+        metrics["files"] = write_guard_report(metrics, scores, out)
+        print(json.dumps(metrics, ensure_ascii=False, default=float))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every guard task (and, with ``--mcq``, the MCQ evaluation) and write the README snippet."""
-    from ..cli import main as eco_main
-
-    parser = argparse.ArgumentParser(prog="python -m eco_integrations.eval.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m eco_integrations.research.eval.report", description=main.__doc__)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--tasks", nargs="*", default=None, help="guard tasks to (re)run; default: all")
@@ -182,22 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mcq-out", default=None, help="folder for the MCQ per-question results (default: the user cache; kept out of the repo)")
     parser.add_argument("--snippet-only", action="store_true", help="only rebuild README_results.md from the JSON files")
     args = parser.parse_args(argv)
+    from ..._paths import cache_dir
     from .guard_eval import GUARD_TASKS
 
-    commands = {t: f"eco eval guard --task {t} --data-dir {args.data_dir} --out {args.out} --json" for t in GUARD_TASKS}
-    from .._paths import cache_dir
-
+    # The commands are shown in the README (quoted, so a folder with a space reads right); the
+    # runs below call the same functions directly.
+    commands = {t: shlex.join(["eco", "eval", "guard", "--task", t, "--data-dir", str(args.data_dir), "--json"]) for t in GUARD_TASKS}
     mcq_out = Path(args.mcq_out) if args.mcq_out else cache_dir() / "mcq"
-    commands["mcq"] = f"eco eval mcq --data-dir {args.data_dir} --out {mcq_out} --json"
+    commands["mcq"] = shlex.join(["eco", "eval", "mcq", "--data-dir", str(args.data_dir), "--out", str(mcq_out), "--json"])
     if not args.snippet_only:
-        for task in args.tasks if args.tasks is not None else GUARD_TASKS:
-            code = eco_main(commands[task].split()[1:])
-            if code:
-                return code
+        run_guard_tasks(args.data_dir, args.out, list(args.tasks if args.tasks is not None else GUARD_TASKS))
         if args.mcq:
-            code = eco_main(commands["mcq"].split()[1:])
-            if code:
-                return code
+            from .mcq import run_mcq_task
+
+            run_mcq_task(args.data_dir, mcq_out)
             (Path(args.out) / "mcq.json").write_text((mcq_out / "mcq.json").read_text())
     # Shown with ~ for the home folder: the published command should read the same on any machine.
     shown = {task: command.replace(str(Path.home()), "~") for task, command in commands.items()}

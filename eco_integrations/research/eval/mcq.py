@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import CorruptionConfig, ECOPolicy, SelectionConfig
-from ..engine import ECO
-from ..exceptions import ConfigurationError, InvalidInputError
+from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
+from ...engine import ECO
+from ...exceptions import ConfigurationError, InvalidInputError
 from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, WMDP_TOPICS, load_mmlu
 
 CHANCE = 0.25
@@ -250,3 +250,85 @@ def mcq_progress_bar(total: int, show: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="mcq", unit="question", disable=not show, file=sys.stderr)
+
+
+def run_mcq_task(
+    data_dir: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    target_fpr: float | None = None,
+    guard: str | Path | None = None,
+    model: str | None = None,
+    corruption: str | None = None,
+    dims: int | None = None,
+    strength: float | None = None,
+    limit: int | None = None,
+    full: bool = False,
+    letters: str = "space",
+    batch_size: int = 8,
+    show_progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Plain vs ECO accuracy on a WMDP + MMLU sample (``eco eval mcq``); writes ``out/mcq.json``.
+
+    Without ``guard``, the WMDP guard protocol's guard is fit (or reused from ``out/guard``) and
+    the sample is drawn from the WMDP questions it was not fit on.
+    """
+    import time
+
+    from ...backends.transformers import TransformersBackend
+    from ...guard import Guard
+    from .guard_eval import fit_wmdp_guard, wmdp_fit_test_split
+
+    started = time.perf_counter()
+    root = Path(out)
+    fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
+    if guard is not None:
+        guard_folder = Path(guard)
+        loaded = Guard.load(guard_folder)
+        wmdp_pool = fit_rows + test_rows
+        guard_note = f"guard folder {guard_folder}"
+    else:
+        # The WMDP guard protocol's guard: the questions it was fit on are left out of the sample.
+        guard_folder = root / "guard"
+        if (guard_folder / "manifest.json").is_file():
+            loaded = Guard.load(guard_folder)
+        else:
+            print("fitting the WMDP guard (20% of WMDP vs MMLU val)...", file=sys.stderr)
+            loaded, _ = fit_wmdp_guard(data_dir, seed=seed, target_fpr=target_fpr)
+            loaded.save(guard_folder)
+        wmdp_pool = test_rows
+        guard_note = "WMDP protocol guard (fit on 20% of WMDP vs MMLU val; sample drawn from the other 80%)"
+    policy = ECOPolicy.load(guard_folder) if guard is not None and (guard_folder / "policy.json").is_file() else PAPER_MCQ_POLICY
+    update = {k: v for k, v in (("name", corruption), ("dims", dims), ("strength", strength)) if v is not None}
+    if update:
+        try:
+            chosen = CorruptionConfig(**{**policy.corruption.model_dump(), **update})
+        except ValueError as err:
+            raise InvalidInputError(f"Bad corruption setting: {err}") from None
+        policy = policy.model_copy(update={"corruption": chosen})
+    backend = TransformersBackend.from_pretrained(model)
+    eco = ECO(backend, loaded, policy=policy, batch_size=batch_size)
+    n = None if full else (limit if limit is not None else 400)
+    if n is not None and n < 1:
+        msg = f"--limit must be >= 1, got {n}."
+        raise InvalidInputError(msg)
+    wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(data_dir), n_wmdp=n, n_mmlu=n, seed=seed)
+    questions = wmdp + mmlu
+    bar = mcq_progress_bar(len(questions), show_progress)
+    records = evaluate_mcq(eco, questions, root, letters=letters, batch_size=batch_size, progress=bar.update)
+    bar.close()
+    c = policy.corruption
+    summary = {
+        **summarize(records, letters),
+        "corruption": {"name": c.name, "dims": c.dims, "strength": c.strength, "selector": policy.selection.name},
+        "guard": guard_note,
+        "model": backend.model_name,
+        "seed": seed,
+        "results": str(root / "results.jsonl"),
+        "command": command,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (root / "mcq.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    return summary

@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from ..exceptions import InvalidInputError
-from ..guard import threshold_for_fpr
+from ...exceptions import InvalidInputError
+from ...guard import threshold_for_fpr
 
 THRESHOLD_METHODS = ("target-rate", "conformal")
 

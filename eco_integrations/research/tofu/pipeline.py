@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.transformers import TransformersBackend
-from ..config import CorruptionConfig, ECOPolicy, SelectionConfig
-from ..corruption import get_corruption
-from ..encoder import SentenceEncoder
-from ..exceptions import ConfigurationError
+from ...backends.transformers import TransformersBackend
+from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
+from ...corruption import get_corruption
+from ...encoder import SentenceEncoder
+from ...exceptions import ConfigurationError
 from ..finetune import FinetuneConfig
-from ..guard import Guard, mine_terms
+from ...guard import Guard, mine_terms
 from ..strength import SearchResult, zeroth_order_search
 from .data import AUTHOR_ROWS, TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility

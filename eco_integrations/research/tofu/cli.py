@@ -1,14 +1,12 @@
 """Command-line entry points: ``eco finetune`` and ``eco eval tofu``.
 
-Wiring (in ``eco_integrations/cli.py`` / ``eval/cli.py``)::
+Wiring (in ``eco_integrations/cli.py`` / ``research/eval/cli.py``)::
 
-    from .tofu.cli import add_eval_tofu, register_finetune
+    from .research.tofu.cli import add_eval_tofu, register_finetune
     register_finetune(sub)          # the top-level subparsers
     add_eval_tofu(evaluate)         # the subparsers of ``eco eval``
 
-Until then ``python -m eco_integrations.tofu.cli finetune ...`` and
-``python -m eco_integrations.tofu.cli eval tofu ...`` run the same commands. Both print one JSON
-object as their last line; progress bars go to stderr.
+Both commands print one JSON object as their last line; progress bars go to stderr.
 """
 
 from __future__ import annotations
@@ -148,9 +146,3 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.set_defaults(func=cmd_eval_tofu)
 
 
-
-if __name__ == "__main__":
-    # `python -m eco_integrations.tofu.cli eval tofu ...` is `eco eval tofu ...`.
-    from ..cli import main
-
-    raise SystemExit(main())

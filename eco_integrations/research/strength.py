@@ -37,10 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Decision, ECOPolicy, GenerationConfig
-from .encoder import text_sha256
-from .engine import ECO
-from .exceptions import ConfigurationError, InvalidInputError
+from ..config import ECOPolicy, GenerationConfig
+from ..engine import ECO
+from ..exceptions import ConfigurationError, InvalidInputError
 
 log = logging.getLogger(__name__)
 Objective = Callable[[float], float]
@@ -157,17 +156,7 @@ def with_strength(eco: ECO, strength: float) -> ECO:
     """A copy of ``eco`` (same backend and guard) whose corruption has ``strength``."""
     corruption = eco.policy.corruption.model_copy(update={"strength": float(strength)})
     policy = eco.policy.model_copy(update={"corruption": corruption})
-    return ECO(eco.backend, eco.guard, policy=policy, mode="enforce", batch_size=eco.batch_size)
-
-
-def forced_decisions(eco: ECO, texts: Sequence[str]) -> list[Decision]:
-    """Decisions that corrupt every prompt: the search calibrates the corruption, not the guard."""
-    return [
-        Decision(flagged=True, score=1.0, threshold=0.0, target=None, corrupted=True, mode="enforce",
-                 guard_id=eco.guard.guard_id if eco.guard else None, guard_version=eco.guard.version if eco.guard else None,
-                 policy_version=eco.policy_version, text_sha256=text_sha256(t))
-        for t in texts
-    ]
+    return eco.replace(policy=policy, mode="enforce")
 
 
 def mcq_accuracy_objective(eco: ECO, questions: Sequence[dict[str, Any]], *, letters: str = "space") -> Objective:
@@ -183,7 +172,7 @@ def mcq_accuracy_objective(eco: ECO, questions: Sequence[dict[str, Any]], *, let
 
     def objective(strength: float) -> float:
         engine = with_strength(eco, strength)
-        logits, _ = engine.next_token_logits(prompts, raw=True, decisions=forced_decisions(engine, prompts))
+        logits, _ = engine.next_token_logits(prompts, raw=True, decisions=engine.forced_decisions(prompts))
         return float(np.mean(logits[:, ids].argmax(-1).numpy() == answers))
 
     return objective
@@ -222,7 +211,7 @@ def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[
     def objective(strength: float) -> float:
         engine = with_strength(eco, strength)
         texts = [engine.classified_text(p) for p in prompts]
-        outs = engine.generate(list(prompts), config=config, decisions=forced_decisions(engine, texts))
+        outs = engine.generate(list(prompts), config=config, decisions=engine.forced_decisions(texts))
         return float(np.mean([rouge_l_f1(o.text, r) for o, r in zip(outs, references)]))
 
     return objective
@@ -278,9 +267,9 @@ def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
 
 def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """``eco calibrate strength``: build the objective, search, save ``policy.json``; returns the summary."""
-    from .backends.transformers import TransformersBackend
-    from .config import CorruptionConfig
-    from .guard import Guard
+    from ..backends.transformers import TransformersBackend
+    from ..config import CorruptionConfig
+    from ..guard import Guard
 
     started = time.perf_counter()
     folder = Path(args.guard)

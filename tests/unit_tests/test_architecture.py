@@ -1,0 +1,42 @@
+"""The package's shape: public names pinned, the import rules of scripts/check_imports.py hold."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import eco_integrations
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import check_imports  # noqa: E402
+
+
+def test_top_level_names_are_what_users_need() -> None:
+    assert eco_integrations.__all__ == [
+        "DEFAULT_CORRUPTION", "ECO", "ArtifactError", "AsyncECOStream", "ConfigurationError", "ContextLengthError",
+        "CorruptionConfig", "Decision", "ECOError", "ECOPolicy", "ECORequest", "ECOResult", "ECOStream",
+        "GenerationConfig", "Guard", "GuardNotFittedError", "InvalidInputError", "MissingDependencyError",
+        "PromptGuard", "SelectionConfig", "SentenceEncoder", "TransformersBackend", "__version__",
+        "available_corruptions", "register_corruption",
+    ]
+    assert all(hasattr(eco_integrations, name) for name in eco_integrations.__all__)
+
+
+def test_import_rules_hold() -> None:
+    assert check_imports.violations(ROOT / "eco_integrations") == []
+
+
+def test_import_rules_catch_violations(tmp_path: Path) -> None:
+    package = tmp_path / "eco_integrations"
+    shutil.copytree(ROOT / "eco_integrations", package, ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "demo.py").write_text((package / "demo.py").read_text() + "\nfrom .research import strength\n")
+    (package / "engine.py").write_text((package / "engine.py").read_text() + "\nimport langchain_core\nfrom . import cli\n")
+    (package / "config.py").write_text((package / "config.py").read_text() + "\nfrom . import engine\n")
+    problems = "\n".join(check_imports.violations(package))
+    assert "eco_integrations.demo imports eco_integrations.research" in problems
+    assert "eco_integrations.engine imports langchain_core" in problems
+    assert "eco_integrations.engine imports eco_integrations.cli: the command line is a leaf" in problems
+    assert "import cycle:" in problems and "eco_integrations.config" in problems
