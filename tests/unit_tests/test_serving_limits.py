@@ -610,3 +610,32 @@ def test_fail_closed_scores_are_checked_with_numpy_nan(
     monkeypatch.setattr(estimator.classifier_, "coef_", coef)
     with pytest.raises(GuardFailureError):
         engine.decide(BENIGN)
+
+
+def test_keys_from_flags_file_and_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from eco_integrations.exceptions import ConfigurationError
+    from eco_integrations.serving.auth import KeyChecker, load_keys
+
+    (tmp_path / "keys").write_text(f"# team A\n{KEY}\n\nfile-key-abcdefghijklmnop\n")
+    monkeypatch.setenv("ECO_API_KEYS", "env-key-abcdefghijklmnopq, " + KEY)
+    keys = load_keys(["flag-key-abcdefghijklmnop"], [tmp_path / "keys"])
+    assert keys == (
+        "flag-key-abcdefghijklmnop",
+        KEY,
+        "file-key-abcdefghijklmnop",
+        "env-key-abcdefghijklmnopq",
+    )
+    checker = KeyChecker(keys)
+    assert checker.check(f"Bearer {KEY}") == fingerprint(KEY) and checker.check(
+        f"bearer  {KEY} "
+    ) == fingerprint(KEY)
+    assert (
+        checker.check(None) is None
+        and checker.check(KEY) is None
+        and checker.check("Bearer " + KEY[:-1]) is None
+    )
+    with pytest.raises(ConfigurationError, match="at least 16") as short:
+        load_keys(["short"], env=False)
+    assert "short" not in str(short.value)  # the message names the key by fingerprint only
+    with pytest.raises(ConfigurationError, match="Cannot read the API key file"):
+        load_keys([], [tmp_path / "missing"], env=False)
