@@ -473,6 +473,7 @@ def _hostile_values() -> Any:
         st.integers(min_value=-(2**70), max_value=2**70),
         st.floats(allow_nan=False, allow_infinity=False),
         st.text(max_size=40),
+        st.text(st.characters(exclude_categories=()), max_size=12),  # lone surrogates included
         st.sampled_from(
             ["\x00", "\ud800", " ", "\t\n", "user", "system", "tool", "wizard", MODEL, "x" * 5000]
         ),
@@ -598,6 +599,79 @@ def test_fuzz_every_route_never_500(fuzz_client: TestClient) -> None:
     assert (
         normal.status_code == 200 and normal.json()["choices"][0]["message"]["role"] == "assistant"
     )
+
+
+def test_fuzz_one_hostile_field_in_an_otherwise_valid_request(fuzz_client: TestClient) -> None:
+    """A valid request with one field replaced: the hostile value reaches the deepest code path."""
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    chat_fields = [
+        "model",
+        "messages",
+        "content",
+        "role",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "n",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "user",
+        "max_completion_tokens",
+    ]
+
+    @settings(
+        max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(
+        chat=st.booleans(),
+        field=st.sampled_from([*chat_fields, "prompt", "prompt item"]),
+        value=_hostile_values(),
+        stream=st.booleans(),
+    )
+    @example(chat=True, field="content", value="caf\ud800", stream=False)
+    @example(chat=True, field="content", value="\udfff", stream=True)
+    @example(chat=True, field="model", value="\ud800", stream=False)
+    @example(chat=False, field="prompt", value="\ud800 x", stream=False)
+    @example(chat=False, field="prompt item", value="\udc00", stream=True)
+    @example(chat=True, field="content", value="\x00\x00", stream=False)
+    @example(chat=True, field="role", value="wizard", stream=False)
+    @example(chat=True, field="max_tokens", value=True, stream=False)
+    @example(chat=True, field="stop", value=["s"] * 10_000, stream=False)
+    def mutate(chat: bool, field: str, value: Any, stream: bool) -> None:
+        body: dict[str, Any] = {"model": MODEL, "max_tokens": 2, "temperature": 0, "stream": stream}
+        if chat:
+            body["messages"] = [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": BENIGN},
+            ]
+        else:
+            body["prompt"] = BENIGN
+        if field in ("content", "role") and chat:
+            body["messages"][1][field] = value
+        elif field == "prompt item" and not chat:
+            body["prompt"] = [BENIGN, value]
+        else:
+            body[field] = value
+        raw = json.dumps(
+            body
+        ).encode()  # lone surrogates become \ud800 escapes, as a client would send
+        response = fuzz_client.post(
+            "/v1/chat/completions" if chat else "/v1/completions",
+            content=raw,
+            headers={"content-type": "application/json"},
+        )
+        _assert_well_formed(response)
+        if response.status_code == 200 and stream:
+            assert response.text.rstrip().endswith("data: [DONE]") or '"error"' in response.text
+
+    mutate()
+    normal = fuzz_client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=2))
+    assert normal.status_code == 200
 
 
 def test_fail_closed_scores_are_checked_with_numpy_nan(
