@@ -109,20 +109,72 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_input(text: str | bytes) -> tuple[str | None, str | None]:
+    """One input as (text, None) when it can be scored, or (None, why not)."""
+    from .prompting import check_encodable
+
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return None, f"not valid UTF-8 (byte {err.start}); send UTF-8 text"
+    if not text.strip():
+        return None, "blank line: nothing to score"
+    try:
+        check_encodable(text, "This input")  # e.g. an argument that was not valid UTF-8
+    except InvalidInputError as err:
+        return None, str(err)
+    return text, None
+
+
 def cmd_guard_score(args: argparse.Namespace) -> int:
+    """One record per input (argument or stdin line), numbered from 1; blank or invalid ones get an error record."""
     from .guard import Guard
 
     guard = Guard.load(args.guard)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
+    # stdin as bytes, each line decoded on its own: one undecodable line does not lose the others.
+    raw: list[str | bytes] = list(args.text) if args.text else [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    if not raw:
         msg = "No text to score: pass TEXT arguments or pipe one text per line on stdin."
         raise InvalidInputError(msg)
-    for decision, text in zip(guard.decide_many(texts), texts):
+    inputs = [_score_input(item) for item in raw]
+    scorable = [t for t, _ in inputs if t is not None]
+    decisions = iter(guard.decide_many(scorable) if scorable else [])
+    errors = 0
+    for line, (text, problem) in enumerate(inputs, 1):
+        if problem is not None:
+            errors += 1
+            print_json({"line": line, "error": problem}) if args.json else print(f"{line:>5}  error    {problem}")
+            continue
+        decision = next(decisions)
         if args.json:
-            print_json({"flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
+            print_json({"line": line, "flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
                          "target": decision.target, "guard_id": decision.guard_id, "guard_version": decision.guard_version})
         else:
-            print(f"{'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}")
+            print(f"{line:>5}  {'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}")
+    return 1 if errors else 0
+
+
+def cmd_guard_add_target(args: argparse.Namespace) -> int:
+    args.out = args.folder
+    return cmd_guard_fit(args)
+
+
+def cmd_guard_remove_target(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .encoder import SentenceEncoder
+    from .guard import Guard
+
+    folder = Path(args.folder)
+    guard = Guard.load(folder, encoder=SentenceEncoder(args.encoder) if args.encoder else None)
+    before = {p.parent.relative_to(folder).as_posix() for p in folder.glob("targets/*/weights.safetensors")}
+    guard.remove_target(args.target)
+    guard.save(folder)
+    kept = {f"targets/{i:03d}" for i in range(len(guard.targets))}
+    for stale in sorted(before - kept):  # the removed target's files (save renumbers the rest)
+        shutil.rmtree(folder / stale)
+    print_json({"out": str(folder), "guard_id": guard.guard_id, "version": guard.version, "removed": args.target, "targets": guard.summary()})
     return 0
 
 
@@ -181,6 +233,17 @@ def _input_lines() -> Iterator[str]:
             return
 
 
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--forget", required=True, help="texts about what to forget: questions, answers, facts")
+    parser.add_argument("--retain", required=True, help="texts the model must keep answering")
+    parser.add_argument("--target", required=True, help="name of the forget target")
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--terms", nargs="*", help="names/titles to corrupt with the entities selector")
+    parser.add_argument("--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--guard-id", help="id for a new guard (default: random)")
+    parser.add_argument("--replace", action="store_true", help="re-fit a target that already exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eco", description="ECO unlearning: guard, corrupt, generate.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -194,22 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     guard = sub.add_parser("guard", help="fit, score and evaluate guards").add_subparsers(dest="guard_command", required=True)
     fit = guard.add_parser("fit", help="fit a forget target from example files (txt, jsonl or csv)")
-    fit.add_argument("--forget", required=True, help="texts about what to forget: questions, answers, facts")
-    fit.add_argument("--retain", required=True, help="texts the model must keep answering")
-    fit.add_argument("--target", required=True, help="name of the forget target")
     fit.add_argument("--out", required=True, help="guard folder (created, or extended with a new target)")
-    fit.add_argument("--target-fpr", type=float, default=0.01)
-    fit.add_argument("--terms", nargs="*", help="names/titles to corrupt with the entities selector")
-    fit.add_argument("--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)")
-    fit.add_argument("--guard-id", help="id for a new guard (default: random)")
-    fit.add_argument("--replace", action="store_true", help="re-fit a target that already exists")
+    _fit_arguments(fit)
     fit.set_defaults(func=cmd_guard_fit)
 
-    score = guard.add_parser("score", help="score texts (arguments, or one per line on stdin)")
+    score = guard.add_parser("score", help="score texts (arguments, or one per line on stdin); exit 1 if any input had an error record")
     score.add_argument("guard")
     score.add_argument("text", nargs="*")
-    score.add_argument("--json", action="store_true", help="one JSON object per input")
-    score.set_defaults(func=cmd_guard_score)
+    score.add_argument("--json", action="store_true", help="one JSON object per input, with its line number")
+    score.set_defaults(func=cmd_guard_score, extra_args_are_texts=True)
+
+    add = guard.add_parser("add-target", help="fit one more target into a guard folder; the other targets' files stay byte-identical")
+    add.add_argument("folder", help="guard folder (created if missing)")
+    _fit_arguments(add)
+    add.set_defaults(func=cmd_guard_add_target)
+
+    remove = guard.add_parser("remove-target", help="remove a target from a guard folder")
+    remove.add_argument("folder", help="guard folder")
+    remove.add_argument("--target", required=True, help="name of the target to remove")
+    remove.add_argument("--encoder", help="the sentence-transformers folder the guard was fit with (default: all-MiniLM-L6-v2)")
+    remove.set_defaults(func=cmd_guard_remove_target)
 
     evaluate = guard.add_parser("eval", help="the TOFU guard protocol on local data")
     evaluate.add_argument("--task", default="tofu-forget10", choices=["tofu-forget01", "tofu-forget05", "tofu-forget10"])
@@ -238,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(argv) if argv is not None else sys.argv[1:]
-    args = build_parser().parse_args(words)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(words)
+    if extra and getattr(args, "extra_args_are_texts", False) and not any(e.startswith("-") for e in extra):
+        args.text = [*args.text, *extra]  # `eco guard score DIR --json TEXT`: texts after the flags
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Commands that publish results record how they were run (quoted: a path may hold a space).
     args.command_line = shlex.join(["eco", *words])
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -117,9 +117,13 @@ class ECOPolicy(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``policy.json``; in a sealed guard folder, check the seal first and re-seal after."""
+        from .integrity import reseal_after
+
         path = Path(folder) / "policy.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=2) + "\n")
+        with reseal_after(path.parent):
+            path.write_text(self.model_dump_json(indent=2) + "\n")
         return path
 
     @classmethod

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -24,11 +25,19 @@ from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode
 from .corruption import apply_corruption, validate_corruption
 from .encoder import text_sha256
-from .exceptions import ConfigurationError, ContextLengthError, InvalidInputError
+from .exceptions import (
+    ConfigurationError,
+    ContextLengthError,
+    ECOError,
+    GenerationCancelledError,
+    GuardFailureError,
+    InvalidInputError,
+)
 from .guard import Guard
 from .prompting import PromptInput, RenderedPrompt, ToolSpecs, classified_text, render, select_positions
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
+GuardErrorAction = Literal["fail", "corrupt"]
 _T = TypeVar("_T")
 
 
@@ -135,7 +144,16 @@ class ECO:
         policy: ECOPolicy | None = None,
         mode: Mode = "enforce",
         batch_size: int = 8,
+        on_guard_error: GuardErrorAction = "fail",
     ) -> None:
+        """``on_guard_error``: when the guard raises or gives a non-finite score, ``"fail"`` raises
+        :class:`GuardFailureError` (the request is refused) and ``"corrupt"`` treats the prompt as
+        flagged; neither answers it uncorrupted.
+        """
+        if on_guard_error not in ("fail", "corrupt"):
+            msg = f"on_guard_error must be 'fail' or 'corrupt', got {on_guard_error!r}."
+            raise ConfigurationError(msg)
+        self.on_guard_error: GuardErrorAction = on_guard_error
         self.backend = backend
         self.guard = guard
         self.policy = policy or ECOPolicy()
@@ -173,7 +191,8 @@ class ECO:
         """An engine over the same backend and guard with another policy and/or mode (cheap)."""
         if policy is None and (mode is None or mode == self.mode):
             return self
-        return ECO(self.backend, self.guard, policy=policy or self.policy, mode=mode or self.mode, batch_size=self.batch_size)
+        return ECO(self.backend, self.guard, policy=policy or self.policy, mode=mode or self.mode, batch_size=self.batch_size,
+                   on_guard_error=self.on_guard_error)
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -216,7 +235,19 @@ class ECO:
             return [self._off_decision(t) for t in texts]
         threshold = _check_threshold(threshold if threshold is not None else self.policy.threshold)
         start = time.perf_counter()
-        verdicts = self.guard.decide_many(list(texts), threshold=threshold)
+        try:
+            verdicts = self.guard.decide_many(list(texts), threshold=threshold)
+            problem = next((f"a score of {v.score}" for v in verdicts if v.score is None or not math.isfinite(v.score)), None)
+        except ECOError:
+            raise  # the input's fault (an empty text): the caller gets the clear error
+        except Exception as err:
+            problem = f"{type(err).__name__}: {err}"
+        if problem is not None:
+            # Fail closed: a broken guard never lets a prompt through uncorrupted.
+            if self.on_guard_error == "fail":
+                msg = f"The guard failed ({problem}); the request is refused rather than answered unguarded."
+                raise GuardFailureError(msg)
+            return [self._guard_error_decision(t, mode) for t in texts]
         latency = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
             v.model_copy(update={
@@ -225,6 +256,15 @@ class ECO:
             })
             for v in verdicts
         ]
+
+    def _guard_error_decision(self, text: str, mode: Mode) -> Decision:
+        """on_guard_error="corrupt": treat the prompt as flagged (no target, so no target terms)."""
+        return Decision(
+            flagged=True, score=None, threshold=None, target=None, corrupted=mode == "enforce", mode=mode,
+            guard_id=self.guard.guard_id if self.guard else None,
+            guard_version=self.guard.version if self.guard else None,
+            policy_version=self.policy_version, text_sha256=text_sha256(text),
+        )
 
     def decide(
         self, prompt: PromptInput, *, raw: bool = False, mode: Mode | None = None, threshold: float | None = None
@@ -371,11 +411,14 @@ class ECO:
         mode: Mode | None = None,
         threshold: float | None = None,
         tools: ToolSpecs | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[ECOResult]:
         """Answer each request; flagged ones from corrupted embeddings, in shared batches.
 
         Prompts are prepared on the way (``raw``, ``seeds``, ``decisions``, ``mode``,
         ``threshold`` and ``tools`` go to :meth:`prepare_many`); prepared requests run as they are.
+        Setting ``cancel`` (from another thread) stops generation at the next token and raises
+        :class:`GenerationCancelledError`.
         """
         config = config or GenerationConfig()
         prepared = self._requests(requests, {
@@ -385,8 +428,11 @@ class ECO:
             self._check_length(r, config.max_new_tokens)
         rows = [self._row(r) for r in prepared]
         outputs = []
+        extra = {} if cancel is None else {"cancel": cancel}
         for start in range(0, len(rows), self.batch_size):
-            outputs.extend(self.backend.generate([row for row, _ in rows[start : start + self.batch_size]], config))
+            _check_cancel(cancel)
+            outputs.extend(self.backend.generate([row for row, _ in rows[start : start + self.batch_size]], config, **extra))
+        _check_cancel(cancel)
         return [
             ECOResult(g.text, r.decision, r.prompt_tokens, g.completion_tokens, g.finish_reason, n)
             for g, r, (_, n) in zip(outputs, prepared, rows, strict=True)
@@ -403,19 +449,25 @@ class ECO:
         mode: Mode | None = None,
         threshold: float | None = None,
         tools: ToolSpecs | None = None,
+        cancel: threading.Event | None = None,
     ) -> ECOStream:
-        """Stream one answer; the decision is made (and available) before the first token."""
+        """Stream one answer; the decision is made (and available) before the first token.
+
+        Setting ``cancel`` (from another thread) ends the stream at the next token.
+        """
         prepare = _stream_prepare(raw, seed, decision, mode, threshold, tools)
-        return self._open_stream(ECOStream, request, config, prepare)
+        return self._open_stream(ECOStream, request, config, prepare, cancel)
 
     def _open_stream(
-        self, kind: type[_S], request: ECORequest | PromptInput, config: GenerationConfig | None, prepare: dict[str, Any]
+        self, kind: type[_S], request: ECORequest | PromptInput, config: GenerationConfig | None, prepare: dict[str, Any],
+        cancel: threading.Event | None = None,
     ) -> _S:
         config = config or GenerationConfig()
         (prepared,) = self._requests([request], prepare)
         self._check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
-        return kind(prepared, self.backend.stream(row, config), corrupted)
+        chunks = self.backend.stream(row, config) if cancel is None else self.backend.stream(row, config, cancel=cancel)
+        return kind(prepared, chunks, corrupted)
 
     async def agenerate(self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any) -> list[ECOResult]:
         """:meth:`generate` in a worker thread, so the event loop keeps running."""
@@ -507,6 +559,12 @@ def _check_threshold(threshold: float | None) -> float | None:
         msg = f"A threshold is a probability in [0, 1), got {threshold!r}."
         raise InvalidInputError(msg)
     return float(threshold)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        msg = "Generation was cancelled (the caller set the cancel event)."
+        raise GenerationCancelledError(msg)
 
 
 def _check_mode(mode: object) -> Mode:

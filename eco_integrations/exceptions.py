@@ -7,6 +7,8 @@ Every error names the problem and the fix. The tree::
     │   └── ContextLengthError   a prompt plus max_new_tokens longer than the model's context window
     ├── ConfigurationError       an unknown corruption/selector, dims or strength out of range
     ├── GuardNotFittedError      scoring with a guard (or target) that was never fit
+    ├── GuardFailureError        the guard raised or gave a non-finite score (the request fails closed)
+    ├── GenerationCancelledError generation stopped because the caller's cancel event was set
     ├── ArtifactError            a saved folder that was edited, is incomplete, or has another schema
     └── MissingDependencyError   an optional extra is not installed (the message gives the pip line)
 
@@ -41,6 +43,14 @@ class ConfigurationError(ECOError):
 
 class GuardNotFittedError(ECOError):
     """The guard (or one of its targets) has not been fit yet."""
+
+
+class GuardFailureError(ECOError):
+    """The guard raised or returned a non-finite score: the request is refused, never answered uncorrupted."""
+
+
+class GenerationCancelledError(ECOError):
+    """The caller set the ``cancel`` event (client gone, deadline passed) before generation finished."""
 
 
 class ArtifactError(ECOError):

@@ -32,6 +32,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from .config import Decision
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
+from .integrity import check_manifest_values, seal, verify
 
 GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
 _WORD = {"analyzer": "word", "ngram_range": (1, 2), "lowercase": True, "token_pattern": r"(?u)\b\w+\b"}
@@ -505,6 +506,7 @@ class Guard:
                                  passage_chars=self.passage_chars, targets=infos)
         manifest.content_sha256 = _content_hash(root, manifest)
         (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+        seal(root, [info.folder for info in infos])  # covers policy.json too; HMAC with ECO_GUARD_KEY
         return root
 
     @classmethod
@@ -516,10 +518,13 @@ class Guard:
             msg = f"{root} is not a guard folder (no manifest.json); create one with `eco guard fit` or Guard.save()."
             raise ArtifactError(msg)
         try:
-            raw = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as err:
-            msg = f"{manifest_file} is not valid JSON ({err}); the folder was edited or truncated. Re-fit the guard."
+            raw = json.loads(manifest_file.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            msg = f"{manifest_file} is not valid UTF-8 JSON ({err}); the folder was edited or truncated. Re-fit the guard."
             raise ArtifactError(msg) from None
+        if not isinstance(raw, dict):
+            msg = f"{manifest_file} holds a JSON {type(raw).__name__}, not the guard's manifest object. Re-fit or restore the folder."
+            raise ArtifactError(msg)
         if raw.get("schema_version") != GUARD_SCHEMA_VERSION or raw.get("kind") != "eco-guard":
             msg = (
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
@@ -531,14 +536,19 @@ class Guard:
         except Exception as err:  # pydantic's message lists the bad fields
             msg = f"{manifest_file} does not match the guard schema: {err}"
             raise ArtifactError(msg) from None
+        check_manifest_values(root, manifest)
         try:
             actual = _content_hash(root, manifest)
         except FileNotFoundError as err:
             msg = f"{root} is incomplete ({err.filename} is missing). Re-fit or restore the folder."
             raise ArtifactError(msg) from None
+        except OSError as err:
+            msg = f"{root} holds an unreadable target file ({err.filename}: {err.strerror}). Re-fit or restore the folder."
+            raise ArtifactError(msg) from None
         if actual != manifest.content_sha256:
             msg = f"{root} was modified after it was saved (content hash mismatch). Re-fit the guard or restore the folder."
             raise ArtifactError(msg)
+        verify(root, [info.folder for info in manifest.targets])
         if encoder is None:
             encoder = SentenceEncoder(precision=str(manifest.encoder.get("precision", "float32")))
         guard = cls(encoder, guard_id=manifest.guard_id, passage_chars=manifest.passage_chars)

@@ -44,6 +44,18 @@ class RenderedPrompt:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_encodable(text: str, what: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate from a JSON escape or a bad decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        msg = (
+            f"{what} holds a lone surrogate (U+{ord(text[err.start]):04X} at character {err.start}), "
+            "which is not valid Unicode; send valid UTF-8 text."
+        )
+        raise InvalidInputError(msg) from None
+
+
 def normalize_messages(messages: object) -> list[dict[str, Any]]:
     """Validate a chat (list of ``{"role", "content"}``) and return plain dicts."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
@@ -66,6 +78,9 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
         if not isinstance(content, str):
             msg = f"Message {i} ({role}) has content of type {type(content).__name__}; pass text."
             raise InvalidInputError(msg)
+        for key, value in message.items():
+            if isinstance(value, str):
+                check_encodable(value, f"Message {i}'s {key}")
         out.append({**dict(message), "role": role, "content": content})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
         msg = "The conversation has no non-empty user message to answer."
@@ -114,6 +129,7 @@ def render(
         if not prompt.strip():
             msg = "The prompt is empty; pass a non-empty string."
             raise InvalidInputError(msg)
+        check_encodable(prompt, "The prompt")
         if raw:
             with TOKENIZE_LOCK:
                 enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)

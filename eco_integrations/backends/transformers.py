@@ -119,11 +119,14 @@ class TransformersBackend:
             out: torch.Tensor = self.model.generate(**inputs, **kwargs)
         return out
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]:
+    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
         if not rows:
             return []
         ids, mask, embeds = self._pad(rows)
-        out = self._run(ids, mask, embeds, self._generate_kwargs(config, rows))
+        kwargs = self._generate_kwargs(config, rows)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = _stop_when(cancel)
+        out = self._run(ids, mask, embeds, kwargs)
         new = out[:, ids.shape[1] :]
         results = []
         for b, row in enumerate(rows):
@@ -140,24 +143,17 @@ class TransformersBackend:
             results.append(Generation(text, len(row.input_ids), len(tokens), finish))
         return results
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> TextStream:
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
         """Text chunks as they are generated (stop sequences are never emitted), then the
-        number of tokens generated and why generation ended."""
-        return TextStream(self._stream(row, config))
+        number of tokens generated and why generation ended. Setting ``cancel`` stops at the next token."""
+        return TextStream(self._stream(row, config, cancel))
 
-    def _stream(self, row: PreparedRow, config: GenerationConfig) -> Generator[str, None, StreamEnd]:
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
+    def _stream(self, row: PreparedRow, config: GenerationConfig, cancel: threading.Event | None = None) -> Generator[str, None, StreamEnd]:
         cancelled = threading.Event()
-
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
-
         streamer = _counting_streamer_class()(self._tokenizer, self._eos_ids)
         ids, mask, embeds = self._pad([row])
         kwargs = self._generate_kwargs(config, [row])
-        kwargs.update(streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancel()]))
+        kwargs.update(streamer=streamer, stopping_criteria=_stop_when(cancelled, *([cancel] if cancel is not None else [])))
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -266,6 +262,18 @@ def _counting_streamer_class() -> type[Any]:
             super().put(value)  # type: ignore[no-untyped-call]
 
     return CountingStreamer
+
+
+def _stop_when(*events: threading.Event) -> Any:
+    """A stopping criterion ending generation at the next token once any of ``events`` is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            stop = any(event.is_set() for event in events)
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancel()])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

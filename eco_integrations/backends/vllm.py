@@ -35,7 +35,13 @@ from typing import Any, Protocol
 import torch
 
 from ..config import GenerationConfig
-from ..exceptions import ConfigurationError, ECOError, InvalidInputError, MissingDependencyError
+from ..exceptions import (
+    ConfigurationError,
+    ECOError,
+    GenerationCancelledError,
+    InvalidInputError,
+    MissingDependencyError,
+)
 from ..models import resolve_model_path
 from ..prompting import TOKENIZE_LOCK
 from .base import Generation, PreparedRow, StreamEnd, TextStream
@@ -490,14 +496,18 @@ class VLLMBackend:
     def embed(self, input_ids: list[int]) -> torch.Tensor:
         return self.table.lookup(input_ids)
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Generation]:
+    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
         if not rows:
             return []
+        # A request already sent to vLLM runs to its end (the caller discards the answer).
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelledError("Generation was cancelled before it was sent to vLLM.")
         done = self.transport.complete(rows, config)
         return [Generation(d.text, len(r.input_ids), d.completion_tokens, d.finish_reason) for d, r in zip(done, rows)]
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> TextStream:
-        return TextStream(self.transport.stream(row, config))
+    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
+        chunks = self.transport.stream(row, config)
+        return TextStream(chunks if cancel is None else _until(cancel, chunks))
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
         """Next-token log-probabilities (logits up to a per-row constant: argmax and ranking agree).
@@ -516,6 +526,24 @@ class VLLMBackend:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _until(cancel: threading.Event, chunks: Generator[str, None, StreamEnd]) -> Generator[str, None, StreamEnd]:
+    """``chunks`` until ``cancel`` is set; closing the upstream stream aborts the vLLM request."""
+    seen = 0
+    try:
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration as stop:
+                end: StreamEnd = stop.value
+                return end
+            if cancel.is_set():
+                return StreamEnd(seen, "stop")  # the caller left: chunks received so far, ended early
+            seen += 1
+            yield chunk
+    finally:
+        chunks.close()
 
 
 def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:

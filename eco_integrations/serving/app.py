@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -37,30 +38,40 @@ from starlette.routing import Route
 
 from ..config import Decision, GenerationConfig
 from ..engine import ECO, ECOResult
-from ..exceptions import ContextLengthError, ECOError
+from ..exceptions import ContextLengthError, ECOError, GenerationCancelledError, GuardFailureError
+from .auth import KeyChecker
+from .metrics import GatewayMetrics, route_label
 
 access_log = logging.getLogger("eco_integrations.serving.access")
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 256
+LOGGED_STRING_CHARS = 64
+"""Client-chosen strings (the ``model`` name) are cut to this length in logs and error messages."""
+OPEN_PATHS = frozenset({"/health", "/ready"})
+"""Paths that answer without an API key (load-balancer probes); everything else needs one."""
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 # -- errors ----------------------------------------------------------------------------------------
 class APIError(Exception):
     """An error the client sees, in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.type = type_
         self.param = param
         self.code = code
 
-    def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    def response(self, headers: Mapping[str, str] | None = None) -> Response:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=dict(headers or {}))
+        # ASCII escapes: a message quoting client text can never fail to encode.
+        return Response(json.dumps(body).encode(), status_code=self.status, headers={**self.headers, **(headers or {})}, media_type="application/json")
 
 
 def _engine_error(err: BaseException) -> APIError:
@@ -72,6 +83,9 @@ def _engine_error(err: BaseException) -> APIError:
         upstream = err.status_code
         status = 503 if upstream in (None, 429, 503) else 502
         return APIError(status, str(err), type_="server_error", code="upstream_error")
+    if isinstance(err, GuardFailureError):  # fail closed: refused, never answered unguarded
+        return APIError(500, "The guard could not classify this request, so it was refused; the gateway log has the details.",
+                        type_="server_error", code="guard_failure")
     if isinstance(err, ContextLengthError):
         return APIError(400, str(err), param="messages", code="context_length_exceeded")
     if isinstance(err, ECOError):  # bad input, unknown settings: the request's fault
@@ -81,9 +95,12 @@ def _engine_error(err: BaseException) -> APIError:
 
 # -- request models --------------------------------------------------------------------------------
 class _Sampling(BaseModel):
-    """Fields shared by chat and text completions; unknown fields are ignored, as OpenAI's are."""
+    """Fields shared by chat and text completions; unknown fields are ignored, as OpenAI's are.
 
-    model_config = ConfigDict(extra="ignore")
+    Validated in pydantic's strict mode: ``max_tokens: true`` or ``"5"`` is a 400, not 1 or 5.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
@@ -92,7 +109,7 @@ class _Sampling(BaseModel):
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     n: int | None = Field(None, ge=1)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -128,7 +145,95 @@ class GatewaySettings:
     max_tokens_limit: int = 4096
     """The most new tokens one request may ask for."""
     max_concurrency: int = 64
-    """Requests running at once; the rest wait their turn (threads, not an unbounded pool)."""
+    """Requests generating at once (streams included); the rest wait in the queue."""
+    max_queue: int = 256
+    """Requests waiting for a generation slot; beyond it, 429 with ``Retry-After``."""
+    request_timeout: float | None = None
+    """Seconds from arrival to the last token; past it, generation is cancelled and the client gets 504."""
+    max_stop: int = 4
+    """Stop sequences per request (OpenAI's limit): each one is checked at every new token."""
+    max_stop_chars: int = 64
+    """Characters per stop sequence."""
+    max_prompts: int = 16
+    """Prompts per ``/v1/completions`` request (each one is a generation)."""
+    max_messages: int = 512
+    """Messages per chat request."""
+    api_keys: tuple[str, ...] = ()
+    """Accepted ``Authorization: Bearer`` keys; empty means no key is asked for."""
+    retry_after_s: int = 1
+    """``Retry-After`` of a 429."""
+
+
+class _Admission:
+    """Generation slots (``max_concurrency``) and a bounded queue in front of them.
+
+    A slot is held by a token object from admission until the worker thread generating for it
+    ends, so streams count against the limit for as long as they generate.
+    """
+
+    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.max_queue = max_queue
+        self.waiting = 0
+
+    @property
+    def running(self) -> int:
+        return int(self.limiter.borrowed_tokens)
+
+    async def acquire(self, token: object, retry_after: int) -> None:
+        if self.limiter.available_tokens < 1 and self.waiting >= self.max_queue:
+            msg = f"The gateway is at capacity ({self.running} generating, {self.waiting} queued); retry after {retry_after} s."
+            raise APIError(429, msg, type_="rate_limit_error", code="rate_limit_exceeded", headers={"retry-after": str(retry_after)})
+        self.waiting += 1
+        try:
+            # Cancelled here (client gone, deadline) means the request never reaches the model.
+            await self.limiter.acquire_on_behalf_of(token)
+        finally:
+            self.waiting -= 1
+
+    def release(self, token: object) -> None:
+        self.limiter.release_on_behalf_of(token)
+
+
+class _Slot:
+    """One request's hold on a generation slot; released once, from any thread."""
+
+    def __init__(self, admission: _Admission) -> None:
+        self._admission = admission
+        self._token = object()
+        self._held = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.handed_to_thread = False  # a worker thread now owns the release
+
+    async def acquire(self, retry_after: int) -> None:
+        await self._admission.acquire(self._token, retry_after)
+        self._loop = asyncio.get_running_loop()
+        self._held = True
+
+    def release(self) -> None:
+        """Event-loop thread only."""
+        if self._held:
+            self._held = False
+            self._admission.release(self._token)
+
+    def release_from_thread(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                self._loop.call_soon_threadsafe(self.release)
+
+
+class _ASGIApp:
+    """An ASGI 3 app object (servers detect ASGI 3 from an async ``__call__``, not from a bound method)."""
+
+    def __init__(self, handler: Callable[[Any, Any, Any], Any]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._handler(scope, receive, send)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
 
 
 @dataclass
@@ -136,9 +241,7 @@ class _State:
     engine: ECO | None = None
     load_error: str | None = None
     draining: bool = False
-    in_flight: int = 0
     upstream_healthy: Callable[[], bool] | None = None
-    limiter: anyio.CapacityLimiter | None = None
     started: float = field(default_factory=time.time)
 
 
@@ -156,6 +259,10 @@ class Gateway:
     def __init__(self, engine: ECO | Callable[[], ECO], *, settings: GatewaySettings | None = None) -> None:
         self.settings = settings or GatewaySettings()
         self.state = _State()
+        self.metrics = GatewayMetrics()
+        self.admission = _Admission(self.settings.max_concurrency, self.settings.max_queue)
+        self.keys = KeyChecker(self.settings.api_keys)
+        self._swap_lock = threading.Lock()
         self._factory: Callable[[], ECO] | None = None
         if isinstance(engine, ECO):
             self._attach(engine)
@@ -164,25 +271,66 @@ class Gateway:
         routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
         ]
-        self.app = Starlette(
+        self.starlette = Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._http_error, Exception: self._unexpected},
             lifespan=self._lifespan,
         )
+        self.app = _ASGIApp(self._edge)
+
+    # -- the edge: keys and request counts, before routing ---------------------------------------
+    async def _edge(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        status = [500]
+
+        async def counted_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.keys.enabled and path not in OPEN_PATHS:
+                headers = dict(scope.get("headers") or [])
+                used = self.keys.check(headers.get(b"authorization", b"").decode("latin-1"))
+                if used is None:
+                    self.metrics.rejected.labels(reason="unauthorized").inc()
+                    err = APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY` with a key this gateway was given.",
+                                   type_="invalid_request_error", code="invalid_api_key")
+                    await err.response({"www-authenticate": "Bearer"})(scope, receive, counted_send)
+                    return
+                scope.setdefault("state", {})["key_fingerprint"] = used
+            await self.starlette(scope, receive, counted_send)
+        finally:
+            self.metrics.requests.labels(route=route_label(path), status=str(status[0])).inc()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _attach(self, engine: ECO) -> None:
         # Warm the guard's encoder and the tokenizer so the first client does not pay for it.
         engine.decide("warm-up request")
-        self.state.limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
         transport = getattr(engine.backend, "transport", None)
         self.state.upstream_healthy = getattr(transport, "healthy", None)
         self.state.engine = engine
+        self.metrics.set_guard(engine)
+
+    def swap_engine(self, engine: ECO) -> None:
+        """Serve ``engine`` (a new guard or policy) from the next request on.
+
+        A request takes the engine once, when it starts, so requests in flight finish with the
+        guard they started with; each decision record names the guard version it used.
+        """
+        engine.decide("warm-up request")  # the new guard answers before it is swapped in
+        with self._swap_lock:
+            self.state.engine = engine
+            self.metrics.set_guard(engine)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -227,15 +375,23 @@ class Gateway:
     async def ready(self, request: Request) -> Response:
         """Readiness: engine loaded, not draining, and (for a vLLM backend) upstream healthy."""
         state = self.state
+        in_flight = self.admission.running
         if state.draining:
-            return JSONResponse({"status": "draining", "in_flight": state.in_flight}, status_code=503)
+            return JSONResponse({"status": "draining", "in_flight": in_flight}, status_code=503)
         if state.engine is None:
             status = "failed" if state.load_error else "loading"
             return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
         if state.upstream_healthy is not None and not await anyio.to_thread.run_sync(state.upstream_healthy):
             return JSONResponse({"status": "upstream unavailable"}, status_code=503)
-        return JSONResponse({"status": "ready", "model": self.model_id, "in_flight": state.in_flight,
-                             "policy_version": state.engine.policy_version})
+        return JSONResponse({"status": "ready", "model": self.model_id, "in_flight": in_flight,
+                             "queued": self.admission.waiting, "policy_version": state.engine.policy_version})
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        """Prometheus text format (needs a key when keys are configured)."""
+        self.metrics.queue_depth.set(self.admission.waiting)
+        self.metrics.in_flight.set(self.admission.running)
+        body, content_type = self.metrics.render()
+        return Response(body, media_type=content_type.split(";")[0], headers={"content-type": content_type})
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.model_id, "object": "model", "created": int(self.state.started), "owned_by": "eco-integrations"}
@@ -251,16 +407,17 @@ class Gateway:
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        path = _clip(request.url.path)
         if exc.status_code == 404:
-            err = APIError(404, f"Unknown path {request.url.path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.")
+            err = APIError(404, f"Unknown path {path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.")
         elif exc.status_code == 405:
-            err = APIError(405, f"{request.method} is not allowed on {request.url.path}.")
+            err = APIError(405, f"{_clip(request.method)} is not allowed on {path}.")
         else:
             err = APIError(exc.status_code, str(exc.detail))
         return err.response(exc.headers)
 
     async def _unexpected(self, request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s", request.url.path)
+        logger.exception("unhandled error on %s", _clip(request.url.path))
         return _engine_error(exc).response()
 
     # -- completions ---------------------------------------------------------------------------
@@ -272,52 +429,106 @@ class Gateway:
 
     async def _serve(self, request: Request, *, chat: bool) -> Response:
         started = time.perf_counter()
+        timeout = self.settings.request_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        record: dict[str, Any] = {"event": "request", "request_id": request_id, "path": request.url.path}
+        record: dict[str, Any] = {"event": "request", "request_id": request_id, "path": request.url.path,
+                                  "key": request.scope.get("state", {}).get("key_fingerprint")}
+        cancel = threading.Event()
         try:
             engine = self._engine()
             body = await self._read_json(request)
             parsed = _parse(ChatCompletionRequest if chat else CompletionRequest, body)
-            record.update(model=parsed.model, stream=bool(parsed.stream))
+            record.update(model=_clip(parsed.model), stream=bool(parsed.stream))
             if parsed.model != self.model_id:
                 raise _unknown_model(parsed.model)
             config, seed = self._generation(parsed, chat)
-            prompts, raw = _prompts(parsed, chat)
+            prompts, raw = _prompts(parsed, chat, self.settings)
             if parsed.stream:
                 if len(prompts) != 1:
                     raise APIError(400, "Streaming takes one prompt per request; send one request per prompt.", param="prompt")
-                return await self._stream(engine, prompts[0], raw, config, seed, parsed, chat, request_id, record, started)
-            results = await self._run(engine.generate, prompts, config=config, raw=raw, seeds=[seed] * len(prompts))
+                return await self._stream(request, engine, prompts[0], raw, config, seed, parsed, chat, request_id, record, started, deadline)
+            slot = _Slot(self.admission)
+
+            async def admitted() -> list[ECOResult]:
+                await slot.acquire(self.settings.retry_after_s)
+                begun = time.perf_counter()
+                try:
+                    return await _in_thread(lambda: engine.generate(prompts, config=config, raw=raw, seeds=[seed] * len(prompts), cancel=cancel), slot)
+                finally:
+                    self.metrics.generation_latency.observe(time.perf_counter() - begun)
+
+            results = await self._watch(request, deadline, cancel, admitted())
         except APIError as err:
             return self._fail(err, record, started)
-        except ClientDisconnect:
+        except (ClientDisconnect, _ClientGone):
             record.update(status=499, disconnected=True)
             self._log(record, started)
             return Response(status_code=499)
         except Exception as err:  # engine and backend errors
-            if not isinstance(err, ECOError):
-                logger.exception("request %s failed", request_id)
-            return self._fail(_engine_error(err), record, started)
+            return self._fail(self._engine_failure(err, request_id), record, started)
         body_out = _chat_body(results, request_id, self.model_id) if chat else _text_body(results, request_id, self.model_id)
+        self.metrics.observe_decisions([r.decision for r in results])
         self._log_results(record, results, started)
         return JSONResponse(body_out, headers={"x-request-id": request_id})
+
+    def _engine_failure(self, err: BaseException, request_id: str) -> APIError:
+        if isinstance(err, GuardFailureError):
+            self.metrics.guard_errors.inc()
+            logger.error("request %s refused: %s", request_id, err)
+        elif not isinstance(err, ECOError):
+            logger.error("request %s failed", request_id, exc_info=err)
+        return _engine_error(err)
+
+    async def _watch(self, request: Request, deadline: float | None, cancel: threading.Event, work: Any) -> Any:
+        """Await ``work`` unless the client leaves or the deadline passes first: then ``cancel`` is
+        set (generation stops at the next token) and the request ends with 499 or 504.
+        """
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            if gone in done:
+                raise _ClientGone
+            self.metrics.rejected.labels(reason="timeout").inc()
+            raise _deadline_error(self.settings.request_timeout)
+        finally:
+            # Also on the way out of a cancelled task (uvicorn's shutdown timeout): stop the model.
+            if not task.done():
+                cancel.set()
+                task.cancel()
+            gone.cancel()
 
     async def _read_json(self, request: Request) -> Any:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise APIError(413, f"The request body is {declared} bytes; this gateway accepts at most {limit}. Shorten the prompt.", code="request_too_large")
+            raise APIError(413, f"The request body is {_clip(declared)} bytes; this gateway accepts at most {limit}. Shorten the prompt.", code="request_too_large")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise APIError(413, f"The request body exceeds {limit} bytes; shorten the prompt.", code="request_too_large")
             chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
-            return json.loads(b"".join(chunks))
+            body = json.loads(raw, parse_constant=_refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             msg = f"The request body is not valid JSON ({err}); send a JSON object with Content-Type: application/json."
             raise APIError(400, msg, code="invalid_json") from None
+        except RecursionError:
+            raise APIError(400, "The request body is nested too deeply; send a flat JSON object.", code="invalid_json") from None
+        if _SURROGATE_ESCAPE.search(raw):
+            # A \ud800 escape decodes to a lone surrogate, which is not text any tokenizer takes.
+            try:
+                json.dumps(body, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                msg = "The request body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair); send valid Unicode text."
+                raise APIError(400, msg, code="invalid_unicode") from None
+        return body
 
     def _generation(self, parsed: _Sampling, chat: bool) -> tuple[GenerationConfig, int | None]:
         if parsed.n not in (None, 1):
@@ -335,6 +546,11 @@ class Gateway:
         max_tokens = wanted or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
             raise APIError(400, f"max_tokens is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.", param="max_tokens")
+        stops = [parsed.stop] if isinstance(parsed.stop, str) else list(parsed.stop or [])
+        if len(stops) > self.settings.max_stop:
+            raise APIError(400, f"stop has {len(stops)} sequences; this gateway allows at most {self.settings.max_stop}.", param="stop")
+        if any(len(stop) > self.settings.max_stop_chars for stop in stops):
+            raise APIError(400, f"A stop sequence is longer than {self.settings.max_stop_chars} characters; shorten it.", param="stop")
         try:
             config = GenerationConfig(
                 max_new_tokens=max_tokens,
@@ -346,24 +562,30 @@ class Gateway:
             raise _validation_error(err) from None
         return config, parsed.seed
 
-    async def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        self.state.in_flight += 1
-        try:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.state.limiter)
-        finally:
-            self.state.in_flight -= 1
-
     async def _stream(
-        self, engine: ECO, prompt: Any, raw: bool, config: GenerationConfig, seed: int | None,
-        parsed: _Sampling, chat: bool, request_id: str, record: dict[str, Any], started: float,
+        self, request: Request, engine: ECO, prompt: Any, raw: bool, config: GenerationConfig, seed: int | None,
+        parsed: _Sampling, chat: bool, request_id: str, record: dict[str, Any], started: float, deadline: float | None,
     ) -> Response:
-        # Decide (and validate, and check the context length) before the first byte, so those
-        # errors still get a real status code instead of an error event inside a 200 stream.
-        stream = await self._run(engine.stream, prompt, config=config, raw=raw, seed=seed)
+        cancel = threading.Event()
+        slot = _Slot(self.admission)
+
+        async def admitted() -> Any:
+            await slot.acquire(self.settings.retry_after_s)
+            try:
+                # Decide (and validate, and check the context length) before the first byte, so those
+                # errors still get a real status code instead of an error event inside a 200 stream.
+                return await _in_thread(lambda: engine.stream(prompt, config=config, raw=raw, seed=seed, cancel=cancel), None)
+            except BaseException:
+                slot.release()
+                raise
+
+        stream = await self._watch(request, deadline, cancel, admitted())
+        self.metrics.observe_decisions([stream.decision])
         include_usage = bool((parsed.stream_options or {}).get("include_usage"))
         created = int(time.time())
         model = self.model_id
         record["decision"] = _decision_log(stream.decision)
+        begun = time.perf_counter()
 
         def event(delta: dict[str, Any] | str | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
             if chat:
@@ -376,13 +598,15 @@ class Gateway:
                 obj["usage"] = usage
             return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
+        def error_event(api: APIError) -> bytes:
+            return b"data: " + json.dumps({"error": {"message": api.message, "type": api.type, "param": None, "code": api.code}}).encode() + b"\n\n"
+
         async def body() -> AsyncIterator[bytes]:
-            self.state.in_flight += 1
             status = 200
             try:
                 if chat:
                     yield event({"role": "assistant", "content": ""}, None)
-                async for chunk in _pump(stream):
+                async for chunk in _pump(stream, cancel, slot, deadline):
                     yield event({"content": chunk} if chat else chunk, None)
                 # The backend's own count and reason, known once the last chunk has been read.
                 completion_tokens = stream.completion_tokens or 0
@@ -394,27 +618,34 @@ class Gateway:
                     yield event(None, None, usage)
                 yield b"data: [DONE]\n\n"
                 record.update(usage, finish_reason=finish)
+                self.metrics.observe_tokens(stream.prompt_tokens, completion_tokens)
             except (asyncio.CancelledError, GeneratorExit, OSError):
                 status = 499  # the client went away; _pump's cleanup stops generation
                 record["disconnected"] = True
                 raise
-            except Exception as err:
+            except _DeadlineExceeded:
                 # Headers are sent: report in-band, as OpenAI does, then end the stream.
-                api = _engine_error(err)
-                if not isinstance(err, ECOError):
-                    logger.exception("stream %s failed", request_id)
+                self.metrics.rejected.labels(reason="timeout").inc()
+                api = _deadline_error(self.settings.request_timeout)
                 status = api.status
-                yield b"data: " + json.dumps({"error": {"message": api.message, "type": api.type, "param": None, "code": api.code}}).encode() + b"\n\n"
+                yield error_event(api)
+            except Exception as err:
+                api = self._engine_failure(err, request_id)
+                status = api.status
+                yield error_event(api)
             finally:
-                self.state.in_flight -= 1
+                cancel.set()
+                self.metrics.generation_latency.observe(time.perf_counter() - begun)
                 record["status"] = status
                 self._log(record, started)
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"x-request-id": request_id, "cache-control": "no-cache"})
+        return _SlotStreamingResponse(body(), slot=slot, cancel=cancel, media_type="text/event-stream",
+                                      headers={"x-request-id": request_id, "cache-control": "no-cache"})
 
     # -- logging -------------------------------------------------------------------------------
     def _fail(self, err: APIError, record: dict[str, Any], started: float) -> Response:
+        if err.status == 429:
+            self.metrics.rejected.labels(reason="queue_full").inc()
         record.update(status=err.status, error=err.code or err.type)
         self._log(record, started)
         return err.response()
@@ -440,7 +671,79 @@ class Gateway:
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _unknown_model(name: str) -> APIError:
-    return APIError(404, f"The model `{name}` does not exist; GET /v1/models lists the model this gateway serves.", param="model", code="model_not_found")
+    return APIError(404, f"The model `{_clip(name)}` does not exist; GET /v1/models lists the model this gateway serves.", param="model", code="model_not_found")
+
+
+def _clip(text: str, limit: int = LOGGED_STRING_CHARS) -> str:
+    """A client-chosen string as logs and error messages show it: cut, with its full length."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise APIError(400, f"The request body holds {name}, which is not JSON; send finite numbers.", code="invalid_json")
+
+
+class _DeadlineExceeded(Exception):
+    """A stream passed the request deadline."""
+
+
+def _deadline_error(timeout: float | None) -> APIError:
+    return APIError(504, f"The request did not finish within the gateway's {timeout} s request timeout; generation was cancelled. "
+                    "Ask for fewer tokens or retry.", type_="server_error", code="timeout")
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (the body was already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _in_thread(fn: Callable[[], Any], slot: _Slot | None) -> Any:
+    """``fn()`` in a daemon thread of its own, releasing ``slot`` when it ends.
+
+    Daemon: a generation the gateway gave up on (cancelled, it stops at the next token) never
+    keeps the process alive past its shutdown timeout; the thread, not the awaiting task, frees
+    the slot, so the concurrency limit counts work actually running.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as err:  # handed to the awaiting task
+            outcome = (False, err)
+        if slot is not None:
+            slot.release_from_thread()  # scheduled first: the slot is free when the awaiting task resumes
+        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    if slot is not None:
+        slot.handed_to_thread = True
+    threading.Thread(target=work, name="eco-generate", daemon=True).start()
+    return await future
+
+
+class _SlotStreamingResponse(StreamingResponse):
+    """A stream that cancels generation and frees its slot however it ends (even unstarted)."""
+
+    def __init__(self, content: Any, *, slot: _Slot, cancel: threading.Event, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._slot, self._cancel = slot, cancel
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._cancel.set()
+            if not self._slot.handed_to_thread:
+                self._slot.release()
 
 
 def _parse(model: type[_Sampling], body: Any) -> Any:
@@ -460,16 +763,22 @@ def _validation_error(err: ValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
 
 
-def _prompts(parsed: _Sampling, chat: bool) -> tuple[list[Any], bool]:
+def _prompts(parsed: _Sampling, chat: bool, settings: GatewaySettings) -> tuple[list[Any], bool]:
     if chat:
         assert isinstance(parsed, ChatCompletionRequest)
         if not parsed.messages:
             raise APIError(400, "messages is empty; send at least one user message.", param="messages")
+        if len(parsed.messages) > settings.max_messages:
+            raise APIError(400, f"messages has {len(parsed.messages)} entries; this gateway takes at most {settings.max_messages}. "
+                           "Drop older turns.", param="messages")
         return [[_message(m, i) for i, m in enumerate(parsed.messages)]], False
     assert isinstance(parsed, CompletionRequest)
     prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)
     if not prompts:
         raise APIError(400, "prompt is empty; send a string.", param="prompt")
+    if len(prompts) > settings.max_prompts:
+        raise APIError(400, f"prompt holds {len(prompts)} prompts; this gateway takes at most {settings.max_prompts} per request. "
+                       "Split them over several requests.", param="prompt")
     return prompts, True
 
 
@@ -492,16 +801,16 @@ def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     return out
 
 
-async def _pump(stream: Any) -> AsyncIterator[str]:
+async def _pump(stream: Any, cancel: threading.Event, slot: _Slot, deadline: float | None) -> AsyncIterator[str]:
     """Iterate a blocking chunk iterator from a worker thread without tying up the event loop.
 
-    When the consumer stops early (the client disconnected), the worker closes the iterator
-    itself (a generator may only be closed by the thread running it), which cancels generation
-    in the backend (the transformers stopping criterion, or the HTTP stream to vLLM).
+    When the consumer stops early (the client disconnected, the deadline passed, shutdown),
+    ``cancel`` is set, which stops generation at the next token (the transformers stopping
+    criterion, or closing the HTTP stream to vLLM); the worker closes the iterator itself (a
+    generator may only be closed by the thread running it) and then frees the slot.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    stop = threading.Event()
 
     def put(item: tuple[str, Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
@@ -511,29 +820,38 @@ async def _pump(stream: Any) -> AsyncIterator[str]:
         chunks = iter(stream)
         try:
             for chunk in chunks:
-                if stop.is_set():
+                if cancel.is_set():
                     break
                 put(("chunk", chunk))
         except BaseException as err:  # handed to the consumer
             put(("error", err))
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-            put(("end", None))
+            try:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                put(("end", None))
+                slot.release_from_thread()
 
-    worker = threading.Thread(target=work, name="eco-stream", daemon=True)
-    worker.start()
+    slot.handed_to_thread = True
+    threading.Thread(target=work, name="eco-stream", daemon=True).start()
     try:
         while True:
-            kind, value = await queue.get()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                kind, value = await asyncio.wait_for(queue.get(), timeout)
+            except asyncio.TimeoutError:
+                raise _DeadlineExceeded from None
             if kind == "end":
                 return
             if kind == "error":
+                if isinstance(value, GenerationCancelledError) and cancel.is_set():
+                    return
                 raise value
             yield value
     finally:
-        stop.set()
+        cancel.set()
 
 
 def _decision_log(decision: Decision) -> dict[str, Any]:

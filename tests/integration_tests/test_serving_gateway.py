@@ -27,13 +27,6 @@ START_TIMEOUT = 600.0
 
 
 @pytest.fixture(scope="module")
-def guard_dir(tmp_path_factory: pytest.TempPathFactory, hp_guard) -> Path:  # noqa: ANN001
-    folder = tmp_path_factory.mktemp("guard")
-    hp_guard.save(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def server(guard_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     port = free_port()
     proc = ServerProcess(gateway_argv(guard_dir, port, "--max-body-bytes", "200000"), port=port,

@@ -67,7 +67,7 @@ def test_adding_a_target_keeps_the_others(toy_guard) -> None:  # noqa: ANN001
 def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
     toy_guard.save(tmp_path / "g")
     files = {p.name for p in (tmp_path / "g").rglob("*") if p.is_file()}
-    assert files == {"manifest.json", "weights.safetensors", "vocabulary.json"}
+    assert files == {"manifest.json", "integrity.json", "weights.safetensors", "vocabulary.json"}
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in (tmp_path / "g").rglob("*"))
     loaded = Guard.load(tmp_path / "g", encoder=tiny_encoder)
     texts = TOY_FORGET + TOY_RETAIN + ["something new entirely"]

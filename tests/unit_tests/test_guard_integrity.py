@@ -1,0 +1,255 @@
+"""Saved guard folders an attacker cannot quietly defang, and the guard commands' records.
+
+Range checks on every manifest value, ``integrity.json`` over the manifest, the target files and
+``policy.json``, HMAC-SHA-256 signing with ``ECO_GUARD_KEY``; ``eco guard score`` printing one
+record per input line; ``eco guard add-target``/``remove-target`` leaving other targets' bytes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eco_integrations import ECOPolicy, Guard
+from eco_integrations.cli import main
+from eco_integrations.exceptions import ArtifactError, ConfigurationError
+from eco_integrations.integrity import GUARD_KEY_ENV, seal
+
+KEY = "a signing key for the tests"
+
+
+def _edit_manifest(folder: Path, change: Any) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _reseal_like_an_attacker(folder: Path) -> None:
+    """Recompute both the manifest's content hash and integrity.json, as anyone with write access can."""
+    from eco_integrations.guard import GuardManifest, _content_hash
+
+    manifest = GuardManifest.model_validate(json.loads((folder / "manifest.json").read_text()))
+    manifest.content_sha256 = _content_hash(folder, manifest)
+    (folder / "manifest.json").write_text(manifest.model_dump_json())
+    seal(folder, [t.folder for t in manifest.targets], key=None)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["targets"][0].update(threshold=float("nan")), "threshold nan"),
+        (lambda m: m["targets"][0].update(threshold=2.0), "threshold 2.0"),
+        (lambda m: m["targets"][0].update(threshold=float("inf")), "threshold inf"),
+        (lambda m: m["targets"][0].update(threshold=0.0), "threshold 0.0"),
+        (lambda m: m["targets"][0].update(name="../../etc"), "is not 1-64 letters"),
+        (lambda m: m["targets"][0].update(folder="/etc"), "outside the guard folder"),
+        (lambda m: m["targets"][0].update(folder="targets/../../x"), "outside the guard folder"),
+        (lambda m: m["targets"][0].update(cv_fpr=-1.0), "cv_fpr -1.0"),
+        (lambda m: m.update(passage_chars=0), "passage_chars 0"),
+    ],
+)
+def test_manifest_values_are_range_checked_even_when_rehashed(
+    toy_guard, tmp_path, tiny_encoder, change, message
+) -> None:  # noqa: ANN001
+    folder = toy_guard.save(tmp_path / "g")
+    _edit_manifest(folder, change)
+    with pytest.raises(ArtifactError, match=message.replace("(", r"\(")):
+        Guard.load(folder, encoder=tiny_encoder)
+
+
+def test_policy_json_is_covered_and_policy_save_reseals(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+    folder = toy_guard.save(tmp_path / "g")
+    ECOPolicy(classify_window=2).save(folder)  # a save through the library re-seals
+    assert Guard.load(folder, encoder=tiny_encoder).version == toy_guard.version
+    (folder / "policy.json").write_text(
+        (folder / "policy.json").read_text().replace('"classify_window": 2', '"classify_window": 3')
+    )
+    with pytest.raises(ArtifactError, match="integrity check"):
+        Guard.load(folder, encoder=tiny_encoder)
+    with pytest.raises(ArtifactError, match="integrity check"):
+        ECOPolicy().save(folder)  # never blesses a folder someone edited
+
+
+def test_signing_key_stops_a_rewrite_without_the_key(
+    toy_guard, tmp_path, tiny_encoder, monkeypatch
+) -> None:  # noqa: ANN001
+    monkeypatch.setenv(GUARD_KEY_ENV, KEY)
+    folder = toy_guard.save(tmp_path / "g")
+    assert json.loads((folder / "integrity.json").read_text())["algorithm"] == "hmac-sha256"
+    assert Guard.load(folder, encoder=tiny_encoder).target_names == ["harry-potter"]
+    _edit_manifest(folder, lambda m: m["targets"][0].update(threshold=0.999999))
+    monkeypatch.delenv(GUARD_KEY_ENV)
+    _reseal_like_an_attacker(folder)  # without the key: a plain SHA-256 seal
+    monkeypatch.setenv(GUARD_KEY_ENV, KEY)
+    with pytest.raises(ArtifactError, match="not signed"):
+        Guard.load(folder, encoder=tiny_encoder)
+    monkeypatch.delenv(GUARD_KEY_ENV)
+    assert Guard.load(
+        folder, encoder=tiny_encoder
+    )  # without a key the rewrite is only detectable, as documented
+    signed = toy_guard.save(tmp_path / "signed")
+    seal(signed, ["targets/000"], key=b"another key")
+    monkeypatch.setenv(GUARD_KEY_ENV, KEY)
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        Guard.load(signed, encoder=tiny_encoder)
+    monkeypatch.delenv(GUARD_KEY_ENV)
+    with pytest.raises(ArtifactError, match="is signed"):
+        Guard.load(signed, encoder=tiny_encoder)
+
+
+@pytest.mark.parametrize(
+    "damage", ["not utf-8", "json array", "weights is a directory", "no integrity.json"]
+)
+def test_damaged_folders_give_clear_errors(toy_guard, tmp_path, tiny_encoder, damage) -> None:  # noqa: ANN001
+    folder = toy_guard.save(tmp_path / "g")
+    if damage == "not utf-8":
+        (folder / "manifest.json").write_bytes(b'{"kind": "eco-guard\xff"}')
+    elif damage == "json array":
+        (folder / "manifest.json").write_text("[1, 2]")
+    elif damage == "weights is a directory":
+        weights = folder / "targets" / "000" / "weights.safetensors"
+        weights.unlink()
+        weights.mkdir()
+    else:
+        (folder / "integrity.json").unlink()
+    with pytest.raises(ArtifactError) as err:
+        Guard.load(folder, encoder=tiny_encoder)
+    assert str(folder) in str(err.value) and (
+        "Re-fit" in str(err.value) or "save the guard again" in str(err.value)
+    )
+
+
+def test_serve_refuses_an_exposed_port_without_keys_and_unsigned_guards(
+    toy_guard, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from eco_integrations.serving.cli import check_exposure, serve
+
+    check_exposure("127.0.0.1", (), False)
+    check_exposure("::1", (), False)
+    check_exposure("0.0.0.0", ("k" * 20,), False)
+    check_exposure("0.0.0.0", (), True)
+    with pytest.raises(ConfigurationError, match="--allow-unauthenticated"):
+        check_exposure("0.0.0.0", (), False)
+    folder = toy_guard.save(tmp_path / "g")
+    monkeypatch.delenv(GUARD_KEY_ENV, raising=False)
+    with pytest.raises(ConfigurationError, match=GUARD_KEY_ENV):
+        serve(folder, require_signed_guard=True)
+
+
+# -- the guard commands ------------------------------------------------------------------------------
+@pytest.fixture()
+def cli_guard(toy_guard, tiny_encoder, tmp_path, monkeypatch) -> Path:  # noqa: ANN001
+    """A saved toy guard the ``eco guard`` commands load with the tiny encoder."""
+    monkeypatch.setattr("eco_integrations.guard.SentenceEncoder", lambda *a, **k: tiny_encoder)
+    return toy_guard.save(tmp_path / "g")
+
+
+def _records(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_guard_score_prints_one_record_per_line(cli_guard, capsys, monkeypatch) -> None:  # noqa: ANN001
+    stdin = io.TextIOWrapper(
+        io.BytesIO(b"Who is Harry Potter?\n\nHow do I bake bread?\ncaf\xe9 latin-1\n   \n"),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["guard", "score", str(cli_guard), "--json"]) == 1  # some lines could not be scored
+    records = _records(capsys)
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
+    assert "flagged" in records[0] and "flagged" in records[2]
+    assert records[1]["error"].startswith("blank line") and records[4]["error"].startswith(
+        "blank line"
+    )
+    assert "not valid UTF-8" in records[3]["error"]
+    # Flags before the texts, as `eco guard score DIR --json TEXT` is typed.
+    assert (
+        main(
+            [
+                "guard",
+                "score",
+                str(cli_guard),
+                "--json",
+                "Who is Harry Potter?",
+                "How do I bake bread?",
+            ]
+        )
+        == 0
+    )
+    assert [r["line"] for r in _records(capsys)] == [1, 2]
+    with pytest.raises(SystemExit):  # an unknown flag is still refused, not scored as text
+        main(["guard", "score", str(cli_guard), "--bogus", "x"])
+
+
+def test_add_and_remove_target_leave_other_targets_byte_identical(
+    cli_guard, tiny_encoder_dir, tmp_path, capsys
+) -> None:  # noqa: ANN001
+    def digests(folder: Path) -> dict[str, str]:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return {
+            t["name"]: hashlib.sha256(
+                (folder / t["folder"] / "weights.safetensors").read_bytes()
+            ).hexdigest()
+            + hashlib.sha256((folder / t["folder"] / "vocabulary.json").read_bytes()).hexdigest()
+            for t in manifest["targets"]
+        }
+
+    before = digests(cli_guard)
+    (tmp_path / "f.txt").write_text(
+        "How do I bake bread?\nBread needs yeast.\nKnead the dough.\nOven temperature for bread?\n"
+        "Sourdough needs a starter.\nHow long does bread rise?\n"
+    )
+    (tmp_path / "r.txt").write_text(
+        "Who is Gandalf?\nWhat is the capital of France?\nExplain photosynthesis.\nTell me about Rome.\n"
+        "Who wrote Hamlet?\nHow far is the moon?\n"
+    )
+    assert (
+        main(
+            [
+                "guard",
+                "add-target",
+                str(cli_guard),
+                "--target",
+                "baking",
+                "--forget",
+                str(tmp_path / "f.txt"),
+                "--retain",
+                str(tmp_path / "r.txt"),
+                "--encoder",
+                str(tiny_encoder_dir),
+                "--target-fpr",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    added = digests(cli_guard)
+    assert (
+        set(added) == {"harry-potter", "baking"} and added["harry-potter"] == before["harry-potter"]
+    )
+
+    def remove(name: str) -> int:
+        return main(
+            [
+                "guard",
+                "remove-target",
+                str(cli_guard),
+                "--target",
+                name,
+                "--encoder",
+                str(tiny_encoder_dir),
+            ]
+        )
+
+    assert remove("harry-potter") == 0
+    removed = digests(cli_guard)
+    assert removed == {"baking": added["baking"]}
+    assert sorted(p.name for p in (cli_guard / "targets").iterdir()) == ["000"]
+    capsys.readouterr()
+    assert remove("nope") == 2
+    assert "No target 'nope'" in capsys.readouterr().err
