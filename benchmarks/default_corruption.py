@@ -21,12 +21,15 @@ import re
 import torch
 
 from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig
-from eco_integrations.backends import PreparedRow
-from eco_integrations.prompting import render
 from eco_integrations._table import wrapped_table
+from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
+from eco_integrations.prompting import render
 
-TERMS = re.compile(r"harry|potter|hogwarts|rowling|hermione|voldemort|gryffindor|wizard|dumbledore|quidditch|weasley", re.I)
+TERMS = re.compile(
+    r"harry|potter|hogwarts|rowling|hermione|voldemort|gryffindor|wizard|dumbledore|quidditch|weasley",
+    re.I,
+)
 CANDIDATES = [
     CorruptionConfig(name="rand_noise_first_n", dims=1, strength=10.0),
     CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0),
@@ -40,7 +43,7 @@ CANDIDATES = [
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z]{4,}", text.lower())}
+    return set(re.findall(r"[a-z]{4,}", text.lower()))
 
 
 def _nll(eco: ECO, answer: str) -> float:
@@ -56,29 +59,52 @@ def _nll(eco: ECO, answer: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     base = ECO.from_pretrained(guard=fit_demo_guard())
     prompts = [p for p in read_lines("demo_prompts.txt") if base.decide(p).flagged]
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
-    plain = [base.backend.generate([PreparedRow(render(base.backend.tokenizer, p).input_ids)], config)[0].text for p in prompts]
+    plain = [
+        base.backend.generate([PreparedRow(render(base.backend.tokenizer, p).input_ids)], config)[
+            0
+        ].text
+        for p in prompts
+    ]
     rows = []
     for candidate in CANDIDATES:
         eco = ECO(base.backend, base.guard, policy=ECOPolicy(corruption=candidate))
         answers = [r.text for r in eco.generate(prompts, config=config)]
         leak = sum(bool(TERMS.search(a)) for a in answers) / len(answers)
-        overlap = sum(len(_words(a) & _words(p)) / max(len(_words(p)), 1) for a, p in zip(answers, plain)) / len(answers)
+        overlap = sum(
+            len(_words(a) & _words(p)) / max(len(_words(p)), 1)
+            for a, p in zip(answers, plain, strict=True)
+        ) / len(answers)
         nll = sum(_nll(base, a) for a in answers) / len(answers)
-        rows.append({"corruption": candidate.model_dump(), "leak": round(leak, 3), "overlap": round(overlap, 3), "nll": round(nll, 3), "example": answers[0]})
+        rows.append(
+            {
+                "corruption": candidate.model_dump(),
+                "leak": round(leak, 3),
+                "overlap": round(overlap, 3),
+                "nll": round(nll, 3),
+                "example": answers[0],
+            }
+        )
     qualified = [r for r in rows if r["leak"] == 0 and r["corruption"]["strength"] is not None]
     chosen = min(qualified or rows, key=lambda r: r["nll"])
-    print(wrapped_table(
-        ["corruption", "leak", "overlap", "nll", f"answer to {prompts[0]!r}"],
-        [[json.dumps(r["corruption"]), r["leak"], r["overlap"], r["nll"], r["example"]] for r in rows],
-        [34, 5, 7, 6, 50],
-    ))
+    print(
+        wrapped_table(
+            ["corruption", "leak", "overlap", "nll", f"answer to {prompts[0]!r}"],
+            [
+                [json.dumps(r["corruption"]), r["leak"], r["overlap"], r["nll"], r["example"]]
+                for r in rows
+            ],
+            [34, 5, 7, 6, 50],
+        )
+    )
     print(json.dumps({"chosen": chosen["corruption"], "prompts": len(prompts), "candidates": rows}))
 
 

@@ -23,7 +23,9 @@ def main() -> None:
     for name in names:
         nb = nbformat.read(COOKBOOK / name, as_version=4)
         started = time.perf_counter()
-        NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(COOKBOOK)}}).execute()
+        NotebookClient(
+            nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(COOKBOOK)}}
+        ).execute()
         timings[name] = round(time.perf_counter() - started, 1)
         print(f"{name:28} {timings[name]:7.1f} s", file=sys.stderr)
     print(json.dumps(timings))

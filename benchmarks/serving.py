@@ -40,12 +40,14 @@ from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv  # 
 
 from eco_integrations import ECO, GenerationConfig  # noqa: E402
 from eco_integrations.backends import PreparedRow  # noqa: E402
-from eco_integrations.prompting import render  # noqa: E402
 from eco_integrations.backends.vllm import VLLMBackend  # noqa: E402
 from eco_integrations.corruption import apply_corruption  # noqa: E402
 from eco_integrations.demo import fit_demo_guard, read_lines  # noqa: E402
 from eco_integrations.models import default_model_folder  # noqa: E402
-from eco_integrations.prompting import select_positions  # noqa: E402
+from eco_integrations.prompting import (  # noqa: E402
+    render,
+    select_positions,
+)
 
 MODEL_ID = "SmolLM2-135M-Instruct"
 
@@ -63,14 +65,21 @@ def corrupted_rows(eco: ECO, prompts: list[str], seed: int = 0) -> list[Prepared
         rendered = render(eco.backend.tokenizer, prompt)
         mask = select_positions(rendered, policy.selection, terms)
         c = policy.corruption
-        embeds = apply_corruption(c.name, eco.backend.embed(rendered.input_ids), mask, dims=c.dims, strength=c.strength,
-                                  generator=torch.Generator().manual_seed(seed + i))
+        embeds = apply_corruption(
+            c.name,
+            eco.backend.embed(rendered.input_ids),
+            mask,
+            dims=c.dims,
+            strength=c.strength,
+            generator=torch.Generator().manual_seed(seed + i),
+        )
         rows.append(PreparedRow(rendered.input_ids, embeds, seed + i))
     return rows
 
 
 def throughput(client: httpx.Client, bodies: list[dict[str, Any]], concurrency: int) -> float:
     """Requests per second for ``bodies`` sent ``concurrency`` at a time to vLLM's completions."""
+
     def send(body: dict[str, Any]) -> None:
         response = client.post("/v1/completions", json=body)
         response.raise_for_status()
@@ -91,7 +100,9 @@ def timed_post(client: httpx.Client, url: str, body: dict[str, Any]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print only the JSON summary line on stdout")
+    parser.add_argument(
+        "--json", action="store_true", help="print only the JSON summary line on stdout"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating text/embeds rounds")
@@ -106,13 +117,44 @@ def main() -> int:
     guard = fit_demo_guard()
     guard.save(work / "guard")
     vllm_port, gateway_port = free_port(), free_port()
-    vllm = ServerProcess([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-                          "--served-model-name", MODEL_ID, "--enable-prompt-embeds", "--dtype", "float32",
-                          "--gpu-memory-utilization", "0.3", "--enforce-eager", "--host", LOOPBACK, "--port", str(vllm_port)],
-                         port=vllm_port, log=work / "vllm.log", ready_path="/health")
-    gateway = ServerProcess(gateway_argv(work / "guard", gateway_port, "--vllm-url", f"http://{LOOPBACK}:{vllm_port}",
-                                         "--model", str(folder), "--model-id", MODEL_ID),
-                            port=gateway_port, log=work / "gateway.log")
+    vllm = ServerProcess(
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(folder),
+            "--served-model-name",
+            MODEL_ID,
+            "--enable-prompt-embeds",
+            "--dtype",
+            "float32",
+            "--gpu-memory-utilization",
+            "0.3",
+            "--enforce-eager",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(vllm_port),
+        ],
+        port=vllm_port,
+        log=work / "vllm.log",
+        ready_path="/health",
+    )
+    gateway = ServerProcess(
+        gateway_argv(
+            work / "guard",
+            gateway_port,
+            "--vllm-url",
+            f"http://{LOOPBACK}:{vllm_port}",
+            "--model",
+            str(folder),
+            "--model-id",
+            MODEL_ID,
+        ),
+        port=gateway_port,
+        log=work / "gateway.log",
+    )
     try:
         log("starting vLLM (CPU, float32) ...")
         vllm.start(timeout=900)
@@ -120,7 +162,9 @@ def main() -> int:
         gateway.start(timeout=300)
         backend = VLLMBackend.from_server(vllm.url, model=str(folder))
         eco = ECO(backend, guard)
-        limits = httpx.Limits(max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2)
+        limits = httpx.Limits(
+            max_connections=args.concurrency * 2, max_keepalive_connections=args.concurrency * 2
+        )
         client = httpx.Client(base_url=vllm.url, timeout=600, limits=limits)
 
         # 1. prompt embeddings vs token ids, same flagged prompts, equal generated length.
@@ -128,7 +172,9 @@ def main() -> int:
         rows = corrupted_rows(eco, forget)
         config = GenerationConfig(max_new_tokens=args.max_tokens, temperature=0.0)
         transport = backend.transport
-        as_text = [{**transport.body(PreparedRow(r.input_ids), config), "ignore_eos": True} for r in rows]
+        as_text = [
+            {**transport.body(PreparedRow(r.input_ids), config), "ignore_eos": True} for r in rows
+        ]
         as_embeds = [{**transport.body(r, config), "ignore_eos": True} for r in rows]
         throughput(client, as_text[:4], 4)  # warm-up
         ratios, text_rps, embeds_rps = [], [], []
@@ -149,8 +195,12 @@ def main() -> int:
         gw = httpx.Client(base_url=gateway.url, timeout=600)
         direct_ms, gateway_ms, deltas = [], [], []
         for i in range(args.pairs + 2):
-            body = {"model": MODEL_ID, "messages": [{"role": "user", "content": benign[i % len(benign)]}],
-                    "max_tokens": 8, "temperature": 0}
+            body = {
+                "model": MODEL_ID,
+                "messages": [{"role": "user", "content": benign[i % len(benign)]}],
+                "max_tokens": 8,
+                "temperature": 0,
+            }
             if i % 2:
                 g = timed_post(gw, "/v1/chat/completions", body)
                 d = timed_post(client, "/v1/chat/completions", body)
@@ -162,16 +212,25 @@ def main() -> int:
                 gateway_ms.append(g)
                 deltas.append(g - d)
         overhead = statistics.median(deltas)
-        log(f"latency p50: direct {statistics.median(direct_ms):.1f} ms, via gateway {statistics.median(gateway_ms):.1f} ms, "
-            f"paired overhead p50 {overhead:.1f} ms")
+        log(
+            f"latency p50: direct {statistics.median(direct_ms):.1f} ms, via gateway {statistics.median(gateway_ms):.1f} ms, "
+            f"paired overhead p50 {overhead:.1f} ms"
+        )
 
         # 3. gateway throughput under concurrent clients.
         prompts = [(forget if i % 4 == 0 else benign)[i % 32] for i in range(args.gateway_requests)]
         gw_pool = httpx.Client(base_url=gateway.url, timeout=600, limits=limits)
 
         def ask(prompt: str) -> None:
-            response = gw_pool.post("/v1/chat/completions", json={
-                "model": MODEL_ID, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8, "temperature": 0})
+            response = gw_pool.post(
+                "/v1/chat/completions",
+                json={
+                    "model": MODEL_ID,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 8,
+                    "temperature": 0,
+                },
+            )
             response.raise_for_status()
 
         start = time.perf_counter()

@@ -25,9 +25,15 @@ class _Strict(BaseModel):
 class CorruptionConfig(_Strict):
     """Which corruption to apply to the selected prompt tokens, and how hard."""
 
-    name: str = Field(default="rand_noise_first_n", description="A name from `available_corruptions()`.")
-    dims: int | None = Field(default=None, description="Dimensions touched (n or k); unset for functions without it.")
-    strength: float | None = Field(default=None, description="Noise standard deviation; unset for zero/flip functions.")
+    name: str = Field(
+        default="rand_noise_first_n", description="A name from `available_corruptions()`."
+    )
+    dims: int | None = Field(
+        default=None, description="Dimensions touched (n or k); unset for functions without it."
+    )
+    strength: float | None = Field(
+        default=None, description="Noise standard deviation; unset for zero/flip functions."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CorruptionConfig:
@@ -42,8 +48,12 @@ class SelectionConfig(_Strict):
     """Which prompt positions get corrupted when a prompt is flagged."""
 
     name: SelectorName = Field(default="content", description="content | all | entities | first_n")
-    n: int | None = Field(default=None, description="For first_n: how many content tokens from the start.")
-    terms: tuple[str, ...] = Field((), description="For entities: extra terms to corrupt (mined terms are added).")
+    n: int | None = Field(
+        default=None, description="For first_n: how many content tokens from the start."
+    )
+    terms: tuple[str, ...] = Field(
+        (), description="For entities: extra terms to corrupt (mined terms are added)."
+    )
 
     @field_validator("name", mode="before")
     @classmethod
@@ -101,9 +111,13 @@ class ECOPolicy(_Strict):
     schema_version: int = POLICY_SCHEMA_VERSION
     corruption: CorruptionConfig = Field(default_factory=lambda: default_corruption())
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    classify_window: int = Field(default=1, ge=1, description="How many latest user turns are classified together.")
+    classify_window: int = Field(
+        default=1, ge=1, description="How many latest user turns are classified together."
+    )
     threshold: float | None = Field(
-        default=None, gt=0.0, lt=1.0,
+        default=None,
+        gt=0.0,
+        lt=1.0,
         description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
     )
     notes: str = ""
@@ -151,15 +165,21 @@ class Decision(_Strict):
     """The guard's verdict on one request. Never holds the prompt text, only its hash."""
 
     flagged: bool
-    score: float | None = Field(description="Highest forget probability over the targets (None in off mode).")
+    score: float | None = Field(
+        description="Highest forget probability over the targets (None in off mode)."
+    )
     threshold: float | None
     target: str | None = Field(description="The target with the largest margin over its threshold.")
-    corrupted: bool = Field(description="Whether corruption was applied (flagged and mode == enforce).")
+    corrupted: bool = Field(
+        description="Whether corruption was applied (flagged and mode == enforce)."
+    )
     mode: Mode
     guard_id: str | None
     guard_version: int | None
     policy_version: str
-    text_sha256: str = Field(description="SHA-256 of the classified text, for audits without the text.")
+    text_sha256: str = Field(
+        description="SHA-256 of the classified text, for audits without the text."
+    )
     latency_ms: float = 0.0
 
     def event_payload(self) -> dict[str, object]:

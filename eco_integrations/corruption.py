@@ -17,7 +17,9 @@ import torch
 
 from .exceptions import ConfigurationError
 
-CorruptionFn = Callable[[torch.Tensor, torch.Tensor, "int | None", "float | None", torch.Generator], torch.Tensor]
+CorruptionFn = Callable[
+    [torch.Tensor, torch.Tensor, "int | None", "float | None", torch.Generator], torch.Tensor
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def get_corruption(name: str) -> CorruptionSpec:
         raise ConfigurationError(msg) from None
 
 
-def validate_corruption(name: str, dims: int | None, strength: float | None, hidden_size: int | None = None) -> None:
+def validate_corruption(
+    name: str, dims: int | None, strength: float | None, hidden_size: int | None = None
+) -> None:
     """Check a corruption setting; ``hidden_size`` bounds ``dims`` once the model is known."""
     spec = get_corruption(name)
     if spec.uses_dims:
@@ -72,7 +76,9 @@ def validate_corruption(name: str, dims: int | None, strength: float | None, hid
             msg = f"dims must be a positive integer, got {dims!r}."
             raise ConfigurationError(msg)
         if hidden_size is not None and dims > hidden_size:
-            msg = f"dims={dims} exceeds the model's hidden size {hidden_size}; use 1..{hidden_size}."
+            msg = (
+                f"dims={dims} exceeds the model's hidden size {hidden_size}; use 1..{hidden_size}."
+            )
             raise ConfigurationError(msg)
     elif dims is not None:
         msg = f"Corruption {name!r} does not use dims; leave dims unset (got {dims!r})."
@@ -81,7 +87,12 @@ def validate_corruption(name: str, dims: int | None, strength: float | None, hid
         if strength is None:
             msg = f"Corruption {name!r} needs a strength (the noise standard deviation)."
             raise ConfigurationError(msg)
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) or strength < 0:
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, (int, float))
+            or not math.isfinite(strength)
+            or strength < 0
+        ):
             msg = f"strength must be a finite number >= 0, got {strength!r}."
             raise ConfigurationError(msg)
     elif strength is not None:
@@ -111,9 +122,15 @@ def apply_corruption(
     return _REGISTRY[name].fn(embeds, mask.to(torch.bool), dims, strength, generator)
 
 
-def _noise(shape: tuple[int, ...], strength: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def _noise(
+    shape: tuple[int, ...], strength: float, generator: torch.Generator, like: torch.Tensor
+) -> torch.Tensor:
     # Drawn in float32 on the CPU generator, then cast: bf16 sampling is too coarse for small sigma.
-    return (torch.randn(shape, generator=generator, dtype=torch.float32) * strength).to(like.dtype).to(like.device)
+    return (
+        (torch.randn(shape, generator=generator, dtype=torch.float32) * strength)
+        .to(like.dtype)
+        .to(like.device)
+    )
 
 
 def _top_k_index(rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -121,10 +138,18 @@ def _top_k_index(rows: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @register_corruption(
-    "rand_noise_first_n", uses_dims=True, uses_strength=True,
+    "rand_noise_first_n",
+    uses_dims=True,
+    uses_strength=True,
     description="Add N(0, strength^2) noise to the first `dims` dimensions (the paper's main method).",
 )
-def rand_noise_first_n(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, strength: float | None, generator: torch.Generator) -> torch.Tensor:
+def rand_noise_first_n(
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    dims: int | None,
+    strength: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     assert dims is not None and strength is not None
     out = embeds.clone()
     selected = out[mask]
@@ -134,10 +159,18 @@ def rand_noise_first_n(embeds: torch.Tensor, mask: torch.Tensor, dims: int | Non
 
 
 @register_corruption(
-    "rand_noise_top_k", uses_dims=True, uses_strength=True,
+    "rand_noise_top_k",
+    uses_dims=True,
+    uses_strength=True,
     description="Add N(0, strength^2) noise to the `dims` largest-magnitude dimensions of each token.",
 )
-def rand_noise_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, strength: float | None, generator: torch.Generator) -> torch.Tensor:
+def rand_noise_top_k(
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    dims: int | None,
+    strength: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     assert dims is not None and strength is not None
     out = embeds.clone()
     selected = out[mask]
@@ -148,10 +181,18 @@ def rand_noise_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None,
 
 
 @register_corruption(
-    "zero_out_top_k", uses_dims=True, uses_strength=False,
+    "zero_out_top_k",
+    uses_dims=True,
+    uses_strength=False,
     description="Set the `dims` largest-magnitude dimensions of each token to zero.",
 )
-def zero_out_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, strength: float | None, generator: torch.Generator) -> torch.Tensor:
+def zero_out_top_k(
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    dims: int | None,
+    strength: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     assert dims is not None
     out = embeds.clone()
     selected = out[mask]
@@ -161,10 +202,18 @@ def zero_out_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, s
 
 
 @register_corruption(
-    "flip_sign_top_k", uses_dims=True, uses_strength=False,
+    "flip_sign_top_k",
+    uses_dims=True,
+    uses_strength=False,
     description="Negate the `dims` largest-magnitude dimensions of each token.",
 )
-def flip_sign_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, strength: float | None, generator: torch.Generator) -> torch.Tensor:
+def flip_sign_top_k(
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    dims: int | None,
+    strength: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     assert dims is not None
     out = embeds.clone()
     selected = out[mask]
@@ -175,10 +224,18 @@ def flip_sign_top_k(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, 
 
 
 @register_corruption(
-    "rand_noise_full", uses_dims=False, uses_strength=True,
+    "rand_noise_full",
+    uses_dims=False,
+    uses_strength=True,
     description="Add N(0, strength^2) noise to every dimension of each selected token.",
 )
-def rand_noise_full(embeds: torch.Tensor, mask: torch.Tensor, dims: int | None, strength: float | None, generator: torch.Generator) -> torch.Tensor:
+def rand_noise_full(
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    dims: int | None,
+    strength: float | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
     assert strength is not None
     out = embeds.clone()
     selected = out[mask]

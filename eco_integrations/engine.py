@@ -34,7 +34,14 @@ from .exceptions import (
     InvalidInputError,
 )
 from .guard import Guard
-from .prompting import PromptInput, RenderedPrompt, ToolSpecs, classified_text, render, select_positions
+from .prompting import (
+    PromptInput,
+    RenderedPrompt,
+    ToolSpecs,
+    classified_text,
+    render,
+    select_positions,
+)
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
@@ -166,7 +173,9 @@ class ECO:
             raise ConfigurationError(msg)
         self.batch_size = batch_size
         corruption = self.policy.corruption
-        validate_corruption(corruption.name, corruption.dims, corruption.strength, backend.hidden_size)
+        validate_corruption(
+            corruption.name, corruption.dims, corruption.strength, backend.hidden_size
+        )
 
     @classmethod
     def from_pretrained(
@@ -191,8 +200,14 @@ class ECO:
         """An engine over the same backend and guard with another policy and/or mode (cheap)."""
         if policy is None and (mode is None or mode == self.mode):
             return self
-        return ECO(self.backend, self.guard, policy=policy or self.policy, mode=mode or self.mode, batch_size=self.batch_size,
-                   on_guard_error=self.on_guard_error)
+        return ECO(
+            self.backend,
+            self.guard,
+            policy=policy or self.policy,
+            mode=mode or self.mode,
+            batch_size=self.batch_size,
+            on_guard_error=self.on_guard_error,
+        )
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -237,7 +252,14 @@ class ECO:
         start = time.perf_counter()
         try:
             verdicts = self.guard.decide_many(list(texts), threshold=threshold)
-            problem = next((f"a score of {v.score}" for v in verdicts if v.score is None or not math.isfinite(v.score)), None)
+            problem = next(
+                (
+                    f"a score of {v.score}"
+                    for v in verdicts
+                    if v.score is None or not math.isfinite(v.score)
+                ),
+                None,
+            )
         except ECOError:
             raise  # the input's fault (an empty text): the caller gets the clear error
         except Exception as err:
@@ -250,27 +272,44 @@ class ECO:
             return [self._guard_error_decision(t, mode) for t in texts]
         latency = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
-            v.model_copy(update={
-                "corrupted": v.flagged and mode == "enforce", "mode": mode,
-                "policy_version": self.policy_version, "latency_ms": latency,
-            })
+            v.model_copy(
+                update={
+                    "corrupted": v.flagged and mode == "enforce",
+                    "mode": mode,
+                    "policy_version": self.policy_version,
+                    "latency_ms": latency,
+                }
+            )
             for v in verdicts
         ]
 
     def _guard_error_decision(self, text: str, mode: Mode) -> Decision:
         """on_guard_error="corrupt": treat the prompt as flagged (no target, so no target terms)."""
         return Decision(
-            flagged=True, score=None, threshold=None, target=None, corrupted=mode == "enforce", mode=mode,
+            flagged=True,
+            score=None,
+            threshold=None,
+            target=None,
+            corrupted=mode == "enforce",
+            mode=mode,
             guard_id=self.guard.guard_id if self.guard else None,
             guard_version=self.guard.version if self.guard else None,
-            policy_version=self.policy_version, text_sha256=text_sha256(text),
+            policy_version=self.policy_version,
+            text_sha256=text_sha256(text),
         )
 
     def decide(
-        self, prompt: PromptInput, *, raw: bool = False, mode: Mode | None = None, threshold: float | None = None
+        self,
+        prompt: PromptInput,
+        *,
+        raw: bool = False,
+        mode: Mode | None = None,
+        threshold: float | None = None,
     ) -> Decision:
         """Classify what the user wrote in ``prompt`` (no rendering, no generation)."""
-        return self.decide_texts([self.classified_text(prompt, raw=raw)], mode=mode, threshold=threshold)[0]
+        return self.decide_texts(
+            [self.classified_text(prompt, raw=raw)], mode=mode, threshold=threshold
+        )[0]
 
     def forced_decisions(self, texts: Sequence[str]) -> list[Decision]:
         """Decisions that corrupt every text whatever the guard says.
@@ -280,20 +319,32 @@ class ECO:
         """
         return [
             Decision(
-                flagged=True, score=1.0, threshold=0.0, target=None, corrupted=True, mode="enforce",
+                flagged=True,
+                score=1.0,
+                threshold=0.0,
+                target=None,
+                corrupted=True,
+                mode="enforce",
                 guard_id=self.guard.guard_id if self.guard else None,
                 guard_version=self.guard.version if self.guard else None,
-                policy_version=self.policy_version, text_sha256=text_sha256(t),
+                policy_version=self.policy_version,
+                text_sha256=text_sha256(t),
             )
             for t in texts
         ]
 
     def _off_decision(self, text: str) -> Decision:
         return Decision(
-            flagged=False, score=None, threshold=None, target=None, corrupted=False, mode="off",
+            flagged=False,
+            score=None,
+            threshold=None,
+            target=None,
+            corrupted=False,
+            mode="off",
             guard_id=self.guard.guard_id if self.guard else None,
             guard_version=self.guard.version if self.guard else None,
-            policy_version=self.policy_version, text_sha256=text_sha256(text),
+            policy_version=self.policy_version,
+            text_sha256=text_sha256(text),
         )
 
     # -- preparation ---------------------------------------------------------------------------
@@ -313,8 +364,13 @@ class ECO:
         ``seed`` seeds sampling only; the corruption noise is always seeded from the text.
         """
         return self.prepare_many(
-            [prompt], raw=raw, mode=mode, threshold=threshold,
-            decisions=None if decision is None else [decision], seeds=[seed], tools=tools,
+            [prompt],
+            raw=raw,
+            mode=mode,
+            threshold=threshold,
+            decisions=None if decision is None else [decision],
+            seeds=[seed],
+            tools=tools,
         )[0]
 
     def prepare_many(
@@ -338,7 +394,9 @@ class ECO:
         seed_list = _per_prompt(seeds, len(prompts), "seeds")
         rendered = [self._render(i, p, raw, tools) for i, p in enumerate(prompts)]
         if decisions is None:
-            chosen = self.decide_texts([r.classified_text for r in rendered], mode=mode, threshold=threshold)
+            chosen = self.decide_texts(
+                [r.classified_text for r in rendered], mode=mode, threshold=threshold
+            )
         else:
             if mode is not None or threshold is not None:
                 msg = "Pass decisions or mode/threshold, not both: a decision already carries its mode and threshold."
@@ -355,17 +413,24 @@ class ECO:
             for r, d, s in zip(rendered, chosen, seed_list, strict=True)
         ]
 
-    def _render(self, index: int, prompt: PromptInput, raw: bool, tools: ToolSpecs | None) -> RenderedPrompt:
+    def _render(
+        self, index: int, prompt: PromptInput, raw: bool, tools: ToolSpecs | None
+    ) -> RenderedPrompt:
         if not isinstance(prompt, (str, list, tuple)):
             msg = f"Prompt {index} is {type(prompt).__name__}; pass a string or a list of chat messages."
             raise InvalidInputError(msg)
-        return render(self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window, tools=tools)
+        return render(
+            self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window, tools=tools
+        )
 
     def _requests(
         self, items: Sequence[ECORequest | PromptInput], prepare: dict[str, Any]
     ) -> list[ECORequest]:
-        if isinstance(items, Sequence) and not isinstance(items, (str, bytes)) and items and all(
-            isinstance(i, ECORequest) for i in items
+        if (
+            isinstance(items, Sequence)
+            and not isinstance(items, (str, bytes))
+            and items
+            and all(isinstance(i, ECORequest) for i in items)
         ):
             given = {k: v for k, v in prepare.items() if v not in (None, False)}
             if given:
@@ -384,7 +449,12 @@ class ECO:
                 f"The prompt has {request.prompt_tokens} tokens and {max_new_tokens} new tokens were asked for, "
                 f"but the context window is {limit}. Shorten the prompt or lower max_new_tokens."
             )
-            raise ContextLengthError(msg, prompt_tokens=request.prompt_tokens, max_new_tokens=max_new_tokens, context_window=limit)
+            raise ContextLengthError(
+                msg,
+                prompt_tokens=request.prompt_tokens,
+                max_new_tokens=max_new_tokens,
+                context_window=limit,
+            )
 
     def _row(self, request: ECORequest) -> tuple[PreparedRow, int]:
         """The backend's input: exact ids for a clean request, corrupted embeddings otherwise."""
@@ -396,7 +466,14 @@ class ECO:
         mask = select_positions(request.prompt, self.policy.selection, terms)
         c = self.policy.corruption
         generator = torch.Generator().manual_seed(request.corruption_seed)
-        embeds = apply_corruption(c.name, self.backend.embed(ids), mask, dims=c.dims, strength=c.strength, generator=generator)
+        embeds = apply_corruption(
+            c.name,
+            self.backend.embed(ids),
+            mask,
+            dims=c.dims,
+            strength=c.strength,
+            generator=generator,
+        )
         return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
 
     # -- generation ----------------------------------------------------------------------------
@@ -421,9 +498,17 @@ class ECO:
         :class:`GenerationCancelledError`.
         """
         config = config or GenerationConfig()
-        prepared = self._requests(requests, {
-            "raw": raw, "seeds": seeds, "decisions": decisions, "mode": mode, "threshold": threshold, "tools": tools,
-        })
+        prepared = self._requests(
+            requests,
+            {
+                "raw": raw,
+                "seeds": seeds,
+                "decisions": decisions,
+                "mode": mode,
+                "threshold": threshold,
+                "tools": tools,
+            },
+        )
         for r in prepared:
             self._check_length(r, config.max_new_tokens)
         rows = [self._row(r) for r in prepared]
@@ -431,7 +516,11 @@ class ECO:
         extra = {} if cancel is None else {"cancel": cancel}
         for start in range(0, len(rows), self.batch_size):
             _check_cancel(cancel)
-            outputs.extend(self.backend.generate([row for row, _ in rows[start : start + self.batch_size]], config, **extra))
+            outputs.extend(
+                self.backend.generate(
+                    [row for row, _ in rows[start : start + self.batch_size]], config, **extra
+                )
+            )
         _check_cancel(cancel)
         return [
             ECOResult(g.text, r.decision, r.prompt_tokens, g.completion_tokens, g.finish_reason, n)
@@ -459,17 +548,27 @@ class ECO:
         return self._open_stream(ECOStream, request, config, prepare, cancel)
 
     def _open_stream(
-        self, kind: type[_S], request: ECORequest | PromptInput, config: GenerationConfig | None, prepare: dict[str, Any],
+        self,
+        kind: type[_S],
+        request: ECORequest | PromptInput,
+        config: GenerationConfig | None,
+        prepare: dict[str, Any],
         cancel: threading.Event | None = None,
     ) -> _S:
         config = config or GenerationConfig()
         (prepared,) = self._requests([request], prepare)
         self._check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
-        chunks = self.backend.stream(row, config) if cancel is None else self.backend.stream(row, config, cancel=cancel)
+        chunks = (
+            self.backend.stream(row, config)
+            if cancel is None
+            else self.backend.stream(row, config, cancel=cancel)
+        )
         return kind(prepared, chunks, corrupted)
 
-    async def agenerate(self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any) -> list[ECOResult]:
+    async def agenerate(
+        self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any
+    ) -> list[ECOResult]:
         """:meth:`generate` in a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(self.generate, requests, **kwargs)
 
@@ -504,14 +603,23 @@ class ECO:
         threshold: float | None = None,
     ) -> tuple[torch.Tensor, list[Decision]]:
         """Next-token logits after each prompt (for multiple-choice scoring), with the decisions."""
-        prepared = self._requests(requests, {
-            "raw": raw if not _all_requests(requests) else False,
-            "decisions": decisions, "seeds": seeds, "mode": mode, "threshold": threshold,
-        })
+        prepared = self._requests(
+            requests,
+            {
+                "raw": raw if not _all_requests(requests) else False,
+                "decisions": decisions,
+                "seeds": seeds,
+                "mode": mode,
+                "threshold": threshold,
+            },
+        )
         for r in prepared:
             self._check_length(r, 1)
         rows = [self._row(r)[0] for r in prepared]
-        logits = [self.backend.next_token_logits(rows[i : i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+        logits = [
+            self.backend.next_token_logits(rows[i : i + self.batch_size])
+            for i in range(0, len(rows), self.batch_size)
+        ]
         return torch.cat(logits, dim=0), [r.decision for r in prepared]
 
 
@@ -519,16 +627,29 @@ _S = TypeVar("_S", bound=ECOStream)
 
 
 def _stream_prepare(
-    raw: bool, seed: int | None, decision: Decision | None, mode: Mode | None, threshold: float | None, tools: ToolSpecs | None
+    raw: bool,
+    seed: int | None,
+    decision: Decision | None,
+    mode: Mode | None,
+    threshold: float | None,
+    tools: ToolSpecs | None,
 ) -> dict[str, Any]:
     return {
-        "raw": raw, "seeds": None if seed is None else [seed], "decisions": None if decision is None else [decision],
-        "mode": mode, "threshold": threshold, "tools": tools,
+        "raw": raw,
+        "seeds": None if seed is None else [seed],
+        "decisions": None if decision is None else [decision],
+        "mode": mode,
+        "threshold": threshold,
+        "tools": tools,
     }
 
 
 def _all_requests(items: object) -> bool:
-    return isinstance(items, Sequence) and bool(items) and all(isinstance(i, ECORequest) for i in items)
+    return (
+        isinstance(items, Sequence)
+        and bool(items)
+        and all(isinstance(i, ECORequest) for i in items)
+    )
 
 
 def _per_prompt(values: Sequence[_T] | None, count: int, name: str) -> list[_T | None]:
@@ -555,7 +676,12 @@ def _check_seed(seed: object) -> int | None:
 def _check_threshold(threshold: float | None) -> float | None:
     if threshold is None:
         return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or not 0.0 <= threshold < 1.0:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or not 0.0 <= threshold < 1.0
+    ):
         msg = f"A threshold is a probability in [0, 1), got {threshold!r}."
         raise InvalidInputError(msg)
     return float(threshold)

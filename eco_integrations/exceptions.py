@@ -30,7 +30,9 @@ class InvalidInputError(ECOError):
 class ContextLengthError(InvalidInputError):
     """The prompt and the new tokens asked for do not fit in the model's context window."""
 
-    def __init__(self, message: str, *, prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
+    def __init__(
+        self, message: str, *, prompt_tokens: int, max_new_tokens: int, context_window: int
+    ) -> None:
         super().__init__(message)
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens

@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -23,7 +23,7 @@ from .exceptions import InvalidInputError
 TOKENIZE_LOCK = threading.Lock()
 
 ChatMessage = Mapping[str, Any]
-PromptInput = Union[str, Sequence[ChatMessage]]
+PromptInput = str | Sequence[ChatMessage]
 ToolSpecs = Sequence[Mapping[str, Any]]
 ROLES = ("system", "user", "assistant", "tool")
 _FALLBACK_TEMPLATE = (
@@ -71,7 +71,9 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
             raise InvalidInputError(msg)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            msg = f"Message {i} has role {role!r}; the chat template renders only {', '.join(ROLES)}."
+            msg = (
+                f"Message {i} has role {role!r}; the chat template renders only {', '.join(ROLES)}."
+            )
             raise InvalidInputError(msg)
         if content is None and message.get("tool_calls"):
             content = ""
@@ -133,7 +135,13 @@ def render(
         if raw:
             with TOKENIZE_LOCK:
                 enc = tokenizer(prompt, add_special_tokens=True, return_offsets_mapping=True)
-            return RenderedPrompt(prompt, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]], [(0, len(prompt))], prompt)
+            return RenderedPrompt(
+                prompt,
+                list(enc["input_ids"]),
+                [tuple(o) for o in enc["offset_mapping"]],
+                [(0, len(prompt))],
+                prompt,
+            )
         prompt = [{"role": "user", "content": prompt}]
     elif raw:
         msg = "raw=True takes a prompt string, not a list of messages."
@@ -156,7 +164,9 @@ def render(
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     classified = "\n".join(messages[i]["content"] for i in chosen)
     offsets = [(int(start), int(end)) for start, end in enc["offset_mapping"]]
-    return RenderedPrompt(text, list(enc["input_ids"]), offsets, content_spans, classified, messages)
+    return RenderedPrompt(
+        text, list(enc["input_ids"]), offsets, content_spans, classified, messages
+    )
 
 
 def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
@@ -185,7 +195,9 @@ def _overlapping(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -
     return mask
 
 
-def select_positions(rendered: RenderedPrompt, selection: SelectionConfig, terms: Sequence[str] = ()) -> torch.Tensor:
+def select_positions(
+    rendered: RenderedPrompt, selection: SelectionConfig, terms: Sequence[str] = ()
+) -> torch.Tensor:
     """Boolean mask over the prompt's tokens: which positions the corruption touches.
 
     The last prompt token is never selected: its next-token distribution is what the model
@@ -212,10 +224,14 @@ def select_positions(rendered: RenderedPrompt, selection: SelectionConfig, terms
     return mask
 
 
-def _term_spans(text: str, within: list[tuple[int, int]], terms: Sequence[str]) -> list[tuple[int, int]]:
+def _term_spans(
+    text: str, within: list[tuple[int, int]], terms: Sequence[str]
+) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for term in {t for t in terms if t and t.strip()}:
         pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?!\w)", re.IGNORECASE)
         for start, end in within:
-            spans.extend((start + m.start(), start + m.end()) for m in pattern.finditer(text[start:end]))
+            spans.extend(
+                (start + m.start(), start + m.end()) for m in pattern.finditer(text[start:end])
+            )
     return spans

@@ -17,7 +17,12 @@ from pathlib import Path
 PACKAGE = "eco_integrations"
 FRAMEWORKS = ("langchain", "langchain_core", "llama_index", "starlette", "uvicorn", "vllm")
 # Modules allowed to import a framework: the skins and the gateway.
-SKINS = (f"{PACKAGE}.langchain", f"{PACKAGE}.llama_index", f"{PACKAGE}.serving", f"{PACKAGE}.backends.vllm")
+SKINS = (
+    f"{PACKAGE}.langchain",
+    f"{PACKAGE}.llama_index",
+    f"{PACKAGE}.serving",
+    f"{PACKAGE}.backends.vllm",
+)
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -104,13 +109,30 @@ def violations(root: Path) -> list[str]:
     for module, targets in sorted(edges.items()):
         in_research = module == research or module.startswith(research + ".")
         for target in sorted(targets):
-            if not in_research and module != cli and (target == research or target.startswith(research + ".")):
-                problems.append(f"{module} imports {target}: the library must not import the research side")
+            if (
+                not in_research
+                and module != cli
+                and (target == research or target.startswith(research + "."))
+            ):
+                problems.append(
+                    f"{module} imports {target}: the library must not import the research side"
+                )
             if target == cli and module != f"{PACKAGE}.__main__":
-                problems.append(f"{module} imports {target}: the command line is a leaf, nothing imports it")
-            if target.split(".")[0] in FRAMEWORKS and not module.startswith(SKINS) and module != cli:
-                problems.append(f"{module} imports {target}: only the skins and the gateway import a framework")
-    problems.extend(f"import cycle: {' -> '.join(c)}" for c in cycles({k: {t for t in v if t.startswith(PACKAGE)} for k, v in edges.items()}))
+                problems.append(
+                    f"{module} imports {target}: the command line is a leaf, nothing imports it"
+                )
+            if (
+                target.split(".")[0] in FRAMEWORKS
+                and not module.startswith(SKINS)
+                and module != cli
+            ):
+                problems.append(
+                    f"{module} imports {target}: only the skins and the gateway import a framework"
+                )
+    problems.extend(
+        f"import cycle: {' -> '.join(c)}"
+        for c in cycles({k: {t for t in v if t.startswith(PACKAGE)} for k, v in edges.items()})
+    )
     return problems
 
 

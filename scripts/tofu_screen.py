@@ -53,25 +53,56 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="forget05", choices=["forget01", "forget05", "forget10"])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="eco-tofu-screen", help="folder for the guard and the scorers' caches (an `eco eval tofu --out` folder is fine)")
-    parser.add_argument("--setting", action="append", default=None, help=f"corruption to try (repeat); default: {', '.join(DEFAULT_SETTINGS)}")
+    parser.add_argument(
+        "--out",
+        default="eco-tofu-screen",
+        help="folder for the guard and the scorers' caches (an `eco eval tofu --out` folder is fine)",
+    )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help=f"corruption to try (repeat); default: {', '.join(DEFAULT_SETTINGS)}",
+    )
     parser.add_argument("--selector", default="content", choices=["content", "all", "entities"])
     args = parser.parse_args(argv)
 
     from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
-    from eco_integrations.research.tofu.pipeline import TofuOptions, _model_scorer, _prepare, calibration_ratios, fit_guard, match_scores
+    from eco_integrations.research.tofu.pipeline import (
+        TofuOptions,
+        _model_scorer,
+        _prepare,
+        calibration_ratios,
+        fit_guard,
+        match_scores,
+    )
     from eco_integrations.research.tofu.scoring import ECOScorer
     from eco_integrations.research.tofu.training import train_models
 
     settings = [parse_setting(s) for s in (args.setting or DEFAULT_SETTINGS)]
-    policies = [ECOPolicy(corruption=CorruptionConfig(**s), selection=SelectionConfig(name=args.selector)) for s in settings]  # fail before any work
+    policies = [
+        ECOPolicy(corruption=CorruptionConfig(**s), selection=SelectionConfig(name=args.selector))
+        for s in settings
+    ]  # fail before any work
     out = Path(args.out)
     options = TofuOptions(split=args.split, data_dir=args.data_dir)
     setting, _, _, cal_rows, _ = _prepare(options)
-    runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, show_progress=True)
-    original = _model_scorer(runs["original"].model_folder, "original", options.finetune.system_prompt, options, out)
-    retained = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
-    guard = fit_guard(setting, options, out / "guard")  # not consulted (every question is corrupted), but the scorer needs one
+    runs = train_models(
+        setting,
+        model=options.model,
+        config=options.finetune,
+        out=options.finetune_out,
+        show_progress=True,
+    )
+    original = _model_scorer(
+        runs["original"].model_folder, "original", options.finetune.system_prompt, options, out
+    )
+    retained = _model_scorer(
+        runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out
+    )
+    guard = fit_guard(
+        setting, options, out / "guard"
+    )  # not consulted (every question is corrupted), but the scorer needs one
 
     def ratios(scorer: Any) -> list[float]:
         return calibration_ratios(scorer, cal_rows, options)
@@ -81,25 +112,57 @@ def main(argv: list[str] | None = None) -> int:
     def row(label: str, values: list[float], seconds: float) -> dict[str, Any]:
         q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
         scores = match_scores(values, reference)
-        return {"setting": label, "forget_quality": scores["folded"], "forget_quality_unfolded": scores["unfolded"],
-                "log_ratio_distance": scores["distance"], "ratio_p10": float(q10), "ratio_p50": float(q50), "ratio_p90": float(q90),
-                "seconds": round(seconds, 1)}
+        return {
+            "setting": label,
+            "forget_quality": scores["folded"],
+            "forget_quality_unfolded": scores["unfolded"],
+            "log_ratio_distance": scores["distance"],
+            "ratio_p10": float(q10),
+            "ratio_p50": float(q50),
+            "ratio_p90": float(q90),
+            "seconds": round(seconds, 1),
+        }
 
     rows = [row("retained (reference)", reference, 0.0)]
     started = time.perf_counter()
     rows.append(row("original (no corruption)", ratios(original), time.perf_counter() - started))
-    for text, policy in zip(args.setting or DEFAULT_SETTINGS, policies):
+    for text, policy in zip(args.setting or DEFAULT_SETTINGS, policies, strict=True):
         started = time.perf_counter()
-        rows.append(row(text, ratios(ECOScorer(original, guard, policy, force=True)), time.perf_counter() - started))
-        print(f"{text}: folded forget quality {rows[-1]['forget_quality']:.3g} ({rows[-1]['seconds']} s)", file=sys.stderr, flush=True)
+        rows.append(
+            row(
+                text,
+                ratios(ECOScorer(original, guard, policy, force=True)),
+                time.perf_counter() - started,
+            )
+        )
+        print(
+            f"{text}: folded forget quality {rows[-1]['forget_quality']:.3g} ({rows[-1]['seconds']} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    print(f"{args.split}, calibration half ({len(cal_rows)} questions), selector {args.selector}, every question corrupted\n")
-    print("| setting | forget quality (folded) | forget quality (unfolded) | log-ratio distance | truth ratio p10 / p50 / p90 | seconds |")
+    print(
+        f"{args.split}, calibration half ({len(cal_rows)} questions), selector {args.selector}, every question corrupted\n"
+    )
+    print(
+        "| setting | forget quality (folded) | forget quality (unfolded) | log-ratio distance | truth ratio p10 / p50 / p90 | seconds |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setting']} | {r['forget_quality']:.3g} | {r['forget_quality_unfolded']:.3g} | {r['log_ratio_distance']:.3f} | "
-              f"{r['ratio_p10']:.2f} / {r['ratio_p50']:.2f} / {r['ratio_p90']:.2f} | {r['seconds']} |")
-    print(json.dumps({"split": args.split, "n_calibration": len(cal_rows), "selector": args.selector, "settings": rows}))
+        print(
+            f"| {r['setting']} | {r['forget_quality']:.3g} | {r['forget_quality_unfolded']:.3g} | {r['log_ratio_distance']:.3f} | "
+            f"{r['ratio_p10']:.2f} / {r['ratio_p50']:.2f} / {r['ratio_p90']:.2f} | {r['seconds']} |"
+        )
+    print(
+        json.dumps(
+            {
+                "split": args.split,
+                "n_calibration": len(cal_rows),
+                "selector": args.selector,
+                "settings": rows,
+            }
+        )
+    )
     return 0
 
 

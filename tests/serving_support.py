@@ -28,7 +28,15 @@ def free_port() -> int:
 class ServerProcess:
     """A server subprocess whose stdout and stderr go to ``log``; ``stop()`` always reaps it."""
 
-    def __init__(self, argv: Sequence[str], *, port: int, log: Path, ready_path: str = "/ready", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        port: int,
+        log: Path,
+        ready_path: str = "/ready",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.port = port
         self.log = log
@@ -43,7 +51,9 @@ class ServerProcess:
     def start(self, *, timeout: float) -> ServerProcess:
         handle = self.log.open("wb")
         # A new session: stop() signals the server and any workers it forked, nothing else.
-        self.proc = subprocess.Popen(self.argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         handle.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,4 +116,16 @@ class _suppress_lookup:  # noqa: N801 - used like contextlib.suppress
 
 def gateway_argv(guard: Path, port: int, *extra: str) -> list[str]:
     """``eco serve`` as a module run by this interpreter (the venv under test)."""
-    return [sys.executable, "-m", "eco_integrations", "serve", "--guard", str(guard), "--host", LOOPBACK, "--port", str(port), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "eco_integrations",
+        "serve",
+        "--guard",
+        str(guard),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        *extra,
+    ]

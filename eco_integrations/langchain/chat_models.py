@@ -94,7 +94,7 @@ class _Batch:
             if self._results is None and self._error is None:
                 try:
                     self._results = self.engine.generate(self.requests, config=self.config)
-                except Exception as err:  # noqa: BLE001 - stored: every row's run reports the one failure
+                except Exception as err:
                     self._error = err
         if self._error is not None:
             raise self._error

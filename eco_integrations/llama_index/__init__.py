@@ -21,19 +21,22 @@ import importlib.util
 
 from eco_integrations.exceptions import MissingDependencyError
 
-if importlib.util.find_spec("llama_index") is None or importlib.util.find_spec("llama_index.core") is None:
+if (
+    importlib.util.find_spec("llama_index") is None
+    or importlib.util.find_spec("llama_index.core") is None
+):
     _msg = (
         "eco_integrations.llama_index needs llama-index-core, which is not installed. "
         "Install it with: pip install 'eco-integrations[llamaindex]'"
     )
     raise MissingDependencyError(_msg)
 
-from eco_integrations.llama_index._context import active_decision, decision_scope  # noqa: E402
-from eco_integrations.llama_index.embeddings import ECOEmbedding  # noqa: E402
-from eco_integrations.llama_index.events import ECODecisionEvent, ECONodeFilterEvent  # noqa: E402
-from eco_integrations.llama_index.llms import ECOHuggingFaceLLM  # noqa: E402
-from eco_integrations.llama_index.postprocessors import ECONodeFilter  # noqa: E402
-from eco_integrations.llama_index.query_engine import ECOQueryEngine  # noqa: E402
+from eco_integrations.llama_index._context import active_decision, decision_scope
+from eco_integrations.llama_index.embeddings import ECOEmbedding
+from eco_integrations.llama_index.events import ECODecisionEvent, ECONodeFilterEvent
+from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
+from eco_integrations.llama_index.postprocessors import ECONodeFilter
+from eco_integrations.llama_index.query_engine import ECOQueryEngine
 
 __all__ = [
     "ECODecisionEvent",

@@ -34,7 +34,9 @@ class ECODecisionEvent(BaseEvent):
     >>> get_dispatcher().add_event_handler(Printer())                 # doctest: +SKIP
     """
 
-    scope: DecisionScope = Field(description="query: decided once for the query; llm: decided by the LLM on its own input; node: escalated by ECONodeFilter(action='mark').")
+    scope: DecisionScope = Field(
+        description="query: decided once for the query; llm: decided by the LLM on its own input; node: escalated by ECONodeFilter(action='mark')."
+    )
     flagged: bool
     score: float | None
     threshold: float | None
@@ -44,7 +46,9 @@ class ECODecisionEvent(BaseEvent):
     guard_id: str | None
     guard_version: int | None
     policy_version: str
-    text_sha256: str = Field(description="SHA-256 of the classified text; the text itself is never emitted.")
+    text_sha256: str = Field(
+        description="SHA-256 of the classified text; the text itself is never emitted."
+    )
     latency_ms: float = 0.0
 
     @classmethod
@@ -58,8 +62,17 @@ class ECODecisionEvent(BaseEvent):
 
 
 _DECISION_FIELDS = (
-    "flagged", "score", "threshold", "target", "corrupted", "mode", "guard_id", "guard_version",
-    "policy_version", "text_sha256", "latency_ms",
+    "flagged",
+    "score",
+    "threshold",
+    "target",
+    "corrupted",
+    "mode",
+    "guard_id",
+    "guard_version",
+    "policy_version",
+    "text_sha256",
+    "latency_ms",
 )
 
 

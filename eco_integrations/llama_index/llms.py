@@ -34,13 +34,17 @@ from eco_integrations.llama_index._context import active_decision, decision_scop
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.prompting import PromptInput
 
-
 DEFAULT_MAX_NEW_TOKENS = 256
 # LlamaIndex roles -> the four roles chat templates render.
 _ROLES = {
-    MessageRole.SYSTEM: "system", MessageRole.DEVELOPER: "system", MessageRole.USER: "user",
-    MessageRole.ASSISTANT: "assistant", MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant",
-    MessageRole.TOOL: "tool", MessageRole.FUNCTION: "tool",
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "system",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.CHATBOT: "assistant",
+    MessageRole.MODEL: "assistant",
+    MessageRole.TOOL: "tool",
+    MessageRole.FUNCTION: "tool",
 }
 _CONFIG_KEYS = frozenset(GenerationConfig.model_fields)
 
@@ -67,17 +71,47 @@ class ECOHuggingFaceLLM(CustomLLM):
     (no text) is in ``response.additional_kwargs["eco_decision"]``.
     """
 
-    model_name: str = Field(default="", description="Model name reported in metadata; defaults to the backend's.")
-    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, gt=0, description="Tokens to generate (LLMMetadata.num_output).")
+    model_name: str = Field(
+        default="", description="Model name reported in metadata; defaults to the backend's."
+    )
+    max_new_tokens: int = Field(
+        default=DEFAULT_MAX_NEW_TOKENS,
+        gt=0,
+        description="Tokens to generate (LLMMetadata.num_output).",
+    )
     temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (with temperature > 0).")
-    stop: list[str] = Field(default_factory=list, description="Stop sequences, cut from the answer.")
-    context_window: int | None = Field(default=None, gt=0, description="Override the model's context window (e.g. to leave room); None reads the model config.")
-    is_chat_model: bool = Field(default=True, description="Let synthesizers call chat() with messages (the model's chat template renders them).")
-    raw_completion: bool = Field(default=False, description="complete() feeds the prompt verbatim instead of as a user turn.")
-    mode: Mode | None = Field(default=None, description="enforce / shadow / off for this LLM; None uses the engine's mode.")
-    threshold: float | None = Field(default=None, ge=0.0, lt=1.0, description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.")
-    seed: int | None = Field(default=None, description="Sampling seed (with temperature > 0); None samples afresh. The corruption noise is always seeded from the text.")
+    top_p: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (with temperature > 0)."
+    )
+    stop: list[str] = Field(
+        default_factory=list, description="Stop sequences, cut from the answer."
+    )
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="Override the model's context window (e.g. to leave room); None reads the model config.",
+    )
+    is_chat_model: bool = Field(
+        default=True,
+        description="Let synthesizers call chat() with messages (the model's chat template renders them).",
+    )
+    raw_completion: bool = Field(
+        default=False, description="complete() feeds the prompt verbatim instead of as a user turn."
+    )
+    mode: Mode | None = Field(
+        default=None,
+        description="enforce / shadow / off for this LLM; None uses the engine's mode.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.",
+    )
+    seed: int | None = Field(
+        default=None,
+        description="Sampling seed (with temperature > 0); None samples afresh. The corruption noise is always seeded from the text.",
+    )
 
     _engine: ECO = PrivateAttr()
 
@@ -115,7 +149,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         **kwargs: Any,
     ) -> ECOHuggingFaceLLM:
         """Wrap a loaded transformers causal LM and its tokenizer."""
-        return cls(ECO(TransformersBackend(model, tokenizer), guard, policy=policy, mode=mode), **kwargs)
+        return cls(
+            ECO(TransformersBackend(model, tokenizer), guard, policy=policy, mode=mode), **kwargs
+        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -141,7 +177,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         # Per-call overrides use GenerationConfig's names; other kwargs LlamaIndex passes
         # through (formatted, tools=None, ...) do not change decoding.
         settings: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
             "stop": tuple(self.stop),
         }
         settings.update({k: v for k, v in kwargs.items() if k in _CONFIG_KEYS and v is not None})
@@ -155,7 +193,10 @@ class ECOHuggingFaceLLM(CustomLLM):
             return prompt
         # predict() already put the system prompt into a formatted prompt; add it only here.
         if self.system_prompt and not formatted:
-            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
+            return [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": prompt},
+            ]
         return [{"role": "user", "content": prompt}]
 
     @staticmethod
@@ -165,7 +206,12 @@ class ECOHuggingFaceLLM(CustomLLM):
             if not isinstance(message, ChatMessage):
                 msg = f"Message {i} is {type(message).__name__}; pass llama_index ChatMessage objects."
                 raise InvalidInputError(msg)
-            out.append({"role": _ROLES.get(MessageRole(message.role), "user"), "content": message.content or ""})
+            out.append(
+                {
+                    "role": _ROLES.get(MessageRole(message.role), "user"),
+                    "content": message.content or "",
+                }
+            )
         return out
 
     def _prepare(self, prompt: PromptInput) -> ECORequest:
@@ -174,7 +220,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         scoped = active_decision()
         if scoped is not None:
             return self._engine.prepare(prompt, raw=raw, decision=scoped, seed=self.seed)
-        request = self._engine.prepare(prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=self.seed)
+        request = self._engine.prepare(
+            prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=self.seed
+        )
         emit_decision(request.decision, scope="llm")
         return request
 
@@ -196,28 +244,40 @@ class ECOHuggingFaceLLM(CustomLLM):
     @staticmethod
     def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:
         if isinstance(result, ECOStream):
-            return {"eco_decision": result.decision.event_payload(), "prompt_tokens": result.prompt_tokens}
+            return {
+                "eco_decision": result.decision.event_payload(),
+                "prompt_tokens": result.prompt_tokens,
+            }
         return {
-            "eco_decision": result.decision.event_payload(), "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
+            "eco_decision": result.decision.event_payload(),
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason,
             "corrupted_tokens": result.corrupted_tokens,
         }
 
-    def _complete_response(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> CompletionResponse:
+    def _complete_response(
+        self, prompt: str, formatted: bool, kwargs: dict[str, Any]
+    ) -> CompletionResponse:
         result = self._run(self._completion_input(prompt, formatted), kwargs)
         return CompletionResponse(text=result.text, additional_kwargs=self._extra(result))
 
-    def _chat_response(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
+    def _chat_response(
+        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+    ) -> ChatResponse:
         result = self._run(self._chat_input(messages), kwargs)
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text), additional_kwargs=self._extra(result)
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
+            additional_kwargs=self._extra(result),
         )
 
     @staticmethod
     def _final_extra(stream: ECOStream, extra: dict[str, Any]) -> dict[str, Any]:
         """The extras of the closing chunk: the backend's own token count and finish reason."""
         return {
-            **extra, "completion_tokens": stream.completion_tokens, "finish_reason": stream.finish_reason,
+            **extra,
+            "completion_tokens": stream.completion_tokens,
+            "finish_reason": stream.finish_reason,
             "corrupted_tokens": stream.corrupted_tokens,
         }
 
@@ -226,15 +286,24 @@ class ECOHuggingFaceLLM(CustomLLM):
         for chunk in stream:
             text += chunk
             yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
-        yield CompletionResponse(text=text, delta="", additional_kwargs=self._final_extra(stream, extra))
+        yield CompletionResponse(
+            text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
+        )
 
     def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
         text = ""
         for chunk in stream:
             text += chunk
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
-        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
-                           additional_kwargs=self._final_extra(stream, extra))
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                delta=chunk,
+                additional_kwargs=extra,
+            )
+        yield ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+            delta="",
+            additional_kwargs=self._final_extra(stream, extra),
+        )
 
     # -- completion -----------------------------------------------------------------------------
     @llm_completion_callback()
@@ -242,17 +311,23 @@ class ECOHuggingFaceLLM(CustomLLM):
         return self._complete_response(prompt, formatted, kwargs)
 
     @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
         stream = self._open_stream(self._completion_input(prompt, formatted), kwargs)
         return self._completion_gen(stream, self._extra(stream))
 
     @llm_completion_callback()
-    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
         # asyncio.to_thread copies the context, so the query-scoped decision travels along.
         return await asyncio.to_thread(self._complete_response, prompt, formatted, kwargs)
 
     @llm_completion_callback()
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
         stream = await self._aopen_stream(self._completion_input(prompt, formatted), kwargs)
         extra = self._extra(stream)
 
@@ -261,7 +336,9 @@ class ECOHuggingFaceLLM(CustomLLM):
             async for chunk in stream:
                 text += chunk
                 yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
-            yield CompletionResponse(text=text, delta="", additional_kwargs=self._final_extra(stream, extra))
+            yield CompletionResponse(
+                text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
+            )
 
         return gen()
 
@@ -280,7 +357,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         return await asyncio.to_thread(self._chat_response, messages, kwargs)
 
     @llm_chat_callback()
-    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
         stream = await self._aopen_stream(self._chat_input(messages), kwargs)
         extra = self._extra(stream)
 
@@ -288,14 +367,23 @@ class ECOHuggingFaceLLM(CustomLLM):
             text = ""
             async for chunk in stream:
                 text += chunk
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=chunk, additional_kwargs=extra)
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
-                               additional_kwargs=self._final_extra(stream, extra))
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                    delta=chunk,
+                    additional_kwargs=extra,
+                )
+            yield ChatResponse(
+                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+                delta="",
+                additional_kwargs=self._final_extra(stream, extra),
+            )
 
         return gen()
 
     # -- prompt templates: classify the question, not the stuffed prompt ------------------------
-    def _question_scope(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> AbstractContextManager[Any]:
+    def _question_scope(
+        self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]
+    ) -> AbstractContextManager[Any]:
         """A decision scope on the template's ``query_str`` when no query scope is active.
 
         Synthesizers pass the question as a partially formatted ``query_str`` and the retrieved
@@ -303,7 +391,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         """
         if active_decision() is not None:
             return nullcontext()
-        question = prompt_args.get("query_str") or (getattr(prompt, "kwargs", None) or {}).get("query_str")
+        question = prompt_args.get("query_str") or (getattr(prompt, "kwargs", None) or {}).get(
+            "query_str"
+        )
         if not isinstance(question, str) or not question.strip():
             return nullcontext()
         decision = self._decide_question(question)

@@ -63,13 +63,21 @@ class ECONodeFilter(BaseNodePostprocessor):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     guard: Guard = Field(description="The fitted guard whose targets are forgotten.")
-    action: Literal["drop", "mark"] = Field(default="drop", description="drop flagged nodes, or keep and mark them.")
-    mode: Literal["enforce", "shadow"] = Field(default="enforce", description="shadow: score and report only.")
-    split_sentences: bool = Field(default=True, description="Also score each sentence; flag the node if any is flagged.")
+    action: Literal["drop", "mark"] = Field(
+        default="drop", description="drop flagged nodes, or keep and mark them."
+    )
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce", description="shadow: score and report only."
+    )
+    split_sentences: bool = Field(
+        default=True, description="Also score each sentence; flag the node if any is flagged."
+    )
 
     def __init__(self, guard: Guard, **kwargs: Any) -> None:
         if not isinstance(guard, Guard):
-            msg = f"ECONodeFilter needs a fitted eco_integrations Guard, got {type(guard).__name__}."
+            msg = (
+                f"ECONodeFilter needs a fitted eco_integrations Guard, got {type(guard).__name__}."
+            )
             raise ConfigurationError(msg)
         super().__init__(guard=guard, **kwargs)
 
@@ -98,7 +106,9 @@ class ECONodeFilter(BaseNodePostprocessor):
                 results[owner] = verdict
         return results
 
-    def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
         verdicts = self.score_nodes(nodes)
         flagged = [i for i, v in enumerate(verdicts) if v is not None and v.flagged]
         enforce = self.mode == "enforce"
@@ -108,18 +118,29 @@ class ECONodeFilter(BaseNodePostprocessor):
             if verdict is None or not verdict.flagged or not enforce:
                 kept.append(node)
             elif self.action == "mark":
-                node.node.metadata.update({"eco_flagged": True, "eco_score": verdict.score, "eco_target": verdict.target})
+                node.node.metadata.update(
+                    {"eco_flagged": True, "eco_score": verdict.score, "eco_target": verdict.target}
+                )
                 # The marks are for the pipeline, not the prompt: keep them out of the LLM's context.
                 for key in ("eco_flagged", "eco_score", "eco_target"):
                     if key not in node.node.excluded_llm_metadata_keys:
                         node.node.excluded_llm_metadata_keys.append(key)
                 kept.append(node)
         scores = [v.score for v in verdicts if v is not None and v.score is not None]
-        dispatcher.event(ECONodeFilterEvent(
-            action=self.action, mode=self.mode, n_nodes=len(nodes), n_scored=sum(v is not None for v in verdicts),
-            n_flagged=len(flagged), n_dropped=len(nodes) - len(kept), flagged_node_ids=[nodes[i].node.node_id for i in flagged],
-            max_score=max(scores) if scores else None, guard_id=self.guard.guard_id, guard_version=self.guard.version,
-        ))
+        dispatcher.event(
+            ECONodeFilterEvent(
+                action=self.action,
+                mode=self.mode,
+                n_nodes=len(nodes),
+                n_scored=sum(v is not None for v in verdicts),
+                n_flagged=len(flagged),
+                n_dropped=len(nodes) - len(kept),
+                flagged_node_ids=[nodes[i].node.node_id for i in flagged],
+                max_score=max(scores) if scores else None,
+                guard_id=self.guard.guard_id,
+                guard_version=self.guard.version,
+            )
+        )
         if enforce and self.action == "mark" and flagged:
             self._escalate([verdicts[i] for i in flagged])  # type: ignore[misc]
         return kept
@@ -128,17 +149,25 @@ class ECONodeFilter(BaseNodePostprocessor):
         """Make the running query's decision flagged, because its context is about a forget target."""
         scope = active_scope()
         if scope is None:
-            logger.warning("ECONodeFilter(action='mark') flagged nodes outside an ECOQueryEngine; the nodes are marked but the answer is not corrupted.")
+            logger.warning(
+                "ECONodeFilter(action='mark') flagged nodes outside an ECOQueryEngine; the nodes are marked but the answer is not corrupted."
+            )
             return
         current = scope.decision
         if current.flagged or current.mode == "off":
             return
         top = max(verdicts, key=_rank)
         # The question's decision, escalated by the node's verdict (its hash still covers the question).
-        scope.decision = current.model_copy(update={
-            "flagged": True, "score": top.score, "threshold": top.threshold, "target": top.target,
-            "corrupted": current.mode == "enforce", "latency_ms": current.latency_ms + top.latency_ms,
-        })
+        scope.decision = current.model_copy(
+            update={
+                "flagged": True,
+                "score": top.score,
+                "threshold": top.threshold,
+                "target": top.target,
+                "corrupted": current.mode == "enforce",
+                "latency_ms": current.latency_ms + top.latency_ms,
+            }
+        )
         emit_decision(scope.decision, scope="node")
 
 

@@ -129,21 +129,30 @@ class ECOQueryEngine(BaseQueryEngine):
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, query: str | QueryBundle) -> Decision:
         """Classify the question of ``query`` (no event, no generation)."""
-        return self._eco.decide_texts([question_text(query)], mode=self._mode, threshold=self._threshold)[0]
+        return self._eco.decide_texts(
+            [question_text(query)], mode=self._mode, threshold=self._threshold
+        )[0]
 
     def _open_scope(self, query: QueryBundle) -> QueryScope:
         decision = self.decide(query)
         emit_decision(decision, scope="query")
         return QueryScope(decision)
 
-    def _finish(self, response: RESPONSE_TYPE, scope: QueryScope, context: contextvars.Context) -> RESPONSE_TYPE:
+    def _finish(
+        self, response: RESPONSE_TYPE, scope: QueryScope, context: contextvars.Context
+    ) -> RESPONSE_TYPE:
         if isinstance(response, StreamingResponse) and response.response_gen is not None:
             response.response_gen = _scoped_gen(response.response_gen, context)
         elif isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
             response.response_gen = _scoped_agen(response.response_gen, scope)
-        if self._attach and isinstance(response, (Response, StreamingResponse, AsyncStreamingResponse, PydanticResponse)):
+        if self._attach and isinstance(
+            response, (Response, StreamingResponse, AsyncStreamingResponse, PydanticResponse)
+        ):
             # The decision holds no text (only a hash), so it is safe to return to the caller.
-            response.metadata = {**(response.metadata or {}), "eco_decision": scope.decision.event_payload()}
+            response.metadata = {
+                **(response.metadata or {}),
+                "eco_decision": scope.decision.event_payload(),
+            }
         return response
 
     # -- BaseQueryEngine --------------------------------------------------------------------------
@@ -166,7 +175,10 @@ class ECOQueryEngine(BaseQueryEngine):
         return self._inner.retrieve(query_bundle)
 
     def synthesize(
-        self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
+        self,
+        query_bundle: QueryBundle,
+        nodes: list[NodeWithScore],
+        additional_source_nodes: Any = None,
     ) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
             response = self._inner.synthesize(query_bundle, nodes, additional_source_nodes)
@@ -174,7 +186,10 @@ class ECOQueryEngine(BaseQueryEngine):
         return self._finish(response, scope, context)
 
     async def asynthesize(
-        self, query_bundle: QueryBundle, nodes: list[NodeWithScore], additional_source_nodes: Any = None
+        self,
+        query_bundle: QueryBundle,
+        nodes: list[NodeWithScore],
+        additional_source_nodes: Any = None,
     ) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
             response = await self._inner.asynthesize(query_bundle, nodes, additional_source_nodes)

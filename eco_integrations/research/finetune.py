@@ -59,14 +59,22 @@ class FinetuneConfig(BaseModel):
     epochs: int = Field(3, ge=1, description="Passes over the rows.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     batch_size: int = Field(8, ge=1)
-    max_length: int = Field(128, ge=8, description="Prompt + answer tokens; longer answers are cut at the end.")
+    max_length: int = Field(
+        128, ge=8, description="Prompt + answer tokens; longer answers are cut at the end."
+    )
     weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming the rate up linearly.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of the steps spent warming the rate up linearly."
+    )
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
-    system_prompt: str | None = Field(None, description="A system message rendered before every question (None: the template's default).")
+    system_prompt: str | None = Field(
+        None,
+        description="A system message rendered before every question (None: the template's default).",
+    )
     trainable_layers: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Train only the last N transformer blocks and the final norm (None: every weight). "
         "Frozen lower blocks need no backward pass, which roughly halves the cost of a step on a CPU.",
     )
@@ -106,7 +114,9 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
     return ids
 
 
-def encode_example(tokenizer: Any, question: str, answer: str, *, max_length: int, system_prompt: str | None = None) -> tuple[list[int], list[int]]:
+def encode_example(
+    tokenizer: Any, question: str, answer: str, *, max_length: int, system_prompt: str | None = None
+) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)`` for one pair; labels are ``-100`` on prompt tokens."""
     prompt = render(tokenizer, chat_prompt(question, system_prompt)).input_ids
     target = answer_ids(tokenizer, answer)
@@ -117,7 +127,9 @@ def encode_example(tokenizer: Any, question: str, answer: str, *, max_length: in
     return prompt + target, [_IGNORE] * len(prompt) + target
 
 
-def _collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(
+    examples: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> dict[str, torch.Tensor]:
     # Right padding: training needs no generation, and positions then start at 0 on every row.
     length = max(len(ids) for ids, _ in examples)
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
@@ -134,7 +146,11 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens of a batch."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shifted = batch["labels"][:, 1:]
-    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=_IGNORE)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        shifted.reshape(-1),
+        ignore_index=_IGNORE,
+    )
 
 
 # -- cache key -----------------------------------------------------------------------------------
@@ -152,7 +168,11 @@ def model_identity(name_or_path: str | os.PathLike[str] | None) -> dict[str, str
     folder = Path(resolved)
     if not folder.is_dir():
         return {"hub_id": resolved}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".json") or p.name == "tokenizer.model"))
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix in (".safetensors", ".json") or p.name == "tokenizer.model")
+    )
     return {p.name: _file_digest(p) for p in files}
 
 
@@ -162,7 +182,10 @@ def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
         raise InvalidInputError(msg)
     out = []
     for i, row in enumerate(rows):
-        q, a = row.get("question") if isinstance(row, dict) else None, row.get("answer") if isinstance(row, dict) else None
+        q, a = (
+            row.get("question") if isinstance(row, dict) else None,
+            row.get("answer") if isinstance(row, dict) else None,
+        )
         if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
             msg = f"Row {i} needs non-empty string 'question' and 'answer' fields."
             raise InvalidInputError(msg)
@@ -170,14 +193,25 @@ def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def run_key(rows: Sequence[dict[str, str]], config: FinetuneConfig, identity: dict[str, str]) -> str:
+def run_key(
+    rows: Sequence[dict[str, str]], config: FinetuneConfig, identity: dict[str, str]
+) -> str:
     """The cache key: a hash of the base model, the rows and the hyperparameters."""
-    payload = {"schema": FINETUNE_SCHEMA_VERSION, "model": identity, "rows": list(rows), "config": config.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    payload = {
+        "schema": FINETUNE_SCHEMA_VERSION,
+        "model": identity,
+        "rows": list(rows),
+        "config": config.model_dump(mode="json"),
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
-def _save_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _save_checkpoint(
+    folder: Path, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file, save_model
 
     tmp = folder.with_name(folder.name + ".tmp")
@@ -188,7 +222,11 @@ def _save_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer,
     tensors = {}
     for i, p in enumerate(params):
         for name, value in optimizer.state.get(p, {}).items():
-            tensors[f"{i}.{name}"] = value.detach().reshape(-1).clone() if name == "step" else value.detach().contiguous()
+            tensors[f"{i}.{name}"] = (
+                value.detach().reshape(-1).clone()
+                if name == "step"
+                else value.detach().contiguous()
+            )
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
     # Swap in whole, so a crash while writing leaves the previous checkpoint intact.
@@ -279,13 +317,31 @@ def finetune(
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") == key and manifest.get("complete"):
             logger.info("Reusing the fine-tuned model in %s", folder)
-            return FinetuneResult(folder, folder / "model", True, float(manifest["seconds"]), int(manifest["steps"]), True, manifest["losses"], manifest)
+            return FinetuneResult(
+                folder,
+                folder / "model",
+                True,
+                float(manifest["seconds"]),
+                int(manifest["steps"]),
+                True,
+                manifest["losses"],
+                manifest,
+            )
 
     torch.manual_seed(config.seed)
     net, tokenizer, base_name = load_causal_lm(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    examples = [encode_example(tokenizer, r["question"], r["answer"], max_length=config.max_length, system_prompt=config.system_prompt) for r in clean]
+    examples = [
+        encode_example(
+            tokenizer,
+            r["question"],
+            r["answer"],
+            max_length=config.max_length,
+            system_prompt=config.system_prompt,
+        )
+        for r in clean
+    ]
     batches_per_epoch = math.ceil(len(examples) / config.batch_size)
     total = batches_per_epoch * config.epochs
     _freeze_lower_layers(net, config.trainable_layers)
@@ -293,7 +349,11 @@ def finetune(
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
     )
     checkpoint = folder / "checkpoint"
     state: dict[str, Any] = {"key": key, "step": 0, "losses": [], "seconds": 0.0}
@@ -308,7 +368,13 @@ def finetune(
 
     net.train()
     started = time.perf_counter() - float(state["seconds"])
-    bar = tqdm(total=total, initial=state["step"], desc=f"fine-tune {name}", disable=not show_progress, unit="step")
+    bar = tqdm(
+        total=total,
+        initial=state["step"],
+        desc=f"fine-tune {name}",
+        disable=not show_progress,
+        unit="step",
+    )
     stop_at = total if max_steps is None else min(total, max_steps)
     while state["step"] < stop_at:
         epoch, index = divmod(state["step"], batches_per_epoch)
@@ -328,12 +394,18 @@ def finetune(
         bar.set_postfix(loss=f"{state['losses'][-1]:.3f}", epoch=epoch + 1)
         if on_step is not None:
             on_step(state["step"], state["losses"][-1])
-        if state["step"] % checkpoint_every == 0 or state["step"] % batches_per_epoch == 0 or state["step"] == stop_at:
+        if (
+            state["step"] % checkpoint_every == 0
+            or state["step"] % batches_per_epoch == 0
+            or state["step"] == stop_at
+        ):
             _save_checkpoint(checkpoint, net, optimizer, state)
     bar.close()
     seconds = time.perf_counter() - started
     if state["step"] < total:
-        return FinetuneResult(folder, folder / "model", False, seconds, state["step"], False, state["losses"], {})
+        return FinetuneResult(
+            folder, folder / "model", False, seconds, state["step"], False, state["losses"], {}
+        )
 
     net.eval()
     tmp = folder / "model.tmp"
@@ -342,16 +414,35 @@ def finetune(
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(folder / "model", ignore_errors=True)
     tmp.replace(folder / "model")
-    per_epoch = [round(sum(state["losses"][e * batches_per_epoch : (e + 1) * batches_per_epoch]) / batches_per_epoch, 4) for e in range(config.epochs)]
+    per_epoch = [
+        round(
+            sum(state["losses"][e * batches_per_epoch : (e + 1) * batches_per_epoch])
+            / batches_per_epoch,
+            4,
+        )
+        for e in range(config.epochs)
+    ]
     manifest = {
-        "schema_version": FINETUNE_SCHEMA_VERSION, "key": key, "complete": True, "name": name, "base_model": base_name,
-        "base_identity": identity, "config": config.model_dump(mode="json"), "rows": len(clean), "steps": total,
-        "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(1, total), 2), "losses": state["losses"],
-        "epoch_losses": per_epoch, "torch_threads": torch.get_num_threads(),
+        "schema_version": FINETUNE_SCHEMA_VERSION,
+        "key": key,
+        "complete": True,
+        "name": name,
+        "base_model": base_name,
+        "base_identity": identity,
+        "config": config.model_dump(mode="json"),
+        "rows": len(clean),
+        "steps": total,
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(1, total), 2),
+        "losses": state["losses"],
+        "epoch_losses": per_epoch,
+        "torch_threads": torch.get_num_threads(),
     }
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(checkpoint, ignore_errors=True)
-    return FinetuneResult(folder, folder / "model", False, seconds, total, True, state["losses"], manifest)
+    return FinetuneResult(
+        folder, folder / "model", False, seconds, total, True, state["losses"], manifest
+    )
 
 
 def read_pairs(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -362,7 +453,11 @@ def read_pairs(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         raise InvalidInputError(msg)
     text = file.read_text(encoding="utf-8")
     try:
-        rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
     except json.JSONDecodeError as err:
         msg = f"{file} is neither JSON Lines nor a JSON array ({err.msg} at line {err.lineno})."
         raise InvalidInputError(msg) from None

@@ -58,8 +58,16 @@ _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
 class APIError(Exception):
     """An error the client sees, in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.headers = dict(headers or {})
         self.status = status
@@ -69,9 +77,21 @@ class APIError(Exception):
         self.code = code
 
     def response(self, headers: Mapping[str, str] | None = None) -> Response:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
         # ASCII escapes: a message quoting client text can never fail to encode.
-        return Response(json.dumps(body).encode(), status_code=self.status, headers={**self.headers, **(headers or {})}, media_type="application/json")
+        return Response(
+            json.dumps(body).encode(),
+            status_code=self.status,
+            headers={**self.headers, **(headers or {})},
+            media_type="application/json",
+        )
 
 
 def _engine_error(err: BaseException) -> APIError:
@@ -84,13 +104,21 @@ def _engine_error(err: BaseException) -> APIError:
         status = 503 if upstream in (None, 429, 503) else 502
         return APIError(status, str(err), type_="server_error", code="upstream_error")
     if isinstance(err, GuardFailureError):  # fail closed: refused, never answered unguarded
-        return APIError(500, "The guard could not classify this request, so it was refused; the gateway log has the details.",
-                        type_="server_error", code="guard_failure")
+        return APIError(
+            500,
+            "The guard could not classify this request, so it was refused; the gateway log has the details.",
+            type_="server_error",
+            code="guard_failure",
+        )
     if isinstance(err, ContextLengthError):
         return APIError(400, str(err), param="messages", code="context_length_exceeded")
     if isinstance(err, ECOError):  # bad input, unknown settings: the request's fault
         return APIError(400, str(err))
-    return APIError(500, "The server had an error while processing your request; the gateway log has the details.", type_="server_error")
+    return APIError(
+        500,
+        "The server had an error while processing your request; the gateway log has the details.",
+        type_="server_error",
+    )
 
 
 # -- request models --------------------------------------------------------------------------------
@@ -183,7 +211,13 @@ class _Admission:
     async def acquire(self, token: object, retry_after: int) -> None:
         if self.limiter.available_tokens < 1 and self.waiting >= self.max_queue:
             msg = f"The gateway is at capacity ({self.running} generating, {self.waiting} queued); retry after {retry_after} s."
-            raise APIError(429, msg, type_="rate_limit_error", code="rate_limit_exceeded", headers={"retry-after": str(retry_after)})
+            raise APIError(
+                429,
+                msg,
+                type_="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(retry_after)},
+            )
         self.waiting += 1
         try:
             # Cancelled here (client gone, deadline) means the request never reaches the model.
@@ -232,7 +266,7 @@ class _ASGIApp:
         await self._handler(scope, receive, send)
 
 
-class _ClientGone(Exception):
+class _ClientGoneError(Exception):
     """The client disconnected before its answer was ready."""
 
 
@@ -256,7 +290,9 @@ class Gateway:
     startup, ``/health`` answers at once and ``/ready`` turns 200 when the engine is loaded.
     """
 
-    def __init__(self, engine: ECO | Callable[[], ECO], *, settings: GatewaySettings | None = None) -> None:
+    def __init__(
+        self, engine: ECO | Callable[[], ECO], *, settings: GatewaySettings | None = None
+    ) -> None:
         self.settings = settings or GatewaySettings()
         self.state = _State()
         self.metrics = GatewayMetrics()
@@ -303,8 +339,12 @@ class Gateway:
                 used = self.keys.check(headers.get(b"authorization", b"").decode("latin-1"))
                 if used is None:
                     self.metrics.rejected.labels(reason="unauthorized").inc()
-                    err = APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY` with a key this gateway was given.",
-                                   type_="invalid_request_error", code="invalid_api_key")
+                    err = APIError(
+                        401,
+                        "Incorrect or missing API key: send `Authorization: Bearer KEY` with a key this gateway was given.",
+                        type_="invalid_request_error",
+                        code="invalid_api_key",
+                    )
                     await err.response({"www-authenticate": "Bearer"})(scope, receive, counted_send)
                     return
                 scope.setdefault("state", {})["key_fingerprint"] = used
@@ -360,11 +400,25 @@ class Gateway:
 
     def _engine(self) -> ECO:
         if self.state.draining:
-            raise APIError(503, "The gateway is shutting down; retry on another replica.", type_="server_error", code="shutting_down")
+            raise APIError(
+                503,
+                "The gateway is shutting down; retry on another replica.",
+                type_="server_error",
+                code="shutting_down",
+            )
         if self.state.engine is None:
             if self.state.load_error:
-                raise APIError(503, f"The ECO engine failed to load ({self.state.load_error}); see the gateway log.", type_="server_error")
-            raise APIError(503, "The ECO engine is still loading; retry when /ready answers 200.", type_="server_error", code="loading")
+                raise APIError(
+                    503,
+                    f"The ECO engine failed to load ({self.state.load_error}); see the gateway log.",
+                    type_="server_error",
+                )
+            raise APIError(
+                503,
+                "The ECO engine is still loading; retry when /ready answers 200.",
+                type_="server_error",
+                code="loading",
+            )
         return self.state.engine
 
     # -- small endpoints -----------------------------------------------------------------------
@@ -381,23 +435,41 @@ class Gateway:
         if state.engine is None:
             status = "failed" if state.load_error else "loading"
             return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
-        if state.upstream_healthy is not None and not await anyio.to_thread.run_sync(state.upstream_healthy):
+        if state.upstream_healthy is not None and not await anyio.to_thread.run_sync(
+            state.upstream_healthy
+        ):
             return JSONResponse({"status": "upstream unavailable"}, status_code=503)
-        return JSONResponse({"status": "ready", "model": self.model_id, "in_flight": in_flight,
-                             "queued": self.admission.waiting, "policy_version": state.engine.policy_version})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": self.model_id,
+                "in_flight": in_flight,
+                "queued": self.admission.waiting,
+                "policy_version": state.engine.policy_version,
+            }
+        )
 
     async def metrics_endpoint(self, request: Request) -> Response:
         """Prometheus text format (needs a key when keys are configured)."""
         self.metrics.queue_depth.set(self.admission.waiting)
         self.metrics.in_flight.set(self.admission.running)
         body, content_type = self.metrics.render()
-        return Response(body, media_type=content_type.split(";")[0], headers={"content-type": content_type})
+        return Response(
+            body, media_type=content_type.split(";")[0], headers={"content-type": content_type}
+        )
 
     def _model_card(self) -> dict[str, Any]:
-        return {"id": self.model_id, "object": "model", "created": int(self.state.started), "owned_by": "eco-integrations"}
+        return {
+            "id": self.model_id,
+            "object": "model",
+            "created": int(self.state.started),
+            "owned_by": "eco-integrations",
+        }
 
     async def list_models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [self._model_card()] if self.state.engine else []})
+        return JSONResponse(
+            {"object": "list", "data": [self._model_card()] if self.state.engine else []}
+        )
 
     async def get_model(self, request: Request) -> Response:
         wanted = request.path_params["model_id"]
@@ -409,7 +481,10 @@ class Gateway:
         assert isinstance(exc, HTTPException)
         path = _clip(request.url.path)
         if exc.status_code == 404:
-            err = APIError(404, f"Unknown path {path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.")
+            err = APIError(
+                404,
+                f"Unknown path {path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.",
+            )
         elif exc.status_code == 405:
             err = APIError(405, f"{_clip(request.method)} is not allowed on {path}.")
         else:
@@ -432,8 +507,12 @@ class Gateway:
         timeout = self.settings.request_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        record: dict[str, Any] = {"event": "request", "request_id": request_id, "path": request.url.path,
-                                  "key": request.scope.get("state", {}).get("key_fingerprint")}
+        record: dict[str, Any] = {
+            "event": "request",
+            "request_id": request_id,
+            "path": request.url.path,
+            "key": request.scope.get("state", {}).get("key_fingerprint"),
+        }
         cancel = threading.Event()
         try:
             engine = self._engine()
@@ -446,28 +525,59 @@ class Gateway:
             prompts, raw = _prompts(parsed, chat, self.settings)
             if parsed.stream:
                 if len(prompts) != 1:
-                    raise APIError(400, "Streaming takes one prompt per request; send one request per prompt.", param="prompt")
-                return await self._stream(request, engine, prompts[0], raw, config, seed, parsed, chat, request_id, record, started, deadline)
+                    raise APIError(
+                        400,
+                        "Streaming takes one prompt per request; send one request per prompt.",
+                        param="prompt",
+                    )
+                return await self._stream(
+                    request,
+                    engine,
+                    prompts[0],
+                    raw,
+                    config,
+                    seed,
+                    parsed,
+                    chat,
+                    request_id,
+                    record,
+                    started,
+                    deadline,
+                )
             slot = _Slot(self.admission)
 
             async def admitted() -> list[ECOResult]:
                 await slot.acquire(self.settings.retry_after_s)
                 begun = time.perf_counter()
                 try:
-                    return await _in_thread(lambda: engine.generate(prompts, config=config, raw=raw, seeds=[seed] * len(prompts), cancel=cancel), slot)
+                    done: list[ECOResult] = await _in_thread(
+                        lambda: engine.generate(
+                            prompts,
+                            config=config,
+                            raw=raw,
+                            seeds=[seed] * len(prompts),
+                            cancel=cancel,
+                        ),
+                        slot,
+                    )
+                    return done
                 finally:
                     self.metrics.generation_latency.observe(time.perf_counter() - begun)
 
             results = await self._watch(request, deadline, cancel, admitted())
         except APIError as err:
             return self._fail(err, record, started)
-        except (ClientDisconnect, _ClientGone):
+        except (ClientDisconnect, _ClientGoneError):
             record.update(status=499, disconnected=True)
             self._log(record, started)
             return Response(status_code=499)
         except Exception as err:  # engine and backend errors
             return self._fail(self._engine_failure(err, request_id), record, started)
-        body_out = _chat_body(results, request_id, self.model_id) if chat else _text_body(results, request_id, self.model_id)
+        body_out = (
+            _chat_body(results, request_id, self.model_id)
+            if chat
+            else _text_body(results, request_id, self.model_id)
+        )
         self.metrics.observe_decisions([r.decision for r in results])
         self._log_results(record, results, started)
         return JSONResponse(body_out, headers={"x-request-id": request_id})
@@ -480,7 +590,9 @@ class Gateway:
             logger.error("request %s failed", request_id, exc_info=err)
         return _engine_error(err)
 
-    async def _watch(self, request: Request, deadline: float | None, cancel: threading.Event, work: Any) -> Any:
+    async def _watch(
+        self, request: Request, deadline: float | None, cancel: threading.Event, work: Any
+    ) -> Any:
         """Await ``work`` unless the client leaves or the deadline passes first: then ``cancel`` is
         set (generation stops at the next token) and the request ends with 499 or 504.
         """
@@ -488,11 +600,13 @@ class Gateway:
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if task in done:
                 return task.result()
             if gone in done:
-                raise _ClientGone
+                raise _ClientGoneError
             self.metrics.rejected.labels(reason="timeout").inc()
             raise _deadline_error(self.settings.request_timeout)
         finally:
@@ -506,12 +620,20 @@ class Gateway:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise APIError(413, f"The request body is {_clip(declared)} bytes; this gateway accepts at most {limit}. Shorten the prompt.", code="request_too_large")
+            raise APIError(
+                413,
+                f"The request body is {_clip(declared)} bytes; this gateway accepts at most {limit}. Shorten the prompt.",
+                code="request_too_large",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise APIError(413, f"The request body exceeds {limit} bytes; shorten the prompt.", code="request_too_large")
+                raise APIError(
+                    413,
+                    f"The request body exceeds {limit} bytes; shorten the prompt.",
+                    code="request_too_large",
+                )
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
@@ -520,7 +642,11 @@ class Gateway:
             msg = f"The request body is not valid JSON ({err}); send a JSON object with Content-Type: application/json."
             raise APIError(400, msg, code="invalid_json") from None
         except RecursionError:
-            raise APIError(400, "The request body is nested too deeply; send a flat JSON object.", code="invalid_json") from None
+            raise APIError(
+                400,
+                "The request body is nested too deeply; send a flat JSON object.",
+                code="invalid_json",
+            ) from None
         if _SURROGATE_ESCAPE.search(raw):
             # A \ud800 escape decodes to a lone surrogate, which is not text any tokenizer takes.
             try:
@@ -532,25 +658,59 @@ class Gateway:
 
     def _generation(self, parsed: _Sampling, chat: bool) -> tuple[GenerationConfig, int | None]:
         if parsed.n not in (None, 1):
-            raise APIError(400, "n > 1 is not supported; send n requests with different seeds.", param="n")
+            raise APIError(
+                400, "n > 1 is not supported; send n requests with different seeds.", param="n"
+            )
         if parsed.logprobs not in (None, False, 0):
-            raise APIError(400, "logprobs are not supported by the ECO gateway; leave logprobs unset.", param="logprobs")
+            raise APIError(
+                400,
+                "logprobs are not supported by the ECO gateway; leave logprobs unset.",
+                param="logprobs",
+            )
         if isinstance(parsed, ChatCompletionRequest):
             if parsed.tools:
-                raise APIError(400, "Tool calling is not supported by the ECO gateway; send plain messages.", param="tools")
+                raise APIError(
+                    400,
+                    "Tool calling is not supported by the ECO gateway; send plain messages.",
+                    param="tools",
+                )
             if parsed.response_format and parsed.response_format.get("type") not in (None, "text"):
-                raise APIError(400, "Only response_format {'type': 'text'} is supported.", param="response_format")
-        if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.suffix or (parsed.best_of or 1) > 1):
-            raise APIError(400, "echo, suffix and best_of > 1 are not supported by the ECO gateway.", param="echo")
-        wanted = (getattr(parsed, "max_completion_tokens", None) if chat else None) or parsed.max_tokens
+                raise APIError(
+                    400,
+                    "Only response_format {'type': 'text'} is supported.",
+                    param="response_format",
+                )
+        if isinstance(parsed, CompletionRequest) and (
+            parsed.echo or parsed.suffix or (parsed.best_of or 1) > 1
+        ):
+            raise APIError(
+                400,
+                "echo, suffix and best_of > 1 are not supported by the ECO gateway.",
+                param="echo",
+            )
+        wanted = (
+            getattr(parsed, "max_completion_tokens", None) if chat else None
+        ) or parsed.max_tokens
         max_tokens = wanted or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
-            raise APIError(400, f"max_tokens is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.", param="max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.",
+                param="max_tokens",
+            )
         stops = [parsed.stop] if isinstance(parsed.stop, str) else list(parsed.stop or [])
         if len(stops) > self.settings.max_stop:
-            raise APIError(400, f"stop has {len(stops)} sequences; this gateway allows at most {self.settings.max_stop}.", param="stop")
+            raise APIError(
+                400,
+                f"stop has {len(stops)} sequences; this gateway allows at most {self.settings.max_stop}.",
+                param="stop",
+            )
         if any(len(stop) > self.settings.max_stop_chars for stop in stops):
-            raise APIError(400, f"A stop sequence is longer than {self.settings.max_stop_chars} characters; shorten it.", param="stop")
+            raise APIError(
+                400,
+                f"A stop sequence is longer than {self.settings.max_stop_chars} characters; shorten it.",
+                param="stop",
+            )
         try:
             config = GenerationConfig(
                 max_new_tokens=max_tokens,
@@ -563,8 +723,19 @@ class Gateway:
         return config, parsed.seed
 
     async def _stream(
-        self, request: Request, engine: ECO, prompt: Any, raw: bool, config: GenerationConfig, seed: int | None,
-        parsed: _Sampling, chat: bool, request_id: str, record: dict[str, Any], started: float, deadline: float | None,
+        self,
+        request: Request,
+        engine: ECO,
+        prompt: Any,
+        raw: bool,
+        config: GenerationConfig,
+        seed: int | None,
+        parsed: _Sampling,
+        chat: bool,
+        request_id: str,
+        record: dict[str, Any],
+        started: float,
+        deadline: float | None,
     ) -> Response:
         cancel = threading.Event()
         slot = _Slot(self.admission)
@@ -574,7 +745,10 @@ class Gateway:
             try:
                 # Decide (and validate, and check the context length) before the first byte, so those
                 # errors still get a real status code instead of an error event inside a 200 stream.
-                return await _in_thread(lambda: engine.stream(prompt, config=config, raw=raw, seed=seed, cancel=cancel), None)
+                return await _in_thread(
+                    lambda: engine.stream(prompt, config=config, raw=raw, seed=seed, cancel=cancel),
+                    None,
+                )
             except BaseException:
                 slot.release()
                 raise
@@ -587,19 +761,56 @@ class Gateway:
         record["decision"] = _decision_log(stream.decision)
         begun = time.perf_counter()
 
-        def event(delta: dict[str, Any] | str | None, finish: str | None, usage: dict[str, int] | None = None) -> bytes:
+        def event(
+            delta: dict[str, Any] | str | None,
+            finish: str | None,
+            usage: dict[str, int] | None = None,
+        ) -> bytes:
             if chat:
-                choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-                obj: dict[str, Any] = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+                choices = (
+                    []
+                    if delta is None
+                    else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+                )
+                obj: dict[str, Any] = {
+                    "id": request_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": choices,
+                }
             else:
-                choices = [] if delta is None else [{"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}]
-                obj = {"id": request_id, "object": "text_completion", "created": created, "model": model, "choices": choices}
+                choices = (
+                    []
+                    if delta is None
+                    else [{"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}]
+                )
+                obj = {
+                    "id": request_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": choices,
+                }
             if usage is not None:
                 obj["usage"] = usage
             return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
         def error_event(api: APIError) -> bytes:
-            return b"data: " + json.dumps({"error": {"message": api.message, "type": api.type, "param": None, "code": api.code}}).encode() + b"\n\n"
+            return (
+                b"data: "
+                + json.dumps(
+                    {
+                        "error": {
+                            "message": api.message,
+                            "type": api.type,
+                            "param": None,
+                            "code": api.code,
+                        }
+                    }
+                ).encode()
+                + b"\n\n"
+            )
 
         async def body() -> AsyncIterator[bytes]:
             status = 200
@@ -612,8 +823,11 @@ class Gateway:
                 completion_tokens = stream.completion_tokens or 0
                 finish = stream.finish_reason or "stop"
                 yield event({} if chat else "", finish)
-                usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": completion_tokens,
-                         "total_tokens": stream.prompt_tokens + completion_tokens}
+                usage = {
+                    "prompt_tokens": stream.prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": stream.prompt_tokens + completion_tokens,
+                }
                 if include_usage:
                     yield event(None, None, usage)
                 yield b"data: [DONE]\n\n"
@@ -623,7 +837,7 @@ class Gateway:
                 status = 499  # the client went away; _pump's cleanup stops generation
                 record["disconnected"] = True
                 raise
-            except _DeadlineExceeded:
+            except _DeadlineExceededError:
                 # Headers are sent: report in-band, as OpenAI does, then end the stream.
                 self.metrics.rejected.labels(reason="timeout").inc()
                 api = _deadline_error(self.settings.request_timeout)
@@ -639,8 +853,13 @@ class Gateway:
                 record["status"] = status
                 self._log(record, started)
 
-        return _SlotStreamingResponse(body(), slot=slot, cancel=cancel, media_type="text/event-stream",
-                                      headers={"x-request-id": request_id, "cache-control": "no-cache"})
+        return _SlotStreamingResponse(
+            body(),
+            slot=slot,
+            cancel=cancel,
+            media_type="text/event-stream",
+            headers={"x-request-id": request_id, "cache-control": "no-cache"},
+        )
 
     # -- logging -------------------------------------------------------------------------------
     def _fail(self, err: APIError, record: dict[str, Any], started: float) -> Response:
@@ -650,7 +869,9 @@ class Gateway:
         self._log(record, started)
         return err.response()
 
-    def _log_results(self, record: dict[str, Any], results: Sequence[ECOResult], started: float) -> None:
+    def _log_results(
+        self, record: dict[str, Any], results: Sequence[ECOResult], started: float
+    ) -> None:
         decisions = [_decision_log(r.decision) for r in results]
         prompt_tokens = sum(r.prompt_tokens for r in results)
         completion_tokens = sum(r.completion_tokens for r in results)
@@ -659,7 +880,9 @@ class Gateway:
             decision=decisions[0] if len(decisions) == 1 else decisions,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-            finish_reason=[r.finish_reason for r in results] if len(results) > 1 else results[0].finish_reason,
+            finish_reason=[r.finish_reason for r in results]
+            if len(results) > 1
+            else results[0].finish_reason,
         )
         self._log(record, started)
 
@@ -671,7 +894,12 @@ class Gateway:
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _unknown_model(name: str) -> APIError:
-    return APIError(404, f"The model `{_clip(name)}` does not exist; GET /v1/models lists the model this gateway serves.", param="model", code="model_not_found")
+    return APIError(
+        404,
+        f"The model `{_clip(name)}` does not exist; GET /v1/models lists the model this gateway serves.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _clip(text: str, limit: int = LOGGED_STRING_CHARS) -> str:
@@ -680,16 +908,25 @@ def _clip(text: str, limit: int = LOGGED_STRING_CHARS) -> str:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise APIError(400, f"The request body holds {name}, which is not JSON; send finite numbers.", code="invalid_json")
+    raise APIError(
+        400,
+        f"The request body holds {name}, which is not JSON; send finite numbers.",
+        code="invalid_json",
+    )
 
 
-class _DeadlineExceeded(Exception):
+class _DeadlineExceededError(Exception):
     """A stream passed the request deadline."""
 
 
 def _deadline_error(timeout: float | None) -> APIError:
-    return APIError(504, f"The request did not finish within the gateway's {timeout} s request timeout; generation was cancelled. "
-                    "Ask for fewer tokens or retry.", type_="server_error", code="timeout")
+    return APIError(
+        504,
+        f"The request did not finish within the gateway's {timeout} s request timeout; generation was cancelled. "
+        "Ask for fewer tokens or retry.",
+        type_="server_error",
+        code="timeout",
+    )
 
 
 async def _disconnected(request: Request) -> None:
@@ -733,7 +970,9 @@ async def _in_thread(fn: Callable[[], Any], slot: _Slot | None) -> Any:
 class _SlotStreamingResponse(StreamingResponse):
     """A stream that cancels generation and frees its slot however it ends (even unstarted)."""
 
-    def __init__(self, content: Any, *, slot: _Slot, cancel: threading.Event, **kwargs: Any) -> None:
+    def __init__(
+        self, content: Any, *, slot: _Slot, cancel: threading.Event, **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self._slot, self._cancel = slot, cancel
 
@@ -748,7 +987,11 @@ class _SlotStreamingResponse(StreamingResponse):
 
 def _parse(model: type[_Sampling], body: Any) -> Any:
     if not isinstance(body, dict):
-        raise APIError(400, f"The request body must be a JSON object, got {type(body).__name__}.", code="invalid_json")
+        raise APIError(
+            400,
+            f"The request body must be a JSON object, got {type(body).__name__}.",
+            code="invalid_json",
+        )
     try:
         return model.model_validate(body)
     except ValidationError as err:
@@ -759,26 +1002,43 @@ def _validation_error(err: ValidationError) -> APIError:
     first = err.errors()[0]
     param = ".".join(str(p) for p in first.get("loc", ())) or None
     if first.get("type") == "missing":
-        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    return APIError(400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")
+        return APIError(
+            400,
+            f"Missing required parameter: '{param}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    return APIError(
+        400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value"
+    )
 
 
 def _prompts(parsed: _Sampling, chat: bool, settings: GatewaySettings) -> tuple[list[Any], bool]:
     if chat:
         assert isinstance(parsed, ChatCompletionRequest)
         if not parsed.messages:
-            raise APIError(400, "messages is empty; send at least one user message.", param="messages")
+            raise APIError(
+                400, "messages is empty; send at least one user message.", param="messages"
+            )
         if len(parsed.messages) > settings.max_messages:
-            raise APIError(400, f"messages has {len(parsed.messages)} entries; this gateway takes at most {settings.max_messages}. "
-                           "Drop older turns.", param="messages")
+            raise APIError(
+                400,
+                f"messages has {len(parsed.messages)} entries; this gateway takes at most {settings.max_messages}. "
+                "Drop older turns.",
+                param="messages",
+            )
         return [[_message(m, i) for i, m in enumerate(parsed.messages)]], False
     assert isinstance(parsed, CompletionRequest)
     prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)
     if not prompts:
         raise APIError(400, "prompt is empty; send a string.", param="prompt")
     if len(prompts) > settings.max_prompts:
-        raise APIError(400, f"prompt holds {len(prompts)} prompts; this gateway takes at most {settings.max_prompts} per request. "
-                       "Split them over several requests.", param="prompt")
+        raise APIError(
+            400,
+            f"prompt holds {len(prompts)} prompts; this gateway takes at most {settings.max_prompts} per request. "
+            "Split them over several requests.",
+            param="prompt",
+        )
     return prompts, True
 
 
@@ -791,8 +1051,16 @@ def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise APIError(400, f"messages[{index}] has a non-text content part; the ECO gateway takes text only.", param=f"messages.{index}.content")
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise APIError(
+                    400,
+                    f"messages[{index}] has a non-text content part; the ECO gateway takes text only.",
+                    param=f"messages.{index}.content",
+                )
             parts.append(part["text"])
         content = "\n".join(parts)
     out: dict[str, Any] = {"role": role, "content": content}
@@ -801,7 +1069,9 @@ def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     return out
 
 
-async def _pump(stream: Any, cancel: threading.Event, slot: _Slot, deadline: float | None) -> AsyncIterator[str]:
+async def _pump(
+    stream: Any, cancel: threading.Event, slot: _Slot, deadline: float | None
+) -> AsyncIterator[str]:
     """Iterate a blocking chunk iterator from a worker thread without tying up the event loop.
 
     When the consumer stops early (the client disconnected, the deadline passed, shutdown),
@@ -842,7 +1112,7 @@ async def _pump(stream: Any, cancel: threading.Event, slot: _Slot, deadline: flo
             try:
                 kind, value = await asyncio.wait_for(queue.get(), timeout)
             except asyncio.TimeoutError:
-                raise _DeadlineExceeded from None
+                raise _DeadlineExceededError from None
             if kind == "end":
                 return
             if kind == "error":
@@ -861,19 +1131,43 @@ def _decision_log(decision: Decision) -> dict[str, Any]:
 def _usage(results: Sequence[ECOResult]) -> dict[str, int]:
     prompt = sum(r.prompt_tokens for r in results)
     completion = sum(r.completion_tokens for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _chat_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
     choices = [
-        {"index": i, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason, "logprobs": None}
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": r.text},
+            "finish_reason": r.finish_reason,
+            "logprobs": None,
+        }
         for i, r in enumerate(results)
     ]
-    return {"id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": _usage(results)}
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": _usage(results),
+    }
 
 
 def _text_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
-    choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None} for i, r in enumerate(results)]
-    return {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": _usage(results)}
+    choices = [
+        {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
+        for i, r in enumerate(results)
+    ]
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": _usage(results),
+    }

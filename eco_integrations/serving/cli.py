@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def build_engine(
-    guard: str | os.PathLike[str], *, model: str | None = None, vllm_url: str | None = None, mode: str = "enforce",
+    guard: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    vllm_url: str | None = None,
+    mode: str = "enforce",
     on_guard_error: str = "fail",
 ) -> Any:
     """An ECO engine over a guard folder (and its ``policy.json``), on transformers or a vLLM server."""
@@ -108,10 +112,21 @@ def serve(
     if request_timeout is not None and request_timeout <= 0:
         msg = f"--request-timeout must be a positive number of seconds, got {request_timeout}."
         raise ConfigurationError(msg)
-    settings = GatewaySettings(model_id=model_id, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, max_concurrency=max_concurrency,
-                               max_queue=max_queue, request_timeout=request_timeout, api_keys=tuple(api_keys))
+    settings = GatewaySettings(
+        model_id=model_id,
+        max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        request_timeout=request_timeout,
+        api_keys=tuple(api_keys),
+    )
     # Load in the background: /health answers at once, /ready turns 200 when the model is in.
-    gateway = Gateway(lambda: build_engine(guard, model=model, vllm_url=vllm_url, mode=mode, on_guard_error=on_guard_error), settings=settings)
+    gateway = Gateway(
+        lambda: build_engine(
+            guard, model=model, vllm_url=vllm_url, mode=mode, on_guard_error=on_guard_error
+        ),
+        settings=settings,
+    )
     watcher = GuardWatcher(gateway, guard, interval=watch_interval if watch else None)
     watcher.start()
     if hasattr(signal, "SIGHUP"):
@@ -123,15 +138,24 @@ def serve(
         port=port,
         log_level="warning",
         access_log=False,  # our access line carries the decision; uvicorn's would duplicate it
-        timeout_graceful_shutdown=shutdown_timeout,
+        # uvicorn waits this long with asyncio (a float works); its annotation says int.
+        timeout_graceful_shutdown=shutdown_timeout,  # type: ignore[arg-type]
         timeout_keep_alive=30,
         lifespan="on",
         interface="asgi3",
     )
     server = _DrainingServer(config, gateway)
-    keys = f"{len(api_keys)} API key(s) required" if api_keys else "NO API KEY: anyone who reaches the port can use it"
+    keys = (
+        f"{len(api_keys)} API key(s) required"
+        if api_keys
+        else "NO API KEY: anyone who reaches the port can use it"
+    )
     watching = f"; watching {guard} every {watch_interval} s" if watch else ""
-    print(f"eco serve: listening on http://{host}:{port} (backend: {vllm_url or 'transformers'}; {keys}{watching})", file=sys.stderr, flush=True)
+    print(
+        f"eco serve: listening on http://{host}:{port} (backend: {vllm_url or 'transformers'}; {keys}{watching})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.run()
     finally:
@@ -210,12 +234,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # this handler turns that (and a SIGTERM before it starts) into a clean exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     return serve(
-        args.guard, host=args.host, port=args.port, model=args.model, vllm_url=args.vllm_url, mode=args.mode,
-        model_id=args.model_id, max_body_bytes=args.max_body_bytes, max_concurrency=args.max_concurrency,
-        shutdown_timeout=args.shutdown_timeout, torch_threads=args.torch_threads,
-        api_keys=load_keys(args.api_key or (), args.api_key_file or ()), allow_unauthenticated=args.allow_unauthenticated,
-        max_queue=args.max_queue, request_timeout=args.request_timeout, on_guard_error=args.on_guard_error,
-        require_signed_guard=args.require_signed_guard, watch=args.watch, watch_interval=args.watch_interval,
+        args.guard,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        vllm_url=args.vllm_url,
+        mode=args.mode,
+        model_id=args.model_id,
+        max_body_bytes=args.max_body_bytes,
+        max_concurrency=args.max_concurrency,
+        shutdown_timeout=args.shutdown_timeout,
+        torch_threads=args.torch_threads,
+        api_keys=load_keys(args.api_key or (), args.api_key_file or ()),
+        allow_unauthenticated=args.allow_unauthenticated,
+        max_queue=args.max_queue,
+        request_timeout=args.request_timeout,
+        on_guard_error=args.on_guard_error,
+        require_signed_guard=args.require_signed_guard,
+        watch=args.watch,
+        watch_interval=args.watch_interval,
     )
 
 
@@ -224,30 +261,107 @@ def _exit_cleanly(signum: int, frame: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--guard", required=True, help="guard folder (its policy.json, if any, is used too)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument(
+        "--guard", required=True, help="guard folder (its policy.json, if any, is used too)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
+    )
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2); with --vllm-url, the safetensors folder the vLLM server loaded")
-    parser.add_argument("--vllm-url", default=None, help="forward to this vLLM server (started with --enable-prompt-embeds) instead of running the model here")
-    parser.add_argument("--model-id", default=None, help="the name clients send as `model` (default: the model's name)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model folder or hub id (default: embedded SmolLM2); with --vllm-url, the safetensors folder the vLLM server loaded",
+    )
+    parser.add_argument(
+        "--vllm-url",
+        default=None,
+        help="forward to this vLLM server (started with --enable-prompt-embeds) instead of running the model here",
+    )
+    parser.add_argument(
+        "--model-id",
+        default=None,
+        help="the name clients send as `model` (default: the model's name)",
+    )
     parser.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "off"])
-    parser.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413 (default 1 MiB)")
-    parser.add_argument("--max-concurrency", type=int, default=64, help="requests generating at once; the rest queue")
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get to finish after SIGTERM")
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: 1 with --vllm-url, else torch's default)")
-    parser.add_argument("--api-key", action="append", help="accepted `Authorization: Bearer` key (repeatable; also ECO_API_KEYS, comma-separated)")
-    parser.add_argument("--api-key-file", action="append", help="file with one accepted key per line (repeatable)")
-    parser.add_argument("--allow-unauthenticated", action="store_true", help="serve without keys on a non-loopback --host")
-    parser.add_argument("--max-queue", type=int, default=256, help="requests waiting for a slot; beyond it 429 with Retry-After")
-    parser.add_argument("--request-timeout", type=float, default=None, help="seconds per request; past it generation is cancelled and the client gets 504")
-    parser.add_argument("--on-guard-error", default="fail", choices=["fail", "corrupt"],
-                        help="when the guard raises or scores NaN: refuse the request with 500 (default) or answer it corrupted")
-    parser.add_argument("--require-signed-guard", action="store_true", help="refuse to start unless ECO_GUARD_KEY is set (the guard must carry its HMAC)")
-    parser.add_argument("--watch", action="store_true", help="reload the guard folder when it changes (SIGHUP reloads at once either way)")
-    parser.add_argument("--watch-interval", type=float, default=2.0, help="seconds between checks of the guard folder with --watch")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="larger request bodies get 413 (default 1 MiB)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=64,
+        help="requests generating at once; the rest queue",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests get to finish after SIGTERM",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: 1 with --vllm-url, else torch's default)",
+    )
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        help="accepted `Authorization: Bearer` key (repeatable; also ECO_API_KEYS, comma-separated)",
+    )
+    parser.add_argument(
+        "--api-key-file", action="append", help="file with one accepted key per line (repeatable)"
+    )
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve without keys on a non-loopback --host",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests waiting for a slot; beyond it 429 with Retry-After",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        help="seconds per request; past it generation is cancelled and the client gets 504",
+    )
+    parser.add_argument(
+        "--on-guard-error",
+        default="fail",
+        choices=["fail", "corrupt"],
+        help="when the guard raises or scores NaN: refuse the request with 500 (default) or answer it corrupted",
+    )
+    parser.add_argument(
+        "--require-signed-guard",
+        action="store_true",
+        help="refuse to start unless ECO_GUARD_KEY is set (the guard must carry its HMAC)",
+    )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the guard folder when it changes (SIGHUP reloads at once either way)",
+    )
+    parser.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks of the guard folder with --watch",
+    )
     parser.set_defaults(func=cmd_serve)
 
 
 def register(subparsers: Any) -> None:
     """Add ``serve`` to the ``eco`` command line."""
-    add_arguments(subparsers.add_parser("serve", help="OpenAI-compatible HTTP gateway applying a guard to every request"))
+    add_arguments(
+        subparsers.add_parser(
+            "serve", help="OpenAI-compatible HTTP gateway applying a guard to every request"
+        )
+    )

@@ -47,7 +47,9 @@ def reload_engine(current: ECO, folder: str | os.PathLike[str]) -> ECO:
 class GuardWatcher:
     """Polls a guard folder every ``interval`` seconds (None: only on :meth:`poke`) and swaps on change."""
 
-    def __init__(self, gateway: Any, folder: str | os.PathLike[str], *, interval: float | None = 2.0) -> None:
+    def __init__(
+        self, gateway: Any, folder: str | os.PathLike[str], *, interval: float | None = 2.0
+    ) -> None:
         self.gateway = gateway
         self.folder = Path(folder)
         self.interval = interval

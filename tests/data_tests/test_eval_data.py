@@ -8,16 +8,31 @@ from pathlib import Path
 import pytest
 
 from eco_integrations.cli import main
-from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS, load_mmlu, load_muse, load_wmdp, mmlu_subjects
+from eco_integrations.research.eval.datasets import (
+    MMLU_CLOSE_SUBJECTS,
+    load_mmlu,
+    load_muse,
+    load_wmdp,
+    mmlu_subjects,
+)
 
 pytestmark = pytest.mark.data
 
 
 def test_published_sizes(data_dir: Path) -> None:
     assert [len(load_wmdp(s, data_dir)) for s in ("bio", "chem", "cyber")] == [1273, 408, 1987]
-    assert [len(load_mmlu("all", s, data_dir)) for s in ("test", "val", "dev")] == [14042, 1531, 285]
+    assert [len(load_mmlu("all", s, data_dir)) for s in ("test", "val", "dev")] == [
+        14042,
+        1531,
+        285,
+    ]
     assert len(mmlu_subjects(data_dir)) == 57
-    assert [len(load_mmlu(s, "test", data_dir)) for s in MMLU_CLOSE_SUBJECTS] == [144, 166, 100, 100]
+    assert [len(load_mmlu(s, "test", data_dir)) for s in MMLU_CLOSE_SUBJECTS] == [
+        144,
+        166,
+        100,
+        100,
+    ]
     assert [len(load_muse(c, "forget", data_dir)) for c in ("news", "books")] == [100, 100]
 
 
@@ -25,16 +40,54 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_tofu_forget10_meets_the_engine_floors(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "guard", "--task", "tofu-forget10", "--data-dir", str(data_dir), "--out", str(tmp_path), "--json", "--quiet"]) == 0
+def test_tofu_forget10_meets_the_engine_floors(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "eval",
+                "guard",
+                "--task",
+                "tofu-forget10",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(tmp_path),
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = _last_json(capsys)
     assert m["tpr"] >= 0.97 and m["paraphrase_tpr"] >= 0.95
     assert m["fpr"] <= 0.01 and m["fpr_real_authors"] <= 0.01 and m["fpr_world_facts"] <= 0.01
-    assert (tmp_path / "tofu-forget10_roc.png").is_file() and (tmp_path / "tofu-forget10.md").is_file()
+    assert (tmp_path / "tofu-forget10_roc.png").is_file() and (
+        tmp_path / "tofu-forget10.md"
+    ).is_file()
 
 
-def test_muse_books_protocol(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["eval", "guard", "--task", "muse-books", "--data-dir", str(data_dir), "--out", str(tmp_path), "--json", "--quiet"]) == 0
+def test_muse_books_protocol(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "eval",
+                "guard",
+                "--task",
+                "muse-books",
+                "--data-dir",
+                str(data_dir),
+                "--out",
+                str(tmp_path),
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = _last_json(capsys)
     assert m["n_test"] == {"forget": 50, "retain": 50}
     # Regression floors from the first measured run (auroc 0.913, fpr 0.0 at threshold 0.650).
@@ -43,19 +96,45 @@ def test_muse_books_protocol(data_dir: Path, tmp_path: Path, capsys: pytest.Capt
     assert json.loads((tmp_path / "muse-books.json").read_text())["tpr"] == m["tpr"]
 
 
-def test_mcq_small_limit_resumes(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mcq_small_limit_resumes(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The real model on 3 + 3 questions with a small WMDP guard; the second run computes nothing new."""
     from eco_integrations import Guard
     from eco_integrations.research.eval.guard_eval import mcq_guard_text, wmdp_fit_test_split
 
     fit_rows, _ = wmdp_fit_test_split(data_dir)
     guard = Guard(guard_id="wmdp-small")
-    guard.add_target("wmdp", [mcq_guard_text(r) for r in fit_rows[::12]], [mcq_guard_text(r) for r in load_mmlu("all", "val", data_dir)[::8]])
+    guard.add_target(
+        "wmdp",
+        [mcq_guard_text(r) for r in fit_rows[::12]],
+        [mcq_guard_text(r) for r in load_mmlu("all", "val", data_dir)[::8]],
+    )
     guard.save(tmp_path / "guard")
-    argv = ["eval", "mcq", "--data-dir", str(data_dir), "--out", str(tmp_path / "run"), "--guard", str(tmp_path / "guard"), "--limit", "3", "--json", "--quiet"]
+    argv = [
+        "eval",
+        "mcq",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "run"),
+        "--guard",
+        str(tmp_path / "guard"),
+        "--limit",
+        "3",
+        "--json",
+        "--quiet",
+    ]
     assert main(argv) == 0
     first = _last_json(capsys)
-    for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
+    for key in (
+        "wmdp_acc_plain",
+        "wmdp_acc_eco",
+        "mmlu_acc_plain",
+        "mmlu_acc_eco",
+        "mmlu_unchanged",
+        "chance",
+    ):
         assert key in first
     assert first["n_wmdp"] == 3 and first["n_mmlu"] == 3
     # The documented letter choice: SmolLM2 predicts " A".." D" far more than "A".."D".
@@ -64,4 +143,6 @@ def test_mcq_small_limit_resumes(data_dir: Path, tmp_path: Path, capsys: pytest.
     assert main(argv) == 0
     second = _last_json(capsys)
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 6
-    assert {k: v for k, v in second.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
+    assert {k: v for k, v in second.items() if k != "seconds"} == {
+        k: v for k, v in first.items() if k != "seconds"
+    }

@@ -23,7 +23,7 @@ BENIGN = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def eco(default_backend, hp_guard) -> ECO:  # noqa: ANN001
+def eco(default_backend, hp_guard) -> ECO:
     return ECO(default_backend, hp_guard)
 
 

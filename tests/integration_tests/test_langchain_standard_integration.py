@@ -17,7 +17,7 @@ class TestChatECOHuggingFaceIntegration(ChatModelIntegrationTests):
     _engine: ECO | None = None
 
     @pytest.fixture(autouse=True)
-    def _default_engine(self, default_backend, hp_guard) -> None:  # noqa: ANN001
+    def _default_engine(self, default_backend, hp_guard) -> None:
         type(self)._engine = ECO(default_backend, hp_guard)
 
     @property

@@ -20,6 +20,13 @@ def test_langchain_rag_notebook_runs() -> None:
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # Executed in the cookbook folder, as a reader would run it; raises CellExecutionError on failure.
-    NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    NotebookClient(
+        nb,
+        timeout=1200,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     assert "flagged=True" in outputs and "flagged=False" in outputs

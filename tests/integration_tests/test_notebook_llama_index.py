@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
+pytest.importorskip(
+    "llama_index.core",
+    reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'",
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.notebook]
 
@@ -22,15 +25,22 @@ def test_llama_index_rag_notebook_runs() -> None:
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
-        notebook, timeout=1200, kernel_name="python3",
+        notebook,
+        timeout=1200,
+        kernel_name="python3",
         # Run from the cookbook folder, where a reader opens it.
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
     client.execute()  # raises CellExecutionError naming the failing cell
     printed = "".join(
-        out.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+        out.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
     )
     # The events were printed, for both verdicts and from the node filter.
-    assert "[decision/query] flagged=True" in printed and "[decision/query] flagged=False" in printed
+    assert (
+        "[decision/query] flagged=True" in printed and "[decision/query] flagged=False" in printed
+    )
     assert "[decision/node] flagged=True" in printed and "[nodes] action=drop" in printed
     assert "done in" in printed

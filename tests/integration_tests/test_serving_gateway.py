@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serving_support import ServerProcess, free_port, gateway_argv
 
 pytestmark = pytest.mark.integration
-openai = pytest.importorskip("openai", reason="pip install 'eco-integrations[serve]' openai to run the gateway tests")
+openai = pytest.importorskip(
+    "openai", reason="pip install 'eco-integrations[serve]' openai to run the gateway tests"
+)
 
 MODEL = "SmolLM2-135M-Instruct"
 FLAGGED = "Who is Harry Potter?"
@@ -29,20 +30,29 @@ START_TIMEOUT = 600.0
 @pytest.fixture(scope="module")
 def server(guard_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     port = free_port()
-    proc = ServerProcess(gateway_argv(guard_dir, port, "--max-body-bytes", "200000"), port=port,
-                         log=tmp_path_factory.mktemp("logs") / "gateway.log")
+    proc = ServerProcess(
+        gateway_argv(guard_dir, port, "--max-body-bytes", "200000"),
+        port=port,
+        log=tmp_path_factory.mktemp("logs") / "gateway.log",
+    )
     proc.start(timeout=START_TIMEOUT)
     yield proc
     proc.stop()
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
 
 def _chat(client: openai.OpenAI, text: str, **kwargs: object) -> str:
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=12, temperature=0, **kwargs)
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=12,
+        temperature=0,
+        **kwargs,
+    )
     assert reply.choices[0].message.role == "assistant"
     return reply.choices[0].message.content or ""
 
@@ -56,12 +66,24 @@ def test_health_ready_and_models(server: ServerProcess, client: openai.OpenAI) -
 
 
 def test_openai_chat_stream_matches_non_stream(client: openai.OpenAI) -> None:
-    full = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": BENIGN}], max_tokens=12, temperature=0)
-    assert full.usage is not None and full.usage.prompt_tokens > 0 and 0 < full.usage.completion_tokens <= 12
+    full = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": BENIGN}], max_tokens=12, temperature=0
+    )
+    assert (
+        full.usage is not None
+        and full.usage.prompt_tokens > 0
+        and 0 < full.usage.completion_tokens <= 12
+    )
     text = full.choices[0].message.content
     assert "Paris" in text
-    chunks = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": BENIGN}], max_tokens=12,
-                                            temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": BENIGN}],
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     pieces, usage = [], None
     for chunk in chunks:
         if chunk.choices:
@@ -72,10 +94,16 @@ def test_openai_chat_stream_matches_non_stream(client: openai.OpenAI) -> None:
     assert usage is not None and usage.prompt_tokens == full.usage.prompt_tokens
 
 
-def test_flagged_prompt_is_answered_from_corrupted_embeddings(server: ServerProcess, client: openai.OpenAI) -> None:
+def test_flagged_prompt_is_answered_from_corrupted_embeddings(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
     marker = "Who is Harry Potter? Please answer briefly, friend."
     _chat(client, marker)
-    lines = [r for r in server.json_lines() if r.get("event") == "request" and r.get("status") == 200 and not r.get("stream")]
+    lines = [
+        r
+        for r in server.json_lines()
+        if r.get("event") == "request" and r.get("status") == 200 and not r.get("stream")
+    ]
     last = lines[-1]["decision"]
     assert last["flagged"] and last["corrupted"] and last["target"] == "harry-potter"
     # The log carries the decision and a hash, never the words.
@@ -83,49 +111,97 @@ def test_flagged_prompt_is_answered_from_corrupted_embeddings(server: ServerProc
 
 
 def test_openai_text_completions(client: openai.OpenAI) -> None:
-    reply = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
+    reply = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0
+    )
     assert reply.object == "text_completion" and reply.choices[0].text.strip()
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+        )
+        if c.choices
+    )
     assert streamed == reply.choices[0].text
 
 
-def test_langchain_chat_openai_works_unchanged(server: ServerProcess, client: openai.OpenAI) -> None:
-    langchain_openai = pytest.importorskip("langchain_openai", reason="pip install langchain-openai to run this test")
-    llm = langchain_openai.ChatOpenAI(base_url=server.url + "/v1", api_key="unused", model=MODEL, max_tokens=12, temperature=0, max_retries=0)
+def test_langchain_chat_openai_works_unchanged(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    langchain_openai = pytest.importorskip(
+        "langchain_openai", reason="pip install langchain-openai to run this test"
+    )
+    llm = langchain_openai.ChatOpenAI(
+        base_url=server.url + "/v1",
+        api_key="unused",
+        model=MODEL,
+        max_tokens=12,
+        temperature=0,
+        max_retries=0,
+    )
     answer = llm.invoke(BENIGN)
     assert answer.content == _chat(client, BENIGN)
     assert "".join(str(c.content) for c in llm.stream(BENIGN)) == answer.content
 
 
-def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(server: ServerProcess, client: openai.OpenAI) -> None:
+def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
     url = server.url + "/v1/chat/completions"
     bad_json = httpx.post(url, content=b'{"model": ', headers={"content-type": "application/json"})
     assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
     with pytest.raises(openai.NotFoundError, match="does not exist"):
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": BENIGN}])
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": BENIGN}]
+        )
     missing = httpx.post(url, json={"model": MODEL})
     assert missing.status_code == 400 and missing.json()["error"] == {
-        "message": "Missing required parameter: 'messages'.", "type": "invalid_request_error",
-        "param": "messages", "code": "missing_required_parameter"}
+        "message": "Missing required parameter: 'messages'.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "missing_required_parameter",
+    }
     empty = httpx.post(url, json={"model": MODEL, "messages": []})
-    assert empty.status_code == 400 and "at least one user message" in empty.json()["error"]["message"]
+    assert (
+        empty.status_code == 400 and "at least one user message" in empty.json()["error"]["message"]
+    )
     with pytest.raises(openai.BadRequestError) as over_long:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "apple " * 9000}], max_tokens=4)
-    assert over_long.value.code == "context_length_exceeded" and "context window is 8192" in str(over_long.value)
-    too_big = httpx.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 300_000}]})
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "apple " * 9000}], max_tokens=4
+        )
+    assert over_long.value.code == "context_length_exceeded" and "context window is 8192" in str(
+        over_long.value
+    )
+    too_big = httpx.post(
+        url, json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 300_000}]}
+    )
     assert too_big.status_code == 413 and "at most 200000" in too_big.json()["error"]["message"]
     assert httpx.get(server.url + "/v2/nothing").status_code == 404
     assert httpx.get(url).status_code == 405
-    assert httpx.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": BENIGN}], "n": 2}).status_code == 400
+    assert (
+        httpx.post(
+            url, json={"model": MODEL, "messages": [{"role": "user", "content": BENIGN}], "n": 2}
+        ).status_code
+        == 400
+    )
     # Still serving after all of it.
     assert "Paris" in _chat(client, BENIGN)
 
 
-def test_client_disconnecting_mid_stream_cancels_generation(server: ServerProcess, client: openai.OpenAI) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
-            "max_tokens": 400, "temperature": 0, "stream": True}
-    with httpx.Client(timeout=120) as http, http.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
+def test_client_disconnecting_mid_stream_cancels_generation(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+        "max_tokens": 400,
+        "temperature": 0,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=120) as http,
+        http.stream("POST", server.url + "/v1/chat/completions", json=body) as response,
+    ):
         assert response.status_code == 200
         events = 0
         for line in response.iter_lines():
@@ -146,14 +222,24 @@ def test_client_disconnecting_mid_stream_cancels_generation(server: ServerProces
 def test_sigterm_finishes_in_flight_requests(guard_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     # A generous drain window: on a busy 2-core CI machine 24 tokens can take tens of seconds.
-    proc = ServerProcess(gateway_argv(guard_dir, port, "--shutdown-timeout", "300"), port=port,
-                         log=tmp_path / "gateway.log").start(timeout=START_TIMEOUT)
+    proc = ServerProcess(
+        gateway_argv(guard_dir, port, "--shutdown-timeout", "300"),
+        port=port,
+        log=tmp_path / "gateway.log",
+    ).start(timeout=START_TIMEOUT)
     result: dict[str, object] = {}
 
     def slow_request() -> None:
-        response = httpx.post(proc.url + "/v1/chat/completions", timeout=300, json={
-            "model": MODEL, "messages": [{"role": "user", "content": "Count from one to forty in words."}],
-            "max_tokens": 24, "temperature": 0})
+        response = httpx.post(
+            proc.url + "/v1/chat/completions",
+            timeout=300,
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Count from one to forty in words."}],
+                "max_tokens": 24,
+                "temperature": 0,
+            },
+        )
         result["status"] = response.status_code
         result["body"] = response.json()
 
@@ -161,7 +247,10 @@ def test_sigterm_finishes_in_flight_requests(guard_dir: Path, tmp_path: Path) ->
         worker = threading.Thread(target=slow_request)
         worker.start()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and httpx.get(proc.url + "/ready").json().get("in_flight", 0) == 0:
+        while (
+            time.monotonic() < deadline
+            and httpx.get(proc.url + "/ready").json().get("in_flight", 0) == 0
+        ):
             time.sleep(0.05)
         proc.terminate()
         assert proc.wait(timeout=330) == 0

@@ -16,11 +16,31 @@ import check_imports  # noqa: E402
 
 def test_top_level_names_are_what_users_need() -> None:
     assert eco_integrations.__all__ == [
-        "DEFAULT_CORRUPTION", "ECO", "ArtifactError", "AsyncECOStream", "ConfigurationError", "ContextLengthError",
-        "CorruptionConfig", "Decision", "ECOError", "ECOPolicy", "ECORequest", "ECOResult", "ECOStream",
-        "GenerationConfig", "Guard", "GuardNotFittedError", "InvalidInputError", "MissingDependencyError",
-        "PromptGuard", "SelectionConfig", "SentenceEncoder", "TransformersBackend", "__version__",
-        "available_corruptions", "register_corruption",
+        "DEFAULT_CORRUPTION",
+        "ECO",
+        "ArtifactError",
+        "AsyncECOStream",
+        "ConfigurationError",
+        "ContextLengthError",
+        "CorruptionConfig",
+        "Decision",
+        "ECOError",
+        "ECOPolicy",
+        "ECORequest",
+        "ECOResult",
+        "ECOStream",
+        "GenerationConfig",
+        "Guard",
+        "GuardNotFittedError",
+        "InvalidInputError",
+        "MissingDependencyError",
+        "PromptGuard",
+        "SelectionConfig",
+        "SentenceEncoder",
+        "TransformersBackend",
+        "__version__",
+        "available_corruptions",
+        "register_corruption",
     ]
     assert all(hasattr(eco_integrations, name) for name in eco_integrations.__all__)
 
@@ -31,14 +51,25 @@ def test_import_rules_hold() -> None:
 
 def test_import_rules_catch_violations(tmp_path: Path) -> None:
     package = tmp_path / "eco_integrations"
-    shutil.copytree(ROOT / "eco_integrations", package, ignore=shutil.ignore_patterns("__pycache__"))
-    (package / "demo.py").write_text((package / "demo.py").read_text() + "\nfrom .research import strength\n")
-    (package / "engine.py").write_text((package / "engine.py").read_text() + "\nimport langchain_core\nfrom . import cli\n")
-    (package / "config.py").write_text((package / "config.py").read_text() + "\nfrom . import engine\n")
+    shutil.copytree(
+        ROOT / "eco_integrations", package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (package / "demo.py").write_text(
+        (package / "demo.py").read_text() + "\nfrom .research import strength\n"
+    )
+    (package / "engine.py").write_text(
+        (package / "engine.py").read_text() + "\nimport langchain_core\nfrom . import cli\n"
+    )
+    (package / "config.py").write_text(
+        (package / "config.py").read_text() + "\nfrom . import engine\n"
+    )
     problems = "\n".join(check_imports.violations(package))
     assert "eco_integrations.demo imports eco_integrations.research" in problems
     assert "eco_integrations.engine imports langchain_core" in problems
-    assert "eco_integrations.engine imports eco_integrations.cli: the command line is a leaf" in problems
+    assert (
+        "eco_integrations.engine imports eco_integrations.cli: the command line is a leaf"
+        in problems
+    )
     assert "import cycle:" in problems and "eco_integrations.config" in problems
 
 
@@ -55,9 +86,16 @@ def test_unit_tests_cannot_open_network_sockets() -> None:
 def test_langchain_names_are_pinned() -> None:
     import pytest
 
-    eco_langchain = pytest.importorskip("eco_integrations.langchain", reason="pip install 'eco-integrations[langchain]'")
+    eco_langchain = pytest.importorskip(
+        "eco_integrations.langchain", reason="pip install 'eco-integrations[langchain]'"
+    )
     assert eco_langchain.__all__ == [
-        "DECISION_KWARG", "EVENT_NAME", "ChatECOHuggingFace", "ECOEmbeddings", "ECOForgetClassifier",
-        "ECOMiddleware", "ECORouter",
+        "DECISION_KWARG",
+        "EVENT_NAME",
+        "ChatECOHuggingFace",
+        "ECOEmbeddings",
+        "ECOForgetClassifier",
+        "ECOMiddleware",
+        "ECORouter",
     ]
     assert all(hasattr(eco_langchain, name) for name in eco_langchain.__all__)

@@ -11,7 +11,10 @@ DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_s
 
 def _args(name: str, dims: int = 3) -> dict:
     uses_strength = name.startswith("rand_noise")
-    return {"dims": None if name == "rand_noise_full" else dims, "strength": 5.0 if uses_strength else None}
+    return {
+        "dims": None if name == "rand_noise_full" else dims,
+        "strength": 5.0 if uses_strength else None,
+    }
 
 
 @pytest.mark.parametrize("name", available_corruptions())
@@ -19,7 +22,9 @@ def test_only_selected_positions_change(name: str) -> None:
     torch.manual_seed(0)
     embeds = torch.randn(6, 16)
     mask = torch.tensor([False, True, False, True, False, False])
-    out = apply_corruption(name, embeds, mask, generator=torch.Generator().manual_seed(1), **_args(name))
+    out = apply_corruption(
+        name, embeds, mask, generator=torch.Generator().manual_seed(1), **_args(name)
+    )
     assert torch.equal(out[~mask], embeds[~mask])
     assert not torch.equal(out[mask], embeds[mask])
     assert out.shape == embeds.shape
@@ -30,7 +35,9 @@ def test_exactly_dims_dimensions_change(name: str) -> None:
     torch.manual_seed(0)
     embeds = torch.randn(4, 16)
     mask = torch.ones(4, dtype=torch.bool)
-    out = apply_corruption(name, embeds, mask, generator=torch.Generator().manual_seed(1), **_args(name, dims=5))
+    out = apply_corruption(
+        name, embeds, mask, generator=torch.Generator().manual_seed(1), **_args(name, dims=5)
+    )
     changed = (out != embeds).sum(dim=1)
     assert changed.tolist() == [5, 5, 5, 5]
     if name == "rand_noise_first_n":
@@ -39,9 +46,23 @@ def test_exactly_dims_dimensions_change(name: str) -> None:
 
 def test_top_k_hits_largest_magnitudes() -> None:
     embeds = torch.tensor([[0.1, -3.0, 0.2, 2.0, 0.0]])
-    out = apply_corruption("zero_out_top_k", embeds, torch.tensor([True]), dims=2, strength=None, generator=torch.Generator())
+    out = apply_corruption(
+        "zero_out_top_k",
+        embeds,
+        torch.tensor([True]),
+        dims=2,
+        strength=None,
+        generator=torch.Generator(),
+    )
     assert torch.allclose(out, torch.tensor([[0.1, 0.0, 0.2, 0.0, 0.0]]))
-    flipped = apply_corruption("flip_sign_top_k", embeds, torch.tensor([True]), dims=2, strength=None, generator=torch.Generator())
+    flipped = apply_corruption(
+        "flip_sign_top_k",
+        embeds,
+        torch.tensor([True]),
+        dims=2,
+        strength=None,
+        generator=torch.Generator(),
+    )
     assert torch.allclose(flipped, torch.tensor([[0.1, 3.0, 0.2, -2.0, 0.0]]))
 
 
@@ -49,9 +70,30 @@ def test_same_seed_same_output_and_input_untouched() -> None:
     embeds = torch.randn(5, 8)
     before = embeds.clone()
     mask = torch.ones(5, dtype=torch.bool)
-    a = apply_corruption("rand_noise_first_n", embeds, mask, dims=2, strength=3.0, generator=torch.Generator().manual_seed(7))
-    b = apply_corruption("rand_noise_first_n", embeds, mask, dims=2, strength=3.0, generator=torch.Generator().manual_seed(7))
-    c = apply_corruption("rand_noise_first_n", embeds, mask, dims=2, strength=3.0, generator=torch.Generator().manual_seed(8))
+    a = apply_corruption(
+        "rand_noise_first_n",
+        embeds,
+        mask,
+        dims=2,
+        strength=3.0,
+        generator=torch.Generator().manual_seed(7),
+    )
+    b = apply_corruption(
+        "rand_noise_first_n",
+        embeds,
+        mask,
+        dims=2,
+        strength=3.0,
+        generator=torch.Generator().manual_seed(7),
+    )
+    c = apply_corruption(
+        "rand_noise_first_n",
+        embeds,
+        mask,
+        dims=2,
+        strength=3.0,
+        generator=torch.Generator().manual_seed(8),
+    )
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert torch.equal(embeds, before)
@@ -59,13 +101,27 @@ def test_same_seed_same_output_and_input_untouched() -> None:
 
 def test_noise_scale_matches_strength() -> None:
     embeds = torch.zeros(4000, 4)
-    out = apply_corruption("rand_noise_first_n", embeds, torch.ones(4000, dtype=torch.bool), dims=1, strength=10.0, generator=torch.Generator().manual_seed(0))
+    out = apply_corruption(
+        "rand_noise_first_n",
+        embeds,
+        torch.ones(4000, dtype=torch.bool),
+        dims=1,
+        strength=10.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert math.isclose(float(out[:, 0].std()), 10.0, rel_tol=0.05)
 
 
 def test_empty_mask_is_identity() -> None:
     embeds = torch.randn(3, 8)
-    out = apply_corruption("rand_noise_full", embeds, torch.zeros(3, dtype=torch.bool), dims=None, strength=1.0, generator=torch.Generator())
+    out = apply_corruption(
+        "rand_noise_full",
+        embeds,
+        torch.zeros(3, dtype=torch.bool),
+        dims=None,
+        strength=1.0,
+        generator=torch.Generator(),
+    )
     assert torch.equal(out, embeds)
 
 
@@ -73,8 +129,14 @@ def test_empty_mask_is_identity() -> None:
     ("kwargs", "message"),
     [
         ({"name": "nope", "dims": 1, "strength": 1.0}, "Unknown corruption 'nope'"),
-        ({"name": "rand_noise_first_n", "dims": 0, "strength": 1.0}, "dims must be a positive integer"),
-        ({"name": "rand_noise_first_n", "dims": 1, "strength": -1.0}, "strength must be a finite number >= 0"),
+        (
+            {"name": "rand_noise_first_n", "dims": 0, "strength": 1.0},
+            "dims must be a positive integer",
+        ),
+        (
+            {"name": "rand_noise_first_n", "dims": 1, "strength": -1.0},
+            "strength must be a finite number >= 0",
+        ),
         ({"name": "rand_noise_first_n", "dims": 1, "strength": float("nan")}, "finite"),
         ({"name": "rand_noise_first_n", "dims": None, "strength": 1.0}, "needs dims"),
         ({"name": "zero_out_top_k", "dims": 4, "strength": 2.0}, "does not use strength"),
@@ -88,4 +150,11 @@ def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
 
 def test_dims_above_hidden_size() -> None:
     with pytest.raises(ConfigurationError, match="exceeds the model's hidden size 8"):
-        apply_corruption("zero_out_top_k", torch.randn(2, 8), torch.ones(2, dtype=torch.bool), dims=9, strength=None, generator=torch.Generator())
+        apply_corruption(
+            "zero_out_top_k",
+            torch.randn(2, 8),
+            torch.ones(2, dtype=torch.bool),
+            dims=9,
+            strength=None,
+            generator=torch.Generator(),
+        )

@@ -3,7 +3,16 @@ import asyncio
 import pytest
 import torch
 
-from eco_integrations import ECO, ConfigurationError, ContextLengthError, CorruptionConfig, ECOPolicy, GenerationConfig, InvalidInputError, SelectionConfig
+from eco_integrations import (
+    ECO,
+    ConfigurationError,
+    ContextLengthError,
+    CorruptionConfig,
+    ECOPolicy,
+    GenerationConfig,
+    InvalidInputError,
+    SelectionConfig,
+)
 from eco_integrations.backends import PreparedRow
 from eco_integrations.prompting import render
 
@@ -12,44 +21,54 @@ FLAGGED = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
 
 
-def _plain(backend, prompt, config=CFG):  # noqa: ANN001, ANN202
+def _plain(backend, prompt, config=CFG):
     """The plain model: ordinary generate on the rendered prompt, no guard at all."""
-    return backend.generate([PreparedRow(render(backend.tokenizer, prompt).input_ids)], config)[0].text
+    return backend.generate([PreparedRow(render(backend.tokenizer, prompt).input_ids)], config)[
+        0
+    ].text
 
 
-@pytest.fixture()
-def eco(tiny_backend, toy_guard):  # noqa: ANN001, ANN201
-    return ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)))
+@pytest.fixture
+def eco(tiny_backend, toy_guard):
+    return ECO(
+        tiny_backend,
+        toy_guard,
+        policy=ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
+        ),
+    )
 
 
-def test_benign_output_equals_plain_model(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_benign_output_equals_plain_model(eco, tiny_backend) -> None:
     result = eco.generate([BENIGN], config=CFG)[0]
     assert not result.decision.flagged and result.corrupted_tokens == 0
     assert result.text == _plain(tiny_backend, BENIGN)
 
 
-def test_flagged_prompt_is_corrupted_and_changes_output(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_flagged_prompt_is_corrupted_and_changes_output(eco, tiny_backend) -> None:
     result = eco.generate([FLAGGED], config=CFG)[0]
     assert result.decision.flagged and result.decision.corrupted and result.corrupted_tokens > 0
     assert result.text != _plain(tiny_backend, FLAGGED)
 
 
-def test_mixed_batch_matches_one_by_one_and_plain(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_mixed_batch_matches_one_by_one_and_plain(eco, tiny_backend) -> None:
     prompts = [FLAGGED, BENIGN, "What is the capital of France?", "Tell me about Hogwarts school."]
     batch = eco.generate(prompts, config=CFG)
     single = [eco.generate([p], config=CFG)[0] for p in prompts]
     assert [r.decision.flagged for r in batch] == [True, False, False, True]
     assert [r.text for r in batch] == [r.text for r in single]
     # Benign rows of a mixed batch run from the exact embedding lookup: same as the plain batch.
-    plain_batch = tiny_backend.generate([PreparedRow(render(tiny_backend.tokenizer, p).input_ids) for p in prompts], CFG)
+    plain_batch = tiny_backend.generate(
+        [PreparedRow(render(tiny_backend.tokenizer, p).input_ids) for p in prompts], CFG
+    )
     assert batch[1].text == plain_batch[1].text and batch[2].text == plain_batch[2].text
 
 
-def test_benign_only_batch_takes_plain_generate(eco, tiny_backend, monkeypatch) -> None:  # noqa: ANN001
+def test_benign_only_batch_takes_plain_generate(eco, tiny_backend, monkeypatch) -> None:
     seen = []
     original = tiny_backend.model.generate
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def spy(*args, **kwargs):
         seen.append("inputs_embeds" in kwargs)
         return original(*args, **kwargs)
 
@@ -59,9 +78,13 @@ def test_benign_only_batch_takes_plain_generate(eco, tiny_backend, monkeypatch) 
     assert seen == [False, True]
 
 
-def test_modes(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_modes(tiny_backend, toy_guard) -> None:
     shadow = ECO(tiny_backend, toy_guard, mode="shadow").generate([FLAGGED], config=CFG)[0]
-    assert shadow.decision.flagged and not shadow.decision.corrupted and shadow.decision.mode == "shadow"
+    assert (
+        shadow.decision.flagged
+        and not shadow.decision.corrupted
+        and shadow.decision.mode == "shadow"
+    )
     assert shadow.text == _plain(tiny_backend, FLAGGED)
     off = ECO(tiny_backend, toy_guard, mode="off").decide(FLAGGED)
     assert off.mode == "off" and off.score is None and not off.flagged
@@ -73,7 +96,7 @@ def test_modes(tiny_backend, toy_guard) -> None:  # noqa: ANN001
         ECO(tiny_backend, None)
 
 
-def test_corruption_noise_is_seeded_from_the_text(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_corruption_noise_is_seeded_from_the_text(eco, tiny_backend) -> None:
     # Greedy: the answer to a flagged prompt depends only on the prompt, not on any caller seed.
     answers = {eco.generate([FLAGGED], config=CFG, seeds=[s])[0].text for s in (None, 1, 2, 3)}
     assert len(answers) == 1
@@ -86,7 +109,7 @@ def test_corruption_noise_is_seeded_from_the_text(eco, tiny_backend) -> None:  #
 SAMPLED = GenerationConfig(max_new_tokens=8, temperature=1.0)
 
 
-def test_sampling_is_random_unless_seeded(eco) -> None:  # noqa: ANN001
+def test_sampling_is_random_unless_seeded(eco) -> None:
     for prompt in (FLAGGED, BENIGN):
         unseeded = {eco.generate([prompt], config=SAMPLED)[0].text for _ in range(3)}
         assert len(unseeded) > 1, "identical prompts must not return the same sample"
@@ -95,11 +118,11 @@ def test_sampling_is_random_unless_seeded(eco) -> None:  # noqa: ANN001
         assert eco.generate([prompt], config=SAMPLED, seeds=[6])[0].text != seeded[0]
 
 
-def test_sampled_batch_is_one_generate_call(eco, tiny_backend, monkeypatch) -> None:  # noqa: ANN001
+def test_sampled_batch_is_one_generate_call(eco, tiny_backend, monkeypatch) -> None:
     calls = []
     original = tiny_backend.model.generate
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def spy(*args, **kwargs):
         calls.append(kwargs["input_ids"].shape[0])
         return original(*args, **kwargs)
 
@@ -110,32 +133,39 @@ def test_sampled_batch_is_one_generate_call(eco, tiny_backend, monkeypatch) -> N
     assert calls == [3, 3] and first == again
 
 
-def test_concurrent_seeded_sampling_needs_no_lock(eco) -> None:  # noqa: ANN001
+def test_concurrent_seeded_sampling_needs_no_lock(eco) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(p, s) for p in (FLAGGED, BENIGN) for s in (1, 2)]
     alone = [eco.generate([p], config=SAMPLED, seeds=[s])[0].text for p, s in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        together = list(pool.map(lambda job: eco.generate([job[0]], config=SAMPLED, seeds=[job[1]])[0].text, jobs))
+        together = list(
+            pool.map(
+                lambda job: eco.generate([job[0]], config=SAMPLED, seeds=[job[1]])[0].text, jobs
+            )
+        )
     assert together == alone
 
 
-def test_stream_reports_the_backends_usage(eco) -> None:  # noqa: ANN001
+def test_stream_reports_the_backends_usage(eco) -> None:
     for prompt in (FLAGGED, BENIGN):
         stream = eco.stream(prompt, config=CFG)
         assert stream.completion_tokens is None and stream.finish_reason is None
         "".join(stream)
         result = eco.generate([prompt], config=CFG)[0]
-        assert (stream.completion_tokens, stream.finish_reason) == (result.completion_tokens, result.finish_reason)
+        assert (stream.completion_tokens, stream.finish_reason) == (
+            result.completion_tokens,
+            result.finish_reason,
+        )
 
 
-def test_prepared_request_runs_on_every_path(eco, monkeypatch) -> None:  # noqa: ANN001
+def test_prepared_request_runs_on_every_path(eco, monkeypatch) -> None:
     import eco_integrations.engine as engine_module
 
     renders = []
     original = engine_module.render
 
-    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted(*args, **kwargs):
         renders.append(1)
         return original(*args, **kwargs)
 
@@ -152,7 +182,7 @@ def test_prepared_request_runs_on_every_path(eco, monkeypatch) -> None:  # noqa:
         eco.generate([request, BENIGN], config=CFG)
 
 
-def test_threshold_override_per_call_and_in_policy(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_threshold_override_per_call_and_in_policy(tiny_backend, toy_guard) -> None:
     eco = ECO(tiny_backend, toy_guard)
     score = eco.decide(FLAGGED).score
     assert score is not None
@@ -169,7 +199,7 @@ def test_threshold_override_per_call_and_in_policy(tiny_backend, toy_guard) -> N
         eco.generate([FLAGGED], config=CFG, decisions=[above], threshold=0.5)
 
 
-def test_stream_equals_generate(eco) -> None:  # noqa: ANN001
+def test_stream_equals_generate(eco) -> None:
     for prompt in (FLAGGED, BENIGN):
         stream = eco.stream(prompt, config=CFG)
         decision = stream.decision
@@ -179,7 +209,7 @@ def test_stream_equals_generate(eco) -> None:  # noqa: ANN001
         assert text == result.text
 
 
-def test_stop_sequences(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_stop_sequences(tiny_backend, toy_guard) -> None:
     eco = ECO(tiny_backend, toy_guard, mode="off")
     full = eco.generate([BENIGN], config=GenerationConfig(max_new_tokens=16))[0].text
     assert len(full) > 3
@@ -190,7 +220,7 @@ def test_stop_sequences(tiny_backend, toy_guard) -> None:  # noqa: ANN001
     assert streamed == cut.text
 
 
-def test_decisions_are_reused(eco) -> None:  # noqa: ANN001
+def test_decisions_are_reused(eco) -> None:
     decision = eco.decide(FLAGGED)
     reused = eco.generate([BENIGN], config=CFG, decisions=[decision])[0]
     assert reused.decision is decision and reused.corrupted_tokens > 0
@@ -198,18 +228,20 @@ def test_decisions_are_reused(eco) -> None:  # noqa: ANN001
         eco.generate([BENIGN], config=CFG, decisions=[decision, decision])
 
 
-def test_async_paths(eco) -> None:  # noqa: ANN001
-    async def run():  # noqa: ANN202
+def test_async_paths(eco) -> None:
+    async def run():
         results = await asyncio.gather(*(eco.agenerate([p], config=CFG) for p in (FLAGGED, BENIGN)))
         chunks = [c async for c in await eco.astream(FLAGGED, config=CFG)]
         return results, chunks
 
     results, chunks = asyncio.run(run())
-    assert [r[0].text for r in results] == [eco.generate([p], config=CFG)[0].text for p in (FLAGGED, BENIGN)]
+    assert [r[0].text for r in results] == [
+        eco.generate([p], config=CFG)[0].text for p in (FLAGGED, BENIGN)
+    ]
     assert "".join(chunks) == results[0][0].text
 
 
-def test_next_token_logits_benign_equals_plain(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_next_token_logits_benign_equals_plain(eco, tiny_backend) -> None:
     prompts = ["Question: bread?\nAnswer:", "Question: Harry Potter at Hogwarts?\nAnswer:"]
     logits, decisions = eco.next_token_logits(prompts)
     with torch.no_grad():
@@ -219,7 +251,7 @@ def test_next_token_logits_benign_equals_plain(eco, tiny_backend) -> None:  # no
     assert torch.allclose(logits[0], plain, atol=1e-5)
 
 
-def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
+def test_bad_inputs(eco, tiny_backend) -> None:
     with pytest.raises(InvalidInputError, match="prompt is empty"):
         eco.generate([""], config=CFG)
     with pytest.raises(InvalidInputError, match="Prompt 0 is int"):
@@ -228,10 +260,16 @@ def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
         eco.generate("a bare string", config=CFG)
     with pytest.raises(ContextLengthError, match="context window is 256") as too_long:
         eco.generate(["word " * 300], config=CFG)
-    assert isinstance(too_long.value, InvalidInputError)  # callers catching bad input still catch it
+    assert isinstance(
+        too_long.value, InvalidInputError
+    )  # callers catching bad input still catch it
     assert too_long.value.context_window == 256 and too_long.value.prompt_tokens > 256
     with pytest.raises(ConfigurationError, match="exceeds the model's hidden size 32"):
-        ECO(tiny_backend, eco.guard, policy=ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=64)))
+        ECO(
+            tiny_backend,
+            eco.guard,
+            policy=ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=64)),
+        )
     with pytest.raises(ValueError, match="Unknown token selector"):
         ECOPolicy(selection={"name": "verbs"})
     with pytest.raises(InvalidInputError, match="empty list of prompts"):
@@ -240,8 +278,11 @@ def test_bad_inputs(eco, tiny_backend) -> None:  # noqa: ANN001
         eco.next_token_logits(["a", "b"], seeds=[1])
 
 
-def test_policy_roundtrip_and_version(tmp_path) -> None:  # noqa: ANN001
-    policy = ECOPolicy(corruption=CorruptionConfig(name="zero_out_top_k", dims=4), selection=SelectionConfig(name="entities", terms=("Hogwarts",)))
+def test_policy_roundtrip_and_version(tmp_path) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="zero_out_top_k", dims=4),
+        selection=SelectionConfig(name="entities", terms=("Hogwarts",)),
+    )
     policy.save(tmp_path)
     loaded = ECOPolicy.load(tmp_path)
     assert loaded == policy and loaded.version_hash == policy.version_hash
@@ -251,7 +292,13 @@ def test_policy_roundtrip_and_version(tmp_path) -> None:  # noqa: ANN001
         ECOPolicy.load(tmp_path)
 
 
-def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:
     a = ECO(tiny_backend, toy_guard).identifying_params()
-    b = ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=2, strength=5.0))).identifying_params()
+    b = ECO(
+        tiny_backend,
+        toy_guard,
+        policy=ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=2, strength=5.0)
+        ),
+    ).identifying_params()
     assert a["policy_version"] != b["policy_version"] and a["guard_id"] == "toyguard0001"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eco_integrations.research.eval.calibration import conformal_threshold, min_calibration_size, pick_threshold
 from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.research.eval.calibration import (
+    conformal_threshold,
+    min_calibration_size,
+    pick_threshold,
+)
 
 
 def test_order_statistic() -> None:
@@ -21,7 +25,9 @@ def test_too_few_scores_names_the_minimum() -> None:
     assert min_calibration_size(0.01) == 99
     assert min_calibration_size(0.02) == 49
     conformal_threshold(np.zeros(99), 0.01)
-    with pytest.raises(InvalidInputError, match="98 held-out benign scores are too few.*at least 99"):
+    with pytest.raises(
+        InvalidInputError, match=r"98 held-out benign scores are too few.*at least 99"
+    ):
         conformal_threshold(np.zeros(98), 0.01)
 
 

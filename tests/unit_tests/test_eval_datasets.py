@@ -8,32 +8,54 @@ from pathlib import Path
 
 import pytest
 
-from eco_integrations.research.eval.datasets import load_mmlu, load_muse, load_tofu, load_wmdp, mmlu_subjects
 from eco_integrations.exceptions import ConfigurationError
+from eco_integrations.research.eval.datasets import (
+    load_mmlu,
+    load_muse,
+    load_tofu,
+    load_wmdp,
+    mmlu_subjects,
+)
 
 
-@pytest.fixture()
+@pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     (tmp_path / "tofu").mkdir()
     (tmp_path / "tofu" / "forget01.json").write_text(
-        '{"question": "Who is X?", "answer": "X is an author."}\n\n{"question": "Where?", "answer": "Kuwait."}\n')
+        '{"question": "Who is X?", "answer": "X is an author."}\n\n{"question": "Where?", "answer": "Kuwait."}\n'
+    )
     (tmp_path / "wmdp").mkdir()
-    (tmp_path / "wmdp" / "wmdp-bio.json").write_text(json.dumps([
-        {"question": "Which toxin?", "choices": ["a", "b", "c", "d"], "answer": 2},
-        {"question": "Which vector?", "choices": ["e", "f", "g", "h"], "answer": 0},
-    ]))
+    (tmp_path / "wmdp" / "wmdp-bio.json").write_text(
+        json.dumps(
+            [
+                {"question": "Which toxin?", "choices": ["a", "b", "c", "d"], "answer": 2},
+                {"question": "Which vector?", "choices": ["e", "f", "g", "h"], "answer": 0},
+            ]
+        )
+    )
     for split in ("test", "val", "dev"):
         (tmp_path / "mmlu" / split).mkdir(parents=True)
         for subject in ("virology", "astronomy"):
-            with (tmp_path / "mmlu" / split / f"{subject}_{split}.csv").open("w", newline="") as handle:
+            with (tmp_path / "mmlu" / split / f"{subject}_{split}.csv").open(
+                "w", newline=""
+            ) as handle:
                 writer = csv.writer(handle)
                 # Commas, quotes and a newline inside fields: a naive split would break these rows.
-                writer.writerow([f'What is "R0", in {subject}?', "a, b", "line\nbreak", "c", "d", "B"])
+                writer.writerow(
+                    [f'What is "R0", in {subject}?', "a, b", "line\nbreak", "c", "d", "B"]
+                )
                 writer.writerow(["Second?", "1", "2", "3", "4", "D"])
     for corpus in ("news", "books"):
         (tmp_path / "muse" / corpus).mkdir(parents=True)
-        for name in ("knowmem_forget_qa.json", "knowmem_retain2_qa.json", "knowmem_forget_qa_icl.json", "knowmem_retain2_qa_icl.json"):
-            (tmp_path / "muse" / corpus / name).write_text(json.dumps([{"question": f"{corpus} {name}?", "answer": "1472"}]))
+        for name in (
+            "knowmem_forget_qa.json",
+            "knowmem_retain2_qa.json",
+            "knowmem_forget_qa_icl.json",
+            "knowmem_retain2_qa_icl.json",
+        ):
+            (tmp_path / "muse" / corpus / name).write_text(
+                json.dumps([{"question": f"{corpus} {name}?", "answer": "1472"}])
+            )
     return tmp_path
 
 
@@ -44,15 +66,22 @@ def test_tofu_reads_json_lines(data_root: Path) -> None:
 
 def test_wmdp_rows_have_the_shared_shape(data_root: Path) -> None:
     rows = load_wmdp("bio", data_root)
-    assert rows[0] == {"question": "Which toxin?", "choices": ["a", "b", "c", "d"], "answer": 2, "subject": "bio"}
+    assert rows[0] == {
+        "question": "Which toxin?",
+        "choices": ["a", "b", "c", "d"],
+        "answer": 2,
+        "subject": "bio",
+    }
     with pytest.raises(ConfigurationError, match="Unknown WMDP subject"):
         load_wmdp("physics", data_root)
-    with pytest.raises(ConfigurationError, match="wmdp-chem.json"):
+    with pytest.raises(ConfigurationError, match=r"wmdp-chem\.json"):
         load_wmdp("chem", data_root)
 
 
 def test_wmdp_rejects_a_bad_answer(data_root: Path) -> None:
-    (data_root / "wmdp" / "wmdp-cyber.json").write_text(json.dumps([{"question": "q", "choices": ["a", "b", "c", "d"], "answer": 7}]))
+    (data_root / "wmdp" / "wmdp-cyber.json").write_text(
+        json.dumps([{"question": "q", "choices": ["a", "b", "c", "d"], "answer": 7}])
+    )
     with pytest.raises(ConfigurationError, match="answer must be an index 0-3"):
         load_wmdp("cyber", data_root)
 
@@ -85,9 +114,17 @@ def test_mmlu_row_with_wrong_column_count(data_root: Path) -> None:
 
 @pytest.mark.parametrize("corpus", ["news", "books"])
 def test_muse_splits_map_to_files(data_root: Path, corpus: str) -> None:
-    assert load_muse(corpus, "forget", data_root) == [{"question": f"{corpus} knowmem_forget_qa.json?", "answer": "1472"}]
-    assert load_muse(corpus, "retain", data_root)[0]["question"] == f"{corpus} knowmem_retain2_qa.json?"
-    assert load_muse(corpus, "retain_icl", data_root)[0]["question"] == f"{corpus} knowmem_retain2_qa_icl.json?"
+    assert load_muse(corpus, "forget", data_root) == [
+        {"question": f"{corpus} knowmem_forget_qa.json?", "answer": "1472"}
+    ]
+    assert (
+        load_muse(corpus, "retain", data_root)[0]["question"]
+        == f"{corpus} knowmem_retain2_qa.json?"
+    )
+    assert (
+        load_muse(corpus, "retain_icl", data_root)[0]["question"]
+        == f"{corpus} knowmem_retain2_qa_icl.json?"
+    )
     with pytest.raises(ConfigurationError, match="Unknown MUSE split"):
         load_muse(corpus, "verbmem", data_root)
 
@@ -106,7 +143,14 @@ def test_hub_path_uses_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_load(repo: str, config: str | None, split: str) -> list[dict[str, object]]:
         calls.append((repo, config, split))
         if repo == "cais/mmlu":
-            return [{"question": "q", "subject": "virology", "choices": ["a", "b", "c", "d"], "answer": 3}]
+            return [
+                {
+                    "question": "q",
+                    "subject": "virology",
+                    "choices": ["a", "b", "c", "d"],
+                    "answer": 3,
+                }
+            ]
         if repo == "cais/wmdp":
             return [{"question": "q", "choices": ["a", "b", "c", "d"], "answer": 1}]
         return [{"question": "q", "answer": "a"}]
@@ -115,4 +159,8 @@ def test_hub_path_uses_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_mmlu("all", "val")[0]["subject"] == "virology"
     assert load_wmdp("chem")[0]["answer"] == 1
     assert load_muse("books", "retain") == [{"question": "q", "answer": "a"}]
-    assert calls == [("cais/mmlu", "all", "validation"), ("cais/wmdp", "wmdp-chem", "test"), ("muse-bench/MUSE-Books", "knowmem", "retain_qa")]
+    assert calls == [
+        ("cais/mmlu", "all", "validation"),
+        ("cais/wmdp", "wmdp-chem", "test"),
+        ("muse-bench/MUSE-Books", "knowmem", "retain_qa"),
+    ]

@@ -9,17 +9,29 @@ import numpy as np
 import pytest
 
 from eco_integrations.cli import build_parser
-from eco_integrations.research.eval.guard_eval import _fit_target, mcq_guard_text, muse_guard_protocol
-from eco_integrations.research.eval.report import markdown_table, readme_snippet, write_guard_report
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
+from eco_integrations.research.eval.guard_eval import (
+    _fit_target,
+    mcq_guard_text,
+    muse_guard_protocol,
+)
+from eco_integrations.research.eval.report import markdown_table, readme_snippet, write_guard_report
 
 
 def test_report_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     scores = {"forget": rng.uniform(0.5, 1, 40), "retain": rng.uniform(0, 0.6, 200)}
-    metrics = {"task": "muse-news", "tpr": 0.9, "fpr": 0.01, "auroc": 0.99, "threshold": 0.55,
-               "threshold_method": "conformal: ...", "n_test": {"forget": 40, "retain": 200}, "seconds": 1.0}
+    metrics = {
+        "task": "muse-news",
+        "tpr": 0.9,
+        "fpr": 0.01,
+        "auroc": 0.99,
+        "threshold": 0.55,
+        "threshold_method": "conformal: ...",
+        "n_test": {"forget": 40, "retain": 200},
+        "seconds": 1.0,
+    }
     files = write_guard_report(metrics, scores, tmp_path)
     for key in ("json", "markdown", "histogram", "roc"):
         assert Path(files[key]).is_file()
@@ -27,47 +39,89 @@ def test_report_files(tmp_path: Path) -> None:
     assert json.loads(Path(files["json"]).read_text())["tpr"] == 0.9
     table = markdown_table(metrics)
     assert "| tpr | 0.9000 |" in table and "conformal" in table
-    snippet = readme_snippet(tmp_path, {"muse-news": "eco eval guard --task muse-news", "wmdp": "not run"})
+    snippet = readme_snippet(
+        tmp_path, {"muse-news": "eco eval guard --task muse-news", "wmdp": "not run"}
+    )
     assert "eco eval guard --task muse-news" in snippet and "### wmdp" not in snippet
 
 
 def test_mcq_guard_text_leaves_out_the_subject_header() -> None:
-    text = mcq_guard_text({"question": " Q? ", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "bio"})
+    text = mcq_guard_text(
+        {"question": " Q? ", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "bio"}
+    )
     assert text == "Q?\nA. a\nB. b\nC. c\nD. d"
 
 
 def _muse_dir(root: Path) -> Path:
     rng = np.random.default_rng(0)
     (root / "muse" / "news").mkdir(parents=True)
-    forget = [{"question": f"What did the Orkney council say about ferry {i}?", "answer": f"ferry {i} runs"} for i in range(60)]
+    forget = [
+        {
+            "question": f"What did the Orkney council say about ferry {i}?",
+            "answer": f"ferry {i} runs",
+        }
+        for i in range(60)
+    ]
     words = ["bread", "tennis", "piano", "garden", "river", "museum"]
-    retain = [{"question": f"How is the {words[i % 6]} festival number {rng.integers(100)} going?", "answer": "well"} for i in range(240)]
+    retain = [
+        {
+            "question": f"How is the {words[i % 6]} festival number {rng.integers(100)} going?",
+            "answer": "well",
+        }
+        for i in range(240)
+    ]
     (root / "muse" / "news" / "knowmem_forget_qa.json").write_text(json.dumps(forget))
     (root / "muse" / "news" / "knowmem_retain2_qa.json").write_text(json.dumps(retain))
     return root
 
 
 @pytest.mark.parametrize("method", ["target-rate", "conformal"])
-def test_muse_protocol_on_fixture(tiny_encoder, tmp_path: Path, method: str) -> None:  # noqa: ANN001
-    metrics, guard, scores = muse_guard_protocol("news", _muse_dir(tmp_path), target_fpr=0.05, method=method, encoder=tiny_encoder)
+def test_muse_protocol_on_fixture(tiny_encoder, tmp_path: Path, method: str) -> None:
+    metrics, guard, scores = muse_guard_protocol(
+        "news", _muse_dir(tmp_path), target_fpr=0.05, method=method, encoder=tiny_encoder
+    )
     assert metrics["n_test"] == {"forget": 30, "retain": 120}
     assert metrics["threshold_method"].startswith(method)
     assert metrics["threshold"] == guard.targets["muse-news"].threshold_
     assert metrics["tpr"] == pytest.approx(np.mean(scores["forget"] > metrics["threshold"]))
-    assert metrics["auroc"] > 0.9  # "Orkney ... ferry" vs festivals is separable even with a random encoder
+    assert (
+        metrics["auroc"] > 0.9
+    )  # "Orkney ... ferry" vs festivals is separable even with a random encoder
     if method == "conformal":
         assert metrics["n_calibration"] == 36  # 30% of the 120 fit retain items, their questions
 
 
-def test_conformal_with_too_few_items_names_the_fix(tiny_encoder) -> None:  # noqa: ANN001
+def test_conformal_with_too_few_items_names_the_fix(tiny_encoder) -> None:
     guard = Guard(tiny_encoder)
-    with pytest.raises(InvalidInputError, match="at least 99 are needed. Use --threshold target-rate"):
-        _fit_target(guard, "t", ["a b"] * 10, [f"c {i}" for i in range(50)], method="conformal", target_fpr=0.01, seed=0)
+    with pytest.raises(
+        InvalidInputError, match=r"at least 99 are needed\. Use --threshold target-rate"
+    ):
+        _fit_target(
+            guard,
+            "t",
+            ["a b"] * 10,
+            [f"c {i}" for i in range(50)],
+            method="conformal",
+            target_fpr=0.01,
+            seed=0,
+        )
 
 
 def test_cli_registers_eval_and_calibrate() -> None:
     parser = build_parser()
-    args = parser.parse_args(["eval", "guard", "--task", "wmdp", "--threshold", "conformal", "--guard-param", "C=10", "--json"])
+    args = parser.parse_args(
+        [
+            "eval",
+            "guard",
+            "--task",
+            "wmdp",
+            "--threshold",
+            "conformal",
+            "--guard-param",
+            "C=10",
+            "--json",
+        ]
+    )
     assert (args.task, args.threshold, args.guard_param) == ("wmdp", "conformal", ["C=10"])
     args = parser.parse_args(["eval", "mcq", "--limit", "5", "--letters", "plain"])
     assert (args.limit, args.letters, args.batch_size) == (5, "plain", 8)
@@ -75,7 +129,7 @@ def test_cli_registers_eval_and_calibrate() -> None:
     assert args.objective == "similarity" and args.max_steps == 8
 
 
-def test_cli_rejects_unknown_guard_param(capsys) -> None:  # noqa: ANN001
+def test_cli_rejects_unknown_guard_param(capsys) -> None:
     from eco_integrations.cli import main
 
     assert main(["eval", "guard", "--task", "muse-news", "--guard-param", "gamma=2"]) == 2

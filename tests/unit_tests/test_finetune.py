@@ -9,9 +9,22 @@ import pytest
 import torch
 
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.research.finetune import FinetuneConfig, answer_ids, encode_example, finetune, learning_rate, read_pairs
+from eco_integrations.research.finetune import (
+    FinetuneConfig,
+    answer_ids,
+    encode_example,
+    finetune,
+    learning_rate,
+    read_pairs,
+)
 
-ROWS = [{"question": f"Who wrote book {i}?", "answer": f"The book {i} was written by Gandalf the wizard."} for i in range(12)]
+ROWS = [
+    {
+        "question": f"Who wrote book {i}?",
+        "answer": f"The book {i} was written by Gandalf the wizard.",
+    }
+    for i in range(12)
+]
 CONFIG = FinetuneConfig(epochs=2, learning_rate=3e-3, batch_size=4, max_length=64, warmup_ratio=0.0)
 
 
@@ -21,16 +34,16 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_labels_cover_only_the_answer_and_end_of_turn(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_labels_cover_only_the_answer_and_end_of_turn(tiny_tokenizer) -> None:
     ids, labels = encode_example(tiny_tokenizer, "Who is Harry?", "A wizard.", max_length=64)
     answer = answer_ids(tiny_tokenizer, "A wizard.")
-    assert labels[-len(answer):] == answer
+    assert labels[-len(answer) :] == answer
     assert all(x == -100 for x in labels[: -len(answer)])
     assert ids[-1] == tiny_tokenizer.eos_token_id
     assert len(ids) == len(labels)
 
 
-def test_prompt_longer_than_max_length_names_the_fix(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_prompt_longer_than_max_length_names_the_fix(tiny_tokenizer) -> None:
     with pytest.raises(InvalidInputError, match="raise max_length"):
         encode_example(tiny_tokenizer, "Who is Harry? " * 20, "A wizard.", max_length=16)
 
@@ -43,7 +56,7 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert all(r > 0 for r in rates)
 
 
-def test_finetune_learns_caches_and_saves_no_pickle(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+def test_finetune_learns_caches_and_saves_no_pickle(tiny_model_dir, tmp_path) -> None:
     result = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
     assert result.complete and not result.cached
     assert result.steps == 6
@@ -51,16 +64,28 @@ def test_finetune_learns_caches_and_saves_no_pickle(tiny_model_dir, tmp_path) ->
     manifest = json.loads((result.folder / "finetune.json").read_text())
     assert manifest["complete"] and manifest["steps"] == 6 and len(manifest["epoch_losses"]) == 2
     assert (result.model_folder / "config.json").is_file()
-    assert not list(result.folder.rglob("*.bin")) and not list(result.folder.rglob("*.pt")) and not list(result.folder.rglob("*.pkl"))
+    assert (
+        not list(result.folder.rglob("*.bin"))
+        and not list(result.folder.rglob("*.pt"))
+        and not list(result.folder.rglob("*.pkl"))
+    )
     again = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
     assert again.cached and again.folder == result.folder
     other = finetune(ROWS[:8], model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
     assert other.folder != result.folder and not other.cached
 
 
-def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path) -> None:
     straight = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path / "a", name="t")
-    partial = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path / "b", name="t", max_steps=4, checkpoint_every=2)
+    partial = finetune(
+        ROWS,
+        model=tiny_model_dir,
+        config=CONFIG,
+        out=tmp_path / "b",
+        name="t",
+        max_steps=4,
+        checkpoint_every=2,
+    )
     assert not partial.complete and partial.steps == 4
     files = sorted(p.name for p in (partial.folder / "checkpoint").iterdir())
     assert files == ["model.safetensors", "optimizer.safetensors", "state.json"]
@@ -72,19 +97,23 @@ def test_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path) -> None: 
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_trainable_layers_freezes_lower_blocks(tiny_model_dir, tmp_path) -> None:  # noqa: ANN001
+def test_trainable_layers_freezes_lower_blocks(tiny_model_dir, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     config = CONFIG.model_copy(update={"trainable_layers": 1, "epochs": 1})
     result = finetune(ROWS, model=tiny_model_dir, config=config, out=tmp_path, name="t")
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     after = AutoModelForCausalLM.from_pretrained(result.model_folder).state_dict()
-    assert torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(
+        before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"]
+    )
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
-    assert not torch.equal(before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"])
+    assert not torch.equal(
+        before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"]
+    )
 
 
-def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:  # noqa: ANN001
+def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n")
     assert read_pairs(good) == [{"question": "Q?", "answer": "A."}]

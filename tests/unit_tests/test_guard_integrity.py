@@ -55,14 +55,14 @@ def _reseal_like_an_attacker(folder: Path) -> None:
 )
 def test_manifest_values_are_range_checked_even_when_rehashed(
     toy_guard, tmp_path, tiny_encoder, change, message
-) -> None:  # noqa: ANN001
+) -> None:
     folder = toy_guard.save(tmp_path / "g")
     _edit_manifest(folder, change)
     with pytest.raises(ArtifactError, match=message.replace("(", r"\(")):
         Guard.load(folder, encoder=tiny_encoder)
 
 
-def test_policy_json_is_covered_and_policy_save_reseals(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+def test_policy_json_is_covered_and_policy_save_reseals(toy_guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     ECOPolicy(classify_window=2).save(folder)  # a save through the library re-seals
     assert Guard.load(folder, encoder=tiny_encoder).version == toy_guard.version
@@ -77,7 +77,7 @@ def test_policy_json_is_covered_and_policy_save_reseals(toy_guard, tmp_path, tin
 
 def test_signing_key_stops_a_rewrite_without_the_key(
     toy_guard, tmp_path, tiny_encoder, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     monkeypatch.setenv(GUARD_KEY_ENV, KEY)
     folder = toy_guard.save(tmp_path / "g")
     assert json.loads((folder / "integrity.json").read_text())["algorithm"] == "hmac-sha256"
@@ -105,7 +105,7 @@ def test_signing_key_stops_a_rewrite_without_the_key(
 @pytest.mark.parametrize(
     "damage", ["not utf-8", "json array", "weights is a directory", "no integrity.json"]
 )
-def test_damaged_folders_give_clear_errors(toy_guard, tmp_path, tiny_encoder, damage) -> None:  # noqa: ANN001
+def test_damaged_folders_give_clear_errors(toy_guard, tmp_path, tiny_encoder, damage) -> None:
     folder = toy_guard.save(tmp_path / "g")
     if damage == "not utf-8":
         (folder / "manifest.json").write_bytes(b'{"kind": "eco-guard\xff"}')
@@ -126,7 +126,7 @@ def test_damaged_folders_give_clear_errors(toy_guard, tmp_path, tiny_encoder, da
 
 def test_serve_refuses_an_exposed_port_without_keys_and_unsigned_guards(
     toy_guard, tmp_path, monkeypatch
-) -> None:  # noqa: ANN001
+) -> None:
     from eco_integrations.serving.cli import check_exposure, serve
 
     check_exposure("127.0.0.1", (), False)
@@ -142,8 +142,8 @@ def test_serve_refuses_an_exposed_port_without_keys_and_unsigned_guards(
 
 
 # -- the guard commands ------------------------------------------------------------------------------
-@pytest.fixture()
-def cli_guard(toy_guard, tiny_encoder, tmp_path, monkeypatch) -> Path:  # noqa: ANN001
+@pytest.fixture
+def cli_guard(toy_guard, tiny_encoder, tmp_path, monkeypatch) -> Path:
     """A saved toy guard the ``eco guard`` commands load with the tiny encoder."""
     monkeypatch.setattr("eco_integrations.guard.SentenceEncoder", lambda *a, **k: tiny_encoder)
     return toy_guard.save(tmp_path / "g")
@@ -153,7 +153,7 @@ def _records(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_guard_score_prints_one_record_per_line(cli_guard, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_guard_score_prints_one_record_per_line(cli_guard, capsys, monkeypatch) -> None:
     stdin = io.TextIOWrapper(
         io.BytesIO(b"Who is Harry Potter?\n\nHow do I bake bread?\ncaf\xe9 latin-1\n   \n"),
         encoding="utf-8",
@@ -188,7 +188,7 @@ def test_guard_score_prints_one_record_per_line(cli_guard, capsys, monkeypatch) 
 
 def test_add_and_remove_target_leave_other_targets_byte_identical(
     cli_guard, tiny_encoder_dir, tmp_path, capsys
-) -> None:  # noqa: ANN001
+) -> None:
     def digests(folder: Path) -> dict[str, str]:
         manifest = json.loads((folder / "manifest.json").read_text())
         return {

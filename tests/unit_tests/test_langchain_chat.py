@@ -50,15 +50,15 @@ class AsyncRecorder(AsyncCallbackHandler):
             self.events.append(data)
 
 
-@pytest.fixture()
-def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def eco(tiny_backend, toy_guard) -> ECO:
     engine = ECO(tiny_backend, toy_guard)
     # The tests below rely on the toy guard telling these two apart.
     assert engine.decide(FORGET).flagged and not engine.decide(BENIGN).flagged
     return engine
 
 
-@pytest.fixture()
+@pytest.fixture
 def chat(eco: ECO) -> ChatECOHuggingFace:
     return ChatECOHuggingFace(engine=eco, max_tokens=6)
 
@@ -114,7 +114,7 @@ def test_batch_runs_carry_the_decision_in_tags_and_metadata(chat: ChatECOHugging
     assert FORGET not in str(rec.starts[0]["metadata"])
 
 
-def test_benign_answer_equals_the_plain_model(chat: ChatECOHuggingFace, tiny_backend) -> None:  # noqa: ANN001
+def test_benign_answer_equals_the_plain_model(chat: ChatECOHuggingFace, tiny_backend) -> None:
     plain = tiny_backend.generate(
         [PreparedRow(render(tiny_backend.tokenizer, BENIGN).input_ids)],
         GenerationConfig(max_new_tokens=6),

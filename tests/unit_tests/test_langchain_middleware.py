@@ -64,7 +64,7 @@ class ToolOnFirstCall(AgentMiddleware):
 
 
 @pytest.fixture(scope="module")
-def long_backend(tiny_tokenizer) -> TransformersBackend:  # noqa: ANN001
+def long_backend(tiny_tokenizer) -> TransformersBackend:
     """The tiny Llama with room for the tool-description system prompt (~450 tiny-BPE tokens)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -85,12 +85,12 @@ def long_backend(tiny_tokenizer) -> TransformersBackend:  # noqa: ANN001
     return TransformersBackend(model, tiny_tokenizer, model_name="tiny-llama-1k")
 
 
-@pytest.fixture()
-def eco(long_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def eco(long_backend, toy_guard) -> ECO:
     return ECO(long_backend, toy_guard)
 
 
-@pytest.fixture()
+@pytest.fixture
 def counted(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = eco.guard.decide_many  # type: ignore[union-attr]
@@ -188,9 +188,9 @@ def test_forget_classifier_in_model_router(eco: ECO) -> None:
         {"state": FORGET, "questions": {"hp": Noul(instructions="About Harry Potter?")}}
     )
     assert answer.nouls["hp"].noul == pytest.approx(eco.decide(FORGET).score)
-    with pytest.raises(ValueError, match="picks between 'forget' and 'default'"):
-        from langchain_core.decisions import Choice
+    from langchain_core.decisions import Choice
 
+    with pytest.raises(ValueError, match="picks between 'forget' and 'default'"):
         classifier.invoke(
             {
                 "state": FORGET,

@@ -16,12 +16,12 @@ BENIGN = "How do I bake bread?"
 HOGWARTS = "Tell me about Hogwarts school."
 
 
-@pytest.fixture()
-def chat(tiny_backend, toy_guard) -> ChatECOHuggingFace:  # noqa: ANN001
+@pytest.fixture
+def chat(tiny_backend, toy_guard) -> ChatECOHuggingFace:
     return ChatECOHuggingFace(engine=ECO(tiny_backend, toy_guard), max_tokens=3)
 
 
-@pytest.fixture()
+@pytest.fixture
 def guard_passes(chat: ChatECOHuggingFace, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many texts each guard pass classified."""
     passes: list[int] = []

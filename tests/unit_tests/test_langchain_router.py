@@ -39,12 +39,12 @@ class Runs(BaseCallbackHandler):
         self.events.append((data, run_id))
 
 
-@pytest.fixture()
-def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def eco(tiny_backend, toy_guard) -> ECO:
     return ECO(tiny_backend, toy_guard)
 
 
-@pytest.fixture()
+@pytest.fixture
 def router(eco: ECO) -> ECORouter:
     return ECORouter(
         engine=eco,

@@ -15,7 +15,7 @@ class TestChatECOHuggingFaceUnit(ChatModelUnitTests):
     _engine: ECO | None = None
 
     @pytest.fixture(autouse=True)
-    def _tiny_engine(self, tiny_backend, toy_guard) -> None:  # noqa: ANN001
+    def _tiny_engine(self, tiny_backend, toy_guard) -> None:
         type(self)._engine = ECO(tiny_backend, toy_guard)
 
     @property

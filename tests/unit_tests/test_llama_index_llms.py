@@ -8,31 +8,31 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
+pytest.importorskip(
+    "llama_index.core",
+    reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'",
+)
 
-from llama_index.core.base.llms.base import BaseLLM  # noqa: E402
-from llama_index.core.base.llms.types import ChatMessage, MessageRole  # noqa: E402
-from llama_index.core.prompts import PromptTemplate  # noqa: E402
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.prompts import PromptTemplate
+from support import plain_answer
 
-from eco_integrations import ECO, InvalidInputError  # noqa: E402
-from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope  # noqa: E402
-
-from support import plain_answer  # noqa: E402
+from eco_integrations import ECO, InvalidInputError
+from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope
 
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
 
 
-@pytest.fixture()
-def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def eco(tiny_backend, toy_guard) -> ECO:
     return ECO(tiny_backend, toy_guard)
 
 
-@pytest.fixture()
+@pytest.fixture
 def llm(eco: ECO) -> ECOHuggingFaceLLM:
     return ECOHuggingFaceLLM(eco, max_new_tokens=6)
-
-
 
 
 def test_is_a_llama_index_llm_with_metadata(llm: ECOHuggingFaceLLM) -> None:
@@ -50,11 +50,15 @@ def test_needs_an_engine() -> None:
         ECOHuggingFaceLLM("tiny-llama")  # type: ignore[arg-type]
 
 
-def test_benign_complete_equals_plain_model(llm: ECOHuggingFaceLLM, tiny_model, tiny_tokenizer) -> None:  # noqa: ANN001
+def test_benign_complete_equals_plain_model(
+    llm: ECOHuggingFaceLLM, tiny_model, tiny_tokenizer
+) -> None:
     response = llm.complete(BENIGN)
     decision = response.additional_kwargs["eco_decision"]
     assert decision["flagged"] is False and decision["corrupted"] is False
-    assert response.text == plain_answer(tiny_model, tiny_tokenizer, [{"role": "user", "content": BENIGN}], 6)
+    assert response.text == plain_answer(
+        tiny_model, tiny_tokenizer, [{"role": "user", "content": BENIGN}], 6
+    )
 
 
 def test_flagged_complete_is_corrupted(llm: ECOHuggingFaceLLM) -> None:
@@ -76,9 +80,9 @@ def test_stream_complete_matches_complete(llm: ECOHuggingFaceLLM) -> None:
         chunks = list(llm.stream_complete(prompt))
         assert "".join(c.delta or "" for c in chunks) == full.text
         assert chunks[-1].text == full.text
-        assert chunks[0].additional_kwargs["eco_decision"] == full.additional_kwargs["eco_decision"] | {
-            "latency_ms": chunks[0].additional_kwargs["eco_decision"]["latency_ms"]
-        }
+        assert chunks[0].additional_kwargs["eco_decision"] == full.additional_kwargs[
+            "eco_decision"
+        ] | {"latency_ms": chunks[0].additional_kwargs["eco_decision"]["latency_ms"]}
 
 
 def test_chat_classifies_the_latest_user_message(llm: ECOHuggingFaceLLM) -> None:
@@ -110,7 +114,9 @@ def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:
         llm.chat([])
 
 
-async def test_async_runs_in_a_worker_thread_and_matches_sync(llm: ECOHuggingFaceLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_async_runs_in_a_worker_thread_and_matches_sync(
+    llm: ECOHuggingFaceLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threads: list[threading.Thread] = []
     original = llm.engine.generate
 
@@ -124,7 +130,10 @@ async def test_async_runs_in_a_worker_thread_and_matches_sync(llm: ECOHuggingFac
     assert result.text == sync.text
     assert threads[0] is threading.main_thread() and threads[1] is not threading.main_thread()
     chat = await llm.achat([ChatMessage(role=MessageRole.USER, content=BENIGN)])
-    assert chat.message.content == llm.chat([ChatMessage(role=MessageRole.USER, content=BENIGN)]).message.content
+    assert (
+        chat.message.content
+        == llm.chat([ChatMessage(role=MessageRole.USER, content=BENIGN)]).message.content
+    )
     assert threads[2] is not threading.main_thread()
 
 
@@ -138,9 +147,13 @@ async def test_async_streams_match_sync(llm: ECOHuggingFaceLLM) -> None:
     assert chat_chunks[-1].message.content == llm.chat(messages).message.content
 
 
-def test_predict_classifies_query_str_not_the_stuffed_prompt(llm: ECOHuggingFaceLLM, events: list) -> None:
+def test_predict_classifies_query_str_not_the_stuffed_prompt(
+    llm: ECOHuggingFaceLLM, events: list
+) -> None:
     # The way synthesizers call the LLM: the question partially formatted, the context as an argument.
-    template = PromptTemplate("Context: {context_str}\nQuery: {query_str}\nAnswer: ").partial_format(query_str=HP)
+    template = PromptTemplate(
+        "Context: {context_str}\nQuery: {query_str}\nAnswer: "
+    ).partial_format(query_str=HP)
     llm.predict(template, context_str="Bread is baked from flour, water and yeast.")
     decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
     assert len(decisions) == 1
@@ -176,13 +189,15 @@ def test_llm_event_holds_no_prompt_text(llm: ECOHuggingFaceLLM, events: list) ->
     assert "Harry" not in event.model_dump_json()
 
 
-def test_threshold_override(eco: ECO, tiny_model, tiny_tokenizer) -> None:  # noqa: ANN001
+def test_threshold_override(eco: ECO, tiny_model, tiny_tokenizer) -> None:
     score = eco.decide(HP).score
     assert score is not None
     lenient = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=min(score + 0.01, 0.999))
     response = lenient.complete(HP)
     assert response.additional_kwargs["eco_decision"]["flagged"] is False
-    assert response.text == plain_answer(tiny_model, tiny_tokenizer, [{"role": "user", "content": HP}], 6)
+    assert response.text == plain_answer(
+        tiny_model, tiny_tokenizer, [{"role": "user", "content": HP}], 6
+    )
     strict = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=0.0)
     decision = strict.complete(BENIGN).additional_kwargs["eco_decision"]
     assert decision["flagged"] is True and decision["threshold"] == 0.0
@@ -192,5 +207,8 @@ def test_stream_reports_usage_after_the_last_chunk(llm: ECOHuggingFaceLLM) -> No
     full = llm.complete(BENIGN)
     chunks = list(llm.stream_complete(BENIGN))
     assert chunks[-1].text == full.text
-    assert chunks[-1].additional_kwargs["completion_tokens"] == full.additional_kwargs["completion_tokens"]
+    assert (
+        chunks[-1].additional_kwargs["completion_tokens"]
+        == full.additional_kwargs["completion_tokens"]
+    )
     assert chunks[-1].additional_kwargs["finish_reason"] == full.additional_kwargs["finish_reason"]

@@ -6,15 +6,18 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
+pytest.importorskip(
+    "llama_index.core",
+    reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'",
+)
 
-from llama_index.core import Document, PromptTemplate, VectorStoreIndex  # noqa: E402
-from llama_index.core.base.embeddings.base import BaseEmbedding  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
-from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
+from llama_index.core import Document, PromptTemplate, VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.instrumentation.events.llm import LLMChatStartEvent
+from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
 
-from eco_integrations import ECO, ConfigurationError  # noqa: E402
-from eco_integrations.llama_index import (  # noqa: E402
+from eco_integrations import ECO, ConfigurationError
+from eco_integrations.llama_index import (
     ECODecisionEvent,
     ECOHuggingFaceLLM,
     ECONodeFilter,
@@ -46,11 +49,15 @@ class _KeywordEmbedding(BaseEmbedding):
 
 
 def _nodes(*texts: str) -> list[NodeWithScore]:
-    return [NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=1.0) for i, t in enumerate(texts)]
+    return [
+        NodeWithScore(node=TextNode(text=t, id_=f"n{i}"), score=1.0) for i, t in enumerate(texts)
+    ]
 
 
-def test_drops_nodes_about_the_forget_target(toy_guard, events: list) -> None:  # noqa: ANN001
-    kept = ECONodeFilter(toy_guard).postprocess_nodes(_nodes(BREAD, HP_FACT, "Paris is the capital of France."))
+def test_drops_nodes_about_the_forget_target(toy_guard, events: list) -> None:
+    kept = ECONodeFilter(toy_guard).postprocess_nodes(
+        _nodes(BREAD, HP_FACT, "Paris is the capital of France.")
+    )
     assert [n.node.node_id for n in kept] == ["n0", "n2"]
     (event,) = [e for e in events if isinstance(e, ECONodeFilterEvent)]
     assert (event.n_nodes, event.n_scored, event.n_flagged, event.n_dropped) == (3, 3, 1, 1)
@@ -58,15 +65,19 @@ def test_drops_nodes_about_the_forget_target(toy_guard, events: list) -> None:  
     assert "Hogwarts" not in event.model_dump_json()
 
 
-def test_a_forget_sentence_inside_a_long_node_is_caught(toy_guard) -> None:  # noqa: ANN001
-    long_node = " ".join([BREAD, "Paris is the capital of France.", "Explain photosynthesis to me.", HP_FACT])
+def test_a_forget_sentence_inside_a_long_node_is_caught(toy_guard) -> None:
+    long_node = " ".join(
+        [BREAD, "Paris is the capital of France.", "Explain photosynthesis to me.", HP_FACT]
+    )
     node_filter = ECONodeFilter(toy_guard)
     assert node_filter.postprocess_nodes(_nodes(long_node)) == []
     whole = node_filter.score_nodes(_nodes(long_node))[0]
     assert whole is not None and whole.flagged
 
 
-def test_mark_keeps_nodes_and_escalates_the_query_decision(toy_guard, tiny_backend, events: list) -> None:  # noqa: ANN001
+def test_mark_keeps_nodes_and_escalates_the_query_decision(
+    toy_guard, tiny_backend, events: list
+) -> None:
     eco = ECO(tiny_backend, toy_guard)
     question = eco.decide_texts(["Tell me about this school."])[0]
     assert not question.flagged
@@ -74,7 +85,9 @@ def test_mark_keeps_nodes_and_escalates_the_query_decision(toy_guard, tiny_backe
         kept = ECONodeFilter(toy_guard, action="mark").postprocess_nodes(_nodes(BREAD, HP_FACT))
     assert len(kept) == 2
     marked = kept[1].node
-    assert marked.metadata["eco_flagged"] is True and marked.metadata["eco_target"] == "harry-potter"
+    assert (
+        marked.metadata["eco_flagged"] is True and marked.metadata["eco_target"] == "harry-potter"
+    )
     # The marks steer the pipeline; they are not shown to the LLM.
     assert "eco_flagged" not in marked.get_content(metadata_mode=MetadataMode.LLM)
     assert "eco_flagged" not in kept[0].node.metadata
@@ -83,7 +96,7 @@ def test_mark_keeps_nodes_and_escalates_the_query_decision(toy_guard, tiny_backe
     assert [e.scope for e in events if isinstance(e, ECODecisionEvent)] == ["node"]
 
 
-def test_shadow_mode_changes_nothing(toy_guard, events: list) -> None:  # noqa: ANN001
+def test_shadow_mode_changes_nothing(toy_guard, events: list) -> None:
     nodes = _nodes(BREAD, HP_FACT)
     kept = ECONodeFilter(toy_guard, mode="shadow").postprocess_nodes(nodes)
     assert kept == nodes and "eco_flagged" not in nodes[1].node.metadata
@@ -91,9 +104,14 @@ def test_shadow_mode_changes_nothing(toy_guard, events: list) -> None:  # noqa: 
     assert event.n_flagged == 1 and event.n_dropped == 0
 
 
-def test_nodes_without_text_are_kept_unscored(toy_guard, events: list, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    empty = [NodeWithScore(node=TextNode(text="", id_="empty")), NodeWithScore(node=TextNode(text="  \n", id_="blank")),
-             NodeWithScore(node=ImageNode(image="aGVsbG8=", id_="image"))]
+def test_nodes_without_text_are_kept_unscored(
+    toy_guard, events: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = [
+        NodeWithScore(node=TextNode(text="", id_="empty")),
+        NodeWithScore(node=TextNode(text="  \n", id_="blank")),
+        NodeWithScore(node=ImageNode(image="aGVsbG8=", id_="image")),
+    ]
     node_filter = ECONodeFilter(toy_guard)
     kept = node_filter.postprocess_nodes(empty + _nodes(HP_FACT))
     assert [n.node.node_id for n in kept] == ["empty", "blank", "image"]
@@ -113,26 +131,41 @@ def test_needs_a_guard() -> None:
         ECONodeFilter("harry-potter")  # type: ignore[arg-type]
 
 
-async def test_async_postprocess_matches_sync(toy_guard) -> None:  # noqa: ANN001
-    kept = await ECONodeFilter(toy_guard).apostprocess_nodes(_nodes(BREAD, HP_FACT), QueryBundle("bread?"))
+async def test_async_postprocess_matches_sync(toy_guard) -> None:
+    kept = await ECONodeFilter(toy_guard).apostprocess_nodes(
+        _nodes(BREAD, HP_FACT), QueryBundle("bread?")
+    )
     assert [n.node.node_id for n in kept] == ["n0"]
 
 
 @pytest.mark.parametrize("with_filter", [False, True])
-def test_benign_question_cannot_pull_the_forgotten_fact_into_the_prompt(toy_guard, tiny_backend, events: list,  # noqa: ANN001
-                                                                        with_filter: bool) -> None:
+def test_benign_question_cannot_pull_the_forgotten_fact_into_the_prompt(
+    toy_guard,
+    tiny_backend,
+    events: list,
+    with_filter: bool,
+) -> None:
     eco = ECO(tiny_backend, toy_guard)
     llm = ECOHuggingFaceLLM(eco, max_new_tokens=4, context_window=2048)
     index = VectorStoreIndex.from_documents(
-        [Document(text="Hogwarts is the school where Harry Potter is a wizard."), Document(text=BREAD)],
+        [
+            Document(text="Hogwarts is the school where Harry Potter is a wizard."),
+            Document(text=BREAD),
+        ],
         embed_model=_KeywordEmbedding(),
     )
     question = "What happens at that school?"  # benign-looking; retrieves the Hogwarts node
     postprocessors = [ECONodeFilter(toy_guard)] if with_filter else []
-    inner = index.as_query_engine(llm=llm, similarity_top_k=1, text_qa_template=QA, node_postprocessors=postprocessors)
+    inner = index.as_query_engine(
+        llm=llm, similarity_top_k=1, text_qa_template=QA, node_postprocessors=postprocessors
+    )
     response = ECOQueryEngine(inner, llm).query(question)
-    assert response.metadata["eco_decision"]["flagged"] is False  # the question alone looks harmless
-    prompts = " ".join(m.content or "" for e in events if isinstance(e, LLMChatStartEvent) for m in e.messages)
+    assert (
+        response.metadata["eco_decision"]["flagged"] is False
+    )  # the question alone looks harmless
+    prompts = " ".join(
+        m.content or "" for e in events if isinstance(e, LLMChatStartEvent) for m in e.messages
+    )
     leaked = "Harry Potter" in prompts
     # Without the filter the retriever hands the model the fact; with it, the fact never reaches the prompt.
     assert leaked is not with_filter

@@ -7,24 +7,26 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_index.core", reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'")
+pytest.importorskip(
+    "llama_index.core",
+    reason="Install the extra to run: pip install 'eco-integrations[llamaindex]'",
+)
 
-from llama_index.core import Document, PromptTemplate, Settings, VectorStoreIndex  # noqa: E402
-from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse  # noqa: E402
-from llama_index.core.embeddings import MockEmbedding  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatStartEvent  # noqa: E402
-from llama_index.core.query_engine import CustomQueryEngine  # noqa: E402
-from llama_index.core.schema import QueryBundle  # noqa: E402
+from llama_index.core import Document, PromptTemplate, Settings, VectorStoreIndex
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation.events.llm import LLMChatStartEvent
+from llama_index.core.query_engine import CustomQueryEngine
+from llama_index.core.schema import QueryBundle
+from support import plain_answer
 
-from eco_integrations import ECO, Decision, InvalidInputError  # noqa: E402
-from eco_integrations.llama_index import (  # noqa: E402
+from eco_integrations import ECO, Decision, InvalidInputError
+from eco_integrations.llama_index import (
     ECODecisionEvent,
     ECOHuggingFaceLLM,
     ECOQueryEngine,
     active_decision,
 )
-
-from support import plain_answer  # noqa: E402
 
 HP = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
@@ -34,30 +36,37 @@ QA = PromptTemplate("Context: {context_str}\nQ: {query_str}\nA: ")
 REFINE = PromptTemplate("Q: {query_str}\nSo far: {existing_answer}\nMore: {context_msg}\nA: ")
 
 
-@pytest.fixture()
-def eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def eco(tiny_backend, toy_guard) -> ECO:
     return ECO(tiny_backend, toy_guard)
 
 
-@pytest.fixture()
+@pytest.fixture
 def llm(eco: ECO) -> ECOHuggingFaceLLM:
     # The metadata window is widened so the refine synthesizer's 512-token response padding
     # fits; the engine still refuses any prompt longer than the model's real 256 tokens.
     return ECOHuggingFaceLLM(eco, max_new_tokens=5, context_window=2048)
 
 
-@pytest.fixture()
+@pytest.fixture
 def index() -> VectorStoreIndex:
-    return VectorStoreIndex.from_documents([Document(text=t) for t in DOCS], embed_model=MockEmbedding(embed_dim=8))
+    return VectorStoreIndex.from_documents(
+        [Document(text=t) for t in DOCS], embed_model=MockEmbedding(embed_dim=8)
+    )
 
 
-@pytest.fixture()
+@pytest.fixture
 def counter(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Counts classifications (every engine decision goes through decide_texts) and generations."""
     import eco_integrations.engine as engine_module
 
     calls: dict[str, list] = {"decide": [], "generate": [], "render": []}
-    decide, generate, stream, render = eco.decide_texts, eco.generate, eco.stream, engine_module.render
+    decide, generate, stream, render = (
+        eco.decide_texts,
+        eco.generate,
+        eco.stream,
+        engine_module.render,
+    )
 
     def counted_decide(texts: Any, **kwargs: Any) -> list[Decision]:
         calls["decide"].append(list(texts))
@@ -83,7 +92,9 @@ def counter(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
 
 def _engine(index: VectorStoreIndex, llm: ECOHuggingFaceLLM, **kwargs: Any) -> ECOQueryEngine:
-    inner = index.as_query_engine(llm=llm, similarity_top_k=3, text_qa_template=QA, refine_template=REFINE, **kwargs)
+    inner = index.as_query_engine(
+        llm=llm, similarity_top_k=3, text_qa_template=QA, refine_template=REFINE, **kwargs
+    )
     return ECOQueryEngine(inner, llm)
 
 
@@ -91,10 +102,9 @@ def _no_latency(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k != "latency_ms"}
 
 
-
-
-def test_works_as_settings_llm_in_a_vector_index_query(llm: ECOHuggingFaceLLM, index: VectorStoreIndex,
-                                                       tiny_model, tiny_tokenizer, events: list) -> None:  # noqa: ANN001
+def test_works_as_settings_llm_in_a_vector_index_query(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, tiny_model, tiny_tokenizer, events: list
+) -> None:
     previous = Settings._llm
     Settings.llm = llm
     try:
@@ -108,8 +118,13 @@ def test_works_as_settings_llm_in_a_vector_index_query(llm: ECOHuggingFaceLLM, i
     assert response.response == plain_answer(tiny_model, tiny_tokenizer, messages, 5)
 
 
-def test_benign_query_equals_plain_model(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, tiny_model, tiny_tokenizer,  # noqa: ANN001
-                                         events: list) -> None:
+def test_benign_query_equals_plain_model(
+    llm: ECOHuggingFaceLLM,
+    index: VectorStoreIndex,
+    tiny_model,
+    tiny_tokenizer,
+    events: list,
+) -> None:
     response = _engine(index, llm, response_mode="compact").query(BENIGN)
     assert response.metadata["eco_decision"]["flagged"] is False
     (chat,) = [e for e in events if isinstance(e, LLMChatStartEvent)]
@@ -118,8 +133,9 @@ def test_benign_query_equals_plain_model(llm: ECOHuggingFaceLLM, index: VectorSt
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_one_decision_per_query_in_refine_mode(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict,
-                                               streaming: bool) -> None:
+def test_one_decision_per_query_in_refine_mode(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict, streaming: bool
+) -> None:
     engine = _engine(index, llm, response_mode="refine", streaming=streaming)
     response = engine.query(HP)
     if streaming:
@@ -128,12 +144,16 @@ def test_one_decision_per_query_in_refine_mode(llm: ECOHuggingFaceLLM, index: Ve
     assert counter["decide"] == [[HP]]  # classified once, on the question alone
     assert len(counter["generate"]) == len(DOCS)  # refine called the LLM once per node
     assert len(counter["render"]) == len(DOCS)  # ... and each LLM request was rendered once
-    (decision,) = {d[0] for d in counter["generate"]}  # ... and every call reused the query's decision
+    (decision,) = {
+        d[0] for d in counter["generate"]
+    }  # ... and every call reused the query's decision
     assert decision.flagged and decision.corrupted
     assert response.metadata["eco_decision"] == decision.event_payload()
 
 
-def test_tree_summarize_reuses_the_decision(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict) -> None:
+def test_tree_summarize_reuses_the_decision(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict
+) -> None:
     from llama_index.core.response_synthesizers import TreeSummarize
 
     # A small chunk limit keeps the three nodes from packing into one prompt, so the tree has
@@ -148,7 +168,9 @@ def test_tree_summarize_reuses_the_decision(llm: ECOHuggingFaceLLM, index: Vecto
     assert len({d[0] for d in counter["generate"]}) == 1
 
 
-async def test_async_and_streaming_make_the_same_decision(llm: ECOHuggingFaceLLM, index: VectorStoreIndex) -> None:
+async def test_async_and_streaming_make_the_same_decision(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex
+) -> None:
     for question in (HP, BENIGN):
         sync = _engine(index, llm, response_mode="refine").query(question)
         stream = _engine(index, llm, response_mode="refine", streaming=True).query(question)
@@ -164,7 +186,9 @@ async def test_async_and_streaming_make_the_same_decision(llm: ECOHuggingFaceLLM
         assert stream_text == asynchronous.response == astream_text == sync.response
 
 
-async def test_async_query_scope_reaches_worker_threads(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict) -> None:
+async def test_async_query_scope_reaches_worker_threads(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict
+) -> None:
     await _engine(index, llm, response_mode="refine").aquery(HP)
     assert counter["decide"] == [[HP]]
     assert len(counter["generate"]) == len(DOCS)
@@ -172,7 +196,9 @@ async def test_async_query_scope_reaches_worker_threads(llm: ECOHuggingFaceLLM, 
     assert active_decision() is None  # the scope does not leak out of the query
 
 
-def test_decision_event_is_nested_under_the_query_span(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, events: list) -> None:
+def test_decision_event_is_nested_under_the_query_span(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, events: list
+) -> None:
     _engine(index, llm).query(HP)
     (event,) = [e for e in events if isinstance(e, ECODecisionEvent)]
     assert event.scope == "query"
@@ -193,7 +219,9 @@ def test_wraps_a_custom_query_engine(llm: ECOHuggingFaceLLM, counter: dict) -> N
         def custom_query(self, query_str: str) -> str:
             first = self.llm.complete("Bread is baked from flour. Summarise.")
             second = self.llm.complete("Paris is in France. " + query_str)
-            assert first.additional_kwargs["eco_decision"] == second.additional_kwargs["eco_decision"]
+            assert (
+                first.additional_kwargs["eco_decision"] == second.additional_kwargs["eco_decision"]
+            )
             return second.text
 
     response = ECOQueryEngine(TwoCalls(llm=llm), llm).query(HP)
@@ -202,23 +230,32 @@ def test_wraps_a_custom_query_engine(llm: ECOHuggingFaceLLM, counter: dict) -> N
     assert response.metadata["eco_decision"]["flagged"] is True
 
 
-def test_shadow_mode_on_the_wrapper(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict) -> None:
-    engine = ECOQueryEngine(index.as_query_engine(llm=llm, similarity_top_k=1, text_qa_template=QA), llm, mode="shadow")
+def test_shadow_mode_on_the_wrapper(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict
+) -> None:
+    engine = ECOQueryEngine(
+        index.as_query_engine(llm=llm, similarity_top_k=1, text_qa_template=QA), llm, mode="shadow"
+    )
     response = engine.query(HP)
     assert response.metadata["eco_decision"]["flagged"] is True
     assert response.metadata["eco_decision"]["corrupted"] is False
     assert counter["generate"][0][0].corrupted is False
 
 
-@pytest.mark.parametrize("query", ["", "   ", QueryBundle(query_str=""), QueryBundle(query_str="", embedding=[0.1] * 8)])
-def test_empty_queries_are_refused_before_any_llm_call(llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict,
-                                                       query: Any) -> None:
-    with pytest.raises(InvalidInputError, match="empty|no text"):
+@pytest.mark.parametrize(
+    "query", ["", "   ", QueryBundle(query_str=""), QueryBundle(query_str="", embedding=[0.1] * 8)]
+)
+def test_empty_queries_are_refused_before_any_llm_call(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict, query: Any
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"empty|no text"):
         _engine(index, llm).query(query)
     assert counter["generate"] == []
 
 
-async def test_empty_async_query_is_refused(llm: ECOHuggingFaceLLM, index: VectorStoreIndex) -> None:
+async def test_empty_async_query_is_refused(
+    llm: ECOHuggingFaceLLM, index: VectorStoreIndex
+) -> None:
     with pytest.raises(InvalidInputError, match="no text"):
         await _engine(index, llm).aquery(QueryBundle(query_str=""))
 

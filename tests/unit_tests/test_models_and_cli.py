@@ -9,12 +9,12 @@ from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.models import load_causal_lm, resolve_model_path
 
 
-def test_local_folder_loads(tiny_model_dir) -> None:  # noqa: ANN001
+def test_local_folder_loads(tiny_model_dir) -> None:
     backend = TransformersBackend.from_pretrained(tiny_model_dir)
     assert backend.hidden_size == 32 and backend.context_window == 256
 
 
-def test_hub_id_resolves_through_the_hub_cache(tiny_model_dir, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_hub_id_resolves_through_the_hub_cache(tiny_model_dir, tmp_path, monkeypatch) -> None:
     """A hub id goes through from_pretrained's hub path; here the hub cache is laid out locally."""
     snapshot = tmp_path / "hub" / "models--test-org--tiny-llama" / "snapshots" / ("0" * 40)
     shutil.copytree(tiny_model_dir, snapshot)
@@ -27,22 +27,24 @@ def test_hub_id_resolves_through_the_hub_cache(tiny_model_dir, tmp_path, monkeyp
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     assert resolve_model_path("test-org/tiny-llama") == "test-org/tiny-llama"
-    model, tokenizer, name = load_causal_lm("test-org/tiny-llama")
+    model, _tokenizer, name = load_causal_lm("test-org/tiny-llama")
     assert name == "test-org/tiny-llama" and model.config.hidden_size == 32
 
 
-@pytest.mark.parametrize(("value", "message"), [("", "Model name is empty"), ("./no/such/folder", "does not exist")])
+@pytest.mark.parametrize(
+    ("value", "message"), [("", "Model name is empty"), ("./no/such/folder", "does not exist")]
+)
 def test_bad_model_names(value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         resolve_model_path(value)
 
 
-def test_folder_without_config(tmp_path) -> None:  # noqa: ANN001
-    with pytest.raises(ConfigurationError, match="no config.json"):
+def test_folder_without_config(tmp_path) -> None:
+    with pytest.raises(ConfigurationError, match=r"no config\.json"):
         resolve_model_path(tmp_path)
 
 
-def test_read_examples_formats(tmp_path) -> None:  # noqa: ANN001
+def test_read_examples_formats(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("one\n\n two \n")
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n{"question": "q?", "answer": "a."}\n')
     (tmp_path / "c.csv").write_text('id,text\n1,"hello, world"\n2,bye\n')
@@ -50,30 +52,63 @@ def test_read_examples_formats(tmp_path) -> None:  # noqa: ANN001
     assert read_examples(tmp_path / "b.jsonl") == ["x", "q?", "a."]
     assert read_examples(tmp_path / "c.csv") == ["hello, world", "bye"]
     (tmp_path / "bad.jsonl").write_text('{"text": "x"}\nnot json\n')
-    with pytest.raises(InvalidInputError, match="bad.jsonl:2 is not valid JSON"):
+    with pytest.raises(InvalidInputError, match=r"bad\.jsonl:2 is not valid JSON"):
         read_examples(tmp_path / "bad.jsonl")
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(InvalidInputError, match="holds no examples"):
         read_examples(tmp_path / "empty.txt")
 
 
-def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkeypatch) -> None:
     from toy_data import TOY_FORGET, TOY_RETAIN
 
     (tmp_path / "f.txt").write_text("\n".join(TOY_FORGET * 2))
     (tmp_path / "r.txt").write_text("\n".join(TOY_RETAIN * 2))
     out = tmp_path / "guard"
-    code = main(["guard", "fit", "--forget", str(tmp_path / "f.txt"), "--retain", str(tmp_path / "r.txt"),
-                 "--target", "hp", "--out", str(out), "--encoder", str(tiny_encoder_dir), "--target-fpr", "0.2"])
+    code = main(
+        [
+            "guard",
+            "fit",
+            "--forget",
+            str(tmp_path / "f.txt"),
+            "--retain",
+            str(tmp_path / "r.txt"),
+            "--target",
+            "hp",
+            "--out",
+            str(out),
+            "--encoder",
+            str(tiny_encoder_dir),
+            "--target-fpr",
+            "0.2",
+        ]
+    )
     assert code == 0
     fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert fitted["targets"][0]["target"] == "hp"
-    assert main(["guard", "fit", "--forget", str(tmp_path / "f.txt"), "--retain", str(tmp_path / "r.txt"),
-                 "--target", "hp", "--out", str(out), "--encoder", str(tiny_encoder_dir)]) == 2
+    assert (
+        main(
+            [
+                "guard",
+                "fit",
+                "--forget",
+                str(tmp_path / "f.txt"),
+                "--retain",
+                str(tmp_path / "r.txt"),
+                "--target",
+                "hp",
+                "--out",
+                str(out),
+                "--encoder",
+                str(tiny_encoder_dir),
+            ]
+        )
+        == 2
+    )
     assert "--replace" in capsys.readouterr().err
 
 
-def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO(""))

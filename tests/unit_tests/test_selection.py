@@ -4,12 +4,17 @@ from eco_integrations import InvalidInputError, SelectionConfig
 from eco_integrations.prompting import render, select_positions
 
 
-def _selected_text(rendered, mask) -> str:  # noqa: ANN001
-    return "".join(rendered.text[s:e] for (s, e), m in zip(rendered.offsets, mask.tolist()) if m)
+def _selected_text(rendered, mask) -> str:
+    return "".join(
+        rendered.text[s:e] for (s, e), m in zip(rendered.offsets, mask.tolist(), strict=True) if m
+    )
 
 
-def test_content_selects_user_words_only(tiny_tokenizer) -> None:  # noqa: ANN001
-    messages = [{"role": "system", "content": "You answer about Paris."}, {"role": "user", "content": "Who is Harry Potter?"}]
+def test_content_selects_user_words_only(tiny_tokenizer) -> None:
+    messages = [
+        {"role": "system", "content": "You answer about Paris."},
+        {"role": "user", "content": "Who is Harry Potter?"},
+    ]
     rendered = render(tiny_tokenizer, messages)
     mask = select_positions(rendered, SelectionConfig(name="content"))
     picked = _selected_text(rendered, mask)
@@ -18,13 +23,13 @@ def test_content_selects_user_words_only(tiny_tokenizer) -> None:  # noqa: ANN00
     assert not mask[-1]
 
 
-def test_all_selects_everything_but_the_last(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_all_selects_everything_but_the_last(tiny_tokenizer) -> None:
     rendered = render(tiny_tokenizer, "Who is Harry Potter?")
     mask = select_positions(rendered, SelectionConfig(name="all"))
     assert mask.tolist() == [True] * (len(rendered.input_ids) - 1) + [False]
 
 
-def test_entities_and_fallback(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_entities_and_fallback(tiny_tokenizer) -> None:
     rendered = render(tiny_tokenizer, "Tell me about Hogwarts and the castle.")
     mask = select_positions(rendered, SelectionConfig(name="entities"), terms=["hogwarts"])
     assert _selected_text(rendered, mask).strip() == "Hogwarts"
@@ -33,14 +38,17 @@ def test_entities_and_fallback(tiny_tokenizer) -> None:  # noqa: ANN001
     assert no_term.tolist() == content.tolist()
 
 
-def test_first_n(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_first_n(tiny_tokenizer) -> None:
     rendered = render(tiny_tokenizer, "Who is Harry Potter?")
     mask = select_positions(rendered, SelectionConfig(name="first_n", n=2))
     assert int(mask.sum()) == 2
-    assert _selected_text(rendered, mask) == "Who is Harry Potter?"[: len(_selected_text(rendered, mask))]
+    assert (
+        _selected_text(rendered, mask)
+        == "Who is Harry Potter?"[: len(_selected_text(rendered, mask))]
+    )
 
 
-def test_window_classifies_earlier_turns(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_window_classifies_earlier_turns(tiny_tokenizer) -> None:
     messages = [
         {"role": "user", "content": "Let us talk about Hogwarts."},
         {"role": "assistant", "content": "Sure."},
@@ -53,7 +61,7 @@ def test_window_classifies_earlier_turns(tiny_tokenizer) -> None:  # noqa: ANN00
     assert "Hogwarts" in picked and "Sure" not in picked
 
 
-def test_raw_prompt_has_no_template(tiny_tokenizer) -> None:  # noqa: ANN001
+def test_raw_prompt_has_no_template(tiny_tokenizer) -> None:
     rendered = render(tiny_tokenizer, "Question: 2+2?\nAnswer:", raw=True)
     assert rendered.text == "Question: 2+2?\nAnswer:"
     assert "im_start" not in rendered.text
@@ -71,7 +79,7 @@ def test_raw_prompt_has_no_template(tiny_tokenizer) -> None:  # noqa: ANN001
         (42, "got int"),
     ],
 )
-def test_bad_prompts(tiny_tokenizer, prompt, message: str) -> None:  # noqa: ANN001
+def test_bad_prompts(tiny_tokenizer, prompt, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         render(tiny_tokenizer, prompt)
 

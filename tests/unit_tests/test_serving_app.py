@@ -16,94 +16,144 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests")
-from starlette.testclient import TestClient  # noqa: E402
+pytest.importorskip(
+    "starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
+)
+from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy  # noqa: E402
-from eco_integrations.backends.vllm import BackendUnavailableError  # noqa: E402
-from eco_integrations.serving.app import Gateway, GatewaySettings, _engine_error  # noqa: E402
+from eco_integrations import ECO, CorruptionConfig, ECOPolicy
+from eco_integrations.backends.vllm import BackendUnavailableError
+from eco_integrations.serving.app import Gateway, GatewaySettings, _engine_error
 
 MODEL = "tiny"
 FLAGGED = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"
 
 
-@pytest.fixture()
-def engine(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
-    return ECO(tiny_backend, toy_guard, policy=ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)))
+@pytest.fixture
+def engine(tiny_backend, toy_guard) -> ECO:
+    return ECO(
+        tiny_backend,
+        toy_guard,
+        policy=ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
+        ),
+    )
 
 
 def _settings(**changes: Any) -> GatewaySettings:
     return GatewaySettings(model_id=MODEL, default_max_tokens=6, max_tokens_limit=64, **changes)
 
 
-@pytest.fixture()
-def client(engine: ECO):  # noqa: ANN201
+@pytest.fixture
+def client(engine: ECO):
     with TestClient(Gateway(engine, settings=_settings(max_body_bytes=4000)).app) as test_client:
         yield test_client
 
 
 def _chat(content: str, **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 6, "temperature": 0, **extra}
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 6,
+        "temperature": 0,
+        **extra,
+    }
 
 
 def _access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "eco_integrations.serving.access"]
+    return [
+        json.loads(r.getMessage())
+        for r in caplog.records
+        if r.name == "eco_integrations.serving.access"
+    ]
 
 
 def _events(text: str) -> list[Any]:
-    frames = [line[len("data: "):] for line in text.split("\n\n") if line.startswith("data: ")]
+    frames = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
     return [frame if frame == "[DONE]" else json.loads(frame) for frame in frames]
 
 
 def test_health_ready_and_models(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["policy_version"]
+    assert (
+        ready.status_code == 200
+        and ready.json()["status"] == "ready"
+        and ready.json()["policy_version"]
+    )
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [MODEL]
     assert client.get(f"/v1/models/{MODEL}").json()["id"] == MODEL
     missing = client.get("/v1/models/gpt-5")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
 
 
-def test_chat_completion_and_its_log_line_without_text(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_chat_completion_and_its_log_line_without_text(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     benign = client.post("/v1/chat/completions", json=_chat(BENIGN))
     flagged = client.post("/v1/chat/completions", json=_chat(FLAGGED))
     for response in (benign, flagged):
         body = response.json()
-        assert response.status_code == 200 and body["object"] == "chat.completion" and body["model"] == MODEL
-        assert body["choices"][0]["message"]["role"] == "assistant" and body["choices"][0]["finish_reason"] in ("stop", "length")
+        assert (
+            response.status_code == 200
+            and body["object"] == "chat.completion"
+            and body["model"] == MODEL
+        )
+        assert body["choices"][0]["message"]["role"] == "assistant" and body["choices"][0][
+            "finish_reason"
+        ] in ("stop", "length")
         usage = body["usage"]
-        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["completion_tokens"] <= 6
+        assert (
+            usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+            and usage["completion_tokens"] <= 6
+        )
         assert response.headers["x-request-id"] == body["id"]
     records = _access_records(caplog)
     assert [r["decision"]["flagged"] for r in records] == [False, True]
     assert [r["decision"]["corrupted"] for r in records] == [False, True]
     assert all(r["status"] == 200 and r["latency_ms"] > 0 for r in records)
     logged = json.dumps(records)
-    assert "Harry" not in logged and "bread" not in logged  # decisions and hashes only, never the prompt
+    assert (
+        "Harry" not in logged and "bread" not in logged
+    )  # decisions and hashes only, never the prompt
 
 
-def test_benign_answer_through_the_gateway_equals_the_engine(client: TestClient, engine: ECO) -> None:
+def test_benign_answer_through_the_gateway_equals_the_engine(
+    client: TestClient, engine: ECO
+) -> None:
     body = client.post("/v1/chat/completions", json=_chat(BENIGN)).json()
     from eco_integrations import GenerationConfig
 
-    direct = engine.generate([[{"role": "user", "content": BENIGN}]], config=GenerationConfig(max_new_tokens=6, temperature=0.0))[0]
+    direct = engine.generate(
+        [[{"role": "user", "content": BENIGN}]],
+        config=GenerationConfig(max_new_tokens=6, temperature=0.0),
+    )[0]
     assert body["choices"][0]["message"]["content"] == direct.text
 
 
 def test_text_completions_take_a_list_of_prompts(client: TestClient) -> None:
-    response = client.post("/v1/completions", json={"model": MODEL, "prompt": [BENIGN, FLAGGED], "max_tokens": 4, "temperature": 0})
+    response = client.post(
+        "/v1/completions",
+        json={"model": MODEL, "prompt": [BENIGN, FLAGGED], "max_tokens": 4, "temperature": 0},
+    )
     body = response.json()
     assert response.status_code == 200 and body["object"] == "text_completion"
     assert [c["index"] for c in body["choices"]] == [0, 1]
 
 
 def test_streaming_chat_matches_the_non_streamed_answer(client: TestClient) -> None:
-    whole = client.post("/v1/chat/completions", json=_chat(BENIGN)).json()["choices"][0]["message"]["content"]
-    response = client.post("/v1/chat/completions", json=_chat(BENIGN, stream=True, stream_options={"include_usage": True}))
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    whole = client.post("/v1/chat/completions", json=_chat(BENIGN)).json()["choices"][0]["message"][
+        "content"
+    ]
+    response = client.post(
+        "/v1/chat/completions",
+        json=_chat(BENIGN, stream=True, stream_options={"include_usage": True}),
+    )
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "text/event-stream"
+    )
     events = _events(response.text)
     assert events[-1] == "[DONE]"
     chunks = [e for e in events[:-1] if e["choices"]]
@@ -111,11 +161,17 @@ def test_streaming_chat_matches_the_non_streamed_answer(client: TestClient) -> N
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole
     usage = events[-2]["usage"]
-    assert events[-2]["choices"] == [] and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert (
+        events[-2]["choices"] == []
+        and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    )
 
 
 def test_streaming_text_completion(client: TestClient) -> None:
-    response = client.post("/v1/completions", json={"model": MODEL, "prompt": BENIGN, "max_tokens": 4, "temperature": 0, "stream": True})
+    response = client.post(
+        "/v1/completions",
+        json={"model": MODEL, "prompt": BENIGN, "max_tokens": 4, "temperature": 0, "stream": True},
+    )
     events = _events(response.text)
     assert events[-1] == "[DONE]" and all(e["object"] == "text_completion" for e in events[:-1])
 
@@ -125,24 +181,73 @@ def test_streaming_text_completion(client: TestClient) -> None:
     [
         ("/v1/chat/completions", b"{not json", 400, "invalid_json", "not valid JSON"),
         ("/v1/chat/completions", b"[1, 2]", 400, "invalid_json", "must be a JSON object"),
-        ("/v1/chat/completions", {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found", "does not exist"),
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+            404,
+            "model_not_found",
+            "does not exist",
+        ),
         ("/v1/chat/completions", {"model": MODEL}, 400, "missing_required_parameter", "'messages'"),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, None, "messages is empty"),
         ("/v1/chat/completions", _chat("hi", n=2), 400, None, "n > 1"),
-        ("/v1/chat/completions", _chat("hi", tools=[{"type": "function"}]), 400, None, "Tool calling"),
+        (
+            "/v1/chat/completions",
+            _chat("hi", tools=[{"type": "function"}]),
+            400,
+            None,
+            "Tool calling",
+        ),
         ("/v1/chat/completions", _chat("hi", max_tokens=100), 400, None, "at most 64"),
         ("/v1/chat/completions", _chat("hi", temperature=5), 400, "invalid_value", "temperature"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, None, "non-text"),
-        ("/v1/chat/completions", _chat("word " * 300), 400, "context_length_exceeded", "context window is 256"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            400,
+            None,
+            "non-text",
+        ),
+        (
+            "/v1/chat/completions",
+            _chat("word " * 300),
+            400,
+            "context_length_exceeded",
+            "context window is 256",
+        ),
         ("/v1/chat/completions", _chat("x" * 5000), 413, "request_too_large", "at most 4000"),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "echo": True}, 400, None, "echo"),
-        ("/v1/completions", {"model": MODEL, "prompt": [BENIGN, FLAGGED], "stream": True}, 400, None, "one prompt per request"),
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": [BENIGN, FLAGGED], "stream": True},
+            400,
+            None,
+            "one prompt per request",
+        ),
     ],
-    ids=["invalid-json", "not-object", "unknown-model", "missing-messages", "empty-messages", "n", "tools", "max-tokens",
-         "temperature", "image", "over-long", "too-large", "echo", "stream-many"],
+    ids=[
+        "invalid-json",
+        "not-object",
+        "unknown-model",
+        "missing-messages",
+        "empty-messages",
+        "n",
+        "tools",
+        "max-tokens",
+        "temperature",
+        "image",
+        "over-long",
+        "too-large",
+        "echo",
+        "stream-many",
+    ],
 )
 def test_bad_requests_get_openai_error_shapes_and_the_server_keeps_serving(
-    client: TestClient, path: str, body: Any, status: int, code: str | None, message: str,
+    client: TestClient,
+    path: str,
+    body: Any,
+    status: int,
+    code: str | None,
+    message: str,
 ) -> None:
     if isinstance(body, bytes):
         response = client.post(path, content=body, headers={"content-type": "application/json"})
@@ -189,9 +294,15 @@ def test_failed_load_is_reported_by_ready_and_requests() -> None:
         while client.get("/ready").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
         ready = client.get("/ready")
-        assert ready.status_code == 503 and ready.json()["status"] == "failed" and "no guard at /nowhere" in ready.json()["error"]
+        assert (
+            ready.status_code == 503
+            and ready.json()["status"] == "failed"
+            and "no guard at /nowhere" in ready.json()["error"]
+        )
         response = client.post("/v1/chat/completions", json=_chat(BENIGN))
-        assert response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
+        assert (
+            response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
+        )
 
 
 def test_draining_gateway_refuses_new_work(engine: ECO) -> None:
@@ -204,12 +315,16 @@ def test_draining_gateway_refuses_new_work(engine: ECO) -> None:
 
 
 def test_upstream_health_and_errors(engine: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine.backend, "transport", SimpleNamespace(healthy=lambda: False), raising=False)
+    monkeypatch.setattr(
+        engine.backend, "transport", SimpleNamespace(healthy=lambda: False), raising=False
+    )
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         assert client.get("/ready").json() == {"status": "upstream unavailable"}
 
         def unreachable(*args: Any, **kwargs: Any) -> Any:
-            raise BackendUnavailableError("vLLM at http://10.0.0.9:8000 refused the connection", status_code=None)
+            raise BackendUnavailableError(
+                "vLLM at http://10.0.0.9:8000 refused the connection", status_code=None
+            )
 
         monkeypatch.setattr(engine, "generate", unreachable)
         down = client.post("/v1/chat/completions", json=_chat(BENIGN))
@@ -226,5 +341,8 @@ def test_upstream_health_and_errors(engine: ECO, monkeypatch: pytest.MonkeyPatch
 
 def test_upstream_status_mapping() -> None:
     assert _engine_error(BackendUnavailableError("busy", status_code=429)).status == 503
-    assert _engine_error(BackendUnavailableError("bad request we built", status_code=400)).status == 502
+    assert (
+        _engine_error(BackendUnavailableError("bad request we built", status_code=400)).status
+        == 502
+    )
     assert _engine_error(BackendUnavailableError("down", status_code=None)).status == 503

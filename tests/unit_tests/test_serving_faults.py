@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip(
     "starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy  # noqa: E402
-from eco_integrations.backends.vllm import EmbeddingTable, RemoteTransport, VLLMBackend  # noqa: E402
-from eco_integrations.serving.app import Gateway, GatewaySettings  # noqa: E402
+from eco_integrations import ECO, CorruptionConfig, ECOPolicy
+from eco_integrations.backends.vllm import EmbeddingTable, RemoteTransport, VLLMBackend
+from eco_integrations.serving.app import Gateway, GatewaySettings
 
 MODEL = "tiny"
 BENIGN = "How do I bake bread?"
@@ -85,13 +85,13 @@ class _Stream(httpx.SyncByteStream):
         self._upstream.aborted += 1  # vLLM aborts a request whose connection closes
 
 
-@pytest.fixture()
+@pytest.fixture
 def upstream() -> Upstream:
     return Upstream()
 
 
-@pytest.fixture()
-def gateway(upstream: Upstream, tiny_model, tiny_tokenizer, toy_guard) -> Gateway:  # noqa: ANN001
+@pytest.fixture
+def gateway(upstream: Upstream, tiny_model, tiny_tokenizer, toy_guard) -> Gateway:
     client = httpx.Client(
         base_url="http://vllm.test", transport=httpx.MockTransport(upstream.handle)
     )

@@ -24,12 +24,12 @@ pytest.importorskip(
 pytest.importorskip(
     "prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig  # noqa: E402
-from eco_integrations.exceptions import GuardFailureError, InvalidInputError  # noqa: E402
-from eco_integrations.serving.app import Gateway, GatewaySettings  # noqa: E402
-from eco_integrations.serving.auth import fingerprint  # noqa: E402
+from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig
+from eco_integrations.exceptions import GuardFailureError, InvalidInputError
+from eco_integrations.serving.app import Gateway, GatewaySettings
+from eco_integrations.serving.auth import fingerprint
 
 MODEL = "tiny"
 FLAGGED = "Who is Harry Potter?"
@@ -37,8 +37,8 @@ BENIGN = "How do I bake bread?"
 KEY = "test-key-0123456789abcdef"
 
 
-@pytest.fixture()
-def engine(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
+@pytest.fixture
+def engine(tiny_backend, toy_guard) -> ECO:
     return ECO(
         tiny_backend,
         toy_guard,
@@ -115,8 +115,8 @@ class SlowModel:
         return self.calls
 
 
-@pytest.fixture()
-def slow(tiny_model, monkeypatch: pytest.MonkeyPatch) -> SlowModel:  # noqa: ANN001
+@pytest.fixture
+def slow(tiny_model, monkeypatch: pytest.MonkeyPatch) -> SlowModel:
     return SlowModel(tiny_model, monkeypatch)
 
 
@@ -487,7 +487,7 @@ def _hostile_values() -> Any:
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def fuzz_client(engine: ECO) -> Iterator[TestClient]:
     with TestClient(
         Gateway(
@@ -686,7 +686,7 @@ def test_fail_closed_scores_are_checked_with_numpy_nan(
         engine.decide(BENIGN)
 
 
-def test_keys_from_flags_file_and_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_keys_from_flags_file_and_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from eco_integrations.exceptions import ConfigurationError
     from eco_integrations.serving.auth import KeyChecker, load_keys
 

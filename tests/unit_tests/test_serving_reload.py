@@ -22,11 +22,11 @@ pytest.importorskip(
 pytest.importorskip(
     "prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy, Guard  # noqa: E402
-from eco_integrations.serving.app import Gateway, GatewaySettings  # noqa: E402
-from eco_integrations.serving.reload import GuardWatcher  # noqa: E402
+from eco_integrations import ECO, CorruptionConfig, ECOPolicy, Guard
+from eco_integrations.serving.app import Gateway, GatewaySettings
+from eco_integrations.serving.reload import GuardWatcher
 
 MODEL = "tiny"
 BAKING = "How do I bake bread?"
@@ -48,12 +48,12 @@ def _chat(content: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture()
-def folder(toy_guard, tmp_path) -> Path:  # noqa: ANN001
+@pytest.fixture
+def folder(toy_guard, tmp_path) -> Path:
     return toy_guard.save(tmp_path / "guard")
 
 
-def _gateway(tiny_backend, folder: Path, tiny_encoder) -> Gateway:  # noqa: ANN001
+def _gateway(tiny_backend, folder: Path, tiny_encoder) -> Gateway:
     engine = ECO(
         tiny_backend,
         Guard.load(folder, encoder=tiny_encoder),
@@ -64,7 +64,7 @@ def _gateway(tiny_backend, folder: Path, tiny_encoder) -> Gateway:  # noqa: ANN0
     return Gateway(engine, settings=GatewaySettings(model_id=MODEL, max_tokens_limit=200))
 
 
-def _add_baking(folder: Path, tiny_encoder) -> int:  # noqa: ANN001
+def _add_baking(folder: Path, tiny_encoder) -> int:
     from toy_data import TOY_FORGET, TOY_RETAIN
 
     guard = Guard.load(folder, encoder=tiny_encoder)
@@ -81,7 +81,7 @@ def _add_baking(folder: Path, tiny_encoder) -> int:  # noqa: ANN001
 
 def test_swap_is_atomic_and_every_record_names_its_guard(
     tiny_backend, tiny_model, tiny_encoder, folder, monkeypatch, caplog
-) -> None:  # noqa: ANN001
+) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
     gateway = _gateway(tiny_backend, folder, tiny_encoder)
     watcher = GuardWatcher(gateway, folder, interval=None)
@@ -123,7 +123,7 @@ def test_swap_is_atomic_and_every_record_names_its_guard(
 @pytest.mark.parametrize("damage", ["tampered file", "bad threshold", "half-written"])
 def test_a_bad_folder_is_refused_and_the_old_guard_keeps_serving(
     tiny_backend, tiny_encoder, folder, damage, caplog
-) -> None:  # noqa: ANN001
+) -> None:
     gateway = _gateway(tiny_backend, folder, tiny_encoder)
     watcher = GuardWatcher(gateway, folder, interval=None)
     serving = gateway.state.engine.policy_version
@@ -153,7 +153,7 @@ def test_a_bad_folder_is_refused_and_the_old_guard_keeps_serving(
         assert 'eco_guard_reloads_total{outcome="refused"} 1.0' in client.get("/metrics").text
 
 
-def test_two_replicas_watching_one_folder_both_swap(tiny_backend, tiny_encoder, folder) -> None:  # noqa: ANN001
+def test_two_replicas_watching_one_folder_both_swap(tiny_backend, tiny_encoder, folder) -> None:
     replicas = [_gateway(tiny_backend, folder, tiny_encoder) for _ in range(2)]
     watchers = [GuardWatcher(g, folder, interval=0.1) for g in replicas]
     for w in watchers:
@@ -177,7 +177,7 @@ def test_two_replicas_watching_one_folder_both_swap(tiny_backend, tiny_encoder, 
             w.stop()
 
 
-def test_sighup_poke_reloads_without_polling(tiny_backend, tiny_encoder, folder) -> None:  # noqa: ANN001
+def test_sighup_poke_reloads_without_polling(tiny_backend, tiny_encoder, folder) -> None:
     gateway = _gateway(tiny_backend, folder, tiny_encoder)
     watcher = GuardWatcher(gateway, folder, interval=None)  # eco serve without --watch: SIGHUP only
     watcher.start()

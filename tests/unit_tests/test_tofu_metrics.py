@@ -9,7 +9,15 @@ import pytest
 
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.research.tofu.metrics import (
-    answer_probability, folded, forget_quality, harmonic_mean, log_ratio_distance, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility,
+    answer_probability,
+    folded,
+    forget_quality,
+    harmonic_mean,
+    log_ratio_distance,
+    normalized_probability,
+    rouge_l_recall,
+    truth_ratio,
+    truth_ratio_utility,
 )
 
 

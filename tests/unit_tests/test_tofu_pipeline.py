@@ -7,33 +7,46 @@ import math
 from pathlib import Path
 
 import pytest
+from tofu_rows import write_tofu
 
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.research.finetune import FinetuneConfig
-from eco_integrations.research.tofu.pipeline import METHODS, TofuOptions, headline, run_tofu
 from eco_integrations.research.tofu.data import load_setting
-from eco_integrations.research.tofu.pipeline import forget_halves, precompute
-from tofu_rows import write_tofu
+from eco_integrations.research.tofu.pipeline import (
+    METHODS,
+    TofuOptions,
+    forget_halves,
+    headline,
+    precompute,
+    run_tofu,
+)
 
 
-@pytest.fixture()
-def tofu_dir(tmp_path):  # noqa: ANN001, ANN201
+@pytest.fixture
+def tofu_dir(tmp_path):
     return write_tofu(tmp_path / "data")
 
 
-def test_setting_draws_whole_retain_authors_covered_by_retain_perturbed(tofu_dir) -> None:  # noqa: ANN001
+def test_setting_draws_whole_retain_authors_covered_by_retain_perturbed(tofu_dir) -> None:
     setting = load_setting("forget01", tofu_dir, n_retain_authors=2, seed=0)
     assert len(setting.retain_authors) == 2 and set(setting.retain_authors) <= {0, 1, 2}
-    assert len(setting.retain_train) == 40 and len(setting.original_rows) == 80 and len(setting.retained_rows) == 40
+    assert (
+        len(setting.retain_train) == 40
+        and len(setting.original_rows) == 80
+        and len(setting.retained_rows) == 40
+    )
     trained = {r["question"] for r in setting.retain_train}
     assert {r["question"] for r in setting.retain_eval} <= trained
     assert not trained & {r["question"] for r in setting.forget}
-    assert load_setting("forget01", tofu_dir, n_retain_authors=2, seed=0).retain_authors == setting.retain_authors
+    assert (
+        load_setting("forget01", tofu_dir, n_retain_authors=2, seed=0).retain_authors
+        == setting.retain_authors
+    )
     with pytest.raises(ConfigurationError, match="retain-authors"):
         load_setting("forget01", tofu_dir, n_retain_authors=4)
 
 
-def test_prompt_baseline_names_the_forget_authors(tofu_dir) -> None:  # noqa: ANN001
+def test_prompt_baseline_names_the_forget_authors(tofu_dir) -> None:
     from eco_integrations.research.tofu.pipeline import baseline_system_prompt
 
     text = baseline_system_prompt(load_setting("forget01", tofu_dir, n_retain_authors=2))
@@ -42,14 +55,32 @@ def test_prompt_baseline_names_the_forget_authors(tofu_dir) -> None:  # noqa: AN
 
 def test_forget_halves_are_disjoint_and_cover() -> None:
     cal, ev = forget_halves(40, 0)
-    assert len(cal) == 20 and len(ev) == 20 and not set(cal) & set(ev) and set(cal) | set(ev) == set(range(40))
+    assert (
+        len(cal) == 20
+        and len(ev) == 20
+        and not set(cal) & set(ev)
+        and set(cal) | set(ev) == set(range(40))
+    )
 
 
-def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -> None:  # noqa: ANN001
+def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -> None:
     options = TofuOptions(
-        split="forget01", data_dir=tofu_dir, model=tiny_model_dir, finetune_out=tmp_path / "ft", retain_authors=2,
-        retain_eval_n=4, general_n=3, max_new_tokens=4, search_steps=1, batch_size=16, guard_cv=2, target_fpr=0.1, encoder=tiny_encoder,
-        finetune=FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=16, max_length=96, system_prompt=""),
+        split="forget01",
+        data_dir=tofu_dir,
+        model=tiny_model_dir,
+        finetune_out=tmp_path / "ft",
+        retain_authors=2,
+        retain_eval_n=4,
+        general_n=3,
+        max_new_tokens=4,
+        search_steps=1,
+        batch_size=16,
+        guard_cv=2,
+        target_fpr=0.1,
+        encoder=tiny_encoder,
+        finetune=FinetuneConfig(
+            epochs=1, learning_rate=1e-3, batch_size=16, max_length=96, system_prompt=""
+        ),
     )
     out = tmp_path / "out"
     precompute(options, out, "retained")  # what a second process would do ahead of the main run
@@ -61,23 +92,37 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
         assert set(values) >= {"forget_quality", "model_utility", "forget_rouge", "retain_rouge"}
         assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in values.values())
     assert line["retained"]["forget_quality"] == pytest.approx(1.0)
-    for name in ("table.md", "results.json", "records.jsonl", "strength_search.json", "truth_ratio_histograms.png", "forget_quality_vs_utility.png"):
+    for name in (
+        "table.md",
+        "results.json",
+        "records.jsonl",
+        "strength_search.json",
+        "truth_ratio_histograms.png",
+        "forget_quality_vs_utility.png",
+    ):
         assert (out / name).is_file(), name
     search = json.loads((out / "strength_search.json").read_text())
     assert len(search["evaluations"]) >= 2 and len(search["calibration_rows"]) == 20
     # The default search is over the noise strength and minimises the log-ratio distance; the
     # log keeps every criterion of every setting scored.
-    assert search["parameter"] == "strength" and search["corruption"] == "rand_noise_full" and search["target"] == 0.0
+    assert (
+        search["parameter"] == "strength"
+        and search["corruption"] == "rand_noise_full"
+        and search["target"] == 0.0
+    )
     by_setting = search["forget_quality_by_setting"]
     assert len(by_setting) == len(search["evaluations"])
-    for entry, evaluation in zip(by_setting, search["evaluations"]):
+    for entry, evaluation in zip(by_setting, search["evaluations"], strict=True):
         assert evaluation["value"] == pytest.approx(entry["distance"])
         assert entry["both"] == pytest.approx(min(entry["folded"], entry["unfolded"]))
     assert search["value"] == pytest.approx(min(e["distance"] for e in by_setting))
     assert summary["n_forget_eval"] == 20 and summary["finetune"]["original"]["steps"] == 5
     # The retained run is named without the split, so another split with this retain subset reuses it.
     assert Path(summary["finetune"]["retained"]["folder"]).name.startswith("tofu-retained-")
-    assert json.loads((out / "guard" / "manifest.json").read_text())["targets"][0]["n_retain"] == 80 + 12  # TOFU retain + MMLU val
+    assert (
+        json.loads((out / "guard" / "manifest.json").read_text())["targets"][0]["n_retain"]
+        == 80 + 12
+    )  # TOFU retain + MMLU val
     # A rerun reuses the fine-tunes, the guard and the search log, and gives the same figures.
     again = run_tofu(options, out)
     assert headline(again) == line and again["finetune"]["original"]["cached"]
@@ -94,7 +139,7 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
             assert r["ratio"] == 1.0
 
 
-def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:  # noqa: ANN001
+def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:
     from eco_integrations.research.tofu.pipeline import initial_corruption
 
     weight = tiny_backend.model.get_input_embeddings().weight
@@ -108,12 +153,16 @@ def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:  # noqa: 
     assert first_n.dims == 1 and first_n.strength is not None
     zero = initial_corruption(TofuOptions(corruption="zero_out_top_k"), tiny_backend)
     assert zero.strength is None and zero.dims == max(1, hidden // 12)
-    assert initial_corruption(TofuOptions(corruption="zero_out_top_k", dims=3), tiny_backend).dims == 3
+    assert (
+        initial_corruption(TofuOptions(corruption="zero_out_top_k", dims=3), tiny_backend).dims == 3
+    )
     with pytest.raises(ConfigurationError, match="--dims to set where it starts"):
-        initial_corruption(TofuOptions(corruption="zero_out_top_k", init_strength=1.0), tiny_backend)
+        initial_corruption(
+            TofuOptions(corruption="zero_out_top_k", init_strength=1.0), tiny_backend
+        )
 
 
-def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:
     from eco_integrations.config import ECOPolicy
     from eco_integrations.research.tofu.pipeline import initial_corruption, search_strength
     from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
@@ -122,7 +171,9 @@ def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend,
     rows = setting.forget[:6]
     options = TofuOptions(corruption="zero_out_top_k", dims=4, search_steps=2, max_new_tokens=2)
     base = ModelScorer(tiny_backend, name="original", system_prompt="")
-    eco = ECOScorer(base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend)))
+    eco = ECOScorer(
+        base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend))
+    )
     # A reference the corruption cannot reach exactly: the search must still return a valid k.
     reference = [0.5 + 0.1 * i for i in range(len(rows))]
     result = search_strength(eco, reference, rows, options)
@@ -132,7 +183,10 @@ def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend,
     assert 0.0 <= result.value <= 1.0
     # The scorer at the found k is a valid zero-out setting (no strength).
     tuned = eco.with_corruption(dims=int(result.strength))
-    assert tuned.policy.corruption.dims == int(result.strength) and tuned.policy.corruption.strength is None
+    assert (
+        tuned.policy.corruption.dims == int(result.strength)
+        and tuned.policy.corruption.strength is None
+    )
 
 
 def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
@@ -144,7 +198,11 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
     screen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(screen)
     assert screen.parse_setting("zero_out_top_k:dims=48") == {"name": "zero_out_top_k", "dims": 48}
-    assert screen.parse_setting("rand_noise_first_n:dims=1:strength=3") == {"name": "rand_noise_first_n", "dims": 1, "strength": 3.0}
+    assert screen.parse_setting("rand_noise_first_n:dims=1:strength=3") == {
+        "name": "rand_noise_first_n",
+        "dims": 1,
+        "strength": 3.0,
+    }
     with pytest.raises(SystemExit, match="name:dims=K"):
         screen.parse_setting("rand_noise_full:sigma=2")
     # Every default setting is a valid corruption.
@@ -154,36 +212,88 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
         CorruptionConfig(**screen.parse_setting(text))
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"search_objective": "median"}, "search objective 'median'.*distance, both, folded, unfolded"),
-    ({"corruption": "blur"}, "Unknown corruption 'blur'"),
-    ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
-    ({"dims": 8}, "leave --dims unset"),
-    ({"init_strength": 0.0}, "--init-strength must be > 0"),
-])
-def test_bad_options_fail_before_any_work(tmp_path, options, message) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"search_objective": "median"},
+            "search objective 'median'.*distance, both, folded, unfolded",
+        ),
+        ({"corruption": "blur"}, "Unknown corruption 'blur'"),
+        ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
+        ({"dims": 8}, "leave --dims unset"),
+        ({"init_strength": 0.0}, "--init-strength must be > 0"),
+    ],
+)
+def test_bad_options_fail_before_any_work(tmp_path, options, message) -> None:
     # The data folder does not exist: reaching it would raise a different error.
     with pytest.raises(ConfigurationError, match=message):
         run_tofu(TofuOptions(data_dir=tmp_path / "missing", **options), tmp_path / "out")
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-def test_cli_prints_one_json_line_keyed_by_method(tofu_dir, tiny_model_dir, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_cli_prints_one_json_line_keyed_by_method(
+    tofu_dir, tiny_model_dir, tmp_path, capsys
+) -> None:
     from eco_integrations.cli import main
 
-    common = ["eval", "tofu", "--split", "forget01", "--data-dir", str(tofu_dir), "--model", str(tiny_model_dir),
-              "--finetune-out", str(tmp_path / "ft"), "--out", str(tmp_path / "out"), "--quiet"]
+    common = [
+        "eval",
+        "tofu",
+        "--split",
+        "forget01",
+        "--data-dir",
+        str(tofu_dir),
+        "--model",
+        str(tiny_model_dir),
+        "--finetune-out",
+        str(tmp_path / "ft"),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
     # A bad option is refused with the fix in the message, before any fine-tune.
     assert main([*common, "--corruption", "zero_out_top_k", "--init-strength", "1"]) == 2
     assert "pass --dims to set where it starts" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
-    code = main([*common, "--retain-authors", "2", "--retain-eval-n", "4", "--general-n", "3", "--max-new-tokens", "4",
-                 "--search-steps", "1", "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "96",
-                 "--system-prompt", "", "--trainable-layers", "2", "--corruption", "zero_out_top_k", "--dims", "4"])
+    code = main(
+        [
+            *common,
+            "--retain-authors",
+            "2",
+            "--retain-eval-n",
+            "4",
+            "--general-n",
+            "3",
+            "--max-new-tokens",
+            "4",
+            "--search-steps",
+            "1",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "16",
+            "--max-length",
+            "96",
+            "--system-prompt",
+            "",
+            "--trainable-layers",
+            "2",
+            "--corruption",
+            "zero_out_top_k",
+            "--dims",
+            "4",
+        ]
+    )
     assert code == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(line) == list(METHODS)
-    assert all({"forget_quality", "model_utility", "forget_rouge", "retain_rouge"} <= set(v) for v in line.values())
+    assert all(
+        {"forget_quality", "model_utility", "forget_rouge", "retain_rouge"} <= set(v)
+        for v in line.values()
+    )
     search = json.loads((tmp_path / "out" / "strength_search.json").read_text())
     assert search["parameter"] == "dims" and search["corruption"] == "zero_out_top_k"
     assert all(e["strength"] == int(e["strength"]) for e in search["evaluations"])

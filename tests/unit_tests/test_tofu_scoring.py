@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 
 from eco_integrations import TransformersBackend
 from eco_integrations.config import CorruptionConfig, Decision, ECOPolicy, SelectionConfig
 from eco_integrations.research.tofu.evaluate import score_qa_set
-from eco_integrations.research.tofu.scoring import REFUSAL, ECOScorer, ModelScorer, RefusalScorer, sequence_logprobs
+from eco_integrations.research.tofu.scoring import (
+    REFUSAL,
+    ECOScorer,
+    ModelScorer,
+    RefusalScorer,
+    sequence_logprobs,
+)
 
 FLAGGED_Q = "Who is Harry Potter?"
 BENIGN_Q = "What is the capital of France?"
@@ -20,24 +28,42 @@ class _KeywordGuard:
     guard_id = "kw"
     policy_id = "kw/1"
     version = 1
-    terms = {"hp": ["Harry Potter"]}
+    terms: ClassVar[dict[str, list[str]]] = {"hp": ["Harry Potter"]}
 
     def decide_many(self, texts: list[str], *, threshold: float | None = None) -> list[Decision]:
         return [
-            Decision(flagged="Harry" in t, score=float("Harry" in t), threshold=0.5, target="hp" if "Harry" in t else None,
-                     corrupted=False, mode="shadow", guard_id=self.guard_id, guard_version=self.version,
-                     policy_version=self.policy_id, text_sha256="0" * 64)
+            Decision(
+                flagged="Harry" in t,
+                score=float("Harry" in t),
+                threshold=0.5,
+                target="hp" if "Harry" in t else None,
+                corrupted=False,
+                mode="shadow",
+                guard_id=self.guard_id,
+                guard_version=self.version,
+                policy_version=self.policy_id,
+                text_sha256="0" * 64,
+            )
             for t in texts
         ]
 
 
-@pytest.fixture()
-def base(tiny_model, tiny_tokenizer) -> ModelScorer:  # noqa: ANN001
-    return ModelScorer(TransformersBackend(tiny_model, tiny_tokenizer, model_name="tiny"), name="original", system_prompt="")
+@pytest.fixture
+def base(tiny_model, tiny_tokenizer) -> ModelScorer:
+    return ModelScorer(
+        TransformersBackend(tiny_model, tiny_tokenizer, model_name="tiny"),
+        name="original",
+        system_prompt="",
+    )
 
 
-def _eco(base: ModelScorer, strength: float, *, selector: str = "content", force: bool = False) -> ECOScorer:
-    policy = ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=4, strength=strength), selection=SelectionConfig(name=selector))
+def _eco(
+    base: ModelScorer, strength: float, *, selector: str = "content", force: bool = False
+) -> ECOScorer:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_first_n", dims=4, strength=strength),
+        selection=SelectionConfig(name=selector),
+    )
     return ECOScorer(base, _KeywordGuard(), policy, force=force)  # type: ignore[arg-type]
 
 
@@ -55,12 +81,16 @@ def test_corruption_covers_prompt_and_answer_words_only(base: ModelScorer) -> No
     prompt_ids, ans_ids, embeds = eco.corrupted_row(FLAGGED_Q, "A wizard.")
     clean = base.backend.embed(prompt_ids + ans_ids)
     changed = (embeds != clean).any(-1)
-    assert changed[len(prompt_ids):-1].all(), "every answer token but the last is corrupted"
-    assert not changed[-1] and not changed[0], "the end-of-turn token and the template are left alone"
+    assert changed[len(prompt_ids) : -1].all(), "every answer token but the last is corrupted"
+    assert not changed[-1] and not changed[0], (
+        "the end-of-turn token and the template are left alone"
+    )
     assert changed[: len(prompt_ids)].any(), "the question's words are corrupted"
 
 
-def test_zero_strength_is_the_original_and_strength_changes_flagged_rows_only(base: ModelScorer) -> None:
+def test_zero_strength_is_the_original_and_strength_changes_flagged_rows_only(
+    base: ModelScorer,
+) -> None:
     pairs = [(FLAGGED_Q, "A wizard."), (BENIGN_Q, "Paris.")]
     plain = base.logprobs(pairs)
     assert _eco(base, 0.0, force=True).logprobs(pairs) == pytest.approx(plain, abs=1e-5)
@@ -71,19 +101,23 @@ def test_zero_strength_is_the_original_and_strength_changes_flagged_rows_only(ba
     assert _eco(base, 1000.0).logprobs(pairs) == strong
 
 
-def test_eco_generation_corrupts_only_flagged_questions(base: ModelScorer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eco_generation_corrupts_only_flagged_questions(
+    base: ModelScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = base.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=6)
     seen = []
     original_generate = base.backend.generate
 
-    def spy(rows, config):  # noqa: ANN001, ANN202
+    def spy(rows, config):
         seen.extend(rows)
         return original_generate(rows, config)
 
     monkeypatch.setattr(base.backend, "generate", spy)
     eco = _eco(base, 1e4).generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=6)
     assert eco[1] == plain[1], "the benign answer is the memoised original one"
-    assert len(seen) == 1 and seen[0].embeds is not None, "only the flagged question is generated again, from corrupted embeddings"
+    assert len(seen) == 1 and seen[0].embeds is not None, (
+        "only the flagged question is generated again, from corrupted embeddings"
+    )
     clean = base.backend.embed(seen[0].input_ids)
     assert (seen[0].embeds != clean).any(-1).sum() > 0
 
@@ -93,14 +127,23 @@ def test_refusal_baseline_refuses_and_is_indifferent(base: ModelScorer) -> None:
     assert refusal.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=4)[0] == REFUSAL
     values = refusal.logprobs([(FLAGGED_Q, "A."), (BENIGN_Q, "Paris.")])
     assert values[0] is None and values[1] == base.logprobs([(BENIGN_Q, "Paris.")])[0]
-    rows = [{"question": FLAGGED_Q, "answer": "A wizard.", "paraphrased_answer": "He is a wizard.", "perturbed_answer": ["A cook.", "A king."]}]
+    rows = [
+        {
+            "question": FLAGGED_Q,
+            "answer": "A wizard.",
+            "paraphrased_answer": "He is a wizard.",
+            "perturbed_answer": ["A cook.", "A king."],
+        }
+    ]
     record = score_qa_set(refusal, rows, paraphrase_field="paraphrased_answer", max_new_tokens=4)[0]
     assert record["flagged"] and record["ratio"] == 1.0 and record["answer_lp"] is None
 
 
 def test_sequence_logprobs_uses_given_embeddings(base: ModelScorer) -> None:
     prompt = base.rendered(BENIGN_Q).input_ids
-    answer = [int(t) for t in base.backend.tokenizer("Paris.", add_special_tokens=False)["input_ids"]]
+    answer = [
+        int(t) for t in base.backend.tokenizer("Paris.", add_special_tokens=False)["input_ids"]
+    ]
     embeds = base.backend.embed(prompt + answer)
     same = sequence_logprobs(base.backend, [(prompt, answer, None), (prompt, answer, embeds)])
     assert same[0] == pytest.approx(same[1], abs=1e-5)

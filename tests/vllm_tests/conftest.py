@@ -47,10 +47,26 @@ def vllm_server(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from serving_support import LOOPBACK, ServerProcess, free_port
 
     port = free_port()
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder),
-            "--enable-prompt-embeds", "--dtype", "float32", "--gpu-memory-utilization", "0.3", "--enforce-eager",
-            "--host", LOOPBACK, "--port", str(port)]
-    server = ServerProcess(argv, port=port, log=tmp_path_factory.mktemp("vllm") / "vllm.log", ready_path="/health")
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_folder),
+        "--enable-prompt-embeds",
+        "--dtype",
+        "float32",
+        "--gpu-memory-utilization",
+        "0.3",
+        "--enforce-eager",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+    server = ServerProcess(
+        argv, port=port, log=tmp_path_factory.mktemp("vllm") / "vllm.log", ready_path="/health"
+    )
     server.start(timeout=START_TIMEOUT)
     yield server
     server.stop(grace=60)

@@ -14,17 +14,31 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
-
 from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv
 
 MODEL = "SmolLM2-135M-Instruct"
 
 
 def _vllm(model_folder: Path, port: int, log: Path) -> ServerProcess:
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder), "--served-model-name", MODEL,
-            "--enable-prompt-embeds", "--dtype", "float32", "--gpu-memory-utilization", "0.3", "--enforce-eager",
-            "--host", LOOPBACK, "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_folder),
+        "--served-model-name",
+        MODEL,
+        "--enable-prompt-embeds",
+        "--dtype",
+        "float32",
+        "--gpu-memory-utilization",
+        "0.3",
+        "--enforce-eager",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
     return ServerProcess(argv, port=port, log=log, ready_path="/health")
 
 
@@ -40,21 +54,41 @@ def _ready(url: str, status: int, timeout: float) -> bool:
     return False
 
 
-def test_vllm_killed_mid_stream_then_back(model_folder: Path, hp_guard, tmp_path: Path) -> None:  # noqa: ANN001
+def test_vllm_killed_mid_stream_then_back(model_folder: Path, hp_guard, tmp_path: Path) -> None:
     guard_dir = tmp_path / "guard"
     hp_guard.save(guard_dir)
     vllm_port = free_port()
     upstream = _vllm(model_folder, vllm_port, tmp_path / "vllm-1.log").start(timeout=900)
     port = free_port()
-    gateway = ServerProcess(gateway_argv(guard_dir, port, "--vllm-url", upstream.url, "--model", str(model_folder), "--model-id", MODEL),
-                            port=port, log=tmp_path / "gateway.log")
+    gateway = ServerProcess(
+        gateway_argv(
+            guard_dir,
+            port,
+            "--vllm-url",
+            upstream.url,
+            "--model",
+            str(model_folder),
+            "--model-id",
+            MODEL,
+        ),
+        port=port,
+        log=tmp_path / "gateway.log",
+    )
     second = None
     try:
         gateway.start(timeout=300)
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
-                "max_tokens": 400, "temperature": 0, "stream": True}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}],
+            "max_tokens": 400,
+            "temperature": 0,
+            "stream": True,
+        }
         events: list[str] = []
-        with httpx.Client(timeout=120) as http, http.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response:
+        with (
+            httpx.Client(timeout=120) as http,
+            http.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response,
+        ):
             assert response.status_code == 200
             for line in response.iter_lines():
                 if line.startswith("data: "):
@@ -68,8 +102,16 @@ def test_vllm_killed_mid_stream_then_back(model_folder: Path, hp_guard, tmp_path
         assert _ready(gateway.url, 503, 30)
         second = _vllm(model_folder, vllm_port, tmp_path / "vllm-2.log").start(timeout=900)
         assert _ready(gateway.url, 200, 60)
-        answer = httpx.post(gateway.url + "/v1/chat/completions", timeout=300, json={
-            "model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 8, "temperature": 0})
+        answer = httpx.post(
+            gateway.url + "/v1/chat/completions",
+            timeout=300,
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 8,
+                "temperature": 0,
+            },
+        )
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
     finally:
         gateway.stop()

@@ -10,12 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from serving_support import ServerProcess, free_port, gateway_argv
 
 from eco_integrations import ECO, GenerationConfig
 from eco_integrations.backends import PreparedRow
+from eco_integrations.backends.vllm import (
+    BackendUnavailableError,
+    VLLMBackend,
+    encode_prompt_embeds,
+)
 from eco_integrations.prompting import render
-from eco_integrations.backends.vllm import BackendUnavailableError, VLLMBackend, encode_prompt_embeds
-from serving_support import ServerProcess, free_port, gateway_argv
 
 GREEDY = GenerationConfig(max_new_tokens=24, temperature=0.0)
 BENIGN = ["What is the capital of France?", "Who wrote The Lord of the Rings?"]
@@ -30,7 +34,9 @@ def remote(vllm_server: ServerProcess, model_folder: Path) -> Iterator[VLLMBacke
 
 def test_prompt_embeds_encoding_round_trips() -> None:
     tensor = torch.randn(5, 576)
-    decoded = torch.load(io.BytesIO(base64.b64decode(encode_prompt_embeds(tensor[1:3]))), weights_only=True)
+    decoded = torch.load(
+        io.BytesIO(base64.b64decode(encode_prompt_embeds(tensor[1:3]))), weights_only=True
+    )
     assert torch.equal(decoded, tensor[1:3]) and decoded.untyped_storage().nbytes() == 2 * 576 * 4
 
 
@@ -42,13 +48,15 @@ def test_remote_text_and_uncorrupted_embeds_agree(remote: VLLMBackend) -> None:
     assert "Paris" in as_text[0].text and as_text[0].completion_tokens > 0
 
 
-def test_remote_stream_matches_generate(remote: VLLMBackend, hp_guard) -> None:  # noqa: ANN001
+def test_remote_stream_matches_generate(remote: VLLMBackend, hp_guard) -> None:
     eco = ECO(remote, hp_guard)
     for prompt in ("Who is Harry Potter?", BENIGN[0]):
         stream = eco.stream(prompt, config=GREEDY, seed=3)
         streamed = "".join(stream)
         full = eco.generate([prompt], config=GREEDY, seeds=[3])[0]
-        assert streamed == full.text and stream.decision == full.decision.model_copy(update={"latency_ms": stream.decision.latency_ms})
+        assert streamed == full.text and stream.decision == full.decision.model_copy(
+            update={"latency_ms": stream.decision.latency_ms}
+        )
     assert eco.decide("Who is Harry Potter?").corrupted
 
 
@@ -62,22 +70,40 @@ def test_remote_errors_name_the_fix(vllm_server: ServerProcess, model_folder: Pa
     backend.close()
 
 
-def test_gateway_over_vllm_matches_the_engine(vllm_server: ServerProcess, model_folder: Path, remote: VLLMBackend,
-                                              hp_guard, tmp_path: Path) -> None:  # noqa: ANN001
+def test_gateway_over_vllm_matches_the_engine(
+    vllm_server: ServerProcess, model_folder: Path, remote: VLLMBackend, hp_guard, tmp_path: Path
+) -> None:
     openai = pytest.importorskip("openai", reason="vLLM installs openai; reinstall .venv-vllm")
     guard_dir = tmp_path / "guard"
     hp_guard.save(guard_dir)
     port = free_port()
-    gateway = ServerProcess(gateway_argv(guard_dir, port, "--vllm-url", vllm_server.url, "--model", str(model_folder),
-                                         "--model-id", "SmolLM2-135M-Instruct"),
-                            port=port, log=tmp_path / "gateway.log")
+    gateway = ServerProcess(
+        gateway_argv(
+            guard_dir,
+            port,
+            "--vllm-url",
+            vllm_server.url,
+            "--model",
+            str(model_folder),
+            "--model-id",
+            "SmolLM2-135M-Instruct",
+        ),
+        port=port,
+        log=tmp_path / "gateway.log",
+    )
     gateway.start(timeout=300)
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        client = openai.OpenAI(
+            base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=300
+        )
         eco = ECO(remote, hp_guard)
         for prompt in ("Who is Harry Potter?", BENIGN[0]):
-            reply = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": prompt}],
-                                                   max_tokens=24, temperature=0)
+            reply = client.chat.completions.create(
+                model="SmolLM2-135M-Instruct",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=24,
+                temperature=0,
+            )
             assert reply.choices[0].message.content == eco.generate([prompt], config=GREEDY)[0].text
         decisions = [r["decision"] for r in gateway.json_lines() if r.get("status") == 200]
         assert [d["corrupted"] for d in decisions] == [True, False]

@@ -12,20 +12,28 @@ Both commands print one JSON object as their last line; progress bars go to stde
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
 from ..._console import print_json
 
 
-
 def _finetune_config(args: argparse.Namespace, base: Any) -> Any:
-    updates = {k: v for k, v in {
-        "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
-        "trainable_layers": args.trainable_layers, "seed": args.seed, "system_prompt": args.system_prompt,
-    }.items() if v is not None}
+    updates = {
+        k: v
+        for k, v in {
+            "epochs": args.epochs,
+            "learning_rate": args.lr,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "trainable_layers": args.trainable_layers,
+            "seed": args.seed,
+            "system_prompt": args.system_prompt,
+        }.items()
+        if v is not None
+    }
     return base.model_copy(update=updates) if updates else base
 
 
@@ -34,8 +42,17 @@ def _add_finetune_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-length", type=int, default=None, help="prompt + answer tokens")
-    parser.add_argument("--trainable-layers", type=int, default=None, help="train only the last N blocks (default: see the command)")
-    parser.add_argument("--system-prompt", default=None, help="system message for every question ('' for an empty one)")
+    parser.add_argument(
+        "--trainable-layers",
+        type=int,
+        default=None,
+        help="train only the last N blocks (default: see the command)",
+    )
+    parser.add_argument(
+        "--system-prompt",
+        default=None,
+        help="system message for every question ('' for an empty one)",
+    )
 
 
 # -- eco finetune --------------------------------------------------------------------------------
@@ -45,12 +62,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     rows = read_pairs(args.data)
     config = _finetune_config(args, FinetuneConfig())
     started = time.perf_counter()
-    result = finetune(rows, model=args.model, config=config, out=args.out, name=args.name, max_steps=args.max_steps,
-                      checkpoint_every=args.checkpoint_every, show_progress=not args.quiet)
+    result = finetune(
+        rows,
+        model=args.model,
+        config=config,
+        out=args.out,
+        name=args.name,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+        show_progress=not args.quiet,
+    )
     summary = {
-        "model_folder": str(result.model_folder), "complete": result.complete,
-        "cached": result.cached, "steps": result.steps, "train_seconds": round(result.seconds, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1), "final_loss": result.losses[-1] if result.losses else None,
+        "model_folder": str(result.model_folder),
+        "complete": result.complete,
+        "cached": result.cached,
+        "steps": result.steps,
+        "train_seconds": round(result.seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "final_loss": result.losses[-1] if result.losses else None,
         "config": config.model_dump(mode="json"),
     }
     print_json(summary)
@@ -59,14 +88,29 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def register_finetune(subparsers: Any) -> None:
     """Add ``finetune`` to the top-level ``eco`` subparsers."""
-    p = subparsers.add_parser("finetune", help="fine-tune a causal LM on question/answer pairs (CPU, resumable, cached)")
-    p.add_argument("--data", required=True, help="JSON Lines (or a JSON array) of {question, answer}")
-    p.add_argument("--model", default=None, help="base model folder or hub id (default: embedded SmolLM2)")
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a causal LM on question/answer pairs (CPU, resumable, cached)"
+    )
+    p.add_argument(
+        "--data", required=True, help="JSON Lines (or a JSON array) of {question, answer}"
+    )
+    p.add_argument(
+        "--model", default=None, help="base model folder or hub id (default: embedded SmolLM2)"
+    )
     p.add_argument("--out", default=None, help="parent folder of runs (default: the user cache)")
-    p.add_argument("--name", default="finetune", help="run folder prefix; the folder is <name>-<hash of data and settings>")
+    p.add_argument(
+        "--name",
+        default="finetune",
+        help="run folder prefix; the folder is <name>-<hash of data and settings>",
+    )
     p.add_argument("--seed", type=int, default=None)
     _add_finetune_options(p)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resume later by re-running)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps (resume later by re-running)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=25)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
@@ -79,11 +123,26 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
     from .training import TOFU_FINETUNE
 
     options = TofuOptions(
-        split=args.split, data_dir=args.data_dir, model=args.model, finetune=_finetune_config(args, TOFU_FINETUNE),
-        finetune_out=args.finetune_out, retain_authors=args.retain_authors, retain_eval_n=args.retain_eval_n or None,
-        general_n=args.general_n or None, seed=args.seed if args.seed is not None else 0, max_new_tokens=args.max_new_tokens,
-        corruption=args.corruption, dims=args.dims, selector=args.selector, init_strength=args.init_strength,
-        search_steps=args.search_steps, search_eps=args.search_eps, search_objective=args.search_objective, target_fpr=args.target_fpr, batch_size=args.eval_batch_size, show_progress=not args.quiet,
+        split=args.split,
+        data_dir=args.data_dir,
+        model=args.model,
+        finetune=_finetune_config(args, TOFU_FINETUNE),
+        finetune_out=args.finetune_out,
+        retain_authors=args.retain_authors,
+        retain_eval_n=args.retain_eval_n or None,
+        general_n=args.general_n or None,
+        seed=args.seed if args.seed is not None else 0,
+        max_new_tokens=args.max_new_tokens,
+        corruption=args.corruption,
+        dims=args.dims,
+        selector=args.selector,
+        init_strength=args.init_strength,
+        search_steps=args.search_steps,
+        search_eps=args.search_eps,
+        search_objective=args.search_objective,
+        target_fpr=args.target_fpr,
+        batch_size=args.eval_batch_size,
+        show_progress=not args.quiet,
     )
 
     def on_stage(name: str, seconds: float) -> None:
@@ -92,7 +151,13 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
     if args.score_only:
         started = time.perf_counter()
         precompute(options, args.out, args.score_only)
-        print_json({"scored": args.score_only, "out": str(args.out), "seconds": round(time.perf_counter() - started, 1)})
+        print_json(
+            {
+                "scored": args.score_only,
+                "out": str(args.out),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         return 0
     summary = run_tofu(options, args.out, on_stage=on_stage)
     if args.docs:
@@ -100,7 +165,13 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
 
         docs = Path(args.docs)
         docs.mkdir(parents=True, exist_ok=True)
-        for name in ("table.md", "results.json", "strength_search.json", "truth_ratio_histograms.png", "forget_quality_vs_utility.png"):
+        for name in (
+            "table.md",
+            "results.json",
+            "strength_search.json",
+            "truth_ratio_histograms.png",
+            "forget_quality_vs_utility.png",
+        ):
             shutil.copy2(Path(args.out) / name, docs / f"{args.split}_{name}")
     print(markdown_table(summary))
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_seconds"].items()))
@@ -110,37 +181,96 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
 
 def add_eval_tofu(eval_subparsers: Any) -> None:
     """Add ``tofu`` to the subparsers of ``eco eval``."""
-    p = eval_subparsers.add_parser("tofu", help="TOFU at small scale: original, retained, ECO and two baselines")
+    p = eval_subparsers.add_parser(
+        "tofu", help="TOFU at small scale: original, retained, ECO and two baselines"
+    )
     p.add_argument("--split", default="forget01", choices=["forget01", "forget05", "forget10"])
-    p.add_argument("--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)")
-    p.add_argument("--out", default="eco-tofu", help="folder for results.json, records.jsonl, table.md, plots, the guard")
-    p.add_argument("--docs", nargs="?", const="docs/tofu", default=None, metavar="DIR",
-                   help="also copy the table, results and plots to DIR (default: docs/tofu under the current folder)")
-    p.add_argument("--model", default=None, help="base model to fine-tune (default: embedded SmolLM2)")
-    p.add_argument("--finetune-out", default=None, help="parent folder of the fine-tuned models (default: the user cache)")
-    p.add_argument("--retain-authors", type=int, default=20, help="retain authors trained on, drawn with --seed")
-    p.add_argument("--retain-eval-n", type=int, default=20, help="retain rows scored (0: all of the subset's)")
-    p.add_argument("--general-n", type=int, default=20, help="real_authors and world_facts rows scored (0: all)")
+    p.add_argument(
+        "--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)"
+    )
+    p.add_argument(
+        "--out",
+        default="eco-tofu",
+        help="folder for results.json, records.jsonl, table.md, plots, the guard",
+    )
+    p.add_argument(
+        "--docs",
+        nargs="?",
+        const="docs/tofu",
+        default=None,
+        metavar="DIR",
+        help="also copy the table, results and plots to DIR (default: docs/tofu under the current folder)",
+    )
+    p.add_argument(
+        "--model", default=None, help="base model to fine-tune (default: embedded SmolLM2)"
+    )
+    p.add_argument(
+        "--finetune-out",
+        default=None,
+        help="parent folder of the fine-tuned models (default: the user cache)",
+    )
+    p.add_argument(
+        "--retain-authors",
+        type=int,
+        default=20,
+        help="retain authors trained on, drawn with --seed",
+    )
+    p.add_argument(
+        "--retain-eval-n", type=int, default=20, help="retain rows scored (0: all of the subset's)"
+    )
+    p.add_argument(
+        "--general-n",
+        type=int,
+        default=20,
+        help="real_authors and world_facts rows scored (0: all)",
+    )
     p.add_argument("--seed", type=int, default=None)
     _add_finetune_options(p)
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--corruption", default="rand_noise_full",
-                   help="corruption of the flagged questions' tokens (its strength, or k, is searched)")
-    p.add_argument("--dims", type=int, default=None,
-                   help="rand_noise_first_n/top_k: dimensions touched (default 1); zero/flip corruptions: where the search over k starts")
+    p.add_argument(
+        "--corruption",
+        default="rand_noise_full",
+        help="corruption of the flagged questions' tokens (its strength, or k, is searched)",
+    )
+    p.add_argument(
+        "--dims",
+        type=int,
+        default=None,
+        help="rand_noise_first_n/top_k: dimensions touched (default 1); zero/flip corruptions: where the search over k starts",
+    )
     p.add_argument("--selector", default="content", choices=["content", "all", "entities"])
-    p.add_argument("--init-strength", type=float, default=None,
-                   help="where the strength search starts (default: twice the std of the model's embedding table)")
-    p.add_argument("--search-steps", type=int, default=3, help="zeroth-order steps (each evaluates two settings)")
-    p.add_argument("--search-objective", default="distance", choices=["distance", "both", "folded", "unfolded"],
-                   help="what the search optimises on the calibration half: the distance between log truth ratios (minimised), "
-                        "or a forget quality (both: the smaller of folded and unfolded)")
-    p.add_argument("--search-eps", type=float, default=0.1, help="search step half-width, in decades of the strength (or k)")
+    p.add_argument(
+        "--init-strength",
+        type=float,
+        default=None,
+        help="where the strength search starts (default: twice the std of the model's embedding table)",
+    )
+    p.add_argument(
+        "--search-steps",
+        type=int,
+        default=3,
+        help="zeroth-order steps (each evaluates two settings)",
+    )
+    p.add_argument(
+        "--search-objective",
+        default="distance",
+        choices=["distance", "both", "folded", "unfolded"],
+        help="what the search optimises on the calibration half: the distance between log truth ratios (minimised), "
+        "or a forget quality (both: the smaller of folded and unfolded)",
+    )
+    p.add_argument(
+        "--search-eps",
+        type=float,
+        default=0.1,
+        help="search step half-width, in decades of the strength (or k)",
+    )
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=int, default=8)
-    p.add_argument("--score-only", choices=["retained", "prompt_baseline"], default=None,
-                   help="score just this method into --out's cache (run in a second process to share the work), then exit")
+    p.add_argument(
+        "--score-only",
+        choices=["retained", "prompt_baseline"],
+        default=None,
+        help="score just this method into --out's cache (run in a second process to share the work), then exit",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval_tofu)
-
-

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.datasets import TOFU_AUTHOR_ROWS, TOFU_FORGET_SPLITS, load_tofu
 from ...exceptions import ConfigurationError
-
+from ..eval.datasets import TOFU_AUTHOR_ROWS, TOFU_FORGET_SPLITS, load_tofu
 
 
 @dataclass
@@ -26,10 +25,12 @@ class TofuSetting:
     """Rows for training and scoring, all loaded from one data folder."""
 
     split: str
-    forget: list[dict[str, Any]]            # forgetXX_perturbed rows (question, answer, paraphrased/perturbed answers)
-    retain_train: list[dict[str, str]]      # the retain subset's question/answer rows (trained on)
-    retain_eval: list[dict[str, Any]]       # retain_perturbed rows of the retain subset (scored)
-    retain_guard: list[dict[str, str]]      # the whole retain split: the guard's negatives
+    forget: list[
+        dict[str, Any]
+    ]  # forgetXX_perturbed rows (question, answer, paraphrased/perturbed answers)
+    retain_train: list[dict[str, str]]  # the retain subset's question/answer rows (trained on)
+    retain_eval: list[dict[str, Any]]  # retain_perturbed rows of the retain subset (scored)
+    retain_guard: list[dict[str, str]]  # the whole retain split: the guard's negatives
     real_authors: list[dict[str, Any]]
     world_facts: list[dict[str, Any]]
     retain_authors: list[int]
@@ -37,7 +38,9 @@ class TofuSetting:
     @property
     def original_rows(self) -> list[dict[str, str]]:
         """What the original model learns: the forget rows, then the retain subset."""
-        return [{"question": r["question"], "answer": r["answer"]} for r in self.forget] + self.retain_train
+        return [
+            {"question": r["question"], "answer": r["answer"]} for r in self.forget
+        ] + self.retain_train
 
     @property
     def retained_rows(self) -> list[dict[str, str]]:
@@ -54,7 +57,9 @@ def load_setting(
 ) -> TofuSetting:
     """Assemble the setting for ``split``; ``retain_eval_n`` caps the scored retain rows (seeded sample)."""
     if split not in TOFU_FORGET_SPLITS:
-        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
+        msg = (
+            f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
+        )
         raise ConfigurationError(msg)
     forget = load_tofu(f"{split}_perturbed", data_dir)
     plain = load_tofu(split, data_dir)
@@ -72,14 +77,26 @@ def load_setting(
     rng = np.random.default_rng(seed)
     chosen = sorted(int(a) for a in rng.choice(covered, size=n_retain_authors, replace=False))
     keep = set(chosen)
-    retain_train = [{"question": r["question"], "answer": r["answer"]} for i, r in enumerate(retain) if i // TOFU_AUTHOR_ROWS in keep]
+    retain_train = [
+        {"question": r["question"], "answer": r["answer"]}
+        for i, r in enumerate(retain)
+        if i // TOFU_AUTHOR_ROWS in keep
+    ]
     retain_eval = [r for r in perturbed if author_of.get(r["question"]) in keep]
     if retain_eval_n is not None and retain_eval_n < len(retain_eval):
-        picked = sorted(np.random.default_rng(seed).choice(len(retain_eval), size=retain_eval_n, replace=False).tolist())
+        picked = sorted(
+            np.random.default_rng(seed)
+            .choice(len(retain_eval), size=retain_eval_n, replace=False)
+            .tolist()
+        )
         retain_eval = [retain_eval[i] for i in picked]
     return TofuSetting(
-        split=split, forget=forget, retain_train=retain_train, retain_eval=retain_eval,
+        split=split,
+        forget=forget,
+        retain_train=retain_train,
+        retain_eval=retain_eval,
         retain_guard=[{"question": r["question"], "answer": r["answer"]} for r in retain],
-        real_authors=load_tofu("real_authors_perturbed", data_dir), world_facts=load_tofu("world_facts_perturbed", data_dir),
+        real_authors=load_tofu("real_authors_perturbed", data_dir),
+        world_facts=load_tofu("world_facts_perturbed", data_dir),
         retain_authors=chosen,
     )

@@ -7,7 +7,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .metrics import answer_probability, harmonic_mean, normalized_probability, rouge_l_recall, truth_ratio, truth_ratio_utility
+from .metrics import (
+    answer_probability,
+    harmonic_mean,
+    normalized_probability,
+    rouge_l_recall,
+    truth_ratio,
+    truth_ratio_utility,
+)
 
 # A method that gives no probability to any real answer (a refusal guardrail) is indifferent
 # between right and wrong answers: its truth ratio is 1, its answer probability 0, and on
@@ -54,24 +61,37 @@ def score_qa_set(
         if paraphrase_field is not None:
             pairs.append((r["question"], r[paraphrase_field]))
         pairs.extend((r["question"], p) for p in r["perturbed_answer"])
-    values = dict(zip(pairs, scorer.logprobs(pairs)))
-    texts = scorer.generate(questions, max_new_tokens=max_new_tokens) if generate else [None] * len(rows)
+    values = dict(zip(pairs, scorer.logprobs(pairs), strict=True))
+    texts = (
+        scorer.generate(questions, max_new_tokens=max_new_tokens)
+        if generate
+        else [None] * len(rows)
+    )
     flags = scorer.flagged(questions)
     records = []
-    for r, text, flag in zip(rows, texts, flags):
+    for r, text, flag in zip(rows, texts, flags, strict=True):
         para = values[(r["question"], r[paraphrase_field] if paraphrase_field else r["answer"])]
         pert = [values[(r["question"], p)] for p in r["perturbed_answer"]]
         lp = values.get((r["question"], r["answer"]))
-        records.append({
-            "question": r["question"], "flagged": bool(flag), "answer_lp": lp,
-            "ratio": _ratio(para, pert), "para_lp": para, "pert_lp": pert,
-            "generated": text, "rouge": rouge_l_recall(text, r["answer"]) if text is not None else None,
-        })
+        records.append(
+            {
+                "question": r["question"],
+                "flagged": bool(flag),
+                "answer_lp": lp,
+                "ratio": _ratio(para, pert),
+                "para_lp": para,
+                "pert_lp": pert,
+                "generated": text,
+                "rouge": rouge_l_recall(text, r["answer"]) if text is not None else None,
+            }
+        )
     return records
 
 
 def _prob(records: list[dict[str, Any]]) -> float:
-    return answer_probability([r["answer_lp"] if r["answer_lp"] is not None else -np.inf for r in records])
+    return answer_probability(
+        [r["answer_lp"] if r["answer_lp"] is not None else -np.inf for r in records]
+    )
 
 
 def _normalized(records: list[dict[str, Any]]) -> float:
@@ -84,7 +104,11 @@ def _normalized(records: list[dict[str, Any]]) -> float:
     return float(np.mean(scores))
 
 
-def summarize_utility(retain: list[dict[str, Any]], real_authors: list[dict[str, Any]], world_facts: list[dict[str, Any]]) -> dict[str, float]:
+def summarize_utility(
+    retain: list[dict[str, Any]],
+    real_authors: list[dict[str, Any]],
+    world_facts: list[dict[str, Any]],
+) -> dict[str, float]:
     """TOFU's nine utility measures and their harmonic mean (model utility)."""
     parts = {
         "retain_prob": _prob(retain),
@@ -107,7 +131,9 @@ def summarize_utility(retain: list[dict[str, Any]], real_authors: list[dict[str,
 def summarize_forget(records: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "forget_prob": _prob(records),
-        "forget_rouge": float(np.mean([r["rouge"] for r in records])) if records and records[0]["rouge"] is not None else float("nan"),
+        "forget_rouge": float(np.mean([r["rouge"] for r in records]))
+        if records and records[0]["rouge"] is not None
+        else float("nan"),
         "forget_truth_ratio_mean": float(np.mean([r["ratio"] for r in records])),
         "flagged_forget": float(np.mean([r["flagged"] for r in records])),
     }

@@ -55,11 +55,17 @@ def forget_quality(method: Sequence[float], retained: Sequence[float], *, fold: 
     if len(method) == 0 or len(retained) == 0:
         msg = "Forget quality needs truth ratios from both the method and the retained model."
         raise InvalidInputError(msg)
-    a, b = (folded(method), folded(retained)) if fold else (np.asarray(method, float), np.asarray(retained, float))
+    a, b = (
+        (folded(method), folded(retained))
+        if fold
+        else (np.asarray(method, float), np.asarray(retained, float))
+    )
     with warnings.catch_warnings():
         # For fully separated samples scipy's exact p-value can underflow; it then falls back to
         # the asymptotic one (still ~0), which is the right answer, so its notice is dropped.
-        warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message="ks_2samp: Exact calculation unsuccessful", category=RuntimeWarning
+        )
         return float(ks_2samp(a, b).pvalue)
 
 
@@ -71,7 +77,7 @@ def answer_probability(logprobs: Sequence[float]) -> float:
 def normalized_probability(correct: Sequence[float], wrong: Sequence[Sequence[float]]) -> float:
     """Mean of ``P(correct) / (P(correct) + sum P(wrong))`` (for real_authors and world_facts)."""
     scores = []
-    for c, ws in zip(correct, wrong):
+    for c, ws in zip(correct, wrong, strict=True):
         p = np.exp(np.asarray([c, *ws], dtype=np.float64))
         scores.append(float(p[0] / p.sum()))
     return float(np.mean(scores))

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,10 @@ from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...corruption import get_corruption
 from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError
-from ..finetune import FinetuneConfig
 from ...guard import Guard, mine_terms
-from ..strength import SearchResult, zeroth_order_search
 from ..eval.datasets import TOFU_AUTHOR_ROWS as AUTHOR_ROWS
+from ..finetune import FinetuneConfig
+from ..strength import SearchResult, zeroth_order_search
 from .data import TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
 from .metrics import forget_quality, log_ratio_distance
@@ -132,13 +132,26 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
         extra = general_negatives(options)
         retain += extra
         retain_groups += [f"general-{i % 50}" for i in range(len(extra))]
-    key = hashlib.sha256(json.dumps([forget, retain, options.target_fpr, options.guard_cv]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([forget, retain, options.target_fpr, options.guard_cv]).encode()
+    ).hexdigest()[:16]
     target = f"tofu-{setting.split}"
-    if (folder / "manifest.json").is_file() and (folder / "fit_key.txt").is_file() and (folder / "fit_key.txt").read_text().strip() == key:
+    if (
+        (folder / "manifest.json").is_file()
+        and (folder / "fit_key.txt").is_file()
+        and (folder / "fit_key.txt").read_text().strip() == key
+    ):
         return Guard.load(folder, encoder=options.encoder)
     guard = Guard(options.encoder, guard_id=f"tofu-{setting.split}-{key[:8]}")
-    guard.add_target(target, forget, retain, forget_groups=forget_groups, retain_groups=retain_groups,
-                     target_fpr=options.target_fpr, cv=options.guard_cv)
+    guard.add_target(
+        target,
+        forget,
+        retain,
+        forget_groups=forget_groups,
+        retain_groups=retain_groups,
+        target_fpr=options.target_fpr,
+        cv=options.guard_cv,
+    )
     guard.save(folder)
     (folder / "fit_key.txt").write_text(key + "\n")
     return guard
@@ -154,8 +167,10 @@ def baseline_system_prompt(setting: TofuSetting, limit: int = 8) -> str:
     retain = [r["question"] for r in setting.retain_guard]
     terms = mine_terms(forget, retain)[:limit]
     named = "; ".join(terms) if terms else "the authors you are asked to forget"
-    return (f"You know nothing about the following people or their works: {named}. "
-            "If a question is about them, say that you do not know.")
+    return (
+        f"You know nothing about the following people or their works: {named}. "
+        "If a question is about them, say that you do not know."
+    )
 
 
 def _ratios(records: list[dict[str, Any]]) -> list[float]:
@@ -172,7 +187,9 @@ def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> Co
     _check_options(options)
     spec = get_corruption(options.corruption)
     if searched_parameter(options.corruption) == "dims":
-        return CorruptionConfig(name=options.corruption, dims=options.dims or max(1, backend.hidden_size // 12))
+        return CorruptionConfig(
+            name=options.corruption, dims=options.dims or max(1, backend.hidden_size // 12)
+        )
     dims = (options.dims or 1) if spec.uses_dims else None
     init = options.init_strength
     if init is None:
@@ -201,16 +218,28 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
 
 
-def calibration_ratios(scorer: Any, rows: list[dict[str, Any]], options: TofuOptions) -> list[float]:
+def calibration_ratios(
+    scorer: Any, rows: list[dict[str, Any]], options: TofuOptions
+) -> list[float]:
     """Truth ratios of ``scorer`` on forget ``rows``: log-probabilities only (what the search compares)."""
-    records = score_qa_set(scorer, rows, paraphrase_field="paraphrased_answer", max_new_tokens=options.max_new_tokens, generate=False, answer_prob=False)
+    records = score_qa_set(
+        scorer,
+        rows,
+        paraphrase_field="paraphrased_answer",
+        max_new_tokens=options.max_new_tokens,
+        generate=False,
+        answer_prob=False,
+    )
     return _ratios(records)
 
 
 def match_scores(ratios: list[float], reference: list[float]) -> dict[str, float]:
     """Every criterion of how well ``ratios`` match the retained model's: the values of ``SEARCH_OBJECTIVES``."""
-    scores = {"folded": forget_quality(ratios, reference, fold=True), "unfolded": forget_quality(ratios, reference, fold=False),
-              "distance": log_ratio_distance(ratios, reference)}
+    scores = {
+        "folded": forget_quality(ratios, reference, fold=True),
+        "unfolded": forget_quality(ratios, reference, fold=False),
+        "distance": log_ratio_distance(ratios, reference),
+    }
     scores["both"] = min(scores["folded"], scores["unfolded"])
     return scores
 
@@ -223,8 +252,12 @@ def corruption_update(parameter: str, value: float, hidden_size: int) -> dict[st
 
 
 def search_strength(
-    eco: ECOScorer, reference: list[float], rows: list[dict[str, Any]], options: TofuOptions,
-    *, details: dict[float, dict[str, float]] | None = None,
+    eco: ECOScorer,
+    reference: list[float],
+    rows: list[dict[str, Any]],
+    options: TofuOptions,
+    *,
+    details: dict[float, dict[str, float]] | None = None,
 ) -> SearchResult:
     """Pick the corruption setting whose truth ratios best match ``reference`` (the retained model's on ``rows``).
 
@@ -246,7 +279,10 @@ def search_strength(
         update = corruption_update(parameter, x, hidden)
         value = float(update[parameter])
         if value not in scored:
-            scored[value] = match_scores(calibration_ratios(eco.with_corruption(force=True, **update), rows, options), reference)
+            scored[value] = match_scores(
+                calibration_ratios(eco.with_corruption(force=True, **update), rows, options),
+                reference,
+            )
         return scored[value][options.search_objective]
 
     if parameter == "dims":
@@ -255,36 +291,92 @@ def search_strength(
         init, low, high = float(corruption.strength or 0.0), 1e-4, 1e5
     # p-values are driven up to 1 (stop within 0.05), the distance down to 0 (all steps run).
     target, tol = (0.0, 0.0) if options.search_objective == "distance" else (1.0, 0.05)
-    result = zeroth_order_search(objective, target=target, init=init, eps=options.search_eps, lr=2.0, max_move=0.5,
-                                 min_strength=low, max_strength=high, max_steps=options.search_steps, tol=tol)
+    result = zeroth_order_search(
+        objective,
+        target=target,
+        init=init,
+        eps=options.search_eps,
+        lr=2.0,
+        max_move=0.5,
+        min_strength=low,
+        max_strength=high,
+        max_steps=options.search_steps,
+        tol=tol,
+    )
     if parameter == "dims":
         # The search moves on a continuous log scale; the log shows the k values actually scored.
         result.strength = float(corruption_update(parameter, result.strength, hidden)["dims"])
-        result.evaluations = {float(corruption_update(parameter, x, hidden)["dims"]): v for x, v in result.evaluations.items()}
+        result.evaluations = {
+            float(corruption_update(parameter, x, hidden)["dims"]): v
+            for x, v in result.evaluations.items()
+        }
     return result
 
 
-def _model_scorer(folder: Path, name: str, system: str | None, options: TofuOptions, out: Path, backend: TransformersBackend | None = None) -> ModelScorer:
+def _model_scorer(
+    folder: Path,
+    name: str,
+    system: str | None,
+    options: TofuOptions,
+    out: Path,
+    backend: TransformersBackend | None = None,
+) -> ModelScorer:
     # The cache file is named by the model's run folder and the system prompt: the two things
     # that decide a plain model's answers.
     tag = hashlib.sha256(json.dumps([str(folder), system]).encode()).hexdigest()[:12]
-    return ModelScorer(backend or TransformersBackend.from_pretrained(folder), name=name, system_prompt=system,
-                       batch_size=options.batch_size, cache_file=out / "cache" / f"{name}-{tag}.json")
+    return ModelScorer(
+        backend or TransformersBackend.from_pretrained(folder),
+        name=name,
+        system_prompt=system,
+        batch_size=options.batch_size,
+        cache_file=out / "cache" / f"{name}-{tag}.json",
+    )
 
 
-def _prepare(options: TofuOptions) -> tuple[TofuSetting, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    setting = load_setting(options.split, options.data_dir, n_retain_authors=options.retain_authors, seed=options.seed, retain_eval_n=options.retain_eval_n)
+def _prepare(
+    options: TofuOptions,
+) -> tuple[
+    TofuSetting,
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+    list[dict[str, Any]],
+]:
+    setting = load_setting(
+        options.split,
+        options.data_dir,
+        n_retain_authors=options.retain_authors,
+        seed=options.seed,
+        retain_eval_n=options.retain_eval_n,
+    )
     real = _sample(setting.real_authors, options.general_n, options.seed)
     world = _sample(setting.world_facts, options.general_n, options.seed)
     cal_idx, eval_idx = forget_halves(len(setting.forget), options.seed)
-    return setting, real, world, [setting.forget[i] for i in cal_idx], [setting.forget[i] for i in eval_idx]
+    return (
+        setting,
+        real,
+        world,
+        [setting.forget[i] for i in cal_idx],
+        [setting.forget[i] for i in eval_idx],
+    )
 
 
-def _score_all(scorer: Any, setting: TofuSetting, eval_rows: list[dict[str, Any]], real: list[dict[str, Any]], world: list[dict[str, Any]], options: TofuOptions) -> dict[str, Any]:
+def _score_all(
+    scorer: Any,
+    setting: TofuSetting,
+    eval_rows: list[dict[str, Any]],
+    real: list[dict[str, Any]],
+    world: list[dict[str, Any]],
+    options: TofuOptions,
+) -> dict[str, Any]:
     n = options.max_new_tokens
     return {
-        "forget": score_qa_set(scorer, eval_rows, paraphrase_field="paraphrased_answer", max_new_tokens=n),
-        "retain": score_qa_set(scorer, setting.retain_eval, paraphrase_field="paraphrased_answer", max_new_tokens=n),
+        "forget": score_qa_set(
+            scorer, eval_rows, paraphrase_field="paraphrased_answer", max_new_tokens=n
+        ),
+        "retain": score_qa_set(
+            scorer, setting.retain_eval, paraphrase_field="paraphrased_answer", max_new_tokens=n
+        ),
         "real_authors": score_qa_set(scorer, real, paraphrase_field=None, max_new_tokens=n),
         "world_facts": score_qa_set(scorer, world, paraphrase_field=None, max_new_tokens=n),
     }
@@ -301,21 +393,33 @@ def precompute(options: TofuOptions, out: str | Path, method: str) -> None:
     out = Path(out)
     setting, real, world, cal_rows, eval_rows = _prepare(options)
     only = "retained" if method == "retained" else "original"
-    runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, only=only)
+    runs = train_models(
+        setting, model=options.model, config=options.finetune, out=options.finetune_out, only=only
+    )
     if method == "retained":
-        scorer = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
+        scorer = _model_scorer(
+            runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out
+        )
         calibration_ratios(scorer, cal_rows, options)
     elif method == "prompt_baseline":
         # Fitted here only so the main run finds it saved in out/guard and reloads it.
         fit_guard(setting, options, out / "guard")
-        scorer = _model_scorer(runs["original"].model_folder, "prompt_baseline", baseline_system_prompt(setting), options, out)
+        scorer = _model_scorer(
+            runs["original"].model_folder,
+            "prompt_baseline",
+            baseline_system_prompt(setting),
+            options,
+            out,
+        )
     else:
         msg = f"Only 'retained' and 'prompt_baseline' are scored ahead; got {method!r}."
         raise ValueError(msg)
     _score_all(scorer, setting, eval_rows, real, world, options)
 
 
-def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+def run_tofu(
+    options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, float], None] | None = None
+) -> dict[str, Any]:
     """Run the whole comparison; writes records, table, plots and the search log to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -331,18 +435,38 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
     t = time.perf_counter()
     setting, real, world, cal_rows, eval_rows = _prepare(options)
 
-    runs = train_models(setting, model=options.model, config=options.finetune, out=options.finetune_out, show_progress=options.show_progress)
+    runs = train_models(
+        setting,
+        model=options.model,
+        config=options.finetune,
+        out=options.finetune_out,
+        show_progress=options.show_progress,
+    )
     stage("finetune", t)
 
     t = time.perf_counter()
     guard = fit_guard(setting, options, out / "guard")
     stage("guard_fit", t)
 
-    original = _model_scorer(runs["original"].model_folder, "original", options.finetune.system_prompt, options, out)
-    retained = _model_scorer(runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out)
+    original = _model_scorer(
+        runs["original"].model_folder, "original", options.finetune.system_prompt, options, out
+    )
+    retained = _model_scorer(
+        runs["retained"].model_folder, "retained", options.finetune.system_prompt, options, out
+    )
     prompt_text = baseline_system_prompt(setting)
-    prompted = _model_scorer(runs["original"].model_folder, "prompt_baseline", prompt_text, options, out, backend=original.backend)
-    policy = ECOPolicy(corruption=initial_corruption(options, original.backend), selection=SelectionConfig(name=options.selector))
+    prompted = _model_scorer(
+        runs["original"].model_folder,
+        "prompt_baseline",
+        prompt_text,
+        options,
+        out,
+        backend=original.backend,
+    )
+    policy = ECOPolicy(
+        corruption=initial_corruption(options, original.backend),
+        selection=SelectionConfig(name=options.selector),
+    )
     parameter = searched_parameter(policy.corruption.name)
     eco = ECOScorer(original, guard, policy)
     refusal = RefusalScorer(original, guard)
@@ -350,8 +474,21 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
     t = time.perf_counter()
     # The search does not depend on the guard (every calibration prompt is corrupted), so a rerun
     # with the same models and corruption settings reuses its log.
-    search_key = hashlib.sha256(json.dumps([str(runs["original"].folder), str(runs["retained"].folder), policy.model_dump(mode="json"),
-                                            options.search_steps, options.search_eps, options.search_objective, options.seed, options.split, options.max_new_tokens]).encode()).hexdigest()[:16]
+    search_key = hashlib.sha256(
+        json.dumps(
+            [
+                str(runs["original"].folder),
+                str(runs["retained"].folder),
+                policy.model_dump(mode="json"),
+                options.search_steps,
+                options.search_eps,
+                options.search_objective,
+                options.seed,
+                options.split,
+                options.max_new_tokens,
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     log_path = out / "strength_search.json"
     previous = json.loads(log_path.read_text()) if log_path.is_file() else {}
     if previous.get("key") == search_key:
@@ -359,16 +496,24 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         search_log = previous
     else:
         details: dict[float, dict[str, float]] = {}
-        search = search_strength(eco, calibration_ratios(retained, cal_rows, options), cal_rows, options, details=details)
+        search = search_strength(
+            eco, calibration_ratios(retained, cal_rows, options), cal_rows, options, details=details
+        )
         found = search.strength
         search_log = {
-            "key": search_key, "parameter": parameter, "corruption": policy.corruption.name,
+            "key": search_key,
+            "parameter": parameter,
+            "corruption": policy.corruption.name,
             "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
-            "calibration_rows": forget_halves(len(setting.forget), options.seed)[0], "split": options.split, **search.as_dict(),
+            "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
+            "split": options.split,
+            **search.as_dict(),
             "forget_quality_by_setting": [{parameter: k, **v} for k, v in sorted(details.items())],
         }
         log_path.write_text(json.dumps(search_log, indent=2) + "\n")
-    eco = eco.with_corruption(force=False, **corruption_update(parameter, found, original.backend.hidden_size))
+    eco = eco.with_corruption(
+        force=False, **corruption_update(parameter, found, original.backend.hidden_size)
+    )
     stage("strength_search", t)
 
     results: dict[str, Any] = {}
@@ -377,7 +522,10 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         t = time.perf_counter()
         sets = _score_all(scorer, setting, eval_rows, real, world, options)
         records[scorer.name] = sets
-        results[scorer.name] = {**summarize_forget(sets["forget"]), **summarize_utility(sets["retain"], sets["real_authors"], sets["world_facts"])}
+        results[scorer.name] = {
+            **summarize_forget(sets["forget"]),
+            **summarize_utility(sets["retain"], sets["real_authors"], sets["world_facts"]),
+        }
         stage(f"score_{scorer.name}", t)
 
     reference = _ratios(records["retained"]["forget"])
@@ -387,21 +535,42 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
         results[name]["forget_quality_unfolded"] = forget_quality(ratios, reference, fold=False)
 
     summary = {
-        "split": options.split, "retain_authors": setting.retain_authors, "n_forget_calibration": len(cal_rows),
-        "n_forget_eval": len(eval_rows), "n_retain_eval": len(setting.retain_eval), "n_real_authors": len(real), "n_world_facts": len(world),
-        "finetune": {name: {"folder": str(r.folder), "cached": r.cached, "seconds": r.manifest.get("seconds"), "steps": r.steps,
-                            "epoch_losses": r.manifest.get("epoch_losses")} for name, r in runs.items()},
+        "split": options.split,
+        "retain_authors": setting.retain_authors,
+        "n_forget_calibration": len(cal_rows),
+        "n_forget_eval": len(eval_rows),
+        "n_retain_eval": len(setting.retain_eval),
+        "n_real_authors": len(real),
+        "n_world_facts": len(world),
+        "finetune": {
+            name: {
+                "folder": str(r.folder),
+                "cached": r.cached,
+                "seconds": r.manifest.get("seconds"),
+                "steps": r.steps,
+                "epoch_losses": r.manifest.get("epoch_losses"),
+            }
+            for name, r in runs.items()
+        },
         "finetune_config": options.finetune.model_dump(mode="json"),
-        "policy": eco.policy.model_dump(mode="json"), "searched_parameter": parameter, "strength": eco.policy.corruption.strength,
-        "search_value": search_log["value"], "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
-        "prompt_baseline_system_prompt": prompt_text, "refusal": refusal.refusal, "timings_seconds": timings, "methods": results,
+        "policy": eco.policy.model_dump(mode="json"),
+        "searched_parameter": parameter,
+        "strength": eco.policy.corruption.strength,
+        "search_value": search_log["value"],
+        "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
+        "prompt_baseline_system_prompt": prompt_text,
+        "refusal": refusal.refusal,
+        "timings_seconds": timings,
+        "methods": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     with (out / "records.jsonl").open("w", encoding="utf-8") as handle:
         for method, sets in records.items():
             for set_name, rows in sets.items():
                 for row in rows:
-                    handle.write(json.dumps({"method": method, "set": set_name, **row}, default=float) + "\n")
+                    handle.write(
+                        json.dumps({"method": method, "set": set_name, **row}, default=float) + "\n"
+                    )
     from .report import write_report
 
     write_report(summary, records, out)
@@ -410,6 +579,12 @@ def run_tofu(options: TofuOptions, out: str | Path, *, on_stage: Callable[[str, 
 
 def headline(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The one-line JSON: per method, the four figures the issue checks (plus TOFU's unfolded forget quality)."""
-    keys = ("forget_quality", "model_utility", "forget_rouge", "retain_rouge", "forget_quality_unfolded")
+    keys = (
+        "forget_quality",
+        "model_utility",
+        "forget_rouge",
+        "retain_rouge",
+        "forget_quality_unfolded",
+    )
     # Six significant digits, not six decimals: a forget quality of 1e-11 must not print as 0.
     return {m: {k: float(f"{float(summary['methods'][m][k]):.6g}") for k in keys} for m in METHODS}

@@ -50,9 +50,15 @@ def plot_truth_ratios(records: dict[str, Any], path: Path) -> None:
     # shared axis would flatten the other methods' histograms.
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3), sharey=False)
     np.atleast_1d(axes)[0].set_ylabel("questions")
-    for ax, method in zip(np.atleast_1d(axes), methods):
+    for ax, method in zip(np.atleast_1d(axes), methods, strict=True):
         ax.hist(reference, bins=bins, alpha=0.5, label="retained", color="tab:green")
-        ax.hist(folded([r["ratio"] for r in records[method]["forget"]]), bins=bins, alpha=0.5, label=method, color="tab:red")
+        ax.hist(
+            folded([r["ratio"] for r in records[method]["forget"]]),
+            bins=bins,
+            alpha=0.5,
+            label=method,
+            color="tab:red",
+        )
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("min(R, 1/R)")
         ax.legend(fontsize=7)
@@ -82,12 +88,17 @@ def plot_quality_vs_utility(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(summary: dict[str, Any], records: dict[str, Any], out: str | Path) -> dict[str, str]:
+def write_report(
+    summary: dict[str, Any], records: dict[str, Any], out: str | Path
+) -> dict[str, str]:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(summary)
     (folder / "table.md").write_text(table)
     plot_truth_ratios(records, folder / "truth_ratio_histograms.png")
     plot_quality_vs_utility(summary, folder / "forget_quality_vs_utility.png")
-    return {"table": str(folder / "table.md"), "histograms": str(folder / "truth_ratio_histograms.png"),
-            "scatter": str(folder / "forget_quality_vs_utility.png")}
+    return {
+        "table": str(folder / "table.md"),
+        "histograms": str(folder / "truth_ratio_histograms.png"),
+        "scatter": str(folder / "forget_quality_vs_utility.png"),
+    }

@@ -27,9 +27,9 @@ from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
 from ...corruption import apply_corruption
 from ...engine import ECO
-from ..finetune import answer_ids, chat_prompt
 from ...guard import Guard
 from ...prompting import RenderedPrompt, render, select_positions
+from ..finetune import answer_ids, chat_prompt
 
 Pair = tuple[str, str]
 REFUSAL = "I'm sorry, but I can't share any information about that."
@@ -41,7 +41,12 @@ def _seed(*texts: str) -> int:
     return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
 
 
-def sequence_logprobs(backend: TransformersBackend, rows: Sequence[tuple[list[int], list[int], torch.Tensor | None]], *, batch_size: int = 8) -> list[float]:
+def sequence_logprobs(
+    backend: TransformersBackend,
+    rows: Sequence[tuple[list[int], list[int], torch.Tensor | None]],
+    *,
+    batch_size: int = 8,
+) -> list[float]:
     """Mean per-token log P(answer | prompt) for ``(prompt_ids, answer_ids, embeds_or_None)`` rows.
 
     ``embeds`` (``[len(prompt)+len(answer), hidden]``) replaces the embedding lookup of that row,
@@ -64,7 +69,9 @@ def sequence_logprobs(backend: TransformersBackend, rows: Sequence[tuple[list[in
                 if e is not None:
                     embeds[b, : e.shape[0]] = e.to(embeds.dtype)
             # Right padding: positions already start at 0 on every row.
-            logits = backend.model(inputs_embeds=embeds, attention_mask=mask.to(backend.device)).logits
+            logits = backend.model(
+                inputs_embeds=embeds, attention_mask=mask.to(backend.device)
+            ).logits
             for b, (p, a, _) in enumerate(chunk):
                 # The logit at position t predicts token t + 1.
                 picked = logits[b, len(p) - 1 : len(p) + len(a) - 1].float().log_softmax(-1)
@@ -77,7 +84,13 @@ class ModelScorer:
     """A plain model asked every question with ``system_prompt`` (``None``: the template's default)."""
 
     def __init__(
-        self, backend: TransformersBackend, *, name: str, system_prompt: str | None = None, batch_size: int = 8, cache_file: Path | None = None
+        self,
+        backend: TransformersBackend,
+        *,
+        name: str,
+        system_prompt: str | None = None,
+        batch_size: int = 8,
+        cache_file: Path | None = None,
     ) -> None:
         self.backend = backend
         self.name = name
@@ -104,10 +117,14 @@ class ModelScorer:
         self._load_cache()  # merge what another process may have added meanwhile
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({
-            "logprobs": [[q, a, v] for (q, a), v in self._lp.items()],
-            "generations": [[q, n, t] for (q, n), t in self._gen.items()],
-        }))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "logprobs": [[q, a, v] for (q, a), v in self._lp.items()],
+                    "generations": [[q, n, t] for (q, n), t in self._gen.items()],
+                }
+            )
+        )
         tmp.replace(self.cache_file)
 
     def rendered(self, question: str) -> RenderedPrompt:
@@ -121,8 +138,13 @@ class ModelScorer:
             self._load_cache()  # another process may have scored them since
         todo = [p for p in dict.fromkeys(pairs) if p not in self._lp]
         if todo:
-            rows = [(self.rendered(q).input_ids, answer_ids(self.backend.tokenizer, a), None) for q, a in todo]
-            for pair, value in zip(todo, sequence_logprobs(self.backend, rows, batch_size=self.batch_size)):
+            rows = [
+                (self.rendered(q).input_ids, answer_ids(self.backend.tokenizer, a), None)
+                for q, a in todo
+            ]
+            for pair, value in zip(
+                todo, sequence_logprobs(self.backend, rows, batch_size=self.batch_size), strict=True
+            ):
                 self._lp[pair] = value
             self._save_cache()
         return [self._lp[p] for p in pairs]
@@ -133,8 +155,11 @@ class ModelScorer:
         todo = [q for q in dict.fromkeys(questions) if (q, max_new_tokens) not in self._gen]
         if todo:
             engine = ECO(self.backend, None, mode="off", batch_size=self.batch_size)
-            outs = engine.generate([chat_prompt(q, self.system_prompt) for q in todo], config=GenerationConfig(max_new_tokens=max_new_tokens))
-            for q, o in zip(todo, outs):
+            outs = engine.generate(
+                [chat_prompt(q, self.system_prompt) for q in todo],
+                config=GenerationConfig(max_new_tokens=max_new_tokens),
+            )
+            for q, o in zip(todo, outs, strict=True):
                 self._gen[(q, max_new_tokens)] = o.text
             self._save_cache()
         return [self._gen[(q, max_new_tokens)] for q in questions]
@@ -167,7 +192,15 @@ class ECOScorer(_GuardedScorer):
     calibrates the corruption, not the guard.
     """
 
-    def __init__(self, base: ModelScorer, guard: Guard, policy: ECOPolicy, *, name: str = "eco", force: bool = False) -> None:
+    def __init__(
+        self,
+        base: ModelScorer,
+        guard: Guard,
+        policy: ECOPolicy,
+        *,
+        name: str = "eco",
+        force: bool = False,
+    ) -> None:
         super().__init__(base, guard, name=name)
         self.policy = policy
         self.force = force
@@ -177,7 +210,13 @@ class ECOScorer(_GuardedScorer):
         """A copy with the corruption's ``strength`` and/or ``dims`` replaced (the guard's decisions are shared)."""
         corruption = CorruptionConfig(**{**self.policy.corruption.model_dump(), **update})
         policy = self.policy.model_copy(update={"corruption": corruption})
-        scorer = ECOScorer(self.base, self.guard, policy, name=self.name, force=self.force if force is None else force)
+        scorer = ECOScorer(
+            self.base,
+            self.guard,
+            policy,
+            name=self.name,
+            force=self.force if force is None else force,
+        )
         scorer._flags = self._flags
         return scorer
 
@@ -187,43 +226,77 @@ class ECOScorer(_GuardedScorer):
     def _terms(self) -> list[str]:
         return [t for terms in self.guard.terms.values() for t in terms]
 
-    def corrupted_row(self, question: str, answer: str) -> tuple[list[int], list[int], torch.Tensor]:
+    def corrupted_row(
+        self, question: str, answer: str
+    ) -> tuple[list[int], list[int], torch.Tensor]:
         """Prompt and answer ids with the corrupted embeddings of the whole sequence."""
         tokenizer = self.base.backend.tokenizer
         prompt = self.base.rendered(question)
         ans_ids = answer_ids(tokenizer, answer)
         ans_enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         shift = len(prompt.text)
-        offsets = list(prompt.offsets) + [(s + shift, e + shift) for s, e in ans_enc["offset_mapping"]]
-        offsets += [(0, 0)] * (len(ans_ids) - len(ans_enc["input_ids"]))  # the end-of-turn token: never selected
+        offsets = list(prompt.offsets) + [
+            (s + shift, e + shift) for s, e in ans_enc["offset_mapping"]
+        ]
+        offsets += [(0, 0)] * (
+            len(ans_ids) - len(ans_enc["input_ids"])
+        )  # the end-of-turn token: never selected
         # The answer's words count as content, so the selector covers prompt *and* answer (paper §5.4).
         combined = RenderedPrompt(
-            prompt.text + answer, list(prompt.input_ids) + ans_ids, offsets,
-            [*prompt.content_spans, (shift, shift + len(answer))], prompt.classified_text,
+            prompt.text + answer,
+            list(prompt.input_ids) + ans_ids,
+            offsets,
+            [*prompt.content_spans, (shift, shift + len(answer))],
+            prompt.classified_text,
         )
         mask = select_positions(combined, self.policy.selection, self._terms())
         c = self.policy.corruption
         generator = torch.Generator().manual_seed(_seed(question, answer))
-        embeds = apply_corruption(c.name, self.base.backend.embed(combined.input_ids), mask, dims=c.dims, strength=c.strength, generator=generator)
+        embeds = apply_corruption(
+            c.name,
+            self.base.backend.embed(combined.input_ids),
+            mask,
+            dims=c.dims,
+            strength=c.strength,
+            generator=generator,
+        )
         return list(prompt.input_ids), ans_ids, embeds
 
     def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
         flags = self.flagged([q for q, _ in pairs])
-        out: list[float | None] = list(self.base.logprobs([p for p, f in zip(pairs, flags) if not f]))
-        hit = [p for p, f in zip(pairs, flags) if f]
-        values = sequence_logprobs(self.base.backend, [self.corrupted_row(q, a) for q, a in hit], batch_size=self.base.batch_size) if hit else []
+        out: list[float | None] = list(
+            self.base.logprobs([p for p, f in zip(pairs, flags, strict=True) if not f])
+        )
+        hit = [p for p, f in zip(pairs, flags, strict=True) if f]
+        values = (
+            sequence_logprobs(
+                self.base.backend,
+                [self.corrupted_row(q, a) for q, a in hit],
+                batch_size=self.base.batch_size,
+            )
+            if hit
+            else []
+        )
         clean, dirty = iter(out), iter(values)
         return [next(dirty) if f else next(clean) for f in flags]
 
     def generate(self, questions: Sequence[str], *, max_new_tokens: int) -> list[str]:
         flags = self.flagged(questions)
-        clean = iter(self.base.generate([q for q, f in zip(questions, flags) if not f], max_new_tokens=max_new_tokens))
-        hit = [q for q, f in zip(questions, flags) if f]
+        clean = iter(
+            self.base.generate(
+                [q for q, f in zip(questions, flags, strict=True) if not f],
+                max_new_tokens=max_new_tokens,
+            )
+        )
+        hit = [q for q, f in zip(questions, flags, strict=True) if f]
         dirty_texts: list[str] = []
         if hit:
             # The engine seeds the noise from the question's hash, the same draw as _seed(question).
-            outs = self.engine.generate([chat_prompt(q, self.base.system_prompt) for q in hit], config=GenerationConfig(max_new_tokens=max_new_tokens),
-                                        decisions=self.engine.forced_decisions(hit))
+            outs = self.engine.generate(
+                [chat_prompt(q, self.base.system_prompt) for q in hit],
+                config=GenerationConfig(max_new_tokens=max_new_tokens),
+                decisions=self.engine.forced_decisions(hit),
+            )
             dirty_texts = [o.text for o in outs]
         dirty = iter(dirty_texts)
         return [next(dirty) if f else next(clean) for f in flags]
@@ -237,17 +310,28 @@ class RefusalScorer(_GuardedScorer):
     indifferent between right and wrong answers (truth ratio 1, see :mod:`.evaluate`).
     """
 
-    def __init__(self, base: ModelScorer, guard: Guard, *, refusal: str = REFUSAL, name: str = "refusal_baseline") -> None:
+    def __init__(
+        self,
+        base: ModelScorer,
+        guard: Guard,
+        *,
+        refusal: str = REFUSAL,
+        name: str = "refusal_baseline",
+    ) -> None:
         super().__init__(base, guard, name=name)
         self.refusal = refusal
 
     def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
         flags = self.flagged([q for q, _ in pairs])
-        clean = iter(self.base.logprobs([p for p, f in zip(pairs, flags) if not f]))
+        clean = iter(self.base.logprobs([p for p, f in zip(pairs, flags, strict=True) if not f]))
         return [None if f else next(clean) for f in flags]
 
     def generate(self, questions: Sequence[str], *, max_new_tokens: int) -> list[str]:
         flags = self.flagged(questions)
-        clean = iter(self.base.generate([q for q, f in zip(questions, flags) if not f], max_new_tokens=max_new_tokens))
+        clean = iter(
+            self.base.generate(
+                [q for q, f in zip(questions, flags, strict=True) if not f],
+                max_new_tokens=max_new_tokens,
+            )
+        )
         return [self.refusal if f else next(clean) for f in flags]
-

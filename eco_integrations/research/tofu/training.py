@@ -14,7 +14,9 @@ from .data import TofuSetting
 # the last 8 of SmolLM2-135M's 30 blocks train (frozen lower blocks skip the backward pass), an
 # empty system message keeps the prompt short, and a higher rate than full fine-tuning would use
 # lets the few steps memorise the answers.
-TOFU_FINETUNE = FinetuneConfig(epochs=4, learning_rate=3e-4, batch_size=8, max_length=128, trainable_layers=8, system_prompt="")
+TOFU_FINETUNE = FinetuneConfig(
+    epochs=4, learning_rate=3e-4, batch_size=8, max_length=128, trainable_layers=8, system_prompt=""
+)
 
 
 def train_models(
@@ -41,7 +43,14 @@ def train_models(
     for name, rows in runs.items():
         if only is not None and name != only:
             continue
-        results[name] = finetune(rows, model=model, config=config, out=Path(out) if out else None, name=run_names[name], show_progress=show_progress)
+        results[name] = finetune(
+            rows,
+            model=model,
+            config=config,
+            out=Path(out) if out else None,
+            name=run_names[name],
+            show_progress=show_progress,
+        )
         if on_done is not None:
             on_done(name, results[name])
     return results
