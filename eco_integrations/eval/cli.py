@@ -66,6 +66,16 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
     return 0
 
 
+def set_threads(threads: int) -> None:
+    """Torch's intra-op threads for a model job; one by default, as the machine is shared."""
+    import torch
+
+    if threads < 1:
+        msg = f"--threads must be >= 1, got {threads}."
+        raise InvalidInputError(msg)
+    torch.set_num_threads(threads)
+
+
 # -- eco eval mcq ------------------------------------------------------------------------------
 def _mcq_policy(args: argparse.Namespace, folder: Path | None) -> Any:
     from ..config import CorruptionConfig, ECOPolicy
@@ -89,6 +99,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
     from .guard_eval import fit_wmdp_guard, wmdp_fit_test_split
     from .mcq import evaluate_mcq, mcq_progress_bar, mmlu_pool, sample_questions, summarize
 
+    set_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
     fit_rows, test_rows = wmdp_fit_test_split(args.data_dir, seed=args.seed)
@@ -108,14 +119,21 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
             guard.save(guard_folder)
         wmdp_pool = test_rows
         guard_note = "WMDP protocol guard (fit on 20% of WMDP vs MMLU val; sample drawn from the other 80%)"
-    policy = _mcq_policy(args, guard_folder if args.guard else None)
+    # A strength calibrated for this guard (`eco calibrate strength --guard OUT/guard`) is used.
+    policy = _mcq_policy(args, guard_folder)
     backend = TransformersBackend.from_pretrained(args.model)
     eco = ECO(backend, guard, policy=policy, batch_size=args.batch_size)
     n = None if args.full else (args.limit if args.limit is not None else 400)
     if n is not None and n < 1:
         msg = f"--limit must be >= 1, got {n}."
         raise InvalidInputError(msg)
-    wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(args.data_dir), n_wmdp=n, n_mmlu=n, seed=args.seed)
+    n_wmdp = args.n_wmdp if args.n_wmdp is not None else n
+    n_mmlu = args.n_mmlu if args.n_mmlu is not None else n
+    for flag, value in (("--n-wmdp", n_wmdp), ("--n-mmlu", n_mmlu), ("--n-close", args.n_close)):
+        if value is not None and value < 0:
+            msg = f"{flag} must be >= 0, got {value}."
+            raise InvalidInputError(msg)
+    wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(args.data_dir), n_wmdp=n_wmdp, n_mmlu=n_mmlu, n_close=args.n_close, seed=args.seed)
     questions = wmdp + mmlu
     bar = mcq_progress_bar(len(questions), not args.quiet)
     records = evaluate_mcq(eco, questions, out, letters=args.letters, batch_size=args.batch_size, progress=bar.update)
@@ -127,6 +145,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         "guard": guard_note,
         "model": backend.model_name,
         "seed": args.seed,
+        "threads": args.threads,
         "results": str(out / "results.jsonl"),
         "command": "eco " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("eco") else None,
         "seconds": round(time.perf_counter() - started, 1),
@@ -177,6 +196,10 @@ def register(subparsers: Any) -> None:
     mcq.add_argument("--guard", default=None, help="guard folder (with policy.json); default: fit the WMDP protocol guard")
     mcq.add_argument("--limit", type=int, default=None, help="questions per set (default 400 WMDP + 400 MMLU)")
     mcq.add_argument("--full", action="store_true", help="every WMDP test question and all of MMLU test")
+    mcq.add_argument("--n-wmdp", type=int, default=None, help="WMDP questions (overrides --limit for WMDP)")
+    mcq.add_argument("--n-mmlu", type=int, default=None, help="MMLU questions (overrides --limit for MMLU)")
+    mcq.add_argument("--n-close", type=int, default=None, help="of the MMLU questions, how many from the close subjects (default: half)")
+    mcq.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     mcq.add_argument("--seed", type=int, default=0)
     mcq.add_argument("--target-fpr", type=float, default=0.01, help="for the guard fitted when --guard is not given")
     mcq.add_argument("--batch-size", type=int, default=8)

@@ -11,7 +11,10 @@ from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.strength import (
+    chance_curve,
+    choose_chance_strength,
     mcq_accuracy_objective,
+    plot_chance_curve,
     rouge_l_f1,
     save_strength,
     similarity_objective,
@@ -105,3 +108,30 @@ def test_similarity_objective_and_saving(tiny_backend, toy_guard, tmp_path: Path
     assert loaded.corruption.strength == result.strength
     assert loaded.selection.name == "all"
     assert (tmp_path / "g" / "strength_search.json").is_file()
+
+
+def test_chance_curve_is_ascending_and_checked() -> None:
+    seen: list[float] = []
+    curve = chance_curve(accuracy_like, [1e6, 10, 1e3, 10], on_point=lambda s, v: seen.append(s))
+    assert list(curve) == seen == [10.0, 1e3, 1e6]
+    assert curve[1e6] == pytest.approx(0.25, abs=1e-3)
+    with pytest.raises(ConfigurationError, match="positive finite"):
+        chance_curve(accuracy_like, [0.0, 1.0])
+
+
+def test_chosen_strength_needs_the_whole_tail_at_chance() -> None:
+    # 10 dips to chance by luck, 100 is off again: the tail from 1e3 on is what counts.
+    curve = {1.0: 0.6, 10.0: 0.26, 100.0: 0.4, 1e3: 0.27, 1e6: 0.24}
+    result = choose_chance_strength(curve, target=0.25, tol=0.03)
+    assert (result.strength, result.value, result.converged) == (1e3, 0.27, True)
+    far = choose_chance_strength({1.0: 0.6, 10.0: 0.4, 100.0: 0.45}, target=0.25, tol=0.03)
+    assert (far.strength, far.converged) == (10.0, False)  # closest point, reported as not reached
+    with pytest.raises(InvalidInputError, match="empty"):
+        choose_chance_strength({}, target=0.25, tol=0.03)
+
+
+def test_chance_plot_is_written(tmp_path: Path) -> None:
+    curve = {1.0: 0.6, 100.0: 0.3, 1e6: 0.25}
+    result = choose_chance_strength(curve, target=0.25, tol=0.06)
+    out = plot_chance_curve(curve, tmp_path / "docs" / "curve.png", plain=0.62, result=result, title="t")
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
