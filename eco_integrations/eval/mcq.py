@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -188,11 +189,14 @@ def evaluate_mcq(
     with path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
+            started = time.perf_counter()
             prompts = [mcq_prompt(q) for q in batch]
             decisions = eco.decide_texts([guard_text(q) for q in batch])
             plain, _ = eco.next_token_logits(prompts, raw=True, mode="off")
             eco_logits, _ = eco.next_token_logits(prompts, raw=True, decisions=decisions)
             probs = torch.softmax(plain, dim=-1)
+            # Each question's share of the batch time: summed over the file, the scoring time of a resumed run.
+            seconds = (time.perf_counter() - started) / len(batch)
             for i, q in enumerate(batch):
                 rec = {
                     "id": q["id"], "set": "wmdp" if q["id"].startswith("wmdp") else "mmlu", "subject": q["subject"],
@@ -200,7 +204,7 @@ def evaluate_mcq(
                     "pred_plain": int(plain[i, chosen].argmax()), "pred_eco": int(eco_logits[i, chosen].argmax()),
                     "flagged": decisions[i].flagged, "score": decisions[i].score,
                     "letter_mass_chosen": float(probs[i, chosen].sum()), "letter_mass_other": float(probs[i, other].sum()) if other is not None else None,
-                    "signature": signature,
+                    "seconds": round(seconds, 3), "signature": signature,
                 }
                 handle.write(json.dumps(rec) + "\n")
                 done[q["id"]] = rec
@@ -262,6 +266,8 @@ def summarize(records: list[dict[str, Any]], letters: str) -> dict[str, Any]:
     masses = [r["letter_mass_other"] for r in records if r.get("letter_mass_other") is not None]
     out[f"letter_mass_{other}"] = float(np.mean(masses)) if masses else None
     out["n_wmdp"], out["n_mmlu"], out["n_mmlu_close"] = len(wmdp), len(mmlu), len(close)
+    # Scoring time summed over every run that wrote these records (a resumed run included).
+    out["scoring_seconds"] = round(sum(r.get("seconds", 0.0) for r in records), 1)
     return out
 
 

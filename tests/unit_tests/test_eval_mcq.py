@@ -63,7 +63,7 @@ def test_results_are_written_and_a_second_run_resumes(tiny_backend, toy_guard, t
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and ticks == [2]
     rec = json.loads(lines[0])
-    assert set(rec) >= {"id", "pred_plain", "pred_eco", "flagged", "score", "answer", "signature"}
+    assert set(rec) >= {"id", "pred_plain", "pred_eco", "flagged", "score", "answer", "seconds", "signature"}
     # Second run over all four: only the two new questions are computed and appended.
     ticks.clear()
     records = evaluate_mcq(eco, ROWS, tmp_path, letters="plain", batch_size=2, progress=ticks.append, guard_text=lambda q: q["question"])
