@@ -328,6 +328,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strengths", default="0.1,0.3,1,3,10,100,1e6", help="for chance: comma-separated strengths to evaluate")
     parser.add_argument("--plot", default=None, help="for chance: PNG of accuracy against strength (default: GUARD/strength_curve.png)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="prompts per forward pass; 1 avoids padding prompts of very different lengths (WMDP: 30 to 2,800 tokens)")
     parser.add_argument("--dry-run", action="store_true", help="search and print, but do not write policy.json")
     parser.add_argument("--json", action="store_true")
 
@@ -381,7 +383,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     if policy.corruption.strength is None:
         msg = f"Corruption {policy.corruption.name!r} has no strength to search; pick a noise corruption with --corruption."
         raise InvalidInputError(msg)
-    eco = ECO(TransformersBackend.from_pretrained(args.model), guard, policy=policy)
+    eco = ECO(TransformersBackend.from_pretrained(args.model), guard, policy=policy, batch_size=args.batch_size)
     if args.objective == "chance":
         return _calibrate_chance(args, eco, folder, policy, started)
     target = args.target

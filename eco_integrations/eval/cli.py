@@ -142,6 +142,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
     summary = {
         **summarize(records, args.letters),
         "corruption": {"name": c.name, "dims": c.dims, "strength": c.strength, "selector": policy.selection.name},
+        "policy_notes": policy.notes,
         "guard": guard_note,
         "model": backend.model_name,
         "seed": args.seed,
