@@ -136,7 +136,8 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
     wmdp, mmlu = sample_questions(wmdp_pool, mmlu_pool(args.data_dir), n_wmdp=n_wmdp, n_mmlu=n_mmlu, n_close=args.n_close, seed=args.seed)
     questions = wmdp + mmlu
     bar = mcq_progress_bar(len(questions), not args.quiet)
-    records = evaluate_mcq(eco, questions, out, letters=args.letters, batch_size=args.batch_size, progress=bar.update)
+    records = evaluate_mcq(eco, questions, out, letters=args.letters, batch_size=args.batch_size, progress=bar.update,
+                           score_missing=not args.partial)
     bar.close()
     c = policy.corruption
     summary = {
@@ -147,11 +148,13 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         "model": backend.model_name,
         "seed": args.seed,
         "threads": args.threads,
+        "n_sample": len(questions),
+        "complete": len(records) == len(questions),
         "results": str(out / "results.jsonl"),
         "command": "eco " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("eco") else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "mcq.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (out / ("mcq_partial.json" if args.partial else "mcq.json")).write_text(json.dumps(summary, indent=2, default=float) + "\n")
     if not args.json:
         for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
             print(f"{key:16} {summary[key]:.4f}")
@@ -201,6 +204,8 @@ def register(subparsers: Any) -> None:
     mcq.add_argument("--n-mmlu", type=int, default=None, help="MMLU questions (overrides --limit for MMLU)")
     mcq.add_argument("--n-close", type=int, default=None, help="of the MMLU questions, how many from the close subjects (default: half)")
     mcq.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    mcq.add_argument("--partial", action="store_true",
+                     help="score nothing: summarize the sample's questions already in results.jsonl (a run in progress or cut short)")
     mcq.add_argument("--seed", type=int, default=0)
     mcq.add_argument("--target-fpr", type=float, default=0.01, help="for the guard fitted when --guard is not given")
     mcq.add_argument("--batch-size", type=int, default=8)

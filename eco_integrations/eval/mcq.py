@@ -153,8 +153,12 @@ def evaluate_mcq(
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
     guard_text: Callable[[dict[str, Any]], str] | None = None,
+    score_missing: bool = True,
 ) -> list[dict[str, Any]]:
     """Score every question plainly and through ECO; append one JSON line per question to ``out/results.jsonl``.
+
+    ``score_missing=False`` scores nothing and returns the records already stored for
+    ``questions`` (a run in progress or cut short), in sample order.
 
     The guard reads ``guard_text(row)`` (default: question + choices, as in the WMDP guard
     protocol). Every batch runs twice: once with ECO off, once through ECO with the guard's
@@ -170,6 +174,8 @@ def evaluate_mcq(
     signature = run_signature(eco, letters)
     done = _read_done(path, signature)
     todo = [q for q in questions if q["id"] not in done]
+    if not score_missing:
+        return [done[q["id"]] for q in questions if q["id"] in done]
     if progress is not None and len(questions) - len(todo):
         progress(len(questions) - len(todo))
     tokenizer = eco.backend.tokenizer

@@ -175,3 +175,12 @@ def test_summary_per_subset_keys() -> None:
     # Today's keys are all still there.
     for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance", "n_wmdp", "n_mmlu", "n_mmlu_close"):
         assert key in s
+
+
+def test_partial_summary_scores_nothing(tiny_backend, toy_guard, tmp_path: Path) -> None:  # noqa: ANN001
+    eco = _eco(tiny_backend, toy_guard)
+    evaluate_mcq(eco, ROWS[:2], tmp_path, letters="plain", guard_text=lambda q: q["question"])
+    before = (tmp_path / "results.jsonl").read_text()
+    records = evaluate_mcq(eco, ROWS[::-1], tmp_path, letters="plain", guard_text=lambda q: q["question"], score_missing=False)
+    assert [r["id"] for r in records] == ["wmdp-bio/1", "wmdp-bio/0"]  # sample order, stored rows only
+    assert (tmp_path / "results.jsonl").read_text() == before
