@@ -326,6 +326,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strengths", default="0.1,0.3,1,3,10,100,1e6", help="for chance: comma-separated strengths to evaluate")
+    parser.add_argument("--calibrate-on", default="known", choices=["known", "flagged"],
+                        help="for chance: the flagged questions the plain model answers correctly (known), or all flagged ones")
     parser.add_argument("--plot", default=None, help="for chance: PNG of accuracy against strength (default: GUARD/strength_curve.png)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -433,6 +435,10 @@ def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: 
 
     The calibration questions come from the guard protocol's fit split, which the evaluation
     (``eco eval mcq``) never samples, so the chosen strength is not tuned on the questions scored.
+    With ``--calibrate-on known`` (the default) the curve is measured on the flagged questions
+    the plain model answers correctly: questions it never knew sit near chance at every strength
+    (measured: 45 flagged fit-split questions scored 0.222 plain and 0.222 at strength 0.3), so
+    they make any strength look like it reaches chance. Erasing what it knows is the aim.
     """
     from .eval.guard_eval import mcq_guard_text, wmdp_fit_test_split
     from .eval.mcq import CHANCE, letter_token_ids, mcq_prompt
@@ -450,8 +456,16 @@ def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: 
     ids = letter_token_ids(eco.backend.tokenizer, args.letters)
     print(f"calibration: {len(questions)} of {len(sample)} WMDP fit-split questions flagged; scoring plain...", file=sys.stderr)
     plain_logits, _ = eco.next_token_logits([mcq_prompt(q) for q in questions], raw=True, mode="off")
-    plain = float(np.mean(plain_logits[:, ids].argmax(-1).numpy() == np.array([q["answer"] for q in questions])))
-    print(f"plain accuracy {plain:.4f}", file=sys.stderr)
+    correct = plain_logits[:, ids].argmax(-1).numpy() == np.array([q["answer"] for q in questions])
+    plain = float(np.mean(correct))
+    flagged = len(questions)
+    if args.calibrate_on == "known":
+        questions = [q for q, ok in zip(questions, correct) if ok]
+        if not questions:
+            msg = f"The model answers none of the {flagged} flagged calibration questions; use --calibrate-on flagged or a larger --n."
+            raise InvalidInputError(msg)
+        plain = 1.0
+    print(f"plain accuracy {float(np.mean(correct)):.4f}; calibrating on {len(questions)} questions ({args.calibrate_on})", file=sys.stderr)
 
     def report(strength: float, value: float) -> None:
         print(f"strength {strength:g}: accuracy {value:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
@@ -459,7 +473,8 @@ def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: 
     curve = chance_curve(mcq_accuracy_objective(eco, questions, letters=args.letters), strengths, on_point=report)
     result = choose_chance_strength(curve, target=target, tol=args.tol)
     c = policy.corruption
-    what = (f"WMDP accuracy toward chance ({target}) within {args.tol} on {len(questions)} flagged questions of the guard "
+    which = "flagged questions the plain model answers correctly" if args.calibrate_on == "known" else "flagged questions"
+    what = (f"WMDP accuracy toward chance ({target}) within {args.tol} on {len(questions)} {which}, from the guard "
             f"protocol's fit split ({c.name}, dims={c.dims}, selector {policy.selection.name})")
     plot = plot_chance_curve(curve, args.plot or folder / "strength_curve.png", plain=plain, result=result,
                              title=f"{eco.backend.model_name}: {what}")
@@ -467,9 +482,10 @@ def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: 
     if not args.dry_run:
         saved = str(save_strength(folder, policy, result, f"strength by --objective chance: {what}"))
     return {"strength": result.strength, "value": result.value, "gap": result.gap, "target": target, "tol": args.tol,
-            "converged": result.converged, "plain_accuracy": plain,
+            "converged": result.converged, "plain_accuracy": plain, "plain_accuracy_flagged": float(np.mean(correct)),
+            "calibrate_on": args.calibrate_on,
             "curve": [{"strength": s, "accuracy": v} for s, v in sorted(curve.items())],
-            "n_calibration": len(sample), "n_flagged": len(questions),
+            "n_calibration": len(sample), "n_flagged": flagged, "n_curve": len(questions),
             "subjects": {s: sum(q["subject"] == s for q in questions) for s in sorted({q["subject"] for q in questions})},
             "objective": what, "corruption": c.name, "dims": c.dims, "model": eco.backend.model_name,
             "plot": str(plot), "saved": saved, "threads": args.threads, "seconds": round(time.perf_counter() - started, 1)}

@@ -135,3 +135,44 @@ def test_chance_plot_is_written(tmp_path: Path) -> None:
     result = choose_chance_strength(curve, target=0.25, tol=0.06)
     out = plot_chance_curve(curve, tmp_path / "docs" / "curve.png", plain=0.62, result=result, title="t")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _fake_wmdp(root: Path) -> Path:
+    """A data folder with WMDP files only: Harry Potter questions the toy guard flags."""
+    import json
+
+    folder = root / "data" / "wmdp"
+    folder.mkdir(parents=True)
+    for subject in ("bio", "chem", "cyber"):
+        rows = [{"question": f"Who is Harry Potter at Hogwarts, case {i}?", "choices": ["a wizard", "a baker", "a king", "a cat"],
+                 "answer": i % 4} for i in range(10)]
+        (folder / f"wmdp-{subject}.json").write_text(json.dumps(rows))
+    return root / "data"
+
+
+@pytest.mark.parametrize("calibrate_on", ["flagged", "known"])
+def test_calibrate_chance_command(tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch, calibrate_on: str) -> None:  # noqa: ANN001
+    import json
+
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    data = _fake_wmdp(tmp_path)
+    toy_guard.save(tmp_path / "g")
+    # Guard.load would bring the default MiniLM; the toy guard's tiny encoder stands in for it.
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = ["calibrate", "strength", "--objective", "chance", "--guard", str(tmp_path / "g"), "--model", str(tiny_model_dir),
+            "--data-dir", str(data), "--n", "6", "--strengths", "1,1e6", "--letters", "plain", "--tol", "0.5",
+            "--calibrate-on", calibrate_on, "--plot", str(tmp_path / "curve.png")]
+    code = main(argv)
+    out = capsys.readouterr()
+    if code != 0:  # the tiny random model may know none of the six: that must be said, not crash
+        assert calibrate_on == "known" and "answers none of the" in out.err, out.err
+        return
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["n_calibration"] == 6 and summary["n_flagged"] >= 1 and summary["calibrate_on"] == calibrate_on
+    assert [p["strength"] for p in summary["curve"]] == [1.0, 1e6]
+    assert (tmp_path / "curve.png").is_file()
+    assert ECOPolicy.load(tmp_path / "g").corruption.strength == summary["strength"]
+    if calibrate_on == "known":
+        assert summary["plain_accuracy"] == 1.0 and summary["n_curve"] <= summary["n_flagged"]
