@@ -267,6 +267,8 @@ def choose_chance_strength(curve: dict[float, float], *, target: float, tol: flo
 
 def plot_chance_curve(curve: dict[float, float], path: str | Path, *, plain: float | None, result: SearchResult, title: str) -> Path:
     """Accuracy of the corrupted calibration questions against strength (log axis), with chance and the plain model."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,7 +285,7 @@ def plot_chance_curve(curve: dict[float, float], path: str | Path, *, plain: flo
     ax.set_xlabel("corruption strength (noise std)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 95), fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)
