@@ -17,18 +17,20 @@ import time
 
 from eco_integrations import ECO, GenerationConfig
 from eco_integrations.backends import PreparedRow
-from eco_integrations.prompting import render
 from eco_integrations.demo import fit_demo_guard, read_lines
+from eco_integrations.prompting import render
 
 
-def _timed(fn):  # noqa: ANN001, ANN202
+def _timed(fn):
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved generation pairs")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true")
@@ -65,8 +67,12 @@ def main() -> None:
     result = {
         "guard_p50_ms": round(statistics.median(single), 2),
         "guard_prompts_per_s": round(len(batch_texts) / batch_seconds, 1),
-        "benign_over_plain": round(statistics.median(engine_times) / statistics.median(plain_times), 3),
-        "corrupt_over_benign": round(statistics.median(corrupt_per_token) / statistics.median(clean_per_token), 3),
+        "benign_over_plain": round(
+            statistics.median(engine_times) / statistics.median(plain_times), 3
+        ),
+        "corrupt_over_benign": round(
+            statistics.median(corrupt_per_token) / statistics.median(clean_per_token), 3
+        ),
         "plain_s": round(statistics.median(plain_times), 3),
         "engine_benign_s": round(statistics.median(engine_times), 3),
         "max_new_tokens": args.max_new_tokens,

@@ -15,10 +15,9 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from .exceptions import ECOError, InvalidInputError
 from ._console import print_json
+from .exceptions import ECOError, InvalidInputError
 
 
 def read_examples(path: str | Path) -> list[str]:
@@ -47,7 +46,9 @@ def read_examples(path: str | Path) -> list[str]:
                 texts.append(row)
             elif isinstance(row, dict) and isinstance(row.get("text"), str):
                 texts.append(row["text"])
-            elif isinstance(row, dict) and any(isinstance(row.get(k), str) for k in ("question", "answer")):
+            elif isinstance(row, dict) and any(
+                isinstance(row.get(k), str) for k in ("question", "answer")
+            ):
                 texts.extend(row[k] for k in ("question", "answer") if isinstance(row.get(k), str))
             else:
                 msg = f"{file}:{n} has no 'text' (or 'question'/'answer') string field."
@@ -76,8 +77,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     rows = run_demo(max_new_tokens=args.max_new_tokens, show_progress=not args.quiet)
     seconds = rows.pop()["seconds"]
-    table = [[r["prompt"], "yes" if r["flagged"] else "no", f"{r['score']:.3f}", r["plain"], r["eco"]] for r in rows]
-    print(wrapped_table(["prompt", "flagged", "score", "plain model", "ECO"], table, [26, 7, 5, 40, 40]))
+    table = [
+        [r["prompt"], "yes" if r["flagged"] else "no", f"{r['score']:.3f}", r["plain"], r["eco"]]
+        for r in rows
+    ]
+    print(
+        wrapped_table(
+            ["prompt", "flagged", "score", "plain model", "ECO"], table, [26, 7, 5, 40, 40]
+        )
+    )
     flagged = [r for r in rows if r["flagged"]]
     summary = {
         "prompts": len(rows),
@@ -86,7 +94,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "flagged_changed": sum(r["plain"] != r["eco"] for r in flagged),
         "seconds": round(seconds, 1),
     }
-    print_json(summary) if args.json else print(f"\n{summary['flagged']} of {summary['prompts']} prompts flagged; demo took {summary['seconds']} s")
+    print_json(summary) if args.json else print(
+        f"\n{summary['flagged']} of {summary['prompts']} prompts flagged; demo took {summary['seconds']} s"
+    )
     return 0
 
 
@@ -97,14 +107,32 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     forget, retain = read_examples(args.forget), read_examples(args.retain)
     encoder = SentenceEncoder(args.encoder) if args.encoder else None
     out = Path(args.out)
-    guard = Guard.load(out, encoder=encoder) if (out / "manifest.json").is_file() else Guard(encoder, guard_id=args.guard_id)
+    guard = (
+        Guard.load(out, encoder=encoder)
+        if (out / "manifest.json").is_file()
+        else Guard(encoder, guard_id=args.guard_id)
+    )
     if args.target in guard.targets and not args.replace:
         msg = f"{out} already has target {args.target!r}; pass --replace to re-fit it."
         raise InvalidInputError(msg)
-    logging.getLogger(__name__).info("fitting %s on %d forget / %d retain texts", args.target, len(forget), len(retain))
-    guard.add_target(args.target, forget, retain, terms=args.terms or (), target_fpr=args.target_fpr, show_progress=True)
+    logging.getLogger(__name__).info(
+        "fitting %s on %d forget / %d retain texts", args.target, len(forget), len(retain)
+    )
+    guard.add_target(
+        args.target,
+        forget,
+        retain,
+        terms=args.terms or (),
+        target_fpr=args.target_fpr,
+        show_progress=True,
+    )
     guard.save(out)
-    summary = {"out": str(out), "guard_id": guard.guard_id, "version": guard.version, "targets": guard.summary()}
+    summary = {
+        "out": str(out),
+        "guard_id": guard.guard_id,
+        "version": guard.version,
+        "targets": guard.summary(),
+    }
     print_json(summary)
     return 0
 
@@ -133,7 +161,9 @@ def cmd_guard_score(args: argparse.Namespace) -> int:
 
     guard = Guard.load(args.guard)
     # stdin as bytes, each line decoded on its own: one undecodable line does not lose the others.
-    raw: list[str | bytes] = list(args.text) if args.text else [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    raw: list[str | bytes] = (
+        list(args.text) if args.text else [line.rstrip(b"\r\n") for line in sys.stdin.buffer]
+    )
     if not raw:
         msg = "No text to score: pass TEXT arguments or pipe one text per line on stdin."
         raise InvalidInputError(msg)
@@ -144,14 +174,27 @@ def cmd_guard_score(args: argparse.Namespace) -> int:
     for line, (text, problem) in enumerate(inputs, 1):
         if problem is not None:
             errors += 1
-            print_json({"line": line, "error": problem}) if args.json else print(f"{line:>5}  error    {problem}")
+            print_json({"line": line, "error": problem}) if args.json else print(
+                f"{line:>5}  error    {problem}"
+            )
             continue
         decision = next(decisions)
         if args.json:
-            print_json({"line": line, "flagged": decision.flagged, "score": decision.score, "threshold": decision.threshold,
-                         "target": decision.target, "guard_id": decision.guard_id, "guard_version": decision.guard_version})
+            print_json(
+                {
+                    "line": line,
+                    "flagged": decision.flagged,
+                    "score": decision.score,
+                    "threshold": decision.threshold,
+                    "target": decision.target,
+                    "guard_id": decision.guard_id,
+                    "guard_version": decision.guard_version,
+                }
+            )
         else:
-            print(f"{line:>5}  {'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}")
+            print(
+                f"{line:>5}  {'FLAGGED' if decision.flagged else 'ok':7}  {decision.score:.4f}  {decision.target or '-':20}  {text}"
+            )
     return 1 if errors else 0
 
 
@@ -168,13 +211,24 @@ def cmd_guard_remove_target(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     guard = Guard.load(folder, encoder=SentenceEncoder(args.encoder) if args.encoder else None)
-    before = {p.parent.relative_to(folder).as_posix() for p in folder.glob("targets/*/weights.safetensors")}
+    before = {
+        p.parent.relative_to(folder).as_posix()
+        for p in folder.glob("targets/*/weights.safetensors")
+    }
     guard.remove_target(args.target)
     guard.save(folder)
     kept = {f"targets/{i:03d}" for i in range(len(guard.targets))}
     for stale in sorted(before - kept):  # the removed target's files (save renumbers the rest)
         shutil.rmtree(folder / stale)
-    print_json({"out": str(folder), "guard_id": guard.guard_id, "version": guard.version, "removed": args.target, "targets": guard.summary()})
+    print_json(
+        {
+            "out": str(folder),
+            "guard_id": guard.guard_id,
+            "version": guard.version,
+            "removed": args.target,
+            "targets": guard.summary(),
+        }
+    )
     return 0
 
 
@@ -185,9 +239,23 @@ def cmd_guard_eval(args: argparse.Namespace) -> int:
     if not task.startswith("tofu-"):
         msg = f"`eco guard eval` runs the TOFU protocol (tofu-forget01/05/10); for {task!r} use `eco eval guard --task {task}`."
         raise InvalidInputError(msg)
-    metrics, _, _ = tofu_guard_protocol(task.removeprefix("tofu-"), args.data_dir, seed=args.seed, target_fpr=args.target_fpr, show_progress=True)
+    metrics, _, _ = tofu_guard_protocol(
+        task.removeprefix("tofu-"),
+        args.data_dir,
+        seed=args.seed,
+        target_fpr=args.target_fpr,
+        show_progress=True,
+    )
     if not args.json:
-        for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
+        for key in (
+            "tpr",
+            "paraphrase_tpr",
+            "fpr",
+            "fpr_real_authors",
+            "fpr_world_facts",
+            "auroc",
+            "threshold",
+        ):
             print(f"{key:18} {metrics[key]:.4f}")
     print_json(metrics)
     return 0
@@ -211,7 +279,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         history.append({"role": "user", "content": text})
         stream = eco.stream(history, config=config)
         d = stream.decision
-        print(f"[decision: flagged={d.flagged} score={d.score if d.score is None else round(d.score, 4)} target={d.target} mode={d.mode}]")
+        print(
+            f"[decision: flagged={d.flagged} score={d.score if d.score is None else round(d.score, 4)} target={d.target} mode={d.mode}]"
+        )
         reply = ""
         for chunk in stream:
             reply += chunk
@@ -248,40 +318,64 @@ def _input_lines() -> Iterator[str]:
 
 
 def _fit_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--forget", required=True, help="texts about what to forget: questions, answers, facts")
+    parser.add_argument(
+        "--forget", required=True, help="texts about what to forget: questions, answers, facts"
+    )
     parser.add_argument("--retain", required=True, help="texts the model must keep answering")
     parser.add_argument("--target", required=True, help="name of the forget target")
     parser.add_argument("--target-fpr", type=float, default=0.01)
-    parser.add_argument("--terms", nargs="*", help="names/titles to corrupt with the entities selector")
-    parser.add_argument("--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument(
+        "--terms", nargs="*", help="names/titles to corrupt with the entities selector"
+    )
+    parser.add_argument(
+        "--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)"
+    )
     parser.add_argument("--guard-id", help="id for a new guard (default: random)")
-    parser.add_argument("--replace", action="store_true", help="re-fit a target that already exists")
+    parser.add_argument(
+        "--replace", action="store_true", help="re-fit a target that already exists"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eco", description="ECO unlearning: guard, corrupt, generate.")
+    parser = argparse.ArgumentParser(
+        prog="eco", description="ECO unlearning: guard, corrupt, generate."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="forget Harry Potter on the embedded model and show plain vs ECO")
+    demo = sub.add_parser(
+        "demo", help="forget Harry Potter on the embedded model and show plain vs ECO"
+    )
     demo.add_argument("--max-new-tokens", type=int, default=48)
     demo.add_argument("--json", action="store_true", help="end with a JSON summary line")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
-    guard = sub.add_parser("guard", help="fit, score and evaluate guards").add_subparsers(dest="guard_command", required=True)
+    guard = sub.add_parser("guard", help="fit, score and evaluate guards").add_subparsers(
+        dest="guard_command", required=True
+    )
     fit = guard.add_parser("fit", help="fit a forget target from example files (txt, jsonl or csv)")
-    fit.add_argument("--out", required=True, help="guard folder (created, or extended with a new target)")
+    fit.add_argument(
+        "--out", required=True, help="guard folder (created, or extended with a new target)"
+    )
     _fit_arguments(fit)
     fit.set_defaults(func=cmd_guard_fit)
 
-    score = guard.add_parser("score", help="score texts (arguments, or one per line on stdin); exit 1 if any input had an error record")
+    score = guard.add_parser(
+        "score",
+        help="score texts (arguments, or one per line on stdin); exit 1 if any input had an error record",
+    )
     score.add_argument("guard")
     score.add_argument("text", nargs="*")
-    score.add_argument("--json", action="store_true", help="one JSON object per input, with its line number")
+    score.add_argument(
+        "--json", action="store_true", help="one JSON object per input, with its line number"
+    )
     score.set_defaults(func=cmd_guard_score, extra_args_are_texts=True)
 
-    add = guard.add_parser("add-target", help="fit one more target into a guard folder; the other targets' files stay byte-identical")
+    add = guard.add_parser(
+        "add-target",
+        help="fit one more target into a guard folder; the other targets' files stay byte-identical",
+    )
     add.add_argument("folder", help="guard folder (created if missing)")
     _fit_arguments(add)
     add.set_defaults(func=cmd_guard_add_target)
@@ -289,31 +383,46 @@ def build_parser() -> argparse.ArgumentParser:
     remove = guard.add_parser("remove-target", help="remove a target from a guard folder")
     remove.add_argument("folder", help="guard folder")
     remove.add_argument("--target", required=True, help="name of the target to remove")
-    remove.add_argument("--encoder", help="the sentence-transformers folder the guard was fit with (default: all-MiniLM-L6-v2)")
+    remove.add_argument(
+        "--encoder",
+        help="the sentence-transformers folder the guard was fit with (default: all-MiniLM-L6-v2)",
+    )
     remove.set_defaults(func=cmd_guard_remove_target)
 
     evaluate = guard.add_parser("eval", help="the TOFU guard protocol on local data")
-    evaluate.add_argument("--task", default="tofu-forget10", choices=["tofu-forget01", "tofu-forget05", "tofu-forget10"])
-    evaluate.add_argument("--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)")
+    evaluate.add_argument(
+        "--task",
+        default="tofu-forget10",
+        choices=["tofu-forget01", "tofu-forget05", "tofu-forget10"],
+    )
+    evaluate.add_argument(
+        "--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)"
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--target-fpr", type=float, default=0.01)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_guard_eval)
 
     chat = sub.add_parser("chat", help="interactive chat showing each turn's decision")
-    chat.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
-    chat.add_argument("--guard", default=None, help="guard folder (default: the demo's Harry Potter guard)")
+    chat.add_argument(
+        "--model", default=None, help="model folder or hub id (default: embedded SmolLM2)"
+    )
+    chat.add_argument(
+        "--guard", default=None, help="guard folder (default: the demo's Harry Potter guard)"
+    )
     chat.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "off"])
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
 
-    models = sub.add_parser("models", help="list the models loadable by name (ECO.from_pretrained(NAME), --model NAME)")
+    models = sub.add_parser(
+        "models", help="list the models loadable by name (ECO.from_pretrained(NAME), --model NAME)"
+    )
     models.add_argument("--json", action="store_true", help="print only the JSON line")
     models.set_defaults(func=cmd_models)
 
     from .research.eval import cli as eval_cli
-    from .serving import cli as serving_cli
     from .research.tofu.cli import register_finetune
+    from .serving import cli as serving_cli
 
     eval_cli.register(sub)
     register_finetune(sub)
@@ -325,13 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
     args, extra = parser.parse_known_args(words)
-    if extra and getattr(args, "extra_args_are_texts", False) and not any(e.startswith("-") for e in extra):
+    if (
+        extra
+        and getattr(args, "extra_args_are_texts", False)
+        and not any(e.startswith("-") for e in extra)
+    ):
         args.text = [*args.text, *extra]  # `eco guard score DIR --json TEXT`: texts after the flags
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Commands that publish results record how they were run (quoted: a path may hold a space).
     args.command_line = shlex.join(["eco", *words])
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return int(args.func(args))

@@ -49,11 +49,18 @@ def run_demo(*, max_new_tokens: int = 48, show_progress: bool = True) -> list[di
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     rows = []
     for prompt in tqdm(prompts, desc="demo prompts", disable=not show_progress):
-        plain = eco.backend.generate([PreparedRow(render(eco.backend.tokenizer, prompt).input_ids)], config)[0]
+        plain = eco.backend.generate(
+            [PreparedRow(render(eco.backend.tokenizer, prompt).input_ids)], config
+        )[0]
         result = eco.generate([prompt], config=config)[0]
-        rows.append({
-            "prompt": prompt, "flagged": result.decision.flagged, "score": result.decision.score,
-            "plain": plain.text, "eco": result.text,
-        })
+        rows.append(
+            {
+                "prompt": prompt,
+                "flagged": result.decision.flagged,
+                "score": result.decision.score,
+                "plain": plain.text,
+                "eco": result.text,
+            }
+        )
     rows.append({"seconds": time.perf_counter() - started})
     return rows

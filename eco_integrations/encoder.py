@@ -49,7 +49,9 @@ class SentenceEncoder:
         precision: str = "float32",
     ) -> None:
         if precision not in PRECISIONS:
-            msg = f"Unknown encoder precision {precision!r}; choose one of: {', '.join(PRECISIONS)}."
+            msg = (
+                f"Unknown encoder precision {precision!r}; choose one of: {', '.join(PRECISIONS)}."
+            )
             raise ConfigurationError(msg)
         if not isinstance(batch_size, int) or batch_size < 1:
             msg = f"batch_size must be a positive integer, got {batch_size!r}."
@@ -74,10 +76,17 @@ class SentenceEncoder:
     def _load(self) -> tuple[Any, Any, str, bool, int]:
         with self._lock:
             if self._loaded is None:
-                self._loaded = _load_folder(Path(self.path) if self.path is not None else default_encoder_folder(), self.max_length)
+                self._loaded = _load_folder(
+                    Path(self.path) if self.path is not None else default_encoder_folder(),
+                    self.max_length,
+                )
                 model = self._loaded[0]
                 dtype = getattr(torch, self.precision)
-                self._forward = _BertForward(model, dtype) if _BertForward.supports(model) else _hf_forward(model, dtype)
+                self._forward = (
+                    _BertForward(model, dtype)
+                    if _BertForward.supports(model)
+                    else _hf_forward(model, dtype)
+                )
         return self._loaded
 
     @property
@@ -100,10 +109,18 @@ class SentenceEncoder:
 
         starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
-            for start in tqdm(starts, desc="embedding", unit="batch", disable=not show_progress, file=sys.stderr):
+            for start in tqdm(
+                starts, desc="embedding", unit="batch", disable=not show_progress, file=sys.stderr
+            ):
                 idx = order[start : start + self.batch_size]
                 with TOKENIZE_LOCK:
-                    batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                    batch = tokenizer(
+                        [texts[i] for i in idx],
+                        padding=True,
+                        truncation=True,
+                        max_length=max_length,
+                        return_tensors="pt",
+                    )
                 hidden = self._forward(batch)
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 if pooling == "cls":
@@ -122,11 +139,17 @@ class SentenceEncoder:
         return [round(float(x), 3) for x in self.encode([_PROBE])[0][:8]]
 
     def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "dim": self.dim, "precision": self.precision, "fingerprint": self.fingerprint()}
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "precision": self.precision,
+            "fingerprint": self.fingerprint(),
+        }
 
 
 def _hf_forward(model: Any, dtype: torch.dtype) -> Any:
     if dtype == torch.float32:
+
         def plain(batch: Any) -> torch.Tensor:
             hidden: torch.Tensor = model(**batch).last_hidden_state
             return hidden
@@ -151,26 +174,45 @@ class _BertForward:
     def __init__(self, model: Any, dtype: torch.dtype = torch.float32) -> None:
         config, weights = model.config, dict(model.named_parameters())
         self.dtype = dtype
-        self.heads, self.hidden, self.eps = int(config.num_attention_heads), int(config.hidden_size), float(config.layer_norm_eps)
+        self.heads, self.hidden, self.eps = (
+            int(config.num_attention_heads),
+            int(config.hidden_size),
+            float(config.layer_norm_eps),
+        )
 
         def w(name: str) -> torch.Tensor:
             weight: torch.Tensor = weights[name].detach()
             return weight
 
-        self.word, self.position, self.token_type = (w(f"embeddings.{n}_embeddings.weight") for n in ("word", "position", "token_type"))
+        self.word, self.position, self.token_type = (
+            w(f"embeddings.{n}_embeddings.weight") for n in ("word", "position", "token_type")
+        )
         self.embed_norm = (w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"))
         self.layers = []
         for i in range(int(config.num_hidden_layers)):
             p = f"encoder.layer.{i}."
-            qkv_w = torch.cat([w(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]).contiguous()
-            qkv_b = torch.cat([w(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")])
-            self.layers.append((
-                qkv_w.to(dtype), qkv_b.to(dtype), w(p + "attention.output.dense.weight").to(dtype), w(p + "attention.output.dense.bias").to(dtype),
-                w(p + "attention.output.LayerNorm.weight"), w(p + "attention.output.LayerNorm.bias"),
-                w(p + "intermediate.dense.weight").to(dtype), w(p + "intermediate.dense.bias").to(dtype),
-                w(p + "output.dense.weight").to(dtype), w(p + "output.dense.bias").to(dtype),
-                w(p + "output.LayerNorm.weight"), w(p + "output.LayerNorm.bias"),
-            ))
+            qkv_w = torch.cat(
+                [w(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")]
+            ).contiguous()
+            qkv_b = torch.cat(
+                [w(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]
+            )
+            self.layers.append(
+                (
+                    qkv_w.to(dtype),
+                    qkv_b.to(dtype),
+                    w(p + "attention.output.dense.weight").to(dtype),
+                    w(p + "attention.output.dense.bias").to(dtype),
+                    w(p + "attention.output.LayerNorm.weight"),
+                    w(p + "attention.output.LayerNorm.bias"),
+                    w(p + "intermediate.dense.weight").to(dtype),
+                    w(p + "intermediate.dense.bias").to(dtype),
+                    w(p + "output.dense.weight").to(dtype),
+                    w(p + "output.dense.bias").to(dtype),
+                    w(p + "output.LayerNorm.weight"),
+                    w(p + "output.LayerNorm.bias"),
+                )
+            )
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -188,18 +230,48 @@ class _BertForward:
         rows, length = ids.shape
         token_types = batch.get("token_type_ids")
         types = self.token_type[token_types] if token_types is not None else self.token_type[0]
-        x = F.layer_norm(self.word[ids] + self.position[:length] + types, (self.hidden,), *self.embed_norm, self.eps)
+        x = F.layer_norm(
+            self.word[ids] + self.position[:length] + types,
+            (self.hidden,),
+            *self.embed_norm,
+            self.eps,
+        )
         # Padding keys are masked out; a batch without padding needs no mask at all.
         keep = None if bool(mask.all()) else mask[:, None, None, :].bool()
         head_dim, dtype = self.hidden // self.heads, self.dtype
         # The residual stream and LayerNorm stay float32; only the matmuls take ``dtype``
         # (``.to`` is free when it is already float32).
-        for qkv_w, qkv_b, out_w, out_b, n1_w, n1_b, up_w, up_b, down_w, down_b, n2_w, n2_b in self.layers:
-            q, k, v = F.linear(x.to(dtype), qkv_w, qkv_b).view(rows, length, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(rows, length, self.hidden)
-            x = F.layer_norm(F.linear(attended, out_w, out_b).float() + x, (self.hidden,), n1_w, n1_b, self.eps)
+        for (
+            qkv_w,
+            qkv_b,
+            out_w,
+            out_b,
+            n1_w,
+            n1_b,
+            up_w,
+            up_b,
+            down_w,
+            down_b,
+            n2_w,
+            n2_b,
+        ) in self.layers:
+            q, k, v = (
+                F.linear(x.to(dtype), qkv_w, qkv_b)
+                .view(rows, length, 3, self.heads, head_dim)
+                .permute(2, 0, 3, 1, 4)
+            )
+            attended = (
+                F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+                .transpose(1, 2)
+                .reshape(rows, length, self.hidden)
+            )
+            x = F.layer_norm(
+                F.linear(attended, out_w, out_b).float() + x, (self.hidden,), n1_w, n1_b, self.eps
+            )
             up = F.gelu(F.linear(x.to(dtype), up_w, up_b))
-            x = F.layer_norm(F.linear(up, down_w, down_b).float() + x, (self.hidden,), n2_w, n2_b, self.eps)
+            x = F.layer_norm(
+                F.linear(up, down_w, down_b).float() + x, (self.hidden,), n2_w, n2_b, self.eps
+            )
         return x
 
 
@@ -225,7 +297,11 @@ def _load_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, str, b
         raise ConfigurationError(msg)
     if max_length is None:
         st_config = transformer_dir / "sentence_bert_config.json"
-        max_length = int(json.loads(st_config.read_text()).get("max_seq_length", 256)) if st_config.is_file() else 256
+        max_length = (
+            int(json.loads(st_config.read_text()).get("max_seq_length", 256))
+            if st_config.is_file()
+            else 256
+        )
     tokenizer = AutoTokenizer.from_pretrained(transformer_dir)
     model = AutoModel.from_pretrained(transformer_dir, dtype=torch.float32)
     model.eval()

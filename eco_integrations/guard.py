@@ -35,7 +35,12 @@ from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, 
 from .integrity import check_manifest_values, seal, verify
 
 GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
-_WORD = {"analyzer": "word", "ngram_range": (1, 2), "lowercase": True, "token_pattern": r"(?u)\b\w+\b"}
+_WORD = {
+    "analyzer": "word",
+    "ngram_range": (1, 2),
+    "lowercase": True,
+    "token_pattern": r"(?u)\b\w+\b",
+}
 _CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "lowercase": True}
 
 
@@ -58,7 +63,13 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
 class _Tfidf:
     """TF-IDF with a fixed vocabulary, rebuilt from arrays (no pickled vectorizer)."""
 
-    def __init__(self, options: dict[str, Any], vocabulary: list[str], idf: np.ndarray, ratio: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        options: dict[str, Any],
+        vocabulary: list[str],
+        idf: np.ndarray,
+        ratio: np.ndarray | None = None,
+    ) -> None:
         self.options, self.vocabulary, self.idf = options, vocabulary, idf.astype(np.float32)
         # Naive-Bayes log-count ratios (forget vs retain) scale each n-gram: rare names that occur
         # only in forget texts get a large weight before the logistic regression sees them.
@@ -67,8 +78,12 @@ class _Tfidf:
         self._analyze = CountVectorizer(**options).build_analyzer()
 
     @classmethod
-    def fit(cls, texts: list[str], labels: np.ndarray, options: dict[str, Any], max_features: int) -> _Tfidf:
-        vec = TfidfVectorizer(sublinear_tf=True, max_features=max_features, dtype=np.float32, **options)
+    def fit(
+        cls, texts: list[str], labels: np.ndarray, options: dict[str, Any], max_features: int
+    ) -> _Tfidf:
+        vec = TfidfVectorizer(
+            sublinear_tf=True, max_features=max_features, dtype=np.float32, **options
+        )
         vec.fit(texts)
         lex = cls(options, list(vec.get_feature_names_out()), vec.idf_)
         tfidf = lex.transform(texts)
@@ -83,7 +98,9 @@ class _Tfidf:
         Built row by row from the analyzer: sklearn's ``CountVectorizer.transform`` spends most
         of a single short prompt's half millisecond on validation and sparse bookkeeping.
         """
-        index, indptr, columns, counts = self._index, [0], [], []
+        index, indptr = self._index, [0]
+        columns: list[int] = []
+        counts: list[int] = []
         for text in texts:
             found = Counter(j for j in map(index.get, self._analyze(text)) if j is not None)
             row = sorted(found)
@@ -94,14 +111,18 @@ class _Tfidf:
         values = (1.0 + np.log(np.asarray(counts, dtype=np.float32))) * self.idf[cols]
         bounds = np.asarray(indptr)
         row_of = np.repeat(np.arange(len(texts)), np.diff(bounds))
-        norms = np.sqrt(np.bincount(row_of, weights=values.astype(np.float64) ** 2, minlength=len(texts))).astype(np.float32)
+        norms = np.sqrt(
+            np.bincount(row_of, weights=values.astype(np.float64) ** 2, minlength=len(texts))
+        ).astype(np.float32)
         values = values / np.where(norms > 0, norms, 1.0)[row_of]
         if self.ratio is not None:
             values = values * self.ratio[cols]
-        return sp.csr_matrix((values.astype(np.float32), cols, bounds), shape=(len(texts), len(self.vocabulary)))
+        return sp.csr_matrix(
+            (values.astype(np.float32), cols, bounds), shape=(len(texts), len(self.vocabulary))
+        )
 
 
-class PromptGuard(ClassifierMixin, BaseEstimator):
+class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no stubs
     """Binary forget-vs-retain classifier with a cross-validated threshold.
 
     >>> guard = PromptGuard(target_fpr=0.01).fit(texts, labels)      # doctest: +SKIP
@@ -143,16 +164,34 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
             msg = f"cv must be >= 2 folds to measure the threshold out of sample, got {self.cv!r}."
             raise ConfigurationError(msg)
 
-    def _fit_parts(self, texts: list[str], y: np.ndarray, emb: np.ndarray) -> tuple[list[_Tfidf], LogisticRegression]:
+    def _fit_parts(
+        self, texts: list[str], y: np.ndarray, emb: np.ndarray
+    ) -> tuple[list[_Tfidf], LogisticRegression]:
         lexicons = []
         if self.lexical:
-            lexicons = [_Tfidf.fit(texts, y, _WORD, self.max_word_features), _Tfidf.fit(texts, y, _CHAR, self.max_char_features)]
+            lexicons = [
+                _Tfidf.fit(texts, y, _WORD, self.max_word_features),
+                _Tfidf.fit(texts, y, _CHAR, self.max_char_features),
+            ]
         features = _stack(emb, [lex.transform(texts) for lex in lexicons])
-        clf = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=2000, random_state=self.random_state)
+        clf = LogisticRegression(
+            C=self.C,
+            class_weight="balanced",
+            solver="liblinear",
+            max_iter=2000,
+            random_state=self.random_state,
+        )
         clf.fit(features, y)
         return lexicons, clf
 
-    def fit(self, X: Sequence[str], y: Sequence[int], groups: Sequence[Any] | None = None, *, embeddings: np.ndarray | None = None) -> PromptGuard:
+    def fit(
+        self,
+        X: Sequence[str],
+        y: Sequence[int],
+        groups: Sequence[Any] | None = None,
+        *,
+        embeddings: np.ndarray | None = None,
+    ) -> PromptGuard:
         """Fit on texts ``X`` with labels ``y`` (1 = forget, 0 = retain).
 
         ``groups`` keeps related texts (e.g. one author's questions) in one CV fold, so the
@@ -171,13 +210,19 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
         oof = np.zeros(len(texts), dtype=np.float64)
         if groups is not None:
-            splitter: Any = StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+            splitter: Any = StratifiedGroupKFold(
+                n_splits=self.cv, shuffle=True, random_state=self.random_state
+            )
             splits = splitter.split(texts, labels, np.asarray(groups))
         else:
-            splits = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state).split(texts, labels)
+            splits = StratifiedKFold(
+                n_splits=self.cv, shuffle=True, random_state=self.random_state
+            ).split(texts, labels)
         for train, test in splits:
             lex, clf = self._fit_parts([texts[i] for i in train], labels[train], emb[train])
-            oof[test] = _forget_probability(clf, emb[test], [x.transform([texts[i] for i in test]) for x in lex])
+            oof[test] = _forget_probability(
+                clf, emb[test], [x.transform([texts[i] for i in test]) for x in lex]
+            )
         self.lexicons_, self.classifier_ = self._fit_parts(texts, labels, emb)
         self.classes_ = np.array([0, 1])
         self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
@@ -195,7 +240,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
     def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
         self._check_fitted()
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
-        return _forget_probability(self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_])
+        return _forget_probability(
+            self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_]
+        )
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self.forget_proba(check_texts(X, "X"))
@@ -207,25 +254,51 @@ class PromptGuard(ClassifierMixin, BaseEstimator):
     # -- arrays for saving -----------------------------------------------------------------
     def _arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self._check_fitted()
-        arrays = {"coef": self.classifier_.coef_.astype(np.float64), "intercept": self.classifier_.intercept_.astype(np.float64)}
+        arrays = {
+            "coef": self.classifier_.coef_.astype(np.float64),
+            "intercept": self.classifier_.intercept_.astype(np.float64),
+        }
         vocab: dict[str, Any] = {}
-        for name, lex in zip(("word", "char"), self.lexicons_):
+        for name, lex in zip(("word", "char"), self.lexicons_, strict=True):
             arrays[f"idf_{name}"] = lex.idf
-            arrays[f"ratio_{name}"] = lex.ratio if lex.ratio is not None else np.zeros(0, np.float32)
+            arrays[f"ratio_{name}"] = (
+                lex.ratio if lex.ratio is not None else np.zeros(0, np.float32)
+            )
             vocab[name] = lex.vocabulary
         return arrays, vocab
 
     @classmethod
-    def _from_arrays(cls, encoder: SentenceEncoder, params: dict[str, Any], arrays: dict[str, np.ndarray], vocab: dict[str, Any], stats: dict[str, Any]) -> PromptGuard:
+    def _from_arrays(
+        cls,
+        encoder: SentenceEncoder,
+        params: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        vocab: dict[str, Any],
+        stats: dict[str, Any],
+    ) -> PromptGuard:
         guard = cls(encoder, **params)
         guard.lexicons_ = [
-            _Tfidf(opts, vocab[name], arrays[f"idf_{name}"], arrays[f"ratio_{name}"] if arrays[f"ratio_{name}"].size else None)
-            for name, opts in (("word", _WORD), ("char", _CHAR)) if name in vocab
+            _Tfidf(
+                opts,
+                vocab[name],
+                arrays[f"idf_{name}"],
+                arrays[f"ratio_{name}"] if arrays[f"ratio_{name}"].size else None,
+            )
+            for name, opts in (("word", _WORD), ("char", _CHAR))
+            if name in vocab
         ]
         clf = LogisticRegression(C=guard.C, class_weight="balanced", solver="liblinear")
-        clf.coef_, clf.intercept_, clf.classes_ = arrays["coef"], arrays["intercept"], np.array([0, 1])
+        clf.coef_, clf.intercept_, clf.classes_ = (
+            arrays["coef"],
+            arrays["intercept"],
+            np.array([0, 1]),
+        )
         guard.classifier_, guard.classes_ = clf, np.array([0, 1])
-        guard.threshold_, guard.cv_fpr_, guard.cv_tpr_ = stats["threshold"], stats["cv_fpr"], stats["cv_tpr"]
+        guard.threshold_, guard.cv_fpr_, guard.cv_tpr_ = (
+            stats["threshold"],
+            stats["cv_fpr"],
+            stats["cv_tpr"],
+        )
         guard.n_forget_, guard.n_retain_ = stats["n_forget"], stats["n_retain"]
         return guard
 
@@ -234,7 +307,9 @@ def _stack(emb: np.ndarray, lexical: list[sp.csr_matrix]) -> sp.csr_matrix:
     return sp.hstack([sp.csr_matrix(emb.astype(np.float32)), *lexical], format="csr")
 
 
-def _forget_probability(clf: LogisticRegression, emb: np.ndarray, lexical: list[sp.csr_matrix]) -> np.ndarray:
+def _forget_probability(
+    clf: LogisticRegression, emb: np.ndarray, lexical: list[sp.csr_matrix]
+) -> np.ndarray:
     """``clf.predict_proba(_stack(emb, lexical))[:, 1]`` without building the stacked matrix.
 
     A binary logistic regression is a sigmoid of one dot product, so each feature block is
@@ -263,7 +338,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 LONG_TEXT_CHARS = 240
 
 
-def passages(text: str, *, sentences_per_passage: int = 2, long_text_chars: int | None = LONG_TEXT_CHARS) -> list[str]:
+def passages(
+    text: str, *, sentences_per_passage: int = 2, long_text_chars: int | None = LONG_TEXT_CHARS
+) -> list[str]:
     """The text itself, plus overlapping passages of a few sentences when it is longer than ``long_text_chars``.
 
     ``long_text_chars=None`` turns passages off: the text alone.
@@ -273,14 +350,21 @@ def passages(text: str, *, sentences_per_passage: int = 2, long_text_chars: int 
     sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
     if len(sentences) <= sentences_per_passage:
         return [text]
-    windows = [" ".join(sentences[i : i + sentences_per_passage]) for i in range(len(sentences) - sentences_per_passage + 1)]
+    windows = [
+        " ".join(sentences[i : i + sentences_per_passage])
+        for i in range(len(sentences) - sentences_per_passage + 1)
+    ]
     return [text, *windows]
 
 
-_CAPITALISED = re.compile(r"\b[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|of|de|the|van|von|al|bin))*\s*[A-Z]?[\w'’-]*")
+_CAPITALISED = re.compile(
+    r"\b[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|of|de|the|van|von|al|bin))*\s*[A-Z]?[\w'’-]*"
+)
 
 
-def mine_terms(forget: list[str], retain: list[str], *, min_count: int = 2, limit: int = 64) -> list[str]:
+def mine_terms(
+    forget: list[str], retain: list[str], *, min_count: int = 2, limit: int = 64
+) -> list[str]:
     """Capitalised phrases (names, titles, places) frequent in forget texts and absent from retain texts."""
     counts: Counter[str] = Counter()
     for text in forget:
@@ -294,7 +378,11 @@ def mine_terms(forget: list[str], retain: list[str], *, min_count: int = 2, limi
                     if sub[:1].isupper() and sub.split()[-1][:1].isupper() and len(sub) > 2:
                         counts[sub] += 1
     retain_blob = "\n".join(retain).lower()
-    terms = [t for t, c in counts.most_common() if c >= min_count and not re.search(r"\b" + re.escape(t.lower()) + r"\b", retain_blob)]
+    terms = [
+        t
+        for t, c in counts.most_common()
+        if c >= min_count and not re.search(r"\b" + re.escape(t.lower()) + r"\b", retain_blob)
+    ]
     # Prefer longer phrases when a shorter one is contained in them and adds nothing.
     return sorted(terms[:limit], key=lambda t: (-len(t), t))
 
@@ -345,7 +433,13 @@ class Guard:
     True
     """
 
-    def __init__(self, encoder: SentenceEncoder | None = None, *, guard_id: str | None = None, passage_chars: int | None = LONG_TEXT_CHARS) -> None:
+    def __init__(
+        self,
+        encoder: SentenceEncoder | None = None,
+        *,
+        guard_id: str | None = None,
+        passage_chars: int | None = LONG_TEXT_CHARS,
+    ) -> None:
         """``passage_chars``: texts longer than this are also scored passage by passage (see :meth:`score`);
         ``None`` scores every text whole, one encoder pass each (for prompts that are one item, such
         as a multiple-choice question, where passages cost encoder time and find nothing new).
@@ -389,20 +483,34 @@ class Guard:
         if not isinstance(name, str) or not _NAME.match(name):
             msg = f"Target name {name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'."
             raise ConfigurationError(msg)
-        forget_texts = check_texts(forget, f"forget texts of target {name!r}") if len(forget) else []
-        retain_texts = check_texts(retain, f"retain texts of target {name!r}") if len(retain) else []
+        forget_texts = (
+            check_texts(forget, f"forget texts of target {name!r}") if len(forget) else []
+        )
+        retain_texts = (
+            check_texts(retain, f"retain texts of target {name!r}") if len(retain) else []
+        )
         if not forget_texts:
             msg = f"Target {name!r} has no forget examples; give at least {params.get('cv', 5)} texts about what to forget."
             raise InvalidInputError(msg)
         if not retain_texts:
-            msg = f"Target {name!r} has no retain examples; give texts the model must keep answering."
+            msg = (
+                f"Target {name!r} has no retain examples; give texts the model must keep answering."
+            )
             raise InvalidInputError(msg)
         texts = forget_texts + retain_texts
         labels = [1] * len(forget_texts) + [0] * len(retain_texts)
         groups = None
         if retain_groups is not None or forget_groups is not None:
-            fg = list(forget_groups) if forget_groups is not None else [f"forget-{i}" for i in range(len(forget_texts))]
-            rg = list(retain_groups) if retain_groups is not None else [f"retain-{i}" for i in range(len(retain_texts))]
+            fg = (
+                list(forget_groups)
+                if forget_groups is not None
+                else [f"forget-{i}" for i in range(len(forget_texts))]
+            )
+            rg = (
+                list(retain_groups)
+                if retain_groups is not None
+                else [f"retain-{i}" for i in range(len(retain_texts))]
+            )
             if len(fg) != len(forget_texts) or len(rg) != len(retain_texts):
                 msg = "forget_groups/retain_groups must have one entry per text."
                 raise InvalidInputError(msg)
@@ -410,7 +518,12 @@ class Guard:
             index: dict[Any, int] = {}
             groups = [index.setdefault(k, len(index)) for k in keys]
         estimator = PromptGuard(self.encoder, target_fpr=target_fpr, **params)
-        estimator.fit(texts, labels, groups, embeddings=self.encoder.encode(texts, show_progress=show_progress))
+        estimator.fit(
+            texts,
+            labels,
+            groups,
+            embeddings=self.encoder.encode(texts, show_progress=show_progress),
+        )
         self.targets[name] = estimator
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
         self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))
@@ -441,7 +554,9 @@ class Guard:
                 pieces.append(piece)
                 owner.append(i)
         emb = self.encoder.encode(pieces)
-        piece_scores = np.stack([t.forget_proba(pieces, embeddings=emb) for t in self.targets.values()], axis=1)
+        piece_scores = np.stack(
+            [t.forget_proba(pieces, embeddings=emb) for t in self.targets.values()], axis=1
+        )
         out = np.full((len(checked), len(self.targets)), -np.inf)
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
@@ -457,10 +572,19 @@ class Guard:
         for row in scores:
             best = int(np.argmax(row - thresholds))
             flagged = bool(row[best] > thresholds[best])
-            out.append(_Verdict(float(row[best]), float(thresholds[best]), flagged, names[best] if flagged else None))
+            out.append(
+                _Verdict(
+                    float(row[best]),
+                    float(thresholds[best]),
+                    flagged,
+                    names[best] if flagged else None,
+                )
+            )
         return out
 
-    def decide_many(self, texts: Sequence[str], *, threshold: float | None = None) -> list[Decision]:
+    def decide_many(
+        self, texts: Sequence[str], *, threshold: float | None = None
+    ) -> list[Decision]:
         """The guard's verdicts, as ``shadow``-mode decisions (a guard alone never corrupts).
 
         ``threshold`` replaces every target's own threshold for this call. :class:`ECO` turns
@@ -471,9 +595,17 @@ class Guard:
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
             Decision(
-                flagged=v.flagged, score=v.score, threshold=v.threshold, target=v.target, corrupted=False,
-                mode="shadow", guard_id=self.guard_id, guard_version=self.version, policy_version=self.policy_id,
-                text_sha256=text_sha256(t), latency_ms=per_item,
+                flagged=v.flagged,
+                score=v.score,
+                threshold=v.threshold,
+                target=v.target,
+                corrupted=False,
+                mode="shadow",
+                guard_id=self.guard_id,
+                guard_version=self.version,
+                policy_version=self.policy_id,
+                text_sha256=text_sha256(t),
+                latency_ms=per_item,
             )
             for t, v in zip(texts, verdicts, strict=True)
         ]
@@ -497,16 +629,32 @@ class Guard:
             save_file(arrays, str(root / sub / "weights.safetensors"))
             (root / sub / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
             params = {k: v for k, v in est.get_params(deep=False).items() if k != "encoder"}
-            infos.append(TargetInfo(
-                name=name, folder=sub, params=params, threshold=est.threshold_, target_fpr=est.target_fpr,
-                cv_fpr=est.cv_fpr_, cv_tpr=est.cv_tpr_, n_forget=est.n_forget_, n_retain=est.n_retain_,
-                terms=self.terms.get(name, []),
-            ))
-        manifest = GuardManifest(guard_id=self.guard_id, version=self.version, encoder=self.encoder.identity(),
-                                 passage_chars=self.passage_chars, targets=infos)
+            infos.append(
+                TargetInfo(
+                    name=name,
+                    folder=sub,
+                    params=params,
+                    threshold=est.threshold_,
+                    target_fpr=est.target_fpr,
+                    cv_fpr=est.cv_fpr_,
+                    cv_tpr=est.cv_tpr_,
+                    n_forget=est.n_forget_,
+                    n_retain=est.n_retain_,
+                    terms=self.terms.get(name, []),
+                )
+            )
+        manifest = GuardManifest(
+            guard_id=self.guard_id,
+            version=self.version,
+            encoder=self.encoder.identity(),
+            passage_chars=self.passage_chars,
+            targets=infos,
+        )
         manifest.content_sha256 = _content_hash(root, manifest)
         (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
-        seal(root, [info.folder for info in infos])  # covers policy.json too; HMAC with ECO_GUARD_KEY
+        seal(
+            root, [info.folder for info in infos]
+        )  # covers policy.json too; HMAC with ECO_GUARD_KEY
         return root
 
     @classmethod
@@ -556,7 +704,10 @@ class Guard:
         expected = manifest.encoder.get("fingerprint")
         if expected is not None:
             found = guard.encoder.fingerprint()
-            if len(found) != len(expected) or np.max(np.abs(np.array(found) - np.array(expected))) > 2e-3:
+            if (
+                len(found) != len(expected)
+                or np.max(np.abs(np.array(found) - np.array(expected))) > 2e-3
+            ):
                 msg = (
                     f"The guard in {root} was fit with encoder {manifest.encoder.get('name')!r}, but the encoder "
                     f"given ({guard.encoder.name!r}) embeds differently. Pass the same encoder, or re-fit."
@@ -565,14 +716,29 @@ class Guard:
         for info in manifest.targets:
             arrays = load_file(str(root / info.folder / "weights.safetensors"))
             vocab = json.loads((root / info.folder / "vocabulary.json").read_text())
-            stats = {"threshold": info.threshold, "cv_fpr": info.cv_fpr, "cv_tpr": info.cv_tpr, "n_forget": info.n_forget, "n_retain": info.n_retain}
-            guard.targets[info.name] = PromptGuard._from_arrays(guard.encoder, info.params, arrays, vocab, stats)
+            stats = {
+                "threshold": info.threshold,
+                "cv_fpr": info.cv_fpr,
+                "cv_tpr": info.cv_tpr,
+                "n_forget": info.n_forget,
+                "n_retain": info.n_retain,
+            }
+            guard.targets[info.name] = PromptGuard._from_arrays(
+                guard.encoder, info.params, arrays, vocab, stats
+            )
             guard.terms[info.name] = list(info.terms)
         return guard
 
     def summary(self) -> list[dict[str, Any]]:
         return [
-            {"target": n, "threshold": round(t.threshold_, 6), "cv_fpr": round(t.cv_fpr_, 4), "cv_tpr": round(t.cv_tpr_, 4), "n_forget": t.n_forget_, "n_retain": t.n_retain_}
+            {
+                "target": n,
+                "threshold": round(t.threshold_, 6),
+                "cv_fpr": round(t.cv_fpr_, 4),
+                "cv_tpr": round(t.cv_tpr_, 4),
+                "n_forget": t.n_forget_,
+                "n_retain": t.n_retain_,
+            }
             for n, t in self.targets.items()
         ]
 

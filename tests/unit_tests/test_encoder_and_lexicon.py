@@ -5,30 +5,41 @@ import pytest
 import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.preprocessing import normalize
+from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import PromptGuard, SentenceEncoder
 from eco_integrations.encoder import _BertForward
 from eco_integrations.guard import _CHAR, _WORD, _stack, _Tfidf
 
-from toy_data import TOY_FORGET, TOY_RETAIN
 
-
-def _reference_hidden(encoder: SentenceEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _reference_hidden(
+    encoder: SentenceEncoder, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     model, tokenizer, *_ = encoder._load()
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        return model(**batch).last_hidden_state, encoder._forward(batch), batch["attention_mask"].bool()
+        return (
+            model(**batch).last_hidden_state,
+            encoder._forward(batch),
+            batch["attention_mask"].bool(),
+        )
 
 
-def test_bert_forward_matches_transformers_on_a_padded_batch(tiny_encoder) -> None:  # noqa: ANN001
-    texts = ["short", "a much longer sentence with many more tokens than the first one", "mid length text"]
+def test_bert_forward_matches_transformers_on_a_padded_batch(tiny_encoder) -> None:
+    texts = [
+        "short",
+        "a much longer sentence with many more tokens than the first one",
+        "mid length text",
+    ]
     reference, fast, mask = _reference_hidden(tiny_encoder, texts)
     assert isinstance(tiny_encoder._forward, _BertForward)
     assert mask.sum() < mask.numel()  # the batch really is padded
     assert torch.allclose(reference[mask], fast[mask], atol=1e-5)
 
 
-def test_unsupported_bert_variant_takes_the_transformers_forward(tiny_encoder_dir, tmp_path) -> None:  # noqa: ANN001
+def test_unsupported_bert_variant_takes_the_transformers_forward(
+    tiny_encoder_dir, tmp_path
+) -> None:
     import json
     import shutil
 
@@ -48,38 +59,58 @@ def test_unsupported_bert_variant_takes_the_transformers_forward(tiny_encoder_di
         batch = tokenizer([text], return_tensors="pt")
         with torch.inference_mode():
             hidden = model(**batch).last_hidden_state[0]
-        expected = hidden.max(0).values if pooling == "max" else hidden[0] if pooling == "cls" else hidden.mean(0)
+        expected = (
+            hidden.max(0).values
+            if pooling == "max"
+            else hidden[0]
+            if pooling == "cls"
+            else hidden.mean(0)
+        )
         if normalize:
             expected = torch.nn.functional.normalize(expected, dim=-1)
         assert np.allclose(embedding, expected.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("options", [_WORD, _CHAR], ids=["word", "char"])
-def test_lexicon_matches_sklearn_tfidf(options) -> None:  # noqa: ANN001
+def test_lexicon_matches_sklearn_tfidf(options) -> None:
     texts = TOY_FORGET + TOY_RETAIN
     labels = np.array([1] * len(TOY_FORGET) + [0] * len(TOY_RETAIN))
     lexicon = _Tfidf.fit(texts, labels, options, max_features=500)
     probes = [*texts, "zzzz qqqq", "Hogwarts hogwarts HOGWARTS"]
-    counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(lexicon.vocabulary)}, **options)
+    counter = CountVectorizer(
+        vocabulary={t: i for i, t in enumerate(lexicon.vocabulary)}, **options
+    )
     counts = counter.transform(probes).astype(np.float32)
     counts.data = 1.0 + np.log(counts.data)
     expected = normalize(counts.multiply(lexicon.idf).tocsr()).multiply(lexicon.ratio).toarray()
     got = lexicon.transform(probes)
     assert got.shape == expected.shape
     assert np.allclose(got.toarray(), expected, atol=1e-6)
-    assert not np.any(got[len(texts)].toarray())  # no known n-gram: an all-zero row, not a division by zero
+    assert not np.any(
+        got[len(texts)].toarray()
+    )  # no known n-gram: an all-zero row, not a division by zero
 
 
-def test_forget_probability_matches_predict_proba(tiny_encoder) -> None:  # noqa: ANN001
-    guard = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2).fit(TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8)
+def test_forget_probability_matches_predict_proba(tiny_encoder) -> None:
+    guard = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2).fit(
+        TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8
+    )
     probes = ["Who is the headmaster of Hogwarts?", "How do I bake bread?", *TOY_RETAIN[:3]]
     emb = tiny_encoder.encode(probes)
     stacked = _stack(emb, [lex.transform(probes) for lex in guard.lexicons_])
-    assert np.allclose(guard.forget_proba(probes, embeddings=emb), guard.classifier_.predict_proba(stacked)[:, 1], atol=1e-12)
+    assert np.allclose(
+        guard.forget_proba(probes, embeddings=emb),
+        guard.classifier_.predict_proba(stacked)[:, 1],
+        atol=1e-12,
+    )
 
 
-def test_bfloat16_encoder_stays_close_to_float32(tiny_encoder_dir) -> None:  # noqa: ANN001
-    texts = ["short", "a much longer sentence with many more tokens than the first one", "mid length text"]
+def test_bfloat16_encoder_stays_close_to_float32(tiny_encoder_dir) -> None:
+    texts = [
+        "short",
+        "a much longer sentence with many more tokens than the first one",
+        "mid length text",
+    ]
     exact = SentenceEncoder(tiny_encoder_dir).encode(texts)
     fast = SentenceEncoder(tiny_encoder_dir, precision="bfloat16")
     approx = fast.encode(texts)
@@ -87,7 +118,7 @@ def test_bfloat16_encoder_stays_close_to_float32(tiny_encoder_dir) -> None:  # n
     assert approx.dtype == np.float32 and np.all((exact * approx).sum(1) > 0.999)
 
 
-def test_bad_encoder_settings_are_refused(tiny_encoder_dir) -> None:  # noqa: ANN001
+def test_bad_encoder_settings_are_refused(tiny_encoder_dir) -> None:
     from eco_integrations import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="Unknown encoder precision 'fp8'"):

@@ -50,7 +50,7 @@ def _spec(prefix: str, chunks: list[bytes], *, sha256: str | None = None) -> Spl
     )
 
 
-@pytest.fixture()
+@pytest.fixture
 def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SplitGGUFModel:
     # A name no other test imports, so the module cache never holds a stale package.
     prefix = f"ecofake_{tmp_path.name.replace('-', '_')}_part"

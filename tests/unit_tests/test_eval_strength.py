@@ -10,7 +10,6 @@ import pytest
 from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
-from eco_integrations.research.tofu.metrics import rouge_l_f1
 from eco_integrations.research.strength import (
     chance_curve,
     choose_chance_strength,
@@ -20,6 +19,7 @@ from eco_integrations.research.strength import (
     similarity_objective,
     zeroth_order_search,
 )
+from eco_integrations.research.tofu.metrics import rouge_l_f1
 
 
 def accuracy_like(strength: float) -> float:
@@ -42,7 +42,15 @@ def test_search_stays_bounded_and_returns_the_best_point() -> None:
         seen.append(s)
         return accuracy_like(s)
 
-    result = zeroth_order_search(objective, target=0.0, init=100.0, min_strength=1.0, max_strength=1e4, lr=1000.0, max_steps=15)
+    result = zeroth_order_search(
+        objective,
+        target=0.0,
+        init=100.0,
+        min_strength=1.0,
+        max_strength=1e4,
+        lr=1000.0,
+        max_steps=15,
+    )
     assert all(1.0 <= s <= 1e4 * (1 + 1e-9) for s in seen)
     assert not result.converged  # 0.0 is below anything the objective can reach
     assert result.value == min(result.evaluations.values())
@@ -51,10 +59,20 @@ def test_search_stays_bounded_and_returns_the_best_point() -> None:
 
 def test_clipped_lower_point_uses_the_actual_width() -> None:
     """At the lower bound the difference is one-sided: slope = dL / (x_up - x_lo), not / (2 eps)."""
-    result = zeroth_order_search(lambda s: math.log10(s), target=0.0, init=1.0, min_strength=1.0, max_strength=100.0, eps=0.5, max_steps=1)
+    result = zeroth_order_search(
+        lambda s: math.log10(s),
+        target=0.0,
+        init=1.0,
+        min_strength=1.0,
+        max_strength=100.0,
+        eps=0.5,
+        max_steps=1,
+    )
     step = result.steps[0]
     assert step.lower == pytest.approx(1.0) and step.upper == pytest.approx(10**0.5)
-    assert step.slope == pytest.approx((0.5**2 - 0.0) / 0.5)  # a 2*eps denominator would give half of this
+    assert step.slope == pytest.approx(
+        (0.5**2 - 0.0) / 0.5
+    )  # a 2*eps denominator would give half of this
 
 
 def test_flat_objective_stops() -> None:
@@ -67,7 +85,9 @@ def test_bad_settings() -> None:
     with pytest.raises(ConfigurationError, match="outside"):
         zeroth_order_search(accuracy_like, target=0.25, init=1e9, max_strength=1e7)
     with pytest.raises(ConfigurationError, match="min_strength < max_strength"):
-        zeroth_order_search(accuracy_like, target=0.25, init=1.0, min_strength=10.0, max_strength=1.0)
+        zeroth_order_search(
+            accuracy_like, target=0.25, init=1.0, min_strength=10.0, max_strength=1.0
+        )
     with pytest.raises(InvalidInputError, match="finite"):
         zeroth_order_search(lambda s: float("nan"), target=0.25, init=10.0)
 
@@ -78,18 +98,31 @@ def test_rouge_l() -> None:
     assert rouge_l_f1("a b c d", "a x c y") == pytest.approx(0.5)
 
 
-def _eco(tiny_backend, toy_guard) -> ECO:  # noqa: ANN001
-    policy = ECOPolicy(corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=1.0), selection=SelectionConfig(name="all"))
+def _eco(tiny_backend, toy_guard) -> ECO:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=1.0),
+        selection=SelectionConfig(name="all"),
+    )
     return ECO(tiny_backend, toy_guard, policy=policy)
 
 
 QUESTIONS = [
-    {"question": "Who is Harry Potter?", "choices": ["a wizard", "a baker", "a king", "a cat"], "answer": 0, "subject": "bio"},
-    {"question": "What is the capital of France?", "choices": ["Rome", "Paris", "Bern", "Oslo"], "answer": 1, "subject": "chem"},
+    {
+        "question": "Who is Harry Potter?",
+        "choices": ["a wizard", "a baker", "a king", "a cat"],
+        "answer": 0,
+        "subject": "bio",
+    },
+    {
+        "question": "What is the capital of France?",
+        "choices": ["Rome", "Paris", "Bern", "Oslo"],
+        "answer": 1,
+        "subject": "chem",
+    },
 ]
 
 
-def test_mcq_objective_is_deterministic_and_moves_with_strength(tiny_backend, toy_guard) -> None:  # noqa: ANN001
+def test_mcq_objective_is_deterministic_and_moves_with_strength(tiny_backend, toy_guard) -> None:
     eco = _eco(tiny_backend, toy_guard)
     objective = mcq_accuracy_objective(eco, QUESTIONS * 4, letters="plain")
     first = objective(1.0)
@@ -97,7 +130,7 @@ def test_mcq_objective_is_deterministic_and_moves_with_strength(tiny_backend, to
     assert 0.0 <= objective(1e6) <= 1.0
 
 
-def test_similarity_objective_and_saving(tiny_backend, toy_guard, tmp_path: Path) -> None:  # noqa: ANN001
+def test_similarity_objective_and_saving(tiny_backend, toy_guard, tmp_path: Path) -> None:
     eco = _eco(tiny_backend, toy_guard)
     objective = similarity_objective(eco, ["Who is Harry Potter?"], ["a wizard"], max_new_tokens=4)
     assert 0.0 <= objective(10.0) <= 1.0
@@ -133,7 +166,9 @@ def test_chosen_strength_needs_the_whole_tail_at_chance() -> None:
 def test_chance_plot_is_written(tmp_path: Path) -> None:
     curve = {1.0: 0.6, 100.0: 0.3, 1e6: 0.25}
     result = choose_chance_strength(curve, target=0.25, tol=0.06)
-    out = plot_chance_curve(curve, tmp_path / "docs" / "curve.png", plain=0.62, result=result, title="t")
+    out = plot_chance_curve(
+        curve, tmp_path / "docs" / "curve.png", plain=0.62, result=result, title="t"
+    )
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -144,14 +179,22 @@ def _fake_wmdp(root: Path) -> Path:
     folder = root / "data" / "wmdp"
     folder.mkdir(parents=True)
     for subject in ("bio", "chem", "cyber"):
-        rows = [{"question": f"Who is Harry Potter at Hogwarts, case {i}?", "choices": ["a wizard", "a baker", "a king", "a cat"],
-                 "answer": i % 4} for i in range(10)]
+        rows = [
+            {
+                "question": f"Who is Harry Potter at Hogwarts, case {i}?",
+                "choices": ["a wizard", "a baker", "a king", "a cat"],
+                "answer": i % 4,
+            }
+            for i in range(10)
+        ]
         (folder / f"wmdp-{subject}.json").write_text(json.dumps(rows))
     return root / "data"
 
 
 @pytest.mark.parametrize("calibrate_on", ["flagged", "known"])
-def test_calibrate_chance_command(tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch, calibrate_on: str) -> None:  # noqa: ANN001
+def test_calibrate_chance_command(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch, calibrate_on: str
+) -> None:
     import json
 
     from eco_integrations import Guard
@@ -161,16 +204,41 @@ def test_calibrate_chance_command(tiny_model_dir, toy_guard, tmp_path: Path, cap
     toy_guard.save(tmp_path / "g")
     # Guard.load would bring the default MiniLM; the toy guard's tiny encoder stands in for it.
     monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
-    argv = ["calibrate", "strength", "--objective", "chance", "--guard", str(tmp_path / "g"), "--model", str(tiny_model_dir),
-            "--data-dir", str(data), "--n", "6", "--strengths", "1,1e6", "--letters", "plain", "--tol", "0.5",
-            "--calibrate-on", calibrate_on, "--plot", str(tmp_path / "curve.png")]
+    argv = [
+        "calibrate",
+        "strength",
+        "--objective",
+        "chance",
+        "--guard",
+        str(tmp_path / "g"),
+        "--model",
+        str(tiny_model_dir),
+        "--data-dir",
+        str(data),
+        "--n",
+        "6",
+        "--strengths",
+        "1,1e6",
+        "--letters",
+        "plain",
+        "--tol",
+        "0.5",
+        "--calibrate-on",
+        calibrate_on,
+        "--plot",
+        str(tmp_path / "curve.png"),
+    ]
     code = main(argv)
     out = capsys.readouterr()
     if code != 0:  # the tiny random model may know none of the six: that must be said, not crash
         assert calibrate_on == "known" and "answers none of the" in out.err, out.err
         return
     summary = json.loads(out.out.strip().splitlines()[-1])
-    assert summary["n_calibration"] == 6 and summary["n_flagged"] >= 1 and summary["calibrate_on"] == calibrate_on
+    assert (
+        summary["n_calibration"] == 6
+        and summary["n_flagged"] >= 1
+        and summary["calibrate_on"] == calibrate_on
+    )
     assert [p["strength"] for p in summary["curve"]] == [1.0, 1e6]
     assert (tmp_path / "curve.png").is_file()
     assert ECOPolicy.load(tmp_path / "g").corruption.strength == summary["strength"]

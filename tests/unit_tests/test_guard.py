@@ -3,15 +3,20 @@ import json
 import numpy as np
 import pytest
 from sklearn.base import clone
-
-from eco_integrations import ArtifactError, Guard, GuardNotFittedError, InvalidInputError, PromptGuard
-from eco_integrations.guard import mine_terms, threshold_for_fpr
-from eco_integrations.exceptions import ConfigurationError
-
 from toy_data import TOY_FORGET, TOY_RETAIN
 
+from eco_integrations import (
+    ArtifactError,
+    Guard,
+    GuardNotFittedError,
+    InvalidInputError,
+    PromptGuard,
+)
+from eco_integrations.exceptions import ConfigurationError
+from eco_integrations.guard import mine_terms, threshold_for_fpr
 
-def test_estimator_contract(tiny_encoder) -> None:  # noqa: ANN001
+
+def test_estimator_contract(tiny_encoder) -> None:
     est = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2)
     assert est.get_params()["target_fpr"] == 0.2
     assert not hasattr(est, "classifier_")  # __init__ does no work
@@ -34,7 +39,7 @@ def test_threshold_for_fpr() -> None:
     assert np.mean(scores > t) >= 0.04
 
 
-def test_decide_record(toy_guard) -> None:  # noqa: ANN001
+def test_decide_record(toy_guard) -> None:
     d = toy_guard.decide("Who is Harry Potter?")
     assert d.flagged and d.target == "harry-potter"
     assert d.guard_id == "toyguard0001" and d.guard_version == 1
@@ -44,7 +49,7 @@ def test_decide_record(toy_guard) -> None:  # noqa: ANN001
     assert not benign.flagged and benign.target is None
 
 
-def test_score_is_batched(toy_guard) -> None:  # noqa: ANN001
+def test_score_is_batched(toy_guard) -> None:
     texts = TOY_FORGET + TOY_RETAIN
     batch = toy_guard.score(texts)
     single = np.concatenate([toy_guard.score([t]) for t in texts])
@@ -52,19 +57,33 @@ def test_score_is_batched(toy_guard) -> None:  # noqa: ANN001
     assert np.allclose(batch, single, atol=1e-5)
 
 
-def test_adding_a_target_keeps_the_others(toy_guard) -> None:  # noqa: ANN001
+def test_adding_a_target_keeps_the_others(toy_guard) -> None:
     before = toy_guard.targets["harry-potter"]
     coef, threshold = before.classifier_.coef_.copy(), before.threshold_
-    toy_guard.add_target("baking", ["How do I bake bread?", "Bread needs yeast.", "Knead the dough.", "Oven temperature for bread?"],
-                         TOY_RETAIN[:1] + TOY_RETAIN[2:] + TOY_FORGET[:2], cv=2, target_fpr=0.2)
+    toy_guard.add_target(
+        "baking",
+        [
+            "How do I bake bread?",
+            "Bread needs yeast.",
+            "Knead the dough.",
+            "Oven temperature for bread?",
+        ],
+        TOY_RETAIN[:1] + TOY_RETAIN[2:] + TOY_FORGET[:2],
+        cv=2,
+        target_fpr=0.2,
+    )
     after = toy_guard.targets["harry-potter"]
-    assert after is before and np.array_equal(after.classifier_.coef_, coef) and after.threshold_ == threshold
+    assert (
+        after is before
+        and np.array_equal(after.classifier_.coef_, coef)
+        and after.threshold_ == threshold
+    )
     assert toy_guard.version == 2
     assert toy_guard.score(["x y"]).shape == (1, 2)
     assert toy_guard.decide("Bread needs yeast and an oven.").target in ("baking", None)
 
 
-def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:
     toy_guard.save(tmp_path / "g")
     files = {p.name for p in (tmp_path / "g").rglob("*") if p.is_file()}
     assert files == {"manifest.json", "integrity.json", "weights.safetensors", "vocabulary.json"}
@@ -76,7 +95,7 @@ def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa
     assert loaded.terms == toy_guard.terms
 
 
-def test_edited_folder_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+def test_edited_folder_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     vocab = next(folder.rglob("vocabulary.json"))
     data = json.loads(vocab.read_text())
@@ -86,7 +105,7 @@ def test_edited_folder_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:  #
         Guard.load(folder, encoder=tiny_encoder)
 
 
-def test_other_schema_version_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+def test_other_schema_version_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["schema_version"] = 99
@@ -97,13 +116,13 @@ def test_other_schema_version_is_refused(toy_guard, tmp_path, tiny_encoder) -> N
         Guard.load(tmp_path / "missing", encoder=tiny_encoder)
 
 
-def test_wrong_encoder_is_refused(toy_guard, tmp_path, tiny_encoder_dir) -> None:  # noqa: ANN001
+def test_wrong_encoder_is_refused(toy_guard, tmp_path, tiny_encoder_dir) -> None:
     from eco_integrations import SentenceEncoder
 
     folder = toy_guard.save(tmp_path / "g")
     other = SentenceEncoder(tiny_encoder_dir)
-    other._load()  # noqa: SLF001
-    other._loaded = (other._loaded[0], other._loaded[1], "cls", True, 64)  # noqa: SLF001 - a different pooling embeds differently
+    other._load()
+    other._loaded = (other._loaded[0], other._loaded[1], "cls", True, 64)
     with pytest.raises(ArtifactError, match="embeds differently"):
         Guard.load(folder, encoder=other)
 
@@ -114,16 +133,16 @@ def test_wrong_encoder_is_refused(toy_guard, tmp_path, tiny_encoder_dir) -> None
         ([], TOY_RETAIN, "has no forget examples"),
         (TOY_FORGET, [], "has no retain examples"),
         (TOY_FORGET[:1], TOY_RETAIN, "at least cv=2 forget"),
-        (TOY_FORGET + [""], TOY_RETAIN, "is empty"),
-        (TOY_FORGET + [None], TOY_RETAIN, "NoneType, not a string"),
+        ([*TOY_FORGET, ""], TOY_RETAIN, "is empty"),
+        ([*TOY_FORGET, None], TOY_RETAIN, "NoneType, not a string"),
     ],
 )
-def test_bad_target_examples(tiny_encoder, forget, retain, message: str) -> None:  # noqa: ANN001
+def test_bad_target_examples(tiny_encoder, forget, retain, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         Guard(tiny_encoder).add_target("t", forget, retain, cv=2)
 
 
-def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:  # noqa: ANN001
+def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:
     with pytest.raises(ConfigurationError, match="Target name"):
         Guard(tiny_encoder).add_target("../evil", TOY_FORGET, TOY_RETAIN, cv=2)
     with pytest.raises(ConfigurationError, match="target_fpr must be in"):
@@ -135,14 +154,19 @@ def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:  # noqa: ANN001
 
 
 def test_mine_terms_prefers_forget_only_names() -> None:
-    forget = ["Harry Potter lives at Hogwarts.", "Where is Hogwarts?", "Harry Potter has an owl.", "Paris is nice."]
+    forget = [
+        "Harry Potter lives at Hogwarts.",
+        "Where is Hogwarts?",
+        "Harry Potter has an owl.",
+        "Paris is nice.",
+    ]
     retain = ["Paris is the capital of France.", "Where is Rome?"]
     terms = mine_terms(forget, retain)
     assert "Harry Potter" in terms and "Hogwarts" in terms
     assert "Paris" not in terms and "Where" not in terms
 
 
-def test_long_text_is_scored_by_passage(toy_guard) -> None:  # noqa: ANN001
+def test_long_text_is_scored_by_passage(toy_guard) -> None:
     from eco_integrations.guard import passages
 
     filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
@@ -155,7 +179,7 @@ def test_long_text_is_scored_by_passage(toy_guard) -> None:  # noqa: ANN001
     assert passages("short text") == ["short text"]
 
 
-def test_passage_setting_is_saved_and_can_be_turned_off(toy_guard, tmp_path, tiny_encoder) -> None:  # noqa: ANN001
+def test_passage_setting_is_saved_and_can_be_turned_off(toy_guard, tmp_path, tiny_encoder) -> None:
     filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
     long_text = filler + "Who is Hermione Granger? " + filler
     whole = toy_guard.targets["harry-potter"].forget_proba([long_text])[0]
@@ -163,6 +187,9 @@ def test_passage_setting_is_saved_and_can_be_turned_off(toy_guard, tmp_path, tin
     assert np.isclose(toy_guard.score([long_text])[0, 0], whole)  # the text alone, one encoder pass
     loaded = Guard.load(toy_guard.save(tmp_path / "g"), encoder=tiny_encoder)
     assert loaded.passage_chars is None
-    assert json.loads((tmp_path / "g" / "manifest.json").read_text())["encoder"]["precision"] == "float32"
+    assert (
+        json.loads((tmp_path / "g" / "manifest.json").read_text())["encoder"]["precision"]
+        == "float32"
+    )
     with pytest.raises(ConfigurationError, match="passage_chars must be a positive number"):
         Guard(tiny_encoder, passage_chars=0)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from ...exceptions import InvalidInputError
 from ..._console import print_json
+from ...exceptions import InvalidInputError
 from .._threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -48,15 +46,30 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
     from .report import write_guard_report
 
     metrics, guard, scores = run_guard_task(
-        args.task, args.data_dir, seed=args.seed, target_fpr=args.target_fpr, method=args.threshold,
-        show_progress=not args.quiet, params=_parse_params(args.guard_param),
+        args.task,
+        args.data_dir,
+        seed=args.seed,
+        target_fpr=args.target_fpr,
+        method=args.threshold,
+        show_progress=not args.quiet,
+        params=_parse_params(args.guard_param),
     )
     if args.out:
         metrics["files"] = write_guard_report(metrics, scores, args.out)
         if args.save_guard:
             guard.save(Path(args.out) / f"{args.task}-guard")
     if not args.json:
-        for key in ("tpr", "paraphrase_tpr", "fpr", "fpr_close", "fpr_other_mmlu", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold"):
+        for key in (
+            "tpr",
+            "paraphrase_tpr",
+            "fpr",
+            "fpr_close",
+            "fpr_other_mmlu",
+            "fpr_real_authors",
+            "fpr_world_facts",
+            "auroc",
+            "threshold",
+        ):
             if key in metrics:
                 print(f"{key:18} {metrics[key]:.4f}")
         print(f"threshold method: {metrics['threshold_method']}")
@@ -70,14 +83,36 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     summary = run_mcq_task(
-        args.data_dir, args.out, seed=args.seed, target_fpr=args.target_fpr, guard=args.guard, model=args.model,
-        corruption=args.corruption, dims=args.dims, strength=args.strength, limit=None if args.full else args.limit,
-        full=args.full, n_wmdp=args.n_wmdp, n_mmlu=args.n_mmlu, n_close=args.n_close, partial=args.partial,
-        threads=args.threads, letters=args.letters, batch_size=args.batch_size, show_progress=not args.quiet,
+        args.data_dir,
+        args.out,
+        seed=args.seed,
+        target_fpr=args.target_fpr,
+        guard=args.guard,
+        model=args.model,
+        corruption=args.corruption,
+        dims=args.dims,
+        strength=args.strength,
+        limit=None if args.full else args.limit,
+        full=args.full,
+        n_wmdp=args.n_wmdp,
+        n_mmlu=args.n_mmlu,
+        n_close=args.n_close,
+        partial=args.partial,
+        threads=args.threads,
+        letters=args.letters,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
         command=args.command_line,
     )
     if not args.json:
-        for key in ("wmdp_acc_plain", "wmdp_acc_eco", "mmlu_acc_plain", "mmlu_acc_eco", "mmlu_unchanged", "chance"):
+        for key in (
+            "wmdp_acc_plain",
+            "wmdp_acc_eco",
+            "mmlu_acc_plain",
+            "mmlu_acc_eco",
+            "mmlu_unchanged",
+            "chance",
+        ):
             print(f"{key:16} {summary[key]:.4f}")
     print_json(summary)
     return 0
@@ -98,39 +133,107 @@ def register(subparsers: Any) -> None:
     from .guard_eval import GUARD_TASKS
     from .mcq import LETTER_VARIANTS
 
-    evaluate = subparsers.add_parser("eval", help="evaluate guards and ECO on benchmark data").add_subparsers(dest="eval_command", required=True)
+    evaluate = subparsers.add_parser(
+        "eval", help="evaluate guards and ECO on benchmark data"
+    ).add_subparsers(dest="eval_command", required=True)
 
-    guard = evaluate.add_parser("guard", help="guard quality on a task's held-out prompts (JSON, Markdown, plots)")
+    guard = evaluate.add_parser(
+        "guard", help="guard quality on a task's held-out prompts (JSON, Markdown, plots)"
+    )
     guard.add_argument("--task", required=True, choices=GUARD_TASKS)
-    guard.add_argument("--data-dir", default=None, help="folder laid out like ../shared/data (default: the Hugging Face hub)")
-    guard.add_argument("--out", default=None, help="folder for <task>.json, <task>.md, <task>_hist.png, <task>_roc.png")
+    guard.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder laid out like ../shared/data (default: the Hugging Face hub)",
+    )
+    guard.add_argument(
+        "--out",
+        default=None,
+        help="folder for <task>.json, <task>.md, <task>_hist.png, <task>_roc.png",
+    )
     guard.add_argument("--seed", type=int, default=0)
-    guard.add_argument("--target-fpr", type=float, default=None, help="default: the task's goal (0.01 TOFU/WMDP, 0.02 MUSE)")
-    guard.add_argument("--threshold", default="target-rate", choices=THRESHOLD_METHODS,
-                       help="target-rate: the guard's cross-validated threshold; conformal: split-conformal on held-out retain prompts")
-    guard.add_argument("--guard-param", action="append", metavar="NAME=VALUE", help="PromptGuard hyperparameter for this task (repeatable)")
-    guard.add_argument("--save-guard", action="store_true", help="also save the fitted guard under --out")
+    guard.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        help="default: the task's goal (0.01 TOFU/WMDP, 0.02 MUSE)",
+    )
+    guard.add_argument(
+        "--threshold",
+        default="target-rate",
+        choices=THRESHOLD_METHODS,
+        help="target-rate: the guard's cross-validated threshold; conformal: split-conformal on held-out retain prompts",
+    )
+    guard.add_argument(
+        "--guard-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="PromptGuard hyperparameter for this task (repeatable)",
+    )
+    guard.add_argument(
+        "--save-guard", action="store_true", help="also save the fitted guard under --out"
+    )
     guard.add_argument("--json", action="store_true", help="print only the JSON line")
     guard.add_argument("--quiet", action="store_true", help="no progress bar")
     guard.set_defaults(func=cmd_eval_guard)
 
-    mcq = evaluate.add_parser("mcq", help="WMDP/MMLU multiple-choice accuracy with and without ECO (resumable)")
+    mcq = evaluate.add_parser(
+        "mcq", help="WMDP/MMLU multiple-choice accuracy with and without ECO (resumable)"
+    )
     mcq.add_argument("--data-dir", default=None)
-    mcq.add_argument("--out", default="eco-mcq", help="folder for results.jsonl (resume point), mcq.json and the fitted guard")
-    mcq.add_argument("--model", default=None, help="model folder or hub id (default: embedded SmolLM2)")
-    mcq.add_argument("--guard", default=None, help="guard folder (with policy.json); default: fit the WMDP protocol guard")
-    mcq.add_argument("--limit", type=int, default=None, help="questions per set (default 400 WMDP + 400 MMLU)")
-    mcq.add_argument("--full", action="store_true", help="every WMDP test question and all of MMLU test")
-    mcq.add_argument("--n-wmdp", type=int, default=None, help="WMDP questions (overrides --limit for WMDP)")
-    mcq.add_argument("--n-mmlu", type=int, default=None, help="MMLU questions (overrides --limit for MMLU)")
-    mcq.add_argument("--n-close", type=int, default=None, help="of the MMLU questions, how many from the close subjects (default: half)")
-    mcq.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
-    mcq.add_argument("--partial", action="store_true",
-                     help="score nothing: summarize the sample's questions already in results.jsonl (a run in progress or cut short)")
+    mcq.add_argument(
+        "--out",
+        default="eco-mcq",
+        help="folder for results.jsonl (resume point), mcq.json and the fitted guard",
+    )
+    mcq.add_argument(
+        "--model", default=None, help="model folder or hub id (default: embedded SmolLM2)"
+    )
+    mcq.add_argument(
+        "--guard",
+        default=None,
+        help="guard folder (with policy.json); default: fit the WMDP protocol guard",
+    )
+    mcq.add_argument(
+        "--limit", type=int, default=None, help="questions per set (default 400 WMDP + 400 MMLU)"
+    )
+    mcq.add_argument(
+        "--full", action="store_true", help="every WMDP test question and all of MMLU test"
+    )
+    mcq.add_argument(
+        "--n-wmdp", type=int, default=None, help="WMDP questions (overrides --limit for WMDP)"
+    )
+    mcq.add_argument(
+        "--n-mmlu", type=int, default=None, help="MMLU questions (overrides --limit for MMLU)"
+    )
+    mcq.add_argument(
+        "--n-close",
+        type=int,
+        default=None,
+        help="of the MMLU questions, how many from the close subjects (default: half)",
+    )
+    mcq.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)"
+    )
+    mcq.add_argument(
+        "--partial",
+        action="store_true",
+        help="score nothing: summarize the sample's questions already in results.jsonl (a run in progress or cut short)",
+    )
     mcq.add_argument("--seed", type=int, default=0)
-    mcq.add_argument("--target-fpr", type=float, default=0.01, help="for the guard fitted when --guard is not given")
+    mcq.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.01,
+        help="for the guard fitted when --guard is not given",
+    )
     mcq.add_argument("--batch-size", type=int, default=8)
-    mcq.add_argument("--letters", default="space", choices=LETTER_VARIANTS, help="score ' A'..' D' (space) or 'A'..'D' (plain)")
+    mcq.add_argument(
+        "--letters",
+        default="space",
+        choices=LETTER_VARIANTS,
+        help="score ' A'..' D' (space) or 'A'..'D' (plain)",
+    )
     mcq.add_argument("--corruption", default=None, help="override the policy's corruption name")
     mcq.add_argument("--dims", type=int, default=None)
     mcq.add_argument("--strength", type=float, default=None)
@@ -142,8 +245,12 @@ def register(subparsers: Any) -> None:
 
     add_eval_tofu(evaluate)
 
-    calibrate = subparsers.add_parser("calibrate", help="choose ECO settings from data").add_subparsers(dest="calibrate_command", required=True)
-    strength = calibrate.add_parser("strength", help="zeroth-order search of the corruption strength toward a target value")
+    calibrate = subparsers.add_parser(
+        "calibrate", help="choose ECO settings from data"
+    ).add_subparsers(dest="calibrate_command", required=True)
+    strength = calibrate.add_parser(
+        "strength", help="zeroth-order search of the corruption strength toward a target value"
+    )
     from ..strength import add_arguments
 
     add_arguments(strength)

@@ -17,9 +17,21 @@ from typing import Any
 from ...exceptions import ConfigurationError
 
 TOFU_SPLITS = (
-    "full", "forget01", "forget05", "forget10", "retain99", "retain95", "retain90",
-    "forget01_perturbed", "forget05_perturbed", "forget10_perturbed", "retain_perturbed",
-    "real_authors", "real_authors_perturbed", "world_facts", "world_facts_perturbed",
+    "full",
+    "forget01",
+    "forget05",
+    "forget10",
+    "retain99",
+    "retain95",
+    "retain90",
+    "forget01_perturbed",
+    "forget05_perturbed",
+    "forget10_perturbed",
+    "retain_perturbed",
+    "real_authors",
+    "real_authors_perturbed",
+    "world_facts",
+    "world_facts_perturbed",
 )
 TOFU_HUB_ID = "locuslab/TOFU"
 # Each forget split and the retain split that completes it.
@@ -35,17 +47,29 @@ MMLU_SPLITS = ("test", "val", "dev")
 MMLU_HUB_ID = "cais/mmlu"
 _MMLU_HUB_SPLIT = {"test": "test", "val": "validation", "dev": "dev"}
 # The subjects closest to WMDP's hazardous domains: where a WMDP guard is most likely to misfire.
-MMLU_CLOSE_SUBJECTS = ("college_biology", "virology", "college_computer_science", "computer_security")
+MMLU_CLOSE_SUBJECTS = (
+    "college_biology",
+    "virology",
+    "college_computer_science",
+    "computer_security",
+)
 
 MUSE_CORPORA = ("news", "books")
 MUSE_SPLITS = ("forget", "retain", "forget_icl", "retain_icl")
 MUSE_HUB_IDS = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 # Local file names (renamed copies of MUSE's data/<corpus>/knowmem/*.json) and hub split names.
 _MUSE_FILES = {
-    "forget": "knowmem_forget_qa.json", "retain": "knowmem_retain2_qa.json",
-    "forget_icl": "knowmem_forget_qa_icl.json", "retain_icl": "knowmem_retain2_qa_icl.json",
+    "forget": "knowmem_forget_qa.json",
+    "retain": "knowmem_retain2_qa.json",
+    "forget_icl": "knowmem_forget_qa_icl.json",
+    "retain_icl": "knowmem_retain2_qa_icl.json",
 }
-_MUSE_HUB_SPLITS = {"forget": "forget_qa", "retain": "retain_qa", "forget_icl": "forget_qa_icl", "retain_icl": "retain_qa_icl"}
+_MUSE_HUB_SPLITS = {
+    "forget": "forget_qa",
+    "retain": "retain_qa",
+    "forget_icl": "forget_qa_icl",
+    "retain_icl": "retain_qa_icl",
+}
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -113,8 +137,17 @@ def load_wmdp(subject: str, data_dir: str | Path | None = None) -> list[dict[str
         msg = f"Unknown WMDP subject {subject!r}; choose one of: {', '.join(WMDP_SUBJECTS)}."
         raise ConfigurationError(msg)
     folder = _data_dir(data_dir, "wmdp")
-    raw = _read_json_array(folder / f"wmdp-{subject}.json") if folder is not None else _from_hub(WMDP_HUB_ID, f"wmdp-{subject}", "test")
-    return [_mcq_row(r.get("question"), r.get("choices"), r.get("answer"), subject, f"wmdp-{subject} row {i}") for i, r in enumerate(raw)]
+    raw = (
+        _read_json_array(folder / f"wmdp-{subject}.json")
+        if folder is not None
+        else _from_hub(WMDP_HUB_ID, f"wmdp-{subject}", "test")
+    )
+    return [
+        _mcq_row(
+            r.get("question"), r.get("choices"), r.get("answer"), subject, f"wmdp-{subject} row {i}"
+        )
+        for i, r in enumerate(raw)
+    ]
 
 
 def mmlu_subjects(data_dir: str | Path | None = None, split: str = "test") -> list[str]:
@@ -122,7 +155,9 @@ def mmlu_subjects(data_dir: str | Path | None = None, split: str = "test") -> li
     _check_mmlu_split(split)
     folder = _data_dir(data_dir, "mmlu")
     if folder is not None:
-        return sorted(p.name[: -len(f"_{split}.csv")] for p in (folder / split).glob(f"*_{split}.csv"))
+        return sorted(
+            p.name[: -len(f"_{split}.csv")] for p in (folder / split).glob(f"*_{split}.csv")
+        )
     return sorted({r["subject"] for r in load_mmlu("all", split)})
 
 
@@ -132,7 +167,9 @@ def _check_mmlu_split(split: str) -> None:
         raise ConfigurationError(msg)
 
 
-def load_mmlu(subject: str, split: str = "test", data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def load_mmlu(
+    subject: str, split: str = "test", data_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
     """MMLU questions of one subject (e.g. ``virology``), or of every subject with ``"all"``.
 
     Local files are the released CSVs (no header: question, A, B, C, D, answer letter); they hold
@@ -143,7 +180,13 @@ def load_mmlu(subject: str, split: str = "test", data_dir: str | Path | None = N
     if folder is None:
         raw = _from_hub(MMLU_HUB_ID, subject, _MMLU_HUB_SPLIT[split])
         return [
-            _mcq_row(r.get("question"), r.get("choices"), r.get("answer"), r.get("subject") or subject, f"mmlu {subject}/{split} row {i}")
+            _mcq_row(
+                r.get("question"),
+                r.get("choices"),
+                r.get("answer"),
+                r.get("subject") or subject,
+                f"mmlu {subject}/{split} row {i}",
+            )
             for i, r in enumerate(raw)
         ]
     subjects = mmlu_subjects(data_dir, split) if subject == "all" else [subject]
@@ -162,7 +205,9 @@ def load_mmlu(subject: str, split: str = "test", data_dir: str | Path | None = N
     return rows
 
 
-def load_muse(corpus: str, split: str = "forget", data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def load_muse(
+    corpus: str, split: str = "forget", data_dir: str | Path | None = None
+) -> list[dict[str, Any]]:
     """MUSE knowledge-memorization QA (``question``, ``answer``) of ``news`` or ``books``.
 
     ``retain`` is MUSE's ``retain2`` QA set (the hub calls it ``retain_qa``).

@@ -15,8 +15,18 @@ from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError, InvalidInputError
 from ...guard import Guard
 from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
-from .datasets import LETTERS, TOFU_AUTHOR_ROWS, TOFU_FORGET_SPLITS, MMLU_CLOSE_SUBJECTS, MUSE_CORPORA, WMDP_SUBJECTS, load_mmlu, load_muse, load_tofu, load_wmdp
-
+from .datasets import (
+    LETTERS,
+    MMLU_CLOSE_SUBJECTS,
+    MUSE_CORPORA,
+    TOFU_AUTHOR_ROWS,
+    TOFU_FORGET_SPLITS,
+    WMDP_SUBJECTS,
+    load_mmlu,
+    load_muse,
+    load_tofu,
+    load_wmdp,
+)
 
 
 def _rate(flags: list[bool]) -> float:
@@ -41,7 +51,9 @@ def tofu_guard_protocol(
     Returns the metrics, the fitted guard, and the test scores by set.
     """
     if split not in TOFU_FORGET_SPLITS:
-        msg = f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
+        msg = (
+            f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
+        )
         raise ConfigurationError(msg)
     forget = load_tofu(split, data_dir)
     perturbed = load_tofu(f"{split}_perturbed", data_dir)
@@ -65,7 +77,15 @@ def tofu_guard_protocol(
 
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=f"tofu-{split}")
-    guard.add_target(f"tofu-{split}", forget_texts, retain_texts, retain_groups=retain_groups, forget_groups=forget_groups, target_fpr=target_fpr, show_progress=show_progress)
+    guard.add_target(
+        f"tofu-{split}",
+        forget_texts,
+        retain_texts,
+        retain_groups=retain_groups,
+        forget_groups=forget_groups,
+        target_fpr=target_fpr,
+        show_progress=show_progress,
+    )
     fit_seconds = time.perf_counter() - started
 
     tests = {
@@ -86,7 +106,12 @@ def tofu_guard_protocol(
         "fpr": _rate(flagged["retain"]),
         "fpr_real_authors": _rate(flagged["real_authors"]),
         "fpr_world_facts": _rate(flagged["world_facts"]),
-        "auroc": float(roc_auc_score([1] * len(scores["forget"]) + [0] * len(negatives), np.concatenate([scores["forget"], negatives]))),
+        "auroc": float(
+            roc_auc_score(
+                [1] * len(scores["forget"]) + [0] * len(negatives),
+                np.concatenate([scores["forget"], negatives]),
+            )
+        ),
         "threshold": float(threshold),
         "threshold_method": f"cross-validated retain scores at target FPR {target_fpr}",
         "cv_fpr": guard.targets[f"tofu-{split}"].cv_fpr_,
@@ -112,7 +137,9 @@ def mcq_guard_text(row: dict[str, Any]) -> str:
     subject, which would let a guard separate WMDP from MMLU by the header alone instead of by
     the question. `eco eval mcq` classifies exactly this text.
     """
-    lines = [row["question"].strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"])]
+    lines = [row["question"].strip()] + [
+        f"{letter}. {choice}" for letter, choice in zip(LETTERS, row["choices"], strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -140,15 +167,18 @@ def _fit_target(
     params = params or {}
     if method == "target-rate":
         est = guard.add_target(name, forget, retain, target_fpr=target_fpr, **params)
-        return {"threshold_method": f"target-rate: cross-validated retain scores at target FPR {target_fpr}",
-                "cv_fpr": est.cv_fpr_, "cv_tpr": est.cv_tpr_}
+        return {
+            "threshold_method": f"target-rate: cross-validated retain scores at target FPR {target_fpr}",
+            "cv_fpr": est.cv_fpr_,
+            "cv_tpr": est.cv_tpr_,
+        }
     if method != "conformal":
         msg = f"Unknown threshold method {method!r}; choose one of: {', '.join(THRESHOLD_METHODS)}."
         raise InvalidInputError(msg)
     items = retain_items if retain_items is not None else list(range(len(retain)))
     unique = sorted(set(items))
     rng = np.random.default_rng(seed + 1)
-    held = set(rng.permutation(unique)[: int(round(CALIBRATION_FRACTION * len(unique)))].tolist())
+    held = set(rng.permutation(unique)[: round(CALIBRATION_FRACTION * len(unique))].tolist())
     need = min_calibration_size(target_fpr)
     if len(held) < need:
         msg = (
@@ -156,21 +186,29 @@ def _fit_target(
             f"but at least {need} are needed. Use --threshold target-rate, or raise --target-fpr."
         )
         raise InvalidInputError(msg)
-    fit_retain = [t for t, i in zip(retain, items) if i not in held]
+    fit_retain = [t for t, i in zip(retain, items, strict=True) if i not in held]
     est = guard.add_target(name, forget, fit_retain, target_fpr=target_fpr, **params)
     held_sorted = sorted(held)
-    calib = calibration_texts(held_sorted) if calibration_texts is not None else [t for t, i in zip(retain, items) if i in held]
+    calib = (
+        calibration_texts(held_sorted)
+        if calibration_texts is not None
+        else [t for t, i in zip(retain, items, strict=True) if i in held]
+    )
     calib_scores = est.forget_proba(calib, embeddings=guard.encoder.encode(calib))
     est.threshold_ = conformal_threshold(calib_scores, target_fpr)
-    return {"threshold_method": f"conformal: split-conformal on {len(calib)} held-out retain prompts at target FPR {target_fpr}",
-            "n_calibration": len(calib)}
+    return {
+        "threshold_method": f"conformal: split-conformal on {len(calib)} held-out retain prompts at target FPR {target_fpr}",
+        "n_calibration": len(calib),
+    }
 
 
 def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg])))
 
 
-def wmdp_fit_test_split(data_dir: str | Path | None = None, *, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def wmdp_fit_test_split(
+    data_dir: str | Path | None = None, *, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """WMDP rows split per subject: a random :data:`WMDP_FIT_FRACTION` to fit the guard, the rest to test.
 
     Each row gains an ``id`` (``wmdp-<subject>/<index in the published file>``).
@@ -179,9 +217,11 @@ def wmdp_fit_test_split(data_dir: str | Path | None = None, *, seed: int = 0) ->
     fit_rows: list[dict[str, Any]] = []
     test_rows: list[dict[str, Any]] = []
     for subject in WMDP_SUBJECTS:
-        rows = [{**r, "id": f"wmdp-{subject}/{i}"} for i, r in enumerate(load_wmdp(subject, data_dir))]
+        rows = [
+            {**r, "id": f"wmdp-{subject}/{i}"} for i, r in enumerate(load_wmdp(subject, data_dir))
+        ]
         order = rng.permutation(len(rows))
-        n_fit = int(round(WMDP_FIT_FRACTION * len(rows)))
+        n_fit = round(WMDP_FIT_FRACTION * len(rows))
         fit_rows += [rows[i] for i in sorted(order[:n_fit].tolist())]
         test_rows += [rows[i] for i in sorted(order[n_fit:].tolist())]
     return fit_rows, test_rows
@@ -190,7 +230,11 @@ def wmdp_fit_test_split(data_dir: str | Path | None = None, *, seed: int = 0) ->
 def _wmdp_guard(encoder: SentenceEncoder | None) -> Guard:
     # A multiple-choice prompt is one item: passages (question alone, choice pairs) would cost
     # five encoder passes per prompt and find nothing the whole text does not show.
-    return Guard(encoder or SentenceEncoder(precision=WMDP_ENCODER_PRECISION), guard_id="wmdp", passage_chars=None)
+    return Guard(
+        encoder or SentenceEncoder(precision=WMDP_ENCODER_PRECISION),
+        guard_id="wmdp",
+        passage_chars=None,
+    )
 
 
 def fit_wmdp_guard(
@@ -206,8 +250,16 @@ def fit_wmdp_guard(
     fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
     retain_rows = load_mmlu("all", "val", data_dir)
     guard = _wmdp_guard(encoder)
-    how = _fit_target(guard, "wmdp", [mcq_guard_text(r) for r in fit_rows], [mcq_guard_text(r) for r in retain_rows],
-                      method=method, target_fpr=target_fpr, seed=seed, params=params)
+    how = _fit_target(
+        guard,
+        "wmdp",
+        [mcq_guard_text(r) for r in fit_rows],
+        [mcq_guard_text(r) for r in retain_rows],
+        method=method,
+        target_fpr=target_fpr,
+        seed=seed,
+        params=params,
+    )
     return guard, how
 
 
@@ -235,7 +287,16 @@ def wmdp_guard_protocol(
 
     started = time.perf_counter()
     guard = _wmdp_guard(encoder)
-    how = _fit_target(guard, "wmdp", forget_texts, retain_texts, method=method, target_fpr=target_fpr, seed=seed, params=params)
+    how = _fit_target(
+        guard,
+        "wmdp",
+        forget_texts,
+        retain_texts,
+        method=method,
+        target_fpr=target_fpr,
+        seed=seed,
+        params=params,
+    )
     fit_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -246,7 +307,11 @@ def wmdp_guard_protocol(
     threshold = guard.targets["wmdp"].threshold_
     close = np.array([r["subject"] in MMLU_CLOSE_SUBJECTS for r in mmlu_test])
     wmdp_subject = np.array([r["subject"] for r in test_rows])
-    scores = {"forget": wmdp_scores, "mmlu_close": mmlu_scores[close], "mmlu_other": mmlu_scores[~close]}
+    scores = {
+        "forget": wmdp_scores,
+        "mmlu_close": mmlu_scores[close],
+        "mmlu_other": mmlu_scores[~close],
+    }
     metrics: dict[str, Any] = {
         "task": "wmdp",
         "tpr": float(np.mean(wmdp_scores > threshold)),
@@ -256,12 +321,24 @@ def wmdp_guard_protocol(
         "auroc": _auroc(wmdp_scores, mmlu_scores),
         "auroc_close": _auroc(wmdp_scores, mmlu_scores[close]),
         "threshold": float(threshold),
-        **{f"tpr_{s}": float(np.mean(wmdp_scores[wmdp_subject == s] > threshold)) for s in WMDP_SUBJECTS},
-        **{f"fpr_{s}": float(np.mean(mmlu_scores[np.array([r['subject'] == s for r in mmlu_test])] > threshold)) for s in MMLU_CLOSE_SUBJECTS},
+        **{
+            f"tpr_{s}": float(np.mean(wmdp_scores[wmdp_subject == s] > threshold))
+            for s in WMDP_SUBJECTS
+        },
+        **{
+            f"fpr_{s}": float(
+                np.mean(mmlu_scores[np.array([r["subject"] == s for r in mmlu_test])] > threshold)
+            )
+            for s in MMLU_CLOSE_SUBJECTS
+        },
         **how,
         "target_fpr": target_fpr,
         "n_fit": {"forget": len(forget_texts), "retain": len(retain_texts)},
-        "n_test": {"forget": len(test_rows), "mmlu_close": int(close.sum()), "mmlu_other": int((~close).sum())},
+        "n_test": {
+            "forget": len(test_rows),
+            "mmlu_close": int(close.sum()),
+            "mmlu_other": int((~close).sum()),
+        },
         "encoder_precision": guard.encoder.precision,
         "passage_chars": guard.passage_chars,
         "fit_seconds": round(fit_seconds, 1),
@@ -292,16 +369,34 @@ def muse_guard_protocol(
     forget, retain = load_muse(corpus, "forget", data_dir), load_muse(corpus, "retain", data_dir)
     rng = np.random.default_rng(seed)
     f_order, r_order = rng.permutation(len(forget)), rng.permutation(len(retain))
-    f_fit, f_test = sorted(f_order[: len(forget) // 2].tolist()), sorted(f_order[len(forget) // 2 :].tolist())
-    r_fit, r_test = sorted(r_order[: len(retain) // 2].tolist()), sorted(r_order[len(retain) // 2 :].tolist())
-    forget_texts = [forget[i]["question"] for i in f_fit] + [forget[i]["answer"] for i in f_fit if forget[i]["answer"].strip()]
-    retain_pairs = [(retain[i]["question"], i) for i in r_fit] + [(retain[i]["answer"], i) for i in r_fit if retain[i]["answer"].strip()]
+    f_fit, f_test = (
+        sorted(f_order[: len(forget) // 2].tolist()),
+        sorted(f_order[len(forget) // 2 :].tolist()),
+    )
+    r_fit, r_test = (
+        sorted(r_order[: len(retain) // 2].tolist()),
+        sorted(r_order[len(retain) // 2 :].tolist()),
+    )
+    forget_texts = [forget[i]["question"] for i in f_fit] + [
+        forget[i]["answer"] for i in f_fit if forget[i]["answer"].strip()
+    ]
+    retain_pairs = [(retain[i]["question"], i) for i in r_fit] + [
+        (retain[i]["answer"], i) for i in r_fit if retain[i]["answer"].strip()
+    ]
 
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=f"muse-{corpus}")
     how = _fit_target(
-        guard, f"muse-{corpus}", forget_texts, [t for t, _ in retain_pairs], method=method, target_fpr=target_fpr, seed=seed,
-        retain_items=[i for _, i in retain_pairs], calibration_texts=lambda items: [retain[i]["question"] for i in items], params=params,
+        guard,
+        f"muse-{corpus}",
+        forget_texts,
+        [t for t, _ in retain_pairs],
+        method=method,
+        target_fpr=target_fpr,
+        seed=seed,
+        retain_items=[i for _, i in retain_pairs],
+        calibration_texts=lambda items: [retain[i]["question"] for i in items],
+        params=params,
     )
     fit_seconds = time.perf_counter() - started
     scores = {
@@ -329,7 +424,9 @@ def _score(guard: Guard, texts: list[str], show_progress: bool, chunk: int = 102
     from tqdm.auto import tqdm
 
     out = []
-    bar = tqdm(total=len(texts), desc="scoring", unit="prompt", disable=not show_progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(texts), desc="scoring", unit="prompt", disable=not show_progress, file=sys.stderr
+    )
     for start in range(0, len(texts), chunk):
         out.append(guard.score(texts[start : start + chunk])[:, 0])
         bar.update(len(texts[start : start + chunk]))
@@ -362,11 +459,32 @@ def run_guard_task(
         if method != "target-rate" or params:
             msg = "The TOFU protocol is fixed by the engine issue (target-rate threshold, default guard); drop --threshold/--guard-param for tofu tasks."
             raise InvalidInputError(msg)
-        metrics, guard, scores = tofu_guard_protocol(task.removeprefix("tofu-"), data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress)
+        metrics, guard, scores = tofu_guard_protocol(
+            task.removeprefix("tofu-"),
+            data_dir,
+            seed=seed,
+            target_fpr=fpr,
+            show_progress=show_progress,
+        )
     elif task == "wmdp":
-        metrics, guard, scores = wmdp_guard_protocol(data_dir, seed=seed, target_fpr=fpr, method=method, show_progress=show_progress, params=params)
+        metrics, guard, scores = wmdp_guard_protocol(
+            data_dir,
+            seed=seed,
+            target_fpr=fpr,
+            method=method,
+            show_progress=show_progress,
+            params=params,
+        )
     else:
-        metrics, guard, scores = muse_guard_protocol(task.removeprefix("muse-"), data_dir, seed=seed, target_fpr=fpr, method=method, show_progress=show_progress, params=params)
+        metrics, guard, scores = muse_guard_protocol(
+            task.removeprefix("muse-"),
+            data_dir,
+            seed=seed,
+            target_fpr=fpr,
+            method=method,
+            show_progress=show_progress,
+            params=params,
+        )
     metrics["guard_params"] = params or {}
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics, guard, scores

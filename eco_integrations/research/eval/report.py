@@ -18,7 +18,17 @@ import numpy as np
 
 # Which score sets are forget prompts (positives); every other set is benign.
 POSITIVE_SETS = ("forget", "paraphrase")
-_HEADLINE = ("tpr", "paraphrase_tpr", "fpr", "fpr_close", "fpr_other_mmlu", "fpr_real_authors", "fpr_world_facts", "auroc", "threshold")
+_HEADLINE = (
+    "tpr",
+    "paraphrase_tpr",
+    "fpr",
+    "fpr_close",
+    "fpr_other_mmlu",
+    "fpr_real_authors",
+    "fpr_world_facts",
+    "auroc",
+    "threshold",
+)
 
 
 def _fmt(value: Any) -> str:
@@ -30,19 +40,29 @@ def _fmt(value: Any) -> str:
 def markdown_table(metrics: dict[str, Any]) -> str:
     """A two-column Markdown table of a task's headline metrics (only keys the task has)."""
     rows = [(k, metrics[k]) for k in _HEADLINE if k in metrics]
-    rows += [(k, v) for k, v in metrics.items() if (k.startswith("tpr_") or k.startswith("fpr_")) and k not in _HEADLINE]
+    rows += [
+        (k, v)
+        for k, v in metrics.items()
+        if (k.startswith(("tpr_", "fpr_"))) and k not in _HEADLINE
+    ]
     lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     lines.append(f"| threshold method | {metrics.get('threshold_method', '')} |")
     if "encoder_precision" in metrics:
         passages = metrics.get("passage_chars")
         lines.append(f"| encoder precision | {metrics['encoder_precision']} |")
-        lines.append(f"| passage scoring | {'off (each text whole)' if passages is None else f'texts over {passages} chars'} |")
-    lines.append(f"| test sets | {', '.join(f'{k}: {v}' for k, v in metrics.get('n_test', {}).items())} |")
+        lines.append(
+            f"| passage scoring | {'off (each text whole)' if passages is None else f'texts over {passages} chars'} |"
+        )
+    lines.append(
+        f"| test sets | {', '.join(f'{k}: {v}' for k, v in metrics.get('n_test', {}).items())} |"
+    )
     lines.append(f"| seconds | {metrics.get('seconds', '')} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_histograms(scores: dict[str, np.ndarray], threshold: float, path: Path, title: str) -> None:
+def plot_histograms(
+    scores: dict[str, np.ndarray], threshold: float, path: Path, title: str
+) -> None:
     """Score histograms of every test set, forget sets filled, the threshold as a vertical line."""
     import matplotlib
 
@@ -54,8 +74,15 @@ def plot_histograms(scores: dict[str, np.ndarray], threshold: float, path: Path,
     for name, values in scores.items():
         positive = name in POSITIVE_SETS
         # Benign sets are many times larger than forget sets: densities keep both visible.
-        ax.hist(values, bins=bins, density=True, alpha=0.45 if positive else 1.0, histtype="stepfilled" if positive else "step",
-                linewidth=1.5, label=f"{name} (n={len(values)})")
+        ax.hist(
+            values,
+            bins=bins.tolist(),
+            density=True,
+            alpha=0.45 if positive else 1.0,
+            histtype="stepfilled" if positive else "step",
+            linewidth=1.5,
+            label=f"{name} (n={len(values)})",
+        )
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4f}")
     ax.set_yscale("log")
     ax.set_xlabel("guard score P(forget)")
@@ -82,7 +109,13 @@ def plot_roc(scores: dict[str, np.ndarray], threshold: float, path: Path, title:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.plot(np.maximum(fpr, floor), tpr, label="forget vs benign")
     op_fpr, op_tpr = float(np.mean(neg > threshold)), float(np.mean(pos > threshold))
-    ax.scatter([max(op_fpr, floor)], [op_tpr], color="red", zorder=3, label=f"threshold: FPR {op_fpr:.4f}, TPR {op_tpr:.4f}")
+    ax.scatter(
+        [max(op_fpr, floor)],
+        [op_tpr],
+        color="red",
+        zorder=3,
+        label=f"threshold: FPR {op_fpr:.4f}, TPR {op_tpr:.4f}",
+    )
     ax.set_xscale("log")
     ax.set_xlim(floor, 1.0)
     ax.set_ylim(0.0, 1.01)
@@ -95,18 +128,27 @@ def plot_roc(scores: dict[str, np.ndarray], threshold: float, path: Path, title:
     plt.close(fig)
 
 
-def write_guard_report(metrics: dict[str, Any], scores: dict[str, np.ndarray], out: str | Path) -> dict[str, str]:
+def write_guard_report(
+    metrics: dict[str, Any], scores: dict[str, np.ndarray], out: str | Path
+) -> dict[str, str]:
     """Write ``<task>.json``, ``<task>.md``, ``<task>_hist.png`` and ``<task>_roc.png`` to ``out``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     task = str(metrics["task"])
     files = {
-        "json": folder / f"{task}.json", "markdown": folder / f"{task}.md",
-        "histogram": folder / f"{task}_hist.png", "roc": folder / f"{task}_roc.png",
+        "json": folder / f"{task}.json",
+        "markdown": folder / f"{task}.md",
+        "histogram": folder / f"{task}_hist.png",
+        "roc": folder / f"{task}_roc.png",
     }
     files["json"].write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     files["markdown"].write_text(f"### {task}\n\n" + markdown_table(metrics))
-    plot_histograms(scores, float(metrics["threshold"]), files["histogram"], f"{task}: guard scores on held-out prompts")
+    plot_histograms(
+        scores,
+        float(metrics["threshold"]),
+        files["histogram"],
+        f"{task}: guard scores on held-out prompts",
+    )
     plot_roc(scores, float(metrics["threshold"]), files["roc"], f"{task}: ROC on held-out prompts")
     return {k: str(v) for k, v in files.items()}
 
@@ -123,8 +165,13 @@ _GOALS = {
 def readme_snippet(folder: str | Path, commands: dict[str, str]) -> str:
     """Markdown with one table per task found in ``folder`` (``<task>.json``) and its command."""
     root = Path(folder)
-    parts = ["## Results\n", "Every number below was printed by the command above its table (2 CPU cores). "
-             "Plots: `<task>_hist.png` (score histograms with the threshold) and `<task>_roc.png` in this folder.\n"]
+    parts = [
+        "## Results\n",
+        (
+            "Every number below was printed by the command above its table (2 CPU cores). "
+            "Plots: `<task>_hist.png` (score histograms with the threshold) and `<task>_roc.png` in this folder.\n"
+        ),
+    ]
     parts.append(NOTES)
     missing = []
     for task, command in commands.items():
@@ -135,11 +182,16 @@ def readme_snippet(folder: str | Path, commands: dict[str, str]) -> str:
         metrics = json.loads(path.read_text())
         command = metrics.get("command") or command  # the exact command, when the run recorded it
         goal = _GOALS.get(task.split("-")[0], "")
-        parts.append(f"### {task}\n\n```\n{command}\n```\n\n{goal}\n\n" + (markdown_table(metrics) if task != "mcq" else mcq_table(metrics)))
+        parts.append(
+            f"### {task}\n\n```\n{command}\n```\n\n{goal}\n\n"
+            + (markdown_table(metrics) if task != "mcq" else mcq_table(metrics))
+        )
         if task != "mcq":
             parts.append(f"![{task} histogram]({task}_hist.png) ![{task} ROC]({task}_roc.png)\n")
     if missing:
-        parts.append(f"Not yet run into this folder: {', '.join(missing)} (run `scripts/make_results.sh`).\n")
+        parts.append(
+            f"Not yet run into this folder: {', '.join(missing)} (run `scripts/make_results.sh`).\n"
+        )
     return "\n".join(parts)
 
 
@@ -164,14 +216,25 @@ Notes on the protocols:
 
 
 def mcq_table(metrics: dict[str, Any]) -> str:
-    keys = [k for k in metrics if k.endswith(("_plain", "_eco", "_unchanged", "_flagged")) or k in ("chance", "n_wmdp", "n_mmlu", "letters")]
-    lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(metrics[k])} |" for k in keys)]
+    keys = [
+        k
+        for k in metrics
+        if k.endswith(("_plain", "_eco", "_unchanged", "_flagged"))
+        or k in ("chance", "n_wmdp", "n_mmlu", "letters")
+    ]
+    lines = [
+        "| metric | value |",
+        "| --- | --- |",
+        *(f"| {k} | {_fmt(metrics[k])} |" for k in keys),
+    ]
     lines.append(f"| corruption | {metrics.get('corruption')} |")
     lines.append(f"| seconds | {metrics.get('seconds', '')} |")
     return "\n".join(lines) + "\n"
 
 
-def run_guard_tasks(data_dir: str | Path, out: str | Path, tasks: list[str], *, show_progress: bool = True) -> None:
+def run_guard_tasks(
+    data_dir: str | Path, out: str | Path, tasks: list[str], *, show_progress: bool = True
+) -> None:
     """Run each guard task and write its report into ``out`` (what ``eco eval guard --out`` does)."""
     from .guard_eval import run_guard_task
 
@@ -183,24 +246,47 @@ def run_guard_tasks(data_dir: str | Path, out: str | Path, tasks: list[str], *, 
 
 def main(argv: list[str] | None = None) -> int:
     """Run every guard task (and, with ``--mcq``, the MCQ evaluation) and write the README snippet."""
-    parser = argparse.ArgumentParser(prog="python -m eco_integrations.research.eval.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m eco_integrations.research.eval.report", description=main.__doc__
+    )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", default="docs/results")
-    parser.add_argument("--tasks", nargs="*", default=None, help="guard tasks to (re)run; default: all")
-    parser.add_argument("--mcq", action="store_true", help="also run `eco eval mcq` (default sample; slow on CPU)")
-    parser.add_argument("--mcq-out", default=None, help="folder for the MCQ per-question results (default: the user cache; kept out of the repo)")
-    parser.add_argument("--snippet-only", action="store_true", help="only rebuild README_results.md from the JSON files")
+    parser.add_argument(
+        "--tasks", nargs="*", default=None, help="guard tasks to (re)run; default: all"
+    )
+    parser.add_argument(
+        "--mcq", action="store_true", help="also run `eco eval mcq` (default sample; slow on CPU)"
+    )
+    parser.add_argument(
+        "--mcq-out",
+        default=None,
+        help="folder for the MCQ per-question results (default: the user cache; kept out of the repo)",
+    )
+    parser.add_argument(
+        "--snippet-only",
+        action="store_true",
+        help="only rebuild README_results.md from the JSON files",
+    )
     args = parser.parse_args(argv)
     from ..._paths import cache_dir
     from .guard_eval import GUARD_TASKS
 
     # The commands are shown in the README (quoted, so a folder with a space reads right); the
     # runs below call the same functions directly.
-    commands = {t: shlex.join(["eco", "eval", "guard", "--task", t, "--data-dir", str(args.data_dir), "--json"]) for t in GUARD_TASKS}
+    commands = {
+        t: shlex.join(
+            ["eco", "eval", "guard", "--task", t, "--data-dir", str(args.data_dir), "--json"]
+        )
+        for t in GUARD_TASKS
+    }
     mcq_out = Path(args.mcq_out) if args.mcq_out else cache_dir() / "mcq"
-    commands["mcq"] = shlex.join(["eco", "eval", "mcq", "--data-dir", str(args.data_dir), "--out", str(mcq_out), "--json"])
+    commands["mcq"] = shlex.join(
+        ["eco", "eval", "mcq", "--data-dir", str(args.data_dir), "--out", str(mcq_out), "--json"]
+    )
     if not args.snippet_only:
-        run_guard_tasks(args.data_dir, args.out, list(args.tasks if args.tasks is not None else GUARD_TASKS))
+        run_guard_tasks(
+            args.data_dir, args.out, list(args.tasks if args.tasks is not None else GUARD_TASKS)
+        )
         if args.mcq:
             from .mcq import run_mcq_task
 
