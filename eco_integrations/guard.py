@@ -338,6 +338,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 LONG_TEXT_CHARS = 240
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and lines) of ``text``; blank ones dropped."""
+    return [s for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
 def passages(
     text: str, *, sentences_per_passage: int = 2, long_text_chars: int | None = LONG_TEXT_CHARS
 ) -> list[str]:
@@ -347,7 +352,7 @@ def passages(
     """
     if long_text_chars is None or len(text) <= long_text_chars:
         return [text]
-    sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+    sentences = split_sentences(text)
     if len(sentences) <= sentences_per_passage:
         return [text]
     windows = [

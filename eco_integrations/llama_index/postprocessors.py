@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Literal
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -13,20 +12,18 @@ from pydantic import ConfigDict, Field
 from eco_integrations.config import Decision
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.guard import Guard
+from eco_integrations.guard import split_sentences as sentences_of
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
 
 logger = logging.getLogger(__name__)
-
-# Sentence ends: ., ! or ? followed by whitespace, or line breaks.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def node_passages(text: str, *, split_sentences: bool) -> list[str]:
     """The texts the guard scores for one node: the whole node, plus each sentence when asked."""
     passages = [text.strip()]
     if split_sentences:
-        sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+        sentences = [s.strip() for s in sentences_of(text)]
         if len(sentences) > 1:
             passages.extend(sentences)
     return passages
