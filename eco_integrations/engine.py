@@ -285,18 +285,7 @@ class ECO:
 
     def _guard_error_decision(self, text: str, mode: Mode) -> Decision:
         """on_guard_error="corrupt": treat the prompt as flagged (no target, so no target terms)."""
-        return Decision(
-            flagged=True,
-            score=None,
-            threshold=None,
-            target=None,
-            corrupted=mode == "enforce",
-            mode=mode,
-            guard_id=self.guard.guard_id if self.guard else None,
-            guard_version=self.guard.version if self.guard else None,
-            policy_version=self.policy_version,
-            text_sha256=text_sha256(text),
-        )
+        return self._unscored_decision(text, flagged=True, score=None, threshold=None, mode=mode)
 
     def decide(
         self,
@@ -318,29 +307,24 @@ class ECO:
         corruption that is measured there, not the guard.
         """
         return [
-            Decision(
-                flagged=True,
-                score=1.0,
-                threshold=0.0,
-                target=None,
-                corrupted=True,
-                mode="enforce",
-                guard_id=self.guard.guard_id if self.guard else None,
-                guard_version=self.guard.version if self.guard else None,
-                policy_version=self.policy_version,
-                text_sha256=text_sha256(t),
-            )
+            self._unscored_decision(t, flagged=True, score=1.0, threshold=0.0, mode="enforce")
             for t in texts
         ]
 
     def _off_decision(self, text: str) -> Decision:
+        return self._unscored_decision(text, flagged=False, score=None, threshold=None, mode="off")
+
+    def _unscored_decision(
+        self, text: str, *, flagged: bool, score: float | None, threshold: float | None, mode: Mode
+    ) -> Decision:
+        """A decision the guard's scores did not make (off mode, a forced or a guard-error one)."""
         return Decision(
-            flagged=False,
-            score=None,
-            threshold=None,
+            flagged=flagged,
+            score=score,
+            threshold=threshold,
             target=None,
-            corrupted=False,
-            mode="off",
+            corrupted=flagged and mode == "enforce",
+            mode=mode,
             guard_id=self.guard.guard_id if self.guard else None,
             guard_version=self.guard.version if self.guard else None,
             policy_version=self.policy_version,

@@ -43,7 +43,7 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 # -- eco eval guard ----------------------------------------------------------------------------
 def cmd_eval_guard(args: argparse.Namespace) -> int:
     from .guard_eval import run_guard_task
-    from .report import write_guard_report
+    from .report import HEADLINE_METRICS, write_guard_report
 
     metrics, guard, scores = run_guard_task(
         args.task,
@@ -59,17 +59,7 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
         if args.save_guard:
             guard.save(Path(args.out) / f"{args.task}-guard")
     if not args.json:
-        for key in (
-            "tpr",
-            "paraphrase_tpr",
-            "fpr",
-            "fpr_close",
-            "fpr_other_mmlu",
-            "fpr_real_authors",
-            "fpr_world_facts",
-            "auroc",
-            "threshold",
-        ):
+        for key in HEADLINE_METRICS:
             if key in metrics:
                 print(f"{key:18} {metrics[key]:.4f}")
         print(f"threshold method: {metrics['threshold_method']}")

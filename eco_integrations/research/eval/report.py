@@ -18,7 +18,7 @@ import numpy as np
 
 # Which score sets are forget prompts (positives); every other set is benign.
 POSITIVE_SETS = ("forget", "paraphrase")
-_HEADLINE = (
+HEADLINE_METRICS = (  # the rates every guard task report leads with
     "tpr",
     "paraphrase_tpr",
     "fpr",
@@ -39,11 +39,11 @@ def _fmt(value: Any) -> str:
 
 def markdown_table(metrics: dict[str, Any]) -> str:
     """A two-column Markdown table of a task's headline metrics (only keys the task has)."""
-    rows = [(k, metrics[k]) for k in _HEADLINE if k in metrics]
+    rows = [(k, metrics[k]) for k in HEADLINE_METRICS if k in metrics]
     rows += [
         (k, v)
         for k, v in metrics.items()
-        if (k.startswith(("tpr_", "fpr_"))) and k not in _HEADLINE
+        if (k.startswith(("tpr_", "fpr_"))) and k not in HEADLINE_METRICS
     ]
     lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     lines.append(f"| threshold method | {metrics.get('threshold_method', '')} |")
