@@ -1,6 +1,6 @@
 """``eco serve`` on the embedded SmolLM2: OpenAI and LangChain clients unchanged, bad input, shutdown.
 
-The gateway runs as a subprocess on loopback (``python -m eco_integrations.serving``, the same
+The gateway runs as a subprocess on loopback (``python -m eco_integrations serve``, the same
 code as ``eco serve``); every wait is bounded and every server is stopped.
 """
 
