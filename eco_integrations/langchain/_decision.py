@@ -91,28 +91,43 @@ def _event_manager(
     )
 
 
-def emit_decision(decision: Decision, run_manager: RunManager | None) -> None:
+def emit_decision(
+    decision: Decision, run_manager: RunManager | None, run: RunnableConfig | None = None
+) -> None:
     """Send the ``eco_decision`` event on ``run_manager``'s run.
 
-    Without a run manager (LangChain's ``stream()`` calls ``_stream`` without one) the event
-    goes to the enclosing run, if the call happens inside one (a chain, an agent, a graph).
+    LangChain's ``stream()`` calls the streaming hook without a run manager: then the event goes
+    to ``run`` (the stream's own config, whose ``run_id`` names its run), or else to the
+    enclosing run, if the call happens inside one (a chain, an agent, a graph).
     """
     payload = decision.event_payload()
     if run_manager is not None:
         manager: CallbackManager = _event_manager(run_manager, decision, CallbackManager)
         manager.on_custom_event(EVENT_NAME, payload, run_id=run_manager.run_id)
         return
+    if run is not None and run.get("run_id") is not None:
+        get_callback_manager_for_config(run).on_custom_event(
+            EVENT_NAME, payload, run_id=run["run_id"]
+        )
+        return
     config = ensure_config()
     if get_callback_manager_for_config(config).parent_run_id is not None:
         dispatch_custom_event(EVENT_NAME, payload, config=config)
 
 
-async def aemit_decision(decision: Decision, run_manager: AsyncRunManager | None) -> None:
+async def aemit_decision(
+    decision: Decision, run_manager: AsyncRunManager | None, run: RunnableConfig | None = None
+) -> None:
     """:func:`emit_decision` for async runs."""
     payload = decision.event_payload()
     if run_manager is not None:
         manager: AsyncCallbackManager = _event_manager(run_manager, decision, AsyncCallbackManager)
         await manager.on_custom_event(EVENT_NAME, payload, run_id=run_manager.run_id)
+        return
+    if run is not None and run.get("run_id") is not None:
+        await get_async_callback_manager_for_config(run).on_custom_event(
+            EVENT_NAME, payload, run_id=run["run_id"]
+        )
         return
     config = ensure_config()
     if get_async_callback_manager_for_config(config).parent_run_id is not None:

@@ -98,8 +98,82 @@ def test_event_carries_the_decision_but_not_the_prompt(chat: ChatECOHuggingFace)
     )
     assert rec.events[0]["policy_version"] == chat.engine_view.policy_version
     assert rec.events[0]["score"] > rec.events[0]["threshold"]
-    # invoke's run starts before _generate decides: its own tags are the caller's only.
-    assert rec.starts[0]["tags"] == ["mine"]
+    # The decision is made before the run starts, so the run itself carries it too.
+    assert rec.starts[0]["tags"] == ["mine", "eco:flagged"]
+    assert rec.starts[1]["tags"] == ["eco:clean"]
+
+
+def _tagged_runs(rec: Recorder) -> list[tuple[str, bool]]:
+    return [
+        (next(t for t in start["tags"] if t.startswith("eco:")), start["metadata"]["eco_flagged"])
+        for start in rec.starts
+    ]
+
+
+def test_every_call_starts_its_run_with_the_decision(chat: ChatECOHuggingFace) -> None:
+    rec = Recorder()
+    config: Any = {"callbacks": [rec]}
+    chat.invoke(FORGET, config)
+    list(chat.stream(BENIGN, config))
+    asyncio.run(chat.ainvoke(BENIGN, config))
+
+    async def astream() -> None:
+        async for _ in chat.astream(FORGET, config):
+            pass
+
+    asyncio.run(astream())
+    assert _tagged_runs(rec) == [
+        ("eco:flagged", True),
+        ("eco:clean", False),
+        ("eco:clean", False),
+        ("eco:flagged", True),
+    ]
+    assert [e["flagged"] for e in rec.events] == [True, False, False, True]
+
+
+class RunRecorder(BaseCallbackHandler):
+    """Which run each eco_decision event hangs on, and which runs started."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.event_runs: list[Any] = []
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.started.append(kwargs["run_id"])
+
+    def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+        self.event_runs.append(kwargs["run_id"])
+
+
+def test_stream_on_its_own_hangs_the_event_on_its_own_run(chat: ChatECOHuggingFace) -> None:
+    # LangChain's stream() calls the streaming hook without a run manager; the event still
+    # reaches the stream's run, not nowhere.
+    rec = RunRecorder()
+    list(chat.stream(FORGET, {"callbacks": [rec]}))
+    assert len(rec.started) == 1 and rec.event_runs == rec.started
+
+
+def test_with_a_cache_calls_are_answered_from_it(eco: ECO) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    cache = InMemoryCache()
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=4, cache=cache)
+    first = chat.invoke(FORGET)
+    calls = 0
+    generate = eco.generate
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return generate(*args, **kwargs)
+
+    chat._eco.generate = counting  # type: ignore[method-assign]
+    rec = Recorder()
+    assert chat.invoke(FORGET, {"callbacks": [rec]}).content == first.content
+    assert calls == 0  # the cache key is not made unique by a prepared request
+    assert _tagged_runs(rec) == [("eco:flagged", True)]  # and the cached run is still tagged
+    chat.invoke(BENIGN)
+    assert calls == 1  # another prompt is not
 
 
 def test_batch_runs_carry_the_decision_in_tags_and_metadata(chat: ChatECOHuggingFace) -> None:
