@@ -21,10 +21,10 @@ import re
 import torch
 
 from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig
+from eco_integrations._prompting import render
 from eco_integrations._table import wrapped_table
 from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
-from eco_integrations.prompting import render
 
 TERMS = re.compile(
     r"harry|potter|hogwarts|rowling|hermione|voldemort|gryffindor|wizard|dumbledore|quidditch|weasley",

@@ -16,9 +16,9 @@ import statistics
 import time
 
 from eco_integrations import ECO, GenerationConfig
+from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
-from eco_integrations.prompting import render
 
 
 def _timed(fn):

@@ -39,15 +39,15 @@ sys.path.insert(0, str(REPO / "tests"))
 from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv  # noqa: E402
 
 from eco_integrations import ECO, GenerationConfig  # noqa: E402
+from eco_integrations._models import default_model_folder  # noqa: E402
+from eco_integrations._prompting import (  # noqa: E402
+    render,
+    select_positions,
+)
 from eco_integrations.backends import PreparedRow  # noqa: E402
 from eco_integrations.backends.vllm import VLLMBackend  # noqa: E402
 from eco_integrations.corruption import apply_corruption  # noqa: E402
 from eco_integrations.demo import fit_demo_guard, read_lines  # noqa: E402
-from eco_integrations.models import default_model_folder  # noqa: E402
-from eco_integrations.prompting import (  # noqa: E402
-    render,
-    select_positions,
-)
 
 MODEL_ID = "SmolLM2-135M-Instruct"
 

@@ -2,8 +2,9 @@
 
 The engine imports no framework; ``eco_integrations.langchain`` and
 ``eco_integrations.llama_index`` are thin skins over it. Building blocks that most users never
-touch (prompt rendering, token selection, backend rows, model loading) stay in their modules:
-``eco_integrations.prompting``, ``eco_integrations.backends``, ``eco_integrations.models``.
+touch stay out of this namespace: backends (and the row types a custom backend implements) in
+``eco_integrations.backends``; prompt rendering, token selection, model loading and artifact
+hashing are internals (``_prompting``, ``_models``, ``_integrity``).
 """
 
 from .backends import TransformersBackend

@@ -139,7 +139,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
 
 def _score_input(text: str | bytes) -> tuple[str | None, str | None]:
     """One input as (text, None) when it can be scored, or (None, why not)."""
-    from .prompting import check_encodable
+    from ._prompting import check_encodable
 
     if isinstance(text, bytes):
         try:
@@ -292,7 +292,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import available_models
+    from ._models import available_models
 
     rows = available_models()
     if not args.json:

@@ -132,7 +132,7 @@ class ECOPolicy(_Strict):
 
     def save(self, folder: str | Path) -> Path:
         """Write ``policy.json``; in a sealed guard folder, check the seal first and re-seal after."""
-        from .integrity import reseal_after
+        from ._integrity import reseal_after
 
         path = Path(folder) / "policy.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,17 @@
 """Corruption functions applied to prompt-token embeddings, and their registry.
 
-Each function takes the embeddings of one prompt (``[tokens, hidden]``), a boolean mask of the
-positions to corrupt, and returns a new tensor; the input is never modified, so the exact
-embedding lookup stays available for the uncorrupted path. Noise comes from the
-``torch.Generator`` the caller passes, so one seed always gives one output (audits can replay a
-request).
+A registered function takes the rows to corrupt (``[selected tokens, hidden]``, a copy it may
+change in place) and the :class:`CorruptionParams`, and returns the corrupted rows.
+:func:`apply_corruption` picks the rows from a prompt's embeddings by a mask and puts them back
+into a new tensor: the input is never modified, so the exact embedding lookup stays available for
+the uncorrupted path. Noise comes from the ``torch.Generator`` the caller passes, so one seed
+always gives one output (audits can replay a request).
+
+A custom corruption::
+
+    @register_corruption("scale", uses_dims=False, uses_strength=True, description="...")
+    def scale(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+        return rows * params.strength
 """
 
 from __future__ import annotations
@@ -17,9 +24,26 @@ import torch
 
 from .exceptions import ConfigurationError
 
-CorruptionFn = Callable[
-    [torch.Tensor, torch.Tensor, "int | None", "float | None", torch.Generator], torch.Tensor
-]
+
+@dataclass(frozen=True)
+class CorruptionParams:
+    """What a corruption function reads besides the rows (``dims``/``strength`` are set exactly
+    when the corruption was registered as using them)."""
+
+    dims: int | None
+    strength: float | None
+    generator: torch.Generator
+
+    def need_dims(self) -> int:
+        assert self.dims is not None  # validate_corruption checked it before the call
+        return self.dims
+
+    def need_strength(self) -> float:
+        assert self.strength is not None
+        return self.strength
+
+
+CorruptionFn = Callable[[torch.Tensor, CorruptionParams], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -117,20 +141,27 @@ def apply_corruption(
         msg = f"mask has shape {tuple(mask.shape)} but the prompt has {embeds.shape[0]} tokens."
         raise ConfigurationError(msg)
     validate_corruption(name, dims, strength, embeds.shape[1])
+    out = embeds.clone()
+    mask = mask.to(torch.bool)
     if not bool(mask.any()):
-        return embeds.clone()
-    return _REGISTRY[name].fn(embeds, mask.to(torch.bool), dims, strength, generator)
+        return out
+    rows = out[mask]
+    corrupted = _REGISTRY[name].fn(rows, CorruptionParams(dims, strength, generator))
+    if not isinstance(corrupted, torch.Tensor) or corrupted.shape != rows.shape:
+        got = tuple(corrupted.shape) if isinstance(corrupted, torch.Tensor) else type(corrupted)
+        msg = (
+            f"Corruption {name!r} returned {got} for rows of shape {tuple(rows.shape)}; "
+            "a corruption must return the rows it was given, corrupted, in the same shape."
+        )
+        raise ConfigurationError(msg)
+    out[mask] = corrupted.to(out.dtype)
+    return out
 
 
-def _noise(
-    shape: tuple[int, ...], strength: float, generator: torch.Generator, like: torch.Tensor
-) -> torch.Tensor:
+def _noise(shape: tuple[int, ...], params: CorruptionParams, like: torch.Tensor) -> torch.Tensor:
     # Drawn in float32 on the CPU generator, then cast: bf16 sampling is too coarse for small sigma.
-    return (
-        (torch.randn(shape, generator=generator, dtype=torch.float32) * strength)
-        .to(like.dtype)
-        .to(like.device)
-    )
+    noise = torch.randn(shape, generator=params.generator, dtype=torch.float32)
+    return (noise * params.need_strength()).to(like.dtype).to(like.device)
 
 
 def _top_k_index(rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -143,19 +174,10 @@ def _top_k_index(rows: torch.Tensor, k: int) -> torch.Tensor:
     uses_strength=True,
     description="Add N(0, strength^2) noise to the first `dims` dimensions (the paper's main method).",
 )
-def rand_noise_first_n(
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    dims: int | None,
-    strength: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    assert dims is not None and strength is not None
-    out = embeds.clone()
-    selected = out[mask]
-    selected[:, :dims] += _noise((selected.shape[0], dims), strength, generator, out)
-    out[mask] = selected
-    return out
+def rand_noise_first_n(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    dims = params.need_dims()
+    rows[:, :dims] += _noise((rows.shape[0], dims), params, rows)
+    return rows
 
 
 @register_corruption(
@@ -164,20 +186,9 @@ def rand_noise_first_n(
     uses_strength=True,
     description="Add N(0, strength^2) noise to the `dims` largest-magnitude dimensions of each token.",
 )
-def rand_noise_top_k(
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    dims: int | None,
-    strength: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    assert dims is not None and strength is not None
-    out = embeds.clone()
-    selected = out[mask]
-    index = _top_k_index(selected, dims)
-    selected.scatter_add_(1, index, _noise(tuple(index.shape), strength, generator, out))
-    out[mask] = selected
-    return out
+def rand_noise_top_k(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    index = _top_k_index(rows, params.need_dims())
+    return rows.scatter_add_(1, index, _noise(tuple(index.shape), params, rows))
 
 
 @register_corruption(
@@ -186,19 +197,8 @@ def rand_noise_top_k(
     uses_strength=False,
     description="Set the `dims` largest-magnitude dimensions of each token to zero.",
 )
-def zero_out_top_k(
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    dims: int | None,
-    strength: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    assert dims is not None
-    out = embeds.clone()
-    selected = out[mask]
-    selected.scatter_(1, _top_k_index(selected, dims), 0.0)
-    out[mask] = selected
-    return out
+def zero_out_top_k(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    return rows.scatter_(1, _top_k_index(rows, params.need_dims()), 0.0)
 
 
 @register_corruption(
@@ -207,20 +207,9 @@ def zero_out_top_k(
     uses_strength=False,
     description="Negate the `dims` largest-magnitude dimensions of each token.",
 )
-def flip_sign_top_k(
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    dims: int | None,
-    strength: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    assert dims is not None
-    out = embeds.clone()
-    selected = out[mask]
-    index = _top_k_index(selected, dims)
-    selected.scatter_(1, index, -selected.gather(1, index))
-    out[mask] = selected
-    return out
+def flip_sign_top_k(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    index = _top_k_index(rows, params.need_dims())
+    return rows.scatter_(1, index, -rows.gather(1, index))
 
 
 @register_corruption(
@@ -229,15 +218,5 @@ def flip_sign_top_k(
     uses_strength=True,
     description="Add N(0, strength^2) noise to every dimension of each selected token.",
 )
-def rand_noise_full(
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    dims: int | None,
-    strength: float | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    assert strength is not None
-    out = embeds.clone()
-    selected = out[mask]
-    out[mask] = selected + _noise(tuple(selected.shape), strength, generator, out)
-    return out
+def rand_noise_full(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    return rows + _noise(tuple(rows.shape), params, rows)

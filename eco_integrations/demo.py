@@ -6,12 +6,12 @@ import time
 from importlib import resources
 from typing import Any
 
-from .backends.base import PreparedRow
+from ._prompting import render
+from .backends._base import PreparedRow
 from .backends.transformers import TransformersBackend
 from .config import GenerationConfig
 from .engine import ECO
 from .guard import Guard
-from .prompting import render
 
 DEMO_TARGET = "harry-potter"
 DEMO_GUARD_ID = "demo-harry-potter"

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ._paths import DEFAULT_ENCODER_NAME, default_encoder_folder
+from ._prompting import TOKENIZE_LOCK
 from .exceptions import ConfigurationError, InvalidInputError
-from .prompting import TOKENIZE_LOCK
 
 _PROBE = "A fixed sentence whose embedding identifies the encoder."
 PRECISIONS = ("float32", "bfloat16")

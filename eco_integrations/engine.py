@@ -16,11 +16,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import torch
 
-from .backends.base import Backend, PreparedRow, TextStream
+from ._prompting import (
+    PromptInput,
+    RenderedPrompt,
+    ToolSpecs,
+    classified_text,
+    render,
+    select_positions,
+)
+from .backends._base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode
 from .corruption import apply_corruption, validate_corruption
@@ -34,14 +42,6 @@ from .exceptions import (
     InvalidInputError,
 )
 from .guard import Guard
-from .prompting import (
-    PromptInput,
-    RenderedPrompt,
-    ToolSpecs,
-    classified_text,
-    render,
-    select_positions,
-)
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
@@ -132,6 +132,19 @@ class AsyncECOStream(ECOStream):
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+class StreamOptions(TypedDict, total=False):
+    """Keywords of :meth:`ECO.stream` and :meth:`ECO.astream` (each optional)."""
+
+    config: GenerationConfig | None
+    raw: bool  # the prompt is already a full string: no chat template
+    seed: int | None  # sampling seed (random unless given)
+    decision: Decision | None  # a decision already made for this prompt
+    mode: Mode | None
+    threshold: float | None
+    tools: ToolSpecs | None
+    cancel: threading.Event | None  # set from another thread to end the stream
 
 
 class ECO:
@@ -512,37 +525,33 @@ class ECO:
         ]
 
     def stream(
-        self,
-        request: ECORequest | PromptInput,
-        *,
-        config: GenerationConfig | None = None,
-        raw: bool = False,
-        seed: int | None = None,
-        decision: Decision | None = None,
-        mode: Mode | None = None,
-        threshold: float | None = None,
-        tools: ToolSpecs | None = None,
-        cancel: threading.Event | None = None,
+        self, request: ECORequest | PromptInput, **options: Unpack[StreamOptions]
     ) -> ECOStream:
         """Stream one answer; the decision is made (and available) before the first token.
 
-        Setting ``cancel`` (from another thread) ends the stream at the next token.
+        ``options`` are :class:`StreamOptions` (``config``, ``raw``, ``seed``, ``decision``,
+        ``mode``, ``threshold``, ``tools``, ``cancel``). Setting ``cancel`` (from another thread)
+        ends the stream at the next token.
         """
-        prepare = _stream_prepare(raw, seed, decision, mode, threshold, tools)
-        return self._open_stream(ECOStream, request, config, prepare, cancel)
+        return self._open_stream(ECOStream, request, options)
 
     def _open_stream(
-        self,
-        kind: type[_S],
-        request: ECORequest | PromptInput,
-        config: GenerationConfig | None,
-        prepare: dict[str, Any],
-        cancel: threading.Event | None = None,
+        self, kind: type[_S], request: ECORequest | PromptInput, options: StreamOptions
     ) -> _S:
-        config = config or GenerationConfig()
+        config = options.get("config") or GenerationConfig()
+        seed, decision = options.get("seed"), options.get("decision")
+        prepare = {
+            "raw": options.get("raw", False),
+            "seeds": None if seed is None else [seed],
+            "decisions": None if decision is None else [decision],
+            "mode": options.get("mode"),
+            "threshold": options.get("threshold"),
+            "tools": options.get("tools"),
+        }
         (prepared,) = self._requests([request], prepare)
         self._check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
+        cancel = options.get("cancel")
         chunks = (
             self.backend.stream(row, config)
             if cancel is None
@@ -557,24 +566,14 @@ class ECO:
         return await asyncio.to_thread(self.generate, requests, **kwargs)
 
     async def astream(
-        self,
-        request: ECORequest | PromptInput,
-        *,
-        config: GenerationConfig | None = None,
-        raw: bool = False,
-        seed: int | None = None,
-        decision: Decision | None = None,
-        mode: Mode | None = None,
-        threshold: float | None = None,
-        tools: ToolSpecs | None = None,
+        self, request: ECORequest | PromptInput, **options: Unpack[StreamOptions]
     ) -> AsyncECOStream:
         """:meth:`stream` for ``async for``; preparing and decoding run in worker threads.
 
         >>> stream = await eco.astream("Who is Harry Potter?")     # doctest: +SKIP
         >>> async for chunk in stream: ...                          # doctest: +SKIP
         """
-        prepare = _stream_prepare(raw, seed, decision, mode, threshold, tools)
-        return await asyncio.to_thread(self._open_stream, AsyncECOStream, request, config, prepare)
+        return await asyncio.to_thread(self._open_stream, AsyncECOStream, request, options)
 
     def next_token_logits(
         self,
@@ -608,24 +607,6 @@ class ECO:
 
 
 _S = TypeVar("_S", bound=ECOStream)
-
-
-def _stream_prepare(
-    raw: bool,
-    seed: int | None,
-    decision: Decision | None,
-    mode: Mode | None,
-    threshold: float | None,
-    tools: ToolSpecs | None,
-) -> dict[str, Any]:
-    return {
-        "raw": raw,
-        "seeds": None if seed is None else [seed],
-        "decisions": None if decision is None else [decision],
-        "mode": mode,
-        "threshold": threshold,
-        "tools": tools,
-    }
 
 
 def _all_requests(items: object) -> bool:

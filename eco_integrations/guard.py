@@ -29,10 +29,10 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from ._integrity import check_manifest_values, seal, verify
 from .config import Decision
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
-from .integrity import check_manifest_values, seal, verify
 
 GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
 _WORD = {

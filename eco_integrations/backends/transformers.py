@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
+from .._models import load_causal_lm
 from ..config import GenerationConfig
-from ..models import load_causal_lm
-from .base import Generation, PreparedRow, StreamEnd, TextStream
+from ._base import Generation, PreparedRow, StreamEnd, TextStream
 
 
 class TransformersBackend:

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 import torch
 
+from .._models import resolve_model_path
+from .._prompting import TOKENIZE_LOCK
 from ..config import GenerationConfig
 from ..exceptions import (
     ConfigurationError,
@@ -42,9 +44,7 @@ from ..exceptions import (
     InvalidInputError,
     MissingDependencyError,
 )
-from ..models import resolve_model_path
-from ..prompting import TOKENIZE_LOCK
-from .base import Generation, PreparedRow, StreamEnd, TextStream
+from ._base import Generation, PreparedRow, StreamEnd, TextStream
 
 logger = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
 from pydantic import Field, PrivateAttr
 
+from eco_integrations._prompting import PromptInput
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
@@ -32,7 +33,6 @@ from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_decision, decision_scope
 from eco_integrations.llama_index.events import emit_decision
-from eco_integrations.prompting import PromptInput
 
 DEFAULT_MAX_NEW_TOKENS = 256
 # LlamaIndex roles -> the four roles chat templates render.
@@ -272,7 +272,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         )
 
     @staticmethod
-    def _final_extra(stream: ECOStream, extra: dict[str, Any]) -> dict[str, Any]:
+    def _final_extra(stream: ECOStream | AsyncECOStream, extra: dict[str, Any]) -> dict[str, Any]:
         """The extras of the closing chunk: the backend's own token count and finish reason."""
         return {
             **extra,
@@ -290,20 +290,26 @@ class ECOHuggingFaceLLM(CustomLLM):
             text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
         )
 
-    def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
+    async def _acompletion_gen(
+        self, stream: AsyncECOStream, extra: dict[str, Any]
+    ) -> CompletionResponseAsyncGen:
         text = ""
-        for chunk in stream:
+        async for chunk in stream:
             text += chunk
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                delta=chunk,
-                additional_kwargs=extra,
-            )
-        yield ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-            delta="",
-            additional_kwargs=self._final_extra(stream, extra),
+            yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
+        yield CompletionResponse(
+            text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
         )
+
+    def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
+        for response in self._completion_gen(stream, extra):
+            yield _as_chat(response)
+
+    async def _achat_gen(
+        self, stream: AsyncECOStream, extra: dict[str, Any]
+    ) -> ChatResponseAsyncGen:
+        async for response in self._acompletion_gen(stream, extra):
+            yield _as_chat(response)
 
     # -- completion -----------------------------------------------------------------------------
     @llm_completion_callback()
@@ -329,18 +335,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         stream = await self._aopen_stream(self._completion_input(prompt, formatted), kwargs)
-        extra = self._extra(stream)
-
-        async def gen() -> CompletionResponseAsyncGen:
-            text = ""
-            async for chunk in stream:
-                text += chunk
-                yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
-            yield CompletionResponse(
-                text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
-            )
-
-        return gen()
+        return self._acompletion_gen(stream, self._extra(stream))
 
     # -- chat -----------------------------------------------------------------------------------
     @llm_chat_callback()
@@ -361,24 +356,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         stream = await self._aopen_stream(self._chat_input(messages), kwargs)
-        extra = self._extra(stream)
-
-        async def gen() -> ChatResponseAsyncGen:
-            text = ""
-            async for chunk in stream:
-                text += chunk
-                yield ChatResponse(
-                    message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                    delta=chunk,
-                    additional_kwargs=extra,
-                )
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
-                delta="",
-                additional_kwargs=self._final_extra(stream, extra),
-            )
-
-        return gen()
+        return self._achat_gen(stream, self._extra(stream))
 
     # -- prompt templates: classify the question, not the stuffed prompt ------------------------
     def _question_scope(
@@ -416,3 +394,11 @@ class ECOHuggingFaceLLM(CustomLLM):
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
         with self._question_scope(prompt, prompt_args):
             return await super().astream(prompt, **prompt_args)
+
+
+def _as_chat(response: CompletionResponse) -> ChatResponse:
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
+        delta=response.delta,
+        additional_kwargs=response.additional_kwargs,
+    )

@@ -1,7 +1,7 @@
 """Fine-tune a causal LM on question/answer pairs on the CPU, resumably and cached.
 
 The prompt is the question rendered with the tokenizer's chat template exactly as the engine
-renders it for serving (:func:`eco_integrations.prompting.render`), so the model is trained on
+renders it for serving (:func:`eco_integrations._prompting.render`), so the model is trained on
 the same tokens it is later asked with; the loss covers the answer tokens (and the closing
 end-of-turn token) only.
 
@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._models import load_causal_lm, resolve_model_path
 from .._paths import cache_dir
+from .._prompting import render
 from ..exceptions import ConfigurationError, InvalidInputError
-from ..models import load_causal_lm, resolve_model_path
-from ..prompting import render
 
 logger = logging.getLogger(__name__)
 FINETUNE_SCHEMA_VERSION = 1

@@ -100,7 +100,7 @@ def serve(
         raise InvalidInputError(msg)
     check_exposure(host, api_keys, allow_unauthenticated)
     if require_signed_guard:
-        from ..integrity import GUARD_KEY_ENV, signing_key
+        from .._integrity import GUARD_KEY_ENV, signing_key
 
         if signing_key() is None:
             msg = f"--require-signed-guard needs {GUARD_KEY_ENV} set to the key the guard folder was saved with."

@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._integrity import INTEGRITY_FILE
 from ..config import ECOPolicy
 from ..engine import ECO
 from ..guard import Guard
-from ..integrity import INTEGRITY_FILE
 
 logger = logging.getLogger(__name__)
 WATCHED = ("manifest.json", "policy.json", INTEGRITY_FILE)

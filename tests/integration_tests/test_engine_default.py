@@ -6,11 +6,11 @@ import re
 import pytest
 
 from eco_integrations import ECO, GenerationConfig
+from eco_integrations._models import default_model_folder
+from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.cli import main
 from eco_integrations.demo import read_lines
-from eco_integrations.models import default_model_folder
-from eco_integrations.prompting import render
 
 pytestmark = pytest.mark.integration
 CFG = GenerationConfig(max_new_tokens=32)

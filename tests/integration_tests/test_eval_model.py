@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from eco_integrations import ECO
-from eco_integrations.models import (
+from eco_integrations._models import (
     EVAL_MODEL_NAME,
     SPLIT_GGUF_MODELS,
     available_models,

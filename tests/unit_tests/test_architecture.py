@@ -45,6 +45,50 @@ def test_top_level_names_are_what_users_need() -> None:
     assert all(hasattr(eco_integrations, name) for name in eco_integrations.__all__)
 
 
+def test_public_modules_are_pinned() -> None:
+    # Internals (rendering, model loading, artifact hashing) live in modules starting with "_";
+    # a new public module is a decision, made here.
+    import pkgutil
+
+    library = sorted(
+        m.name
+        for m in pkgutil.walk_packages(eco_integrations.__path__, "eco_integrations.")
+        if not any(part.startswith("_") for part in m.name.split(".")[1:])
+        and not m.name.startswith("eco_integrations.research")
+    )
+    assert library == [
+        "eco_integrations.backends",
+        "eco_integrations.backends.transformers",
+        "eco_integrations.backends.vllm",
+        "eco_integrations.cli",
+        "eco_integrations.config",
+        "eco_integrations.corruption",
+        "eco_integrations.demo",
+        "eco_integrations.encoder",
+        "eco_integrations.engine",
+        "eco_integrations.exceptions",
+        "eco_integrations.guard",
+        "eco_integrations.langchain",
+        "eco_integrations.langchain.chat_models",
+        "eco_integrations.langchain.decisions",
+        "eco_integrations.langchain.embeddings",
+        "eco_integrations.langchain.middleware",
+        "eco_integrations.langchain.runnables",
+        "eco_integrations.llama_index",
+        "eco_integrations.llama_index.embeddings",
+        "eco_integrations.llama_index.events",
+        "eco_integrations.llama_index.llms",
+        "eco_integrations.llama_index.postprocessors",
+        "eco_integrations.llama_index.query_engine",
+        "eco_integrations.serving",
+        "eco_integrations.serving.app",
+        "eco_integrations.serving.auth",
+        "eco_integrations.serving.cli",
+        "eco_integrations.serving.metrics",
+        "eco_integrations.serving.reload",
+    ]
+
+
 def test_import_rules_hold() -> None:
     assert check_imports.violations(ROOT / "eco_integrations") == []
 

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from eco_integrations import ConfigurationError, CorruptionConfig, available_corruptions
-from eco_integrations.corruption import apply_corruption
+from eco_integrations.corruption import (
+    _REGISTRY,
+    CorruptionParams,
+    apply_corruption,
+    register_corruption,
+)
 
 DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_sign_top_k"]
 
@@ -70,33 +75,64 @@ def test_same_seed_same_output_and_input_untouched() -> None:
     embeds = torch.randn(5, 8)
     before = embeds.clone()
     mask = torch.ones(5, dtype=torch.bool)
-    a = apply_corruption(
-        "rand_noise_first_n",
-        embeds,
-        mask,
-        dims=2,
-        strength=3.0,
-        generator=torch.Generator().manual_seed(7),
-    )
-    b = apply_corruption(
-        "rand_noise_first_n",
-        embeds,
-        mask,
-        dims=2,
-        strength=3.0,
-        generator=torch.Generator().manual_seed(7),
-    )
-    c = apply_corruption(
-        "rand_noise_first_n",
-        embeds,
-        mask,
-        dims=2,
-        strength=3.0,
-        generator=torch.Generator().manual_seed(8),
-    )
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+
+    def noisy(seed: int) -> torch.Tensor:
+        return apply_corruption(
+            "rand_noise_first_n",
+            embeds,
+            mask,
+            dims=2,
+            strength=3.0,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    assert torch.equal(noisy(7), noisy(7))
+    assert not torch.equal(noisy(7), noisy(8))
     assert torch.equal(embeds, before)
+
+
+def test_a_custom_corruption_gets_the_selected_rows_only() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    @register_corruption("test_scale", uses_dims=False, uses_strength=True, description="x")
+    def scale(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+        seen.append(tuple(rows.shape))
+        return rows * params.need_strength()
+
+    try:
+        embeds = torch.ones(4, 3)
+        mask = torch.tensor([True, False, True, False])
+        out = apply_corruption(
+            "test_scale", embeds, mask, dims=None, strength=2.0, generator=torch.Generator()
+        )
+        assert seen == [(2, 3)]
+        assert out[mask].eq(2.0).all() and out[~mask].eq(1.0).all()
+        assert "test_scale" in available_corruptions()
+        with pytest.raises(ConfigurationError, match="already registered"):
+            register_corruption("test_scale", uses_dims=False, uses_strength=True, description="")(
+                scale
+            )
+    finally:
+        _REGISTRY.pop("test_scale", None)
+
+
+def test_a_corruption_that_changes_the_shape_is_named() -> None:
+    @register_corruption("test_broken", uses_dims=False, uses_strength=False, description="x")
+    def broken(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+        return rows[:, :1]
+
+    try:
+        with pytest.raises(ConfigurationError, match=r"'test_broken' returned .*same shape"):
+            apply_corruption(
+                "test_broken",
+                torch.ones(3, 4),
+                torch.ones(3, dtype=torch.bool),
+                dims=None,
+                strength=None,
+                generator=torch.Generator(),
+            )
+    finally:
+        _REGISTRY.pop("test_broken", None)
 
 
 def test_noise_scale_matches_strength() -> None:

@@ -13,8 +13,8 @@ from eco_integrations import (
     InvalidInputError,
     SelectionConfig,
 )
+from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
-from eco_integrations.prompting import render
 
 CFG = GenerationConfig(max_new_tokens=8)
 FLAGGED = "Who is Harry Potter?"

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from eco_integrations import models
-from eco_integrations.cli import main
-from eco_integrations.exceptions import ArtifactError, MissingDependencyError
-from eco_integrations.models import (
+from eco_integrations import _models as models
+from eco_integrations._models import (
     EVAL_MODEL_NAME,
     SPLIT_GGUF_MODELS,
     SplitGGUFModel,
     assemble_gguf,
     split_part_files,
 )
+from eco_integrations.cli import main
+from eco_integrations.exceptions import ArtifactError, MissingDependencyError
 
 CHUNKS = [b"GGUF-head-", b"middle-bytes-", b"tail"]
 

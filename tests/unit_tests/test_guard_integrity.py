@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from eco_integrations import ECOPolicy, Guard
+from eco_integrations._integrity import GUARD_KEY_ENV, seal
 from eco_integrations.cli import main
 from eco_integrations.exceptions import ArtifactError, ConfigurationError
-from eco_integrations.integrity import GUARD_KEY_ENV, seal
 
 KEY = "a signing key for the tests"
 

@@ -12,11 +12,11 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 
 from eco_integrations import ECO, ECOPolicy, InvalidInputError
-from eco_integrations.backends.base import PreparedRow
+from eco_integrations._prompting import render
+from eco_integrations.backends._base import PreparedRow
 from eco_integrations.config import GenerationConfig
 from eco_integrations.langchain import ChatECOHuggingFace
 from eco_integrations.langchain._messages import parse_tool_calls, to_chat_dicts
-from eco_integrations.prompting import render
 
 FORGET = "Who is Harry Potter?"
 BENIGN = "How do I bake bread?"

@@ -4,9 +4,9 @@ import shutil
 import pytest
 
 from eco_integrations import TransformersBackend
+from eco_integrations._models import load_causal_lm, resolve_model_path
 from eco_integrations.cli import main, read_examples
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
-from eco_integrations.models import load_causal_lm, resolve_model_path
 
 
 def test_local_folder_loads(tiny_model_dir) -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from eco_integrations import InvalidInputError, SelectionConfig
-from eco_integrations.prompting import render, select_positions
+from eco_integrations._prompting import render, select_positions
 
 
 def _selected_text(rendered, mask) -> str:

@@ -34,7 +34,7 @@ def llm_kwargs() -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def model_folder() -> Path:
-    from eco_integrations.models import default_model_folder
+    from eco_integrations._models import default_model_folder
 
     return default_model_folder()
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from eco_integrations import ECO, GenerationConfig
+from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.backends.vllm import EmbeddingTable, VLLMBackend
 from eco_integrations.demo import read_lines
-from eco_integrations.prompting import render
 
 GREEDY = GenerationConfig(max_new_tokens=24, temperature=0.0)
 BENIGN = [

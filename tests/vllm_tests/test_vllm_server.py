@@ -13,13 +13,13 @@ import torch
 from serving_support import ServerProcess, free_port, gateway_argv
 
 from eco_integrations import ECO, GenerationConfig
+from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.backends.vllm import (
     BackendUnavailableError,
     VLLMBackend,
     encode_prompt_embeds,
 )
-from eco_integrations.prompting import render
 
 GREEDY = GenerationConfig(max_new_tokens=24, temperature=0.0)
 BENIGN = ["What is the capital of France?", "Who wrote The Lord of the Rings?"]

@@ -280,21 +280,16 @@ def wmdp_guard_protocol(
     on the four subjects closest to WMDP (``fpr_close``) and on the rest of MMLU (``fpr_other_mmlu``).
     """
     fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
-    retain_rows = load_mmlu("all", "val", data_dir)
+    n_retain = len(load_mmlu("all", "val", data_dir))
     mmlu_test = load_mmlu("all", "test", data_dir)
-    forget_texts = [mcq_guard_text(r) for r in fit_rows]
-    retain_texts = [mcq_guard_text(r) for r in retain_rows]
 
     started = time.perf_counter()
-    guard = _wmdp_guard(encoder)
-    how = _fit_target(
-        guard,
-        "wmdp",
-        forget_texts,
-        retain_texts,
-        method=method,
-        target_fpr=target_fpr,
+    guard, how = fit_wmdp_guard(
+        data_dir,
         seed=seed,
+        target_fpr=target_fpr,
+        method=method,
+        encoder=encoder,
         params=params,
     )
     fit_seconds = time.perf_counter() - started
@@ -333,7 +328,7 @@ def wmdp_guard_protocol(
         },
         **how,
         "target_fpr": target_fpr,
-        "n_fit": {"forget": len(forget_texts), "retain": len(retain_texts)},
+        "n_fit": {"forget": len(fit_rows), "retain": n_retain},
         "n_test": {
             "forget": len(test_rows),
             "mmlu_close": int(close.sum()),

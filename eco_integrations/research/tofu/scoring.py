@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
+from ..._prompting import RenderedPrompt, render, select_positions
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
 from ...corruption import apply_corruption
 from ...engine import ECO
 from ...guard import Guard
-from ...prompting import RenderedPrompt, render, select_positions
 from ..finetune import answer_ids, chat_prompt
 
 Pair = tuple[str, str]
