@@ -20,25 +20,52 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config import Decision, GenerationConfig
+from ..config import GenerationConfig
 from ..engine import ECO, ECOResult
-from ..exceptions import ContextLengthError, ECOError, GenerationCancelledError, GuardFailureError
+from ..exceptions import ECOError, GuardFailureError
+from ._flow import (
+    Admission,
+    ClientGoneError,
+    DeadlineExceededError,
+    Slot,
+    SlotStreamingResponse,
+    deadline_error,
+    disconnected,
+    in_thread,
+    pump,
+)
+from ._wire import (
+    SURROGATE_ESCAPE,
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    Sampling,
+    chat_body,
+    clip,
+    decision_log,
+    engine_error,
+    parse,
+    prompts_of,
+    refuse_constant,
+    text_body,
+    unknown_model,
+    validation_error,
+)
 from .auth import KeyChecker
 from .metrics import GatewayMetrics, route_label
 
@@ -47,117 +74,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 256
-LOGGED_STRING_CHARS = 64
-"""Client-chosen strings (the ``model`` name) are cut to this length in logs and error messages."""
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths that answer without an API key (load-balancer probes); everything else needs one."""
-_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
-
-
-# -- errors ----------------------------------------------------------------------------------------
-class APIError(Exception):
-    """An error the client sees, in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.headers = dict(headers or {})
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.param = param
-        self.code = code
-
-    def response(self, headers: Mapping[str, str] | None = None) -> Response:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-        # ASCII escapes: a message quoting client text can never fail to encode.
-        return Response(
-            json.dumps(body).encode(),
-            status_code=self.status,
-            headers={**self.headers, **(headers or {})},
-            media_type="application/json",
-        )
-
-
-def _engine_error(err: BaseException) -> APIError:
-    """Map an engine or backend exception to the status a client should see."""
-    from ..backends.vllm import BackendUnavailableError
-
-    if isinstance(err, BackendUnavailableError):
-        # Upstream 4xx (except 429) means this gateway built a bad request: a server bug, not the client's.
-        upstream = err.status_code
-        status = 503 if upstream in (None, 429, 503) else 502
-        return APIError(status, str(err), type_="server_error", code="upstream_error")
-    if isinstance(err, GuardFailureError):  # fail closed: refused, never answered unguarded
-        return APIError(
-            500,
-            "The guard could not classify this request, so it was refused; the gateway log has the details.",
-            type_="server_error",
-            code="guard_failure",
-        )
-    if isinstance(err, ContextLengthError):
-        return APIError(400, str(err), param="messages", code="context_length_exceeded")
-    if isinstance(err, ECOError):  # bad input, unknown settings: the request's fault
-        return APIError(400, str(err))
-    return APIError(
-        500,
-        "The server had an error while processing your request; the gateway log has the details.",
-        type_="server_error",
-    )
-
-
-# -- request models --------------------------------------------------------------------------------
-class _Sampling(BaseModel):
-    """Fields shared by chat and text completions; unknown fields are ignored, as OpenAI's are.
-
-    Validated in pydantic's strict mode: ``max_tokens: true`` or ``"5"`` is a 400, not 1 or 5.
-    """
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    stream_options: dict[str, Any] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    n: int | None = Field(None, ge=1)
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    logprobs: Any = None
-    user: str | None = None
-
-
-class ChatCompletionRequest(_Sampling):
-    messages: list[dict[str, Any]]
-    max_completion_tokens: int | None = Field(None, ge=1)
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[str]
-    echo: bool | None = False
-    suffix: str | None = None
-    best_of: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -192,70 +110,6 @@ class GatewaySettings:
     """``Retry-After`` of a 429."""
 
 
-class _Admission:
-    """Generation slots (``max_concurrency``) and a bounded queue in front of them.
-
-    A slot is held by a token object from admission until the worker thread generating for it
-    ends, so streams count against the limit for as long as they generate.
-    """
-
-    def __init__(self, max_concurrency: int, max_queue: int) -> None:
-        self.limiter = anyio.CapacityLimiter(max_concurrency)
-        self.max_queue = max_queue
-        self.waiting = 0
-
-    @property
-    def running(self) -> int:
-        return int(self.limiter.borrowed_tokens)
-
-    async def acquire(self, token: object, retry_after: int) -> None:
-        if self.limiter.available_tokens < 1 and self.waiting >= self.max_queue:
-            msg = f"The gateway is at capacity ({self.running} generating, {self.waiting} queued); retry after {retry_after} s."
-            raise APIError(
-                429,
-                msg,
-                type_="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"retry-after": str(retry_after)},
-            )
-        self.waiting += 1
-        try:
-            # Cancelled here (client gone, deadline) means the request never reaches the model.
-            await self.limiter.acquire_on_behalf_of(token)
-        finally:
-            self.waiting -= 1
-
-    def release(self, token: object) -> None:
-        self.limiter.release_on_behalf_of(token)
-
-
-class _Slot:
-    """One request's hold on a generation slot; released once, from any thread."""
-
-    def __init__(self, admission: _Admission) -> None:
-        self._admission = admission
-        self._token = object()
-        self._held = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.handed_to_thread = False  # a worker thread now owns the release
-
-    async def acquire(self, retry_after: int) -> None:
-        await self._admission.acquire(self._token, retry_after)
-        self._loop = asyncio.get_running_loop()
-        self._held = True
-
-    def release(self) -> None:
-        """Event-loop thread only."""
-        if self._held:
-            self._held = False
-            self._admission.release(self._token)
-
-    def release_from_thread(self) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                self._loop.call_soon_threadsafe(self.release)
-
-
 class _ASGIApp:
     """An ASGI 3 app object (servers detect ASGI 3 from an async ``__call__``, not from a bound method)."""
 
@@ -264,10 +118,6 @@ class _ASGIApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._handler(scope, receive, send)
-
-
-class _ClientGoneError(Exception):
-    """The client disconnected before its answer was ready."""
 
 
 @dataclass
@@ -296,7 +146,7 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.state = _State()
         self.metrics = GatewayMetrics()
-        self.admission = _Admission(self.settings.max_concurrency, self.settings.max_queue)
+        self.admission = Admission(self.settings.max_concurrency, self.settings.max_queue)
         self.keys = KeyChecker(self.settings.api_keys)
         self._swap_lock = threading.Lock()
         self._factory: Callable[[], ECO] | None = None
@@ -474,26 +324,26 @@ class Gateway:
     async def get_model(self, request: Request) -> Response:
         wanted = request.path_params["model_id"]
         if self.state.engine is None or wanted != self.model_id:
-            return _unknown_model(wanted).response()
+            return unknown_model(wanted).response()
         return JSONResponse(self._model_card())
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        path = _clip(request.url.path)
+        path = clip(request.url.path)
         if exc.status_code == 404:
             err = APIError(
                 404,
                 f"Unknown path {path}; this server serves /v1/chat/completions, /v1/completions and /v1/models.",
             )
         elif exc.status_code == 405:
-            err = APIError(405, f"{_clip(request.method)} is not allowed on {path}.")
+            err = APIError(405, f"{clip(request.method)} is not allowed on {path}.")
         else:
             err = APIError(exc.status_code, str(exc.detail))
         return err.response(exc.headers)
 
     async def _unexpected(self, request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s", _clip(request.url.path))
-        return _engine_error(exc).response()
+        logger.exception("unhandled error on %s", clip(request.url.path))
+        return engine_error(exc).response()
 
     # -- completions ---------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
@@ -517,12 +367,17 @@ class Gateway:
         try:
             engine = self._engine()
             body = await self._read_json(request)
-            parsed = _parse(ChatCompletionRequest if chat else CompletionRequest, body)
-            record.update(model=_clip(parsed.model), stream=bool(parsed.stream))
+            parsed = parse(ChatCompletionRequest if chat else CompletionRequest, body)
+            record.update(model=clip(parsed.model), stream=bool(parsed.stream))
             if parsed.model != self.model_id:
-                raise _unknown_model(parsed.model)
+                raise unknown_model(parsed.model)
             config, seed = self._generation(parsed, chat)
-            prompts, raw = _prompts(parsed, chat, self.settings)
+            prompts, raw = prompts_of(
+                parsed,
+                chat,
+                max_messages=self.settings.max_messages,
+                max_prompts=self.settings.max_prompts,
+            )
             if parsed.stream:
                 if len(prompts) != 1:
                     raise APIError(
@@ -544,13 +399,13 @@ class Gateway:
                     started,
                     deadline,
                 )
-            slot = _Slot(self.admission)
+            slot = Slot(self.admission)
 
             async def admitted() -> list[ECOResult]:
                 await slot.acquire(self.settings.retry_after_s)
                 begun = time.perf_counter()
                 try:
-                    done: list[ECOResult] = await _in_thread(
+                    done: list[ECOResult] = await in_thread(
                         lambda: engine.generate(
                             prompts,
                             config=config,
@@ -567,16 +422,16 @@ class Gateway:
             results = await self._watch(request, deadline, cancel, admitted())
         except APIError as err:
             return self._fail(err, record, started)
-        except (ClientDisconnect, _ClientGoneError):
+        except (ClientDisconnect, ClientGoneError):
             record.update(status=499, disconnected=True)
             self._log(record, started)
             return Response(status_code=499)
         except Exception as err:  # engine and backend errors
             return self._fail(self._engine_failure(err, request_id), record, started)
         body_out = (
-            _chat_body(results, request_id, self.model_id)
+            chat_body(results, request_id, self.model_id)
             if chat
-            else _text_body(results, request_id, self.model_id)
+            else text_body(results, request_id, self.model_id)
         )
         self.metrics.observe_decisions([r.decision for r in results])
         self._log_results(record, results, started)
@@ -588,7 +443,7 @@ class Gateway:
             logger.error("request %s refused: %s", request_id, err)
         elif not isinstance(err, ECOError):
             logger.error("request %s failed", request_id, exc_info=err)
-        return _engine_error(err)
+        return engine_error(err)
 
     async def _watch(
         self, request: Request, deadline: float | None, cancel: threading.Event, work: Any
@@ -597,7 +452,7 @@ class Gateway:
         set (generation stops at the next token) and the request ends with 499 or 504.
         """
         task = asyncio.ensure_future(work)
-        gone = asyncio.ensure_future(_disconnected(request))
+        gone = asyncio.ensure_future(disconnected(request))
         try:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             done, _ = await asyncio.wait(
@@ -606,9 +461,9 @@ class Gateway:
             if task in done:
                 return task.result()
             if gone in done:
-                raise _ClientGoneError
+                raise ClientGoneError
             self.metrics.rejected.labels(reason="timeout").inc()
-            raise _deadline_error(self.settings.request_timeout)
+            raise deadline_error(self.settings.request_timeout)
         finally:
             # Also on the way out of a cancelled task (uvicorn's shutdown timeout): stop the model.
             if not task.done():
@@ -622,7 +477,7 @@ class Gateway:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise APIError(
                 413,
-                f"The request body is {_clip(declared)} bytes; this gateway accepts at most {limit}. Shorten the prompt.",
+                f"The request body is {clip(declared)} bytes; this gateway accepts at most {limit}. Shorten the prompt.",
                 code="request_too_large",
             )
         chunks, size = [], 0
@@ -637,7 +492,7 @@ class Gateway:
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            body = json.loads(raw, parse_constant=_refuse_constant)
+            body = json.loads(raw, parse_constant=refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             msg = f"The request body is not valid JSON ({err}); send a JSON object with Content-Type: application/json."
             raise APIError(400, msg, code="invalid_json") from None
@@ -647,7 +502,7 @@ class Gateway:
                 "The request body is nested too deeply; send a flat JSON object.",
                 code="invalid_json",
             ) from None
-        if _SURROGATE_ESCAPE.search(raw):
+        if SURROGATE_ESCAPE.search(raw):
             # A \ud800 escape decodes to a lone surrogate, which is not text any tokenizer takes.
             try:
                 json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -656,7 +511,7 @@ class Gateway:
                 raise APIError(400, msg, code="invalid_unicode") from None
         return body
 
-    def _generation(self, parsed: _Sampling, chat: bool) -> tuple[GenerationConfig, int | None]:
+    def _generation(self, parsed: Sampling, chat: bool) -> tuple[GenerationConfig, int | None]:
         if parsed.n not in (None, 1):
             raise APIError(
                 400, "n > 1 is not supported; send n requests with different seeds.", param="n"
@@ -719,7 +574,7 @@ class Gateway:
                 stop=parsed.stop,
             )
         except ValidationError as err:
-            raise _validation_error(err) from None
+            raise validation_error(err) from None
         return config, parsed.seed
 
     async def _stream(
@@ -730,7 +585,7 @@ class Gateway:
         raw: bool,
         config: GenerationConfig,
         seed: int | None,
-        parsed: _Sampling,
+        parsed: Sampling,
         chat: bool,
         request_id: str,
         record: dict[str, Any],
@@ -738,14 +593,14 @@ class Gateway:
         deadline: float | None,
     ) -> Response:
         cancel = threading.Event()
-        slot = _Slot(self.admission)
+        slot = Slot(self.admission)
 
         async def admitted() -> Any:
             await slot.acquire(self.settings.retry_after_s)
             try:
                 # Decide (and validate, and check the context length) before the first byte, so those
                 # errors still get a real status code instead of an error event inside a 200 stream.
-                return await _in_thread(
+                return await in_thread(
                     lambda: engine.stream(prompt, config=config, raw=raw, seed=seed, cancel=cancel),
                     None,
                 )
@@ -758,7 +613,7 @@ class Gateway:
         include_usage = bool((parsed.stream_options or {}).get("include_usage"))
         created = int(time.time())
         model = self.model_id
-        record["decision"] = _decision_log(stream.decision)
+        record["decision"] = decision_log(stream.decision)
         begun = time.perf_counter()
 
         def event(
@@ -817,7 +672,7 @@ class Gateway:
             try:
                 if chat:
                     yield event({"role": "assistant", "content": ""}, None)
-                async for chunk in _pump(stream, cancel, slot, deadline):
+                async for chunk in pump(stream, cancel, slot, deadline):
                     yield event({"content": chunk} if chat else chunk, None)
                 # The backend's own count and reason, known once the last chunk has been read.
                 completion_tokens = stream.completion_tokens or 0
@@ -834,13 +689,13 @@ class Gateway:
                 record.update(usage, finish_reason=finish)
                 self.metrics.observe_tokens(stream.prompt_tokens, completion_tokens)
             except (asyncio.CancelledError, GeneratorExit, OSError):
-                status = 499  # the client went away; _pump's cleanup stops generation
+                status = 499  # the client went away; pump's cleanup stops generation
                 record["disconnected"] = True
                 raise
-            except _DeadlineExceededError:
+            except DeadlineExceededError:
                 # Headers are sent: report in-band, as OpenAI does, then end the stream.
                 self.metrics.rejected.labels(reason="timeout").inc()
-                api = _deadline_error(self.settings.request_timeout)
+                api = deadline_error(self.settings.request_timeout)
                 status = api.status
                 yield error_event(api)
             except Exception as err:
@@ -853,7 +708,7 @@ class Gateway:
                 record["status"] = status
                 self._log(record, started)
 
-        return _SlotStreamingResponse(
+        return SlotStreamingResponse(
             body(),
             slot=slot,
             cancel=cancel,
@@ -872,7 +727,7 @@ class Gateway:
     def _log_results(
         self, record: dict[str, Any], results: Sequence[ECOResult], started: float
     ) -> None:
-        decisions = [_decision_log(r.decision) for r in results]
+        decisions = [decision_log(r.decision) for r in results]
         prompt_tokens = sum(r.prompt_tokens for r in results)
         completion_tokens = sum(r.completion_tokens for r in results)
         record.update(
@@ -890,284 +745,3 @@ class Gateway:
     def _log(record: dict[str, Any], started: float) -> None:
         record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         access_log.info(json.dumps(record, ensure_ascii=False, default=str))
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-def _unknown_model(name: str) -> APIError:
-    return APIError(
-        404,
-        f"The model `{_clip(name)}` does not exist; GET /v1/models lists the model this gateway serves.",
-        param="model",
-        code="model_not_found",
-    )
-
-
-def _clip(text: str, limit: int = LOGGED_STRING_CHARS) -> str:
-    """A client-chosen string as logs and error messages show it: cut, with its full length."""
-    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
-
-
-def _refuse_constant(name: str) -> Any:
-    raise APIError(
-        400,
-        f"The request body holds {name}, which is not JSON; send finite numbers.",
-        code="invalid_json",
-    )
-
-
-class _DeadlineExceededError(Exception):
-    """A stream passed the request deadline."""
-
-
-def _deadline_error(timeout: float | None) -> APIError:
-    return APIError(
-        504,
-        f"The request did not finish within the gateway's {timeout} s request timeout; generation was cancelled. "
-        "Ask for fewer tokens or retry.",
-        type_="server_error",
-        code="timeout",
-    )
-
-
-async def _disconnected(request: Request) -> None:
-    """Return once the client has disconnected (the body was already read)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _in_thread(fn: Callable[[], Any], slot: _Slot | None) -> Any:
-    """``fn()`` in a daemon thread of its own, releasing ``slot`` when it ends.
-
-    Daemon: a generation the gateway gave up on (cancelled, it stops at the next token) never
-    keeps the process alive past its shutdown timeout; the thread, not the awaiting task, frees
-    the slot, so the concurrency limit counts work actually running.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            future.set_result(value) if ok else future.set_exception(value)
-
-    def work() -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, fn())
-        except BaseException as err:  # handed to the awaiting task
-            outcome = (False, err)
-        if slot is not None:
-            slot.release_from_thread()  # scheduled first: the slot is free when the awaiting task resumes
-        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            loop.call_soon_threadsafe(settle, *outcome)
-
-    if slot is not None:
-        slot.handed_to_thread = True
-    threading.Thread(target=work, name="eco-generate", daemon=True).start()
-    return await future
-
-
-class _SlotStreamingResponse(StreamingResponse):
-    """A stream that cancels generation and frees its slot however it ends (even unstarted)."""
-
-    def __init__(
-        self, content: Any, *, slot: _Slot, cancel: threading.Event, **kwargs: Any
-    ) -> None:
-        super().__init__(content, **kwargs)
-        self._slot, self._cancel = slot, cancel
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._cancel.set()
-            if not self._slot.handed_to_thread:
-                self._slot.release()
-
-
-def _parse(model: type[_Sampling], body: Any) -> Any:
-    if not isinstance(body, dict):
-        raise APIError(
-            400,
-            f"The request body must be a JSON object, got {type(body).__name__}.",
-            code="invalid_json",
-        )
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        raise _validation_error(err) from None
-
-
-def _validation_error(err: ValidationError) -> APIError:
-    first = err.errors()[0]
-    param = ".".join(str(p) for p in first.get("loc", ())) or None
-    if first.get("type") == "missing":
-        return APIError(
-            400,
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    return APIError(
-        400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value"
-    )
-
-
-def _prompts(parsed: _Sampling, chat: bool, settings: GatewaySettings) -> tuple[list[Any], bool]:
-    if chat:
-        assert isinstance(parsed, ChatCompletionRequest)
-        if not parsed.messages:
-            raise APIError(
-                400, "messages is empty; send at least one user message.", param="messages"
-            )
-        if len(parsed.messages) > settings.max_messages:
-            raise APIError(
-                400,
-                f"messages has {len(parsed.messages)} entries; this gateway takes at most {settings.max_messages}. "
-                "Drop older turns.",
-                param="messages",
-            )
-        return [[_message(m, i) for i, m in enumerate(parsed.messages)]], False
-    assert isinstance(parsed, CompletionRequest)
-    prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)
-    if not prompts:
-        raise APIError(400, "prompt is empty; send a string.", param="prompt")
-    if len(prompts) > settings.max_prompts:
-        raise APIError(
-            400,
-            f"prompt holds {len(prompts)} prompts; this gateway takes at most {settings.max_prompts} per request. "
-            "Split them over several requests.",
-            param="prompt",
-        )
-    return prompts, True
-
-
-def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
-    """An OpenAI message as the engine takes it: text content, OpenAI's ``developer`` as ``system``."""
-    role = message.get("role")
-    if role == "developer":
-        role = "system"
-    content = message.get("content")
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if (
-                not isinstance(part, Mapping)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise APIError(
-                    400,
-                    f"messages[{index}] has a non-text content part; the ECO gateway takes text only.",
-                    param=f"messages.{index}.content",
-                )
-            parts.append(part["text"])
-        content = "\n".join(parts)
-    out: dict[str, Any] = {"role": role, "content": content}
-    if message.get("tool_calls"):
-        out["tool_calls"] = message["tool_calls"]
-    return out
-
-
-async def _pump(
-    stream: Any, cancel: threading.Event, slot: _Slot, deadline: float | None
-) -> AsyncIterator[str]:
-    """Iterate a blocking chunk iterator from a worker thread without tying up the event loop.
-
-    When the consumer stops early (the client disconnected, the deadline passed, shutdown),
-    ``cancel`` is set, which stops generation at the next token (the transformers stopping
-    criterion, or closing the HTTP stream to vLLM); the worker closes the iterator itself (a
-    generator may only be closed by the thread running it) and then frees the slot.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    def put(item: tuple[str, Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def work() -> None:
-        chunks = iter(stream)
-        try:
-            for chunk in chunks:
-                if cancel.is_set():
-                    break
-                put(("chunk", chunk))
-        except BaseException as err:  # handed to the consumer
-            put(("error", err))
-        finally:
-            try:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
-            finally:
-                put(("end", None))
-                slot.release_from_thread()
-
-    slot.handed_to_thread = True
-    threading.Thread(target=work, name="eco-stream", daemon=True).start()
-    try:
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                kind, value = await asyncio.wait_for(queue.get(), timeout)
-            except asyncio.TimeoutError:
-                raise _DeadlineExceededError from None
-            if kind == "end":
-                return
-            if kind == "error":
-                if isinstance(value, GenerationCancelledError) and cancel.is_set():
-                    return
-                raise value
-            yield value
-    finally:
-        cancel.set()
-
-
-def _decision_log(decision: Decision) -> dict[str, Any]:
-    return decision.model_dump(mode="json")
-
-
-def _usage(results: Sequence[ECOResult]) -> dict[str, int]:
-    prompt = sum(r.prompt_tokens for r in results)
-    completion = sum(r.completion_tokens for r in results)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-def _chat_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
-    choices = [
-        {
-            "index": i,
-            "message": {"role": "assistant", "content": r.text},
-            "finish_reason": r.finish_reason,
-            "logprobs": None,
-        }
-        for i, r in enumerate(results)
-    ]
-    return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": _usage(results),
-    }
-
-
-def _text_body(results: Sequence[ECOResult], request_id: str, model: str) -> dict[str, Any]:
-    choices = [
-        {"index": i, "text": r.text, "finish_reason": r.finish_reason, "logprobs": None}
-        for i, r in enumerate(results)
-    ]
-    return {
-        "id": request_id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": _usage(results),
-    }

@@ -19,26 +19,26 @@ import pytest
 pytest.importorskip(
     "starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
+from gateway_support import (
+    BENIGN,
+    FLAGGED,
+    MODEL,
+    access_records,
+    chat_request,
+    gateway_engine,
+    sse_events,
+)
 from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy
+from eco_integrations import ECO
 from eco_integrations.backends.vllm import BackendUnavailableError
-from eco_integrations.serving.app import Gateway, GatewaySettings, _engine_error
-
-MODEL = "tiny"
-FLAGGED = "Who is Harry Potter?"
-BENIGN = "How do I bake bread?"
+from eco_integrations.serving._wire import engine_error
+from eco_integrations.serving.app import Gateway, GatewaySettings
 
 
 @pytest.fixture
 def engine(tiny_backend, toy_guard) -> ECO:
-    return ECO(
-        tiny_backend,
-        toy_guard,
-        policy=ECOPolicy(
-            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
-        ),
-    )
+    return gateway_engine(tiny_backend, toy_guard)
 
 
 def _settings(**changes: Any) -> GatewaySettings:
@@ -49,29 +49,6 @@ def _settings(**changes: Any) -> GatewaySettings:
 def client(engine: ECO):
     with TestClient(Gateway(engine, settings=_settings(max_body_bytes=4000)).app) as test_client:
         yield test_client
-
-
-def _chat(content: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": 6,
-        "temperature": 0,
-        **extra,
-    }
-
-
-def _access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [
-        json.loads(r.getMessage())
-        for r in caplog.records
-        if r.name == "eco_integrations.serving.access"
-    ]
-
-
-def _events(text: str) -> list[Any]:
-    frames = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
-    return [frame if frame == "[DONE]" else json.loads(frame) for frame in frames]
 
 
 def test_health_ready_and_models(client: TestClient) -> None:
@@ -92,8 +69,8 @@ def test_chat_completion_and_its_log_line_without_text(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
-    benign = client.post("/v1/chat/completions", json=_chat(BENIGN))
-    flagged = client.post("/v1/chat/completions", json=_chat(FLAGGED))
+    benign = client.post("/v1/chat/completions", json=chat_request(BENIGN))
+    flagged = client.post("/v1/chat/completions", json=chat_request(FLAGGED))
     for response in (benign, flagged):
         body = response.json()
         assert (
@@ -110,7 +87,7 @@ def test_chat_completion_and_its_log_line_without_text(
             and usage["completion_tokens"] <= 6
         )
         assert response.headers["x-request-id"] == body["id"]
-    records = _access_records(caplog)
+    records = access_records(caplog)
     assert [r["decision"]["flagged"] for r in records] == [False, True]
     assert [r["decision"]["corrupted"] for r in records] == [False, True]
     assert all(r["status"] == 200 and r["latency_ms"] > 0 for r in records)
@@ -123,7 +100,7 @@ def test_chat_completion_and_its_log_line_without_text(
 def test_benign_answer_through_the_gateway_equals_the_engine(
     client: TestClient, engine: ECO
 ) -> None:
-    body = client.post("/v1/chat/completions", json=_chat(BENIGN)).json()
+    body = client.post("/v1/chat/completions", json=chat_request(BENIGN)).json()
     from eco_integrations import GenerationConfig
 
     direct = engine.generate(
@@ -144,17 +121,17 @@ def test_text_completions_take_a_list_of_prompts(client: TestClient) -> None:
 
 
 def test_streaming_chat_matches_the_non_streamed_answer(client: TestClient) -> None:
-    whole = client.post("/v1/chat/completions", json=_chat(BENIGN)).json()["choices"][0]["message"][
-        "content"
-    ]
+    whole = client.post("/v1/chat/completions", json=chat_request(BENIGN)).json()["choices"][0][
+        "message"
+    ]["content"]
     response = client.post(
         "/v1/chat/completions",
-        json=_chat(BENIGN, stream=True, stream_options={"include_usage": True}),
+        json=chat_request(BENIGN, stream=True, stream_options={"include_usage": True}),
     )
     assert response.status_code == 200 and response.headers["content-type"].startswith(
         "text/event-stream"
     )
-    events = _events(response.text)
+    events = sse_events(response.text)
     assert events[-1] == "[DONE]"
     chunks = [e for e in events[:-1] if e["choices"]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
@@ -172,7 +149,7 @@ def test_streaming_text_completion(client: TestClient) -> None:
         "/v1/completions",
         json={"model": MODEL, "prompt": BENIGN, "max_tokens": 4, "temperature": 0, "stream": True},
     )
-    events = _events(response.text)
+    events = sse_events(response.text)
     assert events[-1] == "[DONE]" and all(e["object"] == "text_completion" for e in events[:-1])
 
 
@@ -190,16 +167,22 @@ def test_streaming_text_completion(client: TestClient) -> None:
         ),
         ("/v1/chat/completions", {"model": MODEL}, 400, "missing_required_parameter", "'messages'"),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, None, "messages is empty"),
-        ("/v1/chat/completions", _chat("hi", n=2), 400, None, "n > 1"),
+        ("/v1/chat/completions", chat_request("hi", n=2), 400, None, "n > 1"),
         (
             "/v1/chat/completions",
-            _chat("hi", tools=[{"type": "function"}]),
+            chat_request("hi", tools=[{"type": "function"}]),
             400,
             None,
             "Tool calling",
         ),
-        ("/v1/chat/completions", _chat("hi", max_tokens=100), 400, None, "at most 64"),
-        ("/v1/chat/completions", _chat("hi", temperature=5), 400, "invalid_value", "temperature"),
+        ("/v1/chat/completions", chat_request("hi", max_tokens=100), 400, None, "at most 64"),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", temperature=5),
+            400,
+            "invalid_value",
+            "temperature",
+        ),
         (
             "/v1/chat/completions",
             {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
@@ -209,12 +192,18 @@ def test_streaming_text_completion(client: TestClient) -> None:
         ),
         (
             "/v1/chat/completions",
-            _chat("word " * 300),
+            chat_request("word " * 300),
             400,
             "context_length_exceeded",
             "context window is 256",
         ),
-        ("/v1/chat/completions", _chat("x" * 5000), 413, "request_too_large", "at most 4000"),
+        (
+            "/v1/chat/completions",
+            chat_request("x" * 5000),
+            413,
+            "request_too_large",
+            "at most 4000",
+        ),
         ("/v1/completions", {"model": MODEL, "prompt": "hi", "echo": True}, 400, None, "echo"),
         (
             "/v1/completions",
@@ -257,7 +246,7 @@ def test_bad_requests_get_openai_error_shapes_and_the_server_keeps_serving(
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and message in error["message"]
     assert error["code"] == code
-    assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
 
 def test_unknown_path_and_method(client: TestClient) -> None:
@@ -276,13 +265,13 @@ def test_engine_loads_in_the_background_and_ready_follows(engine: ECO) -> None:
     with TestClient(Gateway(load, settings=_settings()).app) as client:
         assert client.get("/health").status_code == 200  # alive while loading
         assert client.get("/ready").json()["status"] == "loading"
-        early = client.post("/v1/chat/completions", json=_chat(BENIGN))
+        early = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert early.status_code == 503 and early.json()["error"]["code"] == "loading"
         release.set()
         deadline = time.monotonic() + 30
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
 
 def test_failed_load_is_reported_by_ready_and_requests() -> None:
@@ -299,7 +288,7 @@ def test_failed_load_is_reported_by_ready_and_requests() -> None:
             and ready.json()["status"] == "failed"
             and "no guard at /nowhere" in ready.json()["error"]
         )
-        response = client.post("/v1/chat/completions", json=_chat(BENIGN))
+        response = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert (
             response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
         )
@@ -310,7 +299,7 @@ def test_draining_gateway_refuses_new_work(engine: ECO) -> None:
     with TestClient(gateway.app) as client:
         gateway.begin_shutdown()
         assert client.get("/ready").json()["status"] == "draining"
-        refused = client.post("/v1/chat/completions", json=_chat(BENIGN))
+        refused = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
 
 
@@ -327,22 +316,21 @@ def test_upstream_health_and_errors(engine: ECO, monkeypatch: pytest.MonkeyPatch
             )
 
         monkeypatch.setattr(engine, "generate", unreachable)
-        down = client.post("/v1/chat/completions", json=_chat(BENIGN))
+        down = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert down.status_code == 503 and down.json()["error"]["code"] == "upstream_error"
 
         def crash(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(engine, "generate", crash)
-        bug = client.post("/v1/chat/completions", json=_chat(BENIGN))
+        bug = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert bug.status_code == 500 and bug.json()["error"]["type"] == "server_error"
         assert "a bug" not in bug.text  # internals stay in the gateway log
 
 
 def test_upstream_status_mapping() -> None:
-    assert _engine_error(BackendUnavailableError("busy", status_code=429)).status == 503
+    assert engine_error(BackendUnavailableError("busy", status_code=429)).status == 503
     assert (
-        _engine_error(BackendUnavailableError("bad request we built", status_code=400)).status
-        == 502
+        engine_error(BackendUnavailableError("bad request we built", status_code=400)).status == 502
     )
-    assert _engine_error(BackendUnavailableError("down", status_code=None)).status == 503
+    assert engine_error(BackendUnavailableError("down", status_code=None)).status == 503

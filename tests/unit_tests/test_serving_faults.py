@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +18,12 @@ import pytest
 pytest.importorskip(
     "starlette", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
+from gateway_support import BENIGN, MODEL, chat_request, sse_events
 from starlette.testclient import TestClient
 
 from eco_integrations import ECO, CorruptionConfig, ECOPolicy
 from eco_integrations.backends.vllm import EmbeddingTable, RemoteTransport, VLLMBackend
 from eco_integrations.serving.app import Gateway, GatewaySettings
-
-MODEL = "tiny"
-BENIGN = "How do I bake bread?"
 
 
 class Upstream:
@@ -110,29 +107,17 @@ def gateway(upstream: Upstream, tiny_model, tiny_tokenizer, toy_guard) -> Gatewa
     )
 
 
-def _chat(**extra: Any) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": BENIGN}],
-        "max_tokens": 6,
-        "temperature": 0,
-        **extra,
-    }
-
-
-def _events(text: str) -> list[Any]:
-    frames = [line[len("data: ") :] for line in text.split("\n\n") if line.startswith("data: ")]
-    return [frame if frame == "[DONE]" else json.loads(frame) for frame in frames]
-
-
 def test_upstream_killed_mid_stream_ends_the_stream_with_an_error_event(
     gateway: Gateway, upstream: Upstream
 ) -> None:
     with TestClient(gateway.app) as client:
-        assert client.post("/v1/chat/completions", json=_chat(stream=True)).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=True)).status_code
+            == 200
+        )
         upstream.mode = "die mid-stream"
-        response = client.post("/v1/chat/completions", json=_chat(stream=True))
-        events = _events(response.text)
+        response = client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=True))
+        events = sse_events(response.text)
         assert response.status_code == 200  # headers went out before the upstream died
         text = "".join(
             e["choices"][0]["delta"].get("content", "")
@@ -146,7 +131,7 @@ def test_upstream_killed_mid_stream_ends_the_stream_with_an_error_event(
         )
         assert "[DONE]" not in events  # the stream ends on the error, it does not pretend to finish
         upstream.mode = "ok"
-        assert client.post("/v1/chat/completions", json=_chat()).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
         assert gateway.admission.running == 0
 
 
@@ -157,22 +142,22 @@ def test_ready_turns_503_while_the_upstream_is_down_and_recovers(
         assert client.get("/ready").status_code == 200
         upstream.mode = "down"
         assert client.get("/ready").status_code == 503
-        down = client.post("/v1/chat/completions", json=_chat())
+        down = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert down.status_code == 503 and down.json()["error"]["code"] == "upstream_error"
         upstream.mode = "ok"
         assert client.get("/ready").status_code == 200
-        assert client.post("/v1/chat/completions", json=_chat()).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
 
 def test_upstream_slower_than_the_deadline(gateway: Gateway, upstream: Upstream) -> None:
     upstream.mode = "slow"
     with TestClient(gateway.app) as client:
         started = time.monotonic()
-        response = client.post("/v1/chat/completions", json=_chat())
+        response = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
         assert time.monotonic() - started < 2.5  # the deadline (1 s), not the upstream's 3 s
-        streamed = client.post("/v1/chat/completions", json=_chat(stream=True))
-        events = _events(streamed.text)
+        streamed = client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=True))
+        events = sse_events(streamed.text)
         assert events[-1]["error"]["code"] == "timeout"
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and upstream.aborted < 1:

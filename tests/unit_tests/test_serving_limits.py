@@ -24,52 +24,27 @@ pytest.importorskip(
 pytest.importorskip(
     "prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
+from gateway_support import BENIGN, FLAGGED, MODEL, access_records, chat_request, gateway_engine
 from starlette.testclient import TestClient
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig
+from eco_integrations import ECO, GenerationConfig
 from eco_integrations.exceptions import GuardFailureError, InvalidInputError
 from eco_integrations.serving.app import Gateway, GatewaySettings
 from eco_integrations.serving.auth import fingerprint
 
-MODEL = "tiny"
-FLAGGED = "Who is Harry Potter?"
-BENIGN = "How do I bake bread?"
-KEY = "test-key-0123456789abcdef"
-
 
 @pytest.fixture
 def engine(tiny_backend, toy_guard) -> ECO:
-    return ECO(
-        tiny_backend,
-        toy_guard,
-        policy=ECOPolicy(
-            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
-        ),
-    )
+    return gateway_engine(tiny_backend, toy_guard)
+
+
+KEY = "test-key-0123456789abcdef"
 
 
 def _settings(**changes: Any) -> GatewaySettings:
     return GatewaySettings(
         **{"model_id": MODEL, "default_max_tokens": 6, "max_tokens_limit": 200, **changes}
     )
-
-
-def _chat(content: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": 6,
-        "temperature": 0,
-        **extra,
-    }
-
-
-def _access(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [
-        json.loads(r.getMessage())
-        for r in caplog.records
-        if r.name == "eco_integrations.serving.access"
-    ]
 
 
 def _openai_error(response: Any, status: int) -> dict[str, Any]:
@@ -180,11 +155,11 @@ async def _asgi(
     [
         (
             "/v1/chat/completions",
-            _chat("hi", stop=[f"s{i}" for i in range(10_000)]),
+            chat_request("hi", stop=[f"s{i}" for i in range(10_000)]),
             "stop",
             "at most 4",
         ),
-        ("/v1/chat/completions", _chat("hi", stop="x" * 65), "stop", "longer than 64"),
+        ("/v1/chat/completions", chat_request("hi", stop="x" * 65), "stop", "longer than 64"),
         (
             "/v1/completions",
             {"model": MODEL, "prompt": [BENIGN] * 17, "max_tokens": 2},
@@ -197,11 +172,16 @@ async def _asgi(
             "messages",
             "at most 512",
         ),
-        ("/v1/chat/completions", _chat("hi", max_tokens=True), "max_tokens", "valid integer"),
-        ("/v1/chat/completions", _chat("hi", max_tokens="5"), "max_tokens", "valid integer"),
-        ("/v1/chat/completions", _chat("hi", max_tokens=2.0), "max_tokens", "valid integer"),
-        ("/v1/chat/completions", _chat("hi", stream="yes"), "stream", "valid boolean"),
-        ("/v1/chat/completions", _chat("hi", seed=2**64), "seed", "less than"),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", max_tokens=True),
+            "max_tokens",
+            "valid integer",
+        ),
+        ("/v1/chat/completions", chat_request("hi", max_tokens="5"), "max_tokens", "valid integer"),
+        ("/v1/chat/completions", chat_request("hi", max_tokens=2.0), "max_tokens", "valid integer"),
+        ("/v1/chat/completions", chat_request("hi", stream="yes"), "stream", "valid boolean"),
+        ("/v1/chat/completions", chat_request("hi", seed=2**64), "seed", "less than"),
     ],
 )
 def test_cost_limits_and_strict_types(
@@ -210,7 +190,7 @@ def test_cost_limits_and_strict_types(
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         error = _openai_error(client.post(path, json=body), 400)
         assert error["param"] == param and message in error["message"]
-        assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
 
 def test_lone_surrogates_and_non_json_constants_are_400(
@@ -259,10 +239,10 @@ def test_logged_client_strings_are_truncated(engine: ECO, caplog: pytest.LogCapt
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
         huge = "m" * 500_000
         error = _openai_error(
-            client.post("/v1/chat/completions", json={**_chat("hi"), "model": huge}), 404
+            client.post("/v1/chat/completions", json={**chat_request("hi"), "model": huge}), 404
         )
         assert len(error["message"]) < 300 and "500000 chars" in error["message"]
-    (record,) = _access(caplog)
+    (record,) = access_records(caplog)
     assert len(record["model"]) < 100 and len(json.dumps(record)) < 1000
 
 
@@ -271,12 +251,12 @@ def test_deadline_cancels_generation_and_answers_504(engine: ECO, slow: SlowMode
     gateway = Gateway(engine, settings=_settings(request_timeout=0.5))
     with TestClient(gateway.app) as client:
         started = time.monotonic()
-        response = client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=150))
+        response = client.post("/v1/chat/completions", json=chat_request(BENIGN, max_tokens=150))
         assert _openai_error(response, 504)["code"] == "timeout" and time.monotonic() - started < 3
         calls = slow.settled()
         assert calls < 60  # 150 tokens at 50 ms each were asked for: generation stopped near 0.5 s
         streamed = client.post(
-            "/v1/chat/completions", json=_chat(BENIGN, max_tokens=150, stream=True)
+            "/v1/chat/completions", json=chat_request(BENIGN, max_tokens=150, stream=True)
         )
         events = [line for line in streamed.text.split("\n\n") if line.startswith("data: ")]
         assert (
@@ -298,7 +278,7 @@ def test_client_leaving_cancels_generation_streaming_or_not(
             gateway.app,
             "POST",
             "/v1/chat/completions",
-            json.dumps(_chat(BENIGN, max_tokens=150, stream=stream)).encode(),
+            json.dumps(chat_request(BENIGN, max_tokens=150, stream=stream)).encode(),
             disconnect_after=0.4,
         )
         assert out["elapsed"] < 3
@@ -311,7 +291,7 @@ def test_client_leaving_cancels_generation_streaming_or_not(
 
     for stream in (False, True):
         asyncio.run(leave(stream))
-    assert [r["status"] for r in _access(caplog)] == [499, 499]
+    assert [r["status"] for r in access_records(caplog)] == [499, 499]
 
 
 def test_streams_count_against_the_concurrency_limit(engine: ECO, slow: SlowModel) -> None:
@@ -346,7 +326,7 @@ def test_full_queue_gets_429_with_retry_after_and_queued_clients_that_leave_neve
         return original(prompts, **kwargs)
 
     monkeypatch.setattr(engine, "generate", counting)
-    body = json.dumps(_chat(BENIGN, max_tokens=20)).encode()
+    body = json.dumps(chat_request(BENIGN, max_tokens=20)).encode()
 
     async def burst() -> list[dict[str, Any]]:
         running = asyncio.ensure_future(_asgi(gateway.app, "POST", "/v1/chat/completions", body))
@@ -389,14 +369,16 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
     with TestClient(gateway.app) as client:
         for stream in (False, True):
             error = _openai_error(
-                client.post("/v1/chat/completions", json=_chat(BENIGN, stream=stream)), 500
+                client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=stream)), 500
             )
             assert error["code"] == "guard_failure"
         assert "eco_guard_errors_total 2.0" in client.get("/metrics").text
         engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
-        assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
         assert "eco_guard_errors_total 3.0" in client.get("/metrics").text
-    statuses = [(r["status"], r.get("decision", {}).get("corrupted")) for r in _access(caplog)]
+    statuses = [
+        (r["status"], r.get("decision", {}).get("corrupted")) for r in access_records(caplog)
+    ]
     assert statuses == [(500, None), (500, None), (200, True)]
 
 
@@ -413,7 +395,9 @@ def test_api_keys(engine: ECO, caplog: pytest.LogCaptureFixture) -> None:
             {"authorization": KEY},
             {"authorization": f"Basic {KEY}"},
         ):
-            response = client.post("/v1/chat/completions", json=_chat(BENIGN), headers=headers)
+            response = client.post(
+                "/v1/chat/completions", json=chat_request(BENIGN), headers=headers
+            )
             assert _openai_error(response, 401)["code"] == "invalid_api_key"
             assert response.headers["www-authenticate"] == "Bearer"
         assert (
@@ -422,19 +406,21 @@ def test_api_keys(engine: ECO, caplog: pytest.LogCaptureFixture) -> None:
         )
         good = {"authorization": f"Bearer {KEY}"}
         assert (
-            client.post("/v1/chat/completions", json=_chat(BENIGN), headers=good).status_code == 200
+            client.post("/v1/chat/completions", json=chat_request(BENIGN), headers=good).status_code
+            == 200
         )
         assert client.get("/metrics", headers=good).status_code == 200
-    (record,) = _access(caplog)
+    (record,) = access_records(caplog)
     assert record["key"] == fingerprint(KEY) and KEY not in json.dumps(record)
 
 
 def test_metrics(engine: ECO) -> None:
     with TestClient(Gateway(engine, settings=_settings()).app) as client:
-        assert client.post("/v1/chat/completions", json=_chat(BENIGN)).status_code == 200
-        assert client.post("/v1/chat/completions", json=_chat(FLAGGED)).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat_request(FLAGGED)).status_code == 200
         assert (
-            client.post("/v1/chat/completions", json=_chat(FLAGGED, stream=True)).status_code == 200
+            client.post("/v1/chat/completions", json=chat_request(FLAGGED, stream=True)).status_code
+            == 200
         )
         assert client.post("/v1/chat/completions", json={"model": "x" * 40}).status_code == 400
         client.get("/no/such/" + "p" * 50)
@@ -586,7 +572,7 @@ def test_fuzz_every_route_never_500(fuzz_client: TestClient) -> None:
     big = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}] * 10_000}
     _assert_well_formed(fuzz_client.post("/v1/chat/completions", json=big))
     for content in ("", "   \n\t", "\x00\x00", "a\x00b"):
-        _assert_well_formed(fuzz_client.post("/v1/chat/completions", json=_chat(content)))
+        _assert_well_formed(fuzz_client.post("/v1/chat/completions", json=chat_request(content)))
     _assert_well_formed(
         fuzz_client.post(
             "/v1/chat/completions",
@@ -595,7 +581,7 @@ def test_fuzz_every_route_never_500(fuzz_client: TestClient) -> None:
         )
     )
     # Still serving a normal request afterwards.
-    normal = fuzz_client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=2))
+    normal = fuzz_client.post("/v1/chat/completions", json=chat_request(BENIGN, max_tokens=2))
     assert (
         normal.status_code == 200 and normal.json()["choices"][0]["message"]["role"] == "assistant"
     )
@@ -670,7 +656,7 @@ def test_fuzz_one_hostile_field_in_an_otherwise_valid_request(fuzz_client: TestC
             assert response.text.rstrip().endswith("data: [DONE]") or '"error"' in response.text
 
     mutate()
-    normal = fuzz_client.post("/v1/chat/completions", json=_chat(BENIGN, max_tokens=2))
+    normal = fuzz_client.post("/v1/chat/completions", json=chat_request(BENIGN, max_tokens=2))
     assert normal.status_code == 200
 
 

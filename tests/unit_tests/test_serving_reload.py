@@ -22,13 +22,13 @@ pytest.importorskip(
 pytest.importorskip(
     "prometheus_client", reason="pip install 'eco-integrations[serve]' to run the gateway tests"
 )
+from gateway_support import MODEL, chat_request
 from starlette.testclient import TestClient
 
 from eco_integrations import ECO, CorruptionConfig, ECOPolicy, Guard
 from eco_integrations.serving.app import Gateway, GatewaySettings
 from eco_integrations.serving.reload import GuardWatcher
 
-MODEL = "tiny"
 BAKING = "How do I bake bread?"
 BAKING_FORGET = [
     "How do I bake bread?",
@@ -36,16 +36,6 @@ BAKING_FORGET = [
     "Knead the dough.",
     "Oven temperature for bread?",
 ]
-
-
-def _chat(content: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": 4,
-        "temperature": 0,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -97,14 +87,14 @@ def test_swap_is_atomic_and_every_record_names_its_guard(
         in_flight: dict[str, Any] = {}
         worker = threading.Thread(
             target=lambda: in_flight.update(
-                r=client.post("/v1/chat/completions", json=_chat(BAKING, max_tokens=30))
+                r=client.post("/v1/chat/completions", json=chat_request(BAKING, max_tokens=30))
             )
         )
         worker.start()
         time.sleep(0.3)  # the request is generating with guard version 1
         new_version = _add_baking(folder, tiny_encoder)
         assert watcher.check() is True
-        after = client.post("/v1/chat/completions", json=_chat(BAKING))
+        after = client.post("/v1/chat/completions", json=chat_request(BAKING, max_tokens=4))
         worker.join(timeout=30)
         assert in_flight["r"].status_code == 200 and after.status_code == 200
         ready = client.get("/ready").json()
@@ -148,7 +138,10 @@ def test_a_bad_folder_is_refused_and_the_old_guard_keeps_serving(
         and "old guard keeps serving" in caplog.text
     )
     with TestClient(gateway.app) as client:
-        assert client.post("/v1/chat/completions", json=_chat(BAKING)).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json=chat_request(BAKING, max_tokens=4)).status_code
+            == 200
+        )
         assert client.get("/ready").json()["policy_version"] == serving
         assert 'eco_guard_reloads_total{outcome="refused"} 1.0' in client.get("/metrics").text
 
@@ -170,7 +163,9 @@ def test_two_replicas_watching_one_folder_both_swap(tiny_backend, tiny_encoder, 
                 time.sleep(0.1)
             assert before[0] == before[1] and now[0] == now[1] and now[0] != before[0]
             for client in (first, second):
-                body = client.post("/v1/chat/completions", json=_chat(BAKING)).json()
+                body = client.post(
+                    "/v1/chat/completions", json=chat_request(BAKING, max_tokens=4)
+                ).json()
                 assert body["object"] == "chat.completion"
     finally:
         for w in watchers:
