@@ -236,6 +236,7 @@ class ECO:
             "mode": self.mode,
             "guard_id": self.guard.guard_id if self.guard else None,
             "guard_version": self.guard.version if self.guard else None,
+            "guard_sha256": self.guard.content_sha256 if self.guard else None,
             "policy_version": self.policy_version,
             "corruption": c.name,
             "corruption_dims": c.dims,

@@ -458,6 +458,11 @@ class Guard:
         self.version = 0
         self.targets: dict[str, PromptGuard] = {}
         self.terms: dict[str, list[str]] = {}
+        self.content_sha256: str | None = None
+        """Digest of the saved folder's contents; None until saved or loaded, and after a change.
+
+        Two fits under one ``guard_id`` and version differ here, so caches keyed by the engine's
+        identifying params never mix their answers."""
 
     @property
     def target_names(self) -> list[str]:
@@ -533,6 +538,7 @@ class Guard:
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
         self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))
         self.version += 1
+        self.content_sha256 = None
         return estimator
 
     def remove_target(self, name: str) -> None:
@@ -542,6 +548,7 @@ class Guard:
         del self.targets[name]
         self.terms.pop(name, None)
         self.version += 1
+        self.content_sha256 = None
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Forget probabilities, ``[len(texts), len(target_names)]``; one encoder pass for all targets.
@@ -657,6 +664,7 @@ class Guard:
         )
         manifest.content_sha256 = _content_hash(root, manifest)
         (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+        self.content_sha256 = manifest.content_sha256
         seal(
             root, [info.folder for info in infos]
         )  # covers policy.json too; HMAC with ECO_GUARD_KEY
@@ -732,6 +740,7 @@ class Guard:
                 guard.encoder, info.params, arrays, vocab, stats
             )
             guard.terms[info.name] = list(info.terms)
+        guard.content_sha256 = manifest.content_sha256
         return guard
 
     def summary(self) -> list[dict[str, Any]]:

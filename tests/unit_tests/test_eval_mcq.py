@@ -149,6 +149,28 @@ def test_resume_refuses_other_settings(tiny_backend, toy_guard, tmp_path: Path) 
         )
 
 
+def test_resume_refuses_a_refit_guard_under_the_same_id(
+    tiny_backend, tiny_encoder, tmp_path: Path
+) -> None:
+    from toy_data import TOY_FORGET, TOY_RETAIN
+
+    from eco_integrations import Guard
+
+    def saved_guard(retain: list[str], folder: str) -> Guard:
+        guard = Guard(tiny_encoder, guard_id="wmdp")
+        guard.add_target("t", TOY_FORGET, retain, cv=2, target_fpr=0.2)
+        guard.save(tmp_path / folder)
+        return guard
+
+    out = tmp_path / "run"
+    first = saved_guard(TOY_RETAIN, "a")
+    evaluate_mcq(_eco(tiny_backend, first), ROWS[:1], out, letters="plain")
+    refit = saved_guard([*TOY_RETAIN, "Knead the dough twice."], "b")
+    assert (refit.guard_id, refit.version) == (first.guard_id, first.version)
+    with pytest.raises(InvalidInputError, match="other settings"):
+        evaluate_mcq(_eco(tiny_backend, refit), ROWS[:1], out, letters="plain")
+
+
 def test_partial_last_line_is_redone(tiny_backend, toy_guard, tmp_path: Path) -> None:
     eco = _eco(tiny_backend, toy_guard)
     evaluate_mcq(eco, ROWS[:1], tmp_path, letters="plain", guard_text=lambda q: q["question"])

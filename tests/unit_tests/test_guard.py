@@ -6,6 +6,7 @@ from sklearn.base import clone
 from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import (
+    ECO,
     ArtifactError,
     Guard,
     GuardNotFittedError,
@@ -193,3 +194,23 @@ def test_passage_setting_is_saved_and_can_be_turned_off(toy_guard, tmp_path, tin
     )
     with pytest.raises(ConfigurationError, match="passage_chars must be a positive number"):
         Guard(tiny_encoder, passage_chars=0)
+
+
+def test_two_fits_under_one_id_and_version_are_told_apart(
+    tiny_encoder, tiny_backend, tmp_path
+) -> None:
+    # Same guard_id and version, other data: caches keyed by identifying params must not mix them.
+    def fit(retain: list[str], folder: str) -> Guard:
+        guard = Guard(tiny_encoder, guard_id="same-id")
+        guard.add_target("harry-potter", TOY_FORGET, retain, cv=2, target_fpr=0.2)
+        assert guard.content_sha256 is None  # not saved yet
+        guard.save(tmp_path / folder)
+        return guard
+
+    first, second = fit(TOY_RETAIN, "a"), fit([*TOY_RETAIN, "Knead the dough twice."], "b")
+    assert (first.guard_id, first.version) == (second.guard_id, second.version)
+    assert first.content_sha256 and second.content_sha256
+    assert first.content_sha256 != second.content_sha256
+    assert Guard.load(tmp_path / "a", encoder=tiny_encoder).content_sha256 == first.content_sha256
+    params = [ECO(tiny_backend, g).identifying_params()["guard_sha256"] for g in (first, second)]
+    assert params == [first.content_sha256, second.content_sha256]

@@ -126,6 +126,7 @@ def run_signature(eco: ECO, letters: str) -> dict[str, Any]:
         "model_name",
         "guard_id",
         "guard_version",
+        "guard_sha256",
         "corruption",
         "corruption_dims",
         "corruption_strength",
