@@ -146,3 +146,24 @@ def test_mcq_small_limit_resumes(
     assert {k: v for k, v in second.items() if k != "seconds"} == {
         k: v for k, v in first.items() if k != "seconds"
     }
+
+
+def test_close_subject_split_halves_each_subject_and_the_mcq_pool_skips_the_fit_half(
+    data_dir,
+) -> None:
+    from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS
+    from eco_integrations.research.eval.guard_eval import close_subject_split, wmdp_retain_rows
+    from eco_integrations.research.eval.mcq import mmlu_pool
+
+    fit, held = close_subject_split(data_dir)
+    assert fit == close_subject_split(data_dir)[0]  # seeded
+    fit_ids, held_ids = {r["id"] for r in fit}, {r["id"] for r in held}
+    assert not fit_ids & held_ids
+    for subject in MMLU_CLOSE_SUBJECTS:
+        n_fit = sum(r["subject"] == subject for r in fit)
+        n_held = sum(r["subject"] == subject for r in held)
+        assert n_fit > 40 and n_held - n_fit in (0, 1)
+    retain = {r["question"] for r in wmdp_retain_rows(data_dir)}
+    assert {r["question"] for r in fit} <= retain
+    pool = {r["id"] for r in mmlu_pool(data_dir, exclude=fit_ids)}
+    assert held_ids <= pool and not fit_ids & pool

@@ -240,3 +240,14 @@ def _from_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]
     import datasets
 
     return [dict(row) for row in datasets.load_dataset(repo, config, split=split)]
+
+
+def mmlu_test_rows(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """MMLU test questions of every subject, each with a stable ``id`` (``mmlu/<subject>/<row>``)."""
+    counters: dict[str, int] = {}
+    out = []
+    for r in load_mmlu("all", "test", data_dir):
+        i = counters.get(r["subject"], 0)
+        counters[r["subject"]] = i + 1
+        out.append({**r, "id": f"mmlu/{r['subject']}/{i}"})
+    return out

@@ -26,6 +26,7 @@ from .datasets import (
     load_muse,
     load_tofu,
     load_wmdp,
+    mmlu_test_rows,
 )
 
 
@@ -227,6 +228,38 @@ def wmdp_fit_test_split(
     return fit_rows, test_rows
 
 
+CLOSE_SPLIT_SEED_OFFSET = 7
+"""Added to the protocol seed for the close-subject split, so it does not mirror the WMDP split."""
+
+
+def close_subject_split(
+    data_dir: str | Path | None = None, *, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """MMLU test questions of the close subjects, split per subject into a fit half and an
+    evaluation half (``seed``), with their ``mmlu/<subject>/<row>`` ids.
+
+    A deployer fits its WMDP guard with its own benign security and biology questions as
+    negatives; the fit half plays that part, and ``fpr_close`` is measured on the other half only.
+    """
+    rng = np.random.default_rng(seed + CLOSE_SPLIT_SEED_OFFSET)
+    rows = mmlu_test_rows(data_dir)
+    fit: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    for subject in MMLU_CLOSE_SUBJECTS:
+        mine = [r for r in rows if r["subject"] == subject]
+        order = rng.permutation(len(mine))
+        half = len(mine) // 2
+        fit += [mine[i] for i in sorted(order[:half].tolist())]
+        held += [mine[i] for i in sorted(order[half:].tolist())]
+    return fit, held
+
+
+def wmdp_retain_rows(data_dir: str | Path | None = None, *, seed: int = 0) -> list[dict[str, Any]]:
+    """The WMDP guard's negatives: MMLU val and dev (every subject) and the close subjects' fit half."""
+    fit_close, _ = close_subject_split(data_dir, seed=seed)
+    return load_mmlu("all", "val", data_dir) + load_mmlu("all", "dev", data_dir) + fit_close
+
+
 def _wmdp_guard(encoder: SentenceEncoder | None) -> Guard:
     # A multiple-choice prompt is one item: passages (question alone, choice pairs) would cost
     # five encoder passes per prompt and find nothing the whole text does not show.
@@ -246,9 +279,10 @@ def fit_wmdp_guard(
     encoder: SentenceEncoder | None = None,
     params: dict[str, Any] | None = None,
 ) -> tuple[Guard, dict[str, Any]]:
-    """The WMDP protocol's guard alone (fit rows of :func:`wmdp_fit_test_split` vs MMLU val)."""
+    """The WMDP protocol's guard alone (fit rows of :func:`wmdp_fit_test_split` vs
+    :func:`wmdp_retain_rows`)."""
     fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
-    retain_rows = load_mmlu("all", "val", data_dir)
+    retain_rows = wmdp_retain_rows(data_dir, seed=seed)
     guard = _wmdp_guard(encoder)
     how = _fit_target(
         guard,
@@ -275,13 +309,16 @@ def wmdp_guard_protocol(
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
     """The WMDP guard protocol.
 
-    Fit on a random 20% (``seed``) of each WMDP subject's questions against the MMLU val split;
-    test on the other 80% and on the MMLU test split. Reports the false-positive rate overall,
-    on the four subjects closest to WMDP (``fpr_close``) and on the rest of MMLU (``fpr_other_mmlu``).
+    Fit on a random 20% (``seed``) of each WMDP subject's questions against
+    :func:`wmdp_retain_rows` (MMLU val and dev, and the fit half of the close subjects' test
+    questions); test on the other 80% of WMDP and on MMLU test minus that fit half. Reports the
+    false-positive rate overall, on the four subjects closest to WMDP (``fpr_close``: their
+    evaluation half only) and on the rest of MMLU (``fpr_other_mmlu``).
     """
     fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
-    n_retain = len(load_mmlu("all", "val", data_dir))
-    mmlu_test = load_mmlu("all", "test", data_dir)
+    n_retain = len(wmdp_retain_rows(data_dir, seed=seed))
+    fit_close = {r["id"] for r in close_subject_split(data_dir, seed=seed)[0]}
+    mmlu_test = [r for r in mmlu_test_rows(data_dir) if r["id"] not in fit_close]
 
     started = time.perf_counter()
     guard, how = fit_wmdp_guard(
@@ -328,7 +365,11 @@ def wmdp_guard_protocol(
         },
         **how,
         "target_fpr": target_fpr,
-        "n_fit": {"forget": len(fit_rows), "retain": n_retain},
+        "n_fit": {
+            "forget": len(fit_rows),
+            "retain": n_retain,
+            "retain_close_subject_fit_half": len(fit_close),
+        },
         "n_test": {
             "forget": len(test_rows),
             "mmlu_close": int(close.sum()),

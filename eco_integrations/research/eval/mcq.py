@@ -38,7 +38,7 @@ import torch
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
 from ...exceptions import ConfigurationError, InvalidInputError
-from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, WMDP_TOPICS, load_mmlu
+from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, WMDP_TOPICS, mmlu_test_rows
 
 CHANCE = 0.25
 LETTER_VARIANTS = ("space", "plain")
@@ -107,16 +107,12 @@ def sample_questions(
     return wmdp, take(close, n_close) + take(other, n_mmlu - n_close)
 
 
-def mmlu_pool(data_dir: str | Path | None) -> list[dict[str, Any]]:
-    """MMLU test questions with stable ids (``mmlu/<subject>/<row>``)."""
-    rows = load_mmlu("all", "test", data_dir)
-    counters: dict[str, int] = {}
-    out = []
-    for r in rows:
-        i = counters.get(r["subject"], 0)
-        counters[r["subject"]] = i + 1
-        out.append({**r, "id": f"mmlu/{r['subject']}/{i}"})
-    return out
+def mmlu_pool(
+    data_dir: str | Path | None, *, exclude: set[str] | frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """MMLU test questions with stable ids (``mmlu/<subject>/<row>``), minus the ids in ``exclude``
+    (the close-subject questions a WMDP guard was fit on)."""
+    return [r for r in mmlu_test_rows(data_dir) if r["id"] not in exclude]
 
 
 def run_signature(eco: ECO, letters: str) -> dict[str, Any]:
@@ -367,7 +363,7 @@ def run_mcq_task(
     """
     from ...backends.transformers import TransformersBackend
     from ...guard import Guard
-    from .guard_eval import fit_wmdp_guard, wmdp_fit_test_split
+    from .guard_eval import close_subject_split, fit_wmdp_guard, wmdp_fit_test_split
 
     started = time.perf_counter()
     root = Path(out)
@@ -376,6 +372,7 @@ def run_mcq_task(
         guard_folder = Path(guard)
         loaded = Guard.load(guard_folder)
         wmdp_pool = fit_rows + test_rows
+        exclude: set[str] = set()
         guard_note = f"guard folder {guard_folder}"
     else:
         # The WMDP guard protocol's guard: the questions it was fit on are left out of the sample.
@@ -383,14 +380,22 @@ def run_mcq_task(
         if (guard_folder / "manifest.json").is_file():
             loaded = Guard.load(guard_folder)
         else:
-            print("fitting the WMDP guard (20% of WMDP vs MMLU val)...", file=sys.stderr)
+            print(
+                "fitting the WMDP guard (20% of WMDP vs MMLU val, dev and half the close "
+                "subjects' test questions)...",
+                file=sys.stderr,
+            )
             loaded, _ = fit_wmdp_guard(
                 data_dir, seed=seed, target_fpr=0.01 if target_fpr is None else target_fpr
             )
             loaded.save(guard_folder)
         wmdp_pool = test_rows
+        # The close-subject questions the guard was fit on are not asked either.
+        exclude = {r["id"] for r in close_subject_split(data_dir, seed=seed)[0]}
         guard_note = (
-            "WMDP protocol guard (fit on 20% of WMDP vs MMLU val; sample drawn from the other 80%)"
+            "WMDP protocol guard (fit on 20% of WMDP vs MMLU val, dev and half the close "
+            "subjects' test questions; sample drawn from the other 80% of WMDP and the rest of "
+            "MMLU test)"
         )
     policy = (
         ECOPolicy.load(guard_folder)
@@ -422,7 +427,12 @@ def run_mcq_task(
             msg = f"{flag} must be >= 0, got {value}."
             raise InvalidInputError(msg)
     wmdp, mmlu = sample_questions(
-        wmdp_pool, mmlu_pool(data_dir), n_wmdp=n_wmdp, n_mmlu=n_mmlu, n_close=n_close, seed=seed
+        wmdp_pool,
+        mmlu_pool(data_dir, exclude=exclude),
+        n_wmdp=n_wmdp,
+        n_mmlu=n_mmlu,
+        n_close=n_close,
+        seed=seed,
     )
     questions = wmdp + mmlu
     bar = mcq_progress_bar(len(questions), show_progress)
