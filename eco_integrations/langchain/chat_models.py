@@ -120,10 +120,13 @@ class _Prepared:
     run: RunnableConfig | None = None  # a stream's own config (callbacks, run id), for its event
 
     def __repr__(self) -> str:
-        # Shown in the run's invocation params and part of an LLM cache's key: constant for a
-        # single request, so a prepared call hits the cache like any other.
+        # Shown in the run's invocation params and part of an LLM cache's key. The answer depends
+        # on the prompt (keyed already), the policy (in the model's params) and whether the
+        # prompt is corrupted: only that goes in, so a decision handed in by the middleware
+        # (whose latency differs every call) and one made here share a cache entry.
         if self.batch is None:
-            return "<eco prepared request>"
+            kind = "corrupted" if self.request.decision.corrupted else "plain"
+            return f"<eco prepared request: {kind}>"
         return f"<eco batch row {self.index} of {len(self.batch.requests)}>"
 
 
@@ -538,7 +541,9 @@ class ChatECOHuggingFace(BaseChatModel):
             run_config["run_id"] = run_config.get("run_id") or uuid.uuid4()
             run = run_config.copy()
         prepared = _Prepared(call, request, run=run)
-        return _Ready(messages, run_config, {**kwargs, _PREPARED: prepared})
+        # A handed-in decision now travels inside the prepared request.
+        rest = {k: v for k, v in kwargs.items() if k != DECISION_KWARG}
+        return _Ready(messages, run_config, {**rest, _PREPARED: prepared})
 
     def invoke(
         self,

@@ -174,6 +174,15 @@ def test_with_a_cache_calls_are_answered_from_it(eco: ECO) -> None:
     assert _tagged_runs(rec) == [("eco:flagged", True)]  # and the cached run is still tagged
     chat.invoke(BENIGN)
     assert calls == 1  # another prompt is not
+    # The agent middleware hands in a fresh decision each turn (its latency differs every time):
+    # the same prompt still hits the same cache entry.
+    handed = eco.decide(FORGET).model_copy(update={"latency_ms": 12.345})
+    assert chat.invoke(FORGET, eco_decision=handed).content == first.content
+    assert calls == 1
+    # A decision that corrupts where the model's own would not is another answer, not a hit.
+    forced = eco.decide(BENIGN).model_copy(update={"flagged": True, "corrupted": True})
+    chat.invoke(BENIGN, eco_decision=forced)
+    assert calls == 2
 
 
 def test_batch_runs_carry_the_decision_in_tags_and_metadata(chat: ChatECOHuggingFace) -> None:
