@@ -432,7 +432,11 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         # The guard `eco eval mcq` fits: the WMDP protocol's, fit on the split the questions come from.
         from .eval.guard_eval import fit_wmdp_guard
 
-        print(f"fitting the WMDP guard (20% of WMDP vs MMLU val) into {folder}...", file=sys.stderr)
+        print(
+            f"fitting the WMDP guard (20% of WMDP vs MMLU val, dev and half the close subjects' "
+            f"test questions) into {folder}...",
+            file=sys.stderr,
+        )
         fitted, _ = fit_wmdp_guard(args.data_dir, seed=args.seed, target_fpr=0.01)
         fitted.save(folder)
     guard = Guard.load(folder)
