@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,9 +338,76 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 LONG_TEXT_CHARS = 240
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence (and line) of ``text``; blank ones dropped."""
+    bounds, start = [], 0
+    for end in _SENTENCE_END.finditer(text):
+        bounds.append((start, end.start()))
+        start = end.end()
+    bounds.append((start, len(text)))
+    return [(a, b) for a, b in bounds if text[a:b].strip()]
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences (and lines) of ``text``; blank ones dropped."""
-    return [s for s in _SENTENCE_END.split(text) if s and s.strip()]
+    return [text[a:b] for a, b in sentence_spans(text)]
+
+
+def strongest(decisions: Iterable[Decision]) -> Decision:
+    """The flagged decision with the largest margin over its threshold; else the highest score."""
+
+    def rank(decision: Decision) -> tuple[bool, float]:
+        return (decision.flagged, (decision.score or 0.0) - (decision.threshold or 0.0))
+
+    return max(decisions, key=rank)
+
+
+@dataclass(frozen=True)
+class TextVerdict:
+    """How a retrieved text (a node, a document) was judged: as a whole and sentence by sentence.
+
+    ``decision`` is the strongest over the whole text and its sentences; ``sentences`` holds each
+    sentence's span in the text and its own decision (empty for a text of one sentence).
+    """
+
+    decision: Decision
+    sentences: tuple[tuple[int, int, Decision], ...] = ()
+
+    @property
+    def flagged_spans(self) -> list[tuple[int, int]]:
+        return [(a, b) for a, b, d in self.sentences if d.flagged]
+
+
+def decide_retrieved(
+    texts: Sequence[str],
+    decide: Callable[[list[str]], list[Decision]],
+    *,
+    split_sentences: bool = True,
+) -> list[TextVerdict | None]:
+    """One :class:`TextVerdict` per text (``None`` for a blank one), in one call to ``decide``.
+
+    A long chunk that mentions a forget target in one sentence is diluted as a whole, not
+    sentence by sentence: so each sentence is decided too, and flags the text. ``decide`` is the
+    caller's decision function (:meth:`ECO.decide_texts` or :meth:`Guard.decide_many`), so the
+    thresholds and modes stay its own.
+    """
+    passages: list[str] = []
+    layout: list[tuple[int, list[tuple[int, int]]]] = []
+    for i, text in enumerate(texts):
+        if not text.strip():
+            continue
+        spans = sentence_spans(text) if split_sentences else []
+        spans = spans if len(spans) > 1 else []
+        passages.append(text.strip())
+        passages.extend(text[a:b].strip() for a, b in spans)
+        layout.append((i, spans))
+    out: list[TextVerdict | None] = [None] * len(texts)
+    decisions = iter(decide(passages) if passages else [])
+    for i, spans in layout:
+        whole = next(decisions)
+        parts = tuple((a, b, next(decisions)) for a, b in spans)
+        out[i] = TextVerdict(strongest([whole, *(d for _, _, d in parts)]), parts)
+    return out
 
 
 def passages(

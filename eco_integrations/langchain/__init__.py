@@ -1,4 +1,5 @@
-"""LangChain skin over the ECO engine: a chat model, a routing Runnable, agent middleware.
+"""LangChain skin over the ECO engine: a chat model, a routing Runnable, agent middleware, and a
+document compressor for retrieved context.
 
 >>> from eco_integrations.langchain import ChatECOHuggingFace           # doctest: +SKIP
 >>> chat = ChatECOHuggingFace.from_pretrained(guard="guards/harry-potter")  # doctest: +SKIP
@@ -19,15 +20,18 @@ if importlib.util.find_spec("langchain_core") is None:
     )
     raise MissingDependencyError(msg)
 
-from eco_integrations.langchain._decision import DECISION_KWARG, EVENT_NAME
+from eco_integrations.langchain._decision import DECISION_KWARG, DOCUMENTS_EVENT_NAME, EVENT_NAME
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
+from eco_integrations.langchain.document_compressors import ECODocumentCompressor
 from eco_integrations.langchain.embeddings import ECOEmbeddings
 from eco_integrations.langchain.runnables import ECORouter
 
 __all__ = [
     "DECISION_KWARG",
+    "DOCUMENTS_EVENT_NAME",
     "EVENT_NAME",
     "ChatECOHuggingFace",
+    "ECODocumentCompressor",
     "ECOEmbeddings",
     "ECOForgetClassifier",
     "ECOMiddleware",

@@ -12,6 +12,7 @@ from typing import Any
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     CallbackManager,
+    Callbacks,
     adispatch_custom_event,
     dispatch_custom_event,
 )
@@ -30,6 +31,12 @@ EVENT_NAME = "eco_decision"
 """Name of the custom callback event every ECO call emits.
 
 Its payload is ``Decision.event_payload()``: the verdict and a hash, never the prompt text."""
+
+DOCUMENTS_EVENT_NAME = "eco_documents"
+"""Name of the custom event :class:`ECODocumentCompressor` emits once per call.
+
+Its payload counts the documents scored, flagged, dropped and redacted, with each flagged
+document's index, id and decision (a hash instead of its text), never the documents' text."""
 
 DECISION_KWARG = "eco_decision"
 """Keyword (invoke/bind/model_settings) that hands an already-made decision to the chat model."""
@@ -132,3 +139,21 @@ async def aemit_decision(
     config = ensure_config()
     if get_async_callback_manager_for_config(config).parent_run_id is not None:
         await adispatch_custom_event(EVENT_NAME, payload, config=config)
+
+
+def emit_event(name: str, payload: dict[str, Any], callbacks: Callbacks) -> None:
+    """Send a custom event to the run ``callbacks`` hang on, or else to the enclosing run.
+
+    A retriever hands its compressor ``run_manager.get_child()``: the event goes to the
+    retriever's run. Outside any run there is nothing to hang it on, and it is not sent.
+    """
+    config = ensure_config({"callbacks": callbacks})
+    if get_callback_manager_for_config(config).parent_run_id is not None:
+        dispatch_custom_event(name, payload, config=config)
+
+
+async def aemit_event(name: str, payload: dict[str, Any], callbacks: Callbacks) -> None:
+    """:func:`emit_event` for async runs."""
+    config = ensure_config({"callbacks": callbacks})
+    if get_async_callback_manager_for_config(config).parent_run_id is not None:
+        await adispatch_custom_event(name, payload, config=config)

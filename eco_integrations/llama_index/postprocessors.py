@@ -11,22 +11,11 @@ from pydantic import ConfigDict, Field
 
 from eco_integrations.config import Decision
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.guard import Guard
-from eco_integrations.guard import split_sentences as sentences_of
+from eco_integrations.guard import Guard, decide_retrieved, strongest
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
 
 logger = logging.getLogger(__name__)
-
-
-def node_passages(text: str, *, split_sentences: bool) -> list[str]:
-    """The texts the guard scores for one node: the whole node, plus each sentence when asked."""
-    passages = [text.strip()]
-    if split_sentences:
-        sentences = [s.strip() for s in sentences_of(text)]
-        if len(sentences) > 1:
-            passages.extend(sentences)
-    return passages
 
 
 class ECONodeFilter(BaseNodePostprocessor):
@@ -84,24 +73,13 @@ class ECONodeFilter(BaseNodePostprocessor):
 
     def score_nodes(self, nodes: list[NodeWithScore]) -> list[Decision | None]:
         """One guard decision per node (``None`` for a node without text), in one guard pass."""
-        passages: list[str] = []
-        owners: list[int] = []
-        for i, node in enumerate(nodes):
-            text = node.node.get_content(metadata_mode=MetadataMode.LLM)
-            if not isinstance(text, str) or not text.strip():
-                continue
-            parts = node_passages(text, split_sentences=self.split_sentences)
-            passages.extend(parts)
-            owners.extend([i] * len(parts))
-        results: list[Decision | None] = [None] * len(nodes)
-        if not passages:
-            return results
-        for owner, verdict in zip(owners, self.guard.decide_many(passages), strict=True):
-            best = results[owner]
-            # Keep the flagged passage with the highest margin; else the highest score.
-            if best is None or _rank(verdict) > _rank(best):
-                results[owner] = verdict
-        return results
+        texts = [node.node.get_content(metadata_mode=MetadataMode.LLM) for node in nodes]
+        verdicts = decide_retrieved(
+            [t if isinstance(t, str) else "" for t in texts],
+            self.guard.decide_many,
+            split_sentences=self.split_sentences,
+        )
+        return [v.decision if v is not None else None for v in verdicts]
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -153,7 +131,7 @@ class ECONodeFilter(BaseNodePostprocessor):
         current = scope.decision
         if current.flagged or current.mode == "off":
             return
-        top = max(verdicts, key=_rank)
+        top = strongest(verdicts)
         # The question's decision, escalated by the node's verdict (its hash still covers the question).
         scope.decision = current.model_copy(
             update={
@@ -166,8 +144,3 @@ class ECONodeFilter(BaseNodePostprocessor):
             }
         )
         emit_decision(scope.decision, scope="node")
-
-
-def _rank(verdict: Decision) -> tuple[bool, float]:
-    margin = (verdict.score or 0.0) - (verdict.threshold or 0.0)
-    return (verdict.flagged, margin)

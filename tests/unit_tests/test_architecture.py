@@ -71,6 +71,7 @@ def test_public_modules_are_pinned() -> None:
         "eco_integrations.langchain",
         "eco_integrations.langchain.chat_models",
         "eco_integrations.langchain.decisions",
+        "eco_integrations.langchain.document_compressors",
         "eco_integrations.langchain.embeddings",
         "eco_integrations.langchain.middleware",
         "eco_integrations.langchain.runnables",
@@ -135,8 +136,10 @@ def test_langchain_names_are_pinned() -> None:
     )
     assert eco_langchain.__all__ == [
         "DECISION_KWARG",
+        "DOCUMENTS_EVENT_NAME",
         "EVENT_NAME",
         "ChatECOHuggingFace",
+        "ECODocumentCompressor",
         "ECOEmbeddings",
         "ECOForgetClassifier",
         "ECOMiddleware",

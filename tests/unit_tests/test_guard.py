@@ -214,3 +214,46 @@ def test_two_fits_under_one_id_and_version_are_told_apart(
     assert Guard.load(tmp_path / "a", encoder=tiny_encoder).content_sha256 == first.content_sha256
     params = [ECO(tiny_backend, g).identifying_params()["guard_sha256"] for g in (first, second)]
     assert params == [first.content_sha256, second.content_sha256]
+
+
+def test_retrieved_texts_are_decided_whole_and_sentence_by_sentence() -> None:
+    from eco_integrations import Decision
+    from eco_integrations.guard import decide_retrieved, sentence_spans, split_sentences
+
+    text = "  Bread is good.  Harry flies!\n\nParis is big;  it rains."
+    assert split_sentences(text) == [
+        "  Bread is good.",
+        "Harry flies!",
+        "Paris is big;",
+        "it rains.",
+    ]
+    assert [text[a:b] for a, b in sentence_spans(text)] == split_sentences(text)
+    seen: list[list[str]] = []
+
+    def decide(texts: list[str]) -> list[Decision]:
+        seen.append(texts)
+        return [
+            Decision(
+                flagged="Harry" in t,
+                score=0.9 if "Harry" in t else 0.1,
+                threshold=0.5,
+                target=None,
+                corrupted=False,
+                mode="shadow",
+                guard_id=None,
+                guard_version=None,
+                policy_version="p",
+                text_sha256="h",
+            )
+            for t in texts
+        ]
+
+    verdicts = decide_retrieved([text, " ", "Harry."], decide)
+    assert len(seen) == 1  # one call for every text and sentence
+    first, blank, short = verdicts
+    assert blank is None
+    assert first is not None and first.decision.flagged
+    assert [text[a:b] for a, b in first.flagged_spans] == ["Harry flies!"]
+    assert short is not None and short.sentences == () and short.decision.flagged
+    whole_only = decide_retrieved([text], decide, split_sentences=False)[0]
+    assert whole_only is not None and whole_only.sentences == ()
