@@ -178,7 +178,12 @@ class Decision(_Strict):
     guard_version: int | None
     policy_version: str
     text_sha256: str = Field(
-        description="SHA-256 of the classified text, for audits without the text."
+        description=(
+            "SHA-256 of the classified text after the guard's normalization (NFKC, invisible "
+            "characters removed, control characters made spaces, look-alike letters folded, "
+            "lowercased, spaced letters joined, whitespace collapsed): texts the guard cannot "
+            "tell apart share it."
+        )
     )
     latency_ms: float = 0.0
 

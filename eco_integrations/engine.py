@@ -20,6 +20,7 @@ from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import torch
 
+from ._normalize import normalized_sha256
 from ._prompting import (
     PromptInput,
     RenderedPrompt,
@@ -342,7 +343,7 @@ class ECO:
             guard_id=self.guard.guard_id if self.guard else None,
             guard_version=self.guard.version if self.guard else None,
             policy_version=self.policy_version,
-            text_sha256=text_sha256(text),
+            text_sha256=normalized_sha256(text),
         )
 
     # -- preparation ---------------------------------------------------------------------------

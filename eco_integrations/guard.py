@@ -5,6 +5,10 @@ TF-IDF word and character n-grams (character n-grams catch names, typos and tran
 the encoder blurs). Its threshold is picked from *cross-validated* retain scores, so the false
 positive rate it stores was measured on texts the classifier had not seen. A :class:`Guard` holds
 several named targets over one shared encoder and saves to a folder of JSON + safetensors.
+
+Every text is normalized (:func:`~eco_integrations._normalize.normalize_text`: NFKC, invisible
+and control characters, look-alike letters, case, spaced letters) before it is embedded or
+counted, when fitting and when scoring alike, and a decision's ``text_sha256`` is of that text.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ._integrity import check_manifest_values, seal, verify
+from ._normalize import normalize_text, normalized_sha256
 from .config import Decision
-from .encoder import SentenceEncoder, text_sha256
+from .encoder import SentenceEncoder
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
-GUARD_SCHEMA_VERSION = 2  # 2: passage_chars and the encoder precision in the manifest
+# 2: passage_chars and the encoder precision in the manifest; 3: features of normalized texts
+GUARD_SCHEMA_VERSION = 3
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -56,6 +62,16 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
             raise InvalidInputError(msg)
         if not text.strip():
             msg = f"{what}[{i}] is empty; remove empty lines from the input."
+            raise InvalidInputError(msg)
+    return out
+
+
+def normalized_texts(texts: object, what: str = "texts") -> list[str]:
+    """:func:`check_texts`, then each text normalized; a text that normalizes to nothing is an error."""
+    out = [normalize_text(t) for t in check_texts(texts, what)]
+    for i, text in enumerate(out):
+        if not text:
+            msg = f"{what}[{i}] holds only invisible or control characters; nothing is left to classify."
             raise InvalidInputError(msg)
     return out
 
@@ -195,10 +211,11 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         """Fit on texts ``X`` with labels ``y`` (1 = forget, 0 = retain).
 
         ``groups`` keeps related texts (e.g. one author's questions) in one CV fold, so the
-        threshold is measured the way unseen topics will meet it.
+        threshold is measured the way unseen topics will meet it. ``embeddings``, if given, must
+        be of the normalized texts (:func:`normalized_texts`), as :meth:`Guard.add_target` passes.
         """
         self._check_params()
-        texts = check_texts(X, "X")
+        texts = normalized_texts(X, "X")
         labels = np.asarray(y, dtype=int)
         if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:
             msg = "y must hold one label per text, 1 for forget and 0 for retain."
@@ -238,14 +255,17 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             raise GuardNotFittedError(msg)
 
     def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """P(forget) of each text, normalized first; ``embeddings``, if given, of the normalized texts."""
         self._check_fitted()
+        # Idempotent, so the pieces Guard.score has normalized already pass unchanged.
+        texts = [normalize_text(t) for t in texts]
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
         return _forget_probability(
             self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_]
         )
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        p = self.forget_proba(check_texts(X, "X"))
+        p = self.forget_proba(normalized_texts(X, "X"))
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
@@ -574,7 +594,7 @@ class Guard:
                 f"Target {name!r} has no retain examples; give texts the model must keep answering."
             )
             raise InvalidInputError(msg)
-        texts = forget_texts + retain_texts
+        texts = normalized_texts(forget_texts + retain_texts, f"texts of target {name!r}")
         labels = [1] * len(forget_texts) + [0] * len(retain_texts)
         groups = None
         if retain_groups is not None or forget_groups is not None:
@@ -603,6 +623,8 @@ class Guard:
         )
         self.targets[name] = estimator
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
+        # Mined from the raw texts: the miner needs capitals, and the entities selector looks
+        # for the terms in the raw prompt.
         self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))
         self.version += 1
         self.content_sha256 = None
@@ -620,13 +642,14 @@ class Guard:
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Forget probabilities, ``[len(texts), len(target_names)]``; one encoder pass for all targets.
 
-        A long text is also scored passage by passage (a few sentences at a time) and keeps its
-        highest score, so a forget question buried in a long benign message is not averaged away.
+        Each text is normalized first. A long text is also scored passage by passage (a few
+        sentences or lines at a time) and keeps its highest score, so a forget question buried in
+        a long benign message is not averaged away.
         """
         if not self.targets:
             msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
             raise GuardNotFittedError(msg)
-        checked = check_texts(texts)
+        checked = normalized_texts(texts)
         pieces, owner = [], []
         for i, text in enumerate(checked):
             for piece in passages(text, long_text_chars=self.passage_chars):
@@ -683,7 +706,7 @@ class Guard:
                 guard_id=self.guard_id,
                 guard_version=self.version,
                 policy_version=self.policy_id,
-                text_sha256=text_sha256(t),
+                text_sha256=normalized_sha256(t),
                 latency_ms=per_item,
             )
             for t, v in zip(texts, verdicts, strict=True)
@@ -756,7 +779,8 @@ class Guard:
         if raw.get("schema_version") != GUARD_SCHEMA_VERSION or raw.get("kind") != "eco-guard":
             msg = (
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
-                f"this release reads version {GUARD_SCHEMA_VERSION}. Re-fit the guard with this release."
+                f"this release reads version {GUARD_SCHEMA_VERSION} (version 3 fits on normalized "
+                "texts). Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)
         try:

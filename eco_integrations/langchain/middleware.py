@@ -26,8 +26,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from typing_extensions import NotRequired
 
+from eco_integrations._normalize import normalized_sha256
 from eco_integrations.config import Decision, Mode
-from eco_integrations.encoder import text_sha256
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.langchain._decision import DECISION_KWARG, as_decision
@@ -99,7 +99,9 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         if stored is None:
             return None
         decision = as_decision(stored)
-        if decision.text_sha256 != text_sha256(classified_text(self.engine, state["messages"])):
+        if decision.text_sha256 != normalized_sha256(
+            classified_text(self.engine, state["messages"])
+        ):
             return None  # a new user turn arrived without before_agent (e.g. state edited mid-run)
         return decision
 

@@ -167,3 +167,29 @@ def test_close_subject_split_halves_each_subject_and_the_mcq_pool_skips_the_fit_
     assert {r["question"] for r in fit} <= retain
     pool = {r["id"] for r in mmlu_pool(data_dir, exclude=fit_ids)}
     assert held_ids <= pool and not fit_ids & pool
+
+
+def test_robust_probes_from_the_real_files(data_dir: Path) -> None:
+    from eco_integrations.research.eval.datasets import load_tofu
+    from eco_integrations.research.eval.robust import robust_probes
+
+    probes = robust_probes(data_dir, seed=0)
+    assert probes == robust_probes(data_dir, seed=0)  # a fixed seed, the same probes
+    held = probes["held_out_forget_authors"]
+    assert len(held) == 10  # half of forget10's 20 authors; the other half is for development
+    dev = robust_probes(data_dir, seed=0, half="dev")["held_out_forget_authors"]
+    assert sorted(held + dev) == list(range(20))
+    assert all(len(texts) >= 7 for texts in probes["forget"].values())
+    assert all(len(texts) >= 7 for texts in probes["benign"].values())
+    assert len(probes["forget"]) == 11 and len(probes["benign"]) == 11
+    # The guard is fit on every forget10 text and never on a held-out retain author.
+    forget = load_tofu("forget10", data_dir)
+    assert len(probes["fit_forget"]) == 2 * len(forget)
+    # Benign evasions re-ask questions of retain authors held out of fitting.
+    fit_retain = set(probes["fit_retain"])
+    retain = load_tofu("retain90", data_dir)
+    held_retain = {r["question"] for r in retain if r["question"] not in fit_retain}
+    assert len(held_retain) == len(retain) // 5  # the 20% of retain authors held out
+    assert len(probes["fit_retain"]) == 2 * len(retain) * 4 // 5
+    split = {t.replace("\n", " ") for t in probes["benign"]["benign-split-turns"]}
+    assert split <= held_retain

@@ -134,3 +134,27 @@ def test_cli_rejects_unknown_guard_param(capsys) -> None:
 
     assert main(["eval", "guard", "--task", "muse-news", "--guard-param", "gamma=2"]) == 2
     assert "Unknown --guard-param gamma" in capsys.readouterr().err
+
+
+def test_robust_report_lists_every_family(tmp_path: Path) -> None:
+    metrics = {
+        "task": "tofu-forget10-robust",
+        "tpr": 0.75,
+        "fpr": 0.0,
+        "tpr_by_family": {"by-title": 0.5, "padded": 1.0},
+        "fpr_by_family": {"near-miss-real": 0.0, "retain-templates": 0.0, "benign-padded": 0.0},
+        "auroc": 0.9,
+        "threshold": 0.5,
+        "n_test": {"forget": 4, "benign": 9},
+        "n_by_family": {"by-title": 2, "padded": 2, "near-miss-real": 3, "retain-templates": 3},
+    }
+    table = markdown_table(metrics)
+    assert "| by-title (2) | 0.5000 | near-miss-real (3) | 0.0000 |" in table
+    assert "|  |  | benign-padded (?) | 0.0000 |" in table
+    assert "| **all** (4) | 0.7500 | **all** (9) | 0.0000 |" in table
+    assert "{" not in table  # no dict printed raw as a headline row
+    rng = np.random.default_rng(0)
+    scores = {"forget": rng.uniform(0.4, 1, 4), "benign": rng.uniform(0, 0.6, 9)}
+    write_guard_report(metrics, scores, tmp_path)
+    snippet = readme_snippet(tmp_path, {"tofu-forget10-robust": "eco eval guard ..."})
+    assert "tpr >= 0.95 in every forget family" in snippet and "by-title (2)" in snippet

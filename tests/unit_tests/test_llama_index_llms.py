@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Any
 
@@ -19,6 +18,7 @@ from llama_index.core.prompts import PromptTemplate
 from support import plain_answer
 
 from eco_integrations import ECO, InvalidInputError
+from eco_integrations._normalize import normalized_sha256
 from eco_integrations.llama_index import ECODecisionEvent, ECOHuggingFaceLLM, decision_scope
 
 HP = "Who is Harry Potter?"
@@ -94,7 +94,7 @@ def test_chat_classifies_the_latest_user_message(llm: ECOHuggingFaceLLM) -> None
     ]
     response = llm.chat(messages)
     decision = response.additional_kwargs["eco_decision"]
-    assert decision["text_sha256"] == hashlib.sha256(BENIGN.encode()).hexdigest()
+    assert decision["text_sha256"] == normalized_sha256(BENIGN)
     assert decision["flagged"] is False
     assert response.message.role == MessageRole.ASSISTANT
     streamed = list(llm.stream_chat(messages))
@@ -158,7 +158,7 @@ def test_predict_classifies_query_str_not_the_stuffed_prompt(
     decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
     assert len(decisions) == 1
     assert decisions[0].scope == "llm"
-    assert decisions[0].text_sha256 == hashlib.sha256(HP.encode()).hexdigest()
+    assert decisions[0].text_sha256 == normalized_sha256(HP)
     assert decisions[0].flagged is True
     # The same template with a benign question over Harry Potter context is not flagged.
     events.clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from llama_index.core.schema import QueryBundle
 from support import plain_answer
 
 from eco_integrations import ECO, Decision, InvalidInputError
+from eco_integrations._normalize import normalized_sha256
 from eco_integrations.llama_index import (
     ECODecisionEvent,
     ECOHuggingFaceLLM,
@@ -206,7 +206,7 @@ def test_decision_event_is_nested_under_the_query_span(
     assert event.flagged and event.corrupted and event.target == "harry-potter"
     assert event.threshold is not None and event.score is not None and event.score > event.threshold
     assert event.mode == "enforce" and event.policy_version == llm.engine.policy_version
-    assert event.text_sha256 == hashlib.sha256(HP.encode()).hexdigest()
+    assert event.text_sha256 == normalized_sha256(HP)
     assert "Harry" not in event.model_dump_json()
 
 

@@ -28,6 +28,7 @@ from .datasets import (
     load_wmdp,
     mmlu_test_rows,
 )
+from .robust import robust_guard_protocol
 
 
 def _rate(flags: list[bool]) -> float:
@@ -471,7 +472,15 @@ def _score(guard: Guard, texts: list[str], show_progress: bool, chunk: int = 102
 
 
 # -- reports -----------------------------------------------------------------------------------
-GUARD_TASKS = ("tofu-forget01", "tofu-forget05", "tofu-forget10", "wmdp", "muse-news", "muse-books")
+GUARD_TASKS = (
+    "tofu-forget01",
+    "tofu-forget05",
+    "tofu-forget10",
+    "tofu-forget10-robust",
+    "wmdp",
+    "muse-news",
+    "muse-books",
+)
 DEFAULT_TARGET_FPR = {"wmdp": 0.01, "muse-news": 0.02, "muse-books": 0.02}
 
 
@@ -491,7 +500,14 @@ def run_guard_task(
         raise InvalidInputError(msg)
     fpr = target_fpr if target_fpr is not None else DEFAULT_TARGET_FPR.get(task, 0.01)
     started = time.perf_counter()
-    if task.startswith("tofu-"):
+    if task == "tofu-forget10-robust":
+        if method != "target-rate" or params:
+            msg = "The robustness benchmark measures the default guard at its own threshold; drop --threshold/--guard-param."
+            raise InvalidInputError(msg)
+        metrics, guard, scores = robust_guard_protocol(
+            data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress
+        )
+    elif task.startswith("tofu-"):
         if method != "target-rate" or params:
             msg = "The TOFU protocol is fixed by the engine issue (target-rate threshold, default guard); drop --threshold/--guard-param for tofu tasks."
             raise InvalidInputError(msg)

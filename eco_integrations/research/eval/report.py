@@ -43,7 +43,9 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     rows += [
         (k, v)
         for k, v in metrics.items()
-        if (k.startswith(("tpr_", "fpr_"))) and k not in HEADLINE_METRICS
+        if k.startswith(("tpr_", "fpr_"))
+        and k not in HEADLINE_METRICS
+        and not isinstance(v, dict)  # per-family rates get their own table below
     ]
     lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     lines.append(f"| threshold method | {metrics.get('threshold_method', '')} |")
@@ -57,6 +59,30 @@ def markdown_table(metrics: dict[str, Any]) -> str:
         f"| test sets | {', '.join(f'{k}: {v}' for k, v in metrics.get('n_test', {}).items())} |"
     )
     lines.append(f"| seconds | {metrics.get('seconds', '')} |")
+    if "tpr_by_family" in metrics:
+        lines += ["", family_table(metrics).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def family_table(metrics: dict[str, Any]) -> str:
+    """Forget families (tpr) beside benign families (fpr), with each family's probe count."""
+    sizes = metrics.get("n_by_family", {})
+    forget = [(k, v) for k, v in metrics["tpr_by_family"].items()]
+    benign = [(k, v) for k, v in metrics.get("fpr_by_family", {}).items()]
+    lines = ["| forget family (n) | tpr | benign family (n) | fpr |", "| --- | --- | --- | --- |"]
+    for i in range(max(len(forget), len(benign))):
+        cells = []
+        for rows in (forget, benign):
+            name, value = rows[i] if i < len(rows) else ("", None)
+            cells += [
+                f"{name} ({sizes.get(name, '?')})" if name else "",
+                _fmt(value) if name else "",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"| **all** ({metrics.get('n_test', {}).get('forget', '?')}) | {_fmt(metrics['tpr'])} "
+        f"| **all** ({metrics.get('n_test', {}).get('benign', '?')}) | {_fmt(metrics['fpr'])} |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +181,7 @@ def write_guard_report(
 
 # -- the README snippet ------------------------------------------------------------------------
 _GOALS = {
+    "tofu-forget10-robust": "goal: tpr >= 0.95 in every forget family at fpr <= 0.02 in every benign family",
     "tofu": "goal: tpr >= 0.99 at fpr <= 0.01 (floor: tpr >= 0.97, paraphrase_tpr >= 0.95, every fpr <= 0.01)",
     "wmdp": "goal: tpr >= 0.95, fpr_close <= 0.02, fpr_other_mmlu <= 0.005",
     "muse": "goal: tpr >= 0.95 at fpr <= 0.02",
@@ -181,7 +208,7 @@ def readme_snippet(folder: str | Path, commands: dict[str, str]) -> str:
             continue
         metrics = json.loads(path.read_text())
         command = metrics.get("command") or command  # the exact command, when the run recorded it
-        goal = _GOALS.get(task.split("-")[0], "")
+        goal = _GOALS.get(task, _GOALS.get(task.split("-")[0], ""))
         parts.append(
             f"### {task}\n\n```\n{command}\n```\n\n{goal}\n\n"
             + (markdown_table(metrics) if task != "mcq" else mcq_table(metrics))

@@ -1,0 +1,103 @@
+"""The text the guard fits on, scores and hashes, with cheap evasions undone.
+
+Each step undoes one way to make a forget prompt look new to the guard while a reader (or the
+model) still reads it the same: Unicode NFKC (full-width and compatibility forms), invisible and
+control characters, Cyrillic and Greek letters drawn like Latin ones, upper case, letters spaced
+apart ("H a r r y") and runs of whitespace. The guard's features are computed on this text at fit
+time as well, so a score never compares a normalized prompt with raw training texts.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .encoder import text_sha256
+
+# Characters that render as nothing (besides Unicode's format category Cf, dropped by category):
+# a name split by them looks whole to a reader. The Hangul fillers are letters, so listed here.
+_INVISIBLE = dict.fromkeys([0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0])
+
+# Look-alikes NFKC leaves alone, folded before lowercasing (Greek "Ν" looks like "N", "ν" does
+# not). Greek small letters other than omicron stay: "α", "κ" and "ρ" in "NF-κB" or "eIF2α" are
+# science, not disguise.
+_LOOKALIKE = "АВЕЅІЈКМНОРСТХУаеѕіјорсхуԁԛԝһӏɑοϲΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
+_HOMOGLYPHS = str.maketrans(_LOOKALIKE, "ABESIJKMHOPCTXYaesijopcxydqwhlaocABEZHIKMNOPTYX")
+_FOLDABLE = frozenset(_LOOKALIKE)
+# Three or more single characters all one space apart, or letters all one dot apart ("1.3.6.1"
+# and "4.0 g" stay); mixed separators are words and abbreviations ("a u.s. firm").
+_LETTER, _CHAR = r"[^\W\d_]", r"[^\W_]"
+_SPACED_LETTERS = re.compile(
+    rf"(?<!\S)(?:{_CHAR} (?:{_CHAR} )+{_CHAR}|{_LETTER}\.(?:{_LETTER}\.)+{_LETTER})(?!\w)"
+)
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\s*\n\s*")
+_MAX_PASSES = 16
+
+
+def _is_latin(char: str) -> bool:
+    """A Latin letter, accented ones included (Basic Latin to Latin Extended-B)."""
+    return char.isalpha() and ord(char) < 0x250
+
+
+def _fold_homoglyphs(text: str) -> str:
+    """Fold look-alikes in the words a Latin reader would read as Latin.
+
+    That is a word mixing Latin letters with look-alikes, or, in mostly Latin text, a word made
+    only of look-alikes (a Cyrillic "а" for "a"). A word with a Cyrillic or Greek letter that has
+    no Latin twin is real Cyrillic or Greek ("Лісова пісня" quoted in English text), left as is.
+    """
+    latin = sum(_is_latin(c) for c in text)
+    other = sum(c.isalpha() for c in text) - latin
+    if not other:
+        return text
+
+    def fold(word: str) -> str:
+        letters = [c for c in word if c.isalpha()]
+        lookalikes = sum(c in _FOLDABLE for c in letters)
+        if not lookalikes:
+            return word
+        latin_letters = sum(map(_is_latin, letters))
+        mixed = latin_letters > 0 and latin_letters + lookalikes == len(letters)
+        disguised = latin > other and lookalikes == len(letters)
+        return word.translate(_HOMOGLYPHS) if mixed or disguised else word
+
+    return "".join(fold(w) for w in re.split(r"(\s+)", text))
+
+
+def _join_spaced(match: re.Match[str]) -> str:
+    return re.sub(r"[ .]", "", match.group(0))
+
+
+def _normalize_once(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    # Control characters other than newline separate words (a tab, a bell), so they become spaces;
+    # format characters (zero-width spaces and joiners, bidi marks, soft hyphens) join, so they go.
+    text = "".join(
+        (c if c == "\n" else " ")
+        if unicodedata.category(c) == "Cc"
+        else ("" if unicodedata.category(c) == "Cf" else c)
+        for c in text
+    )
+    text = _fold_homoglyphs(text).lower()
+    text = _SPACED_LETTERS.sub(_join_spaced, text)
+    return _BLANK_LINES.sub("\n", _SPACES.sub(" ", text)).strip()
+
+
+def normalize_text(text: str) -> str:
+    """The text the guard reads: see the module docstring. Idempotent."""
+    # One pass can make work for the next: a join leaves new spaced letters ("a  b c" -> "a b c"),
+    # a folded word makes the text mostly Latin, so its all-look-alike words fold too. Passes
+    # repeat until nothing changes (two for almost every text; each change shortens the text or
+    # turns letters Latin, so it ends, and the bound is only a guard against the unforeseen).
+    for _ in range(_MAX_PASSES):
+        once = _normalize_once(text)
+        if once == text:
+            break
+        text = once
+    return text
+
+
+def normalized_sha256(text: str) -> str:
+    """SHA-256 of the normalized text: what :attr:`Decision.text_sha256` holds."""
+    return text_sha256(normalize_text(text))
