@@ -16,10 +16,10 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 
+from eco_integrations._passages import TextVerdict, decide_retrieved
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.guard import TextVerdict, decide_retrieved
 from eco_integrations.langchain._decision import DOCUMENTS_EVENT_NAME, aemit_event, emit_event
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 

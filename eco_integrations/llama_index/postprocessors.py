@@ -9,9 +9,10 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import ConfigDict, Field
 
+from eco_integrations._passages import decide_retrieved, strongest
 from eco_integrations.config import Decision
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.guard import Guard, decide_retrieved, strongest
+from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
 

@@ -13,8 +13,9 @@ from eco_integrations import (
     InvalidInputError,
     PromptGuard,
 )
+from eco_integrations._passages import mine_terms
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.guard import mine_terms, threshold_for_fpr
+from eco_integrations.guard import threshold_for_fpr
 
 
 def test_estimator_contract(tiny_encoder) -> None:
@@ -168,7 +169,7 @@ def test_mine_terms_prefers_forget_only_names() -> None:
 
 
 def test_long_text_is_scored_by_passage(toy_guard) -> None:
-    from eco_integrations.guard import passages
+    from eco_integrations._passages import passages
 
     filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
     long_text = filler + "Who is Hermione Granger? " + filler
@@ -218,7 +219,7 @@ def test_two_fits_under_one_id_and_version_are_told_apart(
 
 def test_retrieved_texts_are_decided_whole_and_sentence_by_sentence() -> None:
     from eco_integrations import Decision
-    from eco_integrations.guard import decide_retrieved, sentence_spans, split_sentences
+    from eco_integrations._passages import decide_retrieved, sentence_spans, split_sentences
 
     text = "  Bread is good.  Harry flies!\n\nParis is big;  it rains."
     assert split_sentences(text) == [

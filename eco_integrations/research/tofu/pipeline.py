@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from ..._passages import mine_terms
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...corruption import get_corruption
 from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError
-from ...guard import Guard, mine_terms
+from ...guard import Guard
 from ..eval.datasets import TOFU_AUTHOR_ROWS as AUTHOR_ROWS
 from ..finetune import FinetuneConfig
 from ..strength import SearchResult, zeroth_order_search
