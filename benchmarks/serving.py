@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv  # noqa: E402
+from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv, vllm_argv  # noqa: E402
 
 from eco_integrations import ECO, GenerationConfig  # noqa: E402
 from eco_integrations._models import default_model_folder  # noqa: E402
@@ -118,25 +118,7 @@ def main() -> int:
     guard.save(work / "guard")
     vllm_port, gateway_port = free_port(), free_port()
     vllm = ServerProcess(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(folder),
-            "--served-model-name",
-            MODEL_ID,
-            "--enable-prompt-embeds",
-            "--dtype",
-            "float32",
-            "--gpu-memory-utilization",
-            "0.3",
-            "--enforce-eager",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(vllm_port),
-        ],
+        vllm_argv(folder, vllm_port, "--served-model-name", MODEL_ID),
         port=vllm_port,
         log=work / "vllm.log",
         ready_path="/health",

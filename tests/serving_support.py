@@ -129,3 +129,26 @@ def gateway_argv(guard: Path, port: int, *extra: str) -> list[str]:
         str(port),
         *extra,
     ]
+
+
+def vllm_argv(model_folder: Path, port: int, *extra: str) -> list[str]:
+    """vLLM's OpenAI server on loopback over ``model_folder``, with prompt embeddings on, in the
+    settings this CPU needs (float32, eager, 30% of memory for the KV cache)."""
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_folder),
+        *extra,
+        "--enable-prompt-embeds",
+        "--dtype",
+        "float32",
+        "--gpu-memory-utilization",
+        "0.3",
+        "--enforce-eager",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]

@@ -42,28 +42,10 @@ def model_folder() -> Path:
 @pytest.fixture(scope="module")
 def vllm_server(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """``python -m vllm.entrypoints.openai.api_server`` on loopback, stopped after the module."""
-    import sys
-
-    from serving_support import LOOPBACK, ServerProcess, free_port
+    from serving_support import ServerProcess, free_port, vllm_argv
 
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_folder),
-        "--enable-prompt-embeds",
-        "--dtype",
-        "float32",
-        "--gpu-memory-utilization",
-        "0.3",
-        "--enforce-eager",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
+    argv = vllm_argv(model_folder, port)
     server = ServerProcess(
         argv, port=port, log=tmp_path_factory.mktemp("vllm") / "vllm.log", ready_path="/health"
     )

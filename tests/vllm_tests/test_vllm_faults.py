@@ -9,36 +9,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import httpx
-from serving_support import LOOPBACK, ServerProcess, free_port, gateway_argv
+from serving_support import ServerProcess, free_port, gateway_argv, vllm_argv
 
 MODEL = "SmolLM2-135M-Instruct"
 
 
 def _vllm(model_folder: Path, port: int, log: Path) -> ServerProcess:
-    argv = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_folder),
-        "--served-model-name",
-        MODEL,
-        "--enable-prompt-embeds",
-        "--dtype",
-        "float32",
-        "--gpu-memory-utilization",
-        "0.3",
-        "--enforce-eager",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-    ]
+    argv = vllm_argv(model_folder, port, "--served-model-name", MODEL)
     return ServerProcess(argv, port=port, log=log, ready_path="/health")
 
 
