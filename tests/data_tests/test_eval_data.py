@@ -40,27 +40,17 @@ def _last_json(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+def _eval_guard(task: str, data_dir: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    """``eco eval guard --task TASK --json``: its exit code must be 0; returns its last line."""
+    argv = ["eval", "guard", "--task", task, "--data-dir", str(data_dir), "--out", str(out)]
+    assert main([*argv, "--json", "--quiet"]) == 0
+    return _last_json(capsys)
+
+
 def test_tofu_forget10_meets_the_engine_floors(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(
-            [
-                "eval",
-                "guard",
-                "--task",
-                "tofu-forget10",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(tmp_path),
-                "--json",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    m = _last_json(capsys)
+    m = _eval_guard("tofu-forget10", data_dir, tmp_path, capsys)
     assert m["tpr"] >= 0.97 and m["paraphrase_tpr"] >= 0.95
     assert m["fpr"] <= 0.01 and m["fpr_real_authors"] <= 0.01 and m["fpr_world_facts"] <= 0.01
     assert (tmp_path / "tofu-forget10_roc.png").is_file() and (
@@ -71,24 +61,7 @@ def test_tofu_forget10_meets_the_engine_floors(
 def test_muse_books_protocol(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(
-            [
-                "eval",
-                "guard",
-                "--task",
-                "muse-books",
-                "--data-dir",
-                str(data_dir),
-                "--out",
-                str(tmp_path),
-                "--json",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    m = _last_json(capsys)
+    m = _eval_guard("muse-books", data_dir, tmp_path, capsys)
     assert m["n_test"] == {"forget": 50, "retain": 50}
     # Regression floors from the first measured run (auroc 0.913, fpr 0.0 at threshold 0.650).
     assert m["auroc"] >= 0.85

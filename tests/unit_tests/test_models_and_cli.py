@@ -65,46 +65,13 @@ def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkey
     (tmp_path / "f.txt").write_text("\n".join(TOY_FORGET * 2))
     (tmp_path / "r.txt").write_text("\n".join(TOY_RETAIN * 2))
     out = tmp_path / "guard"
-    code = main(
-        [
-            "guard",
-            "fit",
-            "--forget",
-            str(tmp_path / "f.txt"),
-            "--retain",
-            str(tmp_path / "r.txt"),
-            "--target",
-            "hp",
-            "--out",
-            str(out),
-            "--encoder",
-            str(tiny_encoder_dir),
-            "--target-fpr",
-            "0.2",
-        ]
-    )
+    fit = ["guard", "fit", "--forget", str(tmp_path / "f.txt"), "--retain", str(tmp_path / "r.txt")]
+    fit += ["--target", "hp", "--out", str(out), "--encoder", str(tiny_encoder_dir)]
+    code = main([*fit, "--target-fpr", "0.2"])
     assert code == 0
     fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert fitted["targets"][0]["target"] == "hp"
-    assert (
-        main(
-            [
-                "guard",
-                "fit",
-                "--forget",
-                str(tmp_path / "f.txt"),
-                "--retain",
-                str(tmp_path / "r.txt"),
-                "--target",
-                "hp",
-                "--out",
-                str(out),
-                "--encoder",
-                str(tiny_encoder_dir),
-            ]
-        )
-        == 2
-    )
+    assert main(fit) == 2
     assert "--replace" in capsys.readouterr().err
 
 
