@@ -65,25 +65,9 @@ def tiny_tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from support import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
-    model.eval()
-    return model
+    return tiny_llama(tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

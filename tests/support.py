@@ -55,3 +55,27 @@ def count_renders(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(engine_module, "render", counting)
     return calls
+
+
+def tiny_llama(tokenizer: Any, *, max_positions: int = 256) -> Any:
+    """A random 2-layer Llama over the tiny tokenizer, the same weights for any ``max_positions``
+    (seeded; the context length only sizes the rotary cache)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model

@@ -7,14 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import torch
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from support import count_renders, decision_events
+from support import count_renders, decision_events, tiny_llama
 
 from eco_integrations import ECO, TransformersBackend
 from eco_integrations.langchain import ChatECOHuggingFace, ECOForgetClassifier, ECOMiddleware
@@ -66,22 +65,7 @@ class ToolOnFirstCall(AgentMiddleware):
 @pytest.fixture(scope="module")
 def long_backend(tiny_tokenizer) -> TransformersBackend:
     """The tiny Llama with room for the tool-description system prompt (~450 tiny-BPE tokens)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    model = tiny_llama(tiny_tokenizer, max_positions=1024)
     return TransformersBackend(model, tiny_tokenizer, model_name="tiny-llama-1k")
 
 
