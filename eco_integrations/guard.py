@@ -34,14 +34,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ._integrity import check_manifest_values, seal, verify
-from ._normalize import normalize_text, normalized_sha256
+from ._normalize import normalize_text
 from ._passages import (
     LONG_TEXT_CHARS,
     mine_terms,
     passages,
 )
 from .config import Decision
-from .encoder import SentenceEncoder
+from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
 # 2: passage_chars and the encoder precision in the manifest; 3: features of normalized texts
@@ -261,16 +261,20 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
 
     def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
         """P(forget) of each text, normalized first; ``embeddings``, if given, of the normalized texts."""
+        return self._proba_of_normalized([normalize_text(t) for t in texts], embeddings)
+
+    def _proba_of_normalized(
+        self, texts: list[str], embeddings: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`forget_proba` of texts the caller has normalized already (once, for every target)."""
         self._check_fitted()
-        # Idempotent, so the pieces Guard.score has normalized already pass unchanged.
-        texts = [normalize_text(t) for t in texts]
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
         return _forget_probability(
             self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_]
         )
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        p = self.forget_proba(normalized_texts(X, "X"))
+        p = self._proba_of_normalized(normalized_texts(X, "X"))
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
@@ -526,25 +530,34 @@ class Guard:
         sentences or lines at a time) and keeps its highest score, so a forget question buried in
         a long benign message is not averaged away.
         """
+        self._check_targets()
+        return self._score_normalized(normalized_texts(texts))
+
+    def _check_targets(self) -> None:
         if not self.targets:
             msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
             raise GuardNotFittedError(msg)
-        checked = normalized_texts(texts)
+
+    def _score_normalized(self, checked: list[str]) -> np.ndarray:
+        """:meth:`score` of texts already checked and normalized (:func:`normalized_texts`)."""
         pieces, owner = [], []
         for i, text in enumerate(checked):
             for piece in passages(text, long_text_chars=self.passage_chars):
                 pieces.append(piece)
                 owner.append(i)
         emb = self.encoder.encode(pieces)
+        # A passage cut out of a normalized text is normalized again for the lexical features,
+        # as every scored text is: once here, not once per target.
+        lexical_pieces = [normalize_text(p) for p in pieces]
         piece_scores = np.stack(
-            [t.forget_proba(pieces, embeddings=emb) for t in self.targets.values()], axis=1
+            [t._proba_of_normalized(lexical_pieces, emb) for t in self.targets.values()], axis=1
         )
         out = np.full((len(checked), len(self.targets)), -np.inf)
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
 
-    def _verdicts(self, texts: Sequence[str], threshold: float | None) -> list[_Verdict]:
-        scores = self.score(texts)
+    def _verdicts(self, checked: list[str], threshold: float | None) -> list[_Verdict]:
+        scores = self._score_normalized(checked)
         names = self.target_names
         if threshold is not None:
             thresholds = np.full(len(names), threshold)
@@ -573,7 +586,9 @@ class Guard:
         these into enforced decisions; use :meth:`ECO.decide_texts` to decide for an engine.
         """
         start = time.perf_counter()
-        verdicts = self._verdicts(texts, threshold)
+        self._check_targets()
+        checked = normalized_texts(texts)
+        verdicts = self._verdicts(checked, threshold)
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
             Decision(
@@ -586,10 +601,10 @@ class Guard:
                 guard_id=self.guard_id,
                 guard_version=self.version,
                 policy_version=self.policy_id,
-                text_sha256=normalized_sha256(t),
+                text_sha256=text_sha256(t),  # of the normalized text, as the guard read it
                 latency_ms=per_item,
             )
-            for t, v in zip(texts, verdicts, strict=True)
+            for t, v in zip(checked, verdicts, strict=True)
         ]
 
     def decide(self, text: str, *, threshold: float | None = None) -> Decision:
