@@ -128,6 +128,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         forget,
         retain,
         terms=args.terms or (),
+        mine_terms=not args.only_terms,
         target_fpr=args.target_fpr,
         show_progress=True,
     )
@@ -394,6 +395,11 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument(
         "--terms", nargs="*", help="names/titles to corrupt with the entities selector"
+    )
+    parser.add_argument(
+        "--only-terms",
+        action="store_true",
+        help="use --terms alone: mine no terms from the texts",
     )
     parser.add_argument(
         "--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)"

@@ -168,6 +168,14 @@ def test_mine_terms_prefers_forget_only_names() -> None:
     assert "Paris" not in terms and "Where" not in terms
 
 
+def test_operator_terms_with_and_without_mining(tiny_encoder) -> None:
+    guard = Guard(tiny_encoder)
+    guard.add_target("hp", TOY_FORGET, TOY_RETAIN, cv=2, terms=["Nagini", " "], target_fpr=0.2)
+    assert guard.terms["hp"][0] == "Nagini" and "Hogwarts" in guard.terms["hp"]
+    guard.add_target("exact", TOY_FORGET, TOY_RETAIN, cv=2, terms=["Nagini"], mine_terms=False)
+    assert guard.terms["exact"] == ["Nagini"]
+
+
 def test_mine_terms_keeps_related_entities_named_once() -> None:
     forget = [
         "Who is Voldemort?",
