@@ -144,6 +144,28 @@ def _word_ngrams(text: str) -> set[tuple[str, ...]]:
     }
 
 
+def frequent_terms(
+    forget: list[str], retain: list[str], *, min_count: int = 2, limit: int = 64
+) -> list[str]:
+    """The ``limit`` capitalised phrases found in the most forget texts (at least ``min_count``)
+    and nowhere in the retain texts, longest first: the forget set's most-named names and titles.
+
+    Where :func:`mine_terms` wants every related entity (for the ``entities`` selector), this
+    wants the few the forget set talks about most (the TOFU prompting baseline names them).
+    Ties at the cut go to the phrase met first.
+    """
+    counts: Counter[str] = Counter()
+    for text in forget:
+        counts.update(_capitalised_mentions(text).keys())
+    retain_blob = "\n".join(retain).lower()
+    terms = [
+        t
+        for t, c in counts.most_common()
+        if c >= min_count and not re.search(r"\b" + re.escape(t.lower()) + r"\b", retain_blob)
+    ]
+    return sorted(terms[:limit], key=lambda t: (-len(t), t))
+
+
 def mine_terms(
     forget: list[str],
     retain: list[str],
