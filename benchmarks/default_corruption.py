@@ -15,9 +15,14 @@ plain model as counterfactuals (the references, reused by every candidate) and o
   on_topic         ECO answers' mean question similarity (guard encoder) / the references' (1 = same)
   distinguishable  cross-validated AUROC of a logistic regression, ECO vs reference answers
                    (0.5 = nobody can tell them apart)
-Among candidates with leak == 0, the chosen one has the smallest gap to the references:
+Among candidates with leak == 0 that are portable (no dims, or dims 1: a default must be valid on
+any model, and a dims count such as 288 is half of SmolLM2's 576 but more than a small model has),
+the chosen one has the smallest gap to the references:
   gap = mean(|fluency - 1|, |on_topic - 1|, 2 * max(distinguishable - 0.5, 0))
 (each term is 0 for answers like the references' and about 1 for answers nothing like them).
+The best non-portable candidate without leak is named too. The chosen setting "beats" the default
+before issue 14 when its gap is smaller and none of its three figures is farther from the
+references' than the old default's.
 Goals reported: leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1.
 Prints a table, a JSON line with every candidate, and last one JSON line with the chosen setting.
 """
@@ -65,6 +70,7 @@ CORRUPTIONS = [
     CorruptionConfig(name="zero_out_top_k", dims=288),
     CorruptionConfig(name="flip_sign_top_k", dims=576),
     CorruptionConfig(name="rand_noise_full", strength=0.5),
+    CorruptionConfig(name="rand_noise_full", strength=2.0),
 ]
 # The library's default before issue 14: every content token, one dimension of strong noise.
 BASELINE = (
@@ -81,6 +87,16 @@ def gap(report: NeverLearnedReport) -> float:
         + abs(report.on_topic - 1)
         + 2 * max(report.distinguishable - 0.5, 0.0)
     ) / 3
+
+
+def beats(report: NeverLearnedReport, baseline: NeverLearnedReport) -> bool:
+    """A smaller gap, and no figure farther from the references' than the baseline's."""
+    return (
+        gap(report) < gap(baseline)
+        and abs(report.fluency - 1) <= abs(baseline.fluency - 1)
+        and abs(report.on_topic - 1) <= abs(baseline.on_topic - 1)
+        and report.distinguishable <= baseline.distinguishable
+    )
 
 
 def goals_met(report: NeverLearnedReport) -> dict[str, bool]:
@@ -185,10 +201,12 @@ def main() -> None:
             f"gap {gap(report):.3f} ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
         )
-    qualified = [r for r in results if r["report"].leak == 0]
+    no_leak = [r for r in results if r["report"].leak == 0]
+    qualified = [r for r in no_leak if r["corruption"].get("dims", 1) <= 1]
     if not qualified:
-        sys.exit("Every candidate leaks; nothing to choose (see the table above).")
+        sys.exit("Every portable candidate leaks; nothing to choose (see the table above).")
     chosen = min(qualified, key=lambda r: gap(r["report"]))
+    best_any = min(no_leak, key=lambda r: gap(r["report"]))
     today = results[candidates.index(BASELINE)]
     print(f"Reference answer to {twins[0].prompt!r}: {reference.answers[0]!r}")
     print(
@@ -246,6 +264,16 @@ def main() -> None:
         f" (gap {gap(best):.3f}; the default before issue 14, {describe(*BASELINE)}: "
         f"gap {gap(today['report']):.3f}, leak {today['report'].leak:.3f})"
     )
+    if best_any is not chosen:
+        print(
+            "best without leak, not portable: "
+            + describe(
+                SelectionConfig.model_validate(best_any["selection"]),
+                CorruptionConfig.model_validate(best_any["corruption"]),
+            )
+            + f" (gap {gap(best_any['report']):.3f})"
+        )
+    print(f"beats the default before issue 14: {'yes' if beats(best, today['report']) else 'no'}")
     print(f"goals ({GOALS}): {json.dumps(goals_met(best))}")
     print(
         f"{len(prompts)} questions, {len(candidates)} candidates, {time.perf_counter() - started:.0f} s"
