@@ -168,13 +168,21 @@ class ForgetPhrases:
 
     @classmethod
     def mine(
-        cls, forget: Iterable[str], retain: Iterable[str], *, min_texts: int = 2
+        cls,
+        forget: Iterable[str],
+        retain: Iterable[str],
+        *,
+        min_texts: int = 2,
+        max_common: int = 3,
     ) -> ForgetPhrases:
         """Phrases of the (raw, capitalised) forget texts that no retain text contains.
 
         A quoted phrase (a title) counts from one text; a capitalised run needs ``min_texts``
         forget texts: the forget target's names recur, while a name mentioned once in passing
         ("influenced by Mikhail Bulgakov", "a Harvard University degree") is the wider world's.
+        A phrase also needs a word that at most ``max_common`` retain texts use: "Love Inspired"
+        or "Excellence Award" are absent from the retain texts only by chance, and measured on
+        held-out retain authors (TOFU forget10) such phrases made most of the false matches.
         """
         forget, retain = list(forget), list(retain)
         ordinary = lowercase_words([*forget, *retain])
@@ -186,8 +194,14 @@ class ForgetPhrases:
         candidates |= {run for run, n in runs.items() if n >= min_texts}
         # Every benign text as one string of space-separated words: a phrase occurs in it
         # exactly when " phrase " does, so one substring search per phrase does.
-        benign = "\n".join(" " + " ".join(words(normalize_text(t))) + " " for t in retain)
-        kept = [" ".join(p) for p in candidates if f" {' '.join(p)} " not in benign]
+        tokenized = [words(normalize_text(t)) for t in retain]
+        benign = "\n".join(" " + " ".join(t) + " " for t in tokenized)
+        in_texts = Counter(w for t in tokenized for w in set(t))
+        kept = [
+            " ".join(p)
+            for p in candidates
+            if f" {' '.join(p)} " not in benign and min(in_texts[w] for w in p) <= max_common
+        ]
         return cls(kept)
 
     def _alternatives(self, word: str) -> tuple[set[str], set[str]]:

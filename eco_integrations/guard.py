@@ -166,6 +166,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         phrase_score: float = 0.99,
         typo_phrase_score: float = 0.9,
         near_misses: bool = True,
+        near_miss_weight: float = 0.3,
         random_state: int = 0,
     ) -> None:
         self.encoder = encoder
@@ -179,6 +180,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self.phrase_score = phrase_score
         self.typo_phrase_score = typo_phrase_score
         self.near_misses = near_misses
+        self.near_miss_weight = near_miss_weight
         self.random_state = random_state
 
     # -- fitting ---------------------------------------------------------------------------
@@ -194,7 +196,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         if int(self.cv) < 2:
             msg = f"cv must be >= 2 folds to measure the threshold out of sample, got {self.cv!r}."
             raise ConfigurationError(msg)
-        for name in ("phrase_score", "typo_phrase_score"):
+        for name in ("phrase_score", "typo_phrase_score", "near_miss_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; 0 turns that kind of match off."
                 raise ConfigurationError(msg)
@@ -205,13 +207,18 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         return phrases.scores(texts, exact=self.phrase_score, typo=self.typo_phrase_score)
 
     def _fit_parts(
-        self, texts: list[str], y: np.ndarray, emb: np.ndarray
+        self, texts: list[str], y: np.ndarray, emb: np.ndarray, weights: np.ndarray | None = None
     ) -> tuple[list[_Tfidf], LogisticRegression]:
         lexicons = []
         if self.lexical:
+            # The n-gram vocabulary and its forget/retain ratios come from the given texts only:
+            # synthesised near misses are weighted examples for the classifier, not evidence of
+            # how often an n-gram occurs on either side.
+            real = np.ones(len(texts), dtype=bool) if weights is None else weights >= 1.0
+            given = [t for t, keep in zip(texts, real, strict=True) if keep]
             lexicons = [
-                _Tfidf.fit(texts, y, _WORD, self.max_word_features),
-                _Tfidf.fit(texts, y, _CHAR, self.max_char_features),
+                _Tfidf.fit(given, y[real], _WORD, self.max_word_features),
+                _Tfidf.fit(given, y[real], _CHAR, self.max_char_features),
             ]
         features = _stack(emb, [lex.transform(texts) for lex in lexicons])
         clf = LogisticRegression(
@@ -221,7 +228,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             max_iter=2000,
             random_state=self.random_state,
         )
-        clf.fit(features, y)
+        clf.fit(features, y, sample_weight=weights)
         return lexicons, clf
 
     def fit(
@@ -287,6 +294,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 [texts[i] for i in index] + near,
                 np.concatenate([labels[index], np.zeros(len(near), dtype=int)]),
                 np.concatenate([emb[index], near_emb]).astype(emb.dtype),
+                np.concatenate([np.ones(len(index)), np.full(len(near), self.near_miss_weight)]),
             )
 
         for train, test in splits:
