@@ -18,7 +18,7 @@ from .config import (
 )
 from .corruption import available_corruptions, register_corruption
 from .encoder import SentenceEncoder
-from .engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
+from .engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream, Explanation
 from .exceptions import (
     ArtifactError,
     ConfigurationError,
@@ -46,6 +46,7 @@ __all__ = [
     "ECORequest",
     "ECOResult",
     "ECOStream",
+    "Explanation",
     "GenerationConfig",
     "Guard",
     "GuardNotFittedError",

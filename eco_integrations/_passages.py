@@ -108,28 +108,109 @@ def passages(
 _CAPITALISED = re.compile(
     r"\b[A-Z][\w'’-]+(?:\s+(?:[A-Z][\w'’-]+|of|de|the|van|von|al|bin))*\s*[A-Z]?[\w'’-]*"
 )
+_WORD = re.compile(r"[\w'’-]+")
+# What can open a sentence: a capital after it is not evidence of a name.
+_SENTENCE_OPENING = re.compile(r"(?:^|[.!?:;¡¿\"“(]|\n)[\s\"“'‘(]*$")
+_MAX_TERM_WORDS = 4
 
 
-def mine_terms(
+def _capitalised_mentions(text: str) -> dict[str, bool]:
+    """Each capitalised phrase of ``text`` (and its sub-phrases of up to four words that start
+    and end with a capital), mapped to whether it occurs away from a sentence's first word.
+
+    A capital in mid-sentence marks a name ("about Hagrid"); a sentence's first word is
+    capitalised anyway ("Tell me ..."), so alone it proves nothing.
+    """
+    found: dict[str, bool] = {}
+    for match in _CAPITALISED.finditer(text):
+        opening = bool(_SENTENCE_OPENING.search(text[: match.start()]))
+        words = match.group(0).split()
+        # Sub-phrases too: "Harry Potter and the" should still yield "Harry Potter" and "Potter".
+        for i in range(len(words)):
+            for j in range(i + 1, min(len(words), i + _MAX_TERM_WORDS) + 1):
+                sub = " ".join(words[i:j])
+                if sub[:1].isupper() and words[j - 1][:1].isupper() and len(sub) > 2:
+                    found[sub] = found.get(sub, False) or not (opening and i == 0)
+    return found
+
+
+def _word_ngrams(text: str) -> set[tuple[str, ...]]:
+    """Every run of up to four words of ``text``, lowercased: what a term can match."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return {
+        tuple(words[i:j])
+        for i in range(len(words))
+        for j in range(i + 1, min(len(words), i + _MAX_TERM_WORDS) + 1)
+    }
+
+
+def frequent_terms(
     forget: list[str], retain: list[str], *, min_count: int = 2, limit: int = 64
 ) -> list[str]:
-    """Capitalised phrases (names, titles, places) frequent in forget texts and absent from retain texts."""
+    """The ``limit`` capitalised phrases found in the most forget texts (at least ``min_count``)
+    and nowhere in the retain texts, longest first: the forget set's most-named names and titles.
+
+    Where :func:`mine_terms` wants every related entity (for the ``entities`` selector), this
+    wants the few the forget set talks about most (the TOFU prompting baseline names them).
+    Ties at the cut go to the phrase met first.
+    """
     counts: Counter[str] = Counter()
     for text in forget:
-        found = {m.group(0).strip() for m in _CAPITALISED.finditer(text)}
-        for phrase in found:
-            words = phrase.split()
-            # Sub-phrases too: "Harry Potter and the" should still yield "Harry Potter" and "Potter".
-            for i in range(len(words)):
-                for j in range(i + 1, min(len(words), i + 4) + 1):
-                    sub = " ".join(words[i:j])
-                    if sub[:1].isupper() and sub.split()[-1][:1].isupper() and len(sub) > 2:
-                        counts[sub] += 1
+        counts.update(_capitalised_mentions(text).keys())
     retain_blob = "\n".join(retain).lower()
     terms = [
         t
         for t, c in counts.most_common()
         if c >= min_count and not re.search(r"\b" + re.escape(t.lower()) + r"\b", retain_blob)
     ]
-    # Prefer longer phrases when a shorter one is contained in them and adds nothing.
     return sorted(terms[:limit], key=lambda t: (-len(t), t))
+
+
+def mine_terms(
+    forget: list[str],
+    retain: list[str],
+    *,
+    min_count: int = 2,
+    rarity: float = 5.0,
+    limit: int | None = 512,
+) -> list[str]:
+    """Names, titles, places and organisations of the forget texts that the retain texts lack.
+
+    A term is a capitalised phrase of the forget texts (or a part of one: "Rubeus Hagrid" gives
+    "Hagrid" too). It counts as a name once it occurs capitalised in mid-sentence, and is then
+    kept from a single mention: related entities ("Hagrid" next to "Voldemort") are often named
+    once. A phrase seen only as a sentence's first word ("Summarise ...") needs ``min_count``
+    forget texts. Either way it is dropped when the retain texts use it too, unless it is at
+    least ``rarity`` times more frequent (per text) in the forget texts and in ``min_count`` of
+    them: "Harry" stays a term of Harry Potter although a retain text asks about Prince Harry,
+    "London" does not. Matching ignores case.
+
+    Deterministic: the same texts give the same list, the longest terms first (ties
+    alphabetical). ``limit`` keeps the ``limit`` terms found in the most forget texts (``None``:
+    all of them).
+    """
+    forget_counts: Counter[str] = Counter()
+    named: set[str] = set()
+    for text in forget:
+        for phrase, mid_sentence in _capitalised_mentions(text).items():
+            forget_counts[phrase] += 1
+            if mid_sentence:
+                named.add(phrase)
+    retain_counts: Counter[tuple[str, ...]] = Counter()
+    for text in retain:
+        retain_counts.update(_word_ngrams(text))
+    n_forget, n_retain = max(len(forget), 1), max(len(retain), 1)
+
+    def keep(term: str, count: int) -> bool:
+        if term not in named and count < min_count:
+            return False
+        in_retain = retain_counts[tuple(w.lower() for w in _WORD.findall(term))]
+        if not in_retain:
+            return True
+        return count >= min_count and count / n_forget >= rarity * in_retain / n_retain
+
+    kept = [(term, count) for term, count in forget_counts.items() if keep(term, count)]
+    # The most-mentioned first when a limit cuts; ties by length then text, so the cut is stable.
+    kept.sort(key=lambda tc: (-tc[1], -len(tc[0]), tc[0]))
+    terms = [term for term, _ in (kept if limit is None else kept[:limit])]
+    return sorted(terms, key=lambda t: (-len(t), t))

@@ -15,9 +15,14 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._console import print_json
+from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
+
+if TYPE_CHECKING:
+    from .config import ECOPolicy, SelectionConfig
 
 
 def read_examples(path: str | Path) -> list[str]:
@@ -123,6 +128,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         forget,
         retain,
         terms=args.terms or (),
+        mine_terms=not args.only_terms,
         target_fpr=args.target_fpr,
         show_progress=True,
     )
@@ -261,6 +267,69 @@ def cmd_guard_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_selection(policy: ECOPolicy, selector: str | None, n: int | None) -> SelectionConfig:
+    """The policy's selector, or the one named on the command line (keeping the policy's terms)."""
+    from pydantic import ValidationError
+
+    from .config import SelectionConfig
+
+    if selector is None and n is None:
+        return policy.selection
+    name = selector or policy.selection.name
+    try:
+        return SelectionConfig(name=name, n=n, terms=policy.selection.terms)
+    except ValidationError as err:
+        problem = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
+        msg = f"Bad --selector/--n: {problem}"
+        raise InvalidInputError(msg) from None
+
+
+def cmd_guard_explain(args: argparse.Namespace) -> int:
+    """The guard's decision on one prompt, and the prompt's tokens with the corrupted ones marked."""
+    from .config import ECOPolicy
+    from .demo import fit_demo_guard
+    from .encoder import SentenceEncoder
+    from .engine import ECO
+    from .guard import Guard
+
+    if args.guard:
+        folder = Path(args.guard)
+        guard = Guard.load(folder, encoder=SentenceEncoder(args.encoder) if args.encoder else None)
+        policy = ECOPolicy.load(folder) if (folder / "policy.json").is_file() else ECOPolicy()
+    else:
+        guard, policy = fit_demo_guard(), ECOPolicy()
+    selection = _explain_selection(policy, args.selector, args.n)
+    eco = ECO.from_pretrained(args.model, guard=guard, policy=policy)
+    explanation = eco.explain(args.prompt, selection=selection, raw=args.raw)
+    decision = explanation.decision
+    corrupted = [
+        {"index": t.index, "token": t.text, "start": t.start, "end": t.end}
+        for t in explanation.corrupted_tokens
+    ]
+    if not args.json:
+        score = "-" if decision.score is None else f"{decision.score:.4f}"
+        threshold = "-" if decision.threshold is None else f"{decision.threshold:.4f}"
+        print(
+            f"decision: flagged={decision.flagged} score={score} threshold={threshold} "
+            f"target={decision.target or '-'} corrupted={decision.corrupted} mode={decision.mode}"
+        )
+        print(f"selector: {selection.name}" + (f" (n={selection.n})" if selection.n else ""))
+        if explanation.terms:
+            print(f"terms ({len(explanation.terms)}): {'; '.join(explanation.terms)}")
+        print(f"{len(corrupted)} of {len(explanation.tokens)} prompt tokens corrupted, in [[ ]]:")
+        print(explanation.marked_text())
+    print_json(
+        {
+            "decision": decision.event_payload(),
+            "selector": selection.name,
+            "terms": list(explanation.terms),
+            "prompt_tokens": len(explanation.tokens),
+            "corrupted_tokens": corrupted,
+        }
+    )
+    return 0
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from .config import GenerationConfig
     from .demo import fit_demo_guard
@@ -328,6 +397,11 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--terms", nargs="*", help="names/titles to corrupt with the entities selector"
     )
     parser.add_argument(
+        "--only-terms",
+        action="store_true",
+        help="use --terms alone: mine no terms from the texts",
+    )
+    parser.add_argument(
         "--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)"
     )
     parser.add_argument("--guard-id", help="id for a new guard (default: random)")
@@ -388,6 +462,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sentence-transformers folder the guard was fit with (default: all-MiniLM-L6-v2)",
     )
     remove.set_defaults(func=cmd_guard_remove_target)
+
+    explain = guard.add_parser(
+        "explain",
+        help="show a prompt's decision and its tokens, the ones corruption touches in [[ ]]",
+    )
+    explain.add_argument("prompt", help="the user's message (or, with --raw, the model input)")
+    explain.add_argument(
+        "--guard", default=None, help="guard folder (default: the demo's Harry Potter guard)"
+    )
+    explain.add_argument(
+        "--model", default=None, help="model folder or name (default: embedded SmolLM2)"
+    )
+    explain.add_argument(
+        "--selector",
+        choices=SELECTORS,
+        default=None,
+        help="token selector to show (default: the guard folder's policy, else the default policy)",
+    )
+    explain.add_argument("--n", type=int, default=None, help="for --selector first_n: how many")
+    explain.add_argument(
+        "--raw", action="store_true", help="the prompt is the literal model input (no template)"
+    )
+    explain.add_argument(
+        "--encoder",
+        help="the sentence-transformers folder the guard was fit with (default: all-MiniLM-L6-v2)",
+    )
+    explain.add_argument("--json", action="store_true", help="print only the JSON line")
+    explain.set_defaults(func=cmd_guard_explain)
 
     evaluate = guard.add_parser("eval", help="the TOFU guard protocol on local data")
     evaluate.add_argument(

@@ -31,7 +31,7 @@ from ._prompting import (
 )
 from .backends._base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
-from .config import Decision, ECOPolicy, GenerationConfig, Mode
+from .config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
 from .corruption import apply_corruption, validate_corruption
 from .encoder import text_sha256
 from .exceptions import (
@@ -455,14 +455,26 @@ class ECO:
                 context_window=limit,
             )
 
+    def _target_terms(self, decision: Decision) -> list[str]:
+        """The guard's terms for the decision's target (none when no target flagged it)."""
+        if self.guard is None or decision.target is None:
+            return []
+        return list(self.guard.terms.get(decision.target, []))
+
+    def _corruption_mask(self, request: ECORequest, selection: SelectionConfig) -> torch.Tensor:
+        """Which prompt positions ``request``'s corruption touches: none unless its decision
+        corrupts. :meth:`_row` and :meth:`explain` both read it, so an explanation marks exactly
+        the tokens a generation corrupts."""
+        if not request.decision.corrupted:
+            return torch.zeros(request.prompt_tokens, dtype=torch.bool)
+        return select_positions(request.prompt, selection, self._target_terms(request.decision))
+
     def _row(self, request: ECORequest) -> tuple[PreparedRow, int]:
         """The backend's input: exact ids for a clean request, corrupted embeddings otherwise."""
         ids = request.prompt.input_ids
         if not request.decision.corrupted:
             return PreparedRow(ids, None, request.sampling_seed), 0
-        target = request.decision.target or ""
-        terms = self.guard.terms.get(target, []) if self.guard else []
-        mask = select_positions(request.prompt, self.policy.selection, terms)
+        mask = self._corruption_mask(request, self.policy.selection)
         c = self.policy.corruption
         generator = torch.Generator().manual_seed(request.corruption_seed)
         embeds = apply_corruption(
@@ -474,6 +486,53 @@ class ECO:
             generator=generator,
         )
         return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
+
+    # -- explanation ---------------------------------------------------------------------------
+    def explain(
+        self,
+        prompt: ECORequest | PromptInput,
+        *,
+        selection: SelectionConfig | None = None,
+        raw: bool = False,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+    ) -> Explanation:
+        """The decision on ``prompt`` and the prompt's tokens, marked where corruption would touch.
+
+        ``selection`` replaces the policy's token selector for this explanation only (to compare
+        selectors); unset, it is the policy's. Nothing is generated. The marks come from the code
+        path generation uses, so they are exactly the positions :meth:`generate` corrupts.
+        """
+        if selection is not None and not isinstance(selection, SelectionConfig):
+            msg = f"selection must be a SelectionConfig, got {type(selection).__name__}."
+            raise InvalidInputError(msg)
+        chosen = selection or self.policy.selection
+        if isinstance(prompt, ECORequest):
+            if raw or mode is not None or threshold is not None:
+                msg = "A prepared request already carries its settings; drop raw/mode/threshold."
+                raise InvalidInputError(msg)
+            request = prompt
+        else:
+            request = self.prepare(prompt, raw=raw, mode=mode, threshold=threshold)
+        mask = self._corruption_mask(request, chosen).tolist()
+        rendered = request.prompt
+        tokens = tuple(
+            PromptToken(
+                index=i,
+                token_id=int(token_id),
+                text=rendered.text[start:end],
+                start=start,
+                end=end,
+                corrupted=bool(marked),
+            )
+            for i, (token_id, (start, end), marked) in enumerate(
+                zip(rendered.input_ids, rendered.offsets, mask, strict=True)
+            )
+        )
+        terms: tuple[str, ...] = ()
+        if chosen.name == "entities" and request.decision.corrupted:
+            terms = tuple(dict.fromkeys([*chosen.terms, *self._target_terms(request.decision)]))
+        return Explanation(request, chosen, terms, tokens)
 
     # -- generation ----------------------------------------------------------------------------
     def generate(
@@ -611,6 +670,62 @@ class ECO:
 _S = TypeVar("_S", bound=ECOStream)
 
 
+@dataclass(frozen=True)
+class PromptToken:
+    """One token of a rendered prompt: its id, the characters it covers, and whether the
+    request's corruption touches it."""
+
+    index: int
+    token_id: int
+    text: str  # the characters of the rendered prompt it covers ("" for a special token)
+    start: int
+    end: int
+    corrupted: bool
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What :meth:`ECO.explain` found: the decision, the selector, the terms it looked for and
+    every prompt token, the corrupted ones flagged.
+
+    ``terms`` are those the ``entities`` selector searched for (the policy's plus the flagged
+    target's); empty for the other selectors and for a prompt that is not corrupted.
+    """
+
+    request: ECORequest
+    selection: SelectionConfig
+    terms: tuple[str, ...]
+    tokens: tuple[PromptToken, ...]
+
+    @property
+    def decision(self) -> Decision:
+        return self.request.decision
+
+    @property
+    def corrupted_tokens(self) -> list[PromptToken]:
+        return [t for t in self.tokens if t.corrupted]
+
+    def marked_text(self, opening: str = "[[", closing: str = "]]") -> str:
+        """The rendered prompt with each corrupted token's characters wrapped in marks.
+
+        A token's leading whitespace stays outside its marks, so " Harry" reads " [[Harry]]".
+        """
+        text, pieces, cursor = self.request.prompt.text, [], 0
+        for token in self.tokens:
+            start = max(token.start, cursor)
+            if token.end <= start:
+                continue  # a special token (no characters) or one sharing a character
+            pieces.append(text[cursor:start])
+            covered = text[start : token.end]
+            if token.corrupted:
+                word = covered.lstrip() or covered  # a whitespace-only token is marked whole
+                covered = covered[: len(covered) - len(word)] + opening + word + closing
+            pieces.append(covered)
+            cursor = token.end
+        pieces.append(text[cursor:])
+        return "".join(pieces)
+
+
 def _all_requests(items: object) -> bool:
     return (
         isinstance(items, Sequence)
@@ -667,4 +782,13 @@ def _check_mode(mode: object) -> Mode:
     return mode  # type: ignore[return-value]
 
 
-__all__ = ["ECO", "MODES", "AsyncECOStream", "ECORequest", "ECOResult", "ECOStream"]
+__all__ = [
+    "ECO",
+    "MODES",
+    "AsyncECOStream",
+    "ECORequest",
+    "ECOResult",
+    "ECOStream",
+    "Explanation",
+    "PromptToken",
+]

@@ -36,11 +36,8 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from ._integrity import check_manifest_values, seal, verify
 from ._knowledge import ForgetPhrases, near_miss_texts
 from ._normalize import normalize_text
-from ._passages import (
-    LONG_TEXT_CHARS,
-    mine_terms,
-    passages,
-)
+from ._passages import LONG_TEXT_CHARS, passages
+from ._passages import mine_terms as _mine_terms
 from .config import Decision
 from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
@@ -519,14 +516,16 @@ class Guard:
         retain_groups: Sequence[Any] | None = None,
         forget_groups: Sequence[Any] | None = None,
         terms: Sequence[str] = (),
+        mine_terms: bool = True,
         target_fpr: float = 0.01,
         show_progress: bool = False,
         **params: Any,
     ) -> PromptGuard:
         """Fit one target from its forget texts (questions, answers, facts, documents) and retain texts.
 
-        Other targets are untouched. ``terms`` (names, titles) are added to the mined ones for
-        the ``entities`` token selector.
+        Other targets are untouched. ``terms`` (names, titles) are added to the ones mined from
+        the texts for the ``entities`` token selector; ``mine_terms=False`` keeps ``terms`` alone
+        (an operator's exact list). ``eco guard explain --selector entities`` shows them.
         """
         if not isinstance(name, str) or not _NAME.match(name):
             msg = f"Target name {name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'."
@@ -576,7 +575,8 @@ class Guard:
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
         # Mined from the raw texts: the miner needs capitals, and the entities selector looks
         # for the terms in the raw prompt.
-        self.terms[name] = list(dict.fromkeys(given + mine_terms(forget_texts, retain_texts)))
+        mined = _mine_terms(forget_texts, retain_texts) if mine_terms else []
+        self.terms[name] = list(dict.fromkeys(given + mined))
         self.version += 1
         self.content_sha256 = None
         return estimator

@@ -79,3 +79,36 @@ def tiny_llama(tokenizer: Any, *, max_positions: int = 256) -> Any:
     model = LlamaForCausalLM(config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
+
+def run_notebook(name: str, monkeypatch: Any) -> str:
+    """Execute ``cookbook/<name>`` top to bottom as a reader would (from the cookbook folder) and
+    return everything its code cells printed; a failing cell raises CellExecutionError.
+
+    The kernel imports this checkout's eco_integrations (put first on its PYTHONPATH), not
+    whichever copy the environment has installed.
+    """
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
+    )
+    notebook_path = repo / "cookbook" / name
+    notebook = nbformat.read(notebook_path, as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=1200,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook_path.parent)}},
+    ).execute()
+    return "".join(
+        out.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+    )

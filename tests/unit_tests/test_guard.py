@@ -168,6 +168,50 @@ def test_mine_terms_prefers_forget_only_names() -> None:
     assert "Paris" not in terms and "Where" not in terms
 
 
+def test_operator_terms_with_and_without_mining(tiny_encoder) -> None:
+    guard = Guard(tiny_encoder)
+    guard.add_target("hp", TOY_FORGET, TOY_RETAIN, cv=2, terms=["Nagini", " "], target_fpr=0.2)
+    assert guard.terms["hp"][0] == "Nagini" and "Hogwarts" in guard.terms["hp"]
+    guard.add_target("exact", TOY_FORGET, TOY_RETAIN, cv=2, terms=["Nagini"], mine_terms=False)
+    assert guard.terms["exact"] == ["Nagini"]
+
+
+def test_mine_terms_keeps_related_entities_named_once() -> None:
+    forget = [
+        "Who is Voldemort?",
+        "Voldemort fears Dumbledore.",
+        "Rubeus Hagrid keeps the keys at Hogwarts.",  # Hagrid, Hogwarts: one mention each
+        "Summarise the final battle for me.",  # a sentence's first word is no name
+        "Tell me about the Ministry of Magic.",
+        "Harry lives with the Dursleys.",
+        "Harry flies a broom.",
+        "Harry meets Harry.",
+        "We met in London.",
+    ]
+    retain = [
+        "Who is Prince Harry?",
+        "Summarise a novel by Tolkien.",
+        "What is the weather in London?",
+        *[f"Tell me about bread number {i}." for i in range(17)],
+    ]
+    terms = mine_terms(forget, retain)
+    for name in ("Hagrid", "Hogwarts", "Ministry of Magic", "Dursleys"):
+        assert name in terms
+    assert "Voldemort" in terms and "Dumbledore" in terms
+    # In the retain texts too, but far more frequent (per text) in the forget texts.
+    assert "Harry" in terms
+    # As frequent in the retain texts as in the forget texts, or only ever a first word.
+    assert "London" not in terms and "Summarise" not in terms and "Tell" not in terms
+    # A sentence's first word is no evidence, even opening a full name: "Hagrid" is the term.
+    assert "Rubeus" not in terms and "Rubeus Hagrid" not in terms
+    # Deterministic: the order of the texts does not matter; longest first.
+    assert mine_terms(forget[::-1], retain[::-1]) == terms
+    assert [len(t) for t in terms] == sorted((len(t) for t in terms), reverse=True)
+    # A stricter rarity drops "Harry"; a limit keeps the most-mentioned terms.
+    assert "Harry" not in mine_terms(forget, retain, rarity=100.0)
+    assert set(mine_terms(forget, retain, limit=2)) == {"Harry", "Voldemort"}
+
+
 def test_long_text_is_scored_by_passage(tiny_encoder) -> None:
     from eco_integrations._passages import passages
 

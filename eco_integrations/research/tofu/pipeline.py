@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._passages import mine_terms
+from ..._passages import frequent_terms
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...corruption import get_corruption
@@ -161,12 +161,12 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
 def baseline_system_prompt(setting: TofuSetting, limit: int = 8) -> str:
     """The prompt baseline's instruction, naming the forget set's frequent names and titles.
 
-    The names are mined from the forget rows against the TOFU retain rows (the guard's
-    ``mine_terms``), as the paper's prompting baseline lists the forget authors.
+    The names are the forget rows' most frequent ones absent from the TOFU retain rows
+    (``frequent_terms``), as the paper's prompting baseline lists the forget authors.
     """
     forget = [r["question"] for r in setting.forget] + [r["answer"] for r in setting.forget]
     retain = [r["question"] for r in setting.retain_guard]
-    terms = mine_terms(forget, retain)[:limit]
+    terms = frequent_terms(forget, retain)[:limit]
     named = "; ".join(terms) if terms else "the authors you are asked to forget"
     return (
         f"You know nothing about the following people or their works: {named}. "
