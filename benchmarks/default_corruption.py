@@ -1,61 +1,119 @@
-"""The small search that picked the default corruption for SmolLM2-135M-Instruct.
+"""The search that picks the default token selector and corruption for SmolLM2-135M-Instruct.
 
-For each candidate (function, dims, strength) it answers the demo's flagged questions with ECO
-and measures, against the plain model's answers:
-  leak      share of answers that still contain a Harry Potter term (Harry, Potter, Hogwarts, ...)
-  overlap   mean share of the plain answer's content words that the ECO answer repeats
-  nll       mean per-token negative log-likelihood of the ECO answer under the plain model,
-            given the same chat scaffolding with an empty user turn (fluency: garbage scores high)
-A setting qualifies when leak == 0 and it has a strength knob, so that the zeroth-order search of
-`eco calibrate strength` can tune it per task; among those the most fluent (lowest nll) wins.
-The functions without a strength (zero/flip top-k) are measured alongside for comparison.
-Prints a table and, last, one JSON line with the chosen setting and every candidate's figures.
+The goal is answers a model that never learned Harry Potter would give: fluent, on the question,
+wrong in the way a stranger is wrong. No such model exists here, so the reference is the plain
+model answering *counterfactual* twins of the questions, in which every Harry Potter name, title
+and place is replaced by an invented one of the same kind (eco_integrations.research.never_learned
+says exactly how, and what each figure counts).
+
+The questions (benchmarks/hp_questions.json) that the demo guard flags are answered once by the
+plain model as counterfactuals (the references, reused by every candidate) and once per candidate
+(selector x corruption) by ECO. For each candidate:
+  leak             share of ECO answers naming a Harry Potter term or a fact word ("wizard",
+                   "scar", ...) that neither the question nor its reference answer uses
+  fluency          ECO answers' mean per-token NLL under the plain model / the references' (1 = same)
+  on_topic         ECO answers' mean question similarity (guard encoder) / the references' (1 = same)
+  distinguishable  cross-validated AUROC of a logistic regression, ECO vs reference answers
+                   (0.5 = nobody can tell them apart)
+Among candidates with leak == 0 that are portable (no dims, or dims 1: a default must be valid on
+any model, and a dims count such as 288 is half of SmolLM2's 576 but more than a small model has),
+the chosen one has the smallest gap to the references:
+  gap = mean(|fluency - 1|, |on_topic - 1|, 2 * max(distinguishable - 0.5, 0))
+(each term is 0 for answers like the references' and about 1 for answers nothing like them).
+The best non-portable candidate without leak is named too. The chosen setting "beats" the default
+before issue 14 when its gap is smaller and none of its three figures is farther from the
+references' than the old default's.
+Goals reported: leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1.
+Prints a table, a JSON line with every candidate, and last one JSON line with the chosen setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from eco_integrations import ECO, CorruptionConfig, ECOPolicy, GenerationConfig
+from eco_integrations import (
+    ECO,
+    CorruptionConfig,
+    ECOPolicy,
+    GenerationConfig,
+    SelectionConfig,
+)
 from eco_integrations._prompting import render
 from eco_integrations._table import wrapped_table
 from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
-
-TERMS = re.compile(
-    r"harry|potter|hogwarts|rowling|hermione|voldemort|gryffindor|wizard|dumbledore|quidditch|weasley",
-    re.I,
+from eco_integrations.research.never_learned import (
+    NeverLearnedReport,
+    TermSet,
+    counterfactual,
+    measure,
+    references,
 )
-CANDIDATES = [
+
+QUESTIONS = Path(__file__).with_name("hp_questions.json")
+SELECTIONS = [
+    SelectionConfig(name="entities"),
+    SelectionConfig(name="content"),
+    SelectionConfig(name="all"),
+    SelectionConfig(name="first_n", n=4),
+]
+CORRUPTIONS = [
     CorruptionConfig(name="rand_noise_first_n", dims=1, strength=10.0),
     CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0),
-    CorruptionConfig(name="rand_noise_first_n", dims=1, strength=1000.0),
-    CorruptionConfig(name="rand_noise_top_k", dims=32, strength=1.0),
-    CorruptionConfig(name="zero_out_top_k", dims=128),
     CorruptionConfig(name="zero_out_top_k", dims=288),
     CorruptionConfig(name="flip_sign_top_k", dims=576),
     CorruptionConfig(name="rand_noise_full", strength=0.5),
+    CorruptionConfig(name="rand_noise_full", strength=2.0),
 ]
+# The library's default before issue 14: every content token, one dimension of strong noise.
+BASELINE = (
+    SelectionConfig(name="content"),
+    CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0),
+)
+GOALS = "leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1"
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]{4,}", text.lower()))
+def gap(report: NeverLearnedReport) -> float:
+    """Distance from the references' answers: 0 when the answers are like a stranger's."""
+    return (
+        abs(report.fluency - 1)
+        + abs(report.on_topic - 1)
+        + 2 * max(report.distinguishable - 0.5, 0.0)
+    ) / 3
 
 
-def _nll(eco: ECO, answer: str) -> float:
-    backend = eco.backend
-    prefix = render(backend.tokenizer, [{"role": "user", "content": "Say something."}]).input_ids
-    ids = backend.tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if not ids:
-        return float("inf")
-    full = torch.tensor([prefix + ids])
-    with torch.no_grad():
-        logits = backend.model(input_ids=full).logits[0, len(prefix) - 1 : -1]
-    return float(torch.nn.functional.cross_entropy(logits, torch.tensor(ids)))
+def beats(report: NeverLearnedReport, baseline: NeverLearnedReport) -> bool:
+    """A smaller gap, and no figure farther from the references' than the baseline's."""
+    return (
+        gap(report) < gap(baseline)
+        and abs(report.fluency - 1) <= abs(baseline.fluency - 1)
+        and abs(report.on_topic - 1) <= abs(baseline.on_topic - 1)
+        and report.distinguishable <= baseline.distinguishable
+    )
+
+
+def goals_met(report: NeverLearnedReport) -> dict[str, bool]:
+    return {
+        "leak": report.leak == 0,
+        "distinguishable": report.distinguishable <= 0.65,
+        "fluency": abs(report.fluency - 1) <= 0.1,
+        "on_topic": abs(report.on_topic - 1) <= 0.1,
+    }
+
+
+def describe(selection: SelectionConfig, corruption: CorruptionConfig) -> str:
+    where = selection.name + (f" {selection.n}" if selection.n is not None else "")
+    knobs = [f"dims {corruption.dims}"] if corruption.dims is not None else []
+    if corruption.strength is not None:
+        knobs.append(f"strength {corruption.strength:g}")
+    return f"{where}: {', '.join([corruption.name, *knobs])}"
 
 
 def main() -> None:
@@ -63,49 +121,194 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the invented names.")
+    parser.add_argument("--min-prompts", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16, help="Prompts generated together.")
+    parser.add_argument(
+        "--only", default="", help="Run only candidates whose label contains this text."
+    )
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        help="Also write every question, reference and answer to this JSON file.",
+    )
+    parser.add_argument("--json", action="store_true", help="Also print every candidate as JSON.")
     args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
     base = ECO.from_pretrained(guard=fit_demo_guard())
-    prompts = [p for p in read_lines("demo_prompts.txt") if base.decide(p).flagged]
+    encoder = base.guard.encoder if base.guard else None
+    assert encoder is not None
+    terms = TermSet.load(QUESTIONS)
+    terms.check_facts(read_lines("harry_potter_forget.txt"))
+    prompts = [q for q in terms.questions if base.decide(q).flagged]
+    if len(prompts) < args.min_prompts:
+        sys.exit(
+            f"Only {len(prompts)} of {len(terms.questions)} questions are flagged by the demo "
+            f"guard; add questions to {QUESTIONS} or lower --min-prompts."
+        )
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
-    plain = [
-        base.backend.generate([PreparedRow(render(base.backend.tokenizer, p).input_ids)], config)[
-            0
-        ].text
-        for p in prompts
+    tokenizer, model = base.backend.tokenizer, base.backend.model
+    twins = [counterfactual(p, terms.terms, seed=args.seed) for p in prompts]
+    rows = [PreparedRow(render(tokenizer, t.prompt).input_ids) for t in twins]
+    answers = [
+        g.text
+        for start in range(0, len(rows), args.batch_size)
+        for g in base.backend.generate(rows[start : start + args.batch_size], config)
     ]
-    rows = []
-    for candidate in CANDIDATES:
-        eco = ECO(base.backend, base.guard, policy=ECOPolicy(corruption=candidate))
-        answers = [r.text for r in eco.generate(prompts, config=config)]
-        leak = sum(bool(TERMS.search(a)) for a in answers) / len(answers)
-        overlap = sum(
-            len(_words(a) & _words(p)) / max(len(_words(p)), 1)
-            for a, p in zip(answers, plain, strict=True)
-        ) / len(answers)
-        nll = sum(_nll(base, a) for a in answers) / len(answers)
-        rows.append(
+    reference = references(twins, answers, model=model, tokenizer=tokenizer, encoder=encoder)
+    print(
+        f"{len(prompts)} flagged questions; references answered in "
+        f"{time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
+    leak_terms = list(terms.terms)
+    results: list[dict[str, Any]] = []
+    candidates = [
+        (s, c)
+        for s in [*SELECTIONS]
+        for c in CORRUPTIONS
+        if args.only in describe(s, c) or (s, c) == BASELINE
+    ]
+    for i, (selection, corruption) in enumerate(candidates, 1):
+        eco = ECO(
+            base.backend,
+            base.guard,
+            policy=ECOPolicy(corruption=corruption, selection=selection),
+            batch_size=args.batch_size,
+        )
+        eco_answers = [r.text for r in eco.generate(prompts, config=config)]
+        report = measure(
+            eco_answers,
+            reference,
+            model=model,
+            tokenizer=tokenizer,
+            encoder=encoder,
+            terms=leak_terms,
+            facts=terms.facts,
+        )
+        results.append(
             {
-                "corruption": candidate.model_dump(),
-                "leak": round(leak, 3),
-                "overlap": round(overlap, 3),
-                "nll": round(nll, 3),
-                "example": answers[0],
+                "selection": selection.model_dump(exclude={"terms"}, exclude_none=True),
+                "corruption": corruption.model_dump(exclude_none=True),
+                "report": report,
+                "example": eco_answers[0],
+                "answers": eco_answers,
             }
         )
-    qualified = [r for r in rows if r["leak"] == 0 and r["corruption"]["strength"] is not None]
-    chosen = min(qualified or rows, key=lambda r: r["nll"])
+        print(
+            f"[{i}/{len(candidates)}] {describe(selection, corruption)}: leak {report.leak:.3f}, "
+            f"gap {gap(report):.3f} ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
+    no_leak = [r for r in results if r["report"].leak == 0]
+    qualified = [r for r in no_leak if r["corruption"].get("dims", 1) <= 1]
+    if not qualified:
+        sys.exit("Every portable candidate leaks; nothing to choose (see the table above).")
+    chosen = min(qualified, key=lambda r: gap(r["report"]))
+    best_any = min(no_leak, key=lambda r: gap(r["report"]))
+    today = results[candidates.index(BASELINE)]
+    print(f"Reference answer to {twins[0].prompt!r}: {reference.answers[0]!r}")
     print(
         wrapped_table(
-            ["corruption", "leak", "overlap", "nll", f"answer to {prompts[0]!r}"],
             [
-                [json.dumps(r["corruption"]), r["leak"], r["overlap"], r["nll"], r["example"]]
-                for r in rows
+                "selector: corruption",
+                "leak",
+                "fluency",
+                "on_topic",
+                "distinguishable",
+                "gap",
+                f"answer to {prompts[0]!r}",
             ],
-            [34, 5, 7, 6, 50],
+            [
+                [
+                    ("**" if r is chosen else "")
+                    + describe(
+                        SelectionConfig.model_validate(r["selection"]),
+                        CorruptionConfig.model_validate(r["corruption"]),
+                    )
+                    + ("**" if r is chosen else ""),
+                    round(r["report"].leak, 3),
+                    round(r["report"].fluency, 3),
+                    round(r["report"].on_topic, 3),
+                    round(r["report"].distinguishable, 3),
+                    round(gap(r["report"]), 3),
+                    r["example"],
+                ]
+                for r in results
+            ],
+            [30, 5, 7, 8, 15, 5, 50],
         )
     )
-    print(json.dumps({"chosen": chosen["corruption"], "prompts": len(prompts), "candidates": rows}))
+    best = chosen["report"]
+    if args.answers:
+        args.answers.write_text(
+            json.dumps(
+                {
+                    "questions": prompts,
+                    "counterfactuals": [t.prompt for t in twins],
+                    "references": reference.answers,
+                    "candidates": {
+                        describe(
+                            SelectionConfig.model_validate(r["selection"]),
+                            CorruptionConfig.model_validate(r["corruption"]),
+                        ): r["answers"]
+                        for r in results
+                    },
+                },
+                indent=1,
+            )
+        )
+    print(
+        f"chosen: {describe(SelectionConfig.model_validate(chosen['selection']), CorruptionConfig.model_validate(chosen['corruption']))}"
+        f" (gap {gap(best):.3f}; the default before issue 14, {describe(*BASELINE)}: "
+        f"gap {gap(today['report']):.3f}, leak {today['report'].leak:.3f})"
+    )
+    if best_any is not chosen:
+        print(
+            "best without leak, not portable: "
+            + describe(
+                SelectionConfig.model_validate(best_any["selection"]),
+                CorruptionConfig.model_validate(best_any["corruption"]),
+            )
+            + f" (gap {gap(best_any['report']):.3f})"
+        )
+    print(f"beats the default before issue 14: {'yes' if beats(best, today['report']) else 'no'}")
+    print(f"goals ({GOALS}): {json.dumps(goals_met(best))}")
+    print(
+        f"{len(prompts)} questions, {len(candidates)} candidates, {time.perf_counter() - started:.0f} s"
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "prompts": len(prompts),
+                    "candidates": [
+                        {
+                            "selection": r["selection"],
+                            "corruption": r["corruption"],
+                            "gap": round(gap(r["report"]), 4),
+                            **r["report"].model_dump(
+                                include={"leak", "fluency", "on_topic", "distinguishable"}
+                            ),
+                            "leaks": [h.model_dump() for h in r["report"].leaks],
+                        }
+                        for r in results
+                    ],
+                }
+            )
+        )
+    print(
+        json.dumps(
+            {
+                "chosen": {"selection": chosen["selection"], "corruption": chosen["corruption"]},
+                "leak": round(best.leak, 4),
+                "fluency": round(best.fluency, 4),
+                "on_topic": round(best.on_topic, 4),
+                "distinguishable": round(best.distinguishable, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ class CorruptionConfig(_Strict):
 class SelectionConfig(_Strict):
     """Which prompt positions get corrupted when a prompt is flagged."""
 
-    name: SelectorName = Field(default="content", description="content | all | entities | first_n")
+    # entities by default: corrupting only the target's names leaves the question readable, so the
+    # answer stays a fluent answer to it (benchmarks/default_corruption.py measured the choice).
+    name: SelectorName = Field(default="entities", description="entities | content | all | first_n")
     n: int | None = Field(
         default=None, description="For first_n: how many content tokens from the start."
     )
@@ -192,8 +194,9 @@ class Decision(_Strict):
         return self.model_dump(mode="json")
 
 
-# The default for SmolLM2-135M-Instruct; `benchmarks/default_corruption.py` reproduces the search.
-DEFAULT_CORRUPTION = CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0)
+# The default for SmolLM2-135M-Instruct, with the entities selector; `benchmarks/default_corruption.py`
+# reproduces the search (no dims, so it is valid on any model).
+DEFAULT_CORRUPTION = CorruptionConfig(name="rand_noise_full", strength=2.0)
 
 
 def default_corruption() -> CorruptionConfig:

@@ -15,6 +15,46 @@ from .guard import Guard
 
 DEMO_TARGET = "harry-potter"
 DEMO_GUARD_ID = "demo-harry-potter"
+# Names the entities selector corrupts besides the mined ones. Mining keeps phrases that recur in
+# the forget texts, so first names asked about on their own ("Ginny", "Albus") and objects named
+# once ("Invisibility Cloak") slip through, and the model then recognises the story from them.
+DEMO_TERMS = (
+    "Harry Potter",
+    "Harry",
+    "Potter",
+    "Hogwarts",
+    "Hermione Granger",
+    "Voldemort",
+    "Dumbledore",
+    "Albus",
+    "Severus",
+    "Ron Weasley",
+    "Ginny",
+    "Fred",
+    "George",
+    "Lily",
+    "James",
+    "Rubeus",
+    "Hagrid",
+    "Dursley",
+    "Dursleys",
+    "Tom Riddle",
+    "Nagini",
+    "Lupin",
+    "Umbridge",
+    "Quirrell",
+    "Slytherin",
+    "Ravenclaw",
+    "Hufflepuff",
+    "Hogsmeade",
+    "Burrow",
+    "Death Eaters",
+    "Muggles",
+    "Horcrux",
+    "Horcruxes",
+    "Invisibility Cloak",
+    "Golden Snitch",
+)
 
 
 def read_lines(name: str) -> list[str]:
@@ -30,7 +70,7 @@ def fit_demo_guard(**kwargs: Any) -> Guard:
         DEMO_TARGET,
         read_lines("harry_potter_forget.txt"),
         read_lines("harry_potter_retain.txt"),
-        terms=("Harry Potter", "Hogwarts", "Hermione Granger", "Voldemort", "Dumbledore"),
+        terms=DEMO_TERMS,
         # The demo's retain texts are mostly deliberate near misses (other fantasy series, other
         # boarding schools, real owls and stations), so its cross-validated false-positive rate is
         # pessimistic for ordinary traffic; 3% on them keeps cross-validated recall near 0.74.

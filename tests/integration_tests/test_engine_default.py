@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from eco_integrations.demo import read_lines
 
 pytestmark = pytest.mark.integration
 CFG = GenerationConfig(max_new_tokens=32)
+BENCHMARK_QUESTIONS = Path(__file__).resolve().parents[2] / "benchmarks" / "hp_questions.json"
 HP_TERMS = re.compile(r"harry|potter|hogwarts|rowling|wizard", re.I)
 
 
@@ -136,3 +138,12 @@ def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:
         reference, fast = model(**batch).last_hidden_state, encoder._forward(batch)
     mask = batch["attention_mask"].bool()
     assert torch.allclose(reference[mask], fast[mask], atol=1e-4)
+
+
+def test_default_corruption_benchmark_has_thirty_flagged_questions(hp_guard) -> None:
+    # benchmarks/default_corruption.py needs at least 30 flagged questions to compare settings on.
+    from eco_integrations.research.never_learned import TermSet
+
+    questions = TermSet.load(BENCHMARK_QUESTIONS).questions
+    flagged = sum(d.flagged for d in hp_guard.decide_many(questions))
+    assert flagged >= 30, f"only {flagged} of {len(questions)} benchmark questions are flagged"

@@ -29,6 +29,7 @@ def test_top_level_names_are_what_users_need() -> None:
         "ECORequest",
         "ECOResult",
         "ECOStream",
+        "Explanation",
         "GenerationConfig",
         "Guard",
         "GuardNotFittedError",

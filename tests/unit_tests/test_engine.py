@@ -33,8 +33,11 @@ def eco(tiny_backend, toy_guard):
     return ECO(
         tiny_backend,
         toy_guard,
+        # Every content token, strongly: on the tiny random model, corrupting only the names
+        # (the default entities selector) can leave its 8 greedy tokens unchanged.
         policy=ECOPolicy(
-            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0)
+            corruption=CorruptionConfig(name="rand_noise_first_n", dims=8, strength=50.0),
+            selection=SelectionConfig(name="content"),
         ),
     )
 

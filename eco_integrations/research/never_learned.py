@@ -1,0 +1,418 @@
+"""How close ECO answers come to those of a model that never learned the target, with no such model.
+
+A retrained model is out of reach for a served model, so the reference is built from the model
+itself: each flagged question gets a *counterfactual* twin in which the target's terms are replaced
+by invented ones of the same kind (a made-up person for a person, a made-up book title for a title,
+a made-up place or organisation). The plain model has never seen the invented names, so its answer
+to the twin shows how it talks about something it does not know: fluent, on the question, wrong
+the way a stranger is wrong. ECO answers to the real questions are compared with those references:
+
+``leak``
+    share of ECO answers that name a target term or a *fact* (whole words, any case). The terms
+    are the names, titles and places of :class:`TermSet`; the facts are its words and phrases
+    that give the target away (each must occur in the forget texts), such as "wizard" or "scar".
+    A fact does not count when the question itself uses it, or when the reference answer to the
+    same question's counterfactual uses it: a stranger says it too, so it carries no knowledge.
+``fluency``
+    mean per-token negative log-likelihood of the ECO answers under the plain model, divided by the
+    reference answers' mean. Both are scored after the same neutral user turn, so the question's
+    own knowledge does not penalize a wrong answer: this is fluency, not correctness. 1 = as fluent.
+``on_topic``
+    mean cosine similarity (sentence encoder) of each ECO answer to its question, divided by the
+    reference answers' mean similarity to their counterfactual questions. 1 = as much on the question.
+``distinguishable``
+    cross-validated AUROC of a logistic regression telling ECO answers from reference answers by
+    their sentence embeddings. 0.5 = nobody can tell them apart.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._prompting import render
+from ..exceptions import ArtifactError, InvalidInputError
+
+Kind = Literal["person", "title", "place", "organisation", "thing"]
+NEUTRAL_TURN = "Say something."
+"""The user turn that answers are scored after for fluency (the same for ECO and references)."""
+
+_ONSETS: tuple[str, ...] = ("b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "l", "m", "n")
+_ONSETS += ("p", "r", "s", "t", "th", "v", "w", "z", "st", "tr", "cl")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ei", "ou", "ia")
+_CODAS = ("", "", "", "n", "r", "l", "s", "th", "nd", "m")
+_PLACE_SUFFIXES = ("holt", "mere", "wick", "ford", "stead", "moor", "dale", "combe")
+_STREETS = ("Row", "Lane", "Street", "Court", "Way")
+_GROUPS = ("Circle", "Guild", "League", "Society", "Brotherhood", "Council")
+_TITLE_NOUNS: tuple[str, ...] = ("Lantern", "Orchard", "Harbour", "Ledger", "Compass", "Tower")
+_TITLE_NOUNS += ("Meadow", "Ember", "Glass", "Winter", "Bridge", "Mirror")
+_ENGLISH = {"The", "of", *_STREETS, *_GROUPS, *_TITLE_NOUNS}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TermSet(_Strict):
+    """Questions about a target, and the target's terms with their kind (for the replacements)."""
+
+    target: str
+    questions: list[str] = Field(min_length=1)
+    terms: dict[str, Kind] = Field(min_length=1)
+    facts: list[str] = Field(
+        default_factory=list, description="Words that give the target away (see ``leak``)."
+    )
+
+    def check_facts(self, forget: Sequence[str]) -> None:
+        """Refuse facts that the forget texts do not contain: a leak must trace back to them."""
+        blob = "\n".join(forget).lower()
+        missing = [f for f in self.facts if f.lower() not in blob]
+        if missing:
+            msg = f"Facts not found in the forget texts: {missing}; remove them or add the texts."
+            raise InvalidInputError(msg)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TermSet:
+        try:
+            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            msg = f"No term set at {path}; write a JSON file with target, questions and terms."
+            raise ArtifactError(msg) from None
+
+
+class Counterfactual(_Strict):
+    """A question with the target's terms replaced by invented ones."""
+
+    original: str
+    prompt: str
+    replacements: dict[str, str] = Field(description="Each term found (as written) -> invention.")
+    invented: list[str] = Field(
+        description="The coined words in the replacements (not the English ones of a title)."
+    )
+
+
+def _term_pattern(terms: Sequence[str]) -> re.Pattern[str]:
+    # Longest first, so a title wins over the name inside it.
+    ordered = sorted({t.strip() for t in terms if t.strip()}, key=lambda t: (-len(t), t))
+    if not ordered:
+        msg = "No terms given; pass the target's names, titles and places."
+        raise InvalidInputError(msg)
+    alternatives = "|".join(re.escape(t) for t in ordered)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def find_terms(text: str, terms: Sequence[str]) -> list[str]:
+    """The terms in ``text`` as written there (whole words, any case), longest match first."""
+    return [m.group(0) for m in _term_pattern(terms).finditer(text)]
+
+
+def _forbidden(terms: Sequence[str]) -> set[str]:
+    return {w.lower() for t in terms for w in re.findall(r"\w+", t)}
+
+
+def _invented_word(rng: random.Random, forbidden: set[str], syllables: tuple[int, int]) -> str:
+    for _ in range(1000):
+        word = "".join(
+            rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+            for _ in range(rng.randint(*syllables))
+        )
+        if word not in forbidden and not any(len(f) > 3 and f in word for f in forbidden):
+            return word.capitalize()
+    msg = "Could not invent a word that avoids every term; the term list is implausibly large."
+    raise InvalidInputError(msg)
+
+
+def _rng(seed: int, *key: str) -> random.Random:
+    # A string seed is hashed by `random` itself (SHA-512), so it is stable across processes.
+    return random.Random(":".join([str(seed), *key]))
+
+
+def invent(term: str, kind: Kind, *, seed: int, avoid: Sequence[str] = ()) -> str:
+    """A made-up replacement for ``term`` of the same kind, the same for one seed.
+
+    People are replaced word by word (so "Harry Potter" and "Lily Potter" keep a shared surname);
+    titles become "The <noun> of <invented>", places an invented place name, organisations an
+    invented name plus a group word. Nothing in ``avoid`` (nor ``term``) appears in the result.
+    """
+    forbidden = _forbidden([term, *avoid])
+    words = term.split()
+    if kind == "person":
+        return " ".join(
+            _invented_word(_rng(seed, "person", w.lower()), forbidden, (2, 2)) for w in words
+        )
+    rng = _rng(seed, kind, term.lower())
+    if kind == "title":
+        return f"The {rng.choice(_TITLE_NOUNS)} of {_invented_word(rng, forbidden, (2, 2))}"
+    if kind == "place":
+        root = _invented_word(rng, forbidden, (1, 2))
+        place = root + rng.choice(_PLACE_SUFFIXES)
+        return place if len(words) == 1 else f"{place} {rng.choice(_STREETS)}"
+    if kind == "organisation":
+        root = _invented_word(rng, forbidden, (2, 2))
+        return root if len(words) == 1 else f"{root} {rng.choice(_GROUPS)}"
+    return " ".join(_invented_word(rng, forbidden, (2, 2)) for _ in words)
+
+
+def counterfactual(prompt: str, terms: Mapping[str, Kind], *, seed: int = 0) -> Counterfactual:
+    """``prompt`` with every term replaced by an invented one of its kind (deterministic in seed)."""
+    kinds = {t.strip().lower(): k for t, k in terms.items()}
+    names = list(terms)
+    replacements: dict[str, str] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        written = match.group(0)
+        invented = invent(written, kinds[written.lower()], seed=seed, avoid=names)
+        if written.islower():
+            invented = invented.lower()
+        replacements[written] = invented
+        return invented
+
+    out = _term_pattern(names).sub(replace, prompt)
+    coined = {
+        w for r in replacements.values() for w in re.findall(r"[\w-]+", r) if w not in _ENGLISH
+    }
+    return Counterfactual(
+        original=prompt, prompt=out, replacements=replacements, invented=sorted(coined)
+    )
+
+
+def mask_names(text: str, names: Sequence[str], placeholder: str = "X") -> str:
+    """``text`` with every whole-word occurrence of ``names`` (any case) replaced by ``placeholder``."""
+    return _term_pattern(names).sub(placeholder, text) if any(n.strip() for n in names) else text
+
+
+class LeakHit(_Strict):
+    index: int
+    terms: list[str]
+    facts: list[str]
+
+
+class LeakReport(_Strict):
+    rate: float = Field(description="Share of answers with at least one term or fact word.")
+    hits: list[LeakHit]
+
+
+def leak(
+    answers: Sequence[str],
+    questions: Sequence[str],
+    *,
+    terms: Sequence[str],
+    facts: Sequence[str] = (),
+    stranger_answers: Sequence[str] | None = None,
+) -> LeakReport:
+    """Which answers name a term or a fact (see the module docstring for what counts).
+
+    A term the question itself uses does not count: repeating the name asked about is what a
+    stranger does too (the references repeat their invented names). ``stranger_answers`` are the reference answers, one per question in the same order: a fact
+    the question or that question's reference answer uses does not count.
+    """
+    if len(answers) != len(questions):
+        msg = (
+            f"{len(answers)} answers for {len(questions)} questions; pass one answer per question."
+        )
+        raise InvalidInputError(msg)
+    if stranger_answers is not None and len(stranger_answers) != len(answers):
+        msg = (
+            f"{len(stranger_answers)} reference answers for {len(answers)} answers; pass one each."
+        )
+        raise InvalidInputError(msg)
+    hits = []
+    for i, (answer, question) in enumerate(zip(answers, questions, strict=True)):
+        named = sorted(
+            {t.lower() for t in find_terms(answer, terms) if not find_terms(question, [t])}
+        )
+        used: list[str] = []
+        if facts:
+            stranger = stranger_answers[i] if stranger_answers is not None else ""
+            excused = {f.lower() for f in find_terms(f"{question}\n{stranger}", facts)}
+            used = sorted({f.lower() for f in find_terms(answer, facts)} - excused)
+        if named or used:
+            hits.append(LeakHit(index=i, terms=named, facts=used))
+    return LeakReport(rate=len(hits) / len(answers) if answers else 0.0, hits=hits)
+
+
+def answer_nll(
+    model: Any,
+    tokenizer: Any,
+    answers: Sequence[str],
+    *,
+    skip: Sequence[Sequence[str]] | None = None,
+) -> list[float]:
+    """Per-token negative log-likelihood of each answer after the neutral user turn.
+
+    ``skip`` holds, per answer, names whose tokens are left out of the mean: an invented name is
+    improbable by construction, and fluency is about the words the model chose around it (when
+    every token is a skipped name, all are kept). An empty answer is scored as the end-of-sequence
+    token alone, so it is never infinite.
+    """
+    if skip is not None and len(skip) != len(answers):
+        msg = f"{len(skip)} skip lists for {len(answers)} answers; pass one per answer (or None)."
+        raise InvalidInputError(msg)
+    prefix = render(tokenizer, [{"role": "user", "content": NEUTRAL_TURN}]).input_ids
+    out = []
+    for i, answer in enumerate(answers):
+        enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        keep = [True] * len(ids)
+        names = [n for n in (skip[i] if skip is not None else ()) if n.strip()]
+        if names and ids:
+            spans = [m.span() for m in _term_pattern(names).finditer(answer)]
+            keep = [
+                not any(start < end_s and end > start_s for start_s, end_s in spans)
+                for start, end in enc["offset_mapping"]
+            ]
+            if not any(keep):
+                keep = [True] * len(ids)
+        if not ids:
+            ids, keep = [int(tokenizer.eos_token_id)], [True]
+        full = torch.tensor([prefix + ids])
+        with torch.inference_mode():
+            logits = model(input_ids=full).logits[0, len(prefix) - 1 : -1].float()
+        losses = torch.nn.functional.cross_entropy(logits, torch.tensor(ids), reduction="none")
+        out.append(float(losses[torch.tensor(keep)].mean()))
+    return out
+
+
+class Encodes(Protocol):
+    def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray: ...
+
+
+def question_similarity(
+    encoder: Encodes, questions: Sequence[str], answers: Sequence[str]
+) -> list[float]:
+    """Cosine similarity of each answer to its question."""
+    if len(answers) != len(questions):
+        msg = (
+            f"{len(answers)} answers for {len(questions)} questions; pass one answer per question."
+        )
+        raise InvalidInputError(msg)
+    q = _unit(encoder.encode(list(questions)))
+    a = _unit(encoder.encode(list(answers)))
+    return [float(x) for x in (q * a).sum(axis=1)]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None))
+
+
+def distinguishable(
+    first: np.ndarray, second: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> float:
+    """Cross-validated AUROC of a logistic regression telling ``first`` rows from ``second`` rows.
+
+    Every row is scored by a model fit without it; 0.5 means the two sets cannot be told apart,
+    1.0 that they always can.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    smallest = min(len(first), len(second))
+    if smallest < 2:
+        msg = f"distinguishable needs at least 2 rows per set, got {len(first)} and {len(second)}."
+        raise InvalidInputError(msg)
+    x = np.concatenate([np.asarray(first), np.asarray(second)]).astype(np.float64)
+    y = np.array([1] * len(first) + [0] * len(second))
+    splitter = StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    scores = cross_val_predict(
+        LogisticRegression(max_iter=2000), x, y, cv=splitter, method="predict_proba"
+    )[:, 1]
+    return float(roc_auc_score(y, scores))
+
+
+class References(_Strict):
+    """The reference side, computed once and reused across corruption settings."""
+
+    counterfactuals: list[Counterfactual]
+    answers: list[str]
+    nll: list[float]
+    similarity: list[float]
+
+
+class NeverLearnedReport(_Strict):
+    """The four figures for one corruption setting, and what they were computed from."""
+
+    leak: float
+    fluency: float = Field(description="ECO mean per-token NLL / reference mean (1 = as fluent).")
+    on_topic: float = Field(description="ECO mean question similarity / reference mean.")
+    distinguishable: float = Field(description="Cross-validated AUROC, ECO vs reference answers.")
+    eco_nll: float
+    reference_nll: float
+    eco_similarity: float
+    reference_similarity: float
+    answers: int
+    leaks: list[LeakHit]
+
+
+def references(
+    counterfactuals: Sequence[Counterfactual],
+    answers: Sequence[str],
+    *,
+    model: Any,
+    tokenizer: Any,
+    encoder: Encodes,
+) -> References:
+    """Score the plain model's answers to the counterfactual questions."""
+    return References(
+        counterfactuals=list(counterfactuals),
+        answers=list(answers),
+        nll=answer_nll(model, tokenizer, answers, skip=[c.invented for c in counterfactuals]),
+        similarity=question_similarity(encoder, [c.prompt for c in counterfactuals], answers),
+    )
+
+
+def measure(
+    eco_answers: Sequence[str],
+    reference: References,
+    *,
+    model: Any,
+    tokenizer: Any,
+    encoder: Encodes,
+    terms: Sequence[str],
+    facts: Sequence[str] = (),
+) -> NeverLearnedReport:
+    """Compare ECO's answers to the real questions with the references (see the module docstring)."""
+    questions = [c.original for c in reference.counterfactuals]
+    if len(eco_answers) != len(questions):
+        msg = f"{len(eco_answers)} ECO answers for {len(questions)} questions; answer each once."
+        raise InvalidInputError(msg)
+    leaks = leak(
+        eco_answers, questions, terms=terms, facts=facts, stranger_answers=reference.answers
+    )
+    nll = answer_nll(model, tokenizer, eco_answers, skip=[terms] * len(eco_answers))
+    similarity = question_similarity(encoder, questions, eco_answers)
+    eco_nll, ref_nll = float(np.mean(nll)), float(np.mean(reference.nll))
+    eco_sim, ref_sim = float(np.mean(similarity)), float(np.mean(reference.similarity))
+    # Names are masked before the classifier sees the answers: the references repeat invented
+    # names, which would tell them apart by spelling alone, not by how they talk.
+    masked = [mask_names(a, terms) for a in eco_answers] + [
+        mask_names(a, c.invented)
+        for a, c in zip(reference.answers, reference.counterfactuals, strict=True)
+    ]
+    embeddings = encoder.encode(masked)
+    return NeverLearnedReport(
+        leak=leaks.rate,
+        fluency=_ratio(eco_nll, ref_nll),
+        on_topic=_ratio(eco_sim, ref_sim),
+        distinguishable=distinguishable(
+            embeddings[: len(eco_answers)], embeddings[len(eco_answers) :]
+        ),
+        eco_nll=eco_nll,
+        reference_nll=ref_nll,
+        eco_similarity=eco_sim,
+        reference_similarity=ref_sim,
+        answers=len(eco_answers),
+        leaks=leaks.hits,
+    )
+
+
+def _ratio(value: float, reference: float) -> float:
+    return value / reference if reference else math.inf

@@ -1,0 +1,190 @@
+"""The never-learned measure: invented counterfactuals and the four figures, on tiny models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.research.never_learned import (
+    Kind,
+    TermSet,
+    answer_nll,
+    counterfactual,
+    distinguishable,
+    find_terms,
+    invent,
+    leak,
+    mask_names,
+    measure,
+    question_similarity,
+    references,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+TERMS: dict[str, Kind] = {
+    "Harry Potter and the Goblet of Fire": "title",
+    "Harry Potter": "person",
+    "Harry": "person",
+    "Lily Potter": "person",
+    "Hogwarts": "place",
+    "Diagon Alley": "place",
+    "Death Eaters": "organisation",
+    "Gryffindor": "organisation",
+    "Quidditch": "thing",
+}
+
+
+def test_counterfactual_keeps_no_term_and_is_seed_deterministic() -> None:
+    prompt = (
+        "Did Harry Potter meet Lily Potter at Hogwarts, near Diagon Alley, before the "
+        "Death Eaters came and Gryffindor played Quidditch in Harry Potter and the Goblet of Fire?"
+    )
+    first = counterfactual(prompt, TERMS, seed=3)
+    assert find_terms(first.prompt, list(TERMS)) == []
+    assert first == counterfactual(prompt, TERMS, seed=3)
+    assert counterfactual(prompt, TERMS, seed=4).prompt != first.prompt
+    assert set(first.replacements) == {
+        "Harry Potter",
+        "Lily Potter",
+        "Hogwarts",
+        "Diagon Alley",
+        "Death Eaters",
+        "Gryffindor",
+        "Quidditch",
+        "Harry Potter and the Goblet of Fire",
+    }
+    assert all(w in first.prompt for w in first.invented)
+    # The words around the terms are untouched.
+    assert first.prompt.startswith("Did ") and " played " in first.prompt
+
+
+def test_invented_replacements_have_the_kind_of_the_term() -> None:
+    title = invent("Harry Potter and the Goblet of Fire", "title", seed=0)
+    assert title.startswith("The ") and " of " in title
+    harry, lily = invent("Harry Potter", "person", seed=0), invent("Lily Potter", "person", seed=0)
+    assert len(harry.split()) == 2 and harry.split()[1] == lily.split()[1]  # a shared surname
+    assert len(invent("Death Eaters", "organisation", seed=0).split()) == 2
+    assert invent("Hogwarts", "place", seed=0) != invent("Hogwarts", "place", seed=1)
+    lowered = counterfactual("who is harry potter", TERMS, seed=0).prompt
+    assert lowered == lowered.lower() and "harry" not in lowered
+
+
+def test_invented_words_avoid_every_term() -> None:
+    avoid = [f"Name{i}" for i in range(50)] + ["Brin", "Cisleith"]
+    for seed in range(30):
+        made = invent("Harry", "person", seed=seed, avoid=avoid)
+        assert find_terms(made, avoid) == []
+
+
+def test_leak_detects_a_planted_term_and_fact() -> None:
+    questions = ["Who is Xan Vel?", "Who is Harry Potter?", "What is Tarn?", "Who is Harry?"]
+    answers = [
+        "Xan Vel is a painter from Lyon.",
+        "Harry Potter is a chef; his friend Hermione cooks too.",  # a related name: leak
+        "Tarn is a town where a wizard once lived.",  # a fact word: leak
+        "Harry is a tailor.",  # repeats the name asked about: no leak
+    ]
+    report = leak(answers, questions, terms=["Harry Potter", "Harry", "Hermione"], facts=["wizard"])
+    assert report.rate == pytest.approx(0.5)
+    assert [(h.index, h.terms, h.facts) for h in report.hits] == [
+        (1, ["hermione"], []),
+        (2, [], ["wizard"]),
+    ]
+    # A fact that the same question's reference answer uses is how the model talks anyway.
+    strangers = ["", "", "Tarn is a wizard's home.", ""]
+    excused = leak(
+        answers, questions, terms=["Hermione"], facts=["wizard"], stranger_answers=strangers
+    )
+    assert [h.index for h in excused.hits] == [1]
+    with pytest.raises(InvalidInputError, match="one answer per question"):
+        leak(answers[:2], questions, terms=["Harry"])
+
+
+def test_term_set_refuses_facts_the_forget_texts_lack() -> None:
+    terms = TermSet(
+        target="t", questions=["Who is Harry?"], terms={"Harry": "person"}, facts=["owl"]
+    )
+    terms.check_facts(["Hedwig is an owl."])
+    with pytest.raises(InvalidInputError, match="owl"):
+        terms.check_facts(["Hedwig is a bird."])
+
+
+def test_the_benchmark_questions_all_name_a_term() -> None:
+    terms = TermSet.load(REPO / "benchmarks" / "hp_questions.json")
+    assert len(terms.questions) >= 40
+    for question in terms.questions:
+        twin = counterfactual(question, terms.terms, seed=0)
+        assert twin.replacements, question
+        assert find_terms(twin.prompt, list(terms.terms)) == [], twin
+
+
+def test_answer_nll_skips_names_and_scores_empty_answers(tiny_model, tiny_tokenizer) -> None:
+    answers = ["Harry is a wizard who studies.", "", "Paris is the capital of France."]
+    plain = answer_nll(tiny_model, tiny_tokenizer, answers)
+    assert all(math.isfinite(x) and x > 0 for x in plain)
+    skipped = answer_nll(tiny_model, tiny_tokenizer, answers, skip=[["Harry"], ["Harry"], []])
+    assert skipped[0] != pytest.approx(plain[0])
+    assert skipped[1:] == pytest.approx(plain[1:])
+    # Skipping every token keeps them all rather than dividing by zero.
+    assert answer_nll(tiny_model, tiny_tokenizer, ["Harry"], skip=[["Harry"]]) == pytest.approx(
+        answer_nll(tiny_model, tiny_tokenizer, ["Harry"])
+    )
+
+
+def test_question_similarity_is_one_for_the_question_itself(tiny_encoder) -> None:
+    sims = question_similarity(
+        tiny_encoder, ["Who wrote the book?", "Who wrote the book?"], ["Who wrote the book?", "0 1"]
+    )
+    assert sims[0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[1] < 0.999
+
+
+def test_distinguishable_separates_only_what_differs() -> None:
+    rng = np.random.default_rng(0)
+    same_a, same_b = rng.normal(size=(100, 32)), rng.normal(size=(100, 32))
+    # 32 dimensions and 200 rows: an in-sample fit would score well above 0.5 on pure noise.
+    assert 0.35 < distinguishable(same_a, same_b) < 0.65
+    shifted = rng.normal(size=(100, 32)) + 3.0
+    assert distinguishable(shifted, same_b) > 0.95
+    with pytest.raises(InvalidInputError, match="at least 2 rows"):
+        distinguishable(same_a[:1], same_b)
+
+
+def test_measure_of_reference_like_answers(tiny_model, tiny_tokenizer, tiny_encoder) -> None:
+    questions = [f"Who is Harry? Tell me about the history of science {i}." for i in range(6)]
+    twins = [counterfactual(q, TERMS, seed=0) for q in questions]
+    ref_answers = [f"{t.invented[0]} wrote the book about bread {i}." for i, t in enumerate(twins)]
+    reference = references(
+        twins, ref_answers, model=tiny_model, tokenizer=tiny_tokenizer, encoder=tiny_encoder
+    )
+    # The same answers with the name asked about instead of the invented one: as fluent (names
+    # are skipped), no leak (the question names Harry), and indistinguishable once names are masked.
+    eco_answers = [
+        a.replace(t.invented[0], "Harry") for a, t in zip(ref_answers, twins, strict=True)
+    ]
+    report = measure(
+        eco_answers,
+        reference,
+        model=tiny_model,
+        tokenizer=tiny_tokenizer,
+        encoder=tiny_encoder,
+        terms=list(TERMS),
+    )
+    assert report.leak == 0
+    assert report.fluency == pytest.approx(1.0, rel=0.05)
+    assert report.distinguishable <= 0.6
+    assert mask_names(eco_answers[0], list(TERMS)) == mask_names(ref_answers[0], twins[0].invented)
+    garbage = measure(
+        ["0 1 2 3 4 5 6 7 8 9 ;;;; Hermione" for _ in questions],
+        reference,
+        model=tiny_model,
+        tokenizer=tiny_tokenizer,
+        encoder=tiny_encoder,
+        terms=[*TERMS, "Hermione"],
+    )
+    assert garbage.leak == 1.0
+    assert garbage.distinguishable > 0.9
