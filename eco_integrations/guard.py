@@ -159,10 +159,10 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         cv: int = 5,
         max_word_features: int = 30000,
         max_char_features: int = 60000,
-        knowledge: bool = True,
+        knowledge: bool = False,
         phrase_score: float = 0.99,
         typo_phrase_score: float = 0.9,
-        near_misses: bool = True,
+        near_misses: bool = False,
         near_miss_weight: float = 0.3,
         random_state: int = 0,
     ) -> None:

@@ -212,14 +212,9 @@ def test_mine_terms_keeps_related_entities_named_once() -> None:
     assert set(mine_terms(forget, retain, limit=2)) == {"Harry", "Voldemort"}
 
 
-def test_long_text_is_scored_by_passage(tiny_encoder) -> None:
+def test_long_text_is_scored_by_passage(toy_guard) -> None:
     from eco_integrations._passages import passages
 
-    # Without the phrase index: a forget name matched as a phrase scores the same whole or in part.
-    toy_guard = Guard(tiny_encoder)
-    toy_guard.add_target(
-        "harry-potter", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=False
-    )
     filler = "I am planning a picnic for Saturday and I need to buy bread, cheese and fruit. " * 3
     long_text = filler + "Who is Hermione Granger? " + filler
     parts = passages(long_text)

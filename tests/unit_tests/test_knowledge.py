@@ -87,11 +87,11 @@ def test_near_misses_keep_one_name_part_and_take_the_other_from_retain() -> None
     assert near_miss_texts(FORGET, ["no names here"], max_texts=10) == []
 
 
-def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(
-    tiny_encoder, tmp_path
-) -> None:
+def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(tiny_encoder, tmp_path) -> None:
     guard = Guard(tiny_encoder)
-    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
+    guard.add_target(
+        "t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True, near_misses=True
+    )
     estimator = guard.targets["t"]
     assert estimator.phrases_ is not None and "harry potter" in estimator.phrases_.phrases
     assert guard.score(["Tell me about harry pottr"])[0, 0] == pytest.approx(0.9)
@@ -101,11 +101,18 @@ def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(
     assert loaded.targets["t"].phrases_.phrases == estimator.phrases_.phrases
 
 
-def test_phrase_scores_are_checked_and_can_be_turned_off(tiny_encoder) -> None:
+def test_phrase_scores_are_checked_and_both_parts_are_opt_in(tiny_encoder) -> None:
     from eco_integrations.exceptions import ConfigurationError
 
     guard = Guard(tiny_encoder)
     with pytest.raises(ConfigurationError, match="phrase_score must be a probability"):
-        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, phrase_score=1.5)
-    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=False)
-    assert guard.targets["t"].phrases_ is None
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, knowledge=True, phrase_score=1.5)
+    with pytest.raises(ConfigurationError, match="near_miss_weight must be a probability"):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, near_miss_weight=-1.0)
+    # Off by default: the learned classifier alone, as in guard schema 3.
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
+    assert guard.targets["t"].phrases_ is None and guard.targets["t"].n_near_misses_ == 0
+    plain = Guard(tiny_encoder)
+    plain.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
+    texts = [*TOY_FORGET, *TOY_RETAIN]
+    assert np.allclose(plain.score(texts), guard.score(texts))

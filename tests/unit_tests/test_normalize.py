@@ -94,13 +94,12 @@ def test_a_text_of_invisible_characters_only_is_refused(toy_guard: Guard, tiny_b
 def test_fit_time_texts_are_normalized_too(tiny_encoder) -> None:
     from toy_data import TOY_FORGET, TOY_RETAIN
 
-    # The phrase index and the near misses read the deployer's own capitals (names, titles)
-    # before normalizing, so they are off here: the learned features must not differ.
-    options = {"cv": 2, "target_fpr": 0.2, "knowledge": False, "near_misses": False}
     plain = Guard(tiny_encoder, guard_id="plain")
-    plain.add_target("t", TOY_FORGET, TOY_RETAIN, **options)
+    plain.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
     evaded = Guard(tiny_encoder, guard_id="evaded")
-    evaded.add_target("t", [t.upper().replace("O", "О") for t in TOY_FORGET], TOY_RETAIN, **options)
+    evaded.add_target(
+        "t", [t.upper().replace("O", "О") for t in TOY_FORGET], TOY_RETAIN, cv=2, target_fpr=0.2
+    )
     texts = [*TOY_FORGET, *TOY_RETAIN]
     assert np.allclose(plain.score(texts), evaded.score(texts))
     assert plain.targets["t"].lexicons_[0].vocabulary == evaded.targets["t"].lexicons_[0].vocabulary

@@ -261,12 +261,6 @@ def wmdp_retain_rows(data_dir: str | Path | None = None, *, seed: int = 0) -> li
     return load_mmlu("all", "val", data_dir) + load_mmlu("all", "dev", data_dir) + fit_close
 
 
-# The WMDP guard stays the learned classifier alone (as in guard schema 3): its forget texts are
-# exam questions, not named knowledge, and the MCQ figures (docs/results/mcq*.json) were measured
-# with it. `--guard-param knowledge=true --guard-param near_misses=true` turns both parts on.
-WMDP_GUARD_PARAMS: dict[str, Any] = {"knowledge": False, "near_misses": False}
-
-
 def _wmdp_guard(encoder: SentenceEncoder | None) -> Guard:
     # A multiple-choice prompt is one item: passages (question alone, choice pairs) would cost
     # five encoder passes per prompt and find nothing the whole text does not show.
@@ -299,7 +293,7 @@ def fit_wmdp_guard(
         method=method,
         target_fpr=target_fpr,
         seed=seed,
-        params={**WMDP_GUARD_PARAMS, **(params or {})},
+        params=params,
     )
     return guard, how
 

@@ -152,10 +152,6 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
         retain_groups=retain_groups,
         target_fpr=options.target_fpr,
         cv=options.guard_cv,
-        # The learned classifier alone, as the figures in docs/tofu were measured (guard schema
-        # 3): TOFU's synthetic authors share book titles, which the phrase index would flag.
-        knowledge=False,
-        near_misses=False,
     )
     guard.save(folder)
     (folder / "fit_key.txt").write_text(key + "\n")
