@@ -133,10 +133,10 @@ def test_a_question_split_across_two_turns_is_caught_with_a_two_turn_window(
 def test_an_old_schema_folder_asks_for_a_refit(toy_guard: Guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["schema_version"] == 3
-    manifest["schema_version"] = 2
+    assert manifest["schema_version"] == 4
+    manifest["schema_version"] = 3
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"schema version 2.*normalized.*`eco guard fit`"):
+    with pytest.raises(ArtifactError, match=r"schema version 3.*phrases.*`eco guard fit`"):
         Guard.load(folder, encoder=tiny_encoder)
 
 

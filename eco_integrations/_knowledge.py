@@ -1,0 +1,325 @@
+"""What a forget target knows beyond its names: the phrases only its forget texts contain.
+
+A guard that learned "questions about Hsiao Yun-Hwa" from examples misses "Who wrote 'The
+Matrimony Plan'?", which names a book from the forget texts and no author. :class:`ForgetPhrases`
+indexes the titles (quoted spans), awards, names and places (capitalised runs of two or more
+words) that occur in the forget texts and in no retain text, and finds them in a prompt after
+normalization, tolerating a typo per word. A phrase is at least two words: a first or last name
+alone is what a namesake shares with a forget author, so it is evidence the classifier weighs,
+not a match.
+
+:func:`near_miss_texts` writes the classifier's hard negatives: forget questions with their
+person's name swapped for a namesake's (the same first name with another family name, or the
+other way round), taken from the retain texts' own names, so that a shared name part alone does
+not carry a prompt over the threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._normalize import normalize_text
+
+_WORD = re.compile(r"\w+")
+_QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„\n]{3,120})[\"“”«»„]|(?<!\w)'([^'\n]{3,120})'(?!\w)")
+# A capitalised word, or a short linking word inside a run of them ("Order of the Phoenix").
+_CAP = re.compile(r"[A-Z][\w'’.-]*")
+_LINKS = frozenset({"of", "the", "and", "de", "del", "la", "le", "van", "von", "al", "bin", "for"})
+_LEADING = frozenset({"the", "a", "an"})
+_MIN_PHRASE_CHARS = 6
+
+
+def words(normalized: str) -> list[str]:
+    """The word tokens phrases are made of (of a normalized text: lower case, folded)."""
+    return _WORD.findall(normalized)
+
+
+def _phrase(text: str) -> tuple[str, ...] | None:
+    tokens = words(normalize_text(text))
+    while tokens and tokens[0] in _LEADING:
+        tokens = tokens[1:]
+    if len(tokens) < 2 or len(" ".join(tokens)) < _MIN_PHRASE_CHARS:
+        return None
+    return tuple(tokens)
+
+
+def _capitalised_runs(text: str) -> Iterable[list[str]]:
+    """Runs of capitalised words (linking words allowed inside), split on punctuation."""
+    for chunk in re.split(r"[,;:!?()\[\]\"“”«»]|\.\s|\n", text):
+        run: list[str] = []
+        for word in chunk.split():
+            if _CAP.fullmatch(word.rstrip(".")):
+                run.append(word.rstrip("."))
+            elif run and word in _LINKS:
+                run.append(word)
+            else:
+                if run:
+                    yield run
+                run = []
+        if run:
+            yield run
+
+
+def lowercase_words(texts: Iterable[str]) -> set[str]:
+    """Words the texts also write in lower case: ordinary words, not names ("Describe", "Hat")."""
+    return {w for t in texts for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", t)}
+
+
+def quoted_phrases(text: str) -> set[tuple[str, ...]]:
+    """Quoted spans (titles, award names) as normalized phrases."""
+    found = set()
+    for match in _QUOTED.finditer(text):
+        phrase = _phrase(match.group(1) or match.group(2))
+        if phrase:
+            found.add(phrase)
+    return found
+
+
+def candidate_phrases(
+    text: str, ordinary: set[str] | frozenset[str] = frozenset()
+) -> set[tuple[str, ...]]:
+    """Quoted spans, and every sub-run of two or more capitalised words, as normalized phrases.
+
+    A run's first word is dropped when it is an ``ordinary`` word: a capital at the start of a
+    sentence ("Describe Diagon Alley") makes no name of it.
+    """
+    return quoted_phrases(text) | capitalised_phrases(text, ordinary)
+
+
+def capitalised_phrases(
+    text: str, ordinary: set[str] | frozenset[str] = frozenset()
+) -> set[tuple[str, ...]]:
+    """Every sub-run of two or more capitalised words (see :func:`candidate_phrases`)."""
+    found: set[tuple[str, ...]] = set()
+    for run in _capitalised_runs(text):
+        if run and run[0].lower() in ordinary:
+            run = run[1:]
+        while run and run[-1] in _LINKS:
+            run = run[:-1]
+        for i in range(len(run)):
+            if run[i] in _LINKS:
+                continue
+            for j in range(i + 2, min(len(run), i + 8) + 1):
+                if run[j - 1] in _LINKS:
+                    continue
+                phrase = _phrase(" ".join(run[i:j]))
+                if phrase:
+                    found.add(phrase)
+    return found
+
+
+def _edits(word: str) -> set[str]:
+    """The word and each of its one-letter deletions (symmetric-delete spelling correction)."""
+    return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _within_one_typo(a: str, b: str) -> bool:
+    """One substitution, insertion, deletion or swap of neighbours apart (or equal)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(diff) == 1:
+            return True
+        if len(diff) != 2:
+            return False
+        i, j = diff
+        return j == i + 1 and a[i] == b[j] and a[j] == b[i]
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+@dataclass(frozen=True)
+class PhraseMatch:
+    phrase: str
+    typos: int  # words matched through a typo
+
+
+class ForgetPhrases:
+    """Forget-only phrases and a typo-tolerant matcher; built from JSON-able lists of strings."""
+
+    # Words shorter than this must match exactly: short words are one typo from many others.
+    MIN_FUZZY_CHARS = 4
+    # A phrase matched through typos alone needs every word this long ("hermoine grangr");
+    # otherwise one of its words must be exact ("ji yoen park").
+    ALL_TYPOS_CHARS = 6
+
+    def __init__(self, phrases: Sequence[str]) -> None:
+        self.phrases = sorted(set(phrases))
+        self._by_first: dict[str, list[tuple[str, ...]]] = {}
+        vocabulary: set[str] = set()
+        for phrase in self.phrases:
+            tokens = tuple(phrase.split(" "))
+            self._by_first.setdefault(tokens[0], []).append(tokens)
+            vocabulary.update(tokens)
+        self._vocabulary = vocabulary
+        self._deletions: dict[str, set[str]] = {}
+        for word in vocabulary:
+            if len(word) >= self.MIN_FUZZY_CHARS:
+                for edit in _edits(word):
+                    self._deletions.setdefault(edit, set()).add(word)
+
+    @classmethod
+    def mine(
+        cls,
+        forget: Iterable[str],
+        retain: Iterable[str],
+        *,
+        min_texts: int = 2,
+        max_common: int = 3,
+    ) -> ForgetPhrases:
+        """Phrases of the (raw, capitalised) forget texts that no retain text contains.
+
+        A quoted phrase (a title) counts from one text; a capitalised run needs ``min_texts``
+        forget texts: the forget target's names recur, while a name mentioned once in passing
+        ("influenced by Mikhail Bulgakov", "a Harvard University degree") is the wider world's.
+        A phrase also needs a word that at most ``max_common`` retain texts use: "Love Inspired"
+        or "Excellence Award" are absent from the retain texts only by chance, and measured on
+        held-out retain authors (TOFU forget10) such phrases made most of the false matches.
+        """
+        forget, retain = list(forget), list(retain)
+        ordinary = lowercase_words([*forget, *retain])
+        runs: Counter[tuple[str, ...]] = Counter()
+        candidates: set[tuple[str, ...]] = set()
+        for text in forget:
+            candidates |= quoted_phrases(text)
+            runs.update(capitalised_phrases(text, ordinary))
+        candidates |= {run for run, n in runs.items() if n >= min_texts}
+        # Every benign text as one string of space-separated words: a phrase occurs in it
+        # exactly when " phrase " does, so one substring search per phrase does.
+        tokenized = [words(normalize_text(t)) for t in retain]
+        benign = "\n".join(" " + " ".join(t) + " " for t in tokenized)
+        in_texts = Counter(w for t in tokenized for w in set(t))
+        kept = [
+            " ".join(p)
+            for p in candidates
+            if f" {' '.join(p)} " not in benign and min(in_texts[w] for w in p) <= max_common
+        ]
+        return cls(kept)
+
+    def _alternatives(self, word: str) -> tuple[set[str], set[str]]:
+        """(exact, by one typo): the phrase words this prompt word can stand for."""
+        if word in self._vocabulary:
+            return {word}, set()
+        if len(word) < self.MIN_FUZZY_CHARS:
+            return set(), set()
+        near = set()
+        for edit in _edits(word):
+            near |= self._deletions.get(edit, set())
+        return set(), {w for w in near if _within_one_typo(word, w)}
+
+    def find(self, normalized: str) -> PhraseMatch | None:
+        """The best phrase in a normalized text (fewest typos, then longest), or None."""
+        if not self.phrases:
+            return None
+        tokens = words(normalized)
+        options = [self._alternatives(t) for t in tokens]
+        best: PhraseMatch | None = None
+        best_key: tuple[int, int] = (0, 0)
+        for i in range(len(tokens)):
+            exact, near = options[i]
+            for first in exact | near:
+                for phrase in self._by_first.get(first, ()):
+                    if i + len(phrase) > len(tokens):
+                        continue
+                    typos = 0
+                    for k, word in enumerate(phrase):
+                        ex, ne = options[i + k]
+                        if word in ex:
+                            continue
+                        if word not in ne:
+                            break
+                        typos += 1
+                    else:
+                        if typos == len(phrase) and min(map(len, phrase)) < self.ALL_TYPOS_CHARS:
+                            continue
+                        key = (-typos, len(phrase))
+                        if best is None or key > best_key:
+                            best, best_key = PhraseMatch(" ".join(phrase), typos), key
+        return best
+
+    def scores(self, normalized: Sequence[str], *, exact: float, typo: float) -> np.ndarray:
+        """Per text: ``exact`` for an exact phrase, ``typo`` for one found through typos, else 0."""
+        out = np.zeros(len(normalized), dtype=np.float64)
+        for i, text in enumerate(normalized):
+            match = self.find(text)
+            if match is not None:
+                out[i] = exact if match.typos == 0 else typo
+        return out
+
+
+def _person_names(texts: Iterable[str], ordinary: set[str], limit: int) -> list[tuple[str, ...]]:
+    """Two- or three-word capitalised runs that look like a person's name.
+
+    Letters and hyphens only, and no word the texts also write in lower case: "Sorting Hat" and
+    "Diagon Alley" are capitalised, but "hat" and "alley" are ordinary words.
+    """
+    seen: dict[tuple[str, ...], None] = {}
+    for text in texts:
+        for run in _capitalised_runs(text):
+            if 2 <= len(run) <= 3 and all(
+                re.fullmatch(r"[A-Z][a-z]+(?:-[A-Za-z]+)?", w) and w.lower() not in ordinary
+                for w in run
+            ):
+                seen.setdefault(tuple(run), None)
+                if len(seen) >= limit:
+                    return list(seen)
+    return list(seen)
+
+
+def near_miss_texts(
+    forget: Sequence[str],
+    retain: Sequence[str],
+    *,
+    max_texts: int,
+    max_chars: int = 200,
+    random_state: int = 0,
+) -> list[str]:
+    """Short forget texts with a person's name swapped for a namesake's (and that name alone),
+    as benign examples.
+
+    The namesake keeps the first or the last name and takes the other part from a name in the
+    retain texts, so the swapped text is about somebody the deployer wants answered. A text that
+    names nobody from the forget texts yields nothing.
+    """
+    rng = np.random.default_rng(random_state)
+    ordinary = lowercase_words([*forget, *retain])
+    donors = _person_names(retain, ordinary, limit=5000)
+    if not donors or max_texts <= 0:
+        return []
+    # Words only forget texts use ("Hogwarts"): a swapped text that keeps one is still about
+    # the forget target, not a namesake.
+    retain_words = {w for t in retain for w in words(normalize_text(t))}
+    forget_only = {w for t in forget for w in words(normalize_text(t))} - retain_words
+    firsts = sorted({d[0] for d in donors})
+    lasts = sorted({d[-1] for d in donors})
+    out: list[str] = []
+    short = [t for t in forget if len(t) <= max_chars]
+    for k in rng.permutation(len(short)).tolist():
+        text = short[k]
+        names = _person_names([text], ordinary, limit=4)
+        if not names:
+            continue
+        name = names[int(rng.integers(len(names)))]
+        if rng.random() < 0.5:
+            swapped = (name[0], str(rng.choice(lasts)))
+        else:
+            swapped = (str(rng.choice(firsts)), name[-1])
+        if swapped[0] == name[0] and swapped[-1] == name[-1]:
+            continue
+        new = text.replace(" ".join(name), " ".join(swapped))
+        kept = set(words(normalize_text(" ".join(swapped))))
+        if (set(words(normalize_text(new))) - kept) & forget_only:
+            continue
+        # The namesake's name alone too: a bare name is a common prompt ("Who is ...?").
+        out.extend([new, " ".join(swapped)])
+        if len(out) >= max_texts:
+            break
+    return out
