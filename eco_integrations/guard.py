@@ -329,7 +329,8 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         learned = _forget_probability(
             self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_]
         )
-        return np.maximum(learned, self._phrase_scores(self.phrases_, texts))
+        out: np.ndarray = np.maximum(learned, self._phrase_scores(self.phrases_, texts))
+        return out
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self._proba_of_normalized(normalized_texts(X, "X"))
