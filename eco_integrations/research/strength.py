@@ -298,6 +298,9 @@ def never_learned_references(
 class NeverLearnedObjective:
     """``gap`` of ECO's answers at a strength to the references (0 = like a stranger's answers).
 
+    ``prompts`` must be ones the guard flags: they are answered as served, with the guard's
+    decision (and so the flagging target's terms for the ``entities`` selector).
+
     A strength whose answers leak scores ``gap + LEAK_PENALTY * leak``; every report is kept in
     ``reports`` (by strength) so that the choice can reject leaking strengths outright.
     """
@@ -325,11 +328,13 @@ class NeverLearnedObjective:
 
     def __call__(self, strength: float) -> float:
         engine = with_strength(self.eco, strength)
-        texts = [engine.classified_text(p) for p in self.prompts]
-        # Forced: every prompt is measured corrupted, as a flagged prompt is served.
-        answers = engine.generate(
-            self.prompts, config=self.config, decisions=engine.forced_decisions(texts)
-        )
+        # The guard's own decisions, not forced ones: the entities selector corrupts the terms of
+        # the target that flagged the prompt, and a forced decision names no target.
+        answers = engine.generate(self.prompts, config=self.config)
+        missed = [p for p, a in zip(self.prompts, answers, strict=True) if not a.decision.corrupted]
+        if missed:
+            msg = f"The guard does not flag {missed}; pass only prompts it flags (they are measured corrupted)."
+            raise InvalidInputError(msg)
         report = measure(
             [a.text for a in answers],
             self.reference,

@@ -310,6 +310,33 @@ def test_never_learned_objective_penalises_a_planted_term(tiny_backend, toy_guar
     assert choose_without_leak([(s, r) for s, r in planted.reports.items()]) is None
 
 
+def test_never_learned_objective_corrupts_the_flagging_targets_terms(
+    tiny_backend, toy_guard
+) -> None:
+    """entities corrupts only the guard target's terms, content every content token: the answers
+    (and so the figures) differ. A forced decision, naming no target, would make them equal."""
+    eco = _eco(tiny_backend, toy_guard)
+    terms = {"Harry Potter": "person", "Hogwarts": "place"}
+    reference = never_learned_references(eco, NL_PROMPTS, terms, max_new_tokens=6)
+    nll = {}
+    for selector in ("entities", "content"):
+        policy = eco.policy.model_copy(update={"selection": SelectionConfig(name=selector)})
+        objective = NeverLearnedObjective(
+            eco.replace(policy=policy), NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6
+        )
+        objective(10.0)
+        nll[selector] = objective.reports[10.0].eco_nll
+    assert nll["entities"] != nll["content"]
+    with pytest.raises(InvalidInputError, match="does not flag"):
+        NeverLearnedObjective(
+            eco,
+            ["How do I bake bread?", NL_PROMPTS[0]],
+            reference,
+            terms=list(terms),
+            max_new_tokens=6,
+        )(10.0)
+
+
 def _strength_argv(tmp_path: Path, tiny_model_dir: Path, *extra: str) -> list[str]:
     import json
 
