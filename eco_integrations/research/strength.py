@@ -803,14 +803,18 @@ def _calibrate_never_learned(
         )
         c = policy.corruption
         label = f"{policy.selection.name} x {c.name}" + (f" dims {c.dims}" if c.dims else "")
+        leaking = ", ".join(
+            f"{s:.4g} (leak {r.leak:.3f})" for s, r in sorted(objective.reports.items()) if r.leak
+        )
+        rejected = f"; rejected as leaking: {leaking}" if leaking else ""
         if picked is None:
-            print(f"[{i}/{len(space)}] {label}: every strength leaks", file=sys.stderr)
+            print(f"[{i}/{len(space)}] {label}: every strength leaks{rejected}", file=sys.stderr)
             continue
         found.append(picked)
         (_, _, strength), report = picked
         print(
             f"[{i}/{len(space)}] {label}: strength {strength:.4g}, gap {gap(report):.4f}, "
-            f"leak 0 ({time.perf_counter() - started:.0f} s)",
+            f"leak 0{rejected} ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
         )
     best = choose_without_leak(found, target=target)
