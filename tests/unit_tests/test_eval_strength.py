@@ -412,7 +412,7 @@ def test_bad_selector_or_corruption_names_the_choices(
     assert main(_strength_argv(tmp_path, tiny_model_dir, "--selectors", "entity", "all")) == 2
     err = capsys.readouterr().err
     assert "Unknown token selector(s) 'entity'" in err
-    assert "entities, first_n" in err or "all, entities, first_n" in err
+    assert "choose from: content, all, entities, first_n" in err
     assert main(_strength_argv(tmp_path, tiny_model_dir, "--corruptions", "zero_out_top_k")) == 2
     assert "has no strength to search" in capsys.readouterr().err
     argv = _strength_argv(tmp_path, tiny_model_dir, "--selectors", "all")
