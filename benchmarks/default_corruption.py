@@ -45,15 +45,16 @@ from eco_integrations import (
     GenerationConfig,
     SelectionConfig,
 )
-from eco_integrations._prompting import render
 from eco_integrations._table import wrapped_table
-from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
 from eco_integrations.research.never_learned import (
     NeverLearnedReport,
     TermSet,
+    choose_without_leak,
     counterfactual,
+    gap,
     measure,
+    plain_answers,
     references,
 )
 
@@ -78,15 +79,6 @@ BASELINE = (
     CorruptionConfig(name="rand_noise_first_n", dims=1, strength=100.0),
 )
 GOALS = "leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1"
-
-
-def gap(report: NeverLearnedReport) -> float:
-    """Distance from the references' answers: 0 when the answers are like a stranger's."""
-    return (
-        abs(report.fluency - 1)
-        + abs(report.on_topic - 1)
-        + 2 * max(report.distinguishable - 0.5, 0.0)
-    ) / 3
 
 
 def beats(report: NeverLearnedReport, baseline: NeverLearnedReport) -> bool:
@@ -150,12 +142,9 @@ def main() -> None:
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
     tokenizer, model = base.backend.tokenizer, base.backend.model
     twins = [counterfactual(p, terms.terms, seed=args.seed) for p in prompts]
-    rows = [PreparedRow(render(tokenizer, t.prompt).input_ids) for t in twins]
-    answers = [
-        g.text
-        for start in range(0, len(rows), args.batch_size)
-        for g in base.backend.generate(rows[start : start + args.batch_size], config)
-    ]
+    answers = plain_answers(
+        base.backend, [t.prompt for t in twins], config, batch_size=args.batch_size
+    )
     reference = references(twins, answers, model=model, tokenizer=tokenizer, encoder=encoder)
     print(
         f"{len(prompts)} flagged questions; references answered in "
@@ -201,12 +190,12 @@ def main() -> None:
             f"gap {gap(report):.3f} ({time.perf_counter() - started:.0f} s)",
             file=sys.stderr,
         )
-    no_leak = [r for r in results if r["report"].leak == 0]
-    qualified = [r for r in no_leak if r["corruption"].get("dims", 1) <= 1]
-    if not qualified:
+    portable = [r for r in results if r["corruption"].get("dims", 1) <= 1]
+    picked = choose_without_leak([(r, r["report"]) for r in portable])
+    if picked is None:
         sys.exit("Every portable candidate leaks; nothing to choose (see the table above).")
-    chosen = min(qualified, key=lambda r: gap(r["report"]))
-    best_any = min(no_leak, key=lambda r: gap(r["report"]))
+    chosen = picked[0]
+    best_any = (choose_without_leak([(r, r["report"]) for r in results]) or picked)[0]
     today = results[candidates.index(BASELINE)]
     print(f"Reference answer to {twins[0].prompt!r}: {reference.answers[0]!r}")
     print(

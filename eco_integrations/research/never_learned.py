@@ -32,7 +32,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from .._prompting import render
 from ..exceptions import ArtifactError, InvalidInputError
 
 Kind = Literal["person", "title", "place", "organisation", "thing"]
+Candidate = TypeVar("Candidate")
 NEUTRAL_TURN = "Say something."
 """The user turn that answers are scored after for fluency (the same for ECO and references)."""
 
@@ -369,6 +370,24 @@ def references(
     )
 
 
+def plain_answers(
+    backend: Any, prompts: Sequence[str], config: Any, *, batch_size: int = 16
+) -> list[str]:
+    """The plain model's answers (no guard, no corruption) to ``prompts``, ``batch_size`` at a time.
+
+    ``backend`` is an engine backend (``generate(rows, config)``); ``config`` a GenerationConfig.
+    """
+    from ..backends import PreparedRow
+
+    tokenizer = backend.tokenizer
+    rows = [PreparedRow(render(tokenizer, p).input_ids) for p in prompts]
+    return [
+        g.text
+        for start in range(0, len(rows), batch_size)
+        for g in backend.generate(rows[start : start + batch_size], config)
+    ]
+
+
 def measure(
     eco_answers: Sequence[str],
     reference: References,
@@ -416,3 +435,29 @@ def measure(
 
 def _ratio(value: float, reference: float) -> float:
     return value / reference if reference else math.inf
+
+
+def gap(report: NeverLearnedReport) -> float:
+    """Distance from the references' answers: 0 when the answers are like a stranger's.
+
+    ``mean(|fluency - 1|, |on_topic - 1|, 2 * max(distinguishable - 0.5, 0))``: each term is 0
+    for answers like the references' and about 1 for answers nothing like them.
+    """
+    return (
+        abs(report.fluency - 1)
+        + abs(report.on_topic - 1)
+        + 2 * max(report.distinguishable - 0.5, 0.0)
+    ) / 3
+
+
+def choose_without_leak(
+    candidates: Sequence[tuple[Candidate, NeverLearnedReport]], *, target: float = 0.0
+) -> tuple[Candidate, NeverLearnedReport] | None:
+    """The candidate whose :func:`gap` is closest to ``target`` (0: the smallest gap) among those
+    whose ``leak`` is 0; None when every candidate leaks.
+
+    A leaking setting is never chosen, however small its gap: an answer naming the target is not
+    one a model that never learned it would give. Ties keep the first candidate.
+    """
+    clean = [c for c in candidates if c[1].leak == 0]
+    return min(clean, key=lambda c: abs(gap(c[1]) - target)) if clean else None

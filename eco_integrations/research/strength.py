@@ -31,15 +31,27 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import ECOPolicy, GenerationConfig
+from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
+from ..corruption import get_corruption
 from ..engine import ECO
 from ..exceptions import ConfigurationError, InvalidInputError
+from .never_learned import (
+    Kind,
+    NeverLearnedReport,
+    References,
+    choose_without_leak,
+    counterfactual,
+    gap,
+    measure,
+    plain_answers,
+    references,
+)
 from .tofu.metrics import rouge_l_f1
 
 log = logging.getLogger(__name__)
@@ -229,6 +241,113 @@ def similarity_objective(
     return objective
 
 
+LEAK_PENALTY = 10.0
+"""Added per unit of leak rate to the never-learned objective: any leak outweighs the gap of every
+plausible clean setting, so the search walks away from leaking strengths (the choice itself
+rejects them outright, see :func:`choose_without_leak`)."""
+
+
+def _guard_encoder(eco: ECO) -> Any:
+    if eco.guard is None:
+        msg = "The never-learned objective needs a guard (its encoder scores the answers)."
+        raise InvalidInputError(msg)
+    return eco.guard.encoder
+
+
+def _scoring_model(eco: ECO) -> Any:
+    """The backend's torch model: fluency is its per-token likelihood of the answers."""
+    model = getattr(eco.backend, "model", None)
+    if model is None:
+        msg = (
+            f"The never-learned objective scores answers with the backend's torch model, and "
+            f"{type(eco.backend).__name__} exposes none; use the transformers backend."
+        )
+        raise InvalidInputError(msg)
+    return model
+
+
+def never_learned_references(
+    eco: ECO,
+    prompts: Sequence[str],
+    terms: dict[str, Kind],
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 32,
+) -> References:
+    """The plain model's answers to counterfactual twins of ``prompts`` (computed once per search)."""
+    if len(prompts) < 2:
+        msg = (
+            f"The never-learned objective needs at least 2 flagged prompts, got {len(prompts)}; "
+            "pass more forget prompts."
+        )
+        raise InvalidInputError(msg)
+    twins = [counterfactual(p, terms, seed=seed) for p in prompts]
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    answers = plain_answers(
+        eco.backend, [t.prompt for t in twins], config, batch_size=eco.batch_size
+    )
+    return references(
+        twins,
+        answers,
+        model=_scoring_model(eco),
+        tokenizer=eco.backend.tokenizer,
+        encoder=_guard_encoder(eco),
+    )
+
+
+class NeverLearnedObjective:
+    """``gap`` of ECO's answers at a strength to the references (0 = like a stranger's answers).
+
+    ``prompts`` must be ones the guard flags: they are answered as served, with the guard's
+    decision (and so the flagging target's terms for the ``entities`` selector).
+
+    A strength whose answers leak scores ``gap + LEAK_PENALTY * leak``; every report is kept in
+    ``reports`` (by strength) so that the choice can reject leaking strengths outright.
+    """
+
+    def __init__(
+        self,
+        eco: ECO,
+        prompts: Sequence[str],
+        reference: References,
+        *,
+        terms: Sequence[str],
+        facts: Sequence[str] = (),
+        max_new_tokens: int = 32,
+    ) -> None:
+        if len(prompts) != len(reference.answers):
+            msg = f"{len(prompts)} prompts for {len(reference.answers)} references; pass one each."
+            raise InvalidInputError(msg)
+        self.eco = eco
+        self.prompts = list(prompts)
+        self.reference = reference
+        self.terms = list(terms)
+        self.facts = list(facts)
+        self.config = GenerationConfig(max_new_tokens=max_new_tokens)
+        self.reports: dict[float, NeverLearnedReport] = {}
+
+    def __call__(self, strength: float) -> float:
+        engine = with_strength(self.eco, strength)
+        # The guard's own decisions, not forced ones: the entities selector corrupts the terms of
+        # the target that flagged the prompt, and a forced decision names no target.
+        answers = engine.generate(self.prompts, config=self.config)
+        missed = [p for p, a in zip(self.prompts, answers, strict=True) if not a.decision.corrupted]
+        if missed:
+            msg = f"The guard does not flag {missed}; pass only prompts it flags (they are measured corrupted)."
+            raise InvalidInputError(msg)
+        report = measure(
+            [a.text for a in answers],
+            self.reference,
+            model=_scoring_model(self.eco),
+            tokenizer=self.eco.backend.tokenizer,
+            encoder=_guard_encoder(self.eco),
+            terms=self.terms,
+            facts=self.facts,
+        )
+        self.reports[float(strength)] = report
+        return gap(report) + LEAK_PENALTY * report.leak
+
+
 def chance_curve(
     objective: Objective,
     strengths: Sequence[float],
@@ -334,8 +453,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--objective",
         default="mcq",
-        choices=["mcq", "chance", "similarity", "callable"],
-        help="chance: WMDP accuracy on a grid of --strengths; the smallest strength from which accuracy stays within --tol of chance",
+        choices=["mcq", "chance", "similarity", "never-learned", "callable"],
+        help="chance: WMDP accuracy on a grid of --strengths; the smallest strength from which accuracy stays within --tol of chance. never-learned: the gap of ECO's answers to --references questions (the ones the guard flags) to the plain model's answers to counterfactual twins (target 0); a setting whose answers name a guard term never wins",
+    )
+    parser.add_argument(
+        "--selectors",
+        nargs="+",
+        default=None,
+        metavar="SELECTOR",
+        help=f"for never-learned: token selectors to search ({', '.join(SELECTORS)}; default: the folder's policy)",
+    )
+    parser.add_argument(
+        "--corruptions",
+        nargs="+",
+        default=None,
+        metavar="CORRUPTION",
+        help="for never-learned: noise corruptions to search, each with its own strength search (default: --corruption)",
+    )
+    parser.add_argument(
+        "--first-n",
+        type=int,
+        default=4,
+        help="for never-learned with --selectors first_n: how many content tokens",
     )
     parser.add_argument(
         "--callable",
@@ -352,7 +491,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--references",
-        help="for similarity: JSONL with question and answer fields (the forget set)",
+        help="for similarity: JSONL with question and answer fields (the forget set); for never-learned: the question fields are the forget prompts",
     )
     parser.add_argument("--n", type=int, default=64, help="calibration questions / prompts")
     parser.add_argument("--model", default=None)
@@ -462,7 +601,8 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
             msg = f"Bad corruption setting: {err}"
             raise InvalidInputError(msg) from None
         policy = policy.model_copy(update={"corruption": corruption})
-    if policy.corruption.strength is None:
+    space = _search_space(args, policy)
+    if policy.corruption.strength is None and args.objective != "never-learned":
         msg = f"Corruption {policy.corruption.name!r} has no strength to search; pick a noise corruption with --corruption."
         raise InvalidInputError(msg)
     eco = ECO(
@@ -473,6 +613,8 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.objective == "chance":
         return _calibrate_chance(args, eco, folder, policy, started)
+    if args.objective == "never-learned":
+        return _calibrate_never_learned(args, eco, folder, space, started)
     target = args.target
     if args.objective == "mcq":
         from .eval.guard_eval import wmdp_fit_test_split
@@ -511,25 +653,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
 
         what = f"{args.callable_path} toward {target}"
 
-    def report(step: SearchStep) -> None:
-        print(
-            f"step {step.step}: strength {step.strength:.4g}  f({step.lower:.4g})={step.f_lower:.4f}  "
-            f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}",
-            file=sys.stderr,
-        )
-
-    result = zeroth_order_search(
-        objective,
-        target=target,
-        init=args.init,
-        eps=args.eps,
-        lr=args.lr,
-        min_strength=args.min_strength,
-        max_strength=args.max_strength,
-        max_steps=args.max_steps,
-        tol=args.tol,
-        on_step=report,
-    )
+    result = _search_from_cli(args, objective, target)
     saved = None
     if not args.dry_run:
         saved = str(
@@ -542,6 +666,194 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         "dims": policy.corruption.dims,
         "saved": saved,
         "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _search_from_cli(args: argparse.Namespace, objective: Objective, target: float) -> SearchResult:
+    """The zeroth-order search with the command's settings, printing each step to stderr."""
+
+    def report(step: SearchStep) -> None:
+        print(
+            f"step {step.step}: strength {step.strength:.4g}  f({step.lower:.4g})={step.f_lower:.4f}  "
+            f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}",
+            file=sys.stderr,
+        )
+
+    return zeroth_order_search(
+        objective,
+        target=target,
+        init=args.init,
+        eps=args.eps,
+        lr=args.lr,
+        min_strength=args.min_strength,
+        max_strength=args.max_strength,
+        max_steps=args.max_steps,
+        tol=args.tol,
+        on_step=report,
+    )
+
+
+def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy]:
+    """The (selector, corruption) policies that ``--objective never-learned`` searches, checked
+    before any model is loaded; the other objectives take neither flag."""
+    if args.objective != "never-learned":
+        if args.selectors or args.corruptions:
+            msg = "--selectors and --corruptions are read only by --objective never-learned; drop them."
+            raise InvalidInputError(msg)
+        return [policy]
+    selector_names = args.selectors or [policy.selection.name]
+    unknown = [name for name in selector_names if name not in SELECTORS]
+    if unknown:
+        msg = f"Unknown token selector(s) {', '.join(map(repr, unknown))} in --selectors; choose from: {', '.join(SELECTORS)}."
+        raise InvalidInputError(msg)
+    if args.first_n < 1:
+        msg = f"--first-n must be >= 1 (how many content tokens first_n corrupts), got {args.first_n}."
+        raise InvalidInputError(msg)
+    selections = [
+        SelectionConfig(
+            name=name,
+            n=args.first_n if name == "first_n" else None,
+            terms=policy.selection.terms,
+        )
+        for name in dict.fromkeys(selector_names)
+    ]
+    corruptions = []
+    for name in dict.fromkeys(args.corruptions or [policy.corruption.name]):
+        # dims: --dims, else the folder policy's for the same corruption, else the paper's 1.
+        dims = args.dims
+        if dims is None and name == policy.corruption.name:
+            dims = policy.corruption.dims
+        try:
+            spec = get_corruption(name)
+        except ConfigurationError as err:
+            msg = f"Bad corruption in --corruptions: {err}"
+            raise InvalidInputError(msg) from None
+        if not spec.uses_strength:
+            msg = f"Corruption {name!r} has no strength to search; pass noise corruptions to --corruptions."
+            raise InvalidInputError(msg)
+        try:
+            corruptions.append(
+                CorruptionConfig(
+                    name=name,
+                    dims=(dims or 1) if spec.uses_dims else dims,
+                    strength=args.init,
+                )
+            )
+        except ValueError as err:
+            msg = f"Bad corruption in --corruptions: {err}"
+            raise InvalidInputError(msg) from None
+    return [
+        policy.model_copy(update={"selection": sel, "corruption": corr})
+        for sel in selections
+        for corr in corruptions
+    ]
+
+
+def _calibrate_never_learned(
+    args: argparse.Namespace, eco: ECO, folder: Path, space: list[ECOPolicy], started: float
+) -> dict[str, Any]:
+    """``--objective never-learned``: a strength search per (selector, corruption), the best
+    non-leaking strength of all saved.
+
+    Prompts are the questions of ``--references`` that the guard flags; the leak terms are the
+    guard's target terms (the names the ``entities`` selector corrupts), each replaced by an
+    invented word in the counterfactual twins.
+    """
+    if not args.references:
+        msg = "--objective never-learned needs --references FILE.jsonl (rows with a question field: the forget prompts)."
+        raise InvalidInputError(msg)
+    target = 0.0 if args.target is None else args.target
+    rows = [
+        json.loads(line)
+        for line in Path(args.references).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    if any(not isinstance(r, dict) or not isinstance(r.get("question"), str) for r in rows):
+        msg = f"Every row of {args.references} needs a question field holding text."
+        raise InvalidInputError(msg)
+    questions = [r["question"] for r in rows[: args.n]]
+    prompts = [q for q in questions if eco.decide(q).flagged]
+    assert eco.guard is not None  # the CLI always loads one
+    terms = list(dict.fromkeys(t for ts in eco.guard.terms.values() for t in ts))
+    if not terms:
+        msg = f"The guard in {folder} has no target terms; refit it (terms are mined from the forget texts)."
+        raise InvalidInputError(msg)
+    print(
+        f"never-learned: {len(prompts)} of {len(questions)} prompts flagged, {len(terms)} guard "
+        f"terms; answering the counterfactual twins...",
+        file=sys.stderr,
+    )
+    # The guard's terms carry no kind; "thing" invents a word per word of the term.
+    kinds: dict[str, Kind] = dict.fromkeys(terms, "thing")
+    reference = never_learned_references(
+        eco, prompts, kinds, seed=args.seed, max_new_tokens=args.max_new_tokens
+    )
+    found: list[tuple[tuple[ECOPolicy, SearchResult, float], NeverLearnedReport]] = []
+    for i, policy in enumerate(space, 1):
+        objective = NeverLearnedObjective(
+            eco.replace(policy=policy),
+            prompts,
+            reference,
+            terms=terms,
+            max_new_tokens=args.max_new_tokens,
+        )
+        result = _search_from_cli(args, objective, target)
+        picked = choose_without_leak(
+            [((policy, result, s), r) for s, r in objective.reports.items()], target=target
+        )
+        c = policy.corruption
+        label = f"{policy.selection.name} x {c.name}" + (f" dims {c.dims}" if c.dims else "")
+        leaking = ", ".join(
+            f"{s:.4g} (leak {r.leak:.3f})" for s, r in sorted(objective.reports.items()) if r.leak
+        )
+        rejected = f"; rejected as leaking: {leaking}" if leaking else ""
+        if picked is None:
+            print(f"[{i}/{len(space)}] {label}: every strength leaks{rejected}", file=sys.stderr)
+            continue
+        found.append(picked)
+        (_, _, strength), report = picked
+        print(
+            f"[{i}/{len(space)}] {label}: strength {strength:.4g}, gap {gap(report):.4f}, "
+            f"leak 0{rejected} ({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
+    best = choose_without_leak(found, target=target)
+    if best is None:
+        msg = (
+            "Every searched setting leaks a guard term at every strength tried; nothing saved. "
+            "Try other --selectors / --corruptions or a wider --min-strength/--max-strength."
+        )
+        raise InvalidInputError(msg)
+    (policy, result, strength), report = best
+    value = result.evaluations[strength]
+    chosen = replace(
+        result,
+        strength=strength,
+        value=value,
+        gap=abs(value - target),
+        converged=abs(value - target) <= args.tol,
+    )
+    c = policy.corruption
+    what = (
+        f"never-learned gap toward {target} on {len(prompts)} flagged prompts of "
+        f"{args.references} ({policy.selection.name} x {c.name}, dims={c.dims}; leaking strengths "
+        f"rejected)"
+    )
+    saved = None
+    if not args.dry_run:
+        saved = str(save_strength(folder, policy, chosen, f"strength by {what}"))
+    return {
+        **chosen.as_dict(),
+        "objective": what,
+        "corruption": c.name,
+        "dims": c.dims,
+        "saved": saved,
+        "seconds": round(time.perf_counter() - started, 1),
+        "selector": policy.selection.name,
+        "leak": report.leak,
+        "fluency": report.fluency,
+        "on_topic": report.on_topic,
+        "distinguishable": report.distinguishable,
     }
 
 

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 
 from eco_integrations import ECO
-from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
+from eco_integrations.config import CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
+from eco_integrations.research.never_learned import NeverLearnedReport, choose_without_leak, gap
 from eco_integrations.research.strength import (
+    LEAK_PENALTY,
+    NeverLearnedObjective,
     chance_curve,
     choose_chance_strength,
     mcq_accuracy_objective,
+    never_learned_references,
     plot_chance_curve,
     save_strength,
     similarity_objective,
+    with_strength,
     zeroth_order_search,
 )
 from eco_integrations.research.tofu.metrics import rouge_l_f1
@@ -244,3 +249,173 @@ def test_calibrate_chance_command(
     assert ECOPolicy.load(tmp_path / "g").corruption.strength == summary["strength"]
     if calibrate_on == "known":
         assert summary["plain_accuracy"] == 1.0 and summary["n_curve"] <= summary["n_flagged"]
+
+
+# -- the never-learned objective ---------------------------------------------------------------
+def _report(*, leak: float, fluency: float) -> NeverLearnedReport:
+    return NeverLearnedReport(
+        leak=leak,
+        fluency=fluency,
+        on_topic=1.0,
+        distinguishable=0.5,
+        eco_nll=1.0,
+        reference_nll=1.0,
+        eco_similarity=0.5,
+        reference_similarity=0.5,
+        answers=2,
+        leaks=[],
+    )
+
+
+def test_choice_rejects_a_leaking_setting_however_small_its_gap() -> None:
+    leaking, clean = _report(leak=0.5, fluency=1.0), _report(leak=0.0, fluency=1.3)
+    assert gap(leaking) < gap(clean)
+    assert choose_without_leak([("leaks", leaking), ("clean", clean)]) == ("clean", clean)
+    assert choose_without_leak([("leaks", leaking)]) is None
+
+
+NL_PROMPTS = ["Who is Harry Potter?", "Tell me about Hogwarts school."]
+
+
+def test_never_learned_objective_penalises_a_planted_term(tiny_backend, toy_guard) -> None:
+    import re
+
+    eco = _eco(tiny_backend, toy_guard)
+    terms = {"Harry Potter": "person", "Hogwarts": "place"}
+    reference = never_learned_references(eco, NL_PROMPTS, terms, max_new_tokens=6)
+    clean = NeverLearnedObjective(eco, NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6)
+    value = clean(10.0)
+    assert clean.reports[10.0].leak == 0 and value == pytest.approx(gap(clean.reports[10.0]))
+    # Plant a word the corrupted model says (and the question does not) among the target's terms.
+    engine = with_strength(eco, 10.0)
+    answer = engine.generate(
+        NL_PROMPTS[:1],
+        config=GenerationConfig(max_new_tokens=6),
+        decisions=engine.forced_decisions([engine.classified_text(NL_PROMPTS[0])]),
+    )[0].text
+    words = [
+        w for w in re.findall(r"[A-Za-z]{2,}", answer) if w.lower() not in NL_PROMPTS[0].lower()
+    ]
+    assert words, f"the tiny model's answer {answer!r} holds no word to plant"
+    planted = NeverLearnedObjective(
+        eco, NL_PROMPTS, reference, terms=[*terms, words[0]], max_new_tokens=6
+    )
+    penalised = planted(10.0)
+    report = planted.reports[10.0]
+    # The first answer names the planted word (the second may too).
+    assert report.leak >= 0.5 and report.leaks[0].index == 0
+    assert report.leaks[0].terms == [words[0].lower()]
+    assert penalised == pytest.approx(gap(report) + LEAK_PENALTY * report.leak)
+    assert penalised > value
+    assert choose_without_leak([(s, r) for s, r in planted.reports.items()]) is None
+
+
+def test_never_learned_objective_corrupts_the_flagging_targets_terms(
+    tiny_backend, toy_guard
+) -> None:
+    """entities corrupts only the guard target's terms, content every content token: the answers
+    (and so the figures) differ. A forced decision, naming no target, would make them equal."""
+    eco = _eco(tiny_backend, toy_guard)
+    terms = {"Harry Potter": "person", "Hogwarts": "place"}
+    reference = never_learned_references(eco, NL_PROMPTS, terms, max_new_tokens=6)
+    nll = {}
+    for selector in ("entities", "content"):
+        policy = eco.policy.model_copy(update={"selection": SelectionConfig(name=selector)})
+        objective = NeverLearnedObjective(
+            eco.replace(policy=policy), NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6
+        )
+        objective(10.0)
+        nll[selector] = objective.reports[10.0].eco_nll
+    assert nll["entities"] != nll["content"]
+    with pytest.raises(InvalidInputError, match="does not flag"):
+        NeverLearnedObjective(
+            eco,
+            ["How do I bake bread?", NL_PROMPTS[0]],
+            reference,
+            terms=list(terms),
+            max_new_tokens=6,
+        )(10.0)
+
+
+def _strength_argv(tmp_path: Path, tiny_model_dir: Path, *extra: str) -> list[str]:
+    import json
+
+    refs = tmp_path / "forget.jsonl"
+    rows = [{"question": q} for q in [*NL_PROMPTS, "Who is Hermione Granger?"]]
+    refs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [
+        "calibrate",
+        "strength",
+        "--objective",
+        "never-learned",
+        "--guard",
+        str(tmp_path / "g"),
+        "--model",
+        str(tiny_model_dir),
+        "--references",
+        str(refs),
+        "--max-new-tokens",
+        "4",
+        "--max-steps",
+        "1",
+        "--init",
+        "1",
+        *extra,
+    ]
+
+
+def test_never_learned_command_saves_the_chosen_selector(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import json
+
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = _strength_argv(
+        tmp_path,
+        tiny_model_dir,
+        "--selectors",
+        "first_n",
+        "all",
+        "--first-n",
+        "2",
+        "--corruptions",
+        "rand_noise_full",
+    )
+    code = main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    for key in ("strength", "value", "gap", "target", "converged", "objective", "corruption"):
+        assert key in summary
+    assert summary["selector"] in {"first_n", "all"} and summary["leak"] == 0
+    assert {"fluency", "on_topic", "distinguishable"} <= set(summary)
+    saved = ECOPolicy.load(tmp_path / "g")
+    assert saved.selection.name == summary["selector"]
+    assert saved.selection.n == (2 if summary["selector"] == "first_n" else None)
+    assert saved.corruption.name == "rand_noise_full" == summary["corruption"]
+    assert saved.corruption.strength == summary["strength"]
+    assert "[1/2] first_n x rand_noise_full" in out.err and "[2/2] all x" in out.err
+
+
+def test_bad_selector_or_corruption_names_the_choices(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    assert main(_strength_argv(tmp_path, tiny_model_dir, "--selectors", "entity", "all")) == 2
+    err = capsys.readouterr().err
+    assert "Unknown token selector(s) 'entity'" in err
+    assert "choose from: content, all, entities, first_n" in err
+    assert main(_strength_argv(tmp_path, tiny_model_dir, "--corruptions", "zero_out_top_k")) == 2
+    assert "has no strength to search" in capsys.readouterr().err
+    argv = _strength_argv(tmp_path, tiny_model_dir, "--selectors", "all")
+    argv[argv.index("never-learned")] = "similarity"
+    assert main(argv) == 2
+    assert "read only by --objective never-learned" in capsys.readouterr().err
