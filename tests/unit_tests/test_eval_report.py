@@ -133,7 +133,16 @@ def test_cli_rejects_unknown_guard_param(capsys) -> None:
     from eco_integrations.cli import main
 
     assert main(["eval", "guard", "--task", "muse-news", "--guard-param", "gamma=2"]) == 2
-    assert "Unknown --guard-param gamma" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Unknown --guard-param gamma" in err
+    assert "knowledge" in err and "near_misses" in err and "encoder" not in err
+
+
+def test_guard_params_reach_the_guard() -> None:
+    from eco_integrations.research.eval.cli import _parse_params
+
+    params = _parse_params(["knowledge=true", "near_misses=true", "near_miss_weight=0.5", "C=10"])
+    assert params == {"knowledge": True, "near_misses": True, "near_miss_weight": 0.5, "C": 10}
 
 
 def test_robust_report_lists_every_family(tmp_path: Path) -> None:

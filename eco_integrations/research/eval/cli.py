@@ -32,7 +32,10 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
-    allowed = {"C", "lexical", "cv", "max_word_features", "max_char_features", "random_state"}
+    from ...guard import PromptGuard
+
+    # Every PromptGuard hyperparameter but the two the task sets itself.
+    allowed = set(PromptGuard().get_params(deep=False)) - {"encoder", "target_fpr"}
     unknown = set(params) - allowed
     if unknown:
         msg = f"Unknown --guard-param {', '.join(sorted(unknown))}; PromptGuard takes: {', '.join(sorted(allowed))}."
