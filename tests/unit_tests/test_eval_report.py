@@ -167,3 +167,12 @@ def test_robust_report_lists_every_family(tmp_path: Path) -> None:
     write_guard_report(metrics, scores, tmp_path)
     snippet = readme_snippet(tmp_path, {"tofu-forget10-robust": "eco eval guard ..."})
     assert "tpr >= 0.95 in every forget family" in snippet and "by-title (2)" in snippet
+
+
+def test_tofu_tasks_keep_their_threshold_rule(capsys) -> None:
+    from eco_integrations.cli import main
+
+    for task in ("tofu-forget10", "tofu-forget10-robust"):
+        argv = ["eval", "guard", "--task", task, "--threshold", "conformal"]
+        assert main(argv) == 2
+        assert "drop --threshold" in capsys.readouterr().err

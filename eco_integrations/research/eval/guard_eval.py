@@ -43,8 +43,9 @@ def tofu_guard_protocol(
     target_fpr: float = 0.01,
     encoder: SentenceEncoder | None = None,
     show_progress: bool = False,
+    params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
-    """The TOFU guard protocol.
+    """The TOFU guard protocol (``params``: PromptGuard hyperparameters, default none).
 
     forget questions split 80/20 at random (``seed``); retain split 80/20 *by author* (``seed``);
     the guard is fit on the question and answer texts of the 80% rows at ``target_fpr``. Tests:
@@ -87,6 +88,7 @@ def tofu_guard_protocol(
         forget_groups=forget_groups,
         target_fpr=target_fpr,
         show_progress=show_progress,
+        **(params or {}),
     )
     fit_seconds = time.perf_counter() - started
 
@@ -501,15 +503,15 @@ def run_guard_task(
     fpr = target_fpr if target_fpr is not None else DEFAULT_TARGET_FPR.get(task, 0.01)
     started = time.perf_counter()
     if task == "tofu-forget10-robust":
-        if method != "target-rate" or params:
-            msg = "The robustness benchmark measures the default guard at its own threshold; drop --threshold/--guard-param."
+        if method != "target-rate":
+            msg = "The robustness benchmark measures the guard at its own threshold; drop --threshold."
             raise InvalidInputError(msg)
         metrics, guard, scores = robust_guard_protocol(
-            data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress
+            data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress, params=params
         )
     elif task.startswith("tofu-"):
-        if method != "target-rate" or params:
-            msg = "The TOFU protocol is fixed by the engine issue (target-rate threshold, default guard); drop --threshold/--guard-param for tofu tasks."
+        if method != "target-rate":
+            msg = "The TOFU protocol picks the guard's own cross-validated threshold; drop --threshold for tofu tasks."
             raise InvalidInputError(msg)
         metrics, guard, scores = tofu_guard_protocol(
             task.removeprefix("tofu-"),
@@ -517,6 +519,7 @@ def run_guard_task(
             seed=seed,
             target_fpr=fpr,
             show_progress=show_progress,
+            params=params,
         )
     elif task == "wmdp":
         metrics, guard, scores = wmdp_guard_protocol(

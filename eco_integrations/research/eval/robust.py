@@ -407,8 +407,10 @@ def robust_guard_protocol(
     target_fpr: float = 0.01,
     encoder: SentenceEncoder | None = None,
     show_progress: bool = False,
+    params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
-    """Fit the deployer's guard on forget10 and score every probe family (module docstring).
+    """Fit the deployer's guard on forget10 and score every probe family (module docstring);
+    ``params`` are PromptGuard hyperparameters (default none).
 
     Returns the metrics, the guard, and the scores of all forget probes (``forget``) and of all
     benign probes (``benign``) for the report's plots.
@@ -424,6 +426,7 @@ def robust_guard_protocol(
         retain_groups=probes["retain_groups"],
         target_fpr=target_fpr,
         show_progress=show_progress,
+        **(params or {}),
     )
     fit_seconds = time.perf_counter() - started
     threshold = guard.targets["tofu-forget10"].threshold_
