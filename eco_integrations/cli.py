@@ -131,6 +131,8 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         mine_terms=not args.only_terms,
         target_fpr=args.target_fpr,
         show_progress=True,
+        knowledge=args.knowledge,
+        near_misses=args.knowledge,
     )
     guard.save(out)
     summary = {
@@ -400,6 +402,12 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--only-terms",
         action="store_true",
         help="use --terms alone: mine no terms from the texts",
+    )
+    parser.add_argument(
+        "--knowledge",
+        action="store_true",
+        help="also index forget-only phrases (titles, awards, recurring names) and fit on "
+        "near-miss names (README: What the guard knows)",
     )
     parser.add_argument(
         "--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)"

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from eco_integrations import TransformersBackend
+from eco_integrations import Guard, SentenceEncoder, TransformersBackend
 from eco_integrations._models import load_causal_lm, resolve_model_path
 from eco_integrations.cli import main, read_examples
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
@@ -73,6 +73,12 @@ def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkey
     assert fitted["targets"][0]["target"] == "hp"
     assert main(fit) == 2
     assert "--replace" in capsys.readouterr().err
+    # --knowledge: the phrase index and near misses are fit and saved with the target.
+    assert main([*fit, "--target-fpr", "0.2", "--replace", "--knowledge"]) == 0
+    capsys.readouterr()
+    estimator = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir))).targets["hp"]
+    assert estimator.knowledge and estimator.near_misses
+    assert estimator.phrases_ is not None and "harry potter" in estimator.phrases_.phrases
 
 
 def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:
