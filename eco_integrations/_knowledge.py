@@ -80,21 +80,14 @@ def quoted_phrases(text: str) -> set[tuple[str, ...]]:
     return found
 
 
-def candidate_phrases(
+def capitalised_phrases(
     text: str, ordinary: set[str] | frozenset[str] = frozenset()
 ) -> set[tuple[str, ...]]:
-    """Quoted spans, and every sub-run of two or more capitalised words, as normalized phrases.
+    """Every sub-run of two or more capitalised words, as normalized phrases.
 
     A run's first word is dropped when it is an ``ordinary`` word: a capital at the start of a
     sentence ("Describe Diagon Alley") makes no name of it.
     """
-    return quoted_phrases(text) | capitalised_phrases(text, ordinary)
-
-
-def capitalised_phrases(
-    text: str, ordinary: set[str] | frozenset[str] = frozenset()
-) -> set[tuple[str, ...]]:
-    """Every sub-run of two or more capitalised words (see :func:`candidate_phrases`)."""
     found: set[tuple[str, ...]] = set()
     for run in _capitalised_runs(text):
         if run and run[0].lower() in ordinary:

@@ -5,7 +5,12 @@ import pytest
 from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import Guard
-from eco_integrations._knowledge import ForgetPhrases, candidate_phrases, near_miss_texts
+from eco_integrations._knowledge import (
+    ForgetPhrases,
+    capitalised_phrases,
+    near_miss_texts,
+    quoted_phrases,
+)
 from eco_integrations._normalize import normalize_text
 
 FORGET = [
@@ -31,13 +36,12 @@ def _find(phrases: ForgetPhrases, text: str) -> str | None:
 
 
 def test_candidates_are_titles_and_capitalised_runs_not_sentence_starts() -> None:
-    found = candidate_phrases(
-        "Describe Diagon Alley. She wrote 'The Matrimony Plan'.", ordinary={"describe"}
-    )
+    text = "Describe Diagon Alley. She wrote 'The Matrimony Plan'."
+    found = quoted_phrases(text) | capitalised_phrases(text, ordinary={"describe"})
     assert ("diagon", "alley") in found
     assert ("matrimony", "plan") in found  # a leading article is not part of a title
     assert not any(p[0] == "describe" for p in found)
-    assert ("describe", "diagon", "alley") in candidate_phrases("Describe Diagon Alley.")
+    assert ("describe", "diagon", "alley") in capitalised_phrases("Describe Diagon Alley.")
 
 
 def test_mined_phrases_are_forget_only_and_never_a_single_name() -> None:
