@@ -198,9 +198,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; 0 turns that kind of match off."
                 raise ConfigurationError(msg)
 
-    def _phrase_scores(self, phrases: ForgetPhrases | None, texts: list[str]) -> np.ndarray:
-        if phrases is None:
-            return np.zeros(len(texts))
+    def _phrase_scores(self, phrases: ForgetPhrases, texts: list[str]) -> np.ndarray:
         return phrases.scores(texts, exact=self.phrase_score, typo=self.typo_phrase_score)
 
     def _fit_parts(
@@ -326,11 +324,13 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         """:meth:`forget_proba` of texts the caller has normalized already (once, for every target)."""
         self._check_fitted()
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
-        learned = _forget_probability(
+        learned: np.ndarray = _forget_probability(
             self.classifier_, emb, [lex.transform(texts) for lex in self.lexicons_]
         )
-        out: np.ndarray = np.maximum(learned, self._phrase_scores(self.phrases_, texts))
-        return out
+        if self.phrases_ is None:  # the default: the learned classifier alone, nothing to add
+            return learned
+        with_phrases: np.ndarray = np.maximum(learned, self._phrase_scores(self.phrases_, texts))
+        return with_phrases
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self._proba_of_normalized(normalized_texts(X, "X"))
