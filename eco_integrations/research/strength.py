@@ -295,6 +295,46 @@ def never_learned_references(
     )
 
 
+def _check_one_reference_each(prompts: Sequence[str], reference: References) -> None:
+    if len(prompts) != len(reference.answers):
+        msg = f"{len(prompts)} prompts for {len(reference.answers)} references; pass one each."
+        raise InvalidInputError(msg)
+
+
+def never_learned_report(
+    eco: ECO,
+    prompts: Sequence[str],
+    reference: References,
+    *,
+    terms: Sequence[str],
+    facts: Sequence[str] = (),
+    max_new_tokens: int = 32,
+) -> NeverLearnedReport:
+    """ECO's greedy answers to ``prompts`` under ``eco``'s policy, measured against ``reference``
+    (leak, fluency, on_topic, distinguishable): one setting of a grid scored from Python.
+
+    ``prompts`` must be ones the guard flags (the references' questions, in their order): they
+    are answered as served, with the guard's decisions.
+    """
+    _check_one_reference_each(prompts, reference)
+    # The guard's own decisions, not forced ones: the entities selector corrupts the terms of
+    # the target that flagged the prompt, and a forced decision names no target.
+    answers = eco.generate(list(prompts), config=GenerationConfig(max_new_tokens=max_new_tokens))
+    missed = [p for p, a in zip(prompts, answers, strict=True) if not a.decision.corrupted]
+    if missed:
+        msg = f"The guard does not flag {missed}; pass only prompts it flags (they are measured corrupted)."
+        raise InvalidInputError(msg)
+    return measure(
+        [a.text for a in answers],
+        reference,
+        model=_scoring_model(eco),
+        tokenizer=eco.backend.tokenizer,
+        encoder=_guard_encoder(eco),
+        terms=terms,
+        facts=facts,
+    )
+
+
 class NeverLearnedObjective:
     """``gap`` of ECO's answers at a strength to the references (0 = like a stranger's answers).
 
@@ -315,9 +355,7 @@ class NeverLearnedObjective:
         facts: Sequence[str] = (),
         max_new_tokens: int = 32,
     ) -> None:
-        if len(prompts) != len(reference.answers):
-            msg = f"{len(prompts)} prompts for {len(reference.answers)} references; pass one each."
-            raise InvalidInputError(msg)
+        _check_one_reference_each(prompts, reference)
         self.eco = eco
         self.prompts = list(prompts)
         self.reference = reference
@@ -327,22 +365,13 @@ class NeverLearnedObjective:
         self.reports: dict[float, NeverLearnedReport] = {}
 
     def __call__(self, strength: float) -> float:
-        engine = with_strength(self.eco, strength)
-        # The guard's own decisions, not forced ones: the entities selector corrupts the terms of
-        # the target that flagged the prompt, and a forced decision names no target.
-        answers = engine.generate(self.prompts, config=self.config)
-        missed = [p for p, a in zip(self.prompts, answers, strict=True) if not a.decision.corrupted]
-        if missed:
-            msg = f"The guard does not flag {missed}; pass only prompts it flags (they are measured corrupted)."
-            raise InvalidInputError(msg)
-        report = measure(
-            [a.text for a in answers],
+        report = never_learned_report(
+            with_strength(self.eco, strength),
+            self.prompts,
             self.reference,
-            model=_scoring_model(self.eco),
-            tokenizer=self.eco.backend.tokenizer,
-            encoder=_guard_encoder(self.eco),
             terms=self.terms,
             facts=self.facts,
+            max_new_tokens=self.config.max_new_tokens,
         )
         self.reports[float(strength)] = report
         return gap(report) + LEAK_PENALTY * report.leak

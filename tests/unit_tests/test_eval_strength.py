@@ -18,6 +18,7 @@ from eco_integrations.research.strength import (
     choose_chance_strength,
     mcq_accuracy_objective,
     never_learned_references,
+    never_learned_report,
     plot_chance_curve,
     save_strength,
     similarity_objective,
@@ -308,6 +309,29 @@ def test_never_learned_objective_penalises_a_planted_term(tiny_backend, toy_guar
     assert penalised == pytest.approx(gap(report) + LEAK_PENALTY * report.leak)
     assert penalised > value
     assert choose_without_leak([(s, r) for s, r in planted.reports.items()]) is None
+
+
+def test_never_learned_report_scores_one_setting_as_the_objective_does(
+    tiny_backend, toy_guard
+) -> None:
+    """The grid scorer a notebook uses gives the objective's report for the same setting."""
+    eco = _eco(tiny_backend, toy_guard)
+    terms = {"Harry Potter": "person", "Hogwarts": "place"}
+    reference = never_learned_references(eco, NL_PROMPTS, terms, max_new_tokens=6)
+    objective = NeverLearnedObjective(
+        eco, NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6
+    )
+    objective(10.0)
+    report = never_learned_report(
+        with_strength(eco, 10.0), NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6
+    )
+    assert report == objective.reports[10.0]
+    weaker = never_learned_report(
+        with_strength(eco, 0.01), NL_PROMPTS, reference, terms=list(terms), max_new_tokens=6
+    )
+    assert weaker.eco_nll != report.eco_nll  # the setting is the engine's, not a fixed one
+    with pytest.raises(InvalidInputError, match="1 prompts for 2 references"):
+        never_learned_report(eco, NL_PROMPTS[:1], reference, terms=list(terms))
 
 
 def test_never_learned_objective_corrupts_the_flagging_targets_terms(
