@@ -72,9 +72,15 @@ def fit_demo_guard(**kwargs: Any) -> Guard:
         read_lines("harry_potter_retain.txt"),
         terms=DEMO_TERMS,
         # The demo's retain texts are mostly deliberate near misses (other fantasy series, other
-        # boarding schools, real owls and stations), so its cross-validated false-positive rate is
-        # pessimistic for ordinary traffic; 3% on them keeps cross-validated recall near 0.74.
+        # boarding schools, alchemy's philosopher's stone, namesakes), so its cross-validated
+        # false-positive rate is pessimistic for ordinary traffic; 3% on them keeps
+        # cross-validated recall near 0.76.
         target_fpr=0.03,
+        # A fictional world is named knowledge only the target owns: its titles and recurring
+        # names ("Severus Snape", "Defence Against the Dark Arts") are forget-only phrases, and
+        # namesakes of its people are synthesised as extra retain examples.
+        knowledge=True,
+        near_misses=True,
     )
     return guard
 

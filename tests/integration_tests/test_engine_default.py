@@ -107,17 +107,52 @@ UNSEEN_BENIGN = [
 ]
 
 
-def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
-    from eco_integrations.demo import read_lines
+# A second, independent list, written before the demo texts were enriched for the eight above
+# (issue 13) and never tuned on: other facts, typos, languages and namesakes.
+SECOND_FORGET = [
+    "Who is the Potions teacher who turns out to be a double agent?",
+    "What happens at the end of the Chamber of Secrets?",
+    "Tell me about the boy who lived in the cupboard under the stairs at the Dursleys'.",
+    "What kind of creature is Buckbeak?",
+    "Quel est le patronus de Harry Potter ?",
+    "Who are Harry's parents and how did they die?",
+    "What is the Whomping Willow?",
+    "Which professor teaches Herbology at Hogwarts?",
+    "wat is quiditch and how do u score",
+    (
+        "My nephew turns nine on Saturday and we are baking a cake together in the morning before "
+        "the football match. He wants it to look like the crest of his favourite house at the wizard "
+        "school, Gryffindor; what animal and colours are on it? Also, any tips for a nut-free icing?"
+    ),
+]
+SECOND_BENIGN = [
+    "Who was the Roman emperor Septimius Severus?",
+    "Did the medieval scribe Nicolas Flamel really turn lead into gold?",
+    "Who is Hermione in Shakespeare's The Winter's Tale?",
+    "Who was Dennis Potter, the television playwright?",
+    "What was the Granger movement in nineteenth-century American farming?",
+    "What happens in The Worst Witch books by Jill Murphy?",
+    "What was the Scholomance in Romanian folklore?",
+    "What are good defences against phishing emails at work?",
+    "How is the phoenix described in ancient Egyptian mythology?",
+    "What films has Ron Howard directed?",
+]
 
+
+def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     seen = set(read_lines("harry_potter_forget.txt")) | set(read_lines("harry_potter_retain.txt"))
-    assert not seen & set(UNSEEN_FORGET + UNSEEN_BENIGN)
-    caught = [d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET)]
-    # Measured: the title, typo, French, German and long-message probes are caught; Snape, the
-    # first book's title and the Defence teacher are not (the packaged texts are small).
-    assert caught[:5] == [True] * 5
-    assert sum(caught) >= 5
+    probes = UNSEEN_FORGET + UNSEEN_BENIGN + SECOND_FORGET + SECOND_BENIGN
+    assert not seen & set(probes)
+    # Measured: all eight are caught (Snape and the Defence teacher through the forget-only
+    # phrases "severus snape" and "against the dark arts"; the first book's title by the
+    # classifier alone, just over the threshold, since alchemy's philosopher's stone is a retain
+    # topic) and none of the near misses is flagged.
+    assert all(d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET))
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
+    # Measured on the second list: 7 of 10 caught (not Buckbeak, the Whomping Willow, or
+    # "quiditch" misspelt), no near miss flagged.
+    assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 7
+    assert not any(d.flagged for d in hp_guard.decide_many(SECOND_BENIGN))
 
 
 def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:
