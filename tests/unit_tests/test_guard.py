@@ -15,7 +15,7 @@ from eco_integrations import (
 )
 from eco_integrations._passages import mine_terms
 from eco_integrations.exceptions import ConfigurationError
-from eco_integrations.guard import threshold_for_fpr
+from eco_integrations.guard import normalized_texts, threshold_for_fpr
 
 
 def test_estimator_contract(tiny_encoder) -> None:
@@ -97,6 +97,28 @@ def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:
     assert loaded.terms == toy_guard.terms
 
 
+def test_embedding_weight_scales_the_embedding_block(tiny_encoder, tmp_path) -> None:
+    # Weight w must act as if the embeddings were multiplied by w before the regression, while
+    # callers (and saved guards) keep passing the raw embeddings.
+    texts, labels = TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8
+    probe = [*texts, "something new entirely"]
+    emb, probe_emb = (tiny_encoder.encode(normalized_texts(t)) for t in (texts, probe))
+    weighted = PromptGuard(tiny_encoder, cv=2, C=10.0, embedding_weight=0.2)
+    weighted.fit(texts, labels, embeddings=emb)
+    scaled = PromptGuard(tiny_encoder, cv=2, C=10.0).fit(texts, labels, embeddings=emb * 0.2)
+    expected = scaled.forget_proba(probe, embeddings=probe_emb * 0.2)
+    assert np.allclose(weighted.forget_proba(probe), expected, atol=1e-6)
+    assert weighted.threshold_ == pytest.approx(scaled.threshold_)
+    plain = PromptGuard(tiny_encoder, cv=2, C=10.0).fit(texts, labels, embeddings=emb)
+    assert not np.allclose(plain.forget_proba(probe), expected, atol=1e-4)
+    guard = Guard(tiny_encoder)
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, C=10.0, embedding_weight=0.2)
+    guard.save(tmp_path / "g")
+    loaded = Guard.load(tmp_path / "g", encoder=tiny_encoder)
+    assert loaded.targets["t"].embedding_weight == 0.2
+    assert np.allclose(loaded.score(probe), guard.score(probe), atol=1e-6)
+
+
 def test_edited_folder_is_refused(toy_guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     vocab = next(folder.rglob("vocabulary.json"))
@@ -149,6 +171,8 @@ def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:
         Guard(tiny_encoder).add_target("../evil", TOY_FORGET, TOY_RETAIN, cv=2)
     with pytest.raises(ConfigurationError, match="target_fpr must be in"):
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=1.5)
+    with pytest.raises(ConfigurationError, match="embedding_weight must be > 0"):
+        Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, embedding_weight=0.0)
     with pytest.raises(GuardNotFittedError, match="no targets"):
         Guard(tiny_encoder).score(["hi"])
     with pytest.raises(InvalidInputError, match="one string"):

@@ -131,6 +131,11 @@ WMDP_FIT_FRACTION = 0.2
 WMDP_ENCODER_PRECISION = "bfloat16"
 """The WMDP protocol embeds ~19,000 multiple-choice texts (about 76 tokens each): bfloat16 matmuls
 (embeddings within cosine 0.9999 of float32) keep the run under 5 minutes on 2 cores."""
+WMDP_GUARD_PARAMS: dict[str, Any] = {"C": 100.0, "embedding_weight": 0.3}
+"""PromptGuard parameters of the WMDP protocol (``--guard-param`` overrides each). Chosen by the
+fit split's cross-validated recall at the target rate (``cv_tpr`` in the task's JSON): 0.748 with
+the library defaults (C 1, embedding weight 1), 0.86 here, where the n-grams of technical terms
+carry more of the signal than the sentence embedding."""
 CALIBRATION_FRACTION = 0.3  # share of the fit retain set held out for a conformal threshold
 
 
@@ -283,7 +288,8 @@ def fit_wmdp_guard(
     params: dict[str, Any] | None = None,
 ) -> tuple[Guard, dict[str, Any]]:
     """The WMDP protocol's guard alone (fit rows of :func:`wmdp_fit_test_split` vs
-    :func:`wmdp_retain_rows`)."""
+    :func:`wmdp_retain_rows`), with :data:`WMDP_GUARD_PARAMS` updated by ``params``."""
+    params = {**WMDP_GUARD_PARAMS, **(params or {})}
     fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
     retain_rows = wmdp_retain_rows(data_dir, seed=seed)
     guard = _wmdp_guard(encoder)
@@ -297,7 +303,7 @@ def fit_wmdp_guard(
         seed=seed,
         params=params,
     )
-    return guard, how
+    return guard, {**how, "guard_params": params}
 
 
 def wmdp_guard_protocol(
@@ -540,6 +546,7 @@ def run_guard_task(
             show_progress=show_progress,
             params=params,
         )
-    metrics["guard_params"] = params or {}
+    # A protocol with parameters of its own (WMDP) records the ones its guard was fit with.
+    metrics.setdefault("guard_params", params or {})
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics, guard, scores
