@@ -145,6 +145,10 @@ class _Tfidf:
 class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no stubs
     """Binary forget-vs-retain classifier with a cross-validated threshold.
 
+    A logistic regression (inverse penalty ``C``) over the sentence embedding, scaled by
+    ``embedding_weight``, and TF-IDF word and character n-grams weighted by their forget/retain
+    ratios; ``knowledge`` and ``near_misses`` are described in :meth:`fit`.
+
     >>> guard = PromptGuard(target_fpr=0.01).fit(texts, labels)      # doctest: +SKIP
     >>> guard.predict_proba(["Who wrote Harry Potter?"])[:, 1]      # doctest: +SKIP
     """
