@@ -11,9 +11,11 @@ from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.research.eval.mcq import (
+    _check_guard_params,
     evaluate_mcq,
     letter_token_ids,
     mcq_prompt,
+    run_mcq_task,
     sample_questions,
     summarize,
 )
@@ -403,3 +405,12 @@ def test_partial_summary_scores_nothing(tiny_backend, toy_guard, tmp_path: Path)
         "wmdp-bio/0",
     ]  # sample order, stored rows only
     assert (tmp_path / "results.jsonl").read_text() == before
+
+
+def test_guard_params_must_match_a_reused_protocol_guard(toy_guard, tmp_path: Path) -> None:
+    # toy_guard was fit with the library defaults (C 1, embedding weight 1).
+    _check_guard_params(toy_guard, {"C": 1.0, "embedding_weight": 1.0}, tmp_path)
+    with pytest.raises(InvalidInputError, match=r"fit with C=1.0 \(asked 100.0\).*another --out"):
+        _check_guard_params(toy_guard, {"C": 100.0, "embedding_weight": 1.0}, tmp_path)
+    with pytest.raises(InvalidInputError, match="a --guard folder is already fit"):
+        run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", guard_params={"C": 10})

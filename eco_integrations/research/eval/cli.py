@@ -96,6 +96,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         show_progress=not args.quiet,
         command=args.command_line,
+        guard_params=_parse_params(args.guard_param),
     )
     if not args.json:
         for key in (
@@ -219,6 +220,12 @@ def register(subparsers: Any) -> None:
         type=float,
         default=0.01,
         help="for the guard fitted when --guard is not given",
+    )
+    mcq.add_argument(
+        "--guard-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="PromptGuard hyperparameter of the WMDP protocol guard fitted when --guard is not given (repeatable)",
     )
     mcq.add_argument("--batch-size", type=int, default=8)
     mcq.add_argument(

@@ -38,6 +38,7 @@ import torch
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
 from ...exceptions import ConfigurationError, InvalidInputError
+from ...guard import Guard
 from .datasets import LETTERS, MMLU_CLOSE_SUBJECTS, WMDP_TOPICS, mmlu_test_rows
 
 CHANCE = 0.25
@@ -331,6 +332,20 @@ def mcq_progress_bar(total: int, show: bool) -> Any:
     return tqdm(total=total, desc="mcq", unit="question", disable=not show, file=sys.stderr)
 
 
+def _check_guard_params(guard: Guard, wanted: dict[str, Any], folder: Path) -> None:
+    """A protocol guard reused from ``folder`` must have been fit with the parameters asked for."""
+    for name, est in guard.targets.items():
+        found = est.get_params()
+        differ = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+        if differ:
+            shown = ", ".join(f"{k}={a!r} (asked {b!r})" for k, (a, b) in differ.items())
+            msg = (
+                f"The guard in {folder} (target {name!r}) was fit with {shown}; pass another --out "
+                "folder, or delete its guard/ to fit one with these parameters."
+            )
+            raise InvalidInputError(msg)
+
+
 def run_mcq_task(
     data_dir: str | Path,
     out: str | Path,
@@ -353,6 +368,7 @@ def run_mcq_task(
     batch_size: int = 8,
     show_progress: bool = True,
     command: str | None = None,
+    guard_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plain vs ECO accuracy on a WMDP + MMLU sample (``eco eval mcq``); writes ``out/mcq.json``.
 
@@ -362,12 +378,20 @@ def run_mcq_task(
     summarizes the stored results of the sample without scoring the rest (``mcq_partial.json``).
     """
     from ...backends.transformers import TransformersBackend
-    from ...guard import Guard
-    from .guard_eval import close_subject_split, fit_wmdp_guard, wmdp_fit_test_split
+    from .guard_eval import (
+        WMDP_GUARD_PARAMS,
+        close_subject_split,
+        fit_wmdp_guard,
+        wmdp_fit_test_split,
+    )
 
+    if guard is not None and guard_params:
+        msg = "--guard-param sets how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
+        raise InvalidInputError(msg)
     started = time.perf_counter()
     root = Path(out)
     fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
+    wanted = {**WMDP_GUARD_PARAMS, **(guard_params or {})}
     if guard is not None:
         guard_folder = Path(guard)
         loaded = Guard.load(guard_folder)
@@ -379,6 +403,7 @@ def run_mcq_task(
         guard_folder = root / "guard"
         if (guard_folder / "manifest.json").is_file():
             loaded = Guard.load(guard_folder)
+            _check_guard_params(loaded, wanted, guard_folder)
         else:
             print(
                 "fitting the WMDP guard (20% of WMDP vs MMLU val, dev and half the close "
@@ -386,7 +411,10 @@ def run_mcq_task(
                 file=sys.stderr,
             )
             loaded, _ = fit_wmdp_guard(
-                data_dir, seed=seed, target_fpr=0.01 if target_fpr is None else target_fpr
+                data_dir,
+                seed=seed,
+                target_fpr=0.01 if target_fpr is None else target_fpr,
+                params=guard_params,
             )
             loaded.save(guard_folder)
         wmdp_pool = test_rows
@@ -457,6 +485,9 @@ def run_mcq_task(
         },
         "policy_notes": policy.notes,
         "guard": guard_note,
+        "guard_params": {
+            k: loaded.targets[t].get_params()[k] for t in loaded.targets for k in wanted
+        },
         "model": backend.model_name,
         "seed": seed,
         "threads": threads,
