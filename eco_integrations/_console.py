@@ -1,11 +1,42 @@
-"""What the commands print: one JSON object per result line, the last line of every command."""
+"""What the commands print (one JSON object per result line, the last line of every command) and
+the option values they share."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
+
+from .exceptions import InvalidInputError
 
 
 def print_json(obj: Any) -> None:
     """One JSON line on stdout (numpy numbers as floats, text unescaped)."""
     print(json.dumps(obj, ensure_ascii=False, default=float))  # noqa: T201 - the commands' output
+
+
+def parse_guard_params(
+    items: list[str] | None, *, reserved: Collection[str] = ()
+) -> dict[str, Any]:
+    """``--guard-param C=10`` pairs into PromptGuard keyword arguments (JSON values when they parse).
+
+    ``reserved`` names parameters the command sets itself (by another option or by its protocol).
+    """
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--guard-param takes NAME=VALUE (e.g. C=10), got {item!r}."
+            raise InvalidInputError(msg)
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    from .guard import PromptGuard
+
+    allowed = set(PromptGuard().get_params(deep=False)) - {"encoder", *reserved}
+    unknown = set(params) - allowed
+    if unknown:
+        msg = f"Unknown --guard-param {', '.join(sorted(unknown))}; this command takes: {', '.join(sorted(allowed))}."
+        raise InvalidInputError(msg)
+    return params

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._console import print_json
+from ._console import parse_guard_params, print_json
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
 
@@ -109,6 +109,10 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     from .encoder import SentenceEncoder
     from .guard import Guard
 
+    # Set by their own options: --target-fpr, --knowledge.
+    params = parse_guard_params(
+        args.guard_param, reserved={"target_fpr", "knowledge", "near_misses"}
+    )
     forget, retain = read_examples(args.forget), read_examples(args.retain)
     encoder = SentenceEncoder(args.encoder) if args.encoder else None
     out = Path(args.out)
@@ -133,6 +137,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         show_progress=True,
         knowledge=args.knowledge,
         near_misses=args.knowledge,
+        **params,
     )
     guard.save(out)
     summary = {
@@ -408,6 +413,12 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also index forget-only phrases (titles, awards, recurring names) and fit on "
         "near-miss names (README: What the guard knows)",
+    )
+    parser.add_argument(
+        "--guard-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="PromptGuard hyperparameter (repeatable), e.g. C=100 or embedding_weight=0.3 for a technical topic",
     )
     parser.add_argument(
         "--encoder", help="a sentence-transformers folder (default: all-MiniLM-L6-v2)"

@@ -79,6 +79,21 @@ def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkey
     estimator = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir))).targets["hp"]
     assert estimator.knowledge and estimator.near_misses
     assert estimator.phrases_ is not None and "harry potter" in estimator.phrases_.phrases
+    # --guard-param: any other PromptGuard hyperparameter, saved with the target.
+    weighted = [
+        *fit,
+        "--replace",
+        "--guard-param",
+        "C=100",
+        "--guard-param",
+        "embedding_weight=0.3",
+    ]
+    assert main([*weighted, "--target-fpr", "0.2"]) == 0
+    capsys.readouterr()
+    estimator = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir))).targets["hp"]
+    assert (estimator.C, estimator.embedding_weight) == (100, 0.3)
+    assert main([*fit, "--replace", "--guard-param", "knowledge=true"]) == 2
+    assert "Unknown --guard-param knowledge" in capsys.readouterr().err
 
 
 def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:

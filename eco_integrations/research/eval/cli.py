@@ -8,39 +8,19 @@ human-readable lines before it); progress bars go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from ..._console import print_json
-from ...exceptions import InvalidInputError
+from ..._console import parse_guard_params, print_json
 from .._threads import set_threads
 
 log = logging.getLogger(__name__)
 
 
 def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``--guard-param C=10`` pairs into PromptGuard keyword arguments (JSON values when they parse)."""
-    params: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            msg = f"--guard-param takes NAME=VALUE (e.g. C=10), got {item!r}."
-            raise InvalidInputError(msg)
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    from ...guard import PromptGuard
-
-    # Every PromptGuard hyperparameter but the two the task sets itself.
-    allowed = set(PromptGuard().get_params(deep=False)) - {"encoder", "target_fpr"}
-    unknown = set(params) - allowed
-    if unknown:
-        msg = f"Unknown --guard-param {', '.join(sorted(unknown))}; PromptGuard takes: {', '.join(sorted(allowed))}."
-        raise InvalidInputError(msg)
-    return params
+    # The tasks set the target rate themselves (--target-fpr).
+    return parse_guard_params(items, reserved={"target_fpr"})
 
 
 # -- eco eval guard ----------------------------------------------------------------------------
