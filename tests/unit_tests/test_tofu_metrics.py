@@ -13,8 +13,11 @@ from eco_integrations.research.tofu.metrics import (
     folded,
     forget_quality,
     harmonic_mean,
+    log_probability_gap,
     log_ratio_distance,
     normalized_probability,
+    retained_objective,
+    rouge_gap,
     rouge_l_recall,
     truth_ratio,
     truth_ratio_utility,
@@ -70,3 +73,32 @@ def test_probabilities_rouge_and_harmonic_mean() -> None:
     assert harmonic_mean([1.0, 0.0]) == 0.0
     with pytest.raises(InvalidInputError):
         harmonic_mean([float("nan")])
+
+
+def test_style_gaps_are_relative_and_probability_is_on_a_log_scale() -> None:
+    assert rouge_gap(0.3, 0.3) == 0.0
+    assert rouge_gap(0.0, 0.3) == pytest.approx(1.0)  # no word of the answer: a total miss
+    assert rouge_gap(0.45, 0.3) == pytest.approx(0.5)
+    assert math.isfinite(rouge_gap(0.2, 0.0))  # a retained model that never repeats the answer
+    assert log_probability_gap(0.1, 0.1) == 0.0
+    # Off by the retained model's own log-probability, either way: 1.
+    assert log_probability_gap(0.01, 0.1) == pytest.approx(1.0)
+    assert log_probability_gap(1.0, 0.1) == pytest.approx(1.0)
+    # Each decade further down costs the same: on a linear scale 1e-4 and 1e-6 would look alike.
+    a, b, c = (log_probability_gap(p, 0.1) for p in (1e-2, 1e-4, 1e-6))
+    assert b - a == pytest.approx(c - b) and c > b > a
+    assert math.isfinite(log_probability_gap(0.0, 0.1))
+
+
+def test_retained_objective_is_the_mean_of_four_gaps_lower_better() -> None:
+    perfect = retained_objective(1.0, 1.0, 0.3, 0.3, 0.1, 0.1)
+    assert perfect["retained"] == 0.0
+    scores = retained_objective(0.8, 0.4, 0.15, 0.3, 0.01, 0.1)
+    assert scores["folded_gap"] == pytest.approx(0.2)
+    assert scores["unfolded_gap"] == pytest.approx(0.6)
+    assert scores["rouge_gap"] == pytest.approx(0.5)
+    assert scores["prob_gap"] == pytest.approx(1.0)
+    assert scores["retained"] == pytest.approx((0.2 + 0.6 + 0.5 + 1.0) / 4)
+    # Worse on any one part, worse overall.
+    assert retained_objective(0.8, 0.4, 0.15, 0.3, 0.001, 0.1)["retained"] > scores["retained"]
+    assert retained_objective(0.8, 0.1, 0.15, 0.3, 0.01, 0.1)["retained"] > scores["retained"]

@@ -189,6 +189,59 @@ def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend,
     )
 
 
+def test_selector_loop_with_the_retained_objective(tofu_dir, tiny_backend, toy_guard) -> None:
+    from eco_integrations.config import ECOPolicy
+    from eco_integrations.research.tofu.metrics import RETAINED_PARTS
+    from eco_integrations.research.tofu.pipeline import (
+        initial_corruption,
+        search_over_selectors,
+        search_strength,
+    )
+    from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
+
+    setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
+    rows = setting.forget[:6]
+    options = TofuOptions(
+        selectors=("content", "all"),
+        search_objective="retained",
+        search_steps=1,
+        max_new_tokens=3,
+    )
+    base = ModelScorer(tiny_backend, name="original", system_prompt="")
+    eco = ECOScorer(
+        base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend))
+    )
+    reference = [0.5 + 0.1 * i for i in range(len(rows))]
+    with pytest.raises(ConfigurationError, match="reference_style"):
+        search_strength(eco, reference, rows, options)
+    best, searches = search_over_selectors(
+        eco, reference, rows, options, reference_style=(0.3, 0.1)
+    )
+    assert [x.selector for x in searches] == ["content", "all"]
+    # The winner is the selector whose best setting is closest to the target (0).
+    assert best.result.gap == min(x.result.gap for x in searches)
+    assert best.result.target == 0.0
+    for x in searches:
+        assert x.details and set(x.details) == set(x.result.evaluations)
+        for value, scores in x.details.items():
+            # Every part is logged, the objective is their mean, and it is what the search saw.
+            assert set(RETAINED_PARTS) | {"folded", "unfolded", "rouge", "answer_prob"} <= set(
+                scores
+            )
+            assert scores["retained"] == pytest.approx(
+                sum(scores[k] for k in RETAINED_PARTS) / len(RETAINED_PARTS)
+            )
+            assert scores["folded_gap"] == pytest.approx(1 - scores["folded"])
+            assert x.result.evaluations[value] == pytest.approx(scores["retained"])
+    # Each search ran with its own selector: at the same strengths the two score differently
+    # (all corrupts the chat template's tokens too).
+    shared = set(searches[0].details) & set(searches[1].details)
+    assert shared
+    assert any(
+        searches[0].details[v]["retained"] != searches[1].details[v]["retained"] for v in shared
+    )
+
+
 def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
     import importlib.util
 
@@ -220,6 +273,8 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
             "search objective 'median'.*distance, both, folded, unfolded",
         ),
         ({"corruption": "blur"}, "Unknown corruption 'blur'"),
+        ({"selectors": ("content", "nouns")}, "Unknown selector.*'nouns'.*content, all, entities"),
+        ({"selector": "first_n"}, "Unknown selector.*'first_n'"),
         ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
         ({"dims": 8}, "leave --dims unset"),
         ({"init_strength": 0.0}, "--init-strength must be > 0"),
@@ -256,6 +311,9 @@ def test_cli_prints_one_json_line_keyed_by_method(
     assert main([*common, "--corruption", "zero_out_top_k", "--init-strength", "1"]) == 2
     assert "pass --dims to set where it starts" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
+    assert main([*common, "--selector", "all", "--selectors", "content,entities"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()
     code = main(
         [
             *common,
@@ -285,6 +343,10 @@ def test_cli_prints_one_json_line_keyed_by_method(
             "zero_out_top_k",
             "--dims",
             "4",
+            "--selectors",
+            "content,all",
+            "--search-objective",
+            "retained",
         ]
     )
     assert code == 0
@@ -297,3 +359,18 @@ def test_cli_prints_one_json_line_keyed_by_method(
     search = json.loads((tmp_path / "out" / "strength_search.json").read_text())
     assert search["parameter"] == "dims" and search["corruption"] == "zero_out_top_k"
     assert all(e["strength"] == int(e["strength"]) for e in search["evaluations"])
+    # Both selectors searched; the winner has the smaller objective and is the one scored.
+    by_selector = {x["selector"]: x for x in search["by_selector"]}
+    assert set(by_selector) == {"content", "all"}
+    assert search["selector"] in by_selector
+    assert search["value"] == min(x["value"] for x in by_selector.values())
+    logged = search["forget_quality_by_setting"]
+    assert {e["selector"] for e in logged} == {"content", "all"}
+    assert all(
+        {"dims", "folded", "unfolded", "rouge_gap", "prob_gap", "retained"} <= set(e)
+        for e in logged
+    )
+    assert {"rouge", "answer_prob"} == set(search["retained_calibration"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["policy"]["selection"]["name"] == search["selector"] == results["selector"]
+    assert results["selectors_searched"] == ["content", "all"]

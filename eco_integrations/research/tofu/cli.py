@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._console import print_json
+from ...exceptions import ConfigurationError
 
 
 def _finetune_config(args: argparse.Namespace, base: Any) -> Any:
@@ -117,6 +118,20 @@ def register_finetune(subparsers: Any) -> None:
 
 
 # -- eco eval tofu -------------------------------------------------------------------------------
+def _selectors(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--selectors a,b`` as a tuple; ``--selector`` alone stays a single choice."""
+    if args.selectors is None:
+        return ()
+    if args.selector is not None:
+        msg = "Pass either --selector NAME or --selectors A,B,..., not both."
+        raise ConfigurationError(msg)
+    names = tuple(n.strip() for n in args.selectors.split(",") if n.strip())
+    if not names:
+        msg = "--selectors needs at least one name, e.g. --selectors content,entities."
+        raise ConfigurationError(msg)
+    return names
+
+
 def cmd_eval_tofu(args: argparse.Namespace) -> int:
     from .pipeline import TofuOptions, headline, precompute, run_tofu
     from .report import markdown_table
@@ -135,7 +150,8 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         corruption=args.corruption,
         dims=args.dims,
-        selector=args.selector,
+        selector=args.selector or "content",
+        selectors=_selectors(args),
         init_strength=args.init_strength,
         search_steps=args.search_steps,
         search_eps=args.search_eps,
@@ -238,7 +254,19 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         default=None,
         help="rand_noise_first_n/top_k: dimensions touched (default 1); zero/flip corruptions: where the search over k starts",
     )
-    p.add_argument("--selector", default="content", choices=["content", "all", "entities"])
+    p.add_argument(
+        "--selector",
+        default=None,
+        choices=["content", "all", "entities"],
+        help="the token selector (default content); --selectors searches several",
+    )
+    p.add_argument(
+        "--selectors",
+        default=None,
+        metavar="A,B,...",
+        help="search the strength once per selector (content, all, entities) on the calibration "
+        "half; the best (selector, strength) by --search-objective wins",
+    )
     p.add_argument(
         "--init-strength",
         type=float,
@@ -254,9 +282,10 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
     p.add_argument(
         "--search-objective",
         default="distance",
-        choices=["distance", "both", "folded", "unfolded"],
+        choices=["distance", "both", "folded", "unfolded", "retained"],
         help="what the search optimises on the calibration half: the distance between log truth ratios (minimised), "
-        "or a forget quality (both: the smaller of folded and unfolded)",
+        "a forget quality (both: the smaller of folded and unfolded), or retained: the mean of 1 - both "
+        "forget qualities and the relative gaps in ROUGE-L recall and log answer probability (minimised)",
     )
     p.add_argument(
         "--search-eps",

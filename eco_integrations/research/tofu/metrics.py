@@ -134,3 +134,56 @@ def log_ratio_distance(method: Sequence[float], retained: Sequence[float]) -> fl
         msg = "Truth ratios must be positive and finite to compare their logarithms."
         raise InvalidInputError(msg)
     return float(wasserstein_distance(np.log(x), np.log(y)))
+
+
+def rouge_gap(rouge: float, reference: float) -> float:
+    """``|ROUGE-L recall - the retained model's| / the retained model's``: 0 when equal, 1 when
+    the answers share no word with the reference answers while the retained model's do.
+
+    Relative, so it is on the scale of ``1 - p`` for a KS p-value (0 at a match, 1 at a total
+    miss). A reference below 0.01 counts as 0.01, so a retained model that never repeats the
+    answer still gives a finite gap.
+    """
+    return abs(float(rouge) - float(reference)) / max(float(reference), 0.01)
+
+
+def log_probability_gap(prob: float, reference: float) -> float:
+    """``|ln P - ln P_ret| / |ln P_ret|`` for two answer probabilities (TOFU's mean figures).
+
+    On the log scale because the corruption moves the mean per-token log-probability, not the
+    probability, roughly in proportion to its strength: on the probability scale every setting
+    that drops P below ~0.01 looks the same distance (~P_ret) from the retained model, and a search
+    sees no slope there. Divided by ``|ln P_ret|`` so it reads like the other parts: 0 at a match,
+    1 when P is off by as many nats as P_ret is from certainty (P = 1 or P = P_ret squared); it
+    exceeds 1 when P is further off than that. Probabilities are floored at 1e-300 (log of 0) and
+    ``|ln P_ret|`` at 0.01 (P_ret = 1).
+    """
+    lp, lr = math.log(max(float(prob), 1e-300)), math.log(max(float(reference), 1e-300))
+    return abs(lp - lr) / max(abs(lr), 0.01)
+
+
+RETAINED_PARTS = ("folded_gap", "unfolded_gap", "rouge_gap", "prob_gap")
+
+
+def retained_objective(
+    folded_quality: float,
+    unfolded_quality: float,
+    rouge: float,
+    reference_rouge: float,
+    prob: float,
+    reference_prob: float,
+) -> dict[str, float]:
+    """How far a method is from the retained model on the four things TOFU reports of the forget set.
+
+    Parts (each 0 at a perfect match, 1 at a reference failure): ``1 -`` the folded and the
+    unfolded forget quality (KS p-values of the truth ratios), :func:`rouge_gap` and
+    :func:`log_probability_gap`. ``retained`` is their mean: lower is better, 0 is
+    indistinguishable on all four.
+    """
+    parts = {
+        "folded_gap": 1.0 - float(folded_quality),
+        "unfolded_gap": 1.0 - float(unfolded_quality),
+        "rouge_gap": rouge_gap(rouge, reference_rouge),
+        "prob_gap": log_probability_gap(prob, reference_prob),
+    }
+    return {**parts, "retained": float(np.mean([parts[k] for k in RETAINED_PARTS]))}

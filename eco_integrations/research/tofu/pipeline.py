@@ -8,10 +8,13 @@ Protocol (small scale, see docs/tofu/README_tofu.md):
    (grouped by author for its cross-validated threshold).
 3. The forget questions are split in halves (seed 0). The corruption's free parameter (the noise
    strength, or k for the zero/flip corruptions) is searched on the *calibration* half with
-   every prompt corrupted; by default the search drives the distance between ECO's and the
+   every prompt corrupted, once per token selector asked for; the best (selector, strength) by
+   the objective wins. By default the search drives the distance between ECO's and the
    retained model's log truth ratios on that half toward 0 ("indistinguishable from the
-   retained model"); the KS forget qualities are the alternatives. All reported forget figures
-   come from the other, *evaluation* half, with the guard deciding.
+   retained model"); the KS forget qualities are alternatives, and ``retained`` asks for the
+   retained model's truth ratios (both KS tests) and its answer style (ROUGE-L recall, answer
+   probability) at once. All reported forget figures come from the other, *evaluation* half,
+   with the guard deciding.
 4. Methods: original, retained, ECO, a system-prompt baseline and a refusal guardrail; metrics
    as in TOFU (:mod:`.metrics`).
 """
@@ -41,18 +44,24 @@ from ..finetune import FinetuneConfig
 from ..strength import SearchResult, zeroth_order_search
 from .data import TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
-from .metrics import forget_quality, log_ratio_distance
+from .metrics import forget_quality, log_ratio_distance, retained_objective
 from .scoring import ECOScorer, ModelScorer, RefusalScorer
 from .training import TOFU_FINETUNE, train_models
 
 log = logging.getLogger(__name__)
 METHODS = ("original", "retained", "eco", "prompt_baseline", "refusal_baseline")
-SEARCH_OBJECTIVES = ("distance", "both", "folded", "unfolded")
+SEARCH_OBJECTIVES = ("distance", "both", "folded", "unfolded", "retained")
+# Objectives driven down to 0; the others (KS p-values) are driven up to 1.
+MINIMISED = ("distance", "retained")
+# Token selectors the search can run over (first_n needs its own n, not asked for here).
+SEARCH_SELECTORS = ("content", "all", "entities")
 _OBJECTIVE_TEXT = {
     "distance": "1-Wasserstein distance between the log truth ratios (minimised)",
     "both": "the smaller of the folded and unfolded forget quality (KS p-values)",
     "folded": "folded forget quality (KS p-value)",
     "unfolded": "unfolded forget quality (KS p-value)",
+    "retained": "mean of 1 - folded and 1 - unfolded forget quality, the relative ROUGE-L recall "
+    "gap and the relative log answer-probability gap (minimised)",
 }
 
 
@@ -78,6 +87,8 @@ class TofuOptions:
     # For zero/flip corruptions: where the search over k starts (default hidden size / 12).
     dims: int | None = None
     selector: str = "content"
+    # Selectors the strength search runs over (each on the calibration half); empty: ``selector``.
+    selectors: tuple[str, ...] = ()
     # Where the strength search starts; None: twice the standard deviation of the model's
     # embedding table, i.e. noise on the scale of the token vectors themselves, whatever the model.
     init_strength: float | None = None
@@ -88,6 +99,9 @@ class TofuOptions:
     # steps of 1/n, coarse for a finite-difference search on 20 or 100 calibration questions;
     # and folding alone rewards ratios spread symmetrically around 1
     # (strong noise), which the unfolded test rejects. Matching the ratios themselves serves both.
+    # "retained": the retained model's truth ratios (1 - both KS p-values) and its answer style
+    # (ROUGE-L recall, answer probability on a log scale) together; it generates ECO's answers to
+    # the calibration questions at every setting, so it costs more per setting.
     search_objective: str = "distance"
     target_fpr: float = 0.01
     guard_cv: int = 5
@@ -204,6 +218,10 @@ def _check_options(options: TofuOptions) -> None:
     if options.search_objective not in SEARCH_OBJECTIVES:
         msg = f"Unknown search objective {options.search_objective!r}; choose one of: {', '.join(SEARCH_OBJECTIVES)}."
         raise ConfigurationError(msg)
+    unknown = [n for n in search_selectors(options) if n not in SEARCH_SELECTORS]
+    if unknown:
+        msg = f"Unknown selector(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(SEARCH_SELECTORS)}."
+        raise ConfigurationError(msg)
     spec = get_corruption(options.corruption)  # names the known corruptions if this one is not
     if searched_parameter(options.corruption) == "dims" and options.init_strength is not None:
         msg = f"Corruption {options.corruption!r} has no strength: its search runs over dims (k); pass --dims to set where it starts, not --init-strength."
@@ -219,29 +237,74 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
 
 
-def calibration_ratios(
-    scorer: Any, rows: list[dict[str, Any]], options: TofuOptions
-) -> list[float]:
-    """Truth ratios of ``scorer`` on forget ``rows``: log-probabilities only (what the search compares)."""
-    records = score_qa_set(
+def search_selectors(options: TofuOptions) -> tuple[str, ...]:
+    """The selectors the strength search runs over, in order (duplicates dropped)."""
+    return tuple(dict.fromkeys(options.selectors or (options.selector,)))
+
+
+def needs_style(options: TofuOptions) -> bool:
+    """Whether the search objective needs answers and answer probabilities, not only truth ratios."""
+    return options.search_objective == "retained"
+
+
+def calibration_records(
+    scorer: Any, rows: list[dict[str, Any]], options: TofuOptions, *, style: bool = False
+) -> list[dict[str, Any]]:
+    """Records of ``scorer`` on forget ``rows``: truth ratios, plus greedy answers (at the run's
+    ``max_new_tokens``) and answer probabilities when ``style``."""
+    return score_qa_set(
         scorer,
         rows,
         paraphrase_field="paraphrased_answer",
         max_new_tokens=options.max_new_tokens,
-        generate=False,
-        answer_prob=False,
+        generate=style,
+        answer_prob=style,
     )
-    return _ratios(records)
 
 
-def match_scores(ratios: list[float], reference: list[float]) -> dict[str, float]:
-    """Every criterion of how well ``ratios`` match the retained model's: the values of ``SEARCH_OBJECTIVES``."""
+def calibration_ratios(
+    scorer: Any, rows: list[dict[str, Any]], options: TofuOptions
+) -> list[float]:
+    """Truth ratios of ``scorer`` on forget ``rows``: log-probabilities only (what the search compares)."""
+    return _ratios(calibration_records(scorer, rows, options))
+
+
+def answer_style(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """(ROUGE-L recall, answer probability) of forget records, as the report computes them."""
+    summary = summarize_forget(records)
+    return summary["forget_rouge"], summary["forget_prob"]
+
+
+def match_scores(
+    ratios: list[float],
+    reference: list[float],
+    *,
+    style: tuple[float, float] | None = None,
+    reference_style: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """Every criterion of how well ``ratios`` match the retained model's: the values of ``SEARCH_OBJECTIVES``.
+
+    With ``style`` and ``reference_style`` ((ROUGE-L recall, answer probability) of the method
+    and of the retained model) the ``retained`` objective and its parts are added.
+    """
     scores = {
         "folded": forget_quality(ratios, reference, fold=True),
         "unfolded": forget_quality(ratios, reference, fold=False),
         "distance": log_ratio_distance(ratios, reference),
     }
     scores["both"] = min(scores["folded"], scores["unfolded"])
+    if style is not None and reference_style is not None:
+        scores["rouge"], scores["answer_prob"] = style
+        scores.update(
+            retained_objective(
+                scores["folded"],
+                scores["unfolded"],
+                rouge=style[0],
+                reference_rouge=reference_style[0],
+                prob=style[1],
+                reference_prob=reference_style[1],
+            )
+        )
     return scores
 
 
@@ -259,11 +322,13 @@ def search_strength(
     options: TofuOptions,
     *,
     details: dict[float, dict[str, float]] | None = None,
+    reference_style: tuple[float, float] | None = None,
 ) -> SearchResult:
     """Pick the corruption setting whose truth ratios best match ``reference`` (the retained model's on ``rows``).
 
-    "Best" is ``options.search_objective``: the log-ratio distance (minimised) or a KS forget
-    quality (maximised).
+    "Best" is ``options.search_objective``: the log-ratio distance or the ``retained`` objective
+    (minimised) or a KS forget quality (maximised). ``retained`` also needs ``reference_style``:
+    the retained model's (ROUGE-L recall, answer probability) on ``rows``.
 
     The search runs over the strength, or over k (rounded to an integer in ``[1, hidden]``)
     for corruptions without a strength; ``SearchResult.strength`` holds that value. ``details``,
@@ -271,6 +336,10 @@ def search_strength(
     of every setting scored.
     """
     _check_options(options)
+    style = needs_style(options)
+    if style and reference_style is None:
+        msg = "The 'retained' search objective needs the retained model's ROUGE-L recall and answer probability (reference_style)."
+        raise ConfigurationError(msg)
     corruption = eco.policy.corruption
     parameter = searched_parameter(corruption.name)
     hidden = eco.base.backend.hidden_size
@@ -280,9 +349,14 @@ def search_strength(
         update = corruption_update(parameter, x, hidden)
         value = float(update[parameter])
         if value not in scored:
+            records = calibration_records(
+                eco.with_corruption(force=True, **update), rows, options, style=style
+            )
             scored[value] = match_scores(
-                calibration_ratios(eco.with_corruption(force=True, **update), rows, options),
+                _ratios(records),
                 reference,
+                style=answer_style(records) if style else None,
+                reference_style=reference_style,
             )
         return scored[value][options.search_objective]
 
@@ -290,8 +364,8 @@ def search_strength(
         init, low, high = float(corruption.dims or 1), 1.0, float(hidden)
     else:
         init, low, high = float(corruption.strength or 0.0), 1e-4, 1e5
-    # p-values are driven up to 1 (stop within 0.05), the distance down to 0 (all steps run).
-    target, tol = (0.0, 0.0) if options.search_objective == "distance" else (1.0, 0.05)
+    # p-values are driven up to 1 (stop within 0.05), the distances down to 0 (all steps run).
+    target, tol = (0.0, 0.0) if options.search_objective in MINIMISED else (1.0, 0.05)
     result = zeroth_order_search(
         objective,
         target=target,
@@ -312,6 +386,41 @@ def search_strength(
             for x, v in result.evaluations.items()
         }
     return result
+
+
+@dataclass
+class SelectorSearch:
+    """One selector's strength search: its result and every criterion of every setting scored."""
+
+    selector: str
+    result: SearchResult
+    details: dict[float, dict[str, float]]
+
+
+def search_over_selectors(
+    eco: ECOScorer,
+    reference: list[float],
+    rows: list[dict[str, Any]],
+    options: TofuOptions,
+    *,
+    reference_style: tuple[float, float] | None = None,
+) -> tuple[SelectorSearch, list[SelectorSearch]]:
+    """:func:`search_strength` once per selector of ``options`` (from ``eco``'s corruption); the
+    best by the objective (smallest gap to its target, the first listed on a tie) and all of them.
+    """
+    _check_options(options)
+    searches = []
+    for name in search_selectors(options):
+        policy = eco.policy.model_copy(update={"selection": SelectionConfig(name=name)})
+        scorer = ECOScorer(eco.base, eco.guard, policy, name=eco.name, force=eco.force)
+        details: dict[float, dict[str, float]] = {}
+        result = search_strength(
+            scorer, reference, rows, options, details=details, reference_style=reference_style
+        )
+        log.info("selector %s: best at %.4g, objective %.4g", name, result.strength, result.value)
+        searches.append(SelectorSearch(name, result, details))
+    best = min(searches, key=lambda x: x.result.gap)
+    return best, searches
 
 
 def _model_scorer(
@@ -464,9 +573,10 @@ def run_tofu(
         out,
         backend=original.backend,
     )
+    selectors = search_selectors(options)
     policy = ECOPolicy(
         corruption=initial_corruption(options, original.backend),
-        selection=SelectionConfig(name=options.selector),
+        selection=SelectionConfig(name=selectors[0]),
     )
     parameter = searched_parameter(policy.corruption.name)
     eco = ECOScorer(original, guard, policy)
@@ -487,6 +597,7 @@ def run_tofu(
                 options.seed,
                 options.split,
                 options.max_new_tokens,
+                selectors,
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -496,23 +607,44 @@ def run_tofu(
         found = float(previous["strength"])
         search_log = previous
     else:
-        details: dict[float, dict[str, float]] = {}
-        search = search_strength(
-            eco, calibration_ratios(retained, cal_rows, options), cal_rows, options, details=details
+        style = needs_style(options)
+        reference_records = calibration_records(retained, cal_rows, options, style=style)
+        reference_style = answer_style(reference_records) if style else None
+        best, searches = search_over_selectors(
+            eco, _ratios(reference_records), cal_rows, options, reference_style=reference_style
         )
-        found = search.strength
+        found = best.result.strength
         search_log = {
             "key": search_key,
             "parameter": parameter,
             "corruption": policy.corruption.name,
             "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
+            "search_objective": options.search_objective,
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
             "split": options.split,
-            **search.as_dict(),
-            "forget_quality_by_setting": [{parameter: k, **v} for k, v in sorted(details.items())],
+            "selector": best.selector,
+            **best.result.as_dict(),
+            "retained_calibration": (
+                {"rouge": reference_style[0], "answer_prob": reference_style[1]}
+                if reference_style
+                else None
+            ),
+            "by_selector": [{"selector": x.selector, **x.result.as_dict()} for x in searches],
+            # Every setting of every selector, with every criterion (both forget qualities, the
+            # distance and, for the retained objective, each of its parts).
+            "forget_quality_by_setting": [
+                {"selector": x.selector, parameter: k, **v}
+                for x in searches
+                for k, v in sorted(x.details.items())
+            ],
         }
         log_path.write_text(json.dumps(search_log, indent=2) + "\n")
-    eco = eco.with_corruption(
+    chosen = search_log.get("selector", selectors[0])
+    eco = ECOScorer(
+        original,
+        guard,
+        policy.model_copy(update={"selection": SelectionConfig(name=chosen)}),
+    ).with_corruption(
         force=False, **corruption_update(parameter, found, original.backend.hidden_size)
     )
     stage("strength_search", t)
@@ -556,6 +688,9 @@ def run_tofu(
         "finetune_config": options.finetune.model_dump(mode="json"),
         "policy": eco.policy.model_dump(mode="json"),
         "searched_parameter": parameter,
+        "search_objective": options.search_objective,
+        "selectors_searched": list(selectors),
+        "selector": chosen,
         "strength": eco.policy.corruption.strength,
         "search_value": search_log["value"],
         "guard_threshold": float(guard.targets[f"tofu-{options.split}"].threshold_),
