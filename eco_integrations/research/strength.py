@@ -361,7 +361,7 @@ class NeverLearnedObjective:
         self.reference = reference
         self.terms = list(terms)
         self.facts = list(facts)
-        self.config = GenerationConfig(max_new_tokens=max_new_tokens)
+        self.max_new_tokens = max_new_tokens
         self.reports: dict[float, NeverLearnedReport] = {}
 
     def __call__(self, strength: float) -> float:
@@ -371,7 +371,7 @@ class NeverLearnedObjective:
             self.reference,
             terms=self.terms,
             facts=self.facts,
-            max_new_tokens=self.config.max_new_tokens,
+            max_new_tokens=self.max_new_tokens,
         )
         self.reports[float(strength)] = report
         return gap(report) + LEAK_PENALTY * report.leak
