@@ -20,9 +20,12 @@ from eco_integrations.config import Decision
 
 @dataclass
 class QueryScope:
-    """The decision of the running query. Mutable so a node filter can escalate it in place."""
+    """The decision of the running query. Mutable so a node filter can escalate it in place,
+    and record that it dropped every node it was given (the query engine then answers without
+    context rather than with LlamaIndex's "Empty Response")."""
 
     decision: Decision
+    dropped_every_node: bool = False
 
 
 _SCOPE: ContextVar[QueryScope | None] = ContextVar("eco_query_scope", default=None)

@@ -117,6 +117,9 @@ class ECONodeFilter(BaseNodePostprocessor):
                 guard_version=self.guard.version,
             )
         )
+        scope = active_scope()
+        if scope is not None and nodes and not kept:
+            scope.dropped_every_node = True
         if enforce and self.action == "mark" and flagged:
             self._escalate([verdicts[i] for i in flagged])  # type: ignore[misc]
         return kept

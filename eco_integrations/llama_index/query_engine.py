@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from llama_index.core.base.response.schema import (
 )
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
@@ -70,6 +71,13 @@ class ECOQueryEngine(BaseQueryEngine):
     LLM call of the query by a ContextVar: refine and tree synthesizers call the LLM several
     times and all of them reuse it. Sync, async and streaming queries decide the same way; a
     streaming response keeps the decision while its tokens are consumed.
+
+    When an :class:`ECONodeFilter` drops every retrieved node, LlamaIndex would answer "Empty
+    Response" without calling the model, which tells the user that something was removed. With
+    ``answer_without_context`` (the default) the model answers the question from an empty
+    context instead, as a model that never learned the topic would; ``source_nodes`` stays
+    empty. It needs an engine with ``synthesize`` (``index.as_query_engine()`` has it); others
+    keep their own answer.
     """
 
     def __init__(
@@ -80,6 +88,7 @@ class ECOQueryEngine(BaseQueryEngine):
         mode: Mode | None = None,
         threshold: float | None = None,
         attach_decision: bool = True,
+        answer_without_context: bool = True,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         if not isinstance(query_engine, BaseQueryEngine):
@@ -97,6 +106,7 @@ class ECOQueryEngine(BaseQueryEngine):
         self._mode = mode
         self._threshold = threshold
         self._attach = attach_decision
+        self._answer_without_context = answer_without_context
         super().__init__(callback_manager=callback_manager or query_engine.callback_manager)
 
     @classmethod
@@ -108,6 +118,7 @@ class ECOQueryEngine(BaseQueryEngine):
         node_filter: Literal["drop", "mark"] | None = "drop",
         mode: Mode | None = None,
         threshold: float | None = None,
+        answer_without_context: bool = True,
         **kwargs: Any,
     ) -> ECOQueryEngine:
         """``index.as_query_engine(llm=llm, ...)`` with an :class:`ECONodeFilter` on the retrieved nodes, wrapped.
@@ -119,7 +130,13 @@ class ECOQueryEngine(BaseQueryEngine):
         if node_filter is not None and guard is not None:
             postprocessors.append(ECONodeFilter(guard=guard, action=node_filter))
         inner = index.as_query_engine(llm=llm, node_postprocessors=postprocessors, **kwargs)
-        return cls(inner, llm, mode=mode, threshold=threshold)
+        return cls(
+            inner,
+            llm,
+            mode=mode,
+            threshold=threshold,
+            answer_without_context=answer_without_context,
+        )
 
     @property
     def query_engine(self) -> BaseQueryEngine:
@@ -155,10 +172,26 @@ class ECOQueryEngine(BaseQueryEngine):
             }
         return response
 
+    def _context_was_dropped(self, response: RESPONSE_TYPE, scope: QueryScope) -> bool:
+        return (
+            self._answer_without_context
+            and scope.dropped_every_node
+            and not getattr(response, "source_nodes", None)
+        )
+
+    def _without_context(self, response: RESPONSE_TYPE) -> RESPONSE_TYPE:
+        response.source_nodes = []
+        return response
+
     # -- BaseQueryEngine --------------------------------------------------------------------------
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
             response = self._inner.query(query_bundle)
+            if self._context_was_dropped(response, scope):
+                with contextlib.suppress(NotImplementedError):
+                    response = self._without_context(
+                        self._inner.synthesize(query_bundle, [_empty_context()])
+                    )
             # Snapshot the context while the scope is set: a streaming response runs its
             # remaining LLM calls lazily, after this method returns.
             context = contextvars.copy_context()
@@ -167,6 +200,11 @@ class ECOQueryEngine(BaseQueryEngine):
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
             response = await self._inner.aquery(query_bundle)
+            if self._context_was_dropped(response, scope):
+                with contextlib.suppress(NotImplementedError):
+                    response = self._without_context(
+                        await self._inner.asynthesize(query_bundle, [_empty_context()])
+                    )
             context = contextvars.copy_context()
         return self._finish(response, scope, context)
 
@@ -205,6 +243,12 @@ class ECOQueryEngine(BaseQueryEngine):
 
     def _get_prompt_modules(self) -> PromptMixinType:
         return {"query_engine": self._inner}
+
+
+def _empty_context() -> NodeWithScore:
+    # One node without text: the synthesizer then calls the model with its own prompt template
+    # and an empty context (no nodes at all would short-circuit to "Empty Response").
+    return NodeWithScore(node=TextNode(text=""), score=None)
 
 
 def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Generator[str, None, None]:

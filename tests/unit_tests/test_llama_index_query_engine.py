@@ -274,3 +274,55 @@ def test_from_index_adds_the_node_filter(llm: ECOHuggingFaceLLM, index: VectorSt
     filters = [p for p in engine.query_engine._node_postprocessors if isinstance(p, ECONodeFilter)]
     assert len(filters) == 1 and filters[0].action == "drop"
     assert engine.query(BENIGN).metadata["eco_decision"]["flagged"] is False
+
+
+@pytest.fixture
+def forget_only_index() -> VectorStoreIndex:
+    """Every node is about the forget target, so the node filter drops all of them."""
+    return VectorStoreIndex.from_documents(
+        [Document(text="Harry Potter is a wizard at Hogwarts.")],
+        embed_model=MockEmbedding(embed_dim=8),
+    )
+
+
+def test_a_fully_dropped_context_is_answered_without_context(
+    llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, counter: dict, events: list
+) -> None:
+    engine = ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA)
+    response = engine.query(HP)
+    # The model answered (corrupted), where LlamaIndex alone would say "Empty Response".
+    assert response.response != "Empty Response" and response.response.strip()
+    assert response.source_nodes == []
+    assert [[d.flagged for d in call] for call in counter["generate"]] == [[True]]
+    (chat,) = [e for e in events if isinstance(e, LLMChatStartEvent)]
+    assert "Hogwarts" not in chat.messages[-1].content  # the dropped node never reached it
+    assert response.metadata["eco_decision"]["flagged"] is True
+
+
+async def test_a_fully_dropped_context_is_answered_without_context_async(
+    llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, counter: dict
+) -> None:
+    engine = ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA)
+    response = await engine.aquery(HP)
+    assert response.response != "Empty Response" and response.source_nodes == []
+    assert [[d.flagged for d in call] for call in counter["generate"]] == [[True]]
+
+
+def test_answer_without_context_can_be_switched_off(
+    llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, counter: dict
+) -> None:
+    engine = ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, text_qa_template=QA, answer_without_context=False
+    )
+    assert engine.query(HP).response == "Empty Response"
+    assert counter["generate"] == []
+
+
+def test_an_empty_retrieval_is_left_as_llama_index_answers_it(
+    llm: ECOHuggingFaceLLM, counter: dict
+) -> None:
+    # Nothing was dropped (the retriever found nothing): the plain pipeline's answer stands.
+    empty = VectorStoreIndex.from_documents([], embed_model=MockEmbedding(embed_dim=8))
+    engine = ECOQueryEngine.from_index(empty, llm=llm, text_qa_template=QA)
+    assert engine.query(BENIGN).response == "Empty Response"
+    assert counter["generate"] == []
