@@ -15,6 +15,9 @@ plain model as counterfactuals (the references, reused by every candidate) and o
   on_topic         ECO answers' mean question similarity (guard encoder) / the references' (1 = same)
   distinguishable  cross-validated AUROC of a logistic regression, ECO vs reference answers
                    (0.5 = nobody can tell them apart)
+Names, listed or made up, are treated alike on both sides: left out of the NLL, masked before
+the similarity and the classifier (a reference echoes its invented name; ECO, whose name was
+corrupted, cannot echo it and makes up another).
 Among candidates with leak == 0 that are portable (no dims, or dims 1: a default must be valid on
 any model, and a dims count such as 288 is half of SmolLM2's 576 but more than a small model has),
 the chosen one has the smallest gap to the references:
@@ -72,6 +75,8 @@ CORRUPTIONS = [
     CorruptionConfig(name="flip_sign_top_k", dims=576),
     CorruptionConfig(name="rand_noise_full", strength=0.5),
     CorruptionConfig(name="rand_noise_full", strength=2.0),
+    CorruptionConfig(name="substitute_tokens", strength=0.5),
+    CorruptionConfig(name="substitute_tokens", strength=1.0),
 ]
 # The library's default before issue 14: every content token, one dimension of strong noise.
 BASELINE = (

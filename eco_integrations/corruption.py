@@ -17,8 +17,10 @@ A custom corruption::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -33,6 +35,9 @@ class CorruptionParams:
     dims: int | None
     strength: float | None
     generator: torch.Generator
+    replacements: torch.Tensor | None = None
+    """``[tokens, hidden]`` embeddings a corruption may put in place of the selected ones (set
+    exactly when the corruption was registered with ``uses_replacements``)."""
 
     def need_dims(self) -> int:
         assert self.dims is not None  # validate_corruption checked it before the call
@@ -41,6 +46,10 @@ class CorruptionParams:
     def need_strength(self) -> float:
         assert self.strength is not None
         return self.strength
+
+    def need_replacements(self) -> torch.Tensor:
+        assert self.replacements is not None  # apply_corruption checked it before the call
+        return self.replacements
 
 
 CorruptionFn = Callable[[torch.Tensor, CorruptionParams], torch.Tensor]
@@ -55,21 +64,36 @@ class CorruptionSpec:
     uses_dims: bool
     uses_strength: bool
     description: str
+    uses_replacements: bool = False
+    max_strength: float | None = None
 
 
 _REGISTRY: dict[str, CorruptionSpec] = {}
 
 
 def register_corruption(
-    name: str, *, uses_dims: bool, uses_strength: bool, description: str
+    name: str,
+    *,
+    uses_dims: bool,
+    uses_strength: bool,
+    description: str,
+    uses_replacements: bool = False,
+    max_strength: float | None = None,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Decorator that adds a corruption function to the registry under ``name``."""
+    """Decorator that adds a corruption function to the registry under ``name``.
+
+    ``uses_replacements``: the function reads ``params.replacements``, embeddings of the model's
+    name-like tokens that the engine passes in (see :func:`name_like_token_ids`).
+    ``max_strength``: the largest valid strength, when the strength is a share rather than a scale.
+    """
 
     def decorator(fn: CorruptionFn) -> CorruptionFn:
         if name in _REGISTRY:
             msg = f"A corruption named {name!r} is already registered; pick another name."
             raise ConfigurationError(msg)
-        _REGISTRY[name] = CorruptionSpec(name, fn, uses_dims, uses_strength, description)
+        _REGISTRY[name] = CorruptionSpec(
+            name, fn, uses_dims, uses_strength, description, uses_replacements, max_strength
+        )
         return fn
 
     return decorator
@@ -119,6 +143,12 @@ def validate_corruption(
         ):
             msg = f"strength must be a finite number >= 0, got {strength!r}."
             raise ConfigurationError(msg)
+        if spec.max_strength is not None and strength > spec.max_strength:
+            msg = (
+                f"Corruption {name!r} takes a strength between 0 and {spec.max_strength:g} "
+                f"(a share, not a scale), got {strength!r}."
+            )
+            raise ConfigurationError(msg)
     elif strength is not None:
         msg = f"Corruption {name!r} does not use strength; leave strength unset (got {strength!r})."
         raise ConfigurationError(msg)
@@ -132,8 +162,13 @@ def apply_corruption(
     dims: int | None,
     strength: float | None,
     generator: torch.Generator,
+    replacements: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Return a corrupted copy of ``embeds`` (``[tokens, hidden]``) at the ``mask`` positions."""
+    """Return a corrupted copy of ``embeds`` (``[tokens, hidden]``) at the ``mask`` positions.
+
+    ``replacements`` (``[tokens, hidden]``) is needed by corruptions registered with
+    ``uses_replacements`` and ignored by the others.
+    """
     if embeds.dim() != 2:
         msg = f"embeds must be [tokens, hidden], got shape {tuple(embeds.shape)}."
         raise ConfigurationError(msg)
@@ -141,12 +176,30 @@ def apply_corruption(
         msg = f"mask has shape {tuple(mask.shape)} but the prompt has {embeds.shape[0]} tokens."
         raise ConfigurationError(msg)
     validate_corruption(name, dims, strength, embeds.shape[1])
+    spec = _REGISTRY[name]
+    if spec.uses_replacements:
+        if replacements is None or replacements.dim() != 2 or replacements.shape[0] == 0:
+            msg = (
+                f"Corruption {name!r} puts other tokens' embeddings in place of the selected ones "
+                "and needs them: pass replacements=ECO.replacement_embeddings() (a [tokens, "
+                "hidden] tensor of the model's name-like tokens)."
+            )
+            raise ConfigurationError(msg)
+        if replacements.shape[1] != embeds.shape[1]:
+            msg = (
+                f"replacements have {replacements.shape[1]} dimensions but the prompt's embeddings "
+                f"have {embeds.shape[1]}; take them from the same model."
+            )
+            raise ConfigurationError(msg)
     out = embeds.clone()
     mask = mask.to(torch.bool)
     if not bool(mask.any()):
         return out
     rows = out[mask]
-    corrupted = _REGISTRY[name].fn(rows, CorruptionParams(dims, strength, generator))
+    params = CorruptionParams(
+        dims, strength, generator, replacements if spec.uses_replacements else None
+    )
+    corrupted = spec.fn(rows, params)
     if not isinstance(corrupted, torch.Tensor) or corrupted.shape != rows.shape:
         got = tuple(corrupted.shape) if isinstance(corrupted, torch.Tensor) else type(corrupted)
         msg = (
@@ -156,6 +209,84 @@ def apply_corruption(
         raise ConfigurationError(msg)
     out[mask] = corrupted.to(out.dtype)
     return out
+
+
+_NAME_PIECE = re.compile(r" [A-Z][a-z]{2,9}")
+COMMON_CAPITALISED_WORDS = frozenset(
+    {
+        "A",
+        "An",
+        "And",
+        "Are",
+        "As",
+        "At",
+        "But",
+        "By",
+        "For",
+        "From",
+        "He",
+        "Her",
+        "Here",
+        "His",
+        "How",
+        "I",
+        "If",
+        "In",
+        "Is",
+        "It",
+        "Its",
+        "My",
+        "No",
+        "Not",
+        "Of",
+        "On",
+        "Or",
+        "Our",
+        "She",
+        "So",
+        "That",
+        "The",
+        "Their",
+        "There",
+        "These",
+        "They",
+        "This",
+        "Those",
+        "To",
+        "Was",
+        "We",
+        "What",
+        "When",
+        "Where",
+        "Which",
+        "While",
+        "Who",
+        "Why",
+        "With",
+        "Yes",
+        "You",
+        "Your",
+    }
+)
+"""Words written capitalised because they begin a sentence, not because they name something."""
+
+
+def name_like_token_ids(tokenizer: Any, exclude: Collection[str] = ()) -> list[int]:
+    """Vocabulary ids of tokens that read as the start of a name (" Brem", " Tolk"): a space and
+    a capitalised word of 3-10 letters whose lower-case form is not a token too (" Lightning" is
+    left out when " lightning" exists: a word, not a name), nor a common sentence word, nor one
+    of ``exclude`` (any case: the words of the names being corrupted, which must not come back).
+    The pool ``substitute_tokens`` draws from, so that a corrupted name reads as an unknown one."""
+    vocabulary = {tokenizer.decode([token_id]): token_id for token_id in range(len(tokenizer))}
+    banned = {word.lower() for word in exclude}
+    return sorted(
+        token_id
+        for text, token_id in vocabulary.items()
+        if _NAME_PIECE.fullmatch(text)
+        and text.lower() not in vocabulary
+        and text[1:] not in COMMON_CAPITALISED_WORDS
+        and text[1:].lower() not in banned
+    )
 
 
 def _noise(shape: tuple[int, ...], params: CorruptionParams, like: torch.Tensor) -> torch.Tensor:
@@ -220,3 +351,21 @@ def flip_sign_top_k(rows: torch.Tensor, params: CorruptionParams) -> torch.Tenso
 )
 def rand_noise_full(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
     return rows + _noise(tuple(rows.shape), params, rows)
+
+
+@register_corruption(
+    "substitute_tokens",
+    uses_dims=False,
+    uses_strength=True,
+    uses_replacements=True,
+    max_strength=1.0,
+    description=(
+        "Move each selected token's embedding toward a random name-like token's (strength 1 = "
+        "replaced, 0 = untouched): the model reads a name it does not know."
+    ),
+)
+def substitute_tokens(rows: torch.Tensor, params: CorruptionParams) -> torch.Tensor:
+    table = params.need_replacements()
+    pick = torch.randint(table.shape[0], (rows.shape[0],), generator=params.generator)
+    target = table[pick].to(device=rows.device, dtype=rows.dtype)
+    return torch.lerp(rows, target, params.need_strength())

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from ._prompting import (
 from .backends._base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
-from .corruption import apply_corruption, validate_corruption
+from .corruption import apply_corruption, get_corruption, name_like_token_ids, validate_corruption
 from .encoder import text_sha256
 from .exceptions import (
     ConfigurationError,
@@ -148,6 +149,13 @@ class StreamOptions(TypedDict, total=False):
     cancel: threading.Event | None  # set from another thread to end the stream
 
 
+# Per backend (weakly held) and set of excluded words: engines made by ECO.replace share a table.
+_REPLACEMENTS: weakref.WeakKeyDictionary[Backend, dict[frozenset[str], torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+_REPLACEMENTS_LOCK = threading.Lock()
+
+
 class ECO:
     """A served model that behaves as if it never learned the guard's forget targets.
 
@@ -221,6 +229,38 @@ class ECO:
             mode=mode or self.mode,
             batch_size=self.batch_size,
             on_guard_error=self.on_guard_error,
+        )
+
+    def replacement_embeddings(self) -> torch.Tensor:
+        """Embeddings of the model's name-like tokens (:func:`~eco_integrations.corruption.name_like_token_ids`),
+        which ``substitute_tokens`` moves corrupted tokens toward; the words of the guard's target
+        terms are left out, so a corrupted name is never replaced by a piece of another forgotten
+        one. Computed once per backend and set of terms."""
+        words = frozenset(
+            word
+            for terms in (self.guard.terms.values() if self.guard is not None else ())
+            for term in terms
+            for word in term.split()
+        )
+        with _REPLACEMENTS_LOCK:
+            tables = _REPLACEMENTS.setdefault(self.backend, {})
+            table = tables.get(words)
+            if table is None:
+                ids = name_like_token_ids(self.backend.tokenizer, exclude=words)
+                if not ids:
+                    msg = (
+                        "The model's tokenizer has no name-like tokens (a space and a capitalised "
+                        "word) for substitute_tokens to draw from; choose another corruption."
+                    )
+                    raise ConfigurationError(msg)
+                table = self.backend.embed(ids).detach()
+                tables[words] = table
+            return table
+
+    def replacements_for(self, corruption: str) -> torch.Tensor | None:
+        """:meth:`replacement_embeddings` when ``corruption`` reads them, else None."""
+        return (
+            self.replacement_embeddings() if get_corruption(corruption).uses_replacements else None
         )
 
     # -- identity ------------------------------------------------------------------------------
@@ -484,6 +524,7 @@ class ECO:
             dims=c.dims,
             strength=c.strength,
             generator=generator,
+            replacements=self.replacements_for(c.name),
         )
         return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
 

@@ -26,6 +26,9 @@ class QueryScope:
 
     decision: Decision
     dropped_every_node: bool = False
+    context_flagged: bool = False
+    """A node filter kept a flagged node in the context (``action="mark"``): the knowledge to
+    forget is in the prompt's context, not only in the question's names."""
 
 
 _SCOPE: ContextVar[QueryScope | None] = ContextVar("eco_query_scope", default=None)

@@ -27,11 +27,11 @@ from pydantic import Field, PrivateAttr
 
 from eco_integrations._prompting import PromptInput
 from eco_integrations.backends.transformers import TransformersBackend
-from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
+from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
-from eco_integrations.llama_index._context import active_decision, decision_scope
+from eco_integrations.llama_index._context import active_decision, active_scope, decision_scope
 from eco_integrations.llama_index.events import emit_decision
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -229,17 +229,32 @@ class ECOHuggingFaceLLM(CustomLLM):
     def _decide_question(self, question: str) -> Decision:
         return self._engine.decide_texts([question], mode=self.mode, threshold=self.threshold)[0]
 
+    def _generating_engine(self) -> ECO:
+        """The engine; with every content token selected when a node filter kept a flagged node
+        in the query's context (``action="mark"``). Corrupting only the names would leave the
+        kept node's facts readable, and the model would answer from them."""
+        scope = active_scope()
+        selection = self._engine.policy.selection
+        if scope is None or not scope.context_flagged or selection.name in ("content", "all"):
+            return self._engine
+        policy = self._engine.policy.model_copy(
+            update={"selection": SelectionConfig(name="content")}
+        )
+        return self._engine.replace(policy=policy)
+
     def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
-        return self._engine.generate([self._prepare(prompt)], config=self._config(kwargs))[0]
+        engine = self._generating_engine()
+        return engine.generate([self._prepare(prompt)], config=self._config(kwargs))[0]
 
     def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
         # Called eagerly (not from inside a generator) so the decision is taken while the
         # query scope is still active, even if the caller consumes the stream later.
-        return self._engine.stream(self._prepare(prompt), config=self._config(kwargs))
+        engine = self._generating_engine()
+        return engine.stream(self._prepare(prompt), config=self._config(kwargs))
 
     async def _aopen_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> AsyncECOStream:
         request = await asyncio.to_thread(self._prepare, prompt)
-        return await self._engine.astream(request, config=self._config(kwargs))
+        return await self._generating_engine().astream(request, config=self._config(kwargs))
 
     @staticmethod
     def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:

@@ -33,7 +33,8 @@ class ECONodeFilter(BaseNodePostprocessor):
     * ``action="drop"`` (default) removes flagged nodes.
     * ``action="mark"`` keeps them, sets ``node.metadata["eco_flagged"]``/``["eco_score"]``/
       ``["eco_target"]``, and escalates the running query's decision to flagged, so the LLM
-      answers from corrupted embeddings. That needs a query scope (:class:`ECOQueryEngine`);
+      answers from corrupted embeddings, every content token selected (the kept node's facts
+      are in the context, not only in the question's names). That needs a query scope (:class:`ECOQueryEngine`);
       outside one, only the metadata is set. The whole answer is corrupted, so a benign
       question that retrieves one stray forget-target node is corrupted too: prefer ``drop``
       when retrieval is noisy (large ``similarity_top_k``).
@@ -133,7 +134,10 @@ class ECONodeFilter(BaseNodePostprocessor):
             )
             return
         current = scope.decision
-        if current.flagged or current.mode == "off":
+        if current.mode == "off":
+            return
+        scope.context_flagged = True
+        if current.flagged:
             return
         top = strongest(verdicts)
         # The question's decision, escalated by the node's verdict (its hash still covers the question).

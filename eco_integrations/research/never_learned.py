@@ -17,12 +17,17 @@ the way a stranger is wrong. ECO answers to the real questions are compared with
     mean per-token negative log-likelihood of the ECO answers under the plain model, divided by the
     reference answers' mean. Both are scored after the same neutral user turn, so the question's
     own knowledge does not penalize a wrong answer: this is fluency, not correctness. 1 = as fluent.
+    Names (listed or made up, :func:`name_like_words`) are left out of both means: an invented
+    name is improbable by construction, whichever side invented it.
 ``on_topic``
     mean cosine similarity (sentence encoder) of each ECO answer to its question, divided by the
     reference answers' mean similarity to their counterfactual questions. 1 = as much on the question.
+    Names are masked in questions and answers first (:func:`mask_proper_names`): a reference that
+    echoes the invented name it was asked about would otherwise score for the echo alone, which
+    an ECO answer, whose name was corrupted, cannot match.
 ``distinguishable``
     cross-validated AUROC of a logistic regression telling ECO answers from reference answers by
-    their sentence embeddings. 0.5 = nobody can tell them apart.
+    their sentence embeddings, names masked alike in both sets. 0.5 = nobody can tell them apart.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._prompting import render
+from ..corruption import COMMON_CAPITALISED_WORDS
 from ..exceptions import ArtifactError, InvalidInputError
 
 Kind = Literal["person", "title", "place", "organisation", "thing"]
@@ -188,6 +194,39 @@ def counterfactual(prompt: str, terms: Mapping[str, Kind], *, seed: int = 0) -> 
 def mask_names(text: str, names: Sequence[str], placeholder: str = "X") -> str:
     """``text`` with every whole-word occurrence of ``names`` (any case) replaced by ``placeholder``."""
     return _term_pattern(names).sub(placeholder, text) if any(n.strip() for n in names) else text
+
+
+_CAPITALISED = re.compile(r"(?<![\w-])[A-Z][\w-]*")
+
+
+def name_like_words(text: str) -> list[str]:
+    """The capitalised words of ``text`` outside
+    :data:`~eco_integrations.corruption.COMMON_CAPITALISED_WORDS`: the names an answer uses,
+    listed or made up."""
+    return [
+        m.group(0)
+        for m in _CAPITALISED.finditer(text)
+        if m.group(0) not in COMMON_CAPITALISED_WORDS
+    ]
+
+
+def mask_proper_names(text: str, names: Sequence[str] = (), placeholder: str = "X") -> str:
+    """``text`` with ``names`` and every other name-like word masked, a run of them as one
+    ``placeholder``.
+
+    A name-like word is a capitalised one outside
+    :data:`~eco_integrations.corruption.COMMON_CAPITALISED_WORDS` ("The", "He", "In"...). ECO
+    and reference answers are masked alike: a reference echoes the invented name it was asked
+    about, an ECO answer cannot echo the corrupted one and makes up another; masking only the
+    listed names would leave that made-up name in one set and a placeholder in the other, which
+    tells the sets apart by spelling, not by how they talk.
+    """
+    masked = mask_names(text, names, placeholder)
+    masked = _CAPITALISED.sub(
+        lambda m: m.group(0) if m.group(0) in COMMON_CAPITALISED_WORDS else placeholder, masked
+    )
+    run = re.escape(placeholder)
+    return re.sub(rf"{run}(?:[\s.-]+{run}(?!\w))+", placeholder, masked)
 
 
 class LeakHit(_Strict):
@@ -365,8 +404,23 @@ def references(
     return References(
         counterfactuals=list(counterfactuals),
         answers=list(answers),
-        nll=answer_nll(model, tokenizer, answers, skip=[c.invented for c in counterfactuals]),
-        similarity=question_similarity(encoder, [c.prompt for c in counterfactuals], answers),
+        nll=answer_nll(
+            model,
+            tokenizer,
+            answers,
+            skip=[
+                [*c.invented, *name_like_words(a)]
+                for a, c in zip(answers, counterfactuals, strict=True)
+            ],
+        ),
+        similarity=question_similarity(
+            encoder,
+            [mask_proper_names(c.prompt, c.invented) for c in counterfactuals],
+            [
+                mask_proper_names(a, c.invented)
+                for a, c in zip(answers, counterfactuals, strict=True)
+            ],
+        ),
     )
 
 
@@ -406,14 +460,20 @@ def measure(
     leaks = leak(
         eco_answers, questions, terms=terms, facts=facts, stranger_answers=reference.answers
     )
-    nll = answer_nll(model, tokenizer, eco_answers, skip=[terms] * len(eco_answers))
-    similarity = question_similarity(encoder, questions, eco_answers)
+    nll = answer_nll(
+        model, tokenizer, eco_answers, skip=[[*terms, *name_like_words(a)] for a in eco_answers]
+    )
+    similarity = question_similarity(
+        encoder,
+        [mask_proper_names(q, terms) for q in questions],
+        [mask_proper_names(a, terms) for a in eco_answers],
+    )
     eco_nll, ref_nll = float(np.mean(nll)), float(np.mean(reference.nll))
     eco_sim, ref_sim = float(np.mean(similarity)), float(np.mean(reference.similarity))
-    # Names are masked before the classifier sees the answers: the references repeat invented
-    # names, which would tell them apart by spelling alone, not by how they talk.
-    masked = [mask_names(a, terms) for a in eco_answers] + [
-        mask_names(a, c.invented)
+    # Names are masked, alike on both sides, before the classifier sees the answers (see
+    # mask_proper_names): spelling alone would tell the sets apart, not how they talk.
+    masked = [mask_proper_names(a, terms) for a in eco_answers] + [
+        mask_proper_names(a, c.invented)
         for a, c in zip(reference.answers, reference.counterfactuals, strict=True)
     ]
     embeddings = encoder.encode(masked)

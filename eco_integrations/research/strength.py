@@ -682,7 +682,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
 
         what = f"{args.callable_path} toward {target}"
 
-    result = _search_from_cli(args, objective, target)
+    result = _search_from_cli(args, objective, target, policy.corruption.name)
     saved = None
     if not args.dry_run:
         saved = str(
@@ -698,8 +698,22 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _search_from_cli(args: argparse.Namespace, objective: Objective, target: float) -> SearchResult:
-    """The zeroth-order search with the command's settings, printing each step to stderr."""
+def _search_from_cli(
+    args: argparse.Namespace, objective: Objective, target: float, corruption: str
+) -> SearchResult:
+    """The zeroth-order search with the command's settings, printing each step to stderr.
+
+    A corruption whose strength is a share (``substitute_tokens``: at most 1) caps the search's
+    range and initial strength at its largest valid strength, and says so.
+    """
+    init, max_strength = args.init, args.max_strength
+    cap = get_corruption(corruption).max_strength
+    if cap is not None and (init > cap or max_strength > cap):
+        init, max_strength = min(init, cap), min(max_strength, cap)
+        print(
+            f"{corruption}: strength is at most {cap:g}; searching up to {max_strength:g} from {init:g}",
+            file=sys.stderr,
+        )
 
     def report(step: SearchStep) -> None:
         print(
@@ -711,11 +725,11 @@ def _search_from_cli(args: argparse.Namespace, objective: Objective, target: flo
     return zeroth_order_search(
         objective,
         target=target,
-        init=args.init,
+        init=init,
         eps=args.eps,
         lr=args.lr,
         min_strength=args.min_strength,
-        max_strength=args.max_strength,
+        max_strength=max_strength,
         max_steps=args.max_steps,
         tol=args.tol,
         on_step=report,
@@ -826,7 +840,7 @@ def _calibrate_never_learned(
             terms=terms,
             max_new_tokens=args.max_new_tokens,
         )
-        result = _search_from_cli(args, objective, target)
+        result = _search_from_cli(args, objective, target, policy.corruption.name)
         picked = choose_without_leak(
             [((policy, result, s), r) for s, r in objective.reports.items()], target=target
         )

@@ -8,13 +8,20 @@ from eco_integrations.corruption import (
     _REGISTRY,
     CorruptionParams,
     apply_corruption,
+    name_like_token_ids,
     register_corruption,
+    validate_corruption,
 )
 
 DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_sign_top_k"]
 
 
+REPLACEMENTS = torch.randn(7, 16, generator=torch.Generator().manual_seed(9))
+
+
 def _args(name: str, dims: int = 3) -> dict:
+    if name == "substitute_tokens":
+        return {"dims": None, "strength": 1.0, "replacements": REPLACEMENTS}
     uses_strength = name.startswith("rand_noise")
     return {
         "dims": None if name == "rand_noise_full" else dims,
@@ -194,3 +201,63 @@ def test_dims_above_hidden_size() -> None:
             strength=None,
             generator=torch.Generator(),
         )
+
+
+def test_substitute_tokens_moves_toward_a_replacement_by_strength() -> None:
+    embeds = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([True, False, True, True, False])
+
+    def run(strength: float, seed: int = 1) -> torch.Tensor:
+        return apply_corruption(
+            "substitute_tokens",
+            embeds,
+            mask,
+            dims=None,
+            strength=strength,
+            generator=torch.Generator().manual_seed(seed),
+            replacements=REPLACEMENTS,
+        )
+
+    full = run(1.0)
+    # Strength 1: each selected token is one of the replacement rows, exactly.
+    for row in full[mask]:
+        assert any(torch.equal(row, r) for r in REPLACEMENTS)
+    assert torch.equal(run(0.0), embeds)
+    half = run(0.5)
+    assert torch.allclose(half[mask], (embeds[mask] + full[mask]) / 2)
+    assert torch.equal(run(1.0), full)  # one seed, one draw (audits replay it)
+
+
+def test_substitute_tokens_refuses_what_it_cannot_use() -> None:
+    embeds, mask = torch.randn(3, 16), torch.ones(3, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ConfigurationError, match="replacement_embeddings"):
+        apply_corruption(
+            "substitute_tokens", embeds, mask, dims=None, strength=1.0, generator=generator
+        )
+    with pytest.raises(ConfigurationError, match="same model"):
+        apply_corruption(
+            "substitute_tokens",
+            embeds,
+            mask,
+            dims=None,
+            strength=1.0,
+            generator=generator,
+            replacements=torch.randn(4, 8),
+        )
+    with pytest.raises(ConfigurationError, match="between 0 and 1"):
+        validate_corruption("substitute_tokens", None, 2.0)
+
+
+def test_name_like_token_ids_reads_as_names(tiny_tokenizer) -> None:
+    ids = name_like_token_ids(tiny_tokenizer)
+    words = [tiny_tokenizer.decode([i]) for i in ids]
+    assert words and all(w[0] == " " and w[1].isupper() and w[2:].islower() for w in words)
+    assert " The" not in words
+    # A capitalised word whose lower-case form is a token too is a word, not a name.
+    decoded = {tiny_tokenizer.decode([i]) for i in range(len(tiny_tokenizer))}
+    assert not any(w.lower() in decoded for w in words)
+    banned = words[0][1:]
+    assert words[0] not in [
+        tiny_tokenizer.decode([i]) for i in name_like_token_ids(tiny_tokenizer, [banned.upper()])
+    ]

@@ -305,3 +305,28 @@ def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:
         ),
     ).identifying_params()
     assert a["policy_version"] != b["policy_version"] and a["guard_id"] == "toyguard0001"
+
+
+def test_substitute_tokens_puts_name_like_tokens_in_place(tiny_backend, toy_guard) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="substitute_tokens", strength=1.0),
+        selection=SelectionConfig(name="content"),
+    )
+    eco = ECO(tiny_backend, toy_guard, policy=policy)
+    table = eco.replacement_embeddings()
+    assert table.shape[1] == tiny_backend.hidden_size and table.shape[0] > 0
+    # Computed once per backend: engines made by replace() share it.
+    assert eco.replace(mode="shadow").replacement_embeddings() is table
+    request = eco.prepare(FLAGGED)
+    row, corrupted = eco._row(request)
+    assert corrupted > 0 and row.embeds is not None
+    changed = [
+        i
+        for i, e in enumerate(row.embeds)
+        if not torch.equal(e, tiny_backend.embed(row.input_ids)[i])
+    ]
+    assert len(changed) == corrupted
+    for i in changed:
+        assert any(torch.equal(row.embeds[i], r.to(row.embeds.dtype)) for r in table)
+    benign, flagged = eco.generate([BENIGN, FLAGGED], config=CFG)
+    assert benign.text == _plain(tiny_backend, BENIGN) and flagged.corrupted_tokens > 0

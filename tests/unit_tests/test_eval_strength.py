@@ -443,3 +443,25 @@ def test_bad_selector_or_corruption_names_the_choices(
     argv[argv.index("never-learned")] = "similarity"
     assert main(argv) == 2
     assert "read only by --objective never-learned" in capsys.readouterr().err
+
+
+def test_the_cli_search_keeps_a_share_strength_at_most_one(capsys) -> None:
+    import argparse
+
+    from eco_integrations.research.strength import _search_from_cli
+
+    args = argparse.Namespace(
+        init=2.0, eps=0.25, lr=20.0, min_strength=1e-2, max_strength=1e7, max_steps=3, tol=0.0
+    )
+    seen: list[float] = []
+
+    def objective(strength: float) -> float:
+        seen.append(strength)
+        return strength  # drives the search upward, against the cap
+
+    result = _search_from_cli(args, objective, 5.0, "substitute_tokens")
+    assert seen and max(seen) <= 1.0 and result.strength <= 1.0
+    assert "at most 1" in capsys.readouterr().err
+    seen.clear()
+    _search_from_cli(args, objective, 5.0, "rand_noise_full")  # a scale: no cap
+    assert max(seen) > 1.0

@@ -326,3 +326,28 @@ def test_an_empty_retrieval_is_left_as_llama_index_answers_it(
     engine = ECOQueryEngine.from_index(empty, llm=llm, text_qa_template=QA)
     assert engine.query(BENIGN).response == "Empty Response"
     assert counter["generate"] == []
+
+
+def test_a_marked_context_is_corrupted_whole(
+    llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With action="mark" the flagged node stays in the prompt: corrupting only the question's
+    # names would leave its facts readable, so every content token is selected instead.
+    selections: list[str] = []
+    generate = ECO.generate
+
+    def spy(self: ECO, requests: Any, **kwargs: Any) -> Any:
+        selections.append(self.policy.selection.name)
+        return generate(self, requests, **kwargs)
+
+    monkeypatch.setattr(ECO, "generate", spy)
+    assert llm.engine.policy.selection.name == "entities"
+    engine = ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, text_qa_template=QA, node_filter="mark"
+    )
+    response = engine.query(BENIGN)
+    assert response.metadata["eco_decision"]["flagged"] is True  # escalated by the node
+    assert selections == ["content"]
+    selections.clear()
+    ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA).query(HP)
+    assert selections == ["entities"]  # dropped, not marked: the question's names suffice

@@ -19,6 +19,7 @@ from eco_integrations.research.never_learned import (
     invent,
     leak,
     mask_names,
+    mask_proper_names,
     measure,
     question_similarity,
     references,
@@ -178,6 +179,19 @@ def test_measure_of_reference_like_answers(tiny_model, tiny_tokenizer, tiny_enco
     assert report.fluency == pytest.approx(1.0, rel=0.05)
     assert report.distinguishable <= 0.6
     assert mask_names(eco_answers[0], list(TERMS)) == mask_names(ref_answers[0], twins[0].invented)
+    # An ECO answer cannot echo the corrupted name and makes up another, where a reference echoes
+    # its invented one: otherwise alike, the sets must not be told apart by those names.
+    made_up = ["Nar Mor", "Kyle", "Brem Tolk", "Vash", "Oriel Dane", "Tam"]
+    other_names = measure(
+        [a.replace(t.invented[0], n) for a, t, n in zip(ref_answers, twins, made_up, strict=True)],
+        reference,
+        model=tiny_model,
+        tokenizer=tiny_tokenizer,
+        encoder=tiny_encoder,
+        terms=list(TERMS),
+    )
+    assert other_names.distinguishable <= 0.6
+    assert other_names.on_topic == pytest.approx(1.0, abs=1e-5)
     garbage = measure(
         ["0 1 2 3 4 5 6 7 8 9 ;;;; Hermione" for _ in questions],
         reference,
@@ -188,3 +202,11 @@ def test_measure_of_reference_like_answers(tiny_model, tiny_tokenizer, tiny_enco
     )
     assert garbage.leak == 1.0
     assert garbage.distinguishable > 0.9
+
+
+def test_mask_proper_names_masks_made_up_names_alike() -> None:
+    listed = mask_proper_names("Who is Cisleith Ristoun's best friend?", ["Cisleith Ristoun"])
+    assert listed == "Who is X's best friend?"
+    # A name no list holds is masked as a listed one is; sentence words are kept.
+    assert mask_proper_names("He met Nar Mor in The Hague.") == "He met X in The X."
+    assert mask_proper_names("It is a wizard.") == "It is a wizard."

@@ -259,6 +259,7 @@ class ECOScorer(_GuardedScorer):
             dims=c.dims,
             strength=c.strength,
             generator=generator,
+            replacements=self._decider.replacements_for(c.name),
         )
         return list(prompt.input_ids), ans_ids, embeds
 
