@@ -34,8 +34,8 @@ class ECONodeFilter(BaseNodePostprocessor):
     * ``action="mark"`` keeps them, sets ``node.metadata["eco_flagged"]``/``["eco_score"]``/
       ``["eco_target"]``, and escalates the running query's decision to flagged, so the LLM
       answers from corrupted embeddings, every content token selected (the kept node's facts
-      are in the context, not only in the question's names). That needs a query scope (:class:`ECOQueryEngine`);
-      outside one, only the metadata is set. The whole answer is corrupted, so a benign
+      are in the context, not only in the question's names). That needs a query scope
+      (:class:`ECOQueryEngine`); outside one, only the metadata is set. The whole answer is corrupted, so a benign
       question that retrieves one stray forget-target node is corrupted too: prefer ``drop``
       when retrieval is noisy (large ``similarity_top_k``).
     * ``mode="shadow"`` scores and emits the event but changes nothing.

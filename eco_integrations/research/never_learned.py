@@ -199,15 +199,15 @@ def mask_names(text: str, names: Sequence[str], placeholder: str = "X") -> str:
 _CAPITALISED = re.compile(r"(?<![\w-])[A-Z][\w-]*")
 
 
+def _is_name(word: str) -> bool:
+    return word not in COMMON_CAPITALISED_WORDS
+
+
 def name_like_words(text: str) -> list[str]:
     """The capitalised words of ``text`` outside
     :data:`~eco_integrations.corruption.COMMON_CAPITALISED_WORDS`: the names an answer uses,
     listed or made up."""
-    return [
-        m.group(0)
-        for m in _CAPITALISED.finditer(text)
-        if m.group(0) not in COMMON_CAPITALISED_WORDS
-    ]
+    return [m.group(0) for m in _CAPITALISED.finditer(text) if _is_name(m.group(0))]
 
 
 def mask_proper_names(text: str, names: Sequence[str] = (), placeholder: str = "X") -> str:
@@ -222,9 +222,7 @@ def mask_proper_names(text: str, names: Sequence[str] = (), placeholder: str = "
     tells the sets apart by spelling, not by how they talk.
     """
     masked = mask_names(text, names, placeholder)
-    masked = _CAPITALISED.sub(
-        lambda m: m.group(0) if m.group(0) in COMMON_CAPITALISED_WORDS else placeholder, masked
-    )
+    masked = _CAPITALISED.sub(lambda m: placeholder if _is_name(m.group(0)) else m.group(0), masked)
     run = re.escape(placeholder)
     return re.sub(rf"{run}(?:[\s.-]+{run}(?!\w))+", placeholder, masked)
 
@@ -463,16 +461,15 @@ def measure(
     nll = answer_nll(
         model, tokenizer, eco_answers, skip=[[*terms, *name_like_words(a)] for a in eco_answers]
     )
+    # Names are masked, alike on both sides, before the similarity and the classifier (see
+    # mask_proper_names): spelling alone would tell the sets apart, not how they talk.
+    eco_masked = [mask_proper_names(a, terms) for a in eco_answers]
     similarity = question_similarity(
-        encoder,
-        [mask_proper_names(q, terms) for q in questions],
-        [mask_proper_names(a, terms) for a in eco_answers],
+        encoder, [mask_proper_names(q, terms) for q in questions], eco_masked
     )
     eco_nll, ref_nll = float(np.mean(nll)), float(np.mean(reference.nll))
     eco_sim, ref_sim = float(np.mean(similarity)), float(np.mean(reference.similarity))
-    # Names are masked, alike on both sides, before the classifier sees the answers (see
-    # mask_proper_names): spelling alone would tell the sets apart, not how they talk.
-    masked = [mask_proper_names(a, terms) for a in eco_answers] + [
+    masked = eco_masked + [
         mask_proper_names(a, c.invented)
         for a, c in zip(reference.answers, reference.counterfactuals, strict=True)
     ]
