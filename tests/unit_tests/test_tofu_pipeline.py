@@ -160,6 +160,28 @@ def test_initial_corruption_defaults_and_errors(tiny_backend) -> None:
         initial_corruption(
             TofuOptions(corruption="zero_out_top_k", init_strength=1.0), tiny_backend
         )
+    # A share starts from the whole replacement, not from the embedding table's scale.
+    substitute = initial_corruption(TofuOptions(corruption="substitute_tokens"), tiny_backend)
+    assert substitute.strength == 1.0 and substitute.dims is None
+
+
+def test_search_of_a_share_stays_at_most_one(tofu_dir, tiny_backend, toy_guard) -> None:
+    from eco_integrations.config import ECOPolicy
+    from eco_integrations.research.tofu.pipeline import initial_corruption, search_strength
+    from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
+
+    setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
+    rows = setting.forget[:4]
+    options = TofuOptions(corruption="substitute_tokens", search_steps=2, max_new_tokens=2)
+    base = ModelScorer(tiny_backend, name="original", system_prompt="")
+    eco = ECOScorer(
+        base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend))
+    )
+    # Far-off reference ratios pull the search toward larger strengths: it must stop at 1, not
+    # fail inside the corruption with a strength above 1.
+    result = search_strength(eco, [1e-6] * len(rows), rows, options)
+    assert result.evaluations and max(result.evaluations) <= 1.0
+    assert 0 < result.strength <= 1.0
 
 
 def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:
@@ -278,6 +300,10 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
         ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
         ({"dims": 8}, "leave --dims unset"),
         ({"init_strength": 0.0}, "--init-strength must be > 0"),
+        (
+            {"corruption": "substitute_tokens", "init_strength": 2.0},
+            "'substitute_tokens' takes a strength of at most 1",
+        ),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, options, message) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from eco_integrations import TransformersBackend
 from eco_integrations.config import CorruptionConfig, Decision, ECOPolicy, SelectionConfig
+from eco_integrations.engine import ECO
 from eco_integrations.research.tofu.evaluate import score_qa_set
 from eco_integrations.research.tofu.scoring import (
     REFUSAL,
@@ -67,6 +68,19 @@ def _eco(
     return ECOScorer(base, _KeywordGuard(), policy, force=force)  # type: ignore[arg-type]
 
 
+def _record_generated_rows(base: ModelScorer, monkeypatch: pytest.MonkeyPatch) -> list:
+    """The rows the backend is asked to generate from, from now on."""
+    seen: list = []
+    original_generate = base.backend.generate
+
+    def spy(rows, config):
+        seen.extend(rows)
+        return original_generate(rows, config)
+
+    monkeypatch.setattr(base.backend, "generate", spy)
+    return seen
+
+
 def test_batched_logprobs_match_one_by_one(base: ModelScorer) -> None:
     pairs = [(FLAGGED_Q, "A wizard at Hogwarts."), (BENIGN_Q, "Paris.")]
     together = base.logprobs(pairs)
@@ -88,6 +102,37 @@ def test_corruption_covers_prompt_and_answer_words_only(base: ModelScorer) -> No
     assert changed[: len(prompt_ids)].any(), "the question's words are corrupted"
 
 
+def test_substitution_scores_every_answer_against_the_same_stranger(
+    base: ModelScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="substitute_tokens", strength=1.0),
+        selection=SelectionConfig(name="content"),
+    )
+    # The tiny vocabulary has a single name-like token; with one choice every draw would agree.
+    strangers = torch.randn(
+        16, base.backend.hidden_size, generator=torch.Generator().manual_seed(0)
+    )
+    monkeypatch.setattr(ECO, "replacement_embeddings", lambda self: strangers)
+    eco = ECOScorer(base, _KeywordGuard(), policy, force=True)  # type: ignore[arg-type]
+    prompt_ids, first_ids, first = eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")
+    again_ids, _, second = eco.corrupted_row(FLAGGED_Q, "A painter in Paris.")
+    n = len(prompt_ids)
+    assert again_ids == prompt_ids
+    clean = base.backend.embed(prompt_ids)
+    assert (first[:n] != clean).any(), "the question's words are substituted"
+    # The truth ratio compares the answers to one question: the question reads the same for all.
+    assert torch.equal(first[:n], second[:n])
+    assert (first[n:-1] != base.backend.embed(first_ids)[:-1]).any(-1).all()
+    # The same (question, answer) is the same draw, and the question's draw is the engine's:
+    # the answers scored are those of the stranger the generated answer talks about.
+    assert torch.equal(eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")[2], first)
+    seen = _record_generated_rows(base, monkeypatch)
+    eco.generate([FLAGGED_Q], max_new_tokens=2)
+    assert list(seen[0].input_ids) == prompt_ids
+    assert torch.equal(seen[0].embeds, first[:n])
+
+
 def test_zero_strength_is_the_original_and_strength_changes_flagged_rows_only(
     base: ModelScorer,
 ) -> None:
@@ -105,14 +150,7 @@ def test_eco_generation_corrupts_only_flagged_questions(
     base: ModelScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plain = base.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=6)
-    seen = []
-    original_generate = base.backend.generate
-
-    def spy(rows, config):
-        seen.extend(rows)
-        return original_generate(rows, config)
-
-    monkeypatch.setattr(base.backend, "generate", spy)
+    seen = _record_generated_rows(base, monkeypatch)
     eco = _eco(base, 1e4).generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=6)
     assert eco[1] == plain[1], "the benign answer is the memoised original one"
     assert len(seen) == 1 and seen[0].embeds is not None, (

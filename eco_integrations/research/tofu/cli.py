@@ -271,7 +271,10 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         "--init-strength",
         type=float,
         default=None,
-        help="where the strength search starts (default: twice the std of the model's embedding table)",
+        help=(
+            "where the strength search starts (default: twice the std of the model's embedding "
+            "table; 1 for substitute_tokens, whose strength is a share of at most 1)"
+        ),
     )
     p.add_argument(
         "--search-steps",

@@ -207,7 +207,10 @@ def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> Co
         )
     dims = (options.dims or 1) if spec.uses_dims else None
     init = options.init_strength
-    if init is None:
+    if init is None and spec.max_strength is not None:
+        # A share (substitute_tokens): start from the whole replacement, the engine's default.
+        init = spec.max_strength
+    elif init is None:
         weight = backend.model.get_input_embeddings().weight
         init = round(2.0 * float(weight.detach().float().std()), 4)
     return CorruptionConfig(name=options.corruption, dims=dims, strength=init)
@@ -234,6 +237,13 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
     if options.init_strength is not None and not options.init_strength > 0:
         msg = f"--init-strength must be > 0 (the search works on its logarithm), got {options.init_strength}."
+        raise ConfigurationError(msg)
+    if (
+        options.init_strength is not None
+        and spec.max_strength is not None
+        and options.init_strength > spec.max_strength
+    ):
+        msg = f"Corruption {options.corruption!r} takes a strength of at most {spec.max_strength:g} (a share of the replacement), got --init-strength {options.init_strength}; pass one in (0, {spec.max_strength:g}]."
         raise ConfigurationError(msg)
 
 
@@ -363,7 +373,8 @@ def search_strength(
     if parameter == "dims":
         init, low, high = float(corruption.dims or 1), 1.0, float(hidden)
     else:
-        init, low, high = float(corruption.strength or 0.0), 1e-4, 1e5
+        cap = get_corruption(corruption.name).max_strength
+        init, low, high = float(corruption.strength or 0.0), 1e-4, 1e5 if cap is None else cap
     # p-values are driven up to 1 (stop within 0.05), the distances down to 0 (all steps run).
     target, tol = (0.0, 0.0) if options.search_objective in MINIMISED else (1.0, 0.05)
     result = zeroth_order_search(

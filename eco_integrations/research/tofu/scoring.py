@@ -251,17 +251,37 @@ class ECOScorer(_GuardedScorer):
         )
         mask = select_positions(combined, self.policy.selection, self._terms())
         c = self.policy.corruption
-        generator = torch.Generator().manual_seed(_seed(question, answer))
-        embeds = apply_corruption(
-            c.name,
-            self.base.backend.embed(combined.input_ids),
-            mask,
-            dims=c.dims,
-            strength=c.strength,
-            generator=generator,
-            replacements=self._decider.replacements_for(c.name),
+        embeds = self.base.backend.embed(combined.input_ids)
+        replacements = self._decider.replacements_for(c.name)
+
+        def corrupt(rows: torch.Tensor, rows_mask: torch.Tensor, seed: int) -> torch.Tensor:
+            return apply_corruption(
+                c.name,
+                rows,
+                rows_mask,
+                dims=c.dims,
+                strength=c.strength,
+                generator=torch.Generator().manual_seed(seed),
+                replacements=replacements,
+            )
+
+        if replacements is None:
+            return list(prompt.input_ids), ans_ids, corrupt(embeds, mask, _seed(question, answer))
+        # A substitution reads the question about someone else. Every answer to one question
+        # (the paraphrased and the perturbed ones the truth ratio compares) must be scored against
+        # the *same* someone else, the one the engine's generation draws from the question alone;
+        # only the answer's own tokens get a draw of their own.
+        n = len(prompt.input_ids)
+        return (
+            list(prompt.input_ids),
+            ans_ids,
+            torch.cat(
+                [
+                    corrupt(embeds[:n], mask[:n], _seed(question)),
+                    corrupt(embeds[n:], mask[n:], _seed(question, answer)),
+                ]
+            ),
         )
-        return list(prompt.input_ids), ans_ids, embeds
 
     def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
         flags = self.flagged([q for q, _ in pairs])
