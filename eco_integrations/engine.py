@@ -355,29 +355,55 @@ class ECO:
             [self.classified_text(prompt, raw=raw)], mode=mode, threshold=threshold
         )[0]
 
-    def forced_decisions(self, texts: Sequence[str]) -> list[Decision]:
+    def forced_decisions(
+        self, texts: Sequence[str], *, target: str | None = None
+    ) -> list[Decision]:
         """Decisions that corrupt every text whatever the guard says.
 
         For calibrating the corruption (the strength search, TOFU's scorer): it is the
-        corruption that is measured there, not the guard.
+        corruption that is measured there, not the guard. The decisions name ``target`` (by
+        default the guard's only one), whose terms the ``entities`` selector corrupts: without a
+        target it would find no terms and corrupt the whole content, measuring another selector.
         """
+        target = self._forced_target(target)
         return [
-            self._unscored_decision(t, flagged=True, score=1.0, threshold=0.0, mode="enforce")
+            self._unscored_decision(
+                t, flagged=True, score=1.0, threshold=0.0, mode="enforce", target=target
+            )
             for t in texts
         ]
+
+    def _forced_target(self, target: str | None) -> str | None:
+        names = list(self.guard.terms) if self.guard is not None else []
+        if target is not None and target not in names:
+            msg = f"The guard has no target {target!r}; its targets are: {', '.join(names) or 'none'}."
+            raise ConfigurationError(msg)
+        if target is None and len(names) == 1:
+            return names[0]
+        if target is None and len(names) > 1 and self.policy.selection.name == "entities":
+            msg = f"Forced decisions for the entities selector need the target whose terms to corrupt; the guard has {len(names)} ({', '.join(names)}): pass target=."
+            raise ConfigurationError(msg)
+        return target
 
     def _off_decision(self, text: str) -> Decision:
         return self._unscored_decision(text, flagged=False, score=None, threshold=None, mode="off")
 
     def _unscored_decision(
-        self, text: str, *, flagged: bool, score: float | None, threshold: float | None, mode: Mode
+        self,
+        text: str,
+        *,
+        flagged: bool,
+        score: float | None,
+        threshold: float | None,
+        mode: Mode,
+        target: str | None = None,
     ) -> Decision:
         """A decision the guard's scores did not make (off mode, a forced or a guard-error one)."""
         return Decision(
             flagged=flagged,
             score=score,
             threshold=threshold,
-            target=None,
+            target=target,
             corrupted=flagged and mode == "enforce",
             mode=mode,
             guard_id=self.guard.guard_id if self.guard else None,

@@ -1,4 +1,5 @@
 import asyncio
+import copy
 
 import pytest
 import torch
@@ -330,3 +331,39 @@ def test_substitute_tokens_puts_name_like_tokens_in_place(tiny_backend, toy_guar
         assert any(torch.equal(row.embeds[i], r.to(row.embeds.dtype)) for r in table)
     benign, flagged = eco.generate([BENIGN, FLAGGED], config=CFG)
     assert benign.text == _plain(tiny_backend, BENIGN) and flagged.corrupted_tokens > 0
+
+
+def test_forced_decisions_name_the_target_the_entities_selector_reads(
+    tiny_backend, toy_guard
+) -> None:
+    eco = ECO(
+        tiny_backend,
+        toy_guard,
+        policy=ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_full", strength=1.0),
+            selection=SelectionConfig(name="entities"),
+        ),
+    )
+    assert toy_guard.terms["harry-potter"], "the toy target has mined terms"
+    prompt = "Tell me about Harry Potter and the weather in the valley today."
+    forced = eco.forced_decisions([prompt])[0]
+    assert forced.corrupted and forced.target == "harry-potter"
+    # A forced prompt is corrupted where a flagged one would be: at the target's terms only,
+    # not over the whole content (the selector's fallback when no target names any terms).
+    entities = int(
+        eco._corruption_mask(eco.prepare(prompt, decision=forced), eco.policy.selection).sum()
+    )
+    content = int(
+        eco._corruption_mask(
+            eco.prepare(prompt, decision=forced), SelectionConfig(name="content")
+        ).sum()
+    )
+    assert 0 < entities < content
+    with pytest.raises(ConfigurationError, match=r"no target 'voldemort'.*harry-potter"):
+        eco.forced_decisions([prompt], target="voldemort")
+    two = copy.deepcopy(toy_guard)
+    two.terms["other"] = ["Gandalf"]
+    several = ECO(tiny_backend, two, policy=eco.policy)
+    with pytest.raises(ConfigurationError, match=r"need the target whose terms.*pass target="):
+        several.forced_decisions([prompt])
+    assert several.forced_decisions([prompt], target="other")[0].target == "other"

@@ -133,6 +133,26 @@ def test_substitution_scores_every_answer_against_the_same_stranger(
     assert torch.equal(seen[0].embeds, first[:n])
 
 
+def test_generation_corrupts_the_tokens_the_scoring_corrupts(
+    base: ModelScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    question = "Where did Harry Potter study magic and brewing?"
+    seen = _record_generated_rows(base, monkeypatch)
+    changed = {}
+    for selector in ("entities", "content"):
+        eco = _eco(base, 1e4, selector=selector, force=True)
+        prompt_ids, _, scored = eco.corrupted_row(question, "At a school.")
+        n = len(prompt_ids)
+        in_scoring = (scored[:n] != base.backend.embed(prompt_ids)).any(-1)
+        seen.clear()
+        eco.generate([question], max_new_tokens=2)
+        in_generation = (seen[0].embeds != base.backend.embed(seen[0].input_ids)).any(-1)
+        # The answers the search reads are those of the same corrupted question it scores.
+        assert torch.equal(in_generation, in_scoring)
+        changed[selector] = int(in_generation.sum())
+    assert 0 < changed["entities"] < changed["content"], changed
+
+
 def test_zero_strength_is_the_original_and_strength_changes_flagged_rows_only(
     base: ModelScorer,
 ) -> None:
