@@ -381,7 +381,7 @@ class ECO:
         if target is None and len(names) == 1:
             return names[0]
         if target is None and len(names) > 1 and self.policy.selection.name == "entities":
-            msg = f"Forced decisions for the entities selector need the target whose terms to corrupt; the guard has {len(names)} ({', '.join(names)}): pass target=."
+            msg = f"Forced decisions for the entities selector need the target whose terms to corrupt; the guard has {len(names)} ({', '.join(names)}): pass target=, or search with a selector that reads no terms (content, all, first_n)."
             raise ConfigurationError(msg)
         return target
 
