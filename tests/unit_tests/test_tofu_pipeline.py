@@ -11,6 +11,7 @@ from tofu_rows import write_tofu
 
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.research.finetune import FinetuneConfig
+from eco_integrations.research.tofu import pipeline
 from eco_integrations.research.tofu.data import load_setting
 from eco_integrations.research.tofu.pipeline import (
     METHODS,
@@ -19,6 +20,7 @@ from eco_integrations.research.tofu.pipeline import (
     headline,
     precompute,
     run_tofu,
+    search_code_version,
 )
 
 
@@ -63,7 +65,7 @@ def test_forget_halves_are_disjoint_and_cover() -> None:
     )
 
 
-def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -> None:
+def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path, monkeypatch) -> None:
     options = TofuOptions(
         split="forget01",
         data_dir=tofu_dir,
@@ -126,6 +128,13 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path) -
     # A rerun reuses the fine-tunes, the guard and the search log, and gives the same figures.
     again = run_tofu(options, out)
     assert headline(again) == line and again["finetune"]["original"]["cached"]
+    assert json.loads((out / "strength_search.json").read_text()) == search
+    # The log names the code that searched; other code searches again rather than reuse it.
+    assert search["code_version"] == search_code_version()
+    monkeypatch.setattr(pipeline, "search_code_version", lambda: "0" * 16)
+    run_tofu(options, out)
+    searched_again = json.loads((out / "strength_search.json").read_text())
+    assert searched_again["code_version"] == "0" * 16 and searched_again["key"] != search["key"]
     table = (out / "table.md").read_text()
     assert all(f"| {m} |" in table for m in METHODS)
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]

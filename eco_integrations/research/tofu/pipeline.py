@@ -503,6 +503,30 @@ def _score_all(
     }
 
 
+# What a strength search runs: the engine, its backends and the research code (not the framework
+# skins, the servers or the command line). A change here may change what a search finds.
+_SEARCH_CODE_FOLDERS = ("", "backends", "research", "research/tofu")
+_NOT_SEARCH_CODE = frozenset({"cli.py", "demo.py", "__main__.py", "report.py"})
+
+
+def search_code_version() -> str:
+    """A digest of the code a strength search runs, part of the key of its saved log.
+
+    A saved search is reused only by the code that produced it: after a fix to the scoring, the
+    corruption or the selection, a rerun searches again instead of keeping a choice the old code
+    made (the log's key cannot be told apart by the options alone).
+    """
+    package = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for folder in _SEARCH_CODE_FOLDERS:
+        for source in sorted((package / folder).glob("*.py")):
+            if source.name in _NOT_SEARCH_CODE:
+                continue
+            digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def precompute(options: TofuOptions, out: str | Path, method: str) -> None:
     """Score one plain method (``retained`` or ``prompt_baseline``) into the shared cache under ``out``.
 
@@ -595,10 +619,12 @@ def run_tofu(
 
     t = time.perf_counter()
     # The search does not depend on the guard (every calibration prompt is corrupted), so a rerun
-    # with the same models and corruption settings reuses its log.
+    # with the same models, corruption settings and code reuses its log.
+    code_version = search_code_version()
     search_key = hashlib.sha256(
         json.dumps(
             [
+                code_version,
                 str(runs["original"].folder),
                 str(runs["retained"].folder),
                 policy.model_dump(mode="json"),
@@ -627,6 +653,7 @@ def run_tofu(
         found = best.result.strength
         search_log = {
             "key": search_key,
+            "code_version": code_version,
             "parameter": parameter,
             "corruption": policy.corruption.name,
             "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
