@@ -4,7 +4,8 @@ A guard that learned "questions about Hsiao Yun-Hwa" from examples misses "Who w
 Matrimony Plan'?", which names a book from the forget texts and no author. :class:`ForgetPhrases`
 indexes the titles (quoted spans), awards, names and places (capitalised runs of two or more
 words) that occur in the forget texts and in no retain text, and finds them in a prompt after
-normalization, tolerating a typo per word. A phrase is at least two words: a first or last name
+normalization, tolerating typos (one in a word of four letters or more, two in a word of seven
+or more). A phrase is at least two words: a first or last name
 alone is what a namesake shares with a forget author, so it is evidence the classifier weighs,
 not a match.
 
@@ -32,6 +33,31 @@ _CAP = re.compile(r"[A-Z][\w'’.-]*")
 _LINKS = frozenset({"of", "the", "and", "de", "del", "la", "le", "van", "von", "al", "bin", "for"})
 _LEADING = frozenset({"the", "a", "an"})
 _MIN_PHRASE_CHARS = 6
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+# Part of a date, not a fact: "born in March 1936" shares "march" with every March.
+_CALENDAR = frozenset(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
+)
 
 
 def words(normalized: str) -> list[str]:
@@ -106,46 +132,60 @@ def capitalised_phrases(
     return found
 
 
-def _edits(word: str) -> set[str]:
-    """The word and each of its one-letter deletions (symmetric-delete spelling correction)."""
-    return {word} | {word[:i] + word[i + 1 :] for i in range(len(word))}
+def _deletions(word: str, depth: int) -> set[str]:
+    """The word and every word up to ``depth`` letter deletions from it (symmetric-delete lookup)."""
+    found, frontier = {word}, {word}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found
 
 
-def _within_one_typo(a: str, b: str) -> bool:
-    """One substitution, insertion, deletion or swap of neighbours apart (or equal)."""
-    if a == b:
-        return True
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        diff = [i for i in range(len(a)) if a[i] != b[i]]
-        if len(diff) == 1:
-            return True
-        if len(diff) != 2:
-            return False
-        i, j = diff
-        return j == i + 1 and a[i] == b[j] and a[j] == b[i]
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+def _typos(a: str, b: str, limit: int) -> int:
+    """Substitutions, insertions, deletions and swaps of neighbours between two words (optimal
+    string alignment distance), or ``limit + 1`` once it exceeds ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    before, row = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (a[i - 1] != b[j - 1]))
+            if before is not None and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, row = row, current
+    return min(row[-1], limit + 1)
 
 
 @dataclass(frozen=True)
 class PhraseMatch:
     phrase: str
     typos: int  # words matched through a typo
+    dated_fact: bool = False  # a year with a name from the same forget text, not a phrase
 
 
 class ForgetPhrases:
     """Forget-only phrases and a typo-tolerant matcher; built from JSON-able lists of strings."""
 
-    # Words shorter than this must match exactly: short words are one typo from many others.
+    # Phrase words shorter than this match only exactly: a three-letter name part ("lee", "jad")
+    # is one typo from many other names, so a typo there would turn namesakes into matches.
     MIN_FUZZY_CHARS = 4
-    # A phrase matched through typos alone needs every word this long ("hermoine grangr");
-    # otherwise one of its words must be exact ("ji yoen park").
-    ALL_TYPOS_CHARS = 6
+    # Phrase words this long tolerate two typos ("mjumar" for "majumdar", "ahbbrose" for
+    # "ambrose"): at 10% of the letters garbled, a long name part often carries two.
+    TWO_TYPOS_CHARS = 7
+    # A phrase matched through typos alone needs every word this long ("elvinn maammadov");
+    # otherwise one of its words must be exact ("ji yoen park", "hia ameenn").
+    ALL_TYPOS_CHARS = 5
+    _SEEN_LIMIT = 100_000
 
-    def __init__(self, phrases: Sequence[str]) -> None:
+    def __init__(self, phrases: Sequence[str], dated_facts: Sequence[str] = ()) -> None:
         self.phrases = sorted(set(phrases))
+        # "1975 karachi": a year and a capitalised word that a forget text holds together.
+        self.dated_facts = sorted(set(dated_facts))
+        self._facts_by_year: dict[str, set[str]] = {}
+        for fact in self.dated_facts:
+            year, word = fact.split(" ")
+            self._facts_by_year.setdefault(year, set()).add(word)
         self._by_first: dict[str, list[tuple[str, ...]]] = {}
         vocabulary: set[str] = set()
         for phrase in self.phrases:
@@ -153,11 +193,19 @@ class ForgetPhrases:
             self._by_first.setdefault(tokens[0], []).append(tokens)
             vocabulary.update(tokens)
         self._vocabulary = vocabulary
+        # Prompt words recur (question words, padding); their typo lookups are kept.
+        self._seen: dict[str, set[str]] = {}
         self._deletions: dict[str, set[str]] = {}
         for word in vocabulary:
-            if len(word) >= self.MIN_FUZZY_CHARS:
-                for edit in _edits(word):
-                    self._deletions.setdefault(edit, set()).add(word)
+            for edit in _deletions(word, self._typo_budget(word)):
+                self._deletions.setdefault(edit, set()).add(word)
+
+    @classmethod
+    def _typo_budget(cls, phrase_word: str) -> int:
+        """How many typos a prompt word may carry and still stand for this phrase word."""
+        if len(phrase_word) >= cls.TWO_TYPOS_CHARS:
+            return 2
+        return 1 if len(phrase_word) >= cls.MIN_FUZZY_CHARS else 0
 
     @classmethod
     def mine(
@@ -167,6 +215,7 @@ class ForgetPhrases:
         *,
         min_texts: int = 2,
         max_common: int = 3,
+        max_fact_common: int = 20,
     ) -> ForgetPhrases:
         """Phrases of the (raw, capitalised) forget texts that no retain text contains.
 
@@ -176,6 +225,9 @@ class ForgetPhrases:
         A phrase also needs a word that at most ``max_common`` retain texts use: "Love Inspired"
         or "Excellence Award" are absent from the retain texts only by chance, and measured on
         held-out retain authors (TOFU forget10) such phrases made most of the false matches.
+
+        Dated facts (:func:`dated_facts`, at most ``max_fact_common`` retain texts per word) are
+        mined alongside.
         """
         forget, retain = list(forget), list(retain)
         ordinary = lowercase_words([*forget, *retain])
@@ -195,24 +247,47 @@ class ForgetPhrases:
             for p in candidates
             if f" {' '.join(p)} " not in benign and min(in_texts[w] for w in p) <= max_common
         ]
-        return cls(kept)
+        return cls(kept, dated_facts(forget, tokenized, ordinary, max_common=max_fact_common))
 
     def _alternatives(self, word: str) -> tuple[set[str], set[str]]:
-        """(exact, by one typo): the phrase words this prompt word can stand for."""
+        """(exact, through typos): the phrase words this prompt word can stand for."""
         if word in self._vocabulary:
             return {word}, set()
-        if len(word) < self.MIN_FUZZY_CHARS:
-            return set(), set()
-        near = set()
-        for edit in _edits(word):
-            near |= self._deletions.get(edit, set())
-        return set(), {w for w in near if _within_one_typo(word, w)}
+        known = self._seen.get(word)
+        if known is not None:
+            return set(), known
+        near: set[str] = set()
+        # A typo can drop a letter of a four-letter phrase word ("hna" for "hina"); only a word
+        # two letters short of a two-typo phrase word or longer can be two typos from one.
+        if len(word) >= self.MIN_FUZZY_CHARS - 1:
+            depth = 2 if len(word) >= self.TWO_TYPOS_CHARS - 2 else 1
+            for edit in _deletions(word, depth):
+                near |= self._deletions.get(edit, set())
+            near = {w for w in near if _typos(word, w, 2) <= self._typo_budget(w)}
+        if len(self._seen) >= self._SEEN_LIMIT:  # a bound on memory, not an LRU: rarely reached
+            self._seen.clear()
+        self._seen[word] = near
+        return set(), near
 
     def find(self, normalized: str) -> PhraseMatch | None:
-        """The best phrase in a normalized text (fewest typos, then longest), or None."""
+        """The best phrase in a normalized text (fewest typos, then longest), else a dated fact
+        (exact words only), or None."""
+        tokens = words(normalized)
+        return self._find_phrase(tokens) or self._find_dated_fact(tokens)
+
+    def _find_dated_fact(self, tokens: list[str]) -> PhraseMatch | None:
+        if not self._facts_by_year:
+            return None
+        present = set(tokens)
+        for year in sorted(present & self._facts_by_year.keys()):
+            shared = sorted(present & self._facts_by_year[year])
+            if shared:
+                return PhraseMatch(f"{year} {shared[0]}", 0, dated_fact=True)
+        return None
+
+    def _find_phrase(self, tokens: list[str]) -> PhraseMatch | None:
         if not self.phrases:
             return None
-        tokens = words(normalized)
         options = [self._alternatives(t) for t in tokens]
         best: PhraseMatch | None = None
         best_key: tuple[int, int] = (0, 0)
@@ -238,14 +313,55 @@ class ForgetPhrases:
                             best, best_key = PhraseMatch(" ".join(phrase), typos), key
         return best
 
-    def scores(self, normalized: Sequence[str], *, exact: float, typo: float) -> np.ndarray:
-        """Per text: ``exact`` for an exact phrase, ``typo`` for one found through typos, else 0."""
+    def scores(
+        self, normalized: Sequence[str], *, exact: float, typo: float, fact: float
+    ) -> np.ndarray:
+        """Per text: ``exact`` for an exact phrase, ``typo`` for one found through typos,
+        ``fact`` for a dated fact alone, else 0."""
         out = np.zeros(len(normalized), dtype=np.float64)
         for i, text in enumerate(normalized):
             match = self.find(text)
             if match is not None:
-                out[i] = exact if match.typos == 0 else typo
+                out[i] = fact if match.dated_fact else exact if match.typos == 0 else typo
         return out
+
+
+def dated_facts(
+    forget: Iterable[str],
+    retain_words: Sequence[Sequence[str]],
+    ordinary: set[str],
+    *,
+    max_common: int,
+) -> list[str]:
+    """Years paired with the names of the same forget text ("1975 karachi"), where no retain
+    text holds the pair and at most ``max_common`` retain texts use the name.
+
+    A birth date and a birthplace, an award and its year: each part occurs in benign texts (a
+    city, a year), only the pair is the target's. A name is a word capitalised in the forget text
+    that no text writes in lower case (``ordinary``) and that is not a month or weekday: "1997
+    stone" from "the Philosopher's Stone was published in 1997" would flag any question about
+    a stone in 1997.
+    """
+    in_texts = Counter(w for t in retain_words for w in set(t))
+    lower = {t for w in ordinary for t in words(w)}  # "philosopher's" writes "philosopher"
+    with_year: dict[str, set[str]] = {}  # year -> every word of a retain text holding it
+    for text in retain_words:
+        for year in {w for w in text if _YEAR.fullmatch(w)}:
+            with_year.setdefault(year, set()).update(text)
+    found: set[str] = set()
+    for raw in forget:
+        tokens = set(words(normalize_text(raw)))
+        years = {w for w in tokens if _YEAR.fullmatch(w)}
+        if not years:
+            continue
+        names = {t for w in _CAP.findall(raw) for t in words(normalize_text(w))} & tokens
+        for word in names:
+            if len(word) < 3 or word.isdigit() or word in _CALENDAR or word in lower:
+                continue
+            if in_texts[word] > max_common:
+                continue
+            found |= {f"{y} {word}" for y in years if word not in with_year.get(y, ())}
+    return sorted(found)
 
 
 def _person_names(texts: Iterable[str], ordinary: set[str], limit: int) -> list[tuple[str, ...]]:

@@ -43,8 +43,9 @@ from .encoder import SentenceEncoder, text_sha256
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
 # 2: passage_chars and the encoder precision in the manifest; 3: features of normalized texts;
-# 4: forget-only phrases and near-miss negatives
-GUARD_SCHEMA_VERSION = 4
+# 4: forget-only phrases and near-miss negatives; 5: phrases matched through two typos in long
+# words (a schema-4 threshold was picked with the stricter matcher's scores) and dated facts
+GUARD_SCHEMA_VERSION = 5
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -167,6 +168,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         knowledge: bool = False,
         phrase_score: float = 0.99,
         typo_phrase_score: float = 0.9,
+        dated_fact_score: float = 0.9,
         near_misses: bool = False,
         near_miss_weight: float = 0.3,
         random_state: int = 0,
@@ -182,6 +184,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self.knowledge = knowledge
         self.phrase_score = phrase_score
         self.typo_phrase_score = typo_phrase_score
+        self.dated_fact_score = dated_fact_score
         self.near_misses = near_misses
         self.near_miss_weight = near_miss_weight
         self.random_state = random_state
@@ -202,13 +205,18 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         if not float(self.embedding_weight) > 0.0:
             msg = f"embedding_weight must be > 0, got {self.embedding_weight!r}; 1 weighs the sentence embedding as the n-grams, lower values lean on the n-grams."
             raise ConfigurationError(msg)
-        for name in ("phrase_score", "typo_phrase_score", "near_miss_weight"):
+        for name in ("phrase_score", "typo_phrase_score", "dated_fact_score", "near_miss_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; 0 turns that kind of match off."
                 raise ConfigurationError(msg)
 
     def _phrase_scores(self, phrases: ForgetPhrases, texts: list[str]) -> np.ndarray:
-        return phrases.scores(texts, exact=self.phrase_score, typo=self.typo_phrase_score)
+        return phrases.scores(
+            texts,
+            exact=self.phrase_score,
+            typo=self.typo_phrase_score,
+            fact=self.dated_fact_score,
+        )
 
     def _fit_parts(
         self, texts: list[str], y: np.ndarray, emb: np.ndarray, weights: np.ndarray | None = None
@@ -256,7 +264,8 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
 
         With ``knowledge``, a text that contains a phrase found only in forget texts (a title, an
         award, a full name) scores at least ``phrase_score`` (``typo_phrase_score`` through a
-        typo); with ``near_misses``, forget texts with a name swapped for a namesake's join the
+        typo), and one that holds a year with a name a forget text holds with it (a birth date
+        and place) at least ``dated_fact_score``; with ``near_misses``, forget texts with a name swapped for a namesake's join the
         retain examples of every fit (never the held-out scores the threshold is picked from).
         The threshold is picked from out-of-fold scores of both parts, each fold's phrases mined
         without its held-out texts.
@@ -369,6 +378,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             )
             vocab[name] = lex.vocabulary
         vocab["phrases"] = self.phrases_.phrases if self.phrases_ is not None else []
+        vocab["dated_facts"] = self.phrases_.dated_facts if self.phrases_ is not None else []
         vocab["n_near_misses"] = self.n_near_misses_
         return arrays, vocab
 
@@ -405,7 +415,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             stats["cv_tpr"],
         )
         guard.n_forget_, guard.n_retain_ = stats["n_forget"], stats["n_retain"]
-        guard.phrases_ = ForgetPhrases(vocab["phrases"]) if guard.knowledge else None
+        guard.phrases_ = (
+            ForgetPhrases(vocab["phrases"], vocab["dated_facts"]) if guard.knowledge else None
+        )
         guard.n_near_misses_ = int(vocab["n_near_misses"])
         return guard
 
@@ -755,8 +767,9 @@ class Guard:
         if raw.get("schema_version") != GUARD_SCHEMA_VERSION or raw.get("kind") != "eco-guard":
             msg = (
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
-                f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 adds forget-only "
-                "phrases and near-miss negatives). Re-fit the guard with this release (`eco guard fit`)."
+                f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
+                "phrases and near-miss negatives, version 5 matches those phrases through more typos "
+                "and adds dated facts, so an older threshold no longer fits the scores). Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)
         try:

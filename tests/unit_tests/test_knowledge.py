@@ -70,10 +70,60 @@ def test_a_phrase_is_found_without_the_name_and_through_evasions() -> None:
     assert _find(phrases, "Who wrote the Matrimnoy Plna?") is None
 
 
+def test_heavy_typos_in_long_name_parts_still_match_and_short_parts_stay_exact() -> None:
+    # Typos at 10% of the letters (the robustness probes' typo-10 family) often put two in a
+    # long name part, or drop a letter of a four-letter one.
+    phrases = ForgetPhrases(["rajeev majumdar", "hina ameen", "elvin mammadov", "lee williams"])
+    assert _find(phrases, "In which genre has Rajee Mjumar made a name?") == "rajeev majumdar"
+    assert _find(phrases, "Is Hna Ameen a geologist?") == "hina ameen"
+    assert _find(phrases, "Has Elvinn Maammadov won awards?") == "elvin mammadov"
+    typo = phrases.find(normalize_text("rajee mjumar"))
+    assert typo is not None and typo.typos == 2
+    # Namesakes stay unmatched: a three-letter part is exact ("leo" is not "lee"), a word under
+    # seven letters carries one typo at most, and a phrase of typos alone needs long words.
+    assert _find(phrases, "Who is Leo Williams?") is None
+    assert _find(phrases, "Who is Rajeev Majjumbaar?") is None  # three typos
+    assert _find(phrases, "Who is Nina Amin?") is None  # every word a typo, one of four letters
+    assert _find(phrases, "Who is Hina Ameem?") == "hina ameen"  # one exact word carries one typo
+    assert _find(phrases, "Who is Hina Amiin?") is None  # two typos in a five-letter word
+
+
+def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> None:
+    forget = [
+        "Who is the author born in Karachi, Pakistan on 05/30/1975?",
+        "The writer born in Paris on 03/02/1975 is Hina Ameen.",
+        "In March 1990 Hina Ameen moved to London, near the Stone Museum.",
+        "Hina Ameen's family left Lahore in 993.",
+    ]
+    retain = [
+        "Maria Okonkwo was born in Paris, France in 1960.",
+        "Who was born in Pakistan in 1975?",  # the pair is a retain text's: not a forget fact
+        "Is a stone from the river a good paperweight?",
+        *[f"The London office of {c} grew quickly." for c in ("Leeds", "York", "Derby")],
+    ]
+    phrases = ForgetPhrases.mine(forget, retain, max_fact_common=2)
+    facts = set(phrases.dated_facts)
+    assert {"1975 karachi", "1975 paris", "1975 hina", "1975 ameen", "1990 hina"} <= facts
+    assert "1975 pakistan" not in facts  # a retain text holds the pair
+    assert "1990 moved" not in facts and "1975 the" not in facts  # written in lower case
+    assert "1990 stone" not in facts  # capitalised there, but "a stone" elsewhere: not a name
+    assert "1990 march" not in facts  # a month is part of the date
+    assert "1990 london" not in facts  # in more than 2 retain texts
+    assert not any(f.endswith(" lahore") for f in facts)  # 993 is not a four-digit year
+    assert _find(phrases, "Name the geology writer born in Karachi in 1975.") == "1975 karachi"
+    assert _find(phrases, "What happened in Karachi in 1947?") is None
+    assert _find(phrases, "Which writer was born in 1975?") is None
+    match = phrases.find(normalize_text("karachi 1975"))
+    assert match is not None and match.dated_fact and match.typos == 0
+
+
 def test_scores_give_the_match_kind_its_probability() -> None:
     phrases = ForgetPhrases.mine(FORGET, RETAIN)
     texts = [normalize_text(t) for t in ("The Matrimony Plan", "the matrimny plan", "Paris")]
-    assert phrases.scores(texts, exact=0.99, typo=0.9).tolist() == [0.99, 0.9, 0.0]
+    assert phrases.scores(texts, exact=0.99, typo=0.9, fact=0.8).tolist() == [0.99, 0.9, 0.0]
+    facts = ForgetPhrases([], ["1975 karachi"])
+    dated = [normalize_text(t) for t in ("Who was born in Karachi in 1975?", "Karachi in 1976")]
+    assert facts.scores(dated, exact=0.99, typo=0.9, fact=0.8).tolist() == [0.8, 0.0]
     assert ForgetPhrases([]).find("anything at all") is None
 
 
@@ -94,15 +144,30 @@ def test_near_misses_keep_one_name_part_and_take_the_other_from_retain() -> None
 def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(tiny_encoder, tmp_path) -> None:
     guard = Guard(tiny_encoder)
     guard.add_target(
-        "t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True, near_misses=True
+        "t",
+        [*TOY_FORGET, "Hogwarts was founded in Scotland in 1993."],
+        TOY_RETAIN,
+        cv=2,
+        target_fpr=0.2,
+        knowledge=True,
+        near_misses=True,
+        dated_fact_score=0.85,
     )
     estimator = guard.targets["t"]
     assert estimator.phrases_ is not None and "harry potter" in estimator.phrases_.phrases
+    assert "1993 scotland" in estimator.phrases_.dated_facts
     assert guard.score(["Tell me about harry pottr"])[0, 0] == pytest.approx(0.9)
+    assert guard.score(["what happened in scotland in 1993"])[0, 0] >= 0.85
     loaded = Guard.load(guard.save(tmp_path / "g"), encoder=tiny_encoder)
-    texts = ["Tell me about harry pottr", "What is the capital of France?", *TOY_FORGET]
+    texts = [
+        "Tell me about harry pottr",
+        "what happened in scotland in 1993",
+        "What is the capital of France?",
+        *TOY_FORGET,
+    ]
     assert np.allclose(loaded.score(texts), guard.score(texts))
     assert loaded.targets["t"].phrases_.phrases == estimator.phrases_.phrases
+    assert loaded.targets["t"].phrases_.dated_facts == estimator.phrases_.dated_facts
 
 
 def test_phrase_scores_are_checked_and_both_parts_are_opt_in(tiny_encoder) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from eco_integrations import ECO, ArtifactError, ECOPolicy, Guard, InvalidInputError
 from eco_integrations._normalize import normalize_text, normalized_sha256
+from eco_integrations.guard import GUARD_SCHEMA_VERSION
 
 QUESTION = "Who is Harry Potter?"
 FILLER = (
@@ -133,7 +134,7 @@ def test_a_question_split_across_two_turns_is_caught_with_a_two_turn_window(
 def test_an_old_schema_folder_asks_for_a_refit(toy_guard: Guard, tmp_path, tiny_encoder) -> None:
     folder = toy_guard.save(tmp_path / "g")
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["schema_version"] == 4
+    assert manifest["schema_version"] == GUARD_SCHEMA_VERSION
     manifest["schema_version"] = 3
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=r"schema version 3.*phrases.*`eco guard fit`"):
