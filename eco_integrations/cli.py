@@ -320,6 +320,10 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
             f"decision: flagged={decision.flagged} score={score} threshold={threshold} "
             f"target={decision.target or '-'} corrupted={decision.corrupted} mode={decision.mode}"
         )
+        if decision.flagged:
+            print(
+                f"knowledge match: {explanation.knowledge_match or 'none (the classifier alone)'}"
+            )
         print(f"selector: {selection.name}" + (f" (n={selection.n})" if selection.n else ""))
         if explanation.terms:
             print(f"terms ({len(explanation.terms)}): {'; '.join(explanation.terms)}")
@@ -328,6 +332,7 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
     print_json(
         {
             "decision": decision.event_payload(),
+            "knowledge_match": explanation.knowledge_match,
             "selector": selection.name,
             "terms": list(explanation.terms),
             "prompt_tokens": len(explanation.tokens),

@@ -599,7 +599,12 @@ class ECO:
         terms: tuple[str, ...] = ()
         if chosen.name == "entities" and request.decision.corrupted:
             terms = tuple(dict.fromkeys([*chosen.terms, *self._target_terms(request.decision)]))
-        return Explanation(request, chosen, terms, tokens)
+        knowledge = None
+        if self.guard is not None and request.decision.target is not None:
+            knowledge = self.guard.knowledge_match(
+                rendered.classified_text, request.decision.target
+            )
+        return Explanation(request, chosen, terms, tokens, knowledge)
 
     # -- generation ----------------------------------------------------------------------------
     def generate(
@@ -757,12 +762,16 @@ class Explanation:
 
     ``terms`` are those the ``entities`` selector searched for (the policy's plus the flagged
     target's); empty for the other selectors and for a prompt that is not corrupted.
+    ``knowledge_match`` says which forget-only phrase or dated fact of the flagged target the
+    classified text holds (:meth:`Guard.knowledge_match`); None when nothing matched or the
+    prompt was not flagged.
     """
 
     request: ECORequest
     selection: SelectionConfig
     terms: tuple[str, ...]
     tokens: tuple[PromptToken, ...]
+    knowledge_match: str | None = None
 
     @property
     def decision(self) -> Decision:

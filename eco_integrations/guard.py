@@ -670,6 +670,30 @@ class Guard:
             )
         return out
 
+    def knowledge_match(self, text: str, target: str) -> str | None:
+        """What the target's forget knowledge found in ``text``, in words, for an operator.
+
+        ``'phrase "elvin mammadov"'``, ``'phrase "rajeev majumdar" (2 words through typos)'``
+        or ``'dated fact "1975 karachi"'``; None when the target was fit without ``knowledge`` or
+        nothing matched (then the learned classifier's score is the whole verdict).
+        """
+        if target not in self.targets:
+            msg = f"No target {target!r} in this guard; it has: {', '.join(self.target_names) or 'none'}."
+            raise InvalidInputError(msg)
+        phrases = self.targets[target].phrases_
+        if phrases is None:
+            return None
+        (checked,) = normalized_texts([text], "text")
+        match = phrases.find(checked)
+        if match is None:
+            return None
+        if match.dated_fact:
+            return f'dated fact "{match.phrase}"'
+        through = (
+            f" ({match.typos} word{'s' * (match.typos > 1)} through typos)" if match.typos else ""
+        )
+        return f'phrase "{match.phrase}"{through}'
+
     def decide_many(
         self, texts: Sequence[str], *, threshold: float | None = None
     ) -> list[Decision]:

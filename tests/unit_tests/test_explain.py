@@ -154,6 +154,8 @@ def test_command_marks_what_the_engine_corrupts(
     ] == [(t.index, t.text, t.start, t.end) for t in expected.corrupted_tokens]
     shown = "\n".join(text)
     assert "flagged=True" in shown and "terms (" in shown and "Hogwarts" in shown
+    # The toy guard has no knowledge part: its classifier alone flagged the prompt.
+    assert printed["knowledge_match"] is None and "knowledge match: none" in shown
     assert expected.marked_text() in shown
 
 
@@ -171,6 +173,7 @@ def test_command_selector_option_and_benign_prompt(
     printed = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and not printed["decision"]["flagged"]
     assert printed["corrupted_tokens"] == [] and printed["terms"] == []
+    assert printed["knowledge_match"] is None
 
 
 @pytest.mark.parametrize(

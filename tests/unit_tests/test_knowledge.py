@@ -170,6 +170,27 @@ def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(tiny_encoder
     assert loaded.targets["t"].phrases_.dated_facts == estimator.phrases_.dated_facts
 
 
+def test_the_operator_sees_which_knowledge_matched(tiny_encoder, tiny_backend) -> None:
+    from eco_integrations import ECO, InvalidInputError
+
+    guard = Guard(tiny_encoder)
+    forget = [*TOY_FORGET, "Hogwarts was founded in Scotland in 1993."]
+    guard.add_target("hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True)
+    assert guard.knowledge_match("Tell me about Harry Potter", "hp") == 'phrase "harry potter"'
+    assert (
+        guard.knowledge_match("Tell me about harry pottr", "hp")
+        == 'phrase "harry potter" (1 word through typos)'
+    )
+    assert guard.knowledge_match("Scotland in 1993?", "hp") == 'dated fact "1993 scotland"'
+    assert guard.knowledge_match("How do I bake bread?", "hp") is None
+    with pytest.raises(InvalidInputError, match=r"No target 'nope'.*hp"):
+        guard.knowledge_match("Harry Potter", "nope")
+    explained = ECO(tiny_backend, guard).explain("Tell me about harry pottr")
+    assert explained.decision.flagged
+    assert explained.knowledge_match == 'phrase "harry potter" (1 word through typos)'
+    assert ECO(tiny_backend, guard).explain("How do I bake bread?").knowledge_match is None
+
+
 def test_phrase_scores_are_checked_and_both_parts_are_opt_in(tiny_encoder) -> None:
     from eco_integrations.exceptions import ConfigurationError
 
