@@ -5,9 +5,10 @@ Matrimony Plan'?", which names a book from the forget texts and no author. :clas
 indexes the titles (quoted spans), awards, names and places (capitalised runs of two or more
 words) that occur in the forget texts and in no retain text, and finds them in a prompt after
 normalization, tolerating typos (one in a word of four letters or more, two in a word of seven
-or more). A phrase is at least two words: a first or last name
-alone is what a namesake shares with a forget author, so it is evidence the classifier weighs,
-not a match.
+or more). A phrase is at least two words: a first or last name alone is what a namesake shares
+with a forget author, so it is evidence the classifier weighs, not a match. Beside the phrases
+it keeps :func:`dated_facts`, a year paired with a name of the same forget text ("1975
+karachi"): a description that names nobody ("the writer born in Karachi in 1975") holds one.
 
 :func:`near_miss_texts` writes the classifier's hard negatives: forget questions with their
 person's name swapped for a namesake's (the same first name with another family name, or the

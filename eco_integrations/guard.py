@@ -265,8 +265,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         With ``knowledge``, a text that contains a phrase found only in forget texts (a title, an
         award, a full name) scores at least ``phrase_score`` (``typo_phrase_score`` through a
         typo), and one that holds a year with a name a forget text holds with it (a birth date
-        and place) at least ``dated_fact_score``; with ``near_misses``, forget texts with a name swapped for a namesake's join the
-        retain examples of every fit (never the held-out scores the threshold is picked from).
+        and place) at least ``dated_fact_score``; with ``near_misses``, forget texts with a name
+        swapped for a namesake's join the retain examples of every fit (never the held-out scores
+        the threshold is picked from).
         The threshold is picked from out-of-fold scores of both parts, each fold's phrases mined
         without its held-out texts.
         """
@@ -793,7 +794,8 @@ class Guard:
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
                 f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
                 "phrases and near-miss negatives, version 5 matches those phrases through more typos "
-                "and adds dated facts, so an older threshold no longer fits the scores). Re-fit the guard with this release (`eco guard fit`)."
+                "and adds dated facts, so an older threshold no longer fits the scores). "
+                "Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)
         try:
