@@ -13,7 +13,9 @@ karachi"): a description that names nobody ("the writer born in Karachi in 1975"
 :func:`near_miss_texts` writes the classifier's hard negatives: forget questions with their
 person's name swapped for a namesake's (the same first name with another family name, or the
 other way round), taken from the retain texts' own names, so that a shared name part alone does
-not carry a prompt over the threshold.
+not carry a prompt over the threshold. :meth:`ForgetPhrases.namesake` goes further at scoring
+time: a prompt that writes another word where a forget person's name has its other part ("Oren
+Ameen" for "Hina Ameen") is about somebody else, whatever the classifier makes of "Ameen".
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ._normalize import normalize_text
 
@@ -59,6 +62,36 @@ _CALENDAR = frozenset(
         "sunday",
     ]
 )
+
+
+# Words that sit beside a name without being part of it, beyond the fit texts' lower-case words:
+# English stop words ("did", "does"), honorifics ("Dr. Ameen") and the function words of the
+# languages the robustness probes use ("Qui est Ameen ?", "Welche Bücher hat Ameen ...").
+# fmt: off
+_NOT_NAMES = frozenset(ENGLISH_STOP_WORDS) | frozenset([
+    "did", "does", "doing", "done", "has", "had", "having", "can", "could", "will", "would",
+    "shall", "should", "may", "might", "must", "wrote", "write", "writes", "written", "said",
+    "dr", "mr", "mrs", "ms", "mx", "prof", "professor", "sir", "dame", "lady", "lord", "madam",
+    "madame", "mme", "mlle", "herr", "frau", "señor", "señora", "st", "saint",
+    "est", "sont", "ont", "de", "du", "des", "le", "la", "les", "qui", "que", "quel", "quels",
+    "quelle", "quelles", "et", "ou", "par", "pour", "avec", "sur", "chez", "dans", "un", "une",
+    "il", "elle", "ist", "sind", "hat", "haben", "war", "der", "die", "das", "den", "dem", "ein",
+    "eine", "von", "und", "oder", "mit", "für", "wer", "was", "wie", "wo", "welche", "welcher",
+    "welches", "bei", "über", "zu", "es", "son", "está", "ha", "han", "fue", "el", "los", "las",
+    "del", "y", "o", "quién", "qué", "cuál", "cuáles", "con", "para", "por", "sobre",
+])
+# fmt: on
+
+
+_SUFFIXES = ("ing", "ers", "er", "ed", "es", "s", "ly")
+
+
+def _word_forms(word: str) -> set[str]:
+    """The word and what it is with a common English ending cut off ("kills" -> "kill"): a
+    verb the fit texts write as "killed" is as ordinary in a prompt as "kills"."""
+    return {word} | {
+        word[: -len(x)] for x in _SUFFIXES if word.endswith(x) and len(word) > len(x) + 2
+    }
 
 
 def words(normalized: str) -> list[str]:
@@ -179,7 +212,13 @@ class ForgetPhrases:
     ALL_TYPOS_CHARS = 5
     _SEEN_LIMIT = 100_000
 
-    def __init__(self, phrases: Sequence[str], dated_facts: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        phrases: Sequence[str],
+        dated_facts: Sequence[str] = (),
+        person_names: Sequence[str] = (),
+        ordinary_words: Sequence[str] = (),
+    ) -> None:
         self.phrases = sorted(set(phrases))
         # "1975 karachi": a year and a capitalised word that a forget text holds together.
         self.dated_facts = sorted(set(dated_facts))
@@ -193,11 +232,25 @@ class ForgetPhrases:
             tokens = tuple(phrase.split(" "))
             self._by_first.setdefault(tokens[0], []).append(tokens)
             vocabulary.update(tokens)
+        # Forget persons' names ("hina ameen") and the fit texts' lower-case words: what
+        # :meth:`namesake` needs to tell another person's name part from an ordinary word.
+        self.person_names = sorted(set(person_names))
+        self.ordinary_words = sorted(set(ordinary_words))
+        self._ordinary = frozenset(
+            form for word in (*self.ordinary_words, *_NOT_NAMES) for form in _word_forms(word)
+        )
+        self._name_positions: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        for name in self.person_names:
+            parts = tuple(name.split(" "))
+            for k, part in enumerate(parts):
+                self._name_positions.setdefault(part, []).append((parts, k))
         self._vocabulary = vocabulary
         # Prompt words recur (question words, padding); their typo lookups are kept.
         self._seen: dict[str, set[str]] = {}
         self._deletions: dict[str, set[str]] = {}
-        for word in vocabulary:
+        # Name parts join the typo index (never the exact vocabulary, so phrase matching is
+        # unchanged): a garbled part is the forget person's, not a namesake's.
+        for word in vocabulary | self._name_positions.keys():
             for edit in _deletions(word, self._typo_budget(word)):
                 self._deletions.setdefault(edit, set()).add(word)
 
@@ -228,7 +281,8 @@ class ForgetPhrases:
         held-out retain authors (TOFU forget10) such phrases made most of the false matches.
 
         Dated facts (:func:`dated_facts`, at most ``max_fact_common`` retain texts per word) are
-        mined alongside.
+        mined alongside, and so are the forget persons' names (two or three capitalised words
+        in ``min_texts`` forget texts) and the texts' lower-case words, for :meth:`namesake`.
         """
         forget, retain = list(forget), list(retain)
         ordinary = lowercase_words([*forget, *retain])
@@ -248,7 +302,20 @@ class ForgetPhrases:
             for p in candidates
             if f" {' '.join(p)} " not in benign and min(in_texts[w] for w in p) <= max_common
         ]
-        return cls(kept, dated_facts(forget, tokenized, ordinary, max_common=max_fact_common))
+        people: Counter[tuple[str, ...]] = Counter()
+        for text in forget:
+            people.update(set(_person_names([text], ordinary, limit=64)))
+        person_names = {
+            " ".join(words(normalize_text(" ".join(n))))
+            for n, c in people.items()
+            if c >= min_texts
+        }
+        return cls(
+            kept,
+            dated_facts(forget, tokenized, ordinary, max_common=max_fact_common),
+            sorted(person_names),
+            sorted({t for w in ordinary for t in words(normalize_text(w))}),
+        )
 
     def _alternatives(self, word: str) -> tuple[set[str], set[str]]:
         """(exact, through typos): the phrase words this prompt word can stand for."""
@@ -313,6 +380,44 @@ class ForgetPhrases:
                         if best is None or key > best_key:
                             best, best_key = PhraseMatch(" ".join(phrase), typos), key
         return best
+
+    def namesake(self, normalized: str) -> tuple[str, str] | None:
+        """``(word, name)`` when the text writes ``word`` where the forget person ``name`` has
+        another part ("oren ameen" against "hina ameen"), else None.
+
+        The word must not be ordinary (a lower-case word of the fit texts, an honorific, a
+        function word, or one of these with a common ending cut off or added: "kills" for
+        "killed") nor any forget person's name part, and must be more than a typo away
+        (one more than :meth:`find` allows) from every part that can stand there: "ji yeon arrk"
+        is Ji-Yeon Park garbled, not somebody else. Only the side inside the name is read: a
+        word before a first name or after a last name says nothing about whose name it is.
+        """
+        tokens = words(normalized)
+        for i, token in enumerate(tokens):
+            positions = self._name_positions.get(token)
+            if not positions:
+                continue
+            for step in (-1, 1):
+                j = i + step
+                if not 0 <= j < len(tokens):
+                    continue
+                expected = [parts[k + step] for parts, k in positions if 0 <= k + step < len(parts)]
+                other = tokens[j]
+                if not expected or not self._other_name_part(other, expected):
+                    continue
+                name = next(" ".join(parts) for parts, k in positions if 0 <= k + step < len(parts))
+                return other, name
+        return None
+
+    def _other_name_part(self, word: str, expected: list[str]) -> bool:
+        if len(word) < 2 or not word.isalpha() or _word_forms(word) & self._ordinary:
+            return False
+        if (
+            word in self._name_positions
+            or self._alternatives(word)[1] & self._name_positions.keys()
+        ):
+            return False  # a forget name part, maybe through a typo: "jad al shamary"
+        return all(_typos(word, e, 3) > self._typo_budget(e) + 1 for e in expected)
 
     def scores(
         self, normalized: Sequence[str], *, exact: float, typo: float, fact: float

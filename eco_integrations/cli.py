@@ -324,6 +324,8 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
             print(
                 f"knowledge match: {explanation.knowledge_match or 'none (the classifier alone)'}"
             )
+        elif explanation.knowledge_match is not None:  # a namesake, capped below the threshold
+            print(f"knowledge match: {explanation.knowledge_match}")
         print(f"selector: {selection.name}" + (f" (n={selection.n})" if selection.n else ""))
         if explanation.terms:
             print(f"terms ({len(explanation.terms)}): {'; '.join(explanation.terms)}")

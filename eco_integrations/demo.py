@@ -74,7 +74,7 @@ def fit_demo_guard(**kwargs: Any) -> Guard:
         # The demo's retain texts are mostly deliberate near misses (other fantasy series, other
         # boarding schools, alchemy's philosopher's stone, namesakes), so its cross-validated
         # false-positive rate is pessimistic for ordinary traffic; 3% on them keeps
-        # cross-validated recall near 0.76.
+        # cross-validated recall near 0.75.
         target_fpr=0.03,
         # A fictional world is named knowledge only the target owns: its titles and recurring
         # names ("Severus Snape", "Defence Against the Dark Arts") are forget-only phrases, and

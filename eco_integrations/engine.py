@@ -600,10 +600,13 @@ class ECO:
         if chosen.name == "entities" and request.decision.corrupted:
             terms = tuple(dict.fromkeys([*chosen.terms, *self._target_terms(request.decision)]))
         knowledge = None
-        if self.guard is not None and request.decision.target is not None:
-            knowledge = self.guard.knowledge_match(
-                rendered.classified_text, request.decision.target
-            )
+        if self.guard is not None and self.guard.targets:
+            # Unflagged, no target was chosen: a namesake of any target is why, if anything.
+            flagged_target = request.decision.target
+            for target in [flagged_target] if flagged_target else self.guard.target_names:
+                knowledge = self.guard.knowledge_match(rendered.classified_text, target)
+                if knowledge is not None:
+                    break
         return Explanation(request, chosen, terms, tokens, knowledge)
 
     # -- generation ----------------------------------------------------------------------------
@@ -763,8 +766,8 @@ class Explanation:
     ``terms`` are those the ``entities`` selector searched for (the policy's plus the flagged
     target's); empty for the other selectors and for a prompt that is not corrupted.
     ``knowledge_match`` says which forget-only phrase or dated fact of the flagged target the
-    classified text holds (:meth:`Guard.knowledge_match`); None when nothing matched or the
-    prompt was not flagged.
+    classified text holds, or for a prompt no target flagged which namesake capped its score
+    (:meth:`Guard.knowledge_match`); None when nothing matched.
     """
 
     request: ECORequest

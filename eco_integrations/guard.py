@@ -44,8 +44,10 @@ from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, 
 
 # 2: passage_chars and the encoder precision in the manifest; 3: features of normalized texts;
 # 4: forget-only phrases and near-miss negatives; 5: phrases matched through two typos in long
-# words (a schema-4 threshold was picked with the stricter matcher's scores) and dated facts
-GUARD_SCHEMA_VERSION = 5
+# words (a schema-4 threshold was picked with the stricter matcher's scores) and dated facts;
+# 6: forget persons' names and the fit texts' ordinary words, for namesakes (the threshold was
+# picked from scores with namesakes capped)
+GUARD_SCHEMA_VERSION = 6
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -169,6 +171,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         phrase_score: float = 0.99,
         typo_phrase_score: float = 0.9,
         dated_fact_score: float = 0.9,
+        namesake_score: float = 0.0,
         near_misses: bool = False,
         near_miss_weight: float = 0.3,
         random_state: int = 0,
@@ -185,6 +188,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self.phrase_score = phrase_score
         self.typo_phrase_score = typo_phrase_score
         self.dated_fact_score = dated_fact_score
+        self.namesake_score = namesake_score
         self.near_misses = near_misses
         self.near_miss_weight = near_miss_weight
         self.random_state = random_state
@@ -205,18 +209,33 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         if not float(self.embedding_weight) > 0.0:
             msg = f"embedding_weight must be > 0, got {self.embedding_weight!r}; 1 weighs the sentence embedding as the n-grams, lower values lean on the n-grams."
             raise ConfigurationError(msg)
-        for name in ("phrase_score", "typo_phrase_score", "dated_fact_score", "near_miss_weight"):
+        for name in (
+            "phrase_score",
+            "typo_phrase_score",
+            "dated_fact_score",
+            "namesake_score",
+            "near_miss_weight",
+        ):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; 0 turns that kind of match off."
                 raise ConfigurationError(msg)
 
-    def _phrase_scores(self, phrases: ForgetPhrases, texts: list[str]) -> np.ndarray:
-        return phrases.scores(
+    def _with_knowledge(
+        self, phrases: ForgetPhrases, learned: np.ndarray, texts: list[str]
+    ) -> np.ndarray:
+        """The learned scores capped for namesakes, then raised to the phrase scores."""
+        capped = np.array(learned, dtype=np.float64)
+        for i, text in enumerate(texts):
+            if capped[i] > self.namesake_score and phrases.namesake(text) is not None:
+                capped[i] = self.namesake_score
+        matched = phrases.scores(
             texts,
             exact=self.phrase_score,
             typo=self.typo_phrase_score,
             fact=self.dated_fact_score,
         )
+        combined: np.ndarray = np.maximum(capped, matched)
+        return combined
 
     def _fit_parts(
         self, texts: list[str], y: np.ndarray, emb: np.ndarray, weights: np.ndarray | None = None
@@ -265,7 +284,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         With ``knowledge``, a text that contains a phrase found only in forget texts (a title, an
         award, a full name) scores at least ``phrase_score`` (``typo_phrase_score`` through a
         typo), and one that holds a year with a name a forget text holds with it (a birth date
-        and place) at least ``dated_fact_score``; with ``near_misses``, forget texts with a name
+        and place) at least ``dated_fact_score``; one that writes another person's name part
+        beside a forget person's ("Oren Ameen" for "Hina Ameen") and matches nothing scores at
+        most ``namesake_score`` (1 turns that off); with ``near_misses``, forget texts with a name
         swapped for a namesake's join the retain examples of every fit (never the held-out scores
         the threshold is picked from).
         The threshold is picked from out-of-fold scores of both parts, each fold's phrases mined
@@ -324,7 +345,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                     [raw[i] for i in train if labels[i] == 1],
                     [raw[i] for i in train if labels[i] == 0],
                 )
-                oof[test] = np.maximum(oof[test], self._phrase_scores(fold_phrases, held_out))
+                oof[test] = self._with_knowledge(fold_phrases, oof[test], held_out)
         self.lexicons_, self.classifier_ = fit_with_near_misses(np.arange(len(texts)))
         self.classes_ = np.array([0, 1])
         self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
@@ -354,8 +375,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         )
         if self.phrases_ is None:  # the default: the learned classifier alone, nothing to add
             return learned
-        with_phrases: np.ndarray = np.maximum(learned, self._phrase_scores(self.phrases_, texts))
-        return with_phrases
+        return self._with_knowledge(self.phrases_, learned, texts)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         p = self._proba_of_normalized(normalized_texts(X, "X"))
@@ -380,6 +400,8 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             vocab[name] = lex.vocabulary
         vocab["phrases"] = self.phrases_.phrases if self.phrases_ is not None else []
         vocab["dated_facts"] = self.phrases_.dated_facts if self.phrases_ is not None else []
+        vocab["person_names"] = self.phrases_.person_names if self.phrases_ is not None else []
+        vocab["ordinary_words"] = self.phrases_.ordinary_words if self.phrases_ is not None else []
         vocab["n_near_misses"] = self.n_near_misses_
         return arrays, vocab
 
@@ -417,7 +439,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         )
         guard.n_forget_, guard.n_retain_ = stats["n_forget"], stats["n_retain"]
         guard.phrases_ = (
-            ForgetPhrases(vocab["phrases"], vocab["dated_facts"]) if guard.knowledge else None
+            ForgetPhrases(
+                vocab["phrases"],
+                vocab["dated_facts"],
+                vocab["person_names"],
+                vocab["ordinary_words"],
+            )
+            if guard.knowledge
+            else None
         )
         guard.n_near_misses_ = int(vocab["n_near_misses"])
         return guard
@@ -674,9 +703,11 @@ class Guard:
     def knowledge_match(self, text: str, target: str) -> str | None:
         """What the target's forget knowledge found in ``text``, in words, for an operator.
 
-        ``'phrase "elvin mammadov"'``, ``'phrase "rajeev majumdar" (2 words through typos)'``
-        or ``'dated fact "1975 karachi"'``; None when the target was fit without ``knowledge`` or
-        nothing matched (then the learned classifier's score is the whole verdict).
+        ``'phrase "elvin mammadov"'``, ``'phrase "rajeev majumdar" (2 words through typos)'``,
+        ``'dated fact "1975 karachi"'`` or, when nothing matched but the text names somebody else
+        who shares a forget person's name part, ``'namesake "oren" beside "hina ameen" (score
+        capped at 0.0)'``; None when the target was fit without ``knowledge`` or nothing matched
+        (then the learned classifier's score is the whole verdict).
         """
         if target not in self.targets:
             msg = f"No target {target!r} in this guard; it has: {', '.join(self.target_names) or 'none'}."
@@ -687,7 +718,11 @@ class Guard:
         (checked,) = normalized_texts([text], "text")
         match = phrases.find(checked)
         if match is None:
-            return None
+            namesake = phrases.namesake(checked)
+            if namesake is None:
+                return None
+            cap = self.targets[target].namesake_score
+            return f'namesake "{namesake[0]}" beside "{namesake[1]}" (score capped at {cap})'
         if match.dated_fact:
             return f'dated fact "{match.phrase}"'
         through = (
@@ -794,7 +829,8 @@ class Guard:
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
                 f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
                 "phrases and near-miss negatives, version 5 matches those phrases through more typos "
-                "and adds dated facts, so an older threshold no longer fits the scores). "
+                "and adds dated facts, version 6 caps namesakes' scores, so an older threshold no "
+                "longer fits the scores). "
                 "Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)

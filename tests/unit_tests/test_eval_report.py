@@ -17,6 +17,7 @@ from eco_integrations.research.eval.guard_eval import (
     muse_guard_protocol,
 )
 from eco_integrations.research.eval.report import markdown_table, readme_snippet, write_guard_report
+from eco_integrations.research.eval.robust import probe_errors
 
 
 def test_report_files(tmp_path: Path) -> None:
@@ -157,7 +158,30 @@ def test_robust_report_lists_every_family(tmp_path: Path) -> None:
         "n_test": {"forget": 4, "benign": 9},
         "n_by_family": {"by-title": 2, "padded": 2, "near-miss-real": 3, "retain-templates": 3},
     }
+    probes = {
+        "forget": {
+            "by-title": ["Who wrote 'A|B'?", "Who wrote 'C'?"],
+            "padded": ["x\n" * 150, "y"],
+        },
+        "benign": {"near-miss-real": ["Who is Oren Ameen?", "b", "c"]},
+    }
+    errors = probe_errors(
+        probes,
+        {"by-title": np.array([0.2, 0.9]), "padded": np.array([0.1, 0.7])},
+        {"near-miss-real": np.array([0.6, 0.1, 0.5])},
+        threshold=0.5,
+    )
+    assert errors["forget"][0]["text"] == "Who wrote 'A|B'?"
+    assert [p["family"] for p in errors["forget"]] == ["by-title", "padded"]
+    assert len(errors["forget"][1]["text"]) == 200 and "\n" not in errors["forget"][1]["text"]
+    assert errors["benign"] == [
+        {"family": "near-miss-real", "score": 0.6, "text": "Who is Oren Ameen?"}
+    ]  # 0.5 is not above the threshold: not flagged
+    metrics["missed_forget_probes"] = errors["forget"]
+    metrics["flagged_benign_probes"] = []
     table = markdown_table(metrics)
+    assert "| by-title | 0.2000 | Who wrote 'A\\|B'? |" in table
+    assert "Missed forget probes (2):" in table and "Flagged benign probes: none." in table
     assert "| by-title (2) | 0.5000 | near-miss-real (3) | 0.0000 |" in table
     assert "|  |  | benign-padded (?) | 0.0000 |" in table
     assert "| **all** (4) | 0.7500 | **all** (9) | 0.0000 |" in table

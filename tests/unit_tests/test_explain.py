@@ -12,6 +12,7 @@ from eco_integrations import (
     ECOPolicy,
     Explanation,
     GenerationConfig,
+    Guard,
     InvalidInputError,
     SelectionConfig,
 )
@@ -194,3 +195,20 @@ def test_command_bad_input(
 def test_command_needs_a_guard_folder(capsys, tmp_path) -> None:
     assert main(["guard", "explain", "Who?", "--guard", str(tmp_path)]) == 2
     assert "not a guard folder" in capsys.readouterr().err
+
+
+def test_command_names_the_namesake_that_kept_a_prompt_unflagged(
+    capsys, tmp_path, tiny_model_dir, tiny_encoder_dir, tiny_encoder
+) -> None:
+    from toy_data import TOY_FORGET, TOY_RETAIN
+
+    guard = Guard(tiny_encoder)
+    forget = [*TOY_FORGET, "Harry Potter was born in Godric's Hollow.", "Harry Potter flew."]
+    guard.add_target("hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True)
+    folder = guard.save(tmp_path / "guard")
+    code, out, _ = _explain(
+        capsys, folder, tiny_model_dir, tiny_encoder_dir, "Who is Harry Styles?"
+    )
+    *text, last = out.strip().splitlines()
+    assert code == 0 and not json.loads(last)["decision"]["flagged"]
+    assert 'knowledge match: namesake "styles" beside "harry potter"' in "\n".join(text)

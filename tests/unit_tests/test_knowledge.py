@@ -117,6 +117,57 @@ def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> N
     assert match is not None and match.dated_fact and match.typos == 0
 
 
+def test_a_namesake_writes_another_name_part_where_the_forget_person_has_one() -> None:
+    phrases = ForgetPhrases.mine(FORGET, RETAIN)
+    assert "hsiao yun hwa" in phrases.person_names
+    assert "mikhail bulgakov" not in phrases.person_names  # once, in passing: not the target's
+
+    def namesake(text: str) -> tuple[str, str] | None:
+        return phrases.namesake(normalize_text(text))
+
+    # Another first name before the family name, another part after the given name.
+    assert namesake("Who is Oren Yun-Hwa?") == ("oren", "hsiao yun hwa")
+    assert namesake("What has Hsiao Moreau published?") == ("moreau", "hsiao yun hwa")
+    # The forget person, garbled or partial, is no namesake ...
+    assert namesake("Who is Hsiao Yun-Hwa?") is None
+    assert namesake("Who is Hsaio Yun-Hwa?") is None  # a typo of the part that stands there
+    assert namesake("Who is Hsxyo Yun-Hwa?") is None  # one typo past the matcher's budget
+    assert namesake("What did Yun-Hwa write?") is None  # "did": an ordinary word
+    assert namesake("What inspires Yun-Hwa?") is None  # the texts write "inspired"
+    assert namesake("What did Dr. Yun-Hwa write?") is None  # an honorific
+    assert namesake("Qui est Yun-Hwa ?") is None  # a function word of another language
+    assert namesake("Tell me about Hsiao.") is None  # outside the name: says nothing
+    assert namesake("How do I bake bread?") is None
+
+
+def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
+    tiny_encoder, tiny_backend
+) -> None:
+    from eco_integrations import ECO
+
+    forget = [*TOY_FORGET, "Harry Potter was born in Godric's Hollow.", "Harry Potter flew."]
+    guard = Guard(tiny_encoder)
+    guard.add_target("hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True)
+    off = Guard(tiny_encoder)
+    off.add_target(
+        "hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True, namesake_score=1.0
+    )
+    texts = ["Who is Harry Styles?", "Who is Zorblat Potter?"]
+    assert np.all(guard.score(texts)[:, 0] == 0.0)
+    assert np.all(off.score(texts)[:, 0] > 0.0)  # the learned classifier's own scores
+    # The forget person's full name still matches, namesake beside it or not.
+    assert guard.score(["Did Harry Styles meet Harry Potter?"])[0, 0] >= 0.99
+    assert (
+        guard.knowledge_match("Who is Harry Styles?", "hp")
+        == 'namesake "styles" beside "harry potter" (score capped at 0.0)'
+    )
+    explained = ECO(tiny_backend, guard).explain("Who is Harry Styles?")
+    assert not explained.decision.flagged  # why not: the operator sees the namesake
+    assert (
+        explained.knowledge_match == 'namesake "styles" beside "harry potter" (score capped at 0.0)'
+    )
+
+
 def test_scores_give_the_match_kind_its_probability() -> None:
     phrases = ForgetPhrases.mine(FORGET, RETAIN)
     texts = [normalize_text(t) for t in ("The Matrimony Plan", "the matrimny plan", "Paris")]
@@ -168,6 +219,8 @@ def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(tiny_encoder
     assert np.allclose(loaded.score(texts), guard.score(texts))
     assert loaded.targets["t"].phrases_.phrases == estimator.phrases_.phrases
     assert loaded.targets["t"].phrases_.dated_facts == estimator.phrases_.dated_facts
+    assert loaded.targets["t"].phrases_.person_names == estimator.phrases_.person_names
+    assert loaded.targets["t"].phrases_.ordinary_words == estimator.phrases_.ordinary_words
 
 
 def test_the_operator_sees_which_knowledge_matched(tiny_encoder, tiny_backend) -> None:

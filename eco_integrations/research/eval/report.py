@@ -61,6 +61,23 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     lines.append(f"| seconds | {metrics.get('seconds', '')} |")
     if "tpr_by_family" in metrics:
         lines += ["", family_table(metrics).rstrip("\n")]
+    for key, title in (
+        ("missed_forget_probes", "Missed forget probes"),
+        ("flagged_benign_probes", "Flagged benign probes"),
+    ):
+        if key in metrics:
+            lines += ["", probe_table(metrics[key], title).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def probe_table(probes: list[dict[str, Any]], title: str) -> str:
+    """The probes a rate counts against, one row each, in family order."""
+    if not probes:
+        return f"{title}: none.\n"
+    lines = [f"{title} ({len(probes)}):", "", "| family | score | probe |", "| --- | --- | --- |"]
+    for probe in probes:
+        text = str(probe["text"]).replace("|", "\\|")
+        lines.append(f"| {probe['family']} | {_fmt(probe['score'])} | {text} |")
     return "\n".join(lines) + "\n"
 
 

@@ -400,6 +400,32 @@ def build_probes(
     }
 
 
+def _excerpt(text: str, limit: int = 200) -> str:
+    """A probe as one line, cut to ``limit`` characters (padded probes run to 2,000)."""
+    flat = text.replace("\n", " / ")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def probe_errors(
+    probes: dict[str, Any],
+    forget: dict[str, np.ndarray],
+    benign: dict[str, np.ndarray],
+    threshold: float,
+) -> dict[str, list[dict[str, Any]]]:
+    """The probes the rates count against, for an operator to read why a family fails:
+    ``{"forget": [missed...], "benign": [flagged...]}``, each ``{family, score, text}``."""
+    found = {"forget": forget, "benign": benign}
+    return {
+        side: [
+            {"family": family, "score": round(float(score), 4), "text": _excerpt(text)}
+            for family, scores in found[side].items()
+            for score, text in zip(scores, probes[side][family], strict=True)
+            if (score > threshold) == (side == "benign")
+        ]
+        for side in ("forget", "benign")
+    }
+
+
 def robust_guard_protocol(
     data_dir: str | Path | None = None,
     *,
@@ -412,8 +438,9 @@ def robust_guard_protocol(
     """Fit the deployer's guard on forget10 and score every probe family (module docstring);
     ``params`` are PromptGuard hyperparameters (default none).
 
-    Returns the metrics, the guard, and the scores of all forget probes (``forget``) and of all
-    benign probes (``benign``) for the report's plots.
+    Returns the metrics (with every missed forget probe and flagged benign probe, its family and
+    score), the guard, and the scores of all forget probes (``forget``) and of all benign probes
+    (``benign``) for the report's plots.
     """
     probes = robust_probes(data_dir, seed=seed)
     started = time.perf_counter()
@@ -433,6 +460,7 @@ def robust_guard_protocol(
     forget = {k: guard.score(v)[:, 0] for k, v in probes["forget"].items()}
     benign = {k: guard.score(v)[:, 0] for k, v in probes["benign"].items()}
     pos, neg = np.concatenate(list(forget.values())), np.concatenate(list(benign.values()))
+    errors = probe_errors(probes, forget, benign, threshold)
     metrics = {
         "task": TASK,
         "tpr": float(np.mean(pos > threshold)),
@@ -445,6 +473,8 @@ def robust_guard_protocol(
         "n_test": {"forget": len(pos), "benign": len(neg)},
         "n_by_family": {k: len(v) for k, v in (probes["forget"] | probes["benign"]).items()},
         "held_out_forget_authors": probes["held_out_forget_authors"],
+        "missed_forget_probes": errors["forget"],
+        "flagged_benign_probes": errors["benign"],
         "seed": seed,
         "fit_seconds": round(fit_seconds, 1),
     }
