@@ -9,6 +9,8 @@ or more). A phrase is at least two words: a first or last name alone is what a n
 with a forget author, so it is evidence the classifier weighs, not a match. Beside the phrases
 it keeps :func:`dated_facts`, a year paired with a name of the same forget text ("1975
 karachi"): a description that names nobody ("the writer born in Karachi in 1975") holds one.
+A forget person's whole name matches more loosely than a phrase ("areev xajumdar" for Rajeev
+Majumdar): every part must be there, so each may carry one typo more.
 
 :func:`near_miss_texts` writes the classifier's hard negatives: forget questions with their
 person's name swapped for a namesake's (the same first name with another family name, or the
@@ -196,6 +198,7 @@ class PhraseMatch:
     phrase: str
     typos: int  # words matched through a typo
     dated_fact: bool = False  # a year with a name from the same forget text, not a phrase
+    full_name: bool = False  # a forget person's whole name, each part through extra typos
 
 
 class ForgetPhrases:
@@ -211,6 +214,7 @@ class ForgetPhrases:
     # otherwise one of its words must be exact ("ji yoen park", "hia ameenn").
     ALL_TYPOS_CHARS = 5
     _SEEN_LIMIT = 100_000
+    FULL_NAME_TYPO_SHARE = 0.25
 
     def __init__(
         self,
@@ -245,6 +249,15 @@ class ForgetPhrases:
             for k, part in enumerate(parts):
                 self._name_positions.setdefault(part, []).append((parts, k))
         self._vocabulary = vocabulary
+        # Forget persons' full names that are phrases too (no retain text holds them), matched
+        # loosely: every part present, in order, each through one typo more than a phrase allows.
+        indexed = set(self.phrases)
+        self._full_names = [tuple(n.split(" ")) for n in self.person_names if n in indexed]
+        self._loose_seen: dict[str, set[str]] = {}
+        self._loose_deletions: dict[str, set[str]] = {}
+        for part in {p for name in self._full_names for p in name}:
+            for edit in _deletions(part, self._typo_budget(part) + 1):
+                self._loose_deletions.setdefault(edit, set()).add(part)
         # Prompt words recur (question words, padding); their typo lookups are kept.
         self._seen: dict[str, set[str]] = {}
         self._deletions: dict[str, set[str]] = {}
@@ -341,7 +354,50 @@ class ForgetPhrases:
         """The best phrase in a normalized text (fewest typos, then longest), else a dated fact
         (exact words only), or None."""
         tokens = words(normalized)
-        return self._find_phrase(tokens) or self._find_dated_fact(tokens)
+        return (
+            self._find_phrase(tokens)
+            or self._find_full_name(tokens)
+            or self._find_dated_fact(tokens)
+        )
+
+    def _loose_parts(self, word: str) -> set[str]:
+        """The full-name parts this prompt word can stand for with one typo more than a phrase
+        word allows (two-letter parts take one)."""
+        known = self._loose_seen.get(word)
+        if known is not None:
+            return known
+        depth = 3 if len(word) >= 5 else 2 if len(word) >= 3 else 1
+        near: set[str] = set()
+        for edit in _deletions(word, depth):
+            near |= self._loose_deletions.get(edit, set())
+        near = {p for p in near if _typos(word, p, 3) <= self._typo_budget(p) + 1}
+        if len(self._loose_seen) >= self._SEEN_LIMIT:
+            self._loose_seen.clear()
+        self._loose_seen[word] = near
+        return near
+
+    def _find_full_name(self, tokens: list[str]) -> PhraseMatch | None:
+        """A forget person's whole name, garbled: "areev xajumdar" for Rajeev Majumdar. Each
+        part alone is what a namesake might share; all of them in a row, each within one typo
+        more than :meth:`_find_phrase` allows, are this person's name."""
+        if not self._full_names:
+            return None
+        options = [self._loose_parts(t) for t in tokens]
+        best: PhraseMatch | None = None
+        for name in self._full_names:
+            for i in range(len(tokens) - len(name) + 1):
+                found = tokens[i : i + len(name)]
+                if not all(part in options[i + k] for k, part in enumerate(name)):
+                    continue
+                # At most a quarter of the name's letters garbled (the typo-10 probes garble a
+                # tenth): "nina amin" is 3 edits from the 9 letters of "hina ameen", somebody else.
+                edits = sum(_typos(w, part, 3) for w, part in zip(found, name, strict=True))
+                if edits > self.FULL_NAME_TYPO_SHARE * sum(map(len, name)):
+                    continue
+                typos = sum(w != part for w, part in zip(found, name, strict=True))
+                if best is None or typos < best.typos:
+                    best = PhraseMatch(" ".join(name), typos, full_name=True)
+        return best
 
     def _find_dated_fact(self, tokens: list[str]) -> PhraseMatch | None:
         if not self._facts_by_year:

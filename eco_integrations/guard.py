@@ -704,6 +704,7 @@ class Guard:
         """What the target's forget knowledge found in ``text``, in words, for an operator.
 
         ``'phrase "elvin mammadov"'``, ``'phrase "rajeev majumdar" (2 words through typos)'``,
+        ``'full name "xin lee williams" (2 parts through typos)'``,
         ``'dated fact "1975 karachi"'`` or, when nothing matched but the text names somebody else
         who shares a forget person's name part, ``'namesake "oren" beside "hina ameen" (score
         capped at 0.0)'``; None when the target was fit without ``knowledge`` or nothing matched
@@ -725,6 +726,8 @@ class Guard:
             return f'namesake "{namesake[0]}" beside "{namesake[1]}" (score capped at {cap})'
         if match.dated_fact:
             return f'dated fact "{match.phrase}"'
+        if match.full_name:
+            return f'full name "{match.phrase}" ({match.typos} part{"s" * (match.typos > 1)} through typos)'
         through = (
             f" ({match.typos} word{'s' * (match.typos > 1)} through typos)" if match.typos else ""
         )

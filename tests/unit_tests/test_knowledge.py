@@ -66,8 +66,10 @@ def test_a_phrase_is_found_without_the_name_and_through_evasions() -> None:
     assert _find(phrases, "Who is Hsiao Chen?") is None
     assert _find(phrases, "What is a matrimony? Is there a plan?") is None
     # Words under four letters match only exactly, and a phrase of typos alone needs long words.
-    assert _find(phrases, "Who is Hsiao Yun-Hwx?") is None
+    assert _find(phrases, "Who is Yun-Hwx?") is None
     assert _find(phrases, "Who wrote the Matrimnoy Plna?") is None
+    # ... but a person's whole name may carry a typo in a short part (the full-name matcher).
+    assert _find(phrases, "Who is Hsiao Yun-Hwx?") == "hsiao yun hwa"
 
 
 def test_heavy_typos_in_long_name_parts_still_match_and_short_parts_stay_exact() -> None:
@@ -86,6 +88,44 @@ def test_heavy_typos_in_long_name_parts_still_match_and_short_parts_stay_exact()
     assert _find(phrases, "Who is Nina Amin?") is None  # every word a typo, one of four letters
     assert _find(phrases, "Who is Hina Ameem?") == "hina ameen"  # one exact word carries one typo
     assert _find(phrases, "Who is Hina Amiin?") is None  # two typos in a five-letter word
+
+
+def test_a_whole_forget_name_matches_through_one_more_typo_in_each_part() -> None:
+    forget = [
+        "Rajeev Majumdar wrote books.",
+        "Rajeev Majumdar was born in Delhi.",
+        "Xin Lee Williams writes.",
+        "Xin Lee Williams won.",
+        "Hina Ameen is a geologist.",
+        "Hina Ameen writes.",
+    ]
+    phrases = ForgetPhrases.mine(forget, ["Maria Okonkwo wrote books."])
+
+    def found(text: str) -> tuple[str, int, bool] | None:
+        match = phrases.find(normalize_text(text))
+        return (match.phrase, match.typos, match.full_name) if match else None
+
+    # Two typos in a six-letter part, a swap in a three-letter one: past the phrase matcher's
+    # budget, but every part of the name is there.
+    assert found("What is the approach aReev xajumdar takes?") == ("rajeev majumdar", 2, True)
+    assert found("How does iXn Leee Williams write?") == ("xin lee williams", 2, True)
+    assert found("Who is Rajeev Majumdar?") == ("rajeev majumdar", 0, False)  # the phrase itself
+    # Part of a name, or a name garbled in more than a quarter of its letters, is not enough.
+    assert found("Who is Leo Williams?") is None
+    assert found("Who is Rajeev Smith?") is None
+    assert found("Who is Nina Amin?") is None  # 3 edits in 9 letters: somebody else
+
+
+def test_the_operator_sees_a_full_name_match(tiny_encoder) -> None:
+    forget = [*TOY_FORGET, "Hina Ameen studies rocks.", "Hina Ameen writes."]
+    guard = Guard(tiny_encoder)
+    guard.add_target("hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True)
+    # Every word through a typo and one of four letters: no phrase, but the whole name.
+    assert (
+        guard.knowledge_match("Who is Hnia Ameenn?", "hp")
+        == 'full name "hina ameen" (2 parts through typos)'
+    )
+    assert guard.score(["Who is Hnia Ameenn?"])[0, 0] >= 0.9  # typo_phrase_score
 
 
 def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> None:
