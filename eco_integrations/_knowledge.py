@@ -351,8 +351,8 @@ class ForgetPhrases:
         return set(), near
 
     def find(self, normalized: str) -> PhraseMatch | None:
-        """The best phrase in a normalized text (fewest typos, then longest), else a dated fact
-        (exact words only), or None."""
+        """The best phrase in a normalized text (fewest typos, then longest), else a forget
+        person's whole name through more typos, else a dated fact (exact words only), or None."""
         tokens = words(normalized)
         return (
             self._find_phrase(tokens)
