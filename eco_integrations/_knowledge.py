@@ -251,11 +251,12 @@ class ForgetPhrases:
         self._vocabulary = vocabulary
         # Forget persons' full names that are phrases too (no retain text holds them), matched
         # loosely: every part present, in order, each through one typo more than a phrase allows.
+        # The same loose reading of a name part tells a garbled part from a namesake's.
         indexed = set(self.phrases)
         self._full_names = [tuple(n.split(" ")) for n in self.person_names if n in indexed]
         self._loose_seen: dict[str, set[str]] = {}
         self._loose_deletions: dict[str, set[str]] = {}
-        for part in {p for name in self._full_names for p in name}:
+        for part in self._name_positions:
             for edit in _deletions(part, self._typo_budget(part) + 1):
                 self._loose_deletions.setdefault(edit, set()).add(part)
         # Prompt words recur (question words, padding); their typo lookups are kept.
@@ -361,8 +362,8 @@ class ForgetPhrases:
         )
 
     def _loose_parts(self, word: str) -> set[str]:
-        """The full-name parts this prompt word can stand for with one typo more than a phrase
-        word allows (two-letter parts take one)."""
+        """The forget persons' name parts this prompt word can stand for with one typo more
+        than a phrase word allows (two-letter parts take one)."""
         known = self._loose_seen.get(word)
         if known is not None:
             return known
@@ -450,22 +451,21 @@ class ForgetPhrases:
         """
         tokens = words(normalized)
         for i, token in enumerate(tokens):
-            positions = self._name_positions.get(token)
-            if not positions:
-                continue
             for step in (-1, 1):
                 j = i + step
                 if not 0 <= j < len(tokens):
                     continue
-                expected = [parts[k + step] for parts, k in positions if 0 <= k + step < len(parts)]
-                other = tokens[j]
-                if not expected or not self._other_name_part(other, expected):
-                    continue
-                name = next(" ".join(parts) for parts, k in positions if 0 <= k + step < len(parts))
-                return other, name
+                # (name, the part it has where the prompt has tokens[j])
+                expected = [
+                    (parts, parts[k + step])
+                    for parts, k in self._name_positions.get(token, ())
+                    if 0 <= k + step < len(parts)
+                ]
+                if expected and self._other_name_part(tokens[j], {e for _, e in expected}):
+                    return tokens[j], " ".join(expected[0][0])
         return None
 
-    def _other_name_part(self, word: str, expected: list[str]) -> bool:
+    def _other_name_part(self, word: str, expected: set[str]) -> bool:
         if len(word) < 2 or not word.isalpha() or _word_forms(word) & self._ordinary:
             return False
         if (
@@ -473,7 +473,7 @@ class ForgetPhrases:
             or self._alternatives(word)[1] & self._name_positions.keys()
         ):
             return False  # a forget name part, maybe through a typo: "jad al shamary"
-        return all(_typos(word, e, 3) > self._typo_budget(e) + 1 for e in expected)
+        return not self._loose_parts(word) & expected
 
     def scores(
         self, normalized: Sequence[str], *, exact: float, typo: float, fact: float

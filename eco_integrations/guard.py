@@ -217,7 +217,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             "near_miss_weight",
         ):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; 0 turns that kind of match off."
+                # A namesake's score is a cap, so its "off" is the other end.
+                off = "1 turns the cap off" if name == "namesake_score" else "0 turns it off"
+                msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; {off}."
                 raise ConfigurationError(msg)
 
     def _with_knowledge(
@@ -726,12 +728,11 @@ class Guard:
             return f'namesake "{namesake[0]}" beside "{namesake[1]}" (score capped at {cap})'
         if match.dated_fact:
             return f'dated fact "{match.phrase}"'
-        if match.full_name:
-            return f'full name "{match.phrase}" ({match.typos} part{"s" * (match.typos > 1)} through typos)'
+        kind, unit = ("full name", "part") if match.full_name else ("phrase", "word")
         through = (
-            f" ({match.typos} word{'s' * (match.typos > 1)} through typos)" if match.typos else ""
+            f" ({match.typos} {unit}{'s' * (match.typos > 1)} through typos)" if match.typos else ""
         )
-        return f'phrase "{match.phrase}"{through}'
+        return f'{kind} "{match.phrase}"{through}'
 
     def decide_many(
         self, texts: Sequence[str], *, threshold: float | None = None

@@ -290,6 +290,8 @@ def test_phrase_scores_are_checked_and_both_parts_are_opt_in(tiny_encoder) -> No
     guard = Guard(tiny_encoder)
     with pytest.raises(ConfigurationError, match="phrase_score must be a probability"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, knowledge=True, phrase_score=1.5)
+    with pytest.raises(ConfigurationError, match=r"namesake_score must .*1 turns the cap off"):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, knowledge=True, namesake_score=2.0)
     with pytest.raises(ConfigurationError, match="near_miss_weight must be a probability"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, near_miss_weight=-1.0)
     # Off by default: the learned classifier alone, as in guard schema 3.
