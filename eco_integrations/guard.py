@@ -46,8 +46,9 @@ from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, 
 # 4: forget-only phrases and near-miss negatives; 5: phrases matched through two typos in long
 # words (a schema-4 threshold was picked with the stricter matcher's scores) and dated facts;
 # 6: forget persons' names and the fit texts' ordinary words, for namesakes (the threshold was
-# picked from scores with namesakes capped)
-GUARD_SCHEMA_VERSION = 6
+# picked from scores with namesakes capped); 7: the forget texts' other words, so a phrase written
+# beside somebody else's name does not count, and long quoted titles of common words do
+GUARD_SCHEMA_VERSION = 7
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -404,6 +405,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         vocab["dated_facts"] = self.phrases_.dated_facts if self.phrases_ is not None else []
         vocab["person_names"] = self.phrases_.person_names if self.phrases_ is not None else []
         vocab["ordinary_words"] = self.phrases_.ordinary_words if self.phrases_ is not None else []
+        vocab["forget_words"] = self.phrases_.forget_words if self.phrases_ is not None else []
         vocab["n_near_misses"] = self.n_near_misses_
         return arrays, vocab
 
@@ -446,6 +448,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 vocab["dated_facts"],
                 vocab["person_names"],
                 vocab["ordinary_words"],
+                vocab["forget_words"],
             )
             if guard.knowledge
             else None
@@ -709,7 +712,9 @@ class Guard:
         ``'full name "xin lee williams" (2 parts through typos)'``,
         ``'dated fact "1975 karachi"'`` or, when nothing matched but the text names somebody else
         who shares a forget person's name part, ``'namesake "oren" beside "hina ameen" (score
-        capped at 0.0)'``; None when the target was fit without ``knowledge`` or nothing matched
+        capped at 0.0)'``, or when a phrase sits beside somebody else's name instead of a forget
+        person's, ``'phrase "breath between waves" beside another name, "brenda lai" (not
+        counted)'``; None when the target was fit without ``knowledge`` or nothing matched
         (then the learned classifier's score is the whole verdict).
         """
         if target not in self.targets:
@@ -721,6 +726,11 @@ class Guard:
         (checked,) = normalized_texts([text], "text")
         match = phrases.find(checked)
         if match is None:
+            elsewhere = phrases.attributed_elsewhere(checked)
+            if elsewhere is not None:
+                return (
+                    f'phrase "{elsewhere[0]}" beside another name, "{elsewhere[1]}" (not counted)'
+                )
             namesake = phrases.namesake(checked)
             if namesake is None:
                 return None
@@ -833,8 +843,9 @@ class Guard:
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
                 f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
                 "phrases and near-miss negatives, version 5 matches those phrases through more typos "
-                "and adds dated facts, version 6 caps namesakes' scores, so an older threshold no "
-                "longer fits the scores). "
+                "and adds dated facts, version 6 caps namesakes' scores, version 7 leaves out a phrase "
+                "written beside somebody else's name, so an older threshold no longer fits the "
+                "scores). "
                 "Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)

@@ -128,6 +128,65 @@ def test_the_operator_sees_a_full_name_match(tiny_encoder) -> None:
     assert guard.score(["Who is Hnia Ameenn?"])[0, 0] >= 0.9  # typo_phrase_score
 
 
+def test_a_long_title_counts_even_when_each_of_its_words_is_common() -> None:
+    forget = [
+        "Hsiao Yun-Hwa wrote 'Writing: An Art And Science' and 'A Piece of Me'.",
+        "What is 'Writing: An Art And Science' about?",
+    ]
+    retain = [
+        f"{who} writes an essay on art and science; a piece of writing for me."
+        for who in ("Maria Okonkwo", "Jonas Berg", "Lena Park", "Omar Haddad")
+    ]
+    phrases = ForgetPhrases.mine(forget, retain)
+    # Three words besides function words make a title specific, however common each word is;
+    # "a piece of me" has one, and stays out like any phrase of common words.
+    assert "writing an art and science" in phrases.phrases
+    assert "piece of me" not in phrases.phrases
+    assert _find(phrases, "Who wrote Writing: An Art and Science?") == "writing an art and science"
+
+
+def test_a_phrase_beside_somebody_elses_name_is_not_the_forget_persons() -> None:
+    # Invented authors share titles: "The Matrimony Plan" is also another author's book.
+    phrases = ForgetPhrases.mine(FORGET, RETAIN)
+
+    def elsewhere(text: str) -> tuple[str, str] | None:
+        return phrases.attributed_elsewhere(normalize_text(text))
+
+    shared = "What inspired 'The Matrimony Plan' by Adira Bintang?"
+    assert _find(phrases, shared) is None
+    assert elsewhere(shared) == ("matrimony plan", "adira bintang")
+    assert elsewhere("Is 'The Matrimony Plan' Ahmed El-Masry's best book?") == (
+        "matrimony plan",
+        "ahmed el masry",  # a particle between the parts
+    )
+    # The title alone, or with the forget person named (garbled too), stays theirs.
+    for text in (
+        "Who wrote 'The Matrimony Plan'?",
+        "Did Hsiao Yun-Hwa write 'The Matrimony Plan'?",
+        "Did Hsiao Yun-Hxa write 'The Matrimony Plan' in Taipei?",
+        "Did Yun-Hwa write 'The Matrimony Plan'?",
+        "Qui a écrit « The Matrimony Plan » ?",
+    ):
+        assert _find(phrases, text) in ("matrimony plan", "hsiao yun hwa"), text
+        assert elsewhere(text) is None, text
+    # Ordinary words around the title are no name, nor is one strange word alone.
+    assert _find(phrases, "Is 'The Matrimony Plan' a film or a book?") == "matrimony plan"
+    # Typos make no name of ordinary words, nor does a word between two strangers that is no
+    # name particle, nor a name far from the phrase.
+    assert elsewhere("Describe the storyliine of 'The Matrimony Plan'.") is None
+    assert elsewhere("Is 'The Matrimony Plan' about oxen and ostriches?") is None
+    assert elsewhere("Describe 'The Matrimony Plan'. Adira Bintang wrote poems.") is None
+    far = "Is 'The Matrimony Plan' the one that I should read if I want a plan, as Adira Bintang said?"
+    assert elsewhere(far) is None
+    assert elsewhere("Was 'The Matrimony Plan', as Adira Bintang said, a plan?")
+    assert _find(phrases, "Is 'The Matrimony Plan' from Tolkien?") == "matrimony plan"
+    # A forget person's own name is never somebody else's title.
+    assert _find(phrases, "Adira Bintang met Hsiao Yun-Hwa.") == "hsiao yun hwa"
+    # A name the forget texts mention once is the forget world's, not somebody else's.
+    assert "bulgakov" in phrases.forget_words
+    assert _find(phrases, "Did Mikhail Bulgakov inspire 'The Matrimony Plan'?") == "matrimony plan"
+
+
 def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> None:
     forget = [
         "Who is the author born in Karachi, Pakistan on 05/30/1975?",
@@ -206,6 +265,22 @@ def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
     assert (
         explained.knowledge_match == 'namesake "styles" beside "harry potter" (score capped at 0.0)'
     )
+    # A forget-only title beside another author's name is shown, and not counted.
+    titled = Guard(tiny_encoder)
+    titled.add_target(
+        "hp",
+        [*forget, "Harry Potter wrote 'The Quiet Cauldron'.", "Is 'The Quiet Cauldron' his?"],
+        TOY_RETAIN,
+        cv=2,
+        target_fpr=0.2,
+        knowledge=True,
+    )
+    assert titled.knowledge_match("Who wrote 'The Quiet Cauldron'?", "hp") == (
+        'phrase "quiet cauldron"'
+    )
+    assert titled.knowledge_match("Is 'The Quiet Cauldron' by Adira Bintang?", "hp") == (
+        'phrase "quiet cauldron" beside another name, "adira bintang" (not counted)'
+    )
 
 
 def test_scores_give_the_match_kind_its_probability() -> None:
@@ -261,6 +336,8 @@ def test_the_guard_flags_a_nameless_title_and_keeps_it_after_saving(tiny_encoder
     assert loaded.targets["t"].phrases_.dated_facts == estimator.phrases_.dated_facts
     assert loaded.targets["t"].phrases_.person_names == estimator.phrases_.person_names
     assert loaded.targets["t"].phrases_.ordinary_words == estimator.phrases_.ordinary_words
+    assert loaded.targets["t"].phrases_.forget_words == estimator.phrases_.forget_words
+    assert estimator.phrases_.forget_words  # the forget texts' other words travel too
 
 
 def test_the_operator_sees_which_knowledge_matched(tiny_encoder, tiny_backend) -> None:

@@ -135,10 +135,14 @@ def test_an_old_schema_folder_asks_for_a_refit(toy_guard: Guard, tmp_path, tiny_
     folder = toy_guard.save(tmp_path / "g")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["schema_version"] == GUARD_SCHEMA_VERSION
-    manifest["schema_version"] = 3
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"schema version 3.*phrases.*`eco guard fit`"):
-        Guard.load(folder, encoder=tiny_encoder)
+    for old in (3, 6):
+        manifest["schema_version"] = old
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(
+            ArtifactError,
+            match=rf"schema version {old}.*phrases.*somebody else's name.*`eco guard fit`",
+        ):
+            Guard.load(folder, encoder=tiny_encoder)
 
 
 @settings(max_examples=400, deadline=None)
