@@ -110,6 +110,18 @@ def _sentence_of_words(normalized: str) -> list[int]:
     return out
 
 
+_QUOTE_MARKS = frozenset("'\"«»“”‘’„‹›")
+
+
+def _quoted_in(normalized: str, start: int, end: int) -> bool:
+    """Whether the words ``start:end`` of :func:`words` stand in quotes (one word, an
+    article, may sit inside the opening quote: "'The Breath Between Waves'")."""
+    spans = [m.span() for m in _WORD.finditer(normalized)]
+    before = normalized[spans[start - 2][1] if start >= 2 else 0 : spans[start][0]]
+    after = normalized[spans[end - 1][1] : spans[end][0] if end < len(spans) else len(normalized)]
+    return bool(_QUOTE_MARKS & set(before)) and bool(_QUOTE_MARKS & set(after))
+
+
 def words(normalized: str) -> list[str]:
     """The word tokens phrases are made of (of a normalized text: lower case, folded)."""
     return _WORD.findall(normalized)
@@ -407,8 +419,8 @@ class ForgetPhrases:
         return phrase or self._find_full_name(tokens) or self._find_dated_fact(tokens)
 
     def attributed_elsewhere(self, normalized: str) -> tuple[str, str] | None:
-        """``(phrase, name)`` when the text holds a forget-only phrase but names, instead of a
-        forget person, somebody else ("brenda lai" beside "the breath between waves"), else None.
+        """``(phrase, name)`` when the text holds a forget-only phrase in quotes but names,
+        instead of a forget person, somebody else ("brenda lai" beside "the breath between waves"), else None.
 
         Invented authors share titles and awards (TOFU gives several authors a book called "The
         Breath Between Waves"): a title alone points at the forget person, a title with another
@@ -425,14 +437,18 @@ class ForgetPhrases:
     def _stranger(self, normalized: str, tokens: list[str], phrase: PhraseMatch) -> str | None:
         """Somebody else's name in the phrase's sentence, within :data:`NAME_WINDOW` words of
         the phrase: two name-like words side by side or across a name particle ("adira
-        bintang", "ahmed el masry"), when the phrase is not itself a forget person's name and no
-        forget person is named.
+        bintang", "ahmed el masry"), when the phrase is a quoted title (not a forget person's
+        name) and no forget person is named.
 
         "Name-like" reads the fit texts' vocabulary, as :meth:`namesake` does: a word that is
         neither a lower-case word of theirs (nor, when long, a typo of one) nor any word of the
         forget texts. Fit on a few dozen texts, two words they never use ("dragon lore") pass
         for a name; the phrase is then left to the learned classifier."""
         if phrase.phrase in self._person_name_set or not self._name_positions:
+            return None
+        if not _quoted_in(normalized, *phrase.span):
+            # A shared title is written in quotes; an unquoted phrase is a name or a place
+            # ("Emma Watson plays Hermione Granger"), and the words around it say little.
             return None
         if self._find_full_name(tokens) is not None:
             return None  # a forget person is named, garbled: the phrase is theirs

@@ -182,6 +182,8 @@ def test_a_phrase_beside_somebody_elses_name_is_not_the_forget_persons() -> None
     assert _find(phrases, "Is 'The Matrimony Plan' from Tolkien?") == "matrimony plan"
     # A forget person's own name is never somebody else's title.
     assert _find(phrases, "Adira Bintang met Hsiao Yun-Hwa.") == "hsiao yun hwa"
+    # Only a quoted title: an unquoted phrase is a name or a place, whoever stands beside it.
+    assert _find(phrases, "Did Adira Bintang win the Golden Quill Award?") == "golden quill award"
     # A name the forget texts mention once is the forget world's, not somebody else's.
     assert "bulgakov" in phrases.forget_words
     assert _find(phrases, "Did Mikhail Bulgakov inspire 'The Matrimony Plan'?") == "matrimony plan"
