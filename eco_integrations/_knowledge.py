@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -100,23 +100,23 @@ def _word_forms(word: str) -> set[str]:
 _SENTENCE_END = re.compile(r"[.!?;\n]")
 
 
-def _sentence_of_words(normalized: str) -> list[int]:
-    """For each word of :func:`words`, the number of its sentence in the text."""
+def _sentence_of_words(normalized: str, spans: list[tuple[int, int]]) -> list[int]:
+    """For each word of :func:`words` (``spans``: their character spans), the number of its
+    sentence in the text."""
     out, sentence, last = [], 0, 0
-    for match in _WORD.finditer(normalized):
-        sentence += len(_SENTENCE_END.findall(normalized, last, match.start()))
+    for begin, end in spans:
+        sentence += len(_SENTENCE_END.findall(normalized, last, begin))
         out.append(sentence)
-        last = match.end()
+        last = end
     return out
 
 
 _QUOTE_MARKS = frozenset("'\"«»“”‘’„‹›")
 
 
-def _quoted_in(normalized: str, start: int, end: int) -> bool:
+def _quoted_in(normalized: str, spans: list[tuple[int, int]], start: int, end: int) -> bool:
     """Whether the words ``start:end`` of :func:`words` stand in quotes (one word, an
     article, may sit inside the opening quote: "'The Breath Between Waves'")."""
-    spans = [m.span() for m in _WORD.finditer(normalized)]
     before = normalized[spans[start - 2][1] if start >= 2 else 0 : spans[start][0]]
     after = normalized[spans[end - 1][1] : spans[end][0] if end < len(spans) else len(normalized)]
     return bool(_QUOTE_MARKS & set(before)) and bool(_QUOTE_MARKS & set(after))
@@ -192,6 +192,16 @@ def capitalised_phrases(
                 if phrase:
                     found.add(phrase)
     return found
+
+
+def _deletion_index(words: Iterable[str], depth: Callable[[str], int]) -> dict[str, set[str]]:
+    """Every deletion of each word (up to ``depth(word)`` letters) mapped to the words it comes
+    from: the symmetric-delete index that a prompt word's own deletions are looked up in."""
+    index: dict[str, set[str]] = {}
+    for word in words:
+        for edit in _deletions(word, depth(word)):
+            index.setdefault(edit, set()).add(word)
+    return index
 
 
 def _deletions(word: str, depth: int) -> set[str]:
@@ -302,18 +312,16 @@ class ForgetPhrases:
         indexed = set(self.phrases)
         self._full_names = [tuple(n.split(" ")) for n in self.person_names if n in indexed]
         self._loose_seen: dict[str, set[str]] = {}
-        self._loose_deletions: dict[str, set[str]] = {}
-        for part in self._name_positions:
-            for edit in _deletions(part, self._typo_budget(part) + 1):
-                self._loose_deletions.setdefault(edit, set()).add(part)
+        self._loose_deletions = _deletion_index(
+            self._name_positions, lambda part: self._typo_budget(part) + 1
+        )
         # Prompt words recur (question words, padding); their typo lookups are kept.
         self._seen: dict[str, set[str]] = {}
-        self._deletions: dict[str, set[str]] = {}
         # Name parts join the typo index (never the exact vocabulary, so phrase matching is
         # unchanged): a garbled part is the forget person's, not a namesake's.
-        for word in vocabulary | self._name_positions.keys():
-            for edit in _deletions(word, self._typo_budget(word)):
-                self._deletions.setdefault(edit, set()).add(word)
+        self._deletions = _deletion_index(
+            vocabulary | self._name_positions.keys(), self._typo_budget
+        )
 
     @classmethod
     def _typo_budget(cls, phrase_word: str) -> int:
@@ -420,7 +428,8 @@ class ForgetPhrases:
 
     def attributed_elsewhere(self, normalized: str) -> tuple[str, str] | None:
         """``(phrase, name)`` when the text holds a forget-only phrase in quotes but names,
-        instead of a forget person, somebody else ("brenda lai" beside "the breath between waves"), else None.
+        instead of a forget person, somebody else ("brenda lai" beside "the breath between
+        waves"), else None.
 
         Invented authors share titles and awards (TOFU gives several authors a book called "The
         Breath Between Waves"): a title alone points at the forget person, a title with another
@@ -446,14 +455,15 @@ class ForgetPhrases:
         for a name; the phrase is then left to the learned classifier."""
         if phrase.phrase in self._person_name_set or not self._name_positions:
             return None
-        if not _quoted_in(normalized, *phrase.span):
+        spans = [m.span() for m in _WORD.finditer(normalized)]
+        if not _quoted_in(normalized, spans, *phrase.span):
             # A shared title is written in quotes; an unquoted phrase is a name or a place
             # ("Emma Watson plays Hermione Granger"), and the words around it say little.
             return None
         if self._find_full_name(tokens) is not None:
             return None  # a forget person is named, garbled: the phrase is theirs
         start, end = phrase.span
-        sentence = _sentence_of_words(normalized)
+        sentence = _sentence_of_words(normalized, spans)
         window = [
             i
             for i in range(max(0, start - NAME_WINDOW), min(len(tokens), end + NAME_WINDOW))
@@ -491,11 +501,7 @@ class ForgetPhrases:
         if len(word) < TYPO_CHECKED_CHARS:
             return True
         if self._ordinary_deletions is None:
-            index: dict[str, set[str]] = {}
-            for known in self._ordinary:
-                for edit in _deletions(known, 1):
-                    index.setdefault(edit, set()).add(known)
-            self._ordinary_deletions = index
+            self._ordinary_deletions = _deletion_index(self._ordinary, lambda _: 1)
         near = set().union(*(self._ordinary_deletions.get(e, set()) for e in _deletions(word, 1)))
         return not any(_typos(word, known, 1) <= 1 for known in near)
 
