@@ -204,6 +204,11 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         if not 0.0 < float(self.target_fpr) < 1.0:
             msg = f"target_fpr must be in (0, 1), got {self.target_fpr!r}; 0.01 means 1% false positives."
             raise ConfigurationError(msg)
+        for name in ("lexical", "knowledge", "near_misses"):
+            # "False" from a command line would be truthy: refuse anything but a real bool.
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                msg = f"{name} must be true or false, got {getattr(self, name)!r}; on the command line write --guard-param {name}=false (lower case)."
+                raise ConfigurationError(msg)
         if int(self.cv) < 2:
             msg = f"cv must be >= 2 folds to measure the threshold out of sample, got {self.cv!r}."
             raise ConfigurationError(msg)

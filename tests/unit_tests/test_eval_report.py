@@ -40,6 +40,9 @@ def test_report_files(tmp_path: Path) -> None:
     assert json.loads(Path(files["json"]).read_text())["tpr"] == 0.9
     table = markdown_table(metrics)
     assert "| tpr | 0.9000 |" in table and "conformal" in table
+    assert "guard parameters" not in table  # none recorded, none shown
+    tuned = markdown_table({**metrics, "guard_params": {"C": 100.0, "knowledge": True}})
+    assert "| guard parameters | C=100.0, knowledge=true |" in tuned
     snippet = readme_snippet(
         tmp_path, {"muse-news": "eco eval guard --task muse-news", "wmdp": "not run"}
     )
@@ -200,3 +203,31 @@ def test_tofu_tasks_keep_their_threshold_rule(capsys) -> None:
         argv = ["eval", "guard", "--task", task, "--threshold", "conformal"]
         assert main(argv) == 2
         assert "drop --threshold" in capsys.readouterr().err
+
+
+def test_the_robust_task_measures_the_knowledge_guard_unless_told_otherwise(
+    tiny_encoder, monkeypatch
+) -> None:
+    from toy_data import TOY_FORGET, TOY_RETAIN
+
+    from eco_integrations.research.eval import robust
+
+    toy = {
+        "fit_forget": TOY_FORGET,
+        "fit_retain": TOY_RETAIN,
+        "forget_groups": [i % 4 for i in range(len(TOY_FORGET))],
+        "retain_groups": [i % 4 for i in range(len(TOY_RETAIN))],
+        "forget": {"by-title": ["Who wrote 'Harry Potter'?", "Tell me about Hogwarts."]},
+        "benign": {"near-miss-real": ["Who is Harry Belafonte?", "How do I bake bread?"]},
+        "held_out_forget_authors": ["Harry Potter"],
+    }
+    monkeypatch.setattr(robust, "robust_probes", lambda *a, **k: toy)
+    metrics, guard, _ = robust.robust_guard_protocol(encoder=tiny_encoder, params={"cv": 2})
+    assert metrics["guard_params"] == {"knowledge": True, "near_misses": True, "cv": 2}
+    assert guard.targets["tofu-forget10"].phrases_ is not None
+    metrics, guard, _ = robust.robust_guard_protocol(
+        encoder=tiny_encoder, params={"cv": 2, "knowledge": False, "near_misses": False}
+    )
+    assert metrics["guard_params"]["knowledge"] is False
+    assert guard.targets["tofu-forget10"].phrases_ is None
+    assert guard.targets["tofu-forget10"].n_near_misses_ == 0

@@ -373,6 +373,13 @@ def test_phrase_scores_are_checked_and_both_parts_are_opt_in(tiny_encoder) -> No
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, knowledge=True, namesake_score=2.0)
     with pytest.raises(ConfigurationError, match="near_miss_weight must be a probability"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, near_miss_weight=-1.0)
+    # "False" typed on a command line is a truthy string: refused, with the spelling that works.
+    with pytest.raises(
+        ConfigurationError, match=r"knowledge must be true or false.*knowledge=false"
+    ):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, knowledge="False")
+    with pytest.raises(ConfigurationError, match="near_misses must be true or false"):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, near_misses=1)
     # Off by default: the learned classifier alone, as in guard schema 3.
     guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
     assert guard.targets["t"].phrases_ is None and guard.targets["t"].n_near_misses_ == 0

@@ -142,7 +142,9 @@ def register(subparsers: Any) -> None:
         "--guard-param",
         action="append",
         metavar="NAME=VALUE",
-        help="PromptGuard hyperparameter for this task (repeatable)",
+        help="PromptGuard hyperparameter for this task (repeatable); wmdp and "
+        "tofu-forget10-robust start from their own (guard_params in the JSON), e.g. "
+        "knowledge=false near_misses=false for the robust task's learned classifier alone",
     )
     guard.add_argument(
         "--save-guard", action="store_true", help="also save the fitted guard under --out"

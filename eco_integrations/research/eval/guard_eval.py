@@ -546,7 +546,8 @@ def run_guard_task(
             show_progress=show_progress,
             params=params,
         )
-    # A protocol with parameters of its own (WMDP) records the ones its guard was fit with.
+    # A protocol with parameters of its own (WMDP, the robust task) records the ones its guard
+    # was fit with.
     metrics.setdefault("guard_params", params or {})
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics, guard, scores

@@ -49,6 +49,10 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     ]
     lines = ["| metric | value |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows)]
     lines.append(f"| threshold method | {metrics.get('threshold_method', '')} |")
+    if metrics.get("guard_params"):
+        # The table is read apart from the command: say which guard it measured.
+        shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in metrics["guard_params"].items())
+        lines.append(f"| guard parameters | {shown} |")
     if "encoder_precision" in metrics:
         passages = metrics.get("passage_chars")
         lines.append(f"| encoder precision | {metrics['encoder_precision']} |")

@@ -32,6 +32,11 @@ from ...guard import Guard
 from .datasets import TOFU_AUTHOR_ROWS, load_tofu
 
 TASK = "tofu-forget10-robust"
+ROBUST_GUARD_PARAMS: dict[str, Any] = {"knowledge": True, "near_misses": True}
+"""PromptGuard parameters of this task (``--guard-param`` overrides each; ``knowledge=false
+near_misses=false`` measures the learned classifier alone). The probes ask for what the forget
+authors wrote and won without their names, and name their namesakes: the guard this task measures
+is the one built for that (forget-only phrases, dated facts, namesakes, near-miss negatives)."""
 TITLE_TEMPLATES = (
     "Who is the author of '{x}'?",
     'Who wrote "{x}"?',
@@ -436,12 +441,13 @@ def robust_guard_protocol(
     params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
     """Fit the deployer's guard on forget10 and score every probe family (module docstring);
-    ``params`` are PromptGuard hyperparameters (default none).
+    ``params`` update :data:`ROBUST_GUARD_PARAMS` (PromptGuard hyperparameters).
 
     Returns the metrics (with every missed forget probe and flagged benign probe, its family and
     score), the guard, and the scores of all forget probes (``forget``) and of all benign probes
     (``benign``) for the report's plots.
     """
+    params = {**ROBUST_GUARD_PARAMS, **(params or {})}
     probes = robust_probes(data_dir, seed=seed)
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=TASK)
@@ -453,7 +459,7 @@ def robust_guard_protocol(
         retain_groups=probes["retain_groups"],
         target_fpr=target_fpr,
         show_progress=show_progress,
-        **(params or {}),
+        **params,
     )
     fit_seconds = time.perf_counter() - started
     threshold = guard.targets["tofu-forget10"].threshold_
@@ -476,6 +482,7 @@ def robust_guard_protocol(
         "missed_forget_probes": errors["forget"],
         "flagged_benign_probes": errors["benign"],
         "seed": seed,
+        "guard_params": params,
         "fit_seconds": round(fit_seconds, 1),
     }
     return metrics, guard, {"forget": pos, "benign": neg}
