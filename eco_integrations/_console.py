@@ -3,8 +3,9 @@ the option values they share."""
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .exceptions import InvalidInputError
@@ -40,3 +41,29 @@ def parse_guard_params(
         msg = f"Unknown --guard-param {', '.join(sorted(unknown))}; this command takes: {', '.join(sorted(allowed))}."
         raise InvalidInputError(msg)
     return params
+
+
+def whole_number(least: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``least``, else argparse's usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            msg = f"{text!r} is not a whole number"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < least:
+            msg = f"must be >= {least}, got {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0 to 65535 (0: the system picks one)."""
+    value = whole_number(0)(text)
+    if value > 65535:
+        msg = f"a TCP port is at most 65535, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value

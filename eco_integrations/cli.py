@@ -17,7 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._console import parse_guard_params, print_json
+from pydantic import ValidationError
+
+from ._console import parse_guard_params, print_json, whole_number
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
 
@@ -446,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="forget Harry Potter on the embedded model and show plain vs ECO"
     )
-    demo.add_argument("--max-new-tokens", type=int, default=48)
+    demo.add_argument("--max-new-tokens", type=whole_number(1), default=48)
     demo.add_argument("--json", action="store_true", help="end with a JSON summary line")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
@@ -539,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--guard", default=None, help="guard folder (default: the demo's Harry Potter guard)"
     )
     chat.add_argument("--mode", default="enforce", choices=["enforce", "shadow", "off"])
-    chat.add_argument("--max-new-tokens", type=int, default=128)
+    chat.add_argument("--max-new-tokens", type=whole_number(1), default=128)
     chat.set_defaults(func=cmd_chat)
 
     models = sub.add_parser(
@@ -581,6 +583,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ECOError as err:
         print(f"eco: error: {err}", file=sys.stderr)
+        return 2
+    except ValidationError as err:
+        # A value that reached a settings model unchecked: name its field and rule, not a traceback.
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'value'} {e['msg'].lower()} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
+        print(f"eco: error: invalid {err.title} setting: {problems}.", file=sys.stderr)
         return 2
 
 

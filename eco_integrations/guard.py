@@ -201,7 +201,25 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         return self.encoder
 
     def _check_params(self) -> None:
-        if not 0.0 < float(self.target_fpr) < 1.0:
+        # Parameters arrive from code and from --guard-param strings: each is checked here, by
+        # name, so a bad one never reaches scikit-learn as a traceback about its own internals.
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                msg = f"{name} must be a number, got {value!r}; on the command line write e.g. --guard-param {name}=0.5."
+                raise ConfigurationError(msg)
+            if not np.isfinite(value):
+                msg = f"{name} must be a finite number, got {value!r}."
+                raise ConfigurationError(msg)
+            return float(value)
+
+        def count(name: str, least: int, why: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+                msg = f"{name} must be a whole number >= {least} ({why}), got {value!r}."
+                raise ConfigurationError(msg)
+
+        if not 0.0 < number("target_fpr") < 1.0:
             msg = f"target_fpr must be in (0, 1), got {self.target_fpr!r}; 0.01 means 1% false positives."
             raise ConfigurationError(msg)
         for name in ("lexical", "knowledge", "near_misses"):
@@ -209,10 +227,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             if not isinstance(getattr(self, name), bool | np.bool_):
                 msg = f"{name} must be true or false, got {getattr(self, name)!r}; on the command line write --guard-param {name}=false (lower case)."
                 raise ConfigurationError(msg)
-        if int(self.cv) < 2:
-            msg = f"cv must be >= 2 folds to measure the threshold out of sample, got {self.cv!r}."
+        count("cv", 2, "folds, to measure the threshold out of sample")
+        count("max_word_features", 1, "word n-grams kept")
+        count("max_char_features", 1, "character n-grams kept")
+        count("random_state", 0, "the seed of folds and near misses")
+        if not number("C") > 0.0:
+            msg = f"C must be > 0, got {self.C!r}; it is the inverse regularisation strength (1 by default, larger values penalise less)."
             raise ConfigurationError(msg)
-        if not float(self.embedding_weight) > 0.0:
+        if not number("embedding_weight") > 0.0:
             msg = f"embedding_weight must be > 0, got {self.embedding_weight!r}; 1 weighs the sentence embedding as the n-grams, lower values lean on the n-grams."
             raise ConfigurationError(msg)
         for name in (
@@ -222,7 +244,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             "namesake_score",
             "near_miss_weight",
         ):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+            if not 0.0 <= number(name) <= 1.0:
                 # A namesake's score is a cap, so its "off" is the other end.
                 off = "1 turns the cap off" if name == "namesake_score" else "0 turns it off"
                 msg = f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}; {off}."

@@ -586,6 +586,67 @@ def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
     return fn
 
 
+_SEARCHED = frozenset({"mcq", "similarity", "callable", "never-learned"})
+_READ_BY: dict[str, frozenset[str]] = {
+    "strengths": frozenset({"chance"}),
+    "calibrate_on": frozenset({"chance"}),
+    "plot": frozenset({"chance"}),
+    "selectors": frozenset({"never-learned"}),
+    "corruptions": frozenset({"never-learned"}),
+    "first_n": frozenset({"never-learned"}),
+    "callable_path": frozenset({"callable"}),
+    "references": frozenset({"similarity", "never-learned"}),
+    "data_dir": frozenset({"mcq", "chance"}),
+    "letters": frozenset({"mcq", "chance"}),
+    "max_new_tokens": frozenset({"similarity", "never-learned"}),
+    "eps": _SEARCHED,
+    "lr": _SEARCHED,
+    "min_strength": _SEARCHED,
+    "max_strength": _SEARCHED,
+    "max_steps": _SEARCHED,
+}
+"""The objectives that read each objective-specific option of ``eco calibrate strength``."""
+
+
+def check_cli_options(args: argparse.Namespace) -> None:
+    """Refuse, before any model or guard work, an option the objective would ignore or a value
+    out of range: an ignored ``--strengths`` used to start a search the user did not ask for."""
+    defaults = argparse.ArgumentParser(add_help=False)
+    add_arguments(defaults)
+    ignored = [
+        name
+        for name, readers in _READ_BY.items()
+        if args.objective not in readers and getattr(args, name) != defaults.get_default(name)
+    ]
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-").replace("-path", "") for name in ignored)
+        readers = sorted(set().union(*(_READ_BY[name] for name in ignored)))
+        msg = f"{flags}: not read by --objective {args.objective} (only by {', '.join(readers)}); drop it or change --objective."
+        raise InvalidInputError(msg)
+    for name, least in (("n", 1), ("threads", 1), ("batch_size", 1), ("max_steps", 1)):
+        if getattr(args, name) < least:
+            msg = f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}."
+            raise InvalidInputError(msg)
+    if args.max_new_tokens < 1:
+        msg = f"--max-new-tokens must be >= 1, got {args.max_new_tokens}."
+        raise InvalidInputError(msg)
+    for name in ("init", "eps", "lr", "min_strength"):
+        if not getattr(args, name) > 0:
+            msg = f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}."
+            raise InvalidInputError(msg)
+    if not args.min_strength < args.max_strength:
+        msg = f"--min-strength ({args.min_strength}) must be below --max-strength ({args.max_strength})."
+        raise InvalidInputError(msg)
+    if args.tol < 0:
+        msg = f"--tol must be >= 0, got {args.tol}."
+        raise InvalidInputError(msg)
+    if args.objective == "chance":
+        strengths = _parse_strengths(args.strengths)
+        if not strengths or min(strengths) <= 0:
+            msg = f"--strengths takes positive numbers (e.g. 1,10,100), got {args.strengths!r}."
+            raise InvalidInputError(msg)
+
+
 def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """``eco calibrate strength``: build the objective, search, save ``policy.json``; returns the summary."""
     from ..backends.transformers import TransformersBackend
@@ -593,6 +654,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from ..guard import Guard
     from ._threads import set_threads
 
+    check_cli_options(args)
     set_threads(args.threads)
     started = time.perf_counter()
     folder = Path(args.guard)
@@ -739,10 +801,7 @@ def _search_from_cli(
 def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy]:
     """The (selector, corruption) policies that ``--objective never-learned`` searches, checked
     before any model is loaded; the other objectives take neither flag."""
-    if args.objective != "never-learned":
-        if args.selectors or args.corruptions:
-            msg = "--selectors and --corruptions are read only by --objective never-learned; drop them."
-            raise InvalidInputError(msg)
+    if args.objective != "never-learned":  # its flags were refused by check_cli_options
         return [policy]
     selector_names = args.selectors or [policy.selection.name]
     unknown = [name for name in selector_names if name not in SELECTORS]

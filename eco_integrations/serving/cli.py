@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._console import port_number
 from ..exceptions import ConfigurationError, InvalidInputError, require
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,22 @@ def serve(
     import torch
     import uvicorn
 
+    # Limits are checked before the guard folder and the model are touched.
+    if max_concurrency < 1 or max_queue < 0:
+        msg = f"--max-concurrency must be >= 1 and --max-queue >= 0 (0: no queue), got {max_concurrency} and {max_queue}."
+        raise ConfigurationError(msg)
+    if request_timeout is not None and request_timeout <= 0:
+        msg = f"--request-timeout must be a positive number of seconds, got {request_timeout}."
+        raise ConfigurationError(msg)
+    if torch_threads is not None and torch_threads < 1:
+        msg = f"--torch-threads must be >= 1, got {torch_threads}."
+        raise ConfigurationError(msg)
+    if max_body_bytes is not None and max_body_bytes < 1:
+        msg = f"--max-body-bytes must be >= 1 (default 1 MiB), got {max_body_bytes}."
+        raise ConfigurationError(msg)
+    if shutdown_timeout < 0:
+        msg = f"--shutdown-timeout must be >= 0 seconds, got {shutdown_timeout}."
+        raise ConfigurationError(msg)
     # In front of vLLM the gateway's torch work is the guard's encoder on one short text: one
     # intra-op thread per request is fastest, and several requests run in parallel threads.
     # Measured on a busy 2-core machine: 19 ms per decision with 1 thread, 720 ms with 2.
@@ -106,12 +123,6 @@ def serve(
             msg = f"--require-signed-guard needs {GUARD_KEY_ENV} set to the key the guard folder was saved with."
             raise ConfigurationError(msg)
         # With the key set, Guard.load accepts only a folder whose HMAC matches it (reloads too).
-    if max_concurrency < 1 or max_queue < 0:
-        msg = f"--max-concurrency must be >= 1 and --max-queue >= 0 (0: no queue), got {max_concurrency} and {max_queue}."
-        raise ConfigurationError(msg)
-    if request_timeout is not None and request_timeout <= 0:
-        msg = f"--request-timeout must be a positive number of seconds, got {request_timeout}."
-        raise ConfigurationError(msg)
     settings = GatewaySettings(
         model_id=model_id,
         max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
@@ -267,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: loopback only)"
     )
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=port_number, default=8080)
     parser.add_argument(
         "--model",
         default=None,

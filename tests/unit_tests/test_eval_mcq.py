@@ -414,3 +414,21 @@ def test_guard_params_must_match_a_reused_protocol_guard(toy_guard, tmp_path: Pa
         _check_guard_params(toy_guard, {"C": 100.0, "embedding_weight": 1.0}, tmp_path)
     with pytest.raises(InvalidInputError, match="a --guard folder is already fit"):
         run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", guard_params={"C": 10})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_wmdp": -5}, "--n-wmdp must be >= 0"),
+        ({"limit": 0}, "--limit must be >= 1"),
+        ({"n_wmdp": 0, "n_mmlu": 0}, "nothing to score"),
+        ({"batch_size": 0}, "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_sizes_are_refused_before_the_guard_is_fit(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    # The data folder does not exist: reaching the data (or the guard fit) would fail otherwise.
+    with pytest.raises(InvalidInputError, match=message):
+        run_mcq_task(tmp_path / "no-data", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()

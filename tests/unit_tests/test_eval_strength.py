@@ -442,7 +442,30 @@ def test_bad_selector_or_corruption_names_the_choices(
     argv = _strength_argv(tmp_path, tiny_model_dir, "--selectors", "all")
     argv[argv.index("never-learned")] = "similarity"
     assert main(argv) == 2
-    assert "read only by --objective never-learned" in capsys.readouterr().err
+    assert "--selectors: not read by --objective similarity (only by never-learned)" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--strengths", "1,10"], "--strengths: not read by --objective never-learned"),
+        (["--data-dir", "d", "--letters", "plain"], "--data-dir, --letters: not read by"),
+        (["--n", "0"], "--n must be >= 1"),
+        (["--min-strength", "10", "--max-strength", "1"], "must be below --max-strength"),
+        (["--eps", "0"], "--eps must be > 0"),
+    ],
+)
+def test_an_option_the_objective_ignores_or_a_bad_value_is_refused_before_any_work(
+    tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    from eco_integrations.cli import main
+
+    # No guard folder and no model exist here: the check comes before either is touched.
+    argv = _strength_argv(tmp_path, tmp_path / "no-model", *extra)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_the_cli_search_keeps_a_share_strength_at_most_one(capsys) -> None:

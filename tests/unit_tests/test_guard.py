@@ -173,6 +173,18 @@ def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=1.5)
     with pytest.raises(ConfigurationError, match="embedding_weight must be > 0"):
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, embedding_weight=0.0)
+    # Strings from --guard-param are refused by name before scikit-learn sees them.
+    for params, message in (
+        ({"C": "abc"}, "C must be a number, got 'abc'"),
+        ({"C": -1}, "C must be > 0"),
+        ({"cv": 2.5}, r"cv must be a whole number >= 2"),
+        ({"max_word_features": "many"}, "max_word_features must be a whole number >= 1"),
+        ({"random_state": "x"}, "random_state must be a whole number >= 0"),
+        ({"target_fpr": "0.01"}, "target_fpr must be a number"),
+        ({"phrase_score": float("nan")}, "phrase_score must be a finite number"),
+    ):
+        with pytest.raises(ConfigurationError, match=message):
+            Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, **{"cv": 2, **params})
     with pytest.raises(GuardNotFittedError, match="no targets"):
         Guard(tiny_encoder).score(["hi"])
     with pytest.raises(InvalidInputError, match="one string"):

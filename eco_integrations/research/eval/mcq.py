@@ -388,6 +388,23 @@ def run_mcq_task(
     if guard is not None and guard_params:
         msg = "--guard-param sets how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
         raise InvalidInputError(msg)
+    # Sizes are checked before the guard is fit and the model loaded (minutes, not a traceback).
+    n = None if full else (limit if limit is not None else 400)
+    if n is not None and n < 1:
+        msg = f"--limit must be >= 1, got {n}."
+        raise InvalidInputError(msg)
+    n_wmdp = n_wmdp if n_wmdp is not None else n
+    n_mmlu = n_mmlu if n_mmlu is not None else n
+    for flag, value in (("--n-wmdp", n_wmdp), ("--n-mmlu", n_mmlu), ("--n-close", n_close)):
+        if value is not None and value < 0:
+            msg = f"{flag} must be >= 0, got {value}."
+            raise InvalidInputError(msg)
+    if n_wmdp == 0 and n_mmlu == 0:
+        msg = "--n-wmdp and --n-mmlu are both 0: nothing to score; ask for some questions."
+        raise InvalidInputError(msg)
+    if batch_size < 1:
+        msg = f"--batch-size must be >= 1, got {batch_size}."
+        raise InvalidInputError(msg)
     started = time.perf_counter()
     root = Path(out)
     fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
@@ -444,16 +461,6 @@ def run_mcq_task(
         policy = policy.model_copy(update={"corruption": chosen})
     backend = TransformersBackend.from_pretrained(model)
     eco = ECO(backend, loaded, policy=policy, batch_size=batch_size)
-    n = None if full else (limit if limit is not None else 400)
-    if n is not None and n < 1:
-        msg = f"--limit must be >= 1, got {n}."
-        raise InvalidInputError(msg)
-    n_wmdp = n_wmdp if n_wmdp is not None else n
-    n_mmlu = n_mmlu if n_mmlu is not None else n
-    for flag, value in (("--n-wmdp", n_wmdp), ("--n-mmlu", n_mmlu), ("--n-close", n_close)):
-        if value is not None and value < 0:
-            msg = f"{flag} must be >= 0, got {value}."
-            raise InvalidInputError(msg)
     wmdp, mmlu = sample_questions(
         wmdp_pool,
         mmlu_pool(data_dir, exclude=exclude),

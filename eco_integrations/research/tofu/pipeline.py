@@ -218,6 +218,22 @@ def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> Co
 
 def _check_options(options: TofuOptions) -> None:
     """The checks that need no model, so a bad option fails before any fine-tune or scoring."""
+    for flag, value, least in (
+        ("--search-steps", options.search_steps, 1),
+        ("--eval-batch-size", options.batch_size, 1),
+        ("--max-new-tokens", options.max_new_tokens, 1),
+        ("--retain-authors", options.retain_authors, 1),
+        ("guard_cv (folds)", options.guard_cv, 2),
+    ):
+        if value < least:
+            msg = f"{flag} must be >= {least}, got {value}."
+            raise ConfigurationError(msg)
+    if not options.search_eps > 0:
+        msg = f"--search-eps must be > 0 (decades either side of the current strength), got {options.search_eps}."
+        raise ConfigurationError(msg)
+    if not 0.0 < options.target_fpr < 1.0:
+        msg = f"--target-fpr must be in (0, 1), got {options.target_fpr}; 0.01 means 1% false positives."
+        raise ConfigurationError(msg)
     if options.search_objective not in SEARCH_OBJECTIVES:
         msg = f"Unknown search objective {options.search_objective!r}; choose one of: {', '.join(SEARCH_OBJECTIVES)}."
         raise ConfigurationError(msg)

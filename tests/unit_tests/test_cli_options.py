@@ -1,0 +1,60 @@
+"""Option values the commands refuse up front, with the option's name, before any model,
+guard or data is touched (the folders below do not exist)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eco_integrations.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--guard", "none", "--port", "99999"], "a TCP port is at most 65535"),
+        (["serve", "--guard", "none", "--port", "http"], "'http' is not a whole number"),
+        (["demo", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1, got 0"),
+        (["chat", "--max-new-tokens", "-1"], "--max-new-tokens: must be >= 1, got -1"),
+    ],
+)
+def test_argparse_refuses_out_of_range_numbers(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--torch-threads", "0"], "--torch-threads must be >= 1, got 0"),
+        (["--max-body-bytes", "0"], "--max-body-bytes must be >= 1"),
+        (["--shutdown-timeout", "-5"], "--shutdown-timeout must be >= 0 seconds"),
+        (["--request-timeout", "0"], "--request-timeout must be a positive number"),
+        (["--max-concurrency", "0"], "--max-concurrency must be >= 1"),
+    ],
+)
+def test_serve_refuses_bad_limits_before_loading_anything(
+    extra: list[str], message: str, capsys
+) -> None:
+    pytest.importorskip("uvicorn")
+    assert main(["serve", "--guard", "no-such-guard", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_tofu_refuses_a_search_without_steps_before_fine_tuning(tmp_path, capsys) -> None:
+    argv = ["eval", "tofu", "--split", "forget01", "--data-dir", str(tmp_path / "no-data")]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--search-steps", "0"]) == 2
+    assert "--search-steps must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_settings_model_that_refuses_a_value_gives_a_one_line_error(monkeypatch, capsys) -> None:
+    from eco_integrations import cli
+    from eco_integrations.config import GenerationConfig
+
+    # Stands for any path where a value reaches a pydantic model before a check of ours.
+    monkeypatch.setattr(cli, "cmd_demo", lambda args: GenerationConfig(max_new_tokens=0))
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eco: error: invalid GenerationConfig setting: max_new_tokens")
+    assert "(got 0)" in err and "Traceback" not in err
