@@ -338,3 +338,14 @@ def test_retrieved_texts_are_decided_whole_and_sentence_by_sentence() -> None:
     assert short is not None and short.sentences == () and short.decision.flagged
     whole_only = decide_retrieved([text], decide, split_sentences=False)[0]
     assert whole_only is not None and whole_only.sentences == ()
+
+
+def test_every_guard_parameter_refuses_a_string_by_name(tiny_encoder) -> None:
+    from eco_integrations.guard import PromptGuard
+
+    # --guard-param passes what is not JSON as a string: each parameter must be checked, so a
+    # parameter added later without a check fails here rather than deep inside scikit-learn.
+    names = set(PromptGuard().get_params(deep=False)) - {"encoder"}
+    for name in sorted(names):
+        with pytest.raises(ConfigurationError, match=rf"^{name} must be"):
+            Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, **{name: "oops"})
