@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import pairwise
 
 import numpy as np
@@ -420,11 +421,7 @@ class ForgetPhrases:
 
         A phrase that the text attributes to somebody else (:meth:`attributed_elsewhere`) does
         not count."""
-        tokens = words(normalized)
-        phrase = self._find_phrase(tokens)
-        if phrase is not None and self._stranger(normalized, tokens, phrase) is not None:
-            phrase = None
-        return phrase or self._find_full_name(tokens) or self._find_dated_fact(tokens)
+        return self.examine(normalized)[0]
 
     def attributed_elsewhere(self, normalized: str) -> tuple[str, str] | None:
         """``(phrase, name)`` when the text holds a forget-only phrase in quotes but names,
@@ -436,14 +433,29 @@ class ForgetPhrases:
         person's name does not. Measured on TOFU forget10 with ``knowledge``, six of the ten
         held-out retain questions flagged were of this kind.
         """
-        tokens = words(normalized)
-        phrase = self._find_phrase(tokens)
-        if phrase is None:
-            return None
-        stranger = self._stranger(normalized, tokens, phrase)
-        return None if stranger is None else (phrase.phrase, stranger)
+        return self.examine(normalized)[1]
 
-    def _stranger(self, normalized: str, tokens: list[str], phrase: PhraseMatch) -> str | None:
+    def examine(self, normalized: str) -> tuple[PhraseMatch | None, tuple[str, str] | None]:
+        """:meth:`find` and :meth:`attributed_elsewhere` of one text, each search run once."""
+        tokens = words(normalized)
+        # Both the stranger check and the fallback may ask for the whole name; search once.
+        whole_name = cache(lambda: self._find_full_name(tokens))
+        phrase = self._find_phrase(tokens)
+        elsewhere = None
+        if phrase is not None:
+            stranger = self._stranger(normalized, tokens, phrase, whole_name)
+            if stranger is None:
+                return phrase, None
+            elsewhere = (phrase.phrase, stranger)
+        return whole_name() or self._find_dated_fact(tokens), elsewhere
+
+    def _stranger(
+        self,
+        normalized: str,
+        tokens: list[str],
+        phrase: PhraseMatch,
+        whole_name: Callable[[], PhraseMatch | None],
+    ) -> str | None:
         """Somebody else's name in the phrase's sentence, within :data:`NAME_WINDOW` words of
         the phrase: two name-like words side by side or across a name particle ("adira
         bintang", "ahmed el masry"), when the phrase is a quoted title (not a forget person's
@@ -460,7 +472,7 @@ class ForgetPhrases:
             # A shared title is written in quotes; an unquoted phrase is a name or a place
             # ("Emma Watson plays Hermione Granger"), and the words around it say little.
             return None
-        if self._find_full_name(tokens) is not None:
+        if whole_name() is not None:
             return None  # a forget person is named, garbled: the phrase is theirs
         start, end = phrase.span
         sentence = _sentence_of_words(normalized, spans)

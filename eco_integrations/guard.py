@@ -751,9 +751,8 @@ class Guard:
         if phrases is None:
             return None
         (checked,) = normalized_texts([text], "text")
-        match = phrases.find(checked)
+        match, elsewhere = phrases.examine(checked)
         if match is None:
-            elsewhere = phrases.attributed_elsewhere(checked)
             if elsewhere is not None:
                 return (
                     f'phrase "{elsewhere[0]}" beside another name, "{elsewhere[1]}" (not counted)'
