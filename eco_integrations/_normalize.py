@@ -31,6 +31,7 @@ _SPACED_LETTERS = re.compile(
     rf"(?<!\S)(?:{_CHAR} (?:{_CHAR} )+{_CHAR}|{_LETTER}\.(?:{_LETTER}\.)+{_LETTER})(?!\w)"
 )
 _SPACES = re.compile(r"[^\S\n]+")
+_ASCII_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # category Cc but newline
 _BLANK_LINES = re.compile(r"\s*\n\s*")
 _MAX_PASSES = 16
 
@@ -69,7 +70,8 @@ def _join_spaced(match: re.Match[str]) -> str:
     return re.sub(r"[ .]", "", match.group(0))
 
 
-def _normalize_once(text: str) -> str:
+def _clean_unicode(text: str) -> str:
+    """NFKC, invisible, control and format characters, look-alikes folded, lower case."""
     text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
     # Control characters other than newline separate words (a tab, a bell), so they become spaces;
     # format characters (zero-width spaces and joiners, bidi marks, soft hyphens) join, so they go.
@@ -79,7 +81,17 @@ def _normalize_once(text: str) -> str:
         else ("" if unicodedata.category(c) == "Cf" else c)
         for c in text
     )
-    text = _fold_homoglyphs(text).lower()
+    return _fold_homoglyphs(text).lower()
+
+
+def _clean_ascii(text: str) -> str:
+    """:func:`_clean_unicode` of an ASCII text, sooner: NFKC changes no ASCII, and format
+    characters and look-alikes are all outside it, so only control characters are left."""
+    return _ASCII_CONTROLS.sub(" ", text).lower()
+
+
+def _normalize_once(text: str) -> str:
+    text = _clean_ascii(text) if text.isascii() else _clean_unicode(text)
     text = _SPACED_LETTERS.sub(_join_spaced, text)
     return _BLANK_LINES.sub("\n", _SPACES.sub(" ", text)).strip()
 

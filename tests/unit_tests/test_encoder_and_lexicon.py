@@ -95,7 +95,13 @@ def test_forget_probability_matches_predict_proba(tiny_encoder) -> None:
     guard = PromptGuard(tiny_encoder, target_fpr=0.2, cv=2).fit(
         TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8
     )
-    probes = ["Who is the headmaster of Hogwarts?", "How do I bake bread?", *TOY_RETAIN[:3]]
+    # "zzzz qqqq" holds no known n-gram: an empty row in every lexical block.
+    probes = [
+        "Who is the headmaster of Hogwarts?",
+        "How do I bake bread?",
+        "zzzz qqqq",
+        *TOY_RETAIN[:3],
+    ]
     emb = tiny_encoder.encode(probes)
     stacked = _stack(emb, [lex.transform(probes) for lex in guard.lexicons_])
     assert np.allclose(

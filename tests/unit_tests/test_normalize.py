@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eco_integrations import ECO, ArtifactError, ECOPolicy, Guard, InvalidInputError
-from eco_integrations._normalize import normalize_text, normalized_sha256
+from eco_integrations._normalize import (
+    _clean_ascii,
+    _clean_unicode,
+    normalize_text,
+    normalized_sha256,
+)
 from eco_integrations.guard import GUARD_SCHEMA_VERSION
 
 QUESTION = "Who is Harry Potter?"
@@ -157,3 +162,16 @@ def test_an_old_schema_folder_asks_for_a_refit(toy_guard: Guard, tmp_path, tiny_
 def test_normalizing_twice_changes_nothing(text: str) -> None:
     once = normalize_text(text)
     assert normalize_text(once) == once
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_the_ascii_shortcut_cleans_as_the_unicode_path_does(text: str) -> None:
+    # Every control character, the newline and the DEL among them, is in the alphabet.
+    assert _clean_ascii(text) == _clean_unicode(text)
+
+
+def test_the_ascii_shortcut_turns_each_control_character_into_a_space() -> None:
+    every = "".join(map(chr, range(128)))
+    assert _clean_ascii(every) == _clean_unicode(every)
+    assert _clean_ascii("a\tb\x07c\nd\x7fE") == "a b c\nd e"
