@@ -19,6 +19,7 @@ from eco_integrations import ECO, GenerationConfig
 from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
+from eco_integrations.encoder import SentenceEncoder
 
 
 def _timed(fn):
@@ -33,10 +34,17 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="interleaved generation pairs")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--encoder-precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="the demo guard's encoder precision (its threshold is fit in it too)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    eco = ECO.from_pretrained(guard=fit_demo_guard())
+    guard = fit_demo_guard(encoder=SentenceEncoder(precision=args.encoder_precision))
+    eco = ECO.from_pretrained(guard=guard)
     guard, backend = eco.guard, eco.backend
     retain = read_lines("harry_potter_retain.txt")
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
@@ -76,6 +84,7 @@ def main() -> None:
         "plain_s": round(statistics.median(plain_times), 3),
         "engine_benign_s": round(statistics.median(engine_times), 3),
         "max_new_tokens": args.max_new_tokens,
+        "encoder_precision": args.encoder_precision,
         "repeats": args.repeats,
     }
     if not args.json:

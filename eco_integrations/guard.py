@@ -517,6 +517,16 @@ def _forget_probability(
     return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
 
 
+def saved_encoder_precision(folder: str | Path) -> str:
+    """The encoder precision a saved guard folder was fit with ("float32" when it does not say,
+    or when there is no readable manifest: :meth:`Guard.load` then names that problem)."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        return str(manifest.get("encoder", {}).get("precision", "float32"))
+    except (OSError, ValueError, AttributeError):
+        return "float32"
+
+
 def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:
     """Smallest threshold with at most ``floor(target_fpr * n)`` negatives strictly above it."""
     scores = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
@@ -908,8 +918,18 @@ class Guard:
             msg = f"{root} was modified after it was saved (content hash mismatch). Re-fit the guard or restore the folder."
             raise ArtifactError(msg)
         verify(root, [info.folder for info in manifest.targets])
+        fitted = str(manifest.encoder.get("precision", "float32"))
         if encoder is None:
-            encoder = SentenceEncoder(precision=str(manifest.encoder.get("precision", "float32")))
+            encoder = SentenceEncoder(precision=fitted)
+        elif getattr(encoder, "precision", fitted) != fitted:
+            # bfloat16 and float32 embeddings agree within the fingerprint's tolerance, but the
+            # difference moves scores across the thresholds the fit picked.
+            msg = (
+                f"The guard in {root} was fit with its encoder in {fitted}, but the encoder given "
+                f"runs in {encoder.precision}. Pass SentenceEncoder(..., precision={fitted!r}) "
+                f"(on the command line, --encoder-precision {fitted}), or re-fit."
+            )
+            raise ArtifactError(msg)
         guard = cls(encoder, guard_id=manifest.guard_id, passage_chars=manifest.passage_chars)
         guard.version = manifest.version
         expected = manifest.encoder.get("fingerprint")

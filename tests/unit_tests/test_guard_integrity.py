@@ -253,3 +253,43 @@ def test_add_and_remove_target_leave_other_targets_byte_identical(
     capsys.readouterr()
     assert remove("nope") == 2
     assert "No target 'nope'" in capsys.readouterr().err
+
+
+def test_a_guard_fit_in_bfloat16_is_loaded_in_bfloat16_or_refused(
+    tmp_path, tiny_encoder_dir, capsys
+) -> None:
+    from toy_data import TOY_FORGET, TOY_RETAIN
+
+    from eco_integrations.encoder import SentenceEncoder
+
+    (tmp_path / "f.txt").write_text("\n".join(TOY_FORGET * 2))
+    (tmp_path / "r.txt").write_text("\n".join(TOY_RETAIN * 2))
+    out = tmp_path / "guard"
+
+    def fit(target: str, *extra: str) -> int:
+        argv = ["guard", "fit", "--forget", str(tmp_path / "f.txt")]
+        argv += ["--retain", str(tmp_path / "r.txt"), "--target", target, "--out", str(out)]
+        return main([*argv, "--encoder", str(tiny_encoder_dir), "--target-fpr", "0.2", *extra])
+
+    assert fit("hp", "--encoder-precision", "bfloat16") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["encoder"]["precision"] == "bfloat16"
+    # Given the encoder folder alone, the folder's own precision is used: no error, same scores.
+    assert fit("hp-again") == 0
+    loaded = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir), precision="bfloat16"))
+    assert loaded.encoder.precision == "bfloat16" and set(loaded.targets) == {"hp", "hp-again"}
+    # Another precision would move every score against the fitted thresholds: refused by name.
+    capsys.readouterr()
+    assert fit("hp-32", "--encoder-precision", "float32") == 2
+    err = capsys.readouterr().err
+    assert "fit with its encoder in bfloat16" in err and "--encoder-precision bfloat16" in err
+    with pytest.raises(ArtifactError, match="runs in float32"):
+        Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir)))
+    # remove-target reads the folder's precision too.
+    argv = ["guard", "remove-target", str(out), "--target", "hp-again"]
+    assert main([*argv, "--encoder", str(tiny_encoder_dir)]) == 0
+    assert set(
+        Guard.load(
+            out, encoder=SentenceEncoder(str(tiny_encoder_dir), precision="bfloat16")
+        ).targets
+    ) == {"hp"}
