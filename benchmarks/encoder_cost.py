@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from eco_integrations.encoder import SentenceEncoder
+from eco_integrations.encoder import PRECISIONS, SentenceEncoder
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         help="the encoder's matmul precision (the guard's default is float32)",
     )
     parser.add_argument("--json", action="store_true")
@@ -70,11 +70,10 @@ def main() -> None:
                 start = time.perf_counter()
                 forward(batch)
                 times.append((time.perf_counter() - start) * 1000)
-        medians[int(batch["input_ids"].shape[1])] = round(statistics.median(times), 2)
+        length = int(batch["input_ids"].shape[1])
+        medians[length] = round(statistics.median(times), 2)
         if not args.json:
-            print(
-                f"{batch['input_ids'].shape[1]:>5} tokens: {medians[int(batch['input_ids'].shape[1])]} ms"
-            )
+            print(f"{length:>5} tokens: {medians[length]} ms")
 
     tokens = np.array(list(medians), dtype=np.float64)
     ms = np.array(list(medians.values()))

@@ -19,7 +19,7 @@ from eco_integrations import ECO, GenerationConfig
 from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.demo import fit_demo_guard, read_lines
-from eco_integrations.encoder import SentenceEncoder
+from eco_integrations.encoder import PRECISIONS, SentenceEncoder
 
 
 def _timed(fn):
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument(
         "--encoder-precision",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         default="float32",
         help="the demo guard's encoder precision (its threshold is fit in it too)",
     )

@@ -120,8 +120,8 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     existing = (out / "manifest.json").is_file()
     # A folder being extended keeps the precision it was fit with unless told otherwise (and
-    # Guard.load refuses a different one by name).
-    precision = args.encoder_precision or (saved_encoder_precision(out) if existing else "float32")
+    # Guard.load refuses a different one by name); a new one is float32 unless told otherwise.
+    precision = args.encoder_precision or saved_encoder_precision(out)
     encoder = (
         SentenceEncoder(args.encoder, precision=precision)
         if args.encoder or args.encoder_precision

@@ -122,20 +122,20 @@ class _Tfidf:
         Built row by row from the analyzer: sklearn's ``CountVectorizer.transform`` spends most
         of a single short prompt's half millisecond on validation and sparse bookkeeping.
         """
-        values, cols, bounds = self._rows(texts)
+        values, cols, bounds, _ = self._rows(texts)
         return sp.csr_matrix((values, cols, bounds), shape=(len(texts), len(self.vocabulary)))
 
     def dot(self, texts: list[str], coef: np.ndarray) -> np.ndarray:
         """``transform(texts) @ coef`` in float64, without building the sparse matrix (a
         quarter of a millisecond of a single prompt's scoring went to scipy's bookkeeping)."""
-        values, cols, bounds = self._rows(texts)
-        row_of = np.repeat(np.arange(len(texts)), np.diff(bounds))
+        values, cols, _, row_of = self._rows(texts)
         products = values.astype(np.float64) * np.asarray(coef, dtype=np.float64)[cols]
         dots: np.ndarray = np.bincount(row_of, weights=products, minlength=len(texts))
         return dots
 
-    def _rows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """CSR parts of :meth:`transform`: float32 values, column indices, row bounds."""
+    def _rows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """CSR parts of :meth:`transform`: float32 values, column indices, row bounds, and
+        each value's row."""
         index, indptr = self._index, [0]
         columns: list[int] = []
         counts: list[int] = []
@@ -155,7 +155,7 @@ class _Tfidf:
         values = values / np.where(norms > 0, norms, 1.0)[row_of]
         if self.ratio is not None:
             values = values * self.ratio[cols]
-        return values.astype(np.float32), cols, bounds
+        return values.astype(np.float32), cols, bounds, row_of
 
 
 class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no stubs
