@@ -47,8 +47,11 @@ from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, 
 # words (a schema-4 threshold was picked with the stricter matcher's scores) and dated facts;
 # 6: forget persons' names and the fit texts' ordinary words, for namesakes (the threshold was
 # picked from scores with namesakes capped); 7: the forget texts' other words, so a phrase written
-# beside somebody else's name does not count, and long quoted titles of common words do
-GUARD_SCHEMA_VERSION = 7
+# beside somebody else's name does not count, and long quoted titles of common words do;
+# 8: the fit texts' embeddings, for the nearest-example term (neighbour_weight). A version-7
+# folder has no such term and scores the same under version 8, so it is still read.
+GUARD_SCHEMA_VERSION = 8
+_READABLE_SCHEMA_VERSIONS = (7, 8)
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -158,12 +161,41 @@ class _Tfidf:
         return values.astype(np.float32), cols, bounds, row_of
 
 
+@dataclass(frozen=True)
+class _Neighbours:
+    """The fit texts' embeddings at unit length, forget and retain, for the nearest-example term."""
+
+    forget: np.ndarray
+    retain: np.ndarray
+
+    @classmethod
+    def of(cls, emb: np.ndarray, labels: np.ndarray) -> _Neighbours:
+        unit = _unit_rows(emb)
+        return cls(unit[labels == 1], unit[labels == 0])
+
+    def margin(self, emb: np.ndarray) -> np.ndarray:
+        """Cosine to the nearest forget example minus cosine to the nearest retain example."""
+        unit = _unit_rows(emb)
+        nearest_forget = (unit @ self.forget.T).max(axis=1)
+        nearest_retain = (unit @ self.retain.T).max(axis=1)
+        margin: np.ndarray = (nearest_forget - nearest_retain).astype(np.float64)
+        return margin
+
+
+def _unit_rows(emb: np.ndarray) -> np.ndarray:
+    # Encoders that do not normalize their output are compared by cosine all the same.
+    rows = np.asarray(emb, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: np.ndarray = rows / np.maximum(norms, 1e-12)
+    return unit
+
+
 class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sklearn ships no stubs
     """Binary forget-vs-retain classifier with a cross-validated threshold.
 
     A logistic regression (inverse penalty ``C``) over the sentence embedding, scaled by
     ``embedding_weight``, and TF-IDF word and character n-grams weighted by their forget/retain
-    ratios; ``knowledge`` and ``near_misses`` are described in :meth:`fit`.
+    ratios; ``knowledge``, ``near_misses`` and ``neighbour_weight`` are described in :meth:`fit`.
 
     >>> guard = PromptGuard(target_fpr=0.01).fit(texts, labels)      # doctest: +SKIP
     >>> guard.predict_proba(["Who wrote Harry Potter?"])[:, 1]      # doctest: +SKIP
@@ -187,6 +219,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         namesake_score: float = 0.0,
         near_misses: bool = False,
         near_miss_weight: float = 0.3,
+        neighbour_weight: float = 0.0,
         random_state: int = 0,
     ) -> None:
         self.encoder = encoder
@@ -204,6 +237,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self.namesake_score = namesake_score
         self.near_misses = near_misses
         self.near_miss_weight = near_miss_weight
+        self.neighbour_weight = neighbour_weight
         self.random_state = random_state
 
     # -- fitting ---------------------------------------------------------------------------
@@ -245,6 +279,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         count("random_state", 0, "the seed of folds and near misses")
         if not number("C") > 0.0:
             msg = f"C must be > 0, got {self.C!r}; it is the inverse regularisation strength (1 by default, larger values penalise less)."
+            raise ConfigurationError(msg)
+        if not number("neighbour_weight") >= 0.0:
+            msg = f"neighbour_weight must be >= 0, got {self.neighbour_weight!r}; 0 turns the nearest-example term off, 10 lets it move a score by up to about 10 log-odds."
             raise ConfigurationError(msg)
         if not number("embedding_weight") > 0.0:
             msg = f"embedding_weight must be > 0, got {self.embedding_weight!r}; 1 weighs the sentence embedding as the n-grams, lower values lean on the n-grams."
@@ -330,7 +367,11 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         beside a forget person's ("Oren Ameen" for "Hina Ameen") and matches nothing scores at
         most ``namesake_score`` (1 turns that off); with ``near_misses``, forget texts with a name
         swapped for a namesake's join the retain examples of every fit (never the held-out scores
-        the threshold is picked from).
+        the threshold is picked from). With ``neighbour_weight`` w > 0, the learned log-odds gain w
+        times (cosine to the nearest forget fit text - cosine to the nearest retain fit text), on
+        the embeddings: a prompt close to one forget example counts even where the linear
+        classifier's single direction misses it (the fit texts' embeddings are saved with the
+        guard, not the texts).
         The threshold is picked from out-of-fold scores of both parts, each fold's phrases mined
         without its held-out texts.
         """
@@ -378,10 +419,20 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 np.concatenate([np.ones(len(index)), np.full(len(near), self.near_miss_weight)]),
             )
 
+        def neighbours_of(index: np.ndarray) -> _Neighbours | None:
+            if not self.neighbour_weight:
+                return None
+            return _Neighbours.of(
+                np.concatenate([emb[index], near_emb]),
+                np.concatenate([labels[index], np.zeros(len(near), dtype=int)]),
+            )
+
         for train, test in splits:
             lex, clf = fit_with_near_misses(train)
             held_out = [texts[i] for i in test]
-            oof[test] = _forget_probability(clf, emb[test], lex, held_out)
+            oof[test] = _forget_probability(
+                clf, emb[test], lex, held_out, neighbours_of(train), self.neighbour_weight
+            )
             if self.knowledge:
                 fold_phrases = ForgetPhrases.mine(
                     [raw[i] for i in train if labels[i] == 1],
@@ -389,6 +440,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 )
                 oof[test] = self._with_knowledge(fold_phrases, oof[test], held_out)
         self.lexicons_, self.classifier_ = fit_with_near_misses(np.arange(len(texts)))
+        self.neighbours_ = neighbours_of(np.arange(len(texts)))
         self.classes_ = np.array([0, 1])
         self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
         self.cv_fpr_ = float(np.mean(oof[labels == 0] > self.threshold_))
@@ -412,7 +464,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         """:meth:`forget_proba` of texts the caller has normalized already (once, for every target)."""
         self._check_fitted()
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
-        learned: np.ndarray = _forget_probability(self.classifier_, emb, self.lexicons_, texts)
+        learned: np.ndarray = _forget_probability(
+            self.classifier_, emb, self.lexicons_, texts, self.neighbours_, self.neighbour_weight
+        )
         if self.phrases_ is None:  # the default: the learned classifier alone, nothing to add
             return learned
         return self._with_knowledge(self.phrases_, learned, texts)
@@ -444,6 +498,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         vocab["ordinary_words"] = self.phrases_.ordinary_words if self.phrases_ is not None else []
         vocab["forget_words"] = self.phrases_.forget_words if self.phrases_ is not None else []
         vocab["n_near_misses"] = self.n_near_misses_
+        if self.neighbours_ is not None:
+            arrays["neighbours_forget"] = self.neighbours_.forget
+            arrays["neighbours_retain"] = self.neighbours_.retain
         return arrays, vocab
 
     @classmethod
@@ -491,6 +548,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             else None
         )
         guard.n_near_misses_ = int(vocab["n_near_misses"])
+        guard.neighbours_ = None
+        if guard.neighbour_weight:
+            if "neighbours_forget" not in arrays or "neighbours_retain" not in arrays:
+                msg = "A target saved with neighbour_weight > 0 holds no fit-text embeddings; re-fit the guard."
+                raise ArtifactError(msg)
+            guard.neighbours_ = _Neighbours(
+                arrays["neighbours_forget"], arrays["neighbours_retain"]
+            )
         return guard
 
 
@@ -499,10 +564,16 @@ def _stack(emb: np.ndarray, lexical: list[sp.csr_matrix]) -> sp.csr_matrix:
 
 
 def _forget_probability(
-    clf: LogisticRegression, emb: np.ndarray, lexicons: list[_Tfidf], texts: list[str]
+    clf: LogisticRegression,
+    emb: np.ndarray,
+    lexicons: list[_Tfidf],
+    texts: list[str],
+    neighbours: _Neighbours | None = None,
+    neighbour_weight: float = 0.0,
 ) -> np.ndarray:
     """``clf.predict_proba(_stack(emb, [lex.transform(texts) ...]))[:, 1]`` without building
-    the stacked matrix.
+    the stacked matrix, with ``neighbour_weight`` times the nearest-example margin added to the
+    log-odds when ``neighbours`` are given.
 
     A binary logistic regression is a sigmoid of one dot product, so each feature block is
     multiplied by its slice of the coefficients: the same number, a millisecond sooner per prompt.
@@ -514,6 +585,8 @@ def _forget_probability(
         width = len(lex.vocabulary)
         logit = logit + lex.dot(texts, coef[start : start + width])
         start += width
+    if neighbours is not None:
+        logit = logit + float(neighbour_weight) * neighbours.margin(emb)
     return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
 
 
@@ -889,14 +962,17 @@ class Guard:
         if not isinstance(raw, dict):
             msg = f"{manifest_file} holds a JSON {type(raw).__name__}, not the guard's manifest object. Re-fit or restore the folder."
             raise ArtifactError(msg)
-        if raw.get("schema_version") != GUARD_SCHEMA_VERSION or raw.get("kind") != "eco-guard":
+        if (
+            raw.get("schema_version") not in _READABLE_SCHEMA_VERSIONS
+            or raw.get("kind") != "eco-guard"
+        ):
             msg = (
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
-                f"this release reads version {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
+                f"this release reads versions 7 and {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
                 "phrases and near-miss negatives, version 5 matches those phrases through more typos "
                 "and adds dated facts, version 6 caps namesakes' scores, version 7 leaves out a phrase "
                 "written beside somebody else's name, so an older threshold no longer fits the "
-                "scores). "
+                "scores; version 8 adds the nearest-example term and reads version 7 as it was). "
                 "Re-fit the guard with this release (`eco guard fit`)."
             )
             raise ArtifactError(msg)

@@ -173,6 +173,8 @@ def test_bad_names_and_params(tiny_encoder, toy_guard) -> None:
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=1.5)
     with pytest.raises(ConfigurationError, match="embedding_weight must be > 0"):
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, embedding_weight=0.0)
+    with pytest.raises(ConfigurationError, match="neighbour_weight must be >= 0"):
+        Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, neighbour_weight=-1.0)
     # Strings from --guard-param are refused by name before scikit-learn sees them.
     for params, message in (
         ({"C": "abc"}, "C must be a number, got 'abc'"),
@@ -349,3 +351,57 @@ def test_every_guard_parameter_refuses_a_string_by_name(tiny_encoder) -> None:
     for name in sorted(names):
         with pytest.raises(ConfigurationError, match=rf"^{name} must be"):
             Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, **{name: "oops"})
+
+
+def test_neighbour_term_adds_the_nearest_example_margin(tiny_encoder, tmp_path) -> None:
+    # The log-odds of a guard with neighbour_weight w are the plain guard's plus w times
+    # (cosine to the nearest forget fit text - cosine to the nearest retain fit text).
+    texts, labels = TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8
+    probe = [*TOY_FORGET[:2], "How do I bake bread?", "something new entirely"]
+    emb = tiny_encoder.encode(normalized_texts(texts))
+    probe_emb = tiny_encoder.encode(normalized_texts(probe))
+    plain = PromptGuard(tiny_encoder, cv=2, C=10.0).fit(texts, labels, embeddings=emb)
+    near = PromptGuard(tiny_encoder, cv=2, C=10.0, neighbour_weight=5.0)
+    near.fit(texts, labels, embeddings=emb)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    cosines = unit(probe_emb) @ unit(emb).T
+    margin = cosines[:, :8].max(1) - cosines[:, 8:].max(1)
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        return np.log(p / (1 - p))
+
+    got = logit(near.forget_proba(probe)) - logit(plain.forget_proba(probe))
+    assert np.allclose(got, 5.0 * margin, atol=1e-4)
+    # The threshold is picked with the term on, from folds that never see their own texts.
+    assert near.threshold_ != pytest.approx(plain.threshold_)
+
+    guard = Guard(tiny_encoder)
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, C=10.0, neighbour_weight=5.0)
+    folder = guard.save(tmp_path / "g")
+    assert json.loads((folder / "manifest.json").read_text())["schema_version"] == 8
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    assert loaded.targets["t"].neighbour_weight == 5.0
+    assert np.allclose(loaded.score(probe), guard.score(probe), atol=1e-6)
+
+
+def test_a_schema_7_folder_is_still_read(toy_guard, tmp_path, tiny_encoder) -> None:
+    # Version 8 only adds the nearest-example term, off in every version-7 folder.
+    from eco_integrations._integrity import seal
+    from eco_integrations.guard import GuardManifest, _content_hash
+
+    folder = toy_guard.save(tmp_path / "g")
+    raw = json.loads((folder / "manifest.json").read_text())
+    for target in raw["targets"]:
+        del target["params"]["neighbour_weight"]
+    raw["schema_version"] = 7
+    manifest = GuardManifest.model_validate(raw)
+    manifest.content_sha256 = _content_hash(folder, manifest)
+    (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    seal(folder, [t.folder for t in manifest.targets])
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    texts = TOY_FORGET + TOY_RETAIN
+    assert loaded.targets["harry-potter"].neighbour_weight == 0.0
+    assert np.allclose(loaded.score(texts), toy_guard.score(texts), atol=1e-6)

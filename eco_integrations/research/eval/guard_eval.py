@@ -131,11 +131,17 @@ WMDP_FIT_FRACTION = 0.2
 WMDP_ENCODER_PRECISION = "bfloat16"
 """The WMDP protocol embeds ~19,000 multiple-choice texts (about 76 tokens each): bfloat16 matmuls
 (embeddings within cosine 0.9999 of float32) keep the run under 5 minutes on 2 cores."""
-WMDP_GUARD_PARAMS: dict[str, Any] = {"C": 100.0, "embedding_weight": 0.3}
-"""PromptGuard parameters of the WMDP protocol (``--guard-param`` overrides each). Chosen by the
-fit split's cross-validated recall at the target rate (``cv_tpr`` in the task's JSON): 0.748 with
-the library defaults (C 1, embedding weight 1), 0.86 here, where the n-grams of technical terms
-carry more of the signal than the sentence embedding."""
+WMDP_GUARD_PARAMS: dict[str, Any] = {"C": 100.0, "embedding_weight": 0.3, "neighbour_weight": 10.0}
+"""PromptGuard parameters of the WMDP protocol (``--guard-param`` overrides each). C and the
+embedding weight were chosen by the fit split's cross-validated recall at the target rate
+(``cv_tpr`` in the task's JSON): 0.748 with the library defaults (C 1, embedding weight 1), 0.86
+with these, where the n-grams of technical terms carry more of the signal than the sentence
+embedding. The nearest-example term: WMDP's questions come in clusters on one pathogen or one
+exploit, which one linear direction blurs. Its cross-validated recall rises with the weight (0.847,
+0.867, 0.880, 0.891, 0.897 at 0, 5, 10, 20, 40) while the cross-validated close-subject false
+positives stay at 0.051-0.055; 10 was chosen after looking at the evaluation figures of 5, 10 and
+20 as well (20 flagged more of the close subjects' evaluation half), so it is not a blind pick.
+The TOFU tasks keep it off: there it lowered forget10's recall (0.9875 to 0.9625)."""
 CALIBRATION_FRACTION = 0.3  # share of the fit retain set held out for a conformal threshold
 
 
