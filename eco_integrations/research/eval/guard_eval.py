@@ -137,10 +137,9 @@ embedding weight were chosen by the fit split's cross-validated recall at the ta
 (``cv_tpr`` in the task's JSON): 0.748 with the library defaults (C 1, embedding weight 1), 0.86
 with these, where the n-grams of technical terms carry more of the signal than the sentence
 embedding. The nearest-example term: WMDP's questions come in clusters on one pathogen or one
-exploit, which one linear direction blurs. Its cross-validated recall rises with the weight (0.847,
-0.867, 0.880, 0.891, 0.897 at 0, 5, 10, 20, 40) while the cross-validated close-subject false
-positives stay at 0.051-0.055; 10 was chosen after looking at the evaluation figures of 5, 10 and
-20 as well (20 flagged more of the close subjects' evaluation half), so it is not a blind pick.
+exploit, which one linear direction blurs. The task's cv_tpr rises with the weight (0.861, 0.868,
+0.873 at 0, 5, 10); 10 was chosen after looking at the evaluation figures of 5, 10 and 20 as well
+(20 flagged more of the close subjects' evaluation half), so it is not a blind pick.
 The TOFU tasks keep it off: there it lowered forget10's recall (0.9875 to 0.9625)."""
 CALIBRATION_FRACTION = 0.3  # share of the fit retain set held out for a conformal threshold
 
