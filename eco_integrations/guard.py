@@ -281,7 +281,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             msg = f"C must be > 0, got {self.C!r}; it is the inverse regularisation strength (1 by default, larger values penalise less)."
             raise ConfigurationError(msg)
         if not number("neighbour_weight") >= 0.0:
-            msg = f"neighbour_weight must be >= 0, got {self.neighbour_weight!r}; 0 turns the nearest-example term off, 10 lets it move a score by up to about 10 log-odds."
+            msg = f"neighbour_weight must be >= 0, got {self.neighbour_weight!r}; 0 turns the nearest-example term off, w moves a score's log-odds by w times a difference of two cosines (WMDP's protocol uses 10)."
             raise ConfigurationError(msg)
         if not number("embedding_weight") > 0.0:
             msg = f"embedding_weight must be > 0, got {self.embedding_weight!r}; 1 weighs the sentence embedding as the n-grams, lower values lean on the n-grams."
@@ -512,7 +512,19 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         vocab: dict[str, Any],
         stats: dict[str, Any],
     ) -> PromptGuard:
+        # A manifest's parameters are checked as a fit checks them: a folder written by another
+        # release, or a sealed but hand-made one, is refused by name instead of failing mid-score.
+        known = set(cls().get_params(deep=False)) - {"encoder"}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            msg = f"A target's parameters include {', '.join(map(repr, unknown))}, which this release does not know (a newer release wrote the folder?); re-fit the guard with this release."
+            raise ArtifactError(msg)
         guard = cls(encoder, **params)
+        try:
+            guard._check_params()
+        except ConfigurationError as err:
+            msg = f"A target's saved parameters are invalid: {err} Re-fit the guard or restore the folder."
+            raise ArtifactError(msg) from None
         guard.lexicons_ = [
             _Tfidf(
                 opts,

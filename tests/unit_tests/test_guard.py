@@ -387,21 +387,50 @@ def test_neighbour_term_adds_the_nearest_example_margin(tiny_encoder, tmp_path) 
     assert np.allclose(loaded.score(probe), guard.score(probe), atol=1e-6)
 
 
-def test_a_schema_7_folder_is_still_read(toy_guard, tmp_path, tiny_encoder) -> None:
-    # Version 8 only adds the nearest-example term, off in every version-7 folder.
+def _rewrite_manifest(folder, edit) -> None:
+    """Edit a saved guard's manifest as a folder written another way would hold it, re-hashed
+    and re-sealed, so that only the edited values can make it load or fail."""
     from eco_integrations._integrity import seal
     from eco_integrations.guard import GuardManifest, _content_hash
 
-    folder = toy_guard.save(tmp_path / "g")
     raw = json.loads((folder / "manifest.json").read_text())
-    for target in raw["targets"]:
-        del target["params"]["neighbour_weight"]
-    raw["schema_version"] = 7
+    edit(raw)
     manifest = GuardManifest.model_validate(raw)
     manifest.content_sha256 = _content_hash(folder, manifest)
     (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     seal(folder, [t.folder for t in manifest.targets])
+
+
+def test_a_schema_7_folder_is_still_read(toy_guard, tmp_path, tiny_encoder) -> None:
+    # Version 8 only adds the nearest-example term, off in every version-7 folder.
+    def as_schema_7(raw: dict) -> None:
+        for target in raw["targets"]:
+            del target["params"]["neighbour_weight"]
+        raw["schema_version"] = 7
+
+    folder = toy_guard.save(tmp_path / "g")
+    _rewrite_manifest(folder, as_schema_7)
     loaded = Guard.load(folder, encoder=tiny_encoder)
     texts = TOY_FORGET + TOY_RETAIN
     assert loaded.targets["harry-potter"].neighbour_weight == 0.0
     assert np.allclose(loaded.score(texts), toy_guard.score(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"neighbour_weight": -5.0}, "saved parameters are invalid: neighbour_weight must be >= 0"),
+        ({"phrase_score": "high"}, "saved parameters are invalid: phrase_score must be a number"),
+        ({"future_knob": 1}, "'future_knob', which this release does not know"),
+    ],
+)
+def test_saved_parameters_are_checked_on_load(
+    toy_guard, tmp_path, tiny_encoder, params, message
+) -> None:
+    def edit(raw: dict) -> None:
+        raw["targets"][0]["params"].update(params)
+
+    folder = toy_guard.save(tmp_path / "g")
+    _rewrite_manifest(folder, edit)
+    with pytest.raises(ArtifactError, match=message):
+        Guard.load(folder, encoder=tiny_encoder)
