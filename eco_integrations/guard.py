@@ -980,7 +980,7 @@ class Guard:
         ):
             msg = (
                 f"{root} holds guard schema version {raw.get('schema_version')!r} (kind {raw.get('kind')!r}); "
-                f"this release reads versions 7 and {GUARD_SCHEMA_VERSION} (version 4 added forget-only "
+                f"this release reads versions {' and '.join(map(str, _READABLE_SCHEMA_VERSIONS))} (version 4 added forget-only "
                 "phrases and near-miss negatives, version 5 matches those phrases through more typos "
                 "and adds dated facts, version 6 caps namesakes' scores, version 7 leaves out a phrase "
                 "written beside somebody else's name, so an older threshold no longer fits the "

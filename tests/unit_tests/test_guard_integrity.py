@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import ECOPolicy, Guard
 from eco_integrations._integrity import GUARD_KEY_ENV, seal
@@ -59,6 +61,43 @@ def test_manifest_values_are_range_checked_even_when_rehashed(
     folder = toy_guard.save(tmp_path / "g")
     _edit_manifest(folder, change)
     with pytest.raises(ArtifactError, match=message.replace("(", r"\(")):
+        Guard.load(folder, encoder=tiny_encoder)
+
+
+def test_a_schema_7_folder_is_still_read(toy_guard, tmp_path, tiny_encoder) -> None:
+    # Version 8 only adds the nearest-example term, off in every version-7 folder.
+    def as_schema_7(raw: dict) -> None:
+        for target in raw["targets"]:
+            del target["params"]["neighbour_weight"]
+        raw["schema_version"] = 7
+
+    folder = toy_guard.save(tmp_path / "g")
+    _edit_manifest(folder, as_schema_7)
+    _reseal_like_an_attacker(folder)
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    texts = TOY_FORGET + TOY_RETAIN
+    assert loaded.targets["harry-potter"].neighbour_weight == 0.0
+    assert np.allclose(loaded.score(texts), toy_guard.score(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"neighbour_weight": -5.0}, "saved parameters are invalid: neighbour_weight must be >= 0"),
+        ({"phrase_score": "high"}, "saved parameters are invalid: phrase_score must be a number"),
+        ({"future_knob": 1}, "'future_knob', which this release does not know"),
+    ],
+)
+def test_saved_parameters_are_checked_on_load(
+    toy_guard, tmp_path, tiny_encoder, params, message
+) -> None:
+    def edit(raw: dict) -> None:
+        raw["targets"][0]["params"].update(params)
+
+    folder = toy_guard.save(tmp_path / "g")
+    _edit_manifest(folder, edit)
+    _reseal_like_an_attacker(folder)  # past the hash, so only the parameter check can refuse
+    with pytest.raises(ArtifactError, match=message):
         Guard.load(folder, encoder=tiny_encoder)
 
 
@@ -258,8 +297,6 @@ def test_add_and_remove_target_leave_other_targets_byte_identical(
 def test_a_guard_fit_in_bfloat16_is_loaded_in_bfloat16_or_refused(
     tmp_path, tiny_encoder_dir, capsys
 ) -> None:
-    from toy_data import TOY_FORGET, TOY_RETAIN
-
     from eco_integrations.encoder import SentenceEncoder
 
     (tmp_path / "f.txt").write_text("\n".join(TOY_FORGET * 2))
