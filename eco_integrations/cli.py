@@ -26,6 +26,7 @@ from .exceptions import ECOError, InvalidInputError
 if TYPE_CHECKING:
     from .config import ECOPolicy, SelectionConfig
     from .encoder import SentenceEncoder
+    from .guard import ScoreParts
 
 
 def read_examples(path: str | Path) -> list[str]:
@@ -306,6 +307,33 @@ def _explain_selection(policy: ECOPolicy, selector: str | None, n: int | None) -
         raise InvalidInputError(msg) from None
 
 
+_PART_LABELS = {
+    "bias": "bias",
+    "embedding": "sentence embedding",
+    "word_ngrams": "word n-grams",
+    "char_ngrams": "character n-grams",
+    "nearest_example": "nearest example",
+}
+
+
+def _describe_score_parts(parts: ScoreParts) -> str:
+    """The score's log-odds, block by block, as an operator reads them."""
+    total = sum(parts.log_odds.values())
+    terms = ", ".join(f"{_PART_LABELS.get(k, k)} {v:+.2f}" for k, v in parts.log_odds.items())
+    head = f"learned score of target {parts.target}: {parts.learned:.4f} (threshold {parts.threshold:.4f})"
+    lines = [f"{head}; its log-odds: {terms}; sum {total:+.2f}"]
+    if parts.score != parts.learned:
+        lines.append(f"the knowledge rules made it {parts.score:.4f}")
+    if parts.nearest_forget_cosine is not None and parts.nearest_retain_cosine is not None:
+        lines.append(
+            f"nearest fit texts: cosine {parts.nearest_forget_cosine:.3f} to a forget one, "
+            f"{parts.nearest_retain_cosine:.3f} to a retain one"
+        )
+    if parts.passage is not None:
+        lines.append(f"scored on the passage: {parts.passage!r}")
+    return "\n".join(lines)
+
+
 def cmd_guard_explain(args: argparse.Namespace) -> int:
     """The guard's decision on one prompt, and the prompt's tokens with the corrupted ones marked."""
     from .config import ECOPolicy
@@ -340,6 +368,8 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
             )
         elif explanation.knowledge_match is not None:  # a namesake, capped below the threshold
             print(f"knowledge match: {explanation.knowledge_match}")
+        if explanation.score_parts is not None:
+            print(_describe_score_parts(explanation.score_parts))
         print(f"selector: {selection.name}" + (f" (n={selection.n})" if selection.n else ""))
         if explanation.terms:
             print(f"terms ({len(explanation.terms)}): {'; '.join(explanation.terms)}")
@@ -349,6 +379,9 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
         {
             "decision": decision.event_payload(),
             "knowledge_match": explanation.knowledge_match,
+            "score_parts": None
+            if explanation.score_parts is None
+            else explanation.score_parts.model_dump(),
             "selector": selection.name,
             "terms": list(explanation.terms),
             "prompt_tokens": len(explanation.tokens),

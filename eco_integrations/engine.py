@@ -43,7 +43,7 @@ from .exceptions import (
     GuardFailureError,
     InvalidInputError,
 )
-from .guard import Guard
+from .guard import Guard, ScoreParts
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
@@ -600,6 +600,7 @@ class ECO:
         if chosen.name == "entities" and request.decision.corrupted:
             terms = tuple(dict.fromkeys([*chosen.terms, *self._target_terms(request.decision)]))
         knowledge = None
+        parts = None
         if self.guard is not None and self.guard.targets:
             # Unflagged, no target was chosen: a namesake of any target is why, if anything.
             flagged_target = request.decision.target
@@ -607,7 +608,8 @@ class ECO:
                 knowledge = self.guard.knowledge_match(rendered.classified_text, target)
                 if knowledge is not None:
                     break
-        return Explanation(request, chosen, terms, tokens, knowledge)
+            parts = self.guard.score_parts(rendered.classified_text, flagged_target)
+        return Explanation(request, chosen, terms, tokens, knowledge, parts)
 
     # -- generation ----------------------------------------------------------------------------
     def generate(
@@ -767,7 +769,9 @@ class Explanation:
     target's); empty for the other selectors and for a prompt that is not corrupted.
     ``knowledge_match`` says which forget-only phrase or dated fact of the flagged target the
     classified text holds, or for a prompt no target flagged which namesake capped its score
-    (:meth:`Guard.knowledge_match`); None when nothing matched.
+    (:meth:`Guard.knowledge_match`); None when nothing matched. ``score_parts`` says where the
+    guard's score came from (:meth:`Guard.score_parts`: the flagged target's, or for an unflagged
+    prompt the target closest to its threshold); None without a guard.
     """
 
     request: ECORequest
@@ -775,6 +779,7 @@ class Explanation:
     terms: tuple[str, ...]
     tokens: tuple[PromptToken, ...]
     knowledge_match: str | None = None
+    score_parts: ScoreParts | None = None
 
     @property
     def decision(self) -> Decision:

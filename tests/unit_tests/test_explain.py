@@ -157,6 +157,12 @@ def test_command_marks_what_the_engine_corrupts(
     assert "flagged=True" in shown and "terms (" in shown and "Hogwarts" in shown
     # The toy guard has no knowledge part: its classifier alone flagged the prompt.
     assert printed["knowledge_match"] is None and "knowledge match: none" in shown
+    parts = printed["score_parts"]
+    assert parts["target"] == "harry-potter" and parts["learned"] == parts["score"]
+    assert parts["score"] == pytest.approx(printed["decision"]["score"], abs=1e-9)
+    assert parts == expected.score_parts.model_dump()
+    assert f"learned score of target harry-potter: {parts['learned']:.4f}" in shown
+    assert f"sum {sum(parts['log_odds'].values()):+.2f}" in shown
     assert expected.marked_text() in shown
 
 
@@ -175,6 +181,8 @@ def test_command_selector_option_and_benign_prompt(
     assert code == 0 and not printed["decision"]["flagged"]
     assert printed["corrupted_tokens"] == [] and printed["terms"] == []
     assert printed["knowledge_match"] is None
+    # Unflagged: the parts of the score the decision compared with the threshold.
+    assert printed["score_parts"]["score"] == pytest.approx(printed["decision"]["score"], abs=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -212,3 +220,6 @@ def test_command_names_the_namesake_that_kept_a_prompt_unflagged(
     *text, last = out.strip().splitlines()
     assert code == 0 and not json.loads(last)["decision"]["flagged"]
     assert 'knowledge match: namesake "styles" beside "harry potter"' in "\n".join(text)
+    parts = json.loads(last)["score_parts"]  # the namesake cap, beside the learned score it capped
+    assert parts["score"] == 0.0 < parts["learned"]
+    assert "the knowledge rules made it 0.0000" in "\n".join(text)

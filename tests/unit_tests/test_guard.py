@@ -385,3 +385,48 @@ def test_neighbour_term_adds_the_nearest_example_margin(tiny_encoder, tmp_path) 
     loaded = Guard.load(folder, encoder=tiny_encoder)
     assert loaded.targets["t"].neighbour_weight == 5.0
     assert np.allclose(loaded.score(probe), guard.score(probe), atol=1e-6)
+
+
+def test_score_parts_add_up_to_the_score(tiny_encoder) -> None:
+    guard = Guard(tiny_encoder, passage_chars=60)
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, C=10.0, neighbour_weight=5.0)
+    guard.add_target("u", TOY_RETAIN, TOY_FORGET, cv=2, lexical=False)
+    fit_emb = tiny_encoder.encode(normalized_texts(TOY_FORGET + TOY_RETAIN))
+    fit_unit = fit_emb / np.linalg.norm(fit_emb, axis=1, keepdims=True)
+    long_text = "The weather was mild all week. " * 3 + TOY_FORGET[0]
+    for text in [TOY_FORGET[0], "How do I bake bread?", long_text]:
+        scores = guard.score([text])[0]
+        parts = guard.score_parts(text, "t")
+        assert list(parts.log_odds) == [
+            "bias",
+            "embedding",
+            "word_ngrams",
+            "char_ngrams",
+            "nearest_example",
+        ]
+        total = sum(parts.log_odds.values())
+        assert parts.learned == pytest.approx(1 / (1 + np.exp(-total)), abs=1e-12)
+        assert parts.score == parts.learned == pytest.approx(scores[0], abs=1e-12)
+        assert parts.threshold == guard.targets["t"].threshold_
+        # The nearest-example share, computed here from the fit texts' embeddings.
+        piece = parts.passage if parts.passage is not None else text
+        (emb,) = tiny_encoder.encode(normalized_texts([piece]))
+        cosines = fit_unit @ (emb / np.linalg.norm(emb))
+        assert parts.nearest_forget_cosine == pytest.approx(cosines[:8].max(), abs=1e-5)
+        assert parts.nearest_retain_cosine == pytest.approx(cosines[8:].max(), abs=1e-5)
+        assert parts.log_odds["nearest_example"] == pytest.approx(
+            5.0 * (cosines[:8].max() - cosines[8:].max()), abs=1e-4
+        )
+        plain = guard.score_parts(text, "u")  # no n-grams, no nearest-example term
+        assert list(plain.log_odds) == ["bias", "embedding"]
+        assert plain.nearest_forget_cosine is None and plain.learned == pytest.approx(scores[1])
+        # No target named: the one a decision looks at, furthest over (or closest under) its threshold.
+        thresholds = np.array([guard.targets[n].threshold_ for n in guard.target_names])
+        chosen = guard.target_names[int(np.argmax(scores - thresholds))]
+        assert guard.score_parts(text).target == chosen
+    # A long text is explained by the passage that gave its score.
+    parts = guard.score_parts(long_text, "t")
+    (normalized,) = normalized_texts([long_text])
+    assert parts.passage is not None and parts.passage in normalized and parts.passage != normalized
+    with pytest.raises(InvalidInputError, match=r"No target 'nope'.*it has: t, u"):
+        guard.score_parts("Who?", "nope")
