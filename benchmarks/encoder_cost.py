@@ -1,6 +1,7 @@
 """Where the guard's milliseconds go: the embedded encoder's forward pass against prompt length.
 
-Times one forward pass of the default encoder (the guard's largest cost) on single prompts of
+Times one forward pass of the default encoder (the guard's largest cost; ``--encoder`` for
+another, e.g. all-mpnet-base-v2 after ``make eval-encoder``) on single prompts of
 several token counts and fits ``fixed + per_token * tokens`` by least squares. A large fixed part
 is paid by every prompt, however short: per-operation overhead and the weights' memory traffic,
 not arithmetic on the prompt's tokens.
@@ -10,6 +11,7 @@ Prints one JSON object as its last line (with --json):
   fixed_ms              the fitted cost of a pass whatever the length
   per_token_ms          the fitted cost of each token more
   weight_mb             megabytes of float32 encoder weights (embedding tables excluded)
+  encoder               the encoder's name
 Measure on an otherwise idle machine; --threads sets torch's thread count (default: torch's).
 """
 
@@ -39,6 +41,11 @@ def main() -> None:
         choices=PRECISIONS,
         help="the encoder's matmul precision (the guard's default is float32)",
     )
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="a sentence-transformers folder or all-mpnet-base-v2 (default: all-MiniLM-L6-v2)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     lengths = [int(n) for n in args.lengths.split(",")]
@@ -47,7 +54,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    encoder = SentenceEncoder(precision=args.precision)
+    encoder = SentenceEncoder(args.encoder, precision=args.precision)
     model, tokenizer, *_ = encoder._load()
     forward = encoder._forward
     weight_mb = (
@@ -60,7 +67,7 @@ def main() -> None:
     )
     medians: dict[int, float] = {}
     for n in lengths:
-        # One word piece per filler word, plus [CLS] and [SEP].
+        # One word piece per filler word, plus the two special tokens around them.
         batch = tokenizer([" ".join(["word"] * (n - 2))], return_tensors="pt")
         with torch.inference_mode():
             for _ in range(5):  # warm-up
@@ -85,6 +92,7 @@ def main() -> None:
         "weight_mb": round(weight_mb, 1),
         "threads": torch.get_num_threads(),
         "precision": args.precision,
+        "encoder": encoder.name,
     }
     print(json.dumps(result) if args.json else result)
 

@@ -1122,7 +1122,12 @@ class Guard:
         verify(root, [info.folder for info in manifest.targets])
         fitted = str(manifest.encoder.get("precision", "float32"))
         if encoder is None:
-            encoder = SentenceEncoder(precision=fitted)
+            from ._models import SPLIT_ZIP_ENCODERS
+
+            # The evaluation encoder is found by its name; any other folder must be passed.
+            name = manifest.encoder.get("name")
+            by_name = name if name in SPLIT_ZIP_ENCODERS else None
+            encoder = SentenceEncoder(by_name, precision=fitted)
         elif getattr(encoder, "precision", fitted) != fitted:
             # bfloat16 and float32 embeddings agree within the fingerprint's tolerance, but the
             # difference moves scores across the thresholds the fit picked.

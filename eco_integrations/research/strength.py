@@ -480,6 +480,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="guard folder; the chosen setting is saved there as policy.json",
     )
     parser.add_argument(
+        "--encoder",
+        default=None,
+        help="for chance: sentence encoder of the WMDP protocol guard fitted into --guard when the "
+        "folder holds none (a sentence-transformers folder or all-mpnet-base-v2; default: all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
         "--objective",
         default="mcq",
         choices=["mcq", "chance", "similarity", "never-learned", "callable"],
@@ -589,6 +595,7 @@ def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
 _SEARCHED = frozenset({"mcq", "similarity", "callable", "never-learned"})
 _READ_BY: dict[str, frozenset[str]] = {
     "strengths": frozenset({"chance"}),
+    "encoder": frozenset({"chance"}),
     "calibrate_on": frozenset({"chance"}),
     "plot": frozenset({"chance"}),
     "selectors": frozenset({"never-learned"}),
@@ -660,16 +667,25 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.guard)
     if args.objective == "chance" and not (folder / "manifest.json").is_file():
         # The guard `eco eval mcq` fits: the WMDP protocol's, fit on the split the questions come from.
-        from .eval.guard_eval import fit_wmdp_guard
+        from .eval.guard_eval import fit_wmdp_guard, wmdp_protocol_encoder
 
         print(
             f"fitting the WMDP guard (20% of WMDP vs MMLU val, dev and half the close subjects' "
             f"test questions) into {folder}...",
             file=sys.stderr,
         )
-        fitted, _ = fit_wmdp_guard(args.data_dir, seed=args.seed, target_fpr=0.01)
+        fitted, _ = fit_wmdp_guard(
+            args.data_dir,
+            seed=args.seed,
+            target_fpr=0.01,
+            encoder=wmdp_protocol_encoder(args.encoder),
+        )
         fitted.save(folder)
     guard = Guard.load(folder)
+    if args.encoder is not None:
+        from .eval.mcq import check_guard_encoder
+
+        check_guard_encoder(guard, args.encoder, folder)
     if (folder / "policy.json").is_file():
         policy = ECOPolicy.load(folder)
     elif args.objective == "chance":

@@ -12,6 +12,7 @@ from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.research.eval.mcq import (
     _check_guard_params,
+    check_guard_encoder,
     evaluate_mcq,
     letter_token_ids,
     mcq_prompt,
@@ -414,6 +415,19 @@ def test_guard_params_must_match_a_reused_protocol_guard(toy_guard, tmp_path: Pa
         _check_guard_params(toy_guard, {"C": 100.0, "embedding_weight": 1.0}, tmp_path)
     with pytest.raises(InvalidInputError, match="a --guard folder is already fit"):
         run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", guard_params={"C": 10})
+
+
+def test_the_encoder_must_match_a_reused_protocol_guard(
+    toy_guard, tiny_encoder_dir, tmp_path: Path
+) -> None:
+    check_guard_encoder(toy_guard, str(tiny_encoder_dir), tmp_path)
+    # No --encoder asks for the default encoder, which the toy guard was not fit with.
+    with pytest.raises(
+        InvalidInputError, match=r"fit with encoder '.+', not 'all-MiniLM-L6-v2'.*another --out"
+    ):
+        check_guard_encoder(toy_guard, None, tmp_path)
+    with pytest.raises(InvalidInputError, match="--encoder set how the WMDP protocol guard"):
+        run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", encoder="all-mpnet-base-v2")
 
 
 @pytest.mark.parametrize(

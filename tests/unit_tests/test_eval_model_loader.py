@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from toy_data import TOY_FORGET, TOY_RETAIN
 
+from eco_integrations import Guard, SentenceEncoder
 from eco_integrations import _models as models
 from eco_integrations._models import (
     EVAL_MODEL_NAME,
@@ -184,8 +186,6 @@ def _fake_encoder_wheels(
 def test_split_zip_encoder_is_assembled_checked_and_loaded_by_name(
     tiny_encoder_dir: Path, tiny_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eco_integrations import SentenceEncoder
-
     monkeypatch.setenv("ECO_CACHE_DIR", str(tmp_path / "cache"))
     wheels = tmp_path / "cache" / "wheels" / "fake-encoder"
     spec = _fake_encoder_wheels(Path(tiny_encoder_dir), wheels)
@@ -198,6 +198,12 @@ def test_split_zip_encoder_is_assembled_checked_and_loaded_by_name(
     assert by_name.name == "fake-encoder"
     texts = ["Who is Harry Potter?", "How do I bake bread?"]
     assert (by_name.encode(texts) == tiny_encoder.encode(texts)).all()
+    # A guard fit with it is loaded with it by name, without being handed the encoder.
+    guard = Guard(by_name)
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, cv=2)
+    loaded = Guard.load(guard.save(tmp_path / "guard"))
+    assert loaded.encoder.name == "fake-encoder"
+    assert (loaded.score(texts) == guard.score(texts)).all()
     # Reused, not assembled again: the wheels are not read a second time.
     for wheel in wheels.iterdir():
         wheel.unlink()
@@ -207,8 +213,6 @@ def test_split_zip_encoder_is_assembled_checked_and_loaded_by_name(
 def test_split_zip_encoder_refuses_other_bytes_and_names_the_download(
     tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eco_integrations import SentenceEncoder
-
     monkeypatch.setenv("ECO_CACHE_DIR", str(tmp_path / "cache"))
     spec = _fake_encoder_wheels(
         Path(tiny_encoder_dir), tmp_path / "cache" / "wheels" / "fake-encoder"

@@ -455,6 +455,7 @@ def test_bad_selector_or_corruption_names_the_choices(
         (["--n", "0"], "--n must be >= 1"),
         (["--min-strength", "10", "--max-strength", "1"], "must be below --max-strength"),
         (["--eps", "0"], "--eps must be > 0"),
+        (["--encoder", "all-mpnet-base-v2"], "--encoder: not read by --objective never-learned"),
     ],
 )
 def test_an_option_the_objective_ignores_or_a_bad_value_is_refused_before_any_work(

@@ -78,6 +78,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         command=args.command_line,
         guard_params=_parse_params(args.guard_param),
+        encoder=args.encoder,
     )
     if not args.json:
         for key in (
@@ -215,6 +216,12 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="NAME=VALUE",
         help="PromptGuard hyperparameter of the WMDP protocol guard fitted when --guard is not given (repeatable)",
+    )
+    mcq.add_argument(
+        "--encoder",
+        default=None,
+        help="sentence encoder of the WMDP protocol guard fitted when --guard is not given: "
+        "a sentence-transformers folder or all-mpnet-base-v2 (default: all-MiniLM-L6-v2)",
     )
     mcq.add_argument("--batch-size", type=int, default=8)
     mcq.add_argument(

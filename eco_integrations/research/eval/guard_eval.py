@@ -273,6 +273,13 @@ def wmdp_retain_rows(data_dir: str | Path | None = None, *, seed: int = 0) -> li
     return load_mmlu("all", "val", data_dir) + load_mmlu("all", "dev", data_dir) + fit_close
 
 
+def wmdp_protocol_encoder(name_or_folder: str | Path | None) -> SentenceEncoder | None:
+    """``--encoder`` for the WMDP protocol's guard, in its precision; None keeps the default."""
+    if name_or_folder is None:
+        return None
+    return SentenceEncoder(name_or_folder, precision=WMDP_ENCODER_PRECISION)
+
+
 def _wmdp_guard(encoder: SentenceEncoder | None) -> Guard:
     # A multiple-choice prompt is one item: passages (question alone, choice pairs) would cost
     # five encoder passes per prompt and find nothing the whole text does not show.
@@ -518,10 +525,11 @@ def run_guard_task(
         msg = f"Unknown guard task {task!r}; choose one of: {', '.join(GUARD_TASKS)}."
         raise InvalidInputError(msg)
     fpr = target_fpr if target_fpr is not None else DEFAULT_TARGET_FPR.get(task, 0.01)
-    chosen = None
-    if encoder is not None:
-        precision = WMDP_ENCODER_PRECISION if task == "wmdp" else "float32"
-        chosen = SentenceEncoder(encoder, precision=precision)
+    chosen = (
+        wmdp_protocol_encoder(encoder)
+        if task == "wmdp"
+        else (SentenceEncoder(encoder) if encoder is not None else None)
+    )
     common: dict[str, Any] = {
         "seed": seed,
         "target_fpr": fpr,

@@ -346,6 +346,21 @@ def _check_guard_params(guard: Guard, wanted: dict[str, Any], folder: Path) -> N
             raise InvalidInputError(msg)
 
 
+def check_guard_encoder(guard: Guard, encoder: str | None, folder: Path) -> None:
+    """A protocol guard reused from ``folder`` must embed with the encoder asked for."""
+    from ..._paths import DEFAULT_ENCODER_NAME
+    from .guard_eval import wmdp_protocol_encoder
+
+    asked = wmdp_protocol_encoder(encoder)
+    wanted = asked.name if asked is not None else DEFAULT_ENCODER_NAME
+    if guard.encoder.name != wanted:
+        msg = (
+            f"The guard in {folder} was fit with encoder {guard.encoder.name!r}, not {wanted!r}; "
+            "pass another --out folder, or delete its guard/ to fit one with this encoder."
+        )
+        raise InvalidInputError(msg)
+
+
 def run_mcq_task(
     data_dir: str | Path,
     out: str | Path,
@@ -369,6 +384,7 @@ def run_mcq_task(
     show_progress: bool = True,
     command: str | None = None,
     guard_params: dict[str, Any] | None = None,
+    encoder: str | None = None,
 ) -> dict[str, Any]:
     """Plain vs ECO accuracy on a WMDP + MMLU sample (``eco eval mcq``); writes ``out/mcq.json``.
 
@@ -383,10 +399,11 @@ def run_mcq_task(
         close_subject_split,
         fit_wmdp_guard,
         wmdp_fit_test_split,
+        wmdp_protocol_encoder,
     )
 
-    if guard is not None and guard_params:
-        msg = "--guard-param sets how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
+    if guard is not None and (guard_params or encoder):
+        msg = "--guard-param and --encoder set how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
         raise InvalidInputError(msg)
     # Sizes are checked before the guard is fit and the model loaded (minutes, not a traceback).
     n = None if full else (limit if limit is not None else 400)
@@ -421,6 +438,7 @@ def run_mcq_task(
         if (guard_folder / "manifest.json").is_file():
             loaded = Guard.load(guard_folder)
             _check_guard_params(loaded, wanted, guard_folder)
+            check_guard_encoder(loaded, encoder, guard_folder)
         else:
             print(
                 "fitting the WMDP guard (20% of WMDP vs MMLU val, dev and half the close "
@@ -432,6 +450,7 @@ def run_mcq_task(
                 seed=seed,
                 target_fpr=0.01 if target_fpr is None else target_fpr,
                 params=guard_params,
+                encoder=wmdp_protocol_encoder(encoder),
             )
             loaded.save(guard_folder)
         wmdp_pool = test_rows
