@@ -43,6 +43,10 @@ def test_report_files(tmp_path: Path) -> None:
     assert "guard parameters" not in table  # none recorded, none shown
     tuned = markdown_table({**metrics, "guard_params": {"C": 100.0, "knowledge": True}})
     assert "| guard parameters | C=100.0, knowledge=true |" in tuned
+    assert "| encoder |" not in table
+    assert "| encoder | all-mpnet-base-v2 |" in markdown_table(
+        {**metrics, "encoder": "all-mpnet-base-v2"}
+    )
     snippet = readme_snippet(
         tmp_path, {"muse-news": "eco eval guard --task muse-news", "wmdp": "not run"}
     )

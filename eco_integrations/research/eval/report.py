@@ -53,6 +53,8 @@ def markdown_table(metrics: dict[str, Any]) -> str:
         # The table is read apart from the command: say which guard it measured.
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in metrics["guard_params"].items())
         lines.append(f"| guard parameters | {shown} |")
+    if "encoder" in metrics:
+        lines.append(f"| encoder | {metrics['encoder']} |")
     if "encoder_precision" in metrics:
         passages = metrics.get("passage_chars")
         lines.append(f"| encoder precision | {metrics['encoder_precision']} |")
