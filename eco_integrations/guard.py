@@ -887,8 +887,12 @@ class Guard:
             msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
             raise GuardNotFittedError(msg)
 
-    def _score_normalized(self, checked: list[str]) -> np.ndarray:
-        """:meth:`score` of texts already checked and normalized (:func:`normalized_texts`)."""
+    def _piece_scores(
+        self, checked: list[str]
+    ) -> tuple[list[str], list[str], list[int], np.ndarray, np.ndarray]:
+        """Every text's pieces (the text itself, then its passages when it is long), as cut and as
+        the lexical features read them, which text owns each, their embeddings and their scores,
+        ``[len(pieces), len(target_names)]``; ``checked`` is normalized already."""
         pieces, owner = [], []
         for i, text in enumerate(checked):
             for piece in passages(text, long_text_chars=self.passage_chars):
@@ -904,17 +908,25 @@ class Guard:
         piece_scores = np.stack(
             [t._proba_of_normalized(lexical_pieces, emb) for t in self.targets.values()], axis=1
         )
+        return pieces, lexical_pieces, owner, emb, piece_scores
+
+    def _score_normalized(self, checked: list[str]) -> np.ndarray:
+        """:meth:`score` of texts already checked and normalized (:func:`normalized_texts`)."""
+        _, _, owner, _, piece_scores = self._piece_scores(checked)
         out = np.full((len(checked), len(self.targets)), -np.inf)
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
 
+    def _thresholds(self, threshold: float | None = None) -> np.ndarray:
+        """Each target's threshold, in target order, or ``threshold`` for all of them."""
+        if threshold is not None:
+            return np.full(len(self.targets), threshold)
+        return np.array([t.threshold_ for t in self.targets.values()])
+
     def _verdicts(self, checked: list[str], threshold: float | None) -> list[_Verdict]:
         scores = self._score_normalized(checked)
         names = self.target_names
-        if threshold is not None:
-            thresholds = np.full(len(names), threshold)
-        else:
-            thresholds = np.array([t.threshold_ for t in self.targets.values()])
+        thresholds = self._thresholds(threshold)
         out = []
         for row in scores:
             best = int(np.argmax(row - thresholds))
@@ -941,16 +953,10 @@ class Guard:
         if target is not None and target not in self.targets:
             msg = f"No target {target!r} in this guard; it has: {', '.join(self.target_names)}."
             raise InvalidInputError(msg)
-        pieces = passages(checked, long_text_chars=self.passage_chars)
-        emb = self.encoder.encode(pieces)
-        lexical_pieces = [checked] + [normalize_text(p) for p in pieces[1:]]
-        scores = np.stack(
-            [t._proba_of_normalized(lexical_pieces, emb) for t in self.targets.values()], axis=1
-        )
+        pieces, lexical_pieces, _, emb, scores = self._piece_scores([checked])
         names = self.target_names
         if target is None:
-            thresholds = np.array([t.threshold_ for t in self.targets.values()])
-            target = names[int(np.argmax(scores.max(axis=0) - thresholds))]
+            target = names[int(np.argmax(scores.max(axis=0) - self._thresholds()))]
         column = names.index(target)
         best = int(np.argmax(scores[:, column]))
         parts = self.targets[target]._parts_of_normalized(lexical_pieces, emb, best, target)
