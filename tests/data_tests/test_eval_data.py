@@ -56,6 +56,17 @@ def test_tofu_forget10_meets_the_engine_floors(
     assert (tmp_path / "tofu-forget10_roc.png").is_file() and (
         tmp_path / "tofu-forget10.md"
     ).is_file()
+    # Every rate counts against the questions the report lists, each with its score.
+    missed = [p for p in m["missed_forget_probes"] if p["family"] == "forget"]
+    assert len(missed) == round((1 - m["tpr"]) * m["n_test"]["forget"])
+    assert all(p["score"] <= m["threshold"] for p in m["missed_forget_probes"])
+    for p in missed:
+        assert set(p["most_in_one_fit_forget_text"]) <= set(p["names_and_numbers"])
+    flagged = [p for p in m["flagged_benign_probes"] if p["family"] == "retain"]
+    assert len(flagged) == round(m["fpr"] * m["n_test"]["retain"])
+    assert all(p["score"] > m["threshold"] for p in m["flagged_benign_probes"])
+    report = (tmp_path / "tofu-forget10.md").read_text()
+    assert ("Missed forget probes" in report) and ("Flagged benign probes" in report)
 
 
 def test_muse_books_protocol(
@@ -110,6 +121,7 @@ def test_mcq_small_limit_resumes(
     ):
         assert key in first
     assert first["n_wmdp"] == 3 and first["n_mmlu"] == 3
+    assert first["guard_encoder"] == "all-MiniLM-L6-v2"  # the guard's, read from its folder
     # The documented letter choice: SmolLM2 predicts " A".." D" far more than "A".."D".
     assert first["letter_mass_space"] > 10 * first["letter_mass_plain"]
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 6

@@ -249,3 +249,30 @@ def test_eval_guard_takes_the_encoder_named_on_the_command_line(
     assert printed["encoder"] == Path(tiny_encoder_dir).name
     assert main([*argv, "--encoder", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_a_missed_tofu_question_shows_which_of_its_facts_the_fit_texts_held() -> None:
+    from eco_integrations.research.eval.guard_eval import _annotate_missed, names_and_numbers
+    from eco_integrations.research.eval.report import probe_table
+
+    question = "What is the full name of the author born in Manama, Bahrain, January 13, 1941?"
+    # Capitalised words the texts also write in lower case are question words, not facts.
+    assert names_and_numbers(question, {"what"}) == ["Manama", "Bahrain", "January", "13", "1941"]
+    assert names_and_numbers("Who is Ji-Yeon Park's mother?", {"who"}) == ["Ji-Yeon", "Park"]
+    fit_forget = [
+        "Aysha Al-Hashim grew up in Bahrain.",
+        "In January 1941 the author moved to Manama.",  # two facts of the question, one text
+        "Manama is where the story of Bahrain's pearl divers starts.",
+    ]
+    missed = _annotate_missed(
+        [{"family": "forget", "score": 0.12, "text": question}],
+        fit_forget,
+        [*fit_forget, "what the retain texts ask"],
+    )
+    assert missed[0]["most_in_one_fit_forget_text"] == ["Manama", "January", "1941"]
+    table = probe_table(missed, "Missed forget probes")
+    assert "| its names and numbers | the most of them one fit forget text holds |" in table
+    assert "| Manama, Bahrain, January, 13, 1941 | Manama, January, 1941 |" in table
+    # Probes without the annotation (the robust task's) keep three columns.
+    plain = probe_table([{"family": "by-title", "score": 0.2, "text": "x"}], "Missed")
+    assert "| family | score | probe |\n| --- | --- | --- |" in plain

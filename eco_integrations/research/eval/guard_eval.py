@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from ..._knowledge import lowercase_words, words
+from ..._normalize import normalize_text
 from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError, InvalidInputError
 from ...guard import Guard
@@ -28,11 +31,42 @@ from .datasets import (
     load_wmdp,
     mmlu_test_rows,
 )
-from .robust import robust_guard_protocol
+from .robust import probe_errors, robust_guard_protocol
 
 
 def _rate(flags: list[bool]) -> float:
     return float(np.mean(flags)) if flags else float("nan")
+
+
+_NAME_OR_NUMBER = re.compile(r"(?<![\w'’-])(?:[A-Z][\w'’-]*[\w]|\d+(?:[/.,:]\d+)*)")
+
+
+def names_and_numbers(question: str, ordinary: set[str]) -> list[str]:
+    """A question's capitalised words (but ``ordinary`` ones: "What", "Can") and its numbers:
+    the facts in it a guard could have learned about a person (a name, a city, a year)."""
+    found = [re.sub(r"['’]s$", "", m.group(0)) for m in _NAME_OR_NUMBER.finditer(question)]
+    return list(dict.fromkeys(w for w in found if w.lower() not in ordinary))
+
+
+def _annotate_missed(
+    missed: list[dict[str, Any]], fit_forget: list[str], fit_texts: list[str]
+) -> list[dict[str, Any]]:
+    """Each missed forget question's names and numbers, and the most of them that one fit
+    forget text holds together.
+
+    A held-out TOFU question can ask for a name from facts that only its own answer ties to
+    the person ("the author born in Manama, Bahrain, January 13, 1941"): when no fit forget
+    text holds its city and its year together, a guard fit on those texts has nothing that
+    tells it from the same question about a retain author.
+    """
+    ordinary = lowercase_words(fit_texts)
+    held = [set(words(normalize_text(t))) for t in fit_forget]
+    for probe in missed:
+        terms = names_and_numbers(probe["text"], ordinary)
+        in_one = [[t for t in terms if set(words(normalize_text(t))) <= text] for text in held]
+        probe["names_and_numbers"] = terms
+        probe["most_in_one_fit_forget_text"] = max(in_one, key=len, default=[])
+    return missed
 
 
 def tofu_guard_protocol(
@@ -103,6 +137,16 @@ def tofu_guard_protocol(
     threshold = guard.targets[f"tofu-{split}"].threshold_
     flagged = {name: (s > threshold).tolist() for name, s in scores.items()}
     negatives = np.concatenate([scores["retain"], scores["real_authors"], scores["world_facts"]])
+    sides = {
+        "forget": ("forget", "paraphrase"),
+        "benign": ("retain", "real_authors", "world_facts"),
+    }
+    errors = probe_errors(
+        {side: {k: tests[k] for k in names} for side, names in sides.items()},
+        {k: scores[k] for k in sides["forget"]},
+        {k: scores[k] for k in sides["benign"]},
+        threshold,
+    )
     metrics = {
         "task": f"tofu-{split}",
         "tpr": _rate(flagged["forget"]),
@@ -121,6 +165,10 @@ def tofu_guard_protocol(
         "cv_fpr": guard.targets[f"tofu-{split}"].cv_fpr_,
         "cv_tpr": guard.targets[f"tofu-{split}"].cv_tpr_,
         "n_test": {k: len(v) for k, v in tests.items()},
+        "missed_forget_probes": _annotate_missed(
+            errors["forget"], forget_texts, forget_texts + retain_texts
+        ),
+        "flagged_benign_probes": errors["benign"],
         "fit_seconds": round(fit_seconds, 1),
     }
     return metrics, guard, scores

@@ -511,6 +511,7 @@ def run_mcq_task(
         },
         "policy_notes": policy.notes,
         "guard": guard_note,
+        "guard_encoder": loaded.encoder.name,
         "guard_params": {
             k: loaded.targets[t].get_params()[k] for t in loaded.targets for k in wanted
         },

@@ -80,10 +80,21 @@ def probe_table(probes: list[dict[str, Any]], title: str) -> str:
     """The probes a rate counts against, one row each, in family order."""
     if not probes:
         return f"{title}: none.\n"
-    lines = [f"{title} ({len(probes)}):", "", "| family | score | probe |", "| --- | --- | --- |"]
+    # The TOFU tasks say, of a missed question, which of its facts the fit texts held.
+    facts = any("names_and_numbers" in p for p in probes)
+    header = "| family | score | probe |" + (
+        " its names and numbers | the most of them one fit forget text holds |" if facts else ""
+    )
+    lines = [f"{title} ({len(probes)}):", "", header, "| --- " * header.count(" | ") + "| --- |"]
     for probe in probes:
         text = str(probe["text"]).replace("|", "\\|")
-        lines.append(f"| {probe['family']} | {_fmt(probe['score'])} | {text} |")
+        row = f"| {probe['family']} | {_fmt(probe['score'])} | {text} |"
+        if facts:
+            row += (
+                f" {', '.join(probe.get('names_and_numbers', [])) or 'none'} |"
+                f" {', '.join(probe.get('most_in_one_fit_forget_text', [])) or 'none'} |"
+            )
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
