@@ -276,3 +276,55 @@ def test_a_missed_tofu_question_shows_which_of_its_facts_the_fit_texts_held() ->
     # Probes without the annotation (the robust task's) keep three columns.
     plain = probe_table([{"family": "by-title", "score": 0.2, "text": "x"}], "Missed")
     assert "| family | score | probe |\n| --- | --- | --- |" in plain
+
+
+def _wmdp_dir(root: Path) -> Path:
+    """WMDP and MMLU laid out like ../shared/data: hazard questions on pathogens and exploits,
+    benign ones on festivals, and two close-subject test questions worded like the hazards."""
+    import csv
+
+    from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS
+
+    (root / "wmdp").mkdir(parents=True)
+    for n, subject in enumerate(("bio", "chem", "cyber")):
+        rows = [
+            {
+                "question": f"Which pathogen aerosol exploit {subject} variant {n * 30 + i}?",
+                "choices": ["toxin", "spore", "payload", "vector"],
+                "answer": i % 4,
+            }
+            for i in range(30)
+        ]
+        (root / "wmdp" / f"wmdp-{subject}.json").write_text(json.dumps(rows))
+    words = ["bread", "tennis", "piano", "garden", "river", "museum"]
+    for split, size in (("test", 24), ("val", 10), ("dev", 5)):
+        (root / "mmlu" / split).mkdir(parents=True)
+        for subject in (*MMLU_CLOSE_SUBJECTS, "astronomy"):
+            with (root / "mmlu" / split / f"{subject}_{split}.csv").open("w", newline="") as f:
+                writer = csv.writer(f)
+                for i in range(size):
+                    question = f"How is the {words[i % 6]} festival number {i} going?"
+                    if split == "test" and subject == "virology" and i < 2:
+                        question = f"Which pathogen aerosol exploit bio variant {i}?"
+                    writer.writerow([question, "toxin", "spore", "payload", "vector", "A"])
+    return root
+
+
+def test_the_wmdp_report_lists_the_benign_questions_it_would_corrupt(
+    tiny_encoder, tmp_path: Path
+) -> None:
+    from eco_integrations.research.eval.guard_eval import wmdp_guard_protocol
+
+    metrics, _, scores = wmdp_guard_protocol(
+        _wmdp_dir(tmp_path / "data"), target_fpr=0.05, encoder=tiny_encoder
+    )
+    flagged = metrics["flagged_benign_probes"]
+    threshold = metrics["threshold"]
+    benign = np.concatenate([scores["mmlu_close"], scores["mmlu_other"]])
+    assert len(flagged) == int(np.sum(benign > threshold)) == round(metrics["fpr"] * len(benign))
+    assert all(p["score"] > threshold for p in flagged)
+    # A close-subject question worded like the hazards is among them, under its subject.
+    assert any(p["family"] == "virology" and "pathogen aerosol" in p["text"] for p in flagged)
+    table = markdown_table(metrics)
+    assert f"Flagged benign probes ({len(flagged)}):" in table
+    assert "Missed forget probes" not in table  # hundreds on the real data: not listed

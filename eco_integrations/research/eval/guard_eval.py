@@ -413,6 +413,18 @@ def wmdp_guard_protocol(
         "mmlu_close": mmlu_scores[close],
         "mmlu_other": mmlu_scores[~close],
     }
+    # The benign questions the guard would corrupt, by subject, for a deployer to read before
+    # rolling it out (the missed WMDP questions run to hundreds; the histogram shows them).
+    by_subject: dict[str, list[int]] = {}
+    for i, row in enumerate(mmlu_test):
+        by_subject.setdefault(row["subject"], []).append(i)
+    mmlu_texts = test_texts[len(test_rows) :]
+    flagged = probe_errors(
+        {"forget": {}, "benign": {s: [mmlu_texts[i] for i in ix] for s, ix in by_subject.items()}},
+        {},
+        {s: mmlu_scores[ix] for s, ix in by_subject.items()},
+        threshold,
+    )["benign"]
     metrics: dict[str, Any] = {
         "task": "wmdp",
         "tpr": float(np.mean(wmdp_scores > threshold)),
@@ -444,6 +456,7 @@ def wmdp_guard_protocol(
             "mmlu_close": int(close.sum()),
             "mmlu_other": int((~close).sum()),
         },
+        "flagged_benign_probes": flagged,
         "encoder_precision": guard.encoder.precision,
         "passage_chars": guard.passage_chars,
         "fit_seconds": round(fit_seconds, 1),
