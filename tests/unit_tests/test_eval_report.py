@@ -328,3 +328,23 @@ def test_the_wmdp_report_lists_the_benign_questions_it_would_corrupt(
     table = markdown_table(metrics)
     assert f"Flagged benign probes ({len(flagged)}):" in table
     assert "Missed forget probes" not in table  # hundreds on the real data: not listed
+
+
+def test_eval_guard_says_how_many_questions_its_report_lists(
+    tiny_encoder_dir, tmp_path: Path, capsys
+) -> None:
+    from eco_integrations.cli import main
+
+    argv = ["eval", "guard", "--task", "wmdp", "--data-dir", str(_wmdp_dir(tmp_path / "data"))]
+    argv += ["--encoder", str(tiny_encoder_dir), "--target-fpr", "0.05", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = json.loads(lines[-1])
+    report = tmp_path / "out" / "wmdp.md"
+    assert (
+        f"flagged benign questions: {len(printed['flagged_benign_probes'])}, each with its score "
+        f"in {report}" in lines
+    )
+    assert not any(line.startswith("missed forget questions") for line in lines)
+    assert main(argv) == 0  # no --out: the lists are in the JSON line
+    assert "each with its score in the JSON line below" in capsys.readouterr().out

@@ -47,6 +47,13 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
             if key in metrics:
                 print(f"{key:18} {metrics[key]:.4f}")
         print(f"threshold method: {metrics['threshold_method']}")
+        where = metrics["files"]["markdown"] if args.out else "the JSON line below"
+        for key, what in (
+            ("missed_forget_probes", "missed forget questions"),
+            ("flagged_benign_probes", "flagged benign questions"),
+        ):
+            if key in metrics:
+                print(f"{what}: {len(metrics[key])}, each with its score in {where}")
     print_json(metrics)
     return 0
 
