@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             from .mcq import run_mcq_task
 
             run_mcq_task(args.data_dir, mcq_out)
-            (Path(args.out) / "mcq.json").write_text((mcq_out / "mcq.json").read_text())
+            # The published copy names the cache as ~, like the command above its table.
+            copied = (mcq_out / "mcq.json").read_text().replace(str(Path.home()), "~")
+            (Path(args.out) / "mcq.json").write_text(copied)
     # Shown with ~ for the home folder: the published command should read the same on any machine.
     shown = {task: command.replace(str(Path.home()), "~") for task, command in commands.items()}
     snippet = readme_snippet(args.out, shown)
