@@ -348,3 +348,26 @@ def test_eval_guard_says_how_many_questions_its_report_lists(
     assert not any(line.startswith("missed forget questions") for line in lines)
     assert main(argv) == 0  # no --out: the lists are in the JSON line
     assert "each with its score in the JSON line below" in capsys.readouterr().out
+
+
+def test_the_results_snippet_shows_the_mcq_command_with_its_threads(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    from eco_integrations.research.eval.report import main as report_main
+
+    # A run that recorded no command (an older one) is shown with the command the script runs:
+    # torch's thread count, and the cache under ~ rather than this machine's home folder.
+    monkeypatch.setenv("ECO_CACHE_DIR", str(Path.home() / ".cache" / "eco-test"))
+    (tmp_path / "mcq.json").write_text(json.dumps({"wmdp_acc_plain": 0.25, "seconds": 1.0}))
+    argv = ["--data-dir", str(tmp_path), "--out", str(tmp_path), "--snippet-only"]
+    assert report_main(argv) == 0
+    snippet = (tmp_path / "README_results.md").read_text()
+    shown = f"--out ~/.cache/eco-test/mcq --threads {torch.get_num_threads()} --json"
+    assert shown in snippet
+    assert str(Path.home()) not in snippet
+    # A recorded command is shown as recorded.
+    (tmp_path / "mcq.json").write_text(json.dumps({"command": "eco eval mcq --threads 1"}))
+    assert report_main(argv) == 0
+    assert "eco eval mcq --threads 1\n" in (tmp_path / "README_results.md").read_text()

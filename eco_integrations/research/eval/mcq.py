@@ -517,7 +517,7 @@ def run_mcq_task(
         },
         "model": backend.model_name,
         "seed": seed,
-        "threads": threads,
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "n_sample": len(questions),
         "complete": len(records) == len(questions),
         "results": str(root / "results.jsonl"),

@@ -341,9 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in GUARD_TASKS
     }
     mcq_out = Path(args.mcq_out) if args.mcq_out else cache_dir() / "mcq"
-    commands["mcq"] = shlex.join(
-        ["eco", "eval", "mcq", "--data-dir", str(args.data_dir), "--out", str(mcq_out), "--json"]
-    )
+    # The MCQ run below takes torch's default thread count; the command names it, since the
+    # command's own default is one thread.
+    import torch
+
+    mcq_argv = ["eco", "eval", "mcq", "--data-dir", str(args.data_dir), "--out", str(mcq_out)]
+    mcq_argv += ["--threads", str(torch.get_num_threads()), "--json"]
+    commands["mcq"] = shlex.join(mcq_argv)
     if not args.snippet_only:
         run_guard_tasks(
             args.data_dir, args.out, list(args.tasks if args.tasks is not None else GUARD_TASKS)
@@ -351,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mcq:
             from .mcq import run_mcq_task
 
-            run_mcq_task(args.data_dir, mcq_out)
+            run_mcq_task(args.data_dir, mcq_out, command=commands["mcq"])
             # The published copy names the cache as ~, like the command above its table.
             copied = (mcq_out / "mcq.json").read_text().replace(str(Path.home()), "~")
             (Path(args.out) / "mcq.json").write_text(copied)
