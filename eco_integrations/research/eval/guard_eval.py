@@ -31,7 +31,7 @@ from .datasets import (
     load_wmdp,
     mmlu_test_rows,
 )
-from .robust import probe_errors, robust_guard_protocol
+from .robust import excerpt, probe_errors, robust_guard_protocol
 
 
 def _rate(flags: list[bool]) -> float:
@@ -415,16 +415,13 @@ def wmdp_guard_protocol(
     }
     # The benign questions the guard would corrupt, by subject, for a deployer to read before
     # rolling it out (the missed WMDP questions run to hundreds; the histogram shows them).
-    by_subject: dict[str, list[int]] = {}
-    for i, row in enumerate(mmlu_test):
-        by_subject.setdefault(row["subject"], []).append(i)
-    mmlu_texts = test_texts[len(test_rows) :]
-    flagged = probe_errors(
-        {"forget": {}, "benign": {s: [mmlu_texts[i] for i in ix] for s, ix in by_subject.items()}},
-        {},
-        {s: mmlu_scores[ix] for s, ix in by_subject.items()},
-        threshold,
-    )["benign"]
+    flagged = [
+        {"family": row["subject"], "score": round(float(score), 4), "text": excerpt(text)}
+        for row, score, text in zip(
+            mmlu_test, mmlu_scores, test_texts[len(test_rows) :], strict=True
+        )
+        if score > threshold
+    ]
     metrics: dict[str, Any] = {
         "task": "wmdp",
         "tpr": float(np.mean(wmdp_scores > threshold)),

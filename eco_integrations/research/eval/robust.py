@@ -405,7 +405,7 @@ def build_probes(
     }
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def excerpt(text: str, limit: int = 200) -> str:
     """A probe as one line, cut to ``limit`` characters (padded probes run to 2,000)."""
     flat = text.replace("\n", " / ")
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -422,7 +422,7 @@ def probe_errors(
     found = {"forget": forget, "benign": benign}
     return {
         side: [
-            {"family": family, "score": round(float(score), 4), "text": _excerpt(text)}
+            {"family": family, "score": round(float(score), 4), "text": excerpt(text)}
             for family, scores in found[side].items()
             for score, text in zip(scores, probes[side][family], strict=True)
             if (score > threshold) == (side == "benign")
