@@ -79,7 +79,6 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         n_mmlu=args.n_mmlu,
         n_close=args.n_close,
         partial=args.partial,
-        threads=args.threads,
         letters=args.letters,
         batch_size=args.batch_size,
         show_progress=not args.quiet,

@@ -378,7 +378,6 @@ def run_mcq_task(
     n_mmlu: int | None = None,
     n_close: int | None = None,
     partial: bool = False,
-    threads: int | None = None,
     letters: str = "space",
     batch_size: int = 8,
     show_progress: bool = True,
@@ -517,7 +516,7 @@ def run_mcq_task(
         },
         "model": backend.model_name,
         "seed": seed,
-        "threads": threads if threads is not None else torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # as the run had them (`--threads` sets them)
         "n_sample": len(questions),
         "complete": len(records) == len(questions),
         "results": str(root / "results.jsonl"),
