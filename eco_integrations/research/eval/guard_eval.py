@@ -59,6 +59,8 @@ def _annotate_missed(
     text holds its city and its year together, a guard fit on those texts has nothing that
     tells it from the same question about a retain author.
     """
+    if not missed:  # reading every fit text's words is the cost here; nothing to annotate
+        return missed
     ordinary = lowercase_words(fit_texts)
     held = [set(words(normalize_text(t))) for t in fit_forget]
     for probe in missed:
