@@ -382,6 +382,7 @@ def test_cli_prints_one_json_line_keyed_by_method(
             "content,all",
             "--search-objective",
             "retained",
+            "--shared-draws",
         ]
     )
     assert code == 0
@@ -409,3 +410,4 @@ def test_cli_prints_one_json_line_keyed_by_method(
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["policy"]["selection"]["name"] == search["selector"] == results["selector"]
     assert results["selectors_searched"] == ["content", "all"]
+    assert results["shared_draws"] is True and search["shared_draws"] is True

@@ -102,35 +102,87 @@ def test_corruption_covers_prompt_and_answer_words_only(base: ModelScorer) -> No
     assert changed[: len(prompt_ids)].any(), "the question's words are corrupted"
 
 
-def test_substitution_scores_every_answer_against_the_same_stranger(
-    base: ModelScorer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("corruption", "strength", "shared_draws"),
+    [("substitute_tokens", 1.0, False), ("rand_noise_full", 0.5, True)],
+)
+def test_every_answer_is_scored_against_the_same_corrupted_question(
+    base: ModelScorer,
+    monkeypatch: pytest.MonkeyPatch,
+    corruption: str,
+    strength: float,
+    shared_draws: bool,
 ) -> None:
     policy = ECOPolicy(
-        corruption=CorruptionConfig(name="substitute_tokens", strength=1.0),
+        corruption=CorruptionConfig(name=corruption, strength=strength),
         selection=SelectionConfig(name="content"),
     )
-    # The tiny vocabulary has a single name-like token; with one choice every draw would agree.
+    # For the substitution: the tiny vocabulary has a single name-like token, with which every
+    # draw would agree.
     strangers = torch.randn(
         16, base.backend.hidden_size, generator=torch.Generator().manual_seed(0)
     )
     monkeypatch.setattr(ECO, "replacement_embeddings", lambda self: strangers)
-    eco = ECOScorer(base, _KeywordGuard(), policy, force=True)  # type: ignore[arg-type]
+    eco = ECOScorer(base, _KeywordGuard(), policy, force=True, shared_draws=shared_draws)  # type: ignore[arg-type]
     prompt_ids, first_ids, first = eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")
     again_ids, _, second = eco.corrupted_row(FLAGGED_Q, "A painter in Paris.")
     n = len(prompt_ids)
     assert again_ids == prompt_ids
     clean = base.backend.embed(prompt_ids)
-    assert (first[:n] != clean).any(), "the question's words are substituted"
+    assert (first[:n] != clean).any(), "the question's words are corrupted"
     # The truth ratio compares the answers to one question: the question reads the same for all.
     assert torch.equal(first[:n], second[:n])
     assert (first[n:-1] != base.backend.embed(first_ids)[:-1]).any(-1).all()
     # The same (question, answer) is the same draw, and the question's draw is the engine's:
-    # the answers scored are those of the stranger the generated answer talks about.
+    # the answers scored are weighed under the question the generated answer was read from.
     assert torch.equal(eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")[2], first)
     seen = _record_generated_rows(base, monkeypatch)
     eco.generate([FLAGGED_Q], max_new_tokens=2)
     assert list(seen[0].input_ids) == prompt_ids
     assert torch.equal(seen[0].embeds, first[:n])
+
+
+def _noised(base: ModelScorer, *, shared_draws: bool) -> ECOScorer:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_full", strength=0.5),
+        selection=SelectionConfig(name="content"),
+    )
+    return ECOScorer(base, _KeywordGuard(), policy, force=True, shared_draws=shared_draws)  # type: ignore[arg-type]
+
+
+def test_shared_draws_corrupt_a_word_the_answers_share_the_same_way(base: ModelScorer) -> None:
+    eco = _noised(base, shared_draws=True)
+    tokenizer = base.backend.tokenizer
+    answers = ["A wizard at Hogwarts, at night.", "A painter at Hogwarts."]
+    rows = [eco.corrupted_row(FLAGGED_Q, a) for a in answers]
+    n = len(rows[0][0])
+    at = [ids.index(tokenizer.encode(" at", add_special_tokens=False)[0]) for _, ids, _ in rows]
+    first, second = (embeds[n + j] for (_, _, embeds), j in zip(rows, at, strict=True))
+    clean = base.backend.embed(rows[0][1])[at[0]]
+    assert not torch.equal(first, clean), "the shared word is corrupted"
+    # The first " at" of each answer reads the same; the first answer's second " at" gets a
+    # draw of its own (a repeated word is not one corruption copied).
+    assert torch.equal(first, second)
+    again = rows[0][1].index(rows[0][1][at[0]], at[0] + 1)
+    assert not torch.equal(rows[0][2][n + again], first)
+    # Words the answers do not share are drawn per word as well, and reruns repeat every draw.
+    assert torch.equal(eco.corrupted_row(FLAGGED_Q, answers[0])[2], rows[0][2])
+
+
+def test_by_default_each_answer_is_weighed_after_a_question_of_its_own(
+    base: ModelScorer,
+) -> None:
+    # The paper's protocol (and the published figures): a draw per (question, answer) sequence.
+    eco = _noised(base, shared_draws=False)
+    prompt_ids, _, first = eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")
+    _, _, second = eco.corrupted_row(FLAGGED_Q, "A painter in Paris.")
+    n = len(prompt_ids)
+    assert not torch.equal(first[:n], second[:n])
+    shared = _noised(base, shared_draws=True)
+    assert torch.equal(
+        shared.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")[2][:n],
+        shared.corrupted_row(FLAGGED_Q, "A painter in Paris.")[2][:n],
+    )
 
 
 def test_generation_corrupts_the_tokens_the_scoring_corrupts(

@@ -156,6 +156,7 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         search_steps=args.search_steps,
         search_eps=args.search_eps,
         search_objective=args.search_objective,
+        shared_draws=args.shared_draws,
         target_fpr=args.target_fpr,
         batch_size=args.eval_batch_size,
         show_progress=not args.quiet,
@@ -295,6 +296,13 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         type=float,
         default=0.1,
         help="search step half-width, in decades of the strength (or k)",
+    )
+    p.add_argument(
+        "--shared-draws",
+        action="store_true",
+        help="score every answer to a question against one corrupted question (the draw the "
+        "engine generates from) and corrupt a word the answers share the same way in each; "
+        "default: a draw per (question, answer), as in the paper's code",
     )
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=int, default=8)

@@ -103,6 +103,10 @@ class TofuOptions:
     # (ROUGE-L recall, answer probability on a log scale) together; it generates ECO's answers to
     # the calibration questions at every setting, so it costs more per setting.
     search_objective: str = "distance"
+    # How a random corruption is drawn when answers are scored (ECOScorer's docstring): off, a
+    # draw per (question, answer) as in the paper's code; on, one draw of the question shared by
+    # every answer and one per word the answers share.
+    shared_draws: bool = False
     target_fpr: float = 0.01
     guard_cv: int = 5
     general_negatives: bool = True
@@ -439,7 +443,14 @@ def search_over_selectors(
     searches = []
     for name in search_selectors(options):
         policy = eco.policy.model_copy(update={"selection": SelectionConfig(name=name)})
-        scorer = ECOScorer(eco.base, eco.guard, policy, name=eco.name, force=eco.force)
+        scorer = ECOScorer(
+            eco.base,
+            eco.guard,
+            policy,
+            name=eco.name,
+            force=eco.force,
+            shared_draws=eco.shared_draws,
+        )
         details: dict[float, dict[str, float]] = {}
         result = search_strength(
             scorer, reference, rows, options, details=details, reference_style=reference_style
@@ -630,7 +641,7 @@ def run_tofu(
         selection=SelectionConfig(name=selectors[0]),
     )
     parameter = searched_parameter(policy.corruption.name)
-    eco = ECOScorer(original, guard, policy)
+    eco = ECOScorer(original, guard, policy, shared_draws=options.shared_draws)
     refusal = RefusalScorer(original, guard)
 
     t = time.perf_counter()
@@ -651,6 +662,7 @@ def run_tofu(
                 options.split,
                 options.max_new_tokens,
                 selectors,
+                *(["shared_draws"] if options.shared_draws else []),
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -674,6 +686,7 @@ def run_tofu(
             "corruption": policy.corruption.name,
             "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
             "search_objective": options.search_objective,
+            "shared_draws": options.shared_draws,
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
             "split": options.split,
             "selector": best.selector,
@@ -698,6 +711,7 @@ def run_tofu(
         original,
         guard,
         policy.model_copy(update={"selection": SelectionConfig(name=chosen)}),
+        shared_draws=options.shared_draws,
     ).with_corruption(
         force=False, **corruption_update(parameter, found, original.backend.hidden_size)
     )
@@ -743,6 +757,7 @@ def run_tofu(
         "policy": eco.policy.model_dump(mode="json"),
         "searched_parameter": parameter,
         "search_objective": options.search_objective,
+        "shared_draws": options.shared_draws,
         "selectors_searched": list(selectors),
         "selector": chosen,
         "strength": eco.policy.corruption.strength,

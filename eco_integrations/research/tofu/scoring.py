@@ -190,6 +190,17 @@ class ECOScorer(_GuardedScorer):
 
     ``force=True`` corrupts every question whatever the guard says: the strength search
     calibrates the corruption, not the guard.
+
+    ``shared_draws`` decides how a random corruption is drawn when answers are scored. Off (the
+    paper's code, and these figures until now): one draw per (question, answer) sequence, so
+    each answer is weighed after a differently corrupted question and its words get draws of
+    their own. On: every answer to a question is scored against the *same* corrupted question
+    (the draw the engine's generation takes: a served model reads one corrupted prompt and
+    weighs its answers under it), and a word the answers share is corrupted the same way in each
+    (one draw per question, token and occurrence). The truth ratio compares the paraphrased and
+    the perturbed answers; with draws of their own, part of what it measures is the draws.
+    A substitution always shares the question's draw (the answers must all be about the same
+    stranger).
     """
 
     def __init__(
@@ -200,10 +211,12 @@ class ECOScorer(_GuardedScorer):
         *,
         name: str = "eco",
         force: bool = False,
+        shared_draws: bool = False,
     ) -> None:
         super().__init__(base, guard, name=name)
         self.policy = policy
         self.force = force
+        self.shared_draws = shared_draws
         self.engine = ECO(base.backend, guard, policy=policy, batch_size=base.batch_size)
 
     def with_corruption(self, *, force: bool | None = None, **update: float | int) -> ECOScorer:
@@ -216,6 +229,7 @@ class ECOScorer(_GuardedScorer):
             policy,
             name=self.name,
             force=self.force if force is None else force,
+            shared_draws=self.shared_draws,
         )
         scorer._flags = self._flags
         return scorer
@@ -265,22 +279,27 @@ class ECOScorer(_GuardedScorer):
                 replacements=replacements,
             )
 
-        if replacements is None:
+        if replacements is None and not self.shared_draws:
             return list(prompt.input_ids), ans_ids, corrupt(embeds, mask, _seed(question, answer))
-        # A substitution reads the question about someone else. Every answer to one question
-        # (the paraphrased and the perturbed ones the truth ratio compares) must be scored against
-        # the *same* someone else, the one the engine's generation draws from the question alone;
-        # only the answer's own tokens get a draw of their own.
+        # The question's draw is the one the engine's generation takes from the question alone,
+        # the same for every answer scored (class docstring).
         n = len(prompt.input_ids)
+        if self.shared_draws:
+            answer_part = embeds[n:]
+            occurrences: dict[int, int] = {}
+            for j in torch.nonzero(mask[n:]).flatten().tolist():
+                token = ans_ids[j]
+                occurrences[token] = occurrences.get(token, 0) + 1
+                one = torch.zeros(len(ans_ids), dtype=torch.bool)
+                one[j] = True
+                seed = _seed(question, str(token), str(occurrences[token]))
+                answer_part = corrupt(answer_part, one, seed)
+        else:
+            answer_part = corrupt(embeds[n:], mask[n:], _seed(question, answer))
         return (
             list(prompt.input_ids),
             ans_ids,
-            torch.cat(
-                [
-                    corrupt(embeds[:n], mask[:n], _seed(question)),
-                    corrupt(embeds[n:], mask[n:], _seed(question, answer)),
-                ]
-            ),
+            torch.cat([corrupt(embeds[:n], mask[:n], _seed(question)), answer_part]),
         )
 
     def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
