@@ -22,6 +22,8 @@ from eco_integrations.research.tofu.pipeline import (
     run_tofu,
     search_code_version,
 )
+from eco_integrations.research.tofu.report import main as report_main
+from eco_integrations.research.tofu.report import ratio_shape
 
 
 @pytest.fixture
@@ -137,6 +139,11 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path, m
     assert searched_again["code_version"] == "0" * 16 and searched_again["key"] != search["key"]
     table = (out / "table.md").read_text()
     assert all(f"| {m} |" in table for m in METHODS)
+    assert "| retained | " in table.split("folded ratio >= 0.9")[1]
+    # The report is written again from the run's folder alone, the same.
+    (out / "table.md").unlink()
+    assert report_main([str(out)]) == 0
+    assert (out / "table.md").read_text() == table
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     by = {(r["method"], r["set"], r["question"]): r for r in records}
     # Methods behind the guard leave unflagged questions exactly as the original answers them.
@@ -411,3 +418,19 @@ def test_cli_prints_one_json_line_keyed_by_method(
     assert results["policy"]["selection"]["name"] == search["selector"] == results["selector"]
     assert results["selectors_searched"] == ["content", "all"]
     assert results["shared_draws"] is True and search["shared_draws"] is True
+
+
+def test_ratio_shape_says_how_a_method_s_truth_ratios_differ(tmp_path: Path) -> None:
+    def forget(*ratios: float) -> dict[str, list[dict[str, float]]]:
+        return {"forget": [{"ratio": r} for r in ratios]}
+
+    shape = ratio_shape(
+        {"undecided": forget(1.0, 0.95, 1 / 0.95, 0.5, 2.0), "knows": forget(0.2, 0.3)}
+    )
+    assert shape["undecided"]["near_one"] == 0.6  # 0.5 and 2 are far from 1, either way
+    assert shape["undecided"]["median"] == pytest.approx(0.0)
+    assert shape["knows"]["near_one"] == 0.0
+    assert shape["knows"]["median"] == pytest.approx(math.log(math.sqrt(0.2 * 0.3)))
+    assert shape["knows"]["sd"] == pytest.approx((math.log(0.3) - math.log(0.2)) / 2)
+    # A folder that is not a finished run is refused by name.
+    assert report_main([str(tmp_path)]) == 2

@@ -1,7 +1,14 @@
-"""The TOFU results as a Markdown table and two figures."""
+"""The TOFU results as Markdown tables and two figures.
+
+``python -m eco_integrations.research.tofu.report OUT`` writes them again from a finished run's
+``OUT/results.json`` and ``OUT/records.jsonl`` (no model is loaded).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,42 @@ def markdown_table(summary: dict[str, Any]) -> str:
             v = float(values[key])
             cells.append(f"{v:.3g}" if key.startswith("forget_quality") else f"{v:.3f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+NEAR_ONE = 0.9
+"""A folded truth ratio at or above this: the model finds the paraphrased and the perturbed
+answers about equally likely, as a model that never saw the facts often does."""
+
+
+def ratio_shape(records: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per method, the shape of its log truth ratios on the forget evaluation half: median,
+    standard deviation, and the share of questions whose folded ratio is near 1 (``NEAR_ONE``).
+
+    The KS forget qualities say *whether* a method's ratios can be told from the retained
+    model's; these say how (on the side of knowing, more spread, seldom undecided).
+    """
+    shape = {}
+    for method, sets in records.items():
+        ratios = np.array([r["ratio"] for r in sets["forget"] if r["ratio"] is not None], float)
+        logs = np.log(ratios)
+        shape[method] = {
+            "median": float(np.median(logs)),
+            "sd": float(np.std(logs)),
+            "near_one": float(np.mean(folded(ratios) >= NEAR_ONE)),
+        }
+    return shape
+
+
+def shape_table(shape: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| method | log truth ratio, median | log truth ratio, sd | folded ratio >= 0.9 |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m} | {v['median']:.2f} | {v['sd']:.2f} | {v['near_one']:.3f} |"
+        for m, v in shape.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -94,7 +137,10 @@ def write_report(
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(summary)
-    (folder / "table.md").write_text(table)
+    shape = shape_table(ratio_shape(records))
+    (folder / "table.md").write_text(
+        f"{table}\nTruth ratios on the forget evaluation half:\n\n{shape}"
+    )
     plot_truth_ratios(records, folder / "truth_ratio_histograms.png")
     plot_quality_vs_utility(summary, folder / "forget_quality_vs_utility.png")
     return {
@@ -102,3 +148,38 @@ def write_report(
         "histograms": str(folder / "truth_ratio_histograms.png"),
         "scatter": str(folder / "forget_quality_vs_utility.png"),
     }
+
+
+def read_records(folder: str | Path) -> dict[str, Any]:
+    """A run's ``records.jsonl`` back as ``{method: {set: [record, ...]}}``."""
+    records: dict[str, Any] = {}
+    with (Path(folder) / "records.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            method, set_name = row.pop("method"), row.pop("set")
+            records.setdefault(method, {}).setdefault(set_name, []).append(row)
+    return records
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m eco_integrations.research.tofu.report OUT", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    missing = [n for n in ("results.json", "records.jsonl") if not (folder / n).is_file()]
+    if missing:
+        print(
+            f"{folder} has no {' or '.join(missing)}: pass the --out folder of a finished "
+            "`eco eval tofu` run.",
+            file=sys.stderr,
+        )
+        return 2
+    summary = json.loads((folder / "results.json").read_text())
+    for path in write_report(summary, read_records(folder), folder).values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
