@@ -57,7 +57,7 @@ def ratio_shape(records: dict[str, Any]) -> dict[str, dict[str, float]]:
     """
     shape = {}
     for method, sets in records.items():
-        ratios = np.array([r["ratio"] for r in sets["forget"] if r["ratio"] is not None], float)
+        ratios = [float(r["ratio"]) for r in sets["forget"] if r["ratio"] is not None]
         logs = np.log(ratios)
         shape[method] = {
             "median": float(np.median(logs)),
