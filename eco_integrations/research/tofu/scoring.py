@@ -192,7 +192,7 @@ class ECOScorer(_GuardedScorer):
     calibrates the corruption, not the guard.
 
     ``shared_draws`` decides how a random corruption is drawn when answers are scored. Off (the
-    paper's code, and these figures until now): one draw per (question, answer) sequence, so
+    default, as in the paper's code): one draw per (question, answer) sequence, so
     each answer is weighed after a differently corrupted question and its words get draws of
     their own. On: every answer to a question is scored against the *same* corrupted question
     (the draw the engine's generation takes: a served model reads one corrupted prompt and
