@@ -443,14 +443,7 @@ def search_over_selectors(
     searches = []
     for name in search_selectors(options):
         policy = eco.policy.model_copy(update={"selection": SelectionConfig(name=name)})
-        scorer = ECOScorer(
-            eco.base,
-            eco.guard,
-            policy,
-            name=eco.name,
-            force=eco.force,
-            shared_draws=eco.shared_draws,
-        )
+        scorer = eco.with_policy(policy)
         details: dict[float, dict[str, float]] = {}
         result = search_strength(
             scorer, reference, rows, options, details=details, reference_style=reference_style
@@ -707,11 +700,8 @@ def run_tofu(
         }
         log_path.write_text(json.dumps(search_log, indent=2) + "\n")
     chosen = search_log.get("selector", selectors[0])
-    eco = ECOScorer(
-        original,
-        guard,
-        policy.model_copy(update={"selection": SelectionConfig(name=chosen)}),
-        shared_draws=options.shared_draws,
+    eco = eco.with_policy(
+        policy.model_copy(update={"selection": SelectionConfig(name=chosen)})
     ).with_corruption(
         force=False, **corruption_update(parameter, found, original.backend.hidden_size)
     )

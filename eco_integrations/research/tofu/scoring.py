@@ -222,7 +222,12 @@ class ECOScorer(_GuardedScorer):
     def with_corruption(self, *, force: bool | None = None, **update: float | int) -> ECOScorer:
         """A copy with the corruption's ``strength`` and/or ``dims`` replaced (the guard's decisions are shared)."""
         corruption = CorruptionConfig(**{**self.policy.corruption.model_dump(), **update})
-        policy = self.policy.model_copy(update={"corruption": corruption})
+        return self.with_policy(
+            self.policy.model_copy(update={"corruption": corruption}), force=force
+        )
+
+    def with_policy(self, policy: ECOPolicy, *, force: bool | None = None) -> ECOScorer:
+        """A copy under another policy, every other setting kept (the guard's decisions are shared)."""
         scorer = ECOScorer(
             self.base,
             self.guard,
