@@ -118,6 +118,7 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         args.guard_param, reserved={"target_fpr", "knowledge", "near_misses"}
     )
     forget, retain = read_examples(args.forget), read_examples(args.retain)
+    general = read_examples(args.general) if args.general else []
     out = Path(args.out)
     existing = (out / "manifest.json").is_file()
     # A folder being extended keeps the precision it was fit with unless told otherwise (and
@@ -133,12 +134,17 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         msg = f"{out} already has target {args.target!r}; pass --replace to re-fit it."
         raise InvalidInputError(msg)
     logging.getLogger(__name__).info(
-        "fitting %s on %d forget / %d retain texts", args.target, len(forget), len(retain)
+        "fitting %s on %d forget / %d retain / %d general texts",
+        args.target,
+        len(forget),
+        len(retain),
+        len(general),
     )
     guard.add_target(
         args.target,
         forget,
         retain,
+        general=general,
         terms=args.terms or (),
         mine_terms=not args.only_terms,
         target_fpr=args.target_fpr,
@@ -452,6 +458,11 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--forget", required=True, help="texts about what to forget: questions, answers, facts"
     )
     parser.add_argument("--retain", required=True, help="texts the model must keep answering")
+    parser.add_argument(
+        "--general",
+        help="benign texts of any subject (an FAQ): they train the guard, but the false-positive "
+        "rate the threshold is set at is counted on --retain alone",
+    )
     parser.add_argument("--target", required=True, help="name of the forget target")
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument(

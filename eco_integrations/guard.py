@@ -213,6 +213,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         C: float = 1.0,
         embedding_weight: float = 1.0,
         cv: int = 5,
+        cv_repeats: int = 1,
         max_word_features: int = 30000,
         max_char_features: int = 60000,
         knowledge: bool = False,
@@ -231,6 +232,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self.C = C
         self.embedding_weight = embedding_weight
         self.cv = cv
+        self.cv_repeats = cv_repeats
         self.max_word_features = max_word_features
         self.max_char_features = max_char_features
         self.knowledge = knowledge
@@ -277,6 +279,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 msg = f"{name} must be true or false, got {getattr(self, name)!r}; on the command line write --guard-param {name}=false (lower case)."
                 raise ConfigurationError(msg)
         count("cv", 2, "folds, to measure the threshold out of sample")
+        count(
+            "cv_repeats", 1, "cross-validations, each with its own folds, pooled for the threshold"
+        )
         count("max_word_features", 1, "word n-grams kept")
         count("max_char_features", 1, "character n-grams kept")
         count("random_state", 0, "the seed of folds and near misses")
@@ -355,12 +360,17 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         groups: Sequence[Any] | None = None,
         *,
         embeddings: np.ndarray | None = None,
+        in_fpr: Sequence[bool] | None = None,
     ) -> PromptGuard:
         """Fit on texts ``X`` with labels ``y`` (1 = forget, 0 = retain).
 
         ``groups`` keeps related texts (e.g. one author's questions) in one CV fold, so the
         threshold is measured the way unseen topics will meet it. ``embeddings``, if given, must
         be of the normalized texts (:func:`normalized_texts`), as :meth:`Guard.add_target` passes.
+        ``in_fpr`` (one flag per text, default all) says which retain texts the threshold's
+        false-positive rate is counted on: general negatives (:meth:`Guard.add_target`'s
+        ``general``) train the classifier but are left out of it, since a thousand easy
+        negatives scoring near 0 would let 1% of the texts that matter pass.
         Pass the texts as written: the phrase index reads capitals and quotes before normalizing.
 
         With ``knowledge``, a text that contains a phrase found only in forget texts (a title, an
@@ -389,17 +399,31 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         if n_pos < self.cv or n_neg < self.cv:
             msg = f"Need at least cv={self.cv} forget and retain examples each, got {n_pos} forget and {n_neg} retain."
             raise InvalidInputError(msg)
+        counted = np.ones(len(texts), dtype=bool) if in_fpr is None else np.asarray(in_fpr)
+        if counted.shape != (len(texts),) or counted.dtype != bool:
+            msg = "in_fpr must hold one true/false flag per text (true: the text counts in the threshold's false-positive rate)."
+            raise InvalidInputError(msg)
+        if not np.any(counted & (labels == 0)):
+            msg = "in_fpr leaves no retain text to measure the false-positive rate on; give retain texts besides the general ones."
+            raise InvalidInputError(msg)
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
-        oof = np.zeros(len(texts), dtype=np.float64)
-        if groups is not None:
-            splitter: Any = StratifiedGroupKFold(
-                n_splits=self.cv, shuffle=True, random_state=self.random_state
-            )
-            splits = splitter.split(texts, labels, np.asarray(groups))
-        else:
-            splits = StratifiedKFold(
-                n_splits=self.cv, shuffle=True, random_state=self.random_state
-            ).split(texts, labels)
+        # One row of out-of-fold scores per repeat of the cross-validation, each with its own
+        # folds: the threshold is a tail quantile, and one split's folds move it by more than
+        # the scores of the questions near it differ.
+        oof = np.zeros((self.cv_repeats, len(texts)), dtype=np.float64)
+        splits: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for repeat in range(self.cv_repeats):
+            seed = self.random_state + repeat
+            if groups is not None:
+                splitter: Any = StratifiedGroupKFold(
+                    n_splits=self.cv, shuffle=True, random_state=seed
+                )
+                folds = splitter.split(texts, labels, np.asarray(groups))
+            else:
+                folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=seed).split(
+                    texts, labels
+                )
+            splits += [(repeat, train, test) for train, test in folds]
         forget_raw = [t for t, label in zip(raw, labels, strict=True) if label == 1]
         retain_raw = [t for t, label in zip(raw, labels, strict=True) if label == 0]
         self.phrases_ = ForgetPhrases.mine(forget_raw, retain_raw) if self.knowledge else None
@@ -430,10 +454,10 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 np.concatenate([labels[index], np.zeros(len(near), dtype=int)]),
             )
 
-        for train, test in splits:
+        for repeat, train, test in splits:
             lex, clf = fit_with_near_misses(train)
             held_out = [texts[i] for i in test]
-            oof[test] = _sigmoid_of_sum(
+            oof[repeat, test] = _sigmoid_of_sum(
                 _log_odds_parts(
                     clf, emb[test], lex, held_out, neighbours_of(train), self.neighbour_weight
                 )
@@ -443,13 +467,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                     [raw[i] for i in train if labels[i] == 1],
                     [raw[i] for i in train if labels[i] == 0],
                 )
-                oof[test] = self._with_knowledge(fold_phrases, oof[test], held_out)
+                oof[repeat, test] = self._with_knowledge(fold_phrases, oof[repeat, test], held_out)
         self.lexicons_, self.classifier_ = fit_with_near_misses(np.arange(len(texts)))
         self.neighbours_ = neighbours_of(np.arange(len(texts)))
         self.classes_ = np.array([0, 1])
-        self.threshold_ = threshold_for_fpr(oof[labels == 0], self.target_fpr)
-        self.cv_fpr_ = float(np.mean(oof[labels == 0] > self.threshold_))
-        self.cv_tpr_ = float(np.mean(oof[labels == 1] > self.threshold_))
+        negatives = oof[:, (labels == 0) & counted].ravel()
+        self.threshold_ = threshold_for_fpr(negatives, self.target_fpr)
+        self.cv_fpr_ = float(np.mean(negatives > self.threshold_))
+        self.cv_tpr_ = float(np.mean(oof[:, labels == 1] > self.threshold_))
         self.n_forget_, self.n_retain_ = n_pos, n_neg
         return self
 
@@ -797,6 +822,7 @@ class Guard:
         *,
         retain_groups: Sequence[Any] | None = None,
         forget_groups: Sequence[Any] | None = None,
+        general: Sequence[str] = (),
         terms: Sequence[str] = (),
         mine_terms: bool = True,
         target_fpr: float = 0.01,
@@ -805,7 +831,10 @@ class Guard:
     ) -> PromptGuard:
         """Fit one target from its forget texts (questions, answers, facts, documents) and retain texts.
 
-        Other targets are untouched. ``terms`` (names, titles) are added to the ones mined from
+        ``general`` are benign texts of any subject (a general-knowledge FAQ, MMLU questions):
+        they train the classifier as retain examples (each its own cross-validation group), but
+        the threshold's false-positive rate is counted on ``retain`` alone, the texts nearest
+        the forget topic. Other targets are untouched. ``terms`` (names, titles) are added to the ones mined from
         the texts for the ``entities`` token selector; ``mine_terms=False`` keeps ``terms`` alone
         (an operator's exact list). ``eco guard explain --selector entities`` shows them.
         """
@@ -826,10 +855,15 @@ class Guard:
                 f"Target {name!r} has no retain examples; give texts the model must keep answering."
             )
             raise InvalidInputError(msg)
-        texts = normalized_texts(forget_texts + retain_texts, f"texts of target {name!r}")
-        labels = [1] * len(forget_texts) + [0] * len(retain_texts)
+        general_texts = (
+            check_texts(general, f"general texts of target {name!r}") if len(general) else []
+        )
+        texts = normalized_texts(
+            forget_texts + retain_texts + general_texts, f"texts of target {name!r}"
+        )
+        labels = [1] * len(forget_texts) + [0] * (len(retain_texts) + len(general_texts))
         groups = None
-        if retain_groups is not None or forget_groups is not None:
+        if retain_groups is not None or forget_groups is not None or general_texts:
             fg = (
                 list(forget_groups)
                 if forget_groups is not None
@@ -843,21 +877,27 @@ class Guard:
             if len(fg) != len(forget_texts) or len(rg) != len(retain_texts):
                 msg = "forget_groups/retain_groups must have one entry per text."
                 raise InvalidInputError(msg)
-            keys = [("f", g) for g in fg] + [("r", g) for g in rg]
+            keys = (
+                [("f", g) for g in fg]
+                + [("r", g) for g in rg]
+                + [("g", i) for i in range(len(general_texts))]
+            )
             index: dict[Any, int] = {}
             groups = [index.setdefault(k, len(index)) for k in keys]
         estimator = PromptGuard(self.encoder, target_fpr=target_fpr, **params)
         estimator.fit(
-            forget_texts + retain_texts,  # as written: the phrase index reads capitals and quotes
+            # as written: the phrase index reads capitals and quotes
+            forget_texts + retain_texts + general_texts,
             labels,
             groups,
             embeddings=self.encoder.encode(texts, show_progress=show_progress),
+            in_fpr=[True] * (len(forget_texts) + len(retain_texts)) + [False] * len(general_texts),
         )
         self.targets[name] = estimator
         given = [t.strip() for t in terms if isinstance(t, str) and t.strip()]
         # Mined from the raw texts: the miner needs capitals, and the entities selector looks
         # for the terms in the raw prompt.
-        mined = _mine_terms(forget_texts, retain_texts) if mine_terms else []
+        mined = _mine_terms(forget_texts, retain_texts + general_texts) if mine_terms else []
         self.terms[name] = list(dict.fromkeys(given + mined))
         self.version += 1
         self.content_sha256 = None

@@ -67,6 +67,19 @@ def test_tofu_forget10_meets_the_engine_floors(
     assert all(p["score"] > m["threshold"] for p in m["flagged_benign_probes"])
     report = (tmp_path / "tofu-forget10.md").read_text()
     assert ("Missed forget probes" in report) and ("Flagged benign probes" in report)
+    # The protocol's guard: knowledge parts, three cross-validations, MMLU dev as general negatives.
+    assert m["guard_params"] == {"knowledge": True, "near_misses": True, "cv_repeats": 3}
+    assert m["n_general_negatives"] == 285
+
+
+def test_tofu_forget01_leaves_real_authors_and_world_facts_alone(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # forget01 fits on 32 forget questions; before general negatives and the repeated
+    # cross-validation its threshold (0.035) let 4% of real_authors questions through.
+    m = _eval_guard("tofu-forget01", data_dir, tmp_path, capsys)
+    assert m["tpr"] >= 0.99 and m["paraphrase_tpr"] >= 0.99
+    assert m["fpr"] <= 0.01 and m["fpr_real_authors"] <= 0.01 and m["fpr_world_facts"] <= 0.01
 
 
 def test_muse_books_protocol(

@@ -430,3 +430,74 @@ def test_score_parts_add_up_to_the_score(tiny_encoder) -> None:
     assert parts.passage is not None and parts.passage in normalized and parts.passage != normalized
     with pytest.raises(InvalidInputError, match=r"No target 'nope'.*it has: t, u"):
         guard.score_parts("Who?", "nope")
+
+
+GENERAL = [
+    "What is the boiling point of water at sea level?",
+    "Which planet is closest to the sun?",
+    "How many sides does a hexagon have?",
+    "What gas do plants take in for photosynthesis?",
+    "Who painted the Mona Lisa?",
+    "What is the capital of Japan?",
+]
+
+
+def test_general_negatives_train_the_guard_but_not_its_false_positive_rate(
+    tiny_encoder, monkeypatch
+) -> None:
+    import eco_integrations.guard as guard_module
+
+    counted: list[int] = []
+    real = guard_module.threshold_for_fpr
+
+    def recording(scores: np.ndarray, target_fpr: float) -> float:
+        counted.append(scores.size)
+        return real(scores, target_fpr)
+
+    monkeypatch.setattr(guard_module, "threshold_for_fpr", recording)
+    plain = Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
+    with_general = Guard(tiny_encoder).add_target(
+        "t", TOY_FORGET, TOY_RETAIN, general=GENERAL, cv=2, target_fpr=0.2
+    )
+    # The threshold reads only the retain texts' out-of-fold scores, with or without general ones,
+    assert counted == [len(TOY_RETAIN), len(TOY_RETAIN)]
+    # while the classifier learns from them (they are retain examples of every fit).
+    assert with_general.n_retain_ == len(TOY_RETAIN) + len(GENERAL)
+    assert (
+        with_general.predict_proba(GENERAL)[:, 1].mean() < plain.predict_proba(GENERAL)[:, 1].mean()
+    )
+
+
+def test_repeated_cross_validation_pools_every_repeat_for_the_threshold(
+    tiny_encoder, monkeypatch
+) -> None:
+    import eco_integrations.guard as guard_module
+
+    seen: list[np.ndarray] = []
+    real = guard_module.threshold_for_fpr
+
+    def recording(scores: np.ndarray, target_fpr: float) -> float:
+        seen.append(scores.copy())
+        return real(scores, target_fpr)
+
+    monkeypatch.setattr(guard_module, "threshold_for_fpr", recording)
+    texts, labels = TOY_FORGET + TOY_RETAIN, [1] * len(TOY_FORGET) + [0] * len(TOY_RETAIN)
+    once = PromptGuard(tiny_encoder, cv=2, target_fpr=0.2).fit(texts, labels)
+    thrice = PromptGuard(tiny_encoder, cv=2, cv_repeats=3, target_fpr=0.2).fit(texts, labels)
+    assert seen[1].size == 3 * seen[0].size == 3 * len(TOY_RETAIN)
+    # The first repeat is the single cross-validation (same folds), the others differ in folds.
+    assert np.allclose(np.sort(seen[1][: len(TOY_RETAIN)]), np.sort(seen[0]))
+    assert thrice.threshold_ == real(seen[1], 0.2)
+    # The fitted classifier is the one fit on every text either way.
+    assert np.allclose(once.classifier_.coef_, thrice.classifier_.coef_)
+
+
+def test_bad_false_positive_masks_are_refused(tiny_encoder) -> None:
+    texts, labels = TOY_FORGET + TOY_RETAIN, [1] * len(TOY_FORGET) + [0] * len(TOY_RETAIN)
+    est = PromptGuard(tiny_encoder, cv=2, target_fpr=0.2)
+    with pytest.raises(InvalidInputError, match="one true/false flag per text"):
+        est.fit(texts, labels, in_fpr=[True] * 3)
+    with pytest.raises(InvalidInputError, match="no retain text"):
+        est.fit(texts, labels, in_fpr=[True] * len(TOY_FORGET) + [False] * len(TOY_RETAIN))
+    with pytest.raises(ConfigurationError, match="cv_repeats must be a whole number >= 1"):
+        Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, cv_repeats=0)

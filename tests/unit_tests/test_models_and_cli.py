@@ -94,6 +94,15 @@ def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkey
     assert (estimator.C, estimator.embedding_weight) == (100, 0.3)
     assert main([*fit, "--replace", "--guard-param", "knowledge=true"]) == 2
     assert "Unknown --guard-param knowledge" in capsys.readouterr().err
+    # --general: benign texts that train the target as retain examples, outside its FPR count.
+    (tmp_path / "g.txt").write_text("What is the capital of Japan?\nHow many legs has a spider?")
+    general = [*fit, "--replace", "--general", str(tmp_path / "g.txt"), "--target-fpr", "0.2"]
+    assert main(general) == 0
+    capsys.readouterr()
+    estimator = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir))).targets["hp"]
+    assert estimator.n_retain_ == 2 * len(TOY_RETAIN) + 2
+    assert main([*fit, "--replace", "--general", str(tmp_path / "none.txt")]) == 2
+    assert "none.txt does not exist" in capsys.readouterr().err
 
 
 def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:

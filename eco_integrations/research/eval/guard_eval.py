@@ -71,6 +71,25 @@ def _annotate_missed(
     return missed
 
 
+TOFU_GUARD_PARAMS: dict[str, Any] = {"knowledge": True, "near_misses": True, "cv_repeats": 3}
+"""PromptGuard parameters of the TOFU protocol (``--guard-param`` overrides each;
+``knowledge=false near_misses=false cv_repeats=1`` is the protocol's guard before guard schema
+8's protocol change). TOFU's forget texts are named knowledge (authors, titles, awards, birth
+dates) that only the target holds, which is what the forget-only phrases, dated facts and
+namesakes are for. Three cross-validations: with one, the fold seed alone (``random_state`` 0,
+1, 2) put forget10's threshold at 0.600, 0.548 and 0.554, and its recall at 0.95, 0.9875 and
+0.9875."""
+
+
+def tofu_general_negatives(data_dir: str | Path | None = None) -> list[str]:
+    """MMLU's dev questions (5 of every subject, 285): general knowledge, disjoint from every
+    set the TOFU protocol scores, the size of a deployer's own benign FAQ. They train the guard,
+    but its threshold's false-positive rate is counted on the retain texts alone. (MMLU's 1,531
+    validation questions did as well on forget01 but outweighed forget05's retain texts: one
+    more held-out retain question flagged.)"""
+    return [r["question"] for r in load_mmlu("all", "dev", data_dir)]
+
+
 def tofu_guard_protocol(
     split: str = "forget10",
     data_dir: str | Path | None = None,
@@ -81,14 +100,16 @@ def tofu_guard_protocol(
     show_progress: bool = False,
     params: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Guard, dict[str, np.ndarray]]:
-    """The TOFU guard protocol (``params``: PromptGuard hyperparameters, default none).
+    """The TOFU guard protocol (``params`` update :data:`TOFU_GUARD_PARAMS`).
 
     forget questions split 80/20 at random (``seed``); retain split 80/20 *by author* (``seed``);
-    the guard is fit on the question and answer texts of the 80% rows at ``target_fpr``. Tests:
+    the guard is fit on the question and answer texts of the 80% rows at ``target_fpr``, with
+    MMLU's validation questions as general negatives (:func:`tofu_general_negatives`). Tests:
     held-out forget questions, their paraphrases (``forgetXX_perturbed``), held-out retain
     authors' questions, and the real_authors and world_facts questions.
     Returns the metrics, the fitted guard, and the test scores by set.
     """
+    params = {**TOFU_GUARD_PARAMS, **(params or {})}
     if split not in TOFU_FORGET_SPLITS:
         msg = (
             f"Unknown TOFU forget split {split!r}; choose one of: {', '.join(TOFU_FORGET_SPLITS)}."
@@ -109,10 +130,14 @@ def tofu_guard_protocol(
 
     forget_texts = [forget[i]["question"] for i in f_train] + [forget[i]["answer"] for i in f_train]
     retain_texts = [retain[i]["question"] for i in r_train] + [retain[i]["answer"] for i in r_train]
-    # Both classes are grouped by author for the cross-validated threshold, so each fold's
-    # scores come from authors the fold's classifier never saw, as the held-out authors will.
+    # Each fold is scored as the test will be: retain texts of authors the fold's classifier
+    # never saw (the held-out retain authors are new), forget questions it never saw about
+    # authors it knows (the held-out forget questions are about the fitted authors), each
+    # question with its answer. Forget folds grouped by author would score every forget author
+    # as unknown, which only the cross-validated recall reads.
     retain_groups = [i // TOFU_AUTHOR_ROWS for i in r_train] * 2
-    forget_groups = [i // TOFU_AUTHOR_ROWS for i in f_train] * 2
+    forget_groups = [f"question-{i}" for i in f_train] * 2
+    general = tofu_general_negatives(data_dir)
 
     started = time.perf_counter()
     guard = Guard(encoder, guard_id=f"tofu-{split}")
@@ -122,9 +147,10 @@ def tofu_guard_protocol(
         retain_texts,
         retain_groups=retain_groups,
         forget_groups=forget_groups,
+        general=general,
         target_fpr=target_fpr,
         show_progress=show_progress,
-        **(params or {}),
+        **params,
     )
     fit_seconds = time.perf_counter() - started
 
@@ -166,6 +192,8 @@ def tofu_guard_protocol(
         "threshold_method": f"cross-validated retain scores at target FPR {target_fpr}",
         "cv_fpr": guard.targets[f"tofu-{split}"].cv_fpr_,
         "cv_tpr": guard.targets[f"tofu-{split}"].cv_tpr_,
+        "guard_params": params,
+        "n_general_negatives": len(general),
         "n_test": {k: len(v) for k, v in tests.items()},
         "missed_forget_probes": _annotate_missed(
             errors["forget"], forget_texts, forget_texts + retain_texts
