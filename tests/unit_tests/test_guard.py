@@ -442,25 +442,30 @@ GENERAL = [
 ]
 
 
-def test_general_negatives_train_the_guard_but_not_its_false_positive_rate(
-    tiny_encoder, monkeypatch
-) -> None:
+@pytest.fixture
+def threshold_inputs(monkeypatch) -> list[np.ndarray]:
+    """The negative scores every fit hands to ``threshold_for_fpr``, in order."""
     import eco_integrations.guard as guard_module
 
-    counted: list[int] = []
-    real = guard_module.threshold_for_fpr
+    seen: list[np.ndarray] = []
 
     def recording(scores: np.ndarray, target_fpr: float) -> float:
-        counted.append(scores.size)
-        return real(scores, target_fpr)
+        seen.append(scores.copy())
+        return threshold_for_fpr(scores, target_fpr)
 
     monkeypatch.setattr(guard_module, "threshold_for_fpr", recording)
+    return seen
+
+
+def test_general_negatives_train_the_guard_but_not_its_false_positive_rate(
+    tiny_encoder, threshold_inputs
+) -> None:
     plain = Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.2)
     with_general = Guard(tiny_encoder).add_target(
         "t", TOY_FORGET, TOY_RETAIN, general=GENERAL, cv=2, target_fpr=0.2
     )
     # The threshold reads only the retain texts' out-of-fold scores, with or without general ones,
-    assert counted == [len(TOY_RETAIN), len(TOY_RETAIN)]
+    assert [scores.size for scores in threshold_inputs] == [len(TOY_RETAIN), len(TOY_RETAIN)]
     # while the classifier learns from them (they are retain examples of every fit).
     assert with_general.n_retain_ == len(TOY_RETAIN) + len(GENERAL)
     assert (
@@ -469,25 +474,16 @@ def test_general_negatives_train_the_guard_but_not_its_false_positive_rate(
 
 
 def test_repeated_cross_validation_pools_every_repeat_for_the_threshold(
-    tiny_encoder, monkeypatch
+    tiny_encoder, threshold_inputs
 ) -> None:
-    import eco_integrations.guard as guard_module
-
-    seen: list[np.ndarray] = []
-    real = guard_module.threshold_for_fpr
-
-    def recording(scores: np.ndarray, target_fpr: float) -> float:
-        seen.append(scores.copy())
-        return real(scores, target_fpr)
-
-    monkeypatch.setattr(guard_module, "threshold_for_fpr", recording)
+    seen = threshold_inputs
     texts, labels = TOY_FORGET + TOY_RETAIN, [1] * len(TOY_FORGET) + [0] * len(TOY_RETAIN)
     once = PromptGuard(tiny_encoder, cv=2, target_fpr=0.2).fit(texts, labels)
     thrice = PromptGuard(tiny_encoder, cv=2, cv_repeats=3, target_fpr=0.2).fit(texts, labels)
     assert seen[1].size == 3 * seen[0].size == 3 * len(TOY_RETAIN)
     # The first repeat is the single cross-validation (same folds), the others differ in folds.
     assert np.allclose(np.sort(seen[1][: len(TOY_RETAIN)]), np.sort(seen[0]))
-    assert thrice.threshold_ == real(seen[1], 0.2)
+    assert thrice.threshold_ == threshold_for_fpr(seen[1], 0.2)
     # The fitted classifier is the one fit on every text either way.
     assert np.allclose(once.classifier_.coef_, thrice.classifier_.coef_)
 

@@ -73,8 +73,8 @@ def _annotate_missed(
 
 TOFU_GUARD_PARAMS: dict[str, Any] = {"knowledge": True, "near_misses": True, "cv_repeats": 3}
 """PromptGuard parameters of the TOFU protocol (``--guard-param`` overrides each;
-``knowledge=false near_misses=false cv_repeats=1`` is the protocol's guard before guard schema
-8's protocol change). TOFU's forget texts are named knowledge (authors, titles, awards, birth
+``knowledge=false near_misses=false cv_repeats=1`` is the classifier alone with one
+cross-validation, on the protocol's folds and general negatives). TOFU's forget texts are named knowledge (authors, titles, awards, birth
 dates) that only the target holds, which is what the forget-only phrases, dated facts and
 namesakes are for. Three cross-validations: with one, the fold seed alone (``random_state`` 0,
 1, 2) put forget10's threshold at 0.600, 0.548 and 0.554, and its recall at 0.95, 0.9875 and
@@ -104,7 +104,7 @@ def tofu_guard_protocol(
 
     forget questions split 80/20 at random (``seed``); retain split 80/20 *by author* (``seed``);
     the guard is fit on the question and answer texts of the 80% rows at ``target_fpr``, with
-    MMLU's validation questions as general negatives (:func:`tofu_general_negatives`). Tests:
+    MMLU's dev questions as general negatives (:func:`tofu_general_negatives`). Tests:
     held-out forget questions, their paraphrases (``forgetXX_perturbed``), held-out retain
     authors' questions, and the real_authors and world_facts questions.
     Returns the metrics, the fitted guard, and the test scores by set.
