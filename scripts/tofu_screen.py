@@ -49,7 +49,7 @@ def parse_setting(text: str) -> dict[str, Any]:
     return setting
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="forget05", choices=["forget01", "forget05", "forget10"])
     parser.add_argument("--data-dir", default=None)
@@ -65,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         help=f"corruption to try (repeat); default: {', '.join(DEFAULT_SETTINGS)}",
     )
     parser.add_argument("--selector", default="content", choices=["content", "all", "entities"])
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--shared-draws",
+        action="store_true",
+        help="score every answer against one corrupted question, as `eco eval tofu --shared-draws`",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
     from eco_integrations.research.tofu.pipeline import (
@@ -131,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             row(
                 text,
-                ratios(ECOScorer(original, guard, policy, force=True)),
+                ratios(
+                    ECOScorer(original, guard, policy, force=True, shared_draws=args.shared_draws)
+                ),
                 time.perf_counter() - started,
             )
         )
@@ -142,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print(
-        f"{args.split}, calibration half ({len(cal_rows)} questions), selector {args.selector}, every question corrupted\n"
+        f"{args.split}, calibration half ({len(cal_rows)} questions), selector {args.selector}, every question corrupted"
+        f"{', one draw of the question for every answer' if args.shared_draws else ''}\n"
     )
     print(
         "| setting | forget quality (folded) | forget quality (unfolded) | log-ratio distance | truth ratio p10 / p50 / p90 | seconds |"
@@ -159,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 "split": args.split,
                 "n_calibration": len(cal_rows),
                 "selector": args.selector,
+                "shared_draws": args.shared_draws,
                 "settings": rows,
             }
         )

@@ -301,6 +301,9 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
 
     for text in screen.DEFAULT_SETTINGS:
         CorruptionConfig(**screen.parse_setting(text))
+    # Answers are scored with a draw of their own unless asked, as in `eco eval tofu`.
+    assert screen.build_parser().parse_args([]).shared_draws is False
+    assert screen.build_parser().parse_args(["--shared-draws"]).shared_draws is True
 
 
 @pytest.mark.parametrize(
