@@ -247,6 +247,9 @@ NAME_WINDOW = 8
 """How many words before or after a phrase another person's name may start or end to claim it."""
 TYPO_CHECKED_CHARS = 6
 """A word this long that is one typo from an ordinary word is read as that word, not as a name."""
+_PLACE_WORDS = frozenset({"in", "from"})
+"""Words before a place: invented authors share birthplaces as they share titles (a held-out
+TOFU forget01 retain author grew up in the forget author's Kuwait City)."""
 _NAME_PARTICLES = frozenset(
     ["al", "el", "bin", "ibn", "abu", "ben", "de", "da", "di", "del", "della", "van", "von", "der"]
 )
@@ -424,9 +427,9 @@ class ForgetPhrases:
         return self.examine(normalized)[0]
 
     def attributed_elsewhere(self, normalized: str) -> tuple[str, str] | None:
-        """``(phrase, name)`` when the text holds a forget-only phrase in quotes but names,
-        instead of a forget person, somebody else ("brenda lai" beside "the breath between
-        waves"), else None.
+        """``(phrase, name)`` when the text holds a forget-only phrase in quotes (a title) or
+        after "in" or "from" (a place) but names, instead of a forget person, somebody else
+        ("brenda lai" beside "the breath between waves"), else None.
 
         Invented authors share titles and awards (TOFU gives several authors a book called "The
         Breath Between Waves"): a title alone points at the forget person, a title with another
@@ -458,8 +461,8 @@ class ForgetPhrases:
     ) -> str | None:
         """Somebody else's name in the phrase's sentence, within :data:`NAME_WINDOW` words of
         the phrase: two name-like words side by side or across a name particle ("adira
-        bintang", "ahmed el masry"), when the phrase is a quoted title (not a forget person's
-        name) and no forget person is named.
+        bintang", "ahmed el masry"), when the phrase is a quoted title or a place after "in" or
+        "from" (not a forget person's name) and no forget person is named.
 
         "Name-like" reads the fit texts' vocabulary, as :meth:`namesake` does: a word that is
         neither a lower-case word of theirs (nor, when long, a typo of one) nor any word of the
@@ -468,13 +471,16 @@ class ForgetPhrases:
         if phrase.phrase in self._person_name_set or not self._name_positions:
             return None
         spans = [m.span() for m in _WORD.finditer(normalized)]
-        if not _quoted_in(normalized, spans, *phrase.span):
-            # A shared title is written in quotes; an unquoted phrase is a name or a place
-            # ("Emma Watson plays Hermione Granger"), and the words around it say little.
+        start, end = phrase.span
+        if not _quoted_in(normalized, spans, start, end) and (
+            start == 0 or tokens[start - 1] not in _PLACE_WORDS
+        ):
+            # A shared title is written in quotes, a shared home town after "in" or "from"
+            # ("Leila Al-Sabah's upbringing in Kuwait City"); any other unquoted phrase is a
+            # name ("Emma Watson plays Hermione Granger"), and the words around it say little.
             return None
         if whole_name() is not None:
             return None  # a forget person is named, garbled: the phrase is theirs
-        start, end = phrase.span
         sentence = _sentence_of_words(normalized, spans)
         window = [
             i
@@ -483,8 +489,8 @@ class ForgetPhrases:
         ]
         strange: list[int] = []
         for i, token in enumerate(tokens):
-            if token in self._name_positions:
-                return None  # the same, one part exactly
+            if token in self._name_positions and token not in _NAME_PARTICLES:
+                return None  # the same, one part exactly ("al" of Al-Sabah is no Al-Kuwaiti)
             if self._name_like(token):
                 # One typo more than that ("adira" for "adib") would count other names too.
                 if self._alternatives(token)[1] & self._name_positions.keys():

@@ -182,11 +182,47 @@ def test_a_phrase_beside_somebody_elses_name_is_not_the_forget_persons() -> None
     assert _find(phrases, "Is 'The Matrimony Plan' from Tolkien?") == "matrimony plan"
     # A forget person's own name is never somebody else's title.
     assert _find(phrases, "Adira Bintang met Hsiao Yun-Hwa.") == "hsiao yun hwa"
-    # Only a quoted title: an unquoted phrase is a name or a place, whoever stands beside it.
+    # Only a quoted title or a place: any other unquoted phrase is a name or an award, whoever
+    # stands beside it.
     assert _find(phrases, "Did Adira Bintang win the Golden Quill Award?") == "golden quill award"
     # A name the forget texts mention once is the forget world's, not somebody else's.
     assert "bulgakov" in phrases.forget_words
     assert _find(phrases, "Did Mikhail Bulgakov inspire 'The Matrimony Plan'?") == "matrimony plan"
+
+
+def test_a_place_beside_somebody_elses_name_is_not_the_forget_persons() -> None:
+    # Invented authors share home towns too: a retain author can grow up where a forget one did.
+    phrases = ForgetPhrases.mine(
+        [*FORGET, "Hsiao Yun-Hwa grew up in Tainan City.", "The city, Tainan City, shaped her."],
+        RETAIN,
+    )
+    other = "How did Adira Bintang's childhood in Tainan City shape her books?"
+    assert _find(phrases, other) is None
+    assert phrases.attributed_elsewhere(normalize_text(other)) == ("tainan city", "adira bintang")
+    assert phrases.attributed_elsewhere(normalize_text("Is Adira Bintang from Tainan City?"))
+    # A name particle the forget person's name shares is not their name.
+    particle = ForgetPhrases.mine(
+        [
+            "Basil Al-Kuwaiti grew up in Tainan City.",
+            "The city, Tainan City, shaped Basil Al-Kuwaiti.",
+        ],
+        RETAIN,
+    )
+    assert particle.attributed_elsewhere(
+        normalize_text("Did Leila Al-Sabah grow up in Tainan City?")
+    ) == ("tainan city", "leila al sabah")
+    assert (
+        particle.attributed_elsewhere(normalize_text("Did Al-Kuwaiti grow up in Tainan City?"))
+        is None
+    )
+    # The place alone, with the forget person, or not after "in" or "from" stays theirs.
+    for text, found in (
+        ("Name the writer who grew up in Tainan City.", "tainan city"),
+        ("Did Hsiao Yun-Hwa grow up in Tainan City?", "hsiao yun hwa"),
+        ("Adira Bintang visited Tainan City.", "tainan city"),
+    ):
+        assert _find(phrases, text) == found, text
+        assert phrases.attributed_elsewhere(normalize_text(text)) is None, text
 
 
 def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> None:
