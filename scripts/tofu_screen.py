@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score every answer against one corrupted question, as `eco eval tofu --shared-draws`",
     )
+    parser.add_argument(
+        "--corruption-draws",
+        type=int,
+        default=1,
+        metavar="K",
+        help="score each answer under K draws of the corruption (log mean probability), as `eco eval tofu --corruption-draws`",
+    )
     return parser
 
 
@@ -88,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from eco_integrations.research.tofu.scoring import ECOScorer
     from eco_integrations.research.tofu.training import train_models
 
+    if args.corruption_draws < 1:
+        msg = f"--corruption-draws must be >= 1, got {args.corruption_draws}."
+        raise SystemExit(msg)
     settings = [parse_setting(s) for s in (args.setting or DEFAULT_SETTINGS)]
     policies = [
         ECOPolicy(corruption=CorruptionConfig(**s), selection=SelectionConfig(name=args.selector))
@@ -141,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             row(
                 text,
                 ratios(
-                    ECOScorer(original, guard, policy, force=True, shared_draws=args.shared_draws)
+                    ECOScorer(
+                        original,
+                        guard,
+                        policy,
+                        force=True,
+                        shared_draws=args.shared_draws,
+                        corruption_draws=args.corruption_draws,
+                    )
                 ),
                 time.perf_counter() - started,
             )
@@ -154,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{args.split}, calibration half ({len(cal_rows)} questions), selector {args.selector}, every question corrupted"
-        f"{', one draw of the question for every answer' if args.shared_draws else ''}\n"
+        f"{', one draw of the question for every answer' if args.shared_draws else ''}"
+        f"{f', each answer scored under {args.corruption_draws} draws' if args.corruption_draws > 1 else ''}\n"
     )
     print(
         "| setting | forget quality (folded) | forget quality (unfolded) | log-ratio distance | truth ratio p10 / p50 / p90 | seconds |"
@@ -172,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n_calibration": len(cal_rows),
                 "selector": args.selector,
                 "shared_draws": args.shared_draws,
+                "corruption_draws": args.corruption_draws,
                 "settings": rows,
             }
         )

@@ -304,6 +304,8 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
     # Answers are scored with a draw of their own unless asked, as in `eco eval tofu`.
     assert screen.build_parser().parse_args([]).shared_draws is False
     assert screen.build_parser().parse_args(["--shared-draws"]).shared_draws is True
+    assert screen.build_parser().parse_args([]).corruption_draws == 1
+    assert screen.build_parser().parse_args(["--corruption-draws", "4"]).corruption_draws == 4
 
 
 @pytest.mark.parametrize(
@@ -319,6 +321,7 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
         ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
         ({"dims": 8}, "leave --dims unset"),
         ({"init_strength": 0.0}, "--init-strength must be > 0"),
+        ({"corruption_draws": 0}, "--corruption-draws must be >= 1, got 0"),
         (
             {"corruption": "substitute_tokens", "init_strength": 2.0},
             "'substitute_tokens' takes a strength of at most 1",
@@ -393,6 +396,8 @@ def test_cli_prints_one_json_line_keyed_by_method(
             "--search-objective",
             "retained",
             "--shared-draws",
+            "--corruption-draws",
+            "2",
         ]
     )
     assert code == 0
@@ -421,6 +426,7 @@ def test_cli_prints_one_json_line_keyed_by_method(
     assert results["policy"]["selection"]["name"] == search["selector"] == results["selector"]
     assert results["selectors_searched"] == ["content", "all"]
     assert results["shared_draws"] is True and search["shared_draws"] is True
+    assert results["corruption_draws"] == 2 == search["corruption_draws"]
 
 
 def test_ratio_shape_says_how_a_method_s_truth_ratios_differ(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import pytest
@@ -183,6 +184,36 @@ def test_by_default_each_answer_is_weighed_after_a_question_of_its_own(
         shared.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")[2][:n],
         shared.corrupted_row(FLAGGED_Q, "A painter in Paris.")[2][:n],
     )
+
+
+def test_several_draws_score_the_mean_probability_over_the_draws(base: ModelScorer) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_full", strength=0.5),
+        selection=SelectionConfig(name="content"),
+    )
+    pairs = [(FLAGGED_Q, "A wizard at Hogwarts."), (BENIGN_Q, "Paris.")]
+    one = ECOScorer(base, _KeywordGuard(), policy, shared_draws=True)  # type: ignore[arg-type]
+    three = ECOScorer(base, _KeywordGuard(), policy, shared_draws=True, corruption_draws=3)  # type: ignore[arg-type]
+    rows = [three.corrupted_row(*pairs[0], draw=k) for k in range(3)]
+    # Draw 0 is the single-draw protocol's (and the engine's); the others are drawn afresh.
+    assert torch.equal(rows[0][2], one.corrupted_row(*pairs[0])[2])
+    assert not torch.equal(rows[1][2], rows[0][2]) and not torch.equal(rows[2][2], rows[1][2])
+    per_draw = [v for (v,) in (sequence_logprobs(base.backend, [row]) for row in rows)]
+    assert all(v is not None for v in per_draw)
+    expected = math.log(sum(math.exp(v) for v in per_draw) / 3)  # type: ignore[arg-type]
+    flagged, benign = three.logprobs(pairs)
+    assert flagged == pytest.approx(expected, abs=1e-5)
+    assert flagged != pytest.approx(per_draw[0], abs=1e-4)
+    # A question the guard leaves alone is the plain model's, however many draws.
+    assert benign == pytest.approx(base.logprobs([pairs[1]])[0], abs=1e-6)
+    assert one.logprobs(pairs)[0] == pytest.approx(per_draw[0], abs=1e-5)
+    assert three.with_corruption(strength=0.25).corruption_draws == 3
+
+
+@pytest.mark.parametrize("draws", [0, -1, 1.5, True])
+def test_draws_must_be_a_whole_number_of_at_least_one(base: ModelScorer, draws: object) -> None:
+    with pytest.raises(ValueError, match="corruption_draws must be a whole number >= 1"):
+        ECOScorer(base, _KeywordGuard(), _eco(base, 1.0).policy, corruption_draws=draws)  # type: ignore[arg-type]
 
 
 def test_generation_corrupts_the_tokens_the_scoring_corrupts(

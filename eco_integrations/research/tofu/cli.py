@@ -157,6 +157,7 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         search_eps=args.search_eps,
         search_objective=args.search_objective,
         shared_draws=args.shared_draws,
+        corruption_draws=args.corruption_draws,
         target_fpr=args.target_fpr,
         batch_size=args.eval_batch_size,
         show_progress=not args.quiet,
@@ -303,6 +304,15 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         help="score every answer to a question against one corrupted question (the draw the "
         "engine generates from) and corrupt a word the answers share the same way in each; "
         "default: a draw per (question, answer), as in the paper's code",
+    )
+    p.add_argument(
+        "--corruption-draws",
+        type=int,
+        default=1,
+        metavar="K",
+        help="score each answer under K independent draws of a random corruption and use the "
+        "log of the mean of its per-token probability over them (the corrupted model's figure, "
+        "not one draw's); greedy answers keep the engine's draw; default 1, as in the paper's code",
     )
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=int, default=8)

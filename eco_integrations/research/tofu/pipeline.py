@@ -107,6 +107,9 @@ class TofuOptions:
     # draw per (question, answer) as in the paper's code; on, one draw of the question shared by
     # every answer and one per word the answers share.
     shared_draws: bool = False
+    # Draws of the corruption each answer is scored under (ECOScorer's docstring): 1, the paper's
+    # single draw; K > 1, the log of the mean probability over K draws.
+    corruption_draws: int = 1
     target_fpr: float = 0.01
     guard_cv: int = 5
     general_negatives: bool = True
@@ -232,6 +235,7 @@ def _check_options(options: TofuOptions) -> None:
     """The checks that need no model, so a bad option fails before any fine-tune or scoring."""
     for flag, value, least in (
         ("--search-steps", options.search_steps, 1),
+        ("--corruption-draws", options.corruption_draws, 1),
         ("--eval-batch-size", options.batch_size, 1),
         ("--max-new-tokens", options.max_new_tokens, 1),
         ("--retain-authors", options.retain_authors, 1),
@@ -642,7 +646,13 @@ def run_tofu(
         selection=SelectionConfig(name=selectors[0]),
     )
     parameter = searched_parameter(policy.corruption.name)
-    eco = ECOScorer(original, guard, policy, shared_draws=options.shared_draws)
+    eco = ECOScorer(
+        original,
+        guard,
+        policy,
+        shared_draws=options.shared_draws,
+        corruption_draws=options.corruption_draws,
+    )
     refusal = RefusalScorer(original, guard)
 
     t = time.perf_counter()
@@ -664,6 +674,7 @@ def run_tofu(
                 options.max_new_tokens,
                 selectors,
                 *(["shared_draws"] if options.shared_draws else []),
+                *([f"draws={options.corruption_draws}"] if options.corruption_draws > 1 else []),
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -688,6 +699,7 @@ def run_tofu(
             "objective": f"{_OBJECTIVE_TEXT[options.search_objective]} vs the retained model on the calibration half, every prompt corrupted",
             "search_objective": options.search_objective,
             "shared_draws": options.shared_draws,
+            "corruption_draws": options.corruption_draws,
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
             "split": options.split,
             "selector": best.selector,
@@ -756,6 +768,7 @@ def run_tofu(
         "searched_parameter": parameter,
         "search_objective": options.search_objective,
         "shared_draws": options.shared_draws,
+        "corruption_draws": options.corruption_draws,
         "selectors_searched": list(selectors),
         "selector": chosen,
         "strength": eco.policy.corruption.strength,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,15 @@ def _seed(*texts: str) -> int:
     # One fixed noise draw per (question, answer): reruns and different strengths see the same
     # draw scaled (common random numbers), so strength comparisons are not resampling noise.
     return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
+
+
+def _log_mean_exp(values: Sequence[float | None]) -> float | None:
+    """log of the mean of exp(values): the probability under a mixture of equally likely draws."""
+    if any(v is None for v in values):
+        return None
+    return float(torch.logsumexp(torch.tensor(values, dtype=torch.float64), 0)) - math.log(
+        len(values)
+    )
 
 
 def sequence_logprobs(
@@ -201,6 +211,13 @@ class ECOScorer(_GuardedScorer):
     the perturbed answers; with draws of their own, part of what it measures is the draws.
     A substitution always shares the question's draw (the answers must all be about the same
     stranger).
+
+    ``corruption_draws`` (K, default 1) scores each answer under K independent draws of the
+    corruption and reports the log of the mean, over the draws, of its length-normalised
+    probability (the per-token figure the truth ratio and the answer probability read): the
+    corrupted model's figure rather than one draw's, whose luck the KS test would otherwise
+    measure as well. The first draw is the one above, so K = 1 is the single-draw protocol.
+    Greedy answers still come from the first draw, the one the engine generates from.
     """
 
     def __init__(
@@ -212,11 +229,18 @@ class ECOScorer(_GuardedScorer):
         name: str = "eco",
         force: bool = False,
         shared_draws: bool = False,
+        corruption_draws: int = 1,
     ) -> None:
         super().__init__(base, guard, name=name)
+        if isinstance(corruption_draws, bool) or not (
+            isinstance(corruption_draws, int) and corruption_draws >= 1
+        ):
+            msg = f"corruption_draws must be a whole number >= 1 (1 = one draw, as the paper's code), got {corruption_draws!r}."
+            raise ValueError(msg)
         self.policy = policy
         self.force = force
         self.shared_draws = shared_draws
+        self.corruption_draws = corruption_draws
         self.engine = ECO(base.backend, guard, policy=policy, batch_size=base.batch_size)
 
     def with_corruption(self, *, force: bool | None = None, **update: float | int) -> ECOScorer:
@@ -235,6 +259,7 @@ class ECOScorer(_GuardedScorer):
             name=self.name,
             force=self.force if force is None else force,
             shared_draws=self.shared_draws,
+            corruption_draws=self.corruption_draws,
         )
         scorer._flags = self._flags
         return scorer
@@ -246,9 +271,13 @@ class ECOScorer(_GuardedScorer):
         return [t for terms in self.guard.terms.values() for t in terms]
 
     def corrupted_row(
-        self, question: str, answer: str
+        self, question: str, answer: str, *, draw: int = 0
     ) -> tuple[list[int], list[int], torch.Tensor]:
-        """Prompt and answer ids with the corrupted embeddings of the whole sequence."""
+        """Prompt and answer ids with the corrupted embeddings of the whole sequence.
+
+        ``draw`` picks one of the independent draws of the corruption (``corruption_draws``);
+        draw 0 is the engine's.
+        """
         tokenizer = self.base.backend.tokenizer
         prompt = self.base.rendered(question)
         ans_ids = answer_ids(tokenizer, answer)
@@ -273,6 +302,9 @@ class ECOScorer(_GuardedScorer):
         embeds = self.base.backend.embed(combined.input_ids)
         replacements = self._decider.replacements_for(c.name)
 
+        def seed_of(*texts: str) -> int:
+            return _seed(*texts) if draw == 0 else _seed(*texts, f"draw{draw}")
+
         def corrupt(rows: torch.Tensor, rows_mask: torch.Tensor, seed: int) -> torch.Tensor:
             return apply_corruption(
                 c.name,
@@ -285,7 +317,7 @@ class ECOScorer(_GuardedScorer):
             )
 
         if replacements is None and not self.shared_draws:
-            return list(prompt.input_ids), ans_ids, corrupt(embeds, mask, _seed(question, answer))
+            return list(prompt.input_ids), ans_ids, corrupt(embeds, mask, seed_of(question, answer))
         # The question's draw is the one the engine's generation takes from the question alone,
         # the same for every answer scored (class docstring).
         n = len(prompt.input_ids)
@@ -297,14 +329,14 @@ class ECOScorer(_GuardedScorer):
                 occurrences[token] = occurrences.get(token, 0) + 1
                 one = torch.zeros(len(ans_ids), dtype=torch.bool)
                 one[j] = True
-                seed = _seed(question, str(token), str(occurrences[token]))
+                seed = seed_of(question, str(token), str(occurrences[token]))
                 answer_part = corrupt(answer_part, one, seed)
         else:
-            answer_part = corrupt(embeds[n:], mask[n:], _seed(question, answer))
+            answer_part = corrupt(embeds[n:], mask[n:], seed_of(question, answer))
         return (
             list(prompt.input_ids),
             ans_ids,
-            torch.cat([corrupt(embeds[:n], mask[:n], _seed(question)), answer_part]),
+            torch.cat([corrupt(embeds[:n], mask[:n], seed_of(question)), answer_part]),
         )
 
     def logprobs(self, pairs: Sequence[Pair]) -> list[float | None]:
@@ -313,15 +345,15 @@ class ECOScorer(_GuardedScorer):
             self.base.logprobs([p for p, f in zip(pairs, flags, strict=True) if not f])
         )
         hit = [p for p, f in zip(pairs, flags, strict=True) if f]
-        values = (
+        by_draw = [
             sequence_logprobs(
                 self.base.backend,
-                [self.corrupted_row(q, a) for q, a in hit],
+                [self.corrupted_row(q, a, draw=k) for q, a in hit],
                 batch_size=self.base.batch_size,
             )
-            if hit
-            else []
-        )
+            for k in range(self.corruption_draws if hit else 0)
+        ]
+        values = [_log_mean_exp(draws) for draws in zip(*by_draw, strict=True)]
         clean, dirty = iter(out), iter(values)
         return [next(dirty) if f else next(clean) for f in flags]
 
