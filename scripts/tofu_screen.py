@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from eco_integrations.config import CorruptionConfig, ECOPolicy, SelectionConfig
+    from eco_integrations.exceptions import ConfigurationError
     from eco_integrations.research.tofu.pipeline import (
         TofuOptions,
+        _check_options,
         _model_scorer,
         _prepare,
         calibration_ratios,
@@ -95,16 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     from eco_integrations.research.tofu.scoring import ECOScorer
     from eco_integrations.research.tofu.training import train_models
 
-    if args.corruption_draws < 1:
-        msg = f"--corruption-draws must be >= 1, got {args.corruption_draws}."
-        raise SystemExit(msg)
+    options = TofuOptions(
+        split=args.split,
+        data_dir=args.data_dir,
+        shared_draws=args.shared_draws,
+        corruption_draws=args.corruption_draws,
+    )
+    try:
+        _check_options(options)  # the bounds `eco eval tofu` checks, before any work
+    except ConfigurationError as error:
+        raise SystemExit(str(error)) from None
     settings = [parse_setting(s) for s in (args.setting or DEFAULT_SETTINGS)]
     policies = [
         ECOPolicy(corruption=CorruptionConfig(**s), selection=SelectionConfig(name=args.selector))
         for s in settings
     ]  # fail before any work
     out = Path(args.out)
-    options = TofuOptions(split=args.split, data_dir=args.data_dir)
     setting, _, _, cal_rows, _ = _prepare(options)
     runs = train_models(
         setting,
@@ -156,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                         guard,
                         policy,
                         force=True,
-                        shared_draws=args.shared_draws,
-                        corruption_draws=args.corruption_draws,
+                        shared_draws=options.shared_draws,
+                        corruption_draws=options.corruption_draws,
                     )
                 ),
                 time.perf_counter() - started,

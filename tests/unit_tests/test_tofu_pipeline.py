@@ -306,6 +306,9 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
     assert screen.build_parser().parse_args(["--shared-draws"]).shared_draws is True
     assert screen.build_parser().parse_args([]).corruption_draws == 1
     assert screen.build_parser().parse_args(["--corruption-draws", "4"]).corruption_draws == 4
+    # The bounds are `eco eval tofu`'s, checked before any model or data is read.
+    with pytest.raises(SystemExit, match="--corruption-draws must be >= 1, got 0"):
+        screen.main(["--corruption-draws", "0", "--data-dir", "/nonexistent"])
 
 
 @pytest.mark.parametrize(

@@ -144,8 +144,9 @@ def general_negatives(options: TofuOptions) -> list[str]:
     ``general=`` instead (with forget folds by question), the threshold rose on every split and
     forget10's guard left two more of its 400 forget questions unflagged, while the 20 retain
     rows scored by default and the real_authors and world_facts questions kept their decisions
-    (scoring every retain row of forget01's setting instead, 3 are flagged where 5 were). The guard here is fit on the very questions it is scored on; the protocol's held-out
-    questions are what the rate outside the general negatives is for.
+    (scoring every retain row of forget01's setting instead, 3 are flagged where 5 were). The
+    guard here is fit on the very questions it is scored on; the protocol's held-out questions
+    are what the rate outside the general negatives is for.
     """
     from ..eval.datasets import load_mmlu
 

@@ -42,10 +42,8 @@ def _seed(*texts: str) -> int:
     return int(hashlib.sha256("\x1f".join(texts).encode()).hexdigest()[:8], 16)
 
 
-def _log_mean_exp(values: Sequence[float | None]) -> float | None:
+def _log_mean_exp(values: Sequence[float]) -> float:
     """log of the mean of exp(values): the probability under a mixture of equally likely draws."""
-    if any(v is None for v in values):
-        return None
     return float(torch.logsumexp(torch.tensor(values, dtype=torch.float64), 0)) - math.log(
         len(values)
     )
