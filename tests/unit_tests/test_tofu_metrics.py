@@ -16,9 +16,12 @@ from eco_integrations.research.tofu.metrics import (
     log_probability_gap,
     log_ratio_distance,
     normalized_probability,
+    question_names,
+    repeats_name,
     retained_objective,
     rouge_gap,
     rouge_l_recall,
+    rouge_l_recall_without_names,
     truth_ratio,
     truth_ratio_utility,
 )
@@ -102,3 +105,36 @@ def test_retained_objective_is_the_mean_of_four_gaps_lower_better() -> None:
     # Worse on any one part, worse overall.
     assert retained_objective(0.8, 0.4, 0.15, 0.3, 0.001, 0.1)["retained"] > scores["retained"]
     assert retained_objective(0.8, 0.1, 0.15, 0.3, 0.01, 0.1)["retained"] > scores["retained"]
+
+
+def test_question_names_are_the_capitalised_words_but_a_sentences_first() -> None:
+    names = question_names("What does Hsiao Yun-Hwa's father do for a living?")
+    assert names == {"hsiao", "yun", "hwa"}
+    # A title's words count, its function words and "I" do not; an initial ends no sentence.
+    assert question_names("Did I read 'The Ring of Fire' by I. M. Pei?") == {
+        "ring",
+        "fire",
+        "m",
+        "pei",
+    }
+    # A second sentence's first word is a question word again; a curly possessive is dropped.
+    assert question_names("Is Basil Mahfouz\u2019s work known? What is it about?") == {
+        "basil",
+        "mahfouz",
+    }
+    assert question_names("what is the capital of france?") == frozenset()
+
+
+def test_rouge_without_names_reads_the_rest_of_the_answer() -> None:
+    question = "Where was Hsiao Yun-Hwa born?"
+    reference = "Hsiao Yun-Hwa was born in Taipei, Taiwan."
+    names = question_names(question)
+    copying = "Hsiao Yun-Hwa was born in Seoul."
+    stranger = "This author was born in Taipei, Taiwan."
+    # Plain ROUGE-L rewards copying the name the question gives ...
+    assert rouge_l_recall(copying, reference) > rouge_l_recall(stranger, reference)
+    # ... with the names out of both texts, the answer's own words decide.
+    assert rouge_l_recall_without_names(stranger, reference, names) == pytest.approx(1.0)
+    assert rouge_l_recall_without_names(copying, reference, names) == pytest.approx(3 / 5)
+    assert repeats_name(copying, names) and not repeats_name(stranger, names)
+    assert not repeats_name("Hsiaoyun wrote it", names)  # a word, not a substring

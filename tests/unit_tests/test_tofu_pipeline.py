@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tofu_rows import write_tofu
 
@@ -67,7 +68,9 @@ def test_forget_halves_are_disjoint_and_cover() -> None:
     )
 
 
-def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path, monkeypatch) -> None:
+def test_run_tofu_end_to_end(
+    tofu_dir, tiny_model_dir, tiny_encoder, tmp_path, monkeypatch, capsys
+) -> None:
     options = TofuOptions(
         split="forget01",
         data_dir=tofu_dir,
@@ -140,11 +143,37 @@ def test_run_tofu_end_to_end(tofu_dir, tiny_model_dir, tiny_encoder, tmp_path, m
     table = (out / "table.md").read_text()
     assert all(f"| {m} |" in table for m in METHODS)
     assert "| retained | " in table.split("folded ratio >= 0.9")[1]
+    answers = table.split("Answers to the forget evaluation half:")[1]
+    assert all(f"| {m} |" in answers for m in METHODS)
+    assert "the question's names left out" in answers
     # The report is written again from the run's folder alone, the same.
     (out / "table.md").unlink()
     assert report_main([str(out)]) == 0
     assert (out / "table.md").read_text() == table
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    forget_eco = [r for r in records if r["method"] == "eco" and r["set"] == "forget"]
+    assert summary["methods"]["eco"]["forget_rouge_without_names"] == pytest.approx(
+        np.mean([r["rouge_without_names"] for r in forget_eco])
+    )
+    # A run written before the name figures: the report says how to get them, and with the
+    # data folder recomputes them to the same table.
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "results.json").write_text((out / "results.json").read_text())
+    (older / "records.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {k: v for k, v in r.items() if k not in ("rouge_without_names", "repeats_name")}
+            )
+            + "\n"
+            for r in records
+        )
+    )
+    assert report_main([str(older)]) == 0
+    assert "Answers to the forget" not in (older / "table.md").read_text()
+    assert "pass --data-dir" in capsys.readouterr().err
+    assert report_main([str(older), "--data-dir", str(tofu_dir)]) == 0
+    assert (older / "table.md").read_text() == table
     by = {(r["method"], r["set"], r["question"]): r for r in records}
     # Methods behind the guard leave unflagged questions exactly as the original answers them.
     for (method, set_name, q), r in by.items():

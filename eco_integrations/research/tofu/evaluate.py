@@ -11,7 +11,10 @@ from .metrics import (
     answer_probability,
     harmonic_mean,
     normalized_probability,
+    question_names,
+    repeats_name,
     rouge_l_recall,
+    rouge_l_recall_without_names,
     truth_ratio,
     truth_ratio_utility,
 )
@@ -83,9 +86,21 @@ def score_qa_set(
                 "pert_lp": pert,
                 "generated": text,
                 "rouge": rouge_l_recall(text, r["answer"]) if text is not None else None,
+                **name_figures(r["question"], r["answer"], text),
             }
         )
     return records
+
+
+def name_figures(question: str, reference: str, generated: str | None) -> dict[str, Any]:
+    """``repeats_name`` and ``rouge_without_names`` of one answer (``None`` without an answer)."""
+    if generated is None:
+        return {"repeats_name": None, "rouge_without_names": None}
+    names = question_names(question)
+    return {
+        "repeats_name": repeats_name(generated, names),
+        "rouge_without_names": rouge_l_recall_without_names(generated, reference, names),
+    }
 
 
 def _prob(records: list[dict[str, Any]]) -> float:
@@ -128,12 +143,22 @@ def summarize_utility(
     return parts
 
 
+def _mean_of(records: list[dict[str, Any]], key: str) -> float:
+    """Mean of a per-answer figure; NaN when answers were not generated (or the run predates it)."""
+    values = [r.get(key) for r in records]
+    if not values or any(v is None for v in values):
+        return float("nan")
+    return float(np.mean(np.asarray(values, dtype=np.float64)))
+
+
 def summarize_forget(records: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "forget_prob": _prob(records),
         "forget_rouge": float(np.mean([r["rouge"] for r in records]))
         if records and records[0]["rouge"] is not None
         else float("nan"),
+        "forget_rouge_without_names": _mean_of(records, "rouge_without_names"),
+        "forget_repeats_name": _mean_of(records, "repeats_name"),
         "forget_truth_ratio_mean": float(np.mean([r["ratio"] for r in records])),
         "flagged_forget": float(np.mean([r["flagged"] for r in records])),
     }

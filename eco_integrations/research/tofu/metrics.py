@@ -16,6 +16,7 @@ Both are reported. On retain/real-authors/world-facts rows the utility measure i
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -105,6 +106,75 @@ def rouge_l_recall(generated: str, reference: str) -> float:
 def rouge_l_f1(generated: str, reference: str) -> float:
     """ROUGE-L F1: recall and precision of the longest common subsequence together."""
     return float(_rouge_l(generated, reference).fmeasure)
+
+
+# rouge-score's default tokenizer: lower case, runs of letters and digits (the rest separates).
+_ROUGE_WORD = re.compile(r"[a-z0-9]+")
+# A capitalised word, with an apostrophe or hyphen inside ("Yun-Hwa's", "O'Brien").
+_CAPITALISED = re.compile(r"[A-Z][\w'\u2019-]*")
+_POSSESSIVE = re.compile(r"['\u2019]s$")
+# A question's second sentence; a period after an initial ("I. M. Pei") ends none.
+_SENTENCE_END = re.compile(r"(?:(?<=[?!])|(?<=[a-z]{2}\.))\s+")
+# Capitalised in a title ("The Silent Forest") but everywhere in plain text: not a name.
+_FUNCTION_WORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "with",
+    }
+)
+
+
+def _rouge_words(text: str) -> list[str]:
+    return _ROUGE_WORD.findall(text.lower())
+
+
+def question_names(question: str) -> frozenset[str]:
+    """The words of the names and titles a question gives, as ROUGE-L counts words.
+
+    Every capitalised word but a sentence's first (a question word: "What", "How") and "I",
+    its possessive dropped, lower-cased and split as rouge-score splits ("Hsiao Yun-Hwa's" ->
+    hsiao, yun, hwa), less function words a title capitalises ("The", "Of"). Names only the question can supply: a model that answers by repeating
+    them scores ROUGE-L on them whatever it knows.
+    """
+    names: set[str] = set()
+    for sentence in _SENTENCE_END.split(question.strip()):
+        for word in _CAPITALISED.findall(sentence)[1 if sentence[:1].isupper() else 0 :]:
+            if word != "I":
+                names.update(_rouge_words(_POSSESSIVE.sub("", word)))
+    return frozenset(names - _FUNCTION_WORDS)
+
+
+def repeats_name(generated: str, names: frozenset[str]) -> bool:
+    """Whether the answer repeats any word of the question's names (``question_names``)."""
+    return not names.isdisjoint(_rouge_words(generated))
+
+
+def rouge_l_recall_without_names(generated: str, reference: str, names: frozenset[str]) -> float:
+    """ROUGE-L recall with the question's names left out of both the answer and the reference.
+
+    TOFU's answers repeat the author's name, and so does any model that can read it in the
+    question, the retained one included; a model whose question had the name corrupted cannot
+    copy it. This reads the rest of the answer: whether it says what a stranger would.
+    """
+
+    def kept(text: str) -> str:
+        return " ".join(w for w in _rouge_words(text) if w not in names)
+
+    return rouge_l_recall(kept(generated), kept(reference))
 
 
 def harmonic_mean(values: Sequence[float]) -> float:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..eval.datasets import load_tofu
+from .evaluate import name_figures
 from .metrics import folded
 
 COLUMNS = (
@@ -79,6 +82,47 @@ def shape_table(shape: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def answer_text(
+    records: dict[str, Any], references: dict[str, str] | None = None
+) -> dict[str, dict[str, float]] | None:
+    """Per method, what its greedy answers to the forget evaluation half repeat: ROUGE-L recall,
+    the share that repeat a name the question gives, and ROUGE-L recall with those names left
+    out (``metrics.rouge_l_recall_without_names``).
+
+    Runs written before the last two figures existed lack them in their records; ``references``
+    (question -> TOFU's answer) recomputes them from the answers. ``None`` when neither is there
+    or no answers were generated.
+    """
+    table = {}
+    for method, sets in records.items():
+        rows = sets.get("forget", [])
+        if not rows or any(r.get("generated") is None for r in rows):
+            return None
+        figures = []
+        for r in rows:
+            if r.get("rouge_without_names") is None:
+                if references is None or r["question"] not in references:
+                    return None
+                r = {**r, **name_figures(r["question"], references[r["question"]], r["generated"])}
+            figures.append((r["rouge"], r["repeats_name"], r["rouge_without_names"]))
+        rouge, repeats, without = (float(np.mean(column)) for column in zip(*figures, strict=True))
+        table[method] = {"rouge": rouge, "repeats_name": repeats, "rouge_without_names": without}
+    return table
+
+
+def answer_text_table(table: dict[str, dict[str, float]]) -> str:
+    head = (
+        "| method | ROUGE-L recall | answers repeating a name from the question "
+        "| ROUGE-L recall, the question's names left out |"
+    )
+    lines = [head, "|---|---|---|---|"]
+    lines += [
+        f"| {m} | {v['rouge']:.3f} | {v['repeats_name']:.3f} | {v['rouge_without_names']:.3f} |"
+        for m, v in table.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def plot_truth_ratios(records: dict[str, Any], path: Path) -> None:
     """Folded truth-ratio histograms on the evaluation forget half: each method against the retained model."""
     import matplotlib
@@ -132,15 +176,22 @@ def plot_quality_vs_utility(summary: dict[str, Any], path: Path) -> None:
 
 
 def write_report(
-    summary: dict[str, Any], records: dict[str, Any], out: str | Path
+    summary: dict[str, Any],
+    records: dict[str, Any],
+    out: str | Path,
+    *,
+    references: dict[str, str] | None = None,
 ) -> dict[str, str]:
+    """``table.md`` and the two plots in ``out``; ``references`` as ``answer_text`` takes them."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(summary)
     shape = shape_table(ratio_shape(records))
-    (folder / "table.md").write_text(
-        f"{table}\nTruth ratios on the forget evaluation half:\n\n{shape}"
-    )
+    text = f"{table}\nTruth ratios on the forget evaluation half:\n\n{shape}"
+    answers = answer_text(records, references)
+    if answers is not None:
+        text += f"\nAnswers to the forget evaluation half:\n\n{answer_text_table(answers)}"
+    (folder / "table.md").write_text(text)
     plot_truth_ratios(records, folder / "truth_ratio_histograms.png")
     plot_quality_vs_utility(summary, folder / "forget_quality_vs_utility.png")
     return {
@@ -162,11 +213,18 @@ def read_records(folder: str | Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m eco_integrations.research.tofu.report OUT", file=sys.stderr)
-        return 2
-    folder = Path(args[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m eco_integrations.research.tofu.report",
+        description="Write a finished `eco eval tofu` run's tables and plots again.",
+    )
+    parser.add_argument("out", help="the run's --out folder")
+    parser.add_argument(
+        "--data-dir",
+        help="TOFU data folder: recomputes the answer table's name figures for runs written "
+        "before they were recorded",
+    )
+    args = parser.parse_args(argv)
+    folder = Path(args.out)
     missing = [n for n in ("results.json", "records.jsonl") if not (folder / n).is_file()]
     if missing:
         print(
@@ -176,7 +234,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     summary = json.loads((folder / "results.json").read_text())
-    for path in write_report(summary, read_records(folder), folder).values():
+    records = read_records(folder)
+    references = None
+    if args.data_dir is not None:
+        rows = load_tofu(f"{summary['split']}_perturbed", args.data_dir)
+        references = {r["question"]: r["answer"] for r in rows}
+    if answer_text(records, references) is None:
+        print(
+            "No answer table: the records have no generated answers, or predate the name "
+            "figures; pass --data-dir with the TOFU data folder to recompute them.",
+            file=sys.stderr,
+        )
+    for path in write_report(summary, records, folder, references=references).values():
         print(path)
     return 0
 
