@@ -172,6 +172,8 @@ def test_run_tofu_end_to_end(
     assert report_main([str(older)]) == 0
     assert "Answers to the forget" not in (older / "table.md").read_text()
     assert "pass --data-dir" in capsys.readouterr().err
+    assert report_main([str(older), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert "--data-dir must contain tofu/" in capsys.readouterr().err
     assert report_main([str(older), "--data-dir", str(tofu_dir)]) == 0
     assert (older / "table.md").read_text() == table
     by = {(r["method"], r["set"], r["question"]): r for r in records}

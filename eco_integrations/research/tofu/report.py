@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ...exceptions import ECOError
 from ..eval.datasets import load_tofu
 from .evaluate import name_figures
 from .metrics import folded
@@ -237,12 +238,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = read_records(folder)
     references = None
     if args.data_dir is not None:
-        rows = load_tofu(f"{summary['split']}_perturbed", args.data_dir)
+        try:
+            rows = load_tofu(f"{summary['split']}_perturbed", args.data_dir)
+        except ECOError as error:
+            print(error, file=sys.stderr)
+            return 2
         references = {r["question"]: r["answer"] for r in rows}
     if answer_text(records, references) is None:
+        fix = (
+            f"the data folder's {summary['split']}_perturbed.json does not hold every question "
+            "of the run; pass the folder the run was scored on"
+            if references is not None
+            else "pass --data-dir with the TOFU data folder to recompute them"
+        )
         print(
             "No answer table: the records have no generated answers, or predate the name "
-            "figures; pass --data-dir with the TOFU data folder to recompute them.",
+            f"figures; {fix}.",
             file=sys.stderr,
         )
     for path in write_report(summary, records, folder, references=references).values():
