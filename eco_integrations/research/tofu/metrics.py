@@ -147,8 +147,8 @@ def question_names(question: str) -> frozenset[str]:
 
     Every capitalised word but a sentence's first (a question word: "What", "How") and "I",
     its possessive dropped, lower-cased and split as rouge-score splits ("Hsiao Yun-Hwa's" ->
-    hsiao, yun, hwa), less function words a title capitalises ("The", "Of"). Names only the question can supply: a model that answers by repeating
-    them scores ROUGE-L on them whatever it knows.
+    hsiao, yun, hwa), less function words a title capitalises ("The", "Of"). Only the question
+    can supply these words: a model that repeats them scores ROUGE-L on them whatever it knows.
     """
     names: set[str] = set()
     for sentence in _SENTENCE_END.split(question.strip()):
