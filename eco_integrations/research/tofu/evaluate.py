@@ -144,7 +144,8 @@ def summarize_utility(
 
 
 def _mean_of(records: list[dict[str, Any]], key: str) -> float:
-    """Mean of a per-answer figure; NaN when answers were not generated (or the run predates it)."""
+    """Mean of a per-answer figure; NaN when answers were not generated (or the run predates
+    the figure)."""
     values = [r.get(key) for r in records]
     if not values or any(v is None for v in values):
         return float("nan")
@@ -154,9 +155,7 @@ def _mean_of(records: list[dict[str, Any]], key: str) -> float:
 def summarize_forget(records: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "forget_prob": _prob(records),
-        "forget_rouge": float(np.mean([r["rouge"] for r in records]))
-        if records and records[0]["rouge"] is not None
-        else float("nan"),
+        "forget_rouge": _mean_of(records, "rouge"),
         "forget_rouge_without_names": _mean_of(records, "rouge_without_names"),
         "forget_repeats_name": _mean_of(records, "repeats_name"),
         "forget_truth_ratio_mean": float(np.mean([r["ratio"] for r in records])),

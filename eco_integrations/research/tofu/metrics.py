@@ -108,8 +108,6 @@ def rouge_l_f1(generated: str, reference: str) -> float:
     return float(_rouge_l(generated, reference).fmeasure)
 
 
-# rouge-score's default tokenizer: lower case, runs of letters and digits (the rest separates).
-_ROUGE_WORD = re.compile(r"[a-z0-9]+")
 # A capitalised word, with an apostrophe or hyphen inside ("Yun-Hwa's", "O'Brien").
 _CAPITALISED = re.compile(r"[A-Z][\w'\u2019-]*")
 _POSSESSIVE = re.compile(r"['\u2019]s$")
@@ -139,7 +137,12 @@ _FUNCTION_WORDS = frozenset(
 
 
 def _rouge_words(text: str) -> list[str]:
-    return _ROUGE_WORD.findall(text.lower())
+    """The words ROUGE-L compares, unstemmed: rouge-score's own tokenizer, so a name word
+    matches exactly the tokens the score counts."""
+    require("rouge_score", "research")
+    from rouge_score.tokenize import tokenize
+
+    return list(tokenize(text, None))
 
 
 def question_names(question: str) -> frozenset[str]:

@@ -83,32 +83,38 @@ def shape_table(shape: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def answer_text(
-    records: dict[str, Any], references: dict[str, str] | None = None
-) -> dict[str, dict[str, float]] | None:
+def answer_text(records: dict[str, Any]) -> dict[str, dict[str, float]] | None:
     """Per method, what its greedy answers to the forget evaluation half repeat: ROUGE-L recall,
     the share that repeat a name the question gives, and ROUGE-L recall with those names left
     out (``metrics.rouge_l_recall_without_names``).
 
-    Runs written before the last two figures existed lack them in their records; ``references``
-    (question -> TOFU's answer) recomputes them from the answers. ``None`` when neither is there
-    or no answers were generated.
+    ``None`` when answers were not generated, or the records predate the name figures
+    (``add_name_figures`` recomputes them).
     """
     table = {}
     for method, sets in records.items():
         rows = sets.get("forget", [])
-        if not rows or any(r.get("generated") is None for r in rows):
+        if not rows or any(
+            r.get("generated") is None or r.get("rouge_without_names") is None for r in rows
+        ):
             return None
-        figures = []
-        for r in rows:
-            if r.get("rouge_without_names") is None:
-                if references is None or r["question"] not in references:
-                    return None
-                r = {**r, **name_figures(r["question"], references[r["question"]], r["generated"])}
-            figures.append((r["rouge"], r["repeats_name"], r["rouge_without_names"]))
+        figures = [(r["rouge"], r["repeats_name"], r["rouge_without_names"]) for r in rows]
         rouge, repeats, without = (float(np.mean(column)) for column in zip(*figures, strict=True))
         table[method] = {"rouge": rouge, "repeats_name": repeats, "rouge_without_names": without}
     return table
+
+
+def add_name_figures(records: dict[str, Any], references: dict[str, str]) -> None:
+    """Fill in the name figures of forget records written before they were recorded, from
+    ``references`` (question -> TOFU's answer); a question it lacks keeps its record as is."""
+    for sets in records.values():
+        for r in sets.get("forget", []):
+            if (
+                r.get("rouge_without_names") is None
+                and r.get("generated") is not None
+                and r["question"] in references
+            ):
+                r.update(name_figures(r["question"], references[r["question"]], r["generated"]))
 
 
 def answer_text_table(table: dict[str, dict[str, float]]) -> str:
@@ -177,19 +183,14 @@ def plot_quality_vs_utility(summary: dict[str, Any], path: Path) -> None:
 
 
 def write_report(
-    summary: dict[str, Any],
-    records: dict[str, Any],
-    out: str | Path,
-    *,
-    references: dict[str, str] | None = None,
+    summary: dict[str, Any], records: dict[str, Any], out: str | Path
 ) -> dict[str, str]:
-    """``table.md`` and the two plots in ``out``; ``references`` as ``answer_text`` takes them."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     table = markdown_table(summary)
     shape = shape_table(ratio_shape(records))
     text = f"{table}\nTruth ratios on the forget evaluation half:\n\n{shape}"
-    answers = answer_text(records, references)
+    answers = answer_text(records)
     if answers is not None:
         text += f"\nAnswers to the forget evaluation half:\n\n{answer_text_table(answers)}"
     (folder / "table.md").write_text(text)
@@ -236,19 +237,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     summary = json.loads((folder / "results.json").read_text())
     records = read_records(folder)
-    references = None
     if args.data_dir is not None:
         try:
             rows = load_tofu(f"{summary['split']}_perturbed", args.data_dir)
         except ECOError as error:
             print(error, file=sys.stderr)
             return 2
-        references = {r["question"]: r["answer"] for r in rows}
-    if answer_text(records, references) is None:
+        add_name_figures(records, {r["question"]: r["answer"] for r in rows})
+    if answer_text(records) is None:
         fix = (
             f"the data folder's {summary['split']}_perturbed.json does not hold every question "
             "of the run; pass the folder the run was scored on"
-            if references is not None
+            if args.data_dir is not None
             else "pass --data-dir with the TOFU data folder to recompute them"
         )
         print(
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"figures; {fix}.",
             file=sys.stderr,
         )
-    for path in write_report(summary, records, folder, references=references).values():
+    for path in write_report(summary, records, folder).values():
         print(path)
     return 0
 
