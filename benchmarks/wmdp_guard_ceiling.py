@@ -27,22 +27,22 @@ import time
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from eco_integrations._table import wrapped_table
 from eco_integrations.encoder import SentenceEncoder
 from eco_integrations.guard import normalized_texts
 from eco_integrations.research._threads import set_threads
-from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS, mmlu_test_rows
+from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS
 from eco_integrations.research.eval.finetuned_head import (
     HeadFinetuneConfig,
     finetune_head,
     recall_at_benign_rate,
 )
 from eco_integrations.research.eval.guard_eval import (
-    close_subject_split,
+    _auroc,
     fit_wmdp_guard,
     mcq_guard_text,
+    wmdp_evaluation_rows,
     wmdp_fit_test_split,
     wmdp_retain_rows,
 )
@@ -59,9 +59,7 @@ def ceiling(forget: np.ndarray, close: np.ndarray, other: np.ndarray) -> dict[st
         "at_fpr_other": at_other,
         # Holding both goals means the higher of the two thresholds: the lower recall.
         "both": min(at_close, at_other),
-        "auroc_close": float(
-            roc_auc_score(np.r_[np.ones(len(forget)), np.zeros(len(close))], np.r_[forget, close])
-        ),
+        "auroc_close": _auroc(forget, close),
     }
 
 
@@ -78,10 +76,9 @@ def main() -> None:
     set_threads(args.threads)
     weights = [float(w) for w in args.weights.split(",") if w.strip()]
 
-    fit_rows, test_rows = wmdp_fit_test_split(args.data_dir, seed=args.seed)
+    fit_rows, _ = wmdp_fit_test_split(args.data_dir, seed=args.seed)
     retain_rows = wmdp_retain_rows(args.data_dir, seed=args.seed)
-    fit_close = {r["id"] for r in close_subject_split(args.data_dir, seed=args.seed)[0]}
-    mmlu_test = [r for r in mmlu_test_rows(args.data_dir) if r["id"] not in fit_close]
+    test_rows, mmlu_test = wmdp_evaluation_rows(args.data_dir, seed=args.seed)
     is_close = np.array([r["subject"] in MMLU_CLOSE_SUBJECTS for r in mmlu_test])
     forget_texts = [mcq_guard_text(r) for r in test_rows]
     mmlu_texts = [mcq_guard_text(r) for r in mmlu_test]
@@ -111,8 +108,9 @@ def main() -> None:
         "guard": (guard_forget, guard_mmlu),
         "finetuned": (head_forget, head_mmlu),
     }
-    for w in weights:
-        scorers[f"stacked w={w:g}"] = (
+    stacked_weights = {f"stacked w={w:g}": w for w in weights}
+    for name, w in stacked_weights.items():
+        scorers[name] = (
             log_odds(guard_forget) + w * head_forget,
             log_odds(guard_mmlu) + w * head_mmlu,
         )
@@ -148,8 +146,7 @@ def main() -> None:
         f"goal {GOAL_TPR} (fit {fit_seconds:.0f} s, fine-tune {finetune_seconds:.0f} s, "
         f"{args.threads} threads)"
     )
-    stacked = {k: v for k, v in results.items() if k.startswith("stacked")}
-    best = max(stacked, key=lambda k: stacked[k]["both"]) if stacked else None
+    best = max(stacked_weights, key=lambda k: results[k]["both"]) if stacked_weights else None
     if args.json:
         print(json.dumps({"scorers": results, "n_forget": len(test_rows)}))
     print(
@@ -158,8 +155,8 @@ def main() -> None:
                 "guard_tpr": round(guard_tpr, 4),
                 "guard_ceiling": round(results["guard"]["both"], 4),
                 "finetuned_ceiling": round(results["finetuned"]["both"], 4),
-                "stacked_ceiling": round(stacked[best]["both"], 4) if best else None,
-                "best_weight": float(best.split("=")[1]) if best else None,
+                "stacked_ceiling": round(results[best]["both"], 4) if best else None,
+                "best_weight": stacked_weights[best] if best else None,
                 "goal_tpr": GOAL_TPR,
                 "fit_seconds": round(fit_seconds, 1),
                 "finetune_seconds": round(finetune_seconds, 1),

@@ -125,14 +125,7 @@ class SentenceEncoder:
                         max_length=max_length,
                         return_tensors="pt",
                     )
-                hidden = self._forward(batch)
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                if pooling == "cls":
-                    pooled = hidden[:, 0]
-                elif pooling == "max":
-                    pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
-                else:
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = pool_tokens(self._forward(batch), batch["attention_mask"], pooling)
                 if normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.float().numpy()
@@ -277,6 +270,16 @@ class _BertForward:
                 F.linear(up, down_w, down_b).float() + x, (self.hidden,), n2_w, n2_b, self.eps
             )
         return x
+
+
+def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """One vector per text from its token states, by the folder's pooling ("cls", "max", "mean")."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 def _load_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, str, bool, int]:

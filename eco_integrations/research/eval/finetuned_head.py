@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...encoder import SentenceEncoder
+from ..._prompting import TOKENIZE_LOCK
+from ...encoder import SentenceEncoder, pool_tokens
 from ...exceptions import InvalidInputError
 
 Scorer = Callable[[list[str]], np.ndarray]
@@ -91,19 +92,17 @@ def finetune_head(
     head = torch.nn.Linear(int(model.config.hidden_size), 1)
 
     def pooled(batch_texts: list[str]) -> torch.Tensor:
-        batch = tokenizer(
-            batch_texts,
-            padding=True,
-            truncation=True,
-            max_length=config.max_length,
-            return_tensors="pt",
-        )
+        # The tokenizer is the encoder's own, which other threads may be using.
+        with TOKENIZE_LOCK:
+            batch = tokenizer(
+                batch_texts,
+                padding=True,
+                truncation=True,
+                max_length=config.max_length,
+                return_tensors="pt",
+            )
         hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        if pooling == "cls":
-            vectors = hidden[:, 0]
-        else:
-            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        vectors = pool_tokens(hidden, batch["attention_mask"], pooling)
         return torch.nn.functional.normalize(vectors, dim=-1) * config.logit_scale
 
     optimizer = torch.optim.AdamW(

@@ -351,6 +351,16 @@ def wmdp_retain_rows(data_dir: str | Path | None = None, *, seed: int = 0) -> li
     return load_mmlu("all", "val", data_dir) + load_mmlu("all", "dev", data_dir) + fit_close
 
 
+def wmdp_evaluation_rows(
+    data_dir: str | Path | None = None, *, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the WMDP protocol measures on: the WMDP questions the guard was not fit on, and
+    every MMLU test question but the close subjects' fit half (their evaluation half included)."""
+    _, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
+    fit_close = {r["id"] for r in close_subject_split(data_dir, seed=seed)[0]}
+    return test_rows, [r for r in mmlu_test_rows(data_dir) if r["id"] not in fit_close]
+
+
 def wmdp_protocol_encoder(name_or_folder: str | Path | None) -> SentenceEncoder | None:
     """``--encoder`` for the WMDP protocol's guard, in its precision; None keeps the default."""
     if name_or_folder is None:
@@ -414,10 +424,10 @@ def wmdp_guard_protocol(
     false-positive rate overall, on the four subjects closest to WMDP (``fpr_close``: their
     evaluation half only) and on the rest of MMLU (``fpr_other_mmlu``).
     """
-    fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
+    fit_rows, _ = wmdp_fit_test_split(data_dir, seed=seed)
     n_retain = len(wmdp_retain_rows(data_dir, seed=seed))
-    fit_close = {r["id"] for r in close_subject_split(data_dir, seed=seed)[0]}
-    mmlu_test = [r for r in mmlu_test_rows(data_dir) if r["id"] not in fit_close]
+    n_fit_close = len(close_subject_split(data_dir, seed=seed)[0])
+    test_rows, mmlu_test = wmdp_evaluation_rows(data_dir, seed=seed)
 
     started = time.perf_counter()
     guard, how = fit_wmdp_guard(
@@ -476,7 +486,7 @@ def wmdp_guard_protocol(
         "n_fit": {
             "forget": len(fit_rows),
             "retain": n_retain,
-            "retain_close_subject_fit_half": len(fit_close),
+            "retain_close_subject_fit_half": n_fit_close,
         },
         "n_test": {
             "forget": len(test_rows),
