@@ -32,6 +32,7 @@ from eco_integrations._table import wrapped_table
 from eco_integrations.encoder import SentenceEncoder
 from eco_integrations.guard import normalized_texts
 from eco_integrations.research._threads import set_threads
+from eco_integrations.research.eval.calibration import auroc
 from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS
 from eco_integrations.research.eval.finetuned_head import (
     HeadFinetuneConfig,
@@ -39,7 +40,6 @@ from eco_integrations.research.eval.finetuned_head import (
     recall_at_benign_rate,
 )
 from eco_integrations.research.eval.guard_eval import (
-    _auroc,
     fit_wmdp_guard,
     mcq_guard_text,
     wmdp_evaluation_rows,
@@ -59,7 +59,7 @@ def ceiling(forget: np.ndarray, close: np.ndarray, other: np.ndarray) -> dict[st
         "at_fpr_other": at_other,
         # Holding both goals means the higher of the two thresholds: the lower recall.
         "both": min(at_close, at_other),
-        "auroc_close": _auroc(forget, close),
+        "auroc_close": auroc(forget, close),
     }
 
 

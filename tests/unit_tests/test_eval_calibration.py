@@ -1,4 +1,4 @@
-"""The split-conformal threshold and its false-positive guarantee."""
+"""The split-conformal threshold and its false-positive guarantee; the tasks' auroc."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.research.eval.calibration import (
+    auroc,
     conformal_threshold,
     min_calibration_size,
     pick_threshold,
@@ -76,3 +77,11 @@ def test_target_rate_can_exceed_alpha_where_conformal_does_not() -> None:
 def test_unknown_method() -> None:
     with pytest.raises(InvalidInputError, match="target-rate, conformal"):
         pick_threshold([0.1, 0.2], 0.5, "quantile")
+
+
+def test_auroc_counts_pairs_the_forget_side_wins() -> None:
+    # 3 forget x 2 benign pairs: 0.9 and 0.7 beat both benign scores, 0.4 ties 0.4 (half) and
+    # loses to 0.6, so (2 + 2 + 0.5) / 6.
+    assert auroc([0.9, 0.7, 0.4], np.array([0.4, 0.6])) == pytest.approx(4.5 / 6)
+    assert auroc([1.0], [0.0]) == 1.0
+    assert auroc([0.0, 0.1], [0.5, 0.9]) == 0.0

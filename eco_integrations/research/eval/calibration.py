@@ -1,4 +1,5 @@
-"""Decision thresholds for a guard score, and the false-positive guarantee of each.
+"""Decision thresholds for a guard score, the false-positive guarantee of each, and the
+threshold-free figure every guard task reports beside them (:func:`auroc`).
 
 Two methods:
 
@@ -18,11 +19,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from ...exceptions import InvalidInputError
 from ...guard import threshold_for_fpr
 
 THRESHOLD_METHODS = ("target-rate", "conformal")
+
+
+def auroc(
+    forget_scores: np.ndarray | list[float], benign_scores: np.ndarray | list[float]
+) -> float:
+    """Area under the ROC curve: the chance that a forget prompt outscores a benign one."""
+    forget, benign = np.asarray(forget_scores), np.asarray(benign_scores)
+    labels = np.concatenate([np.ones(len(forget), dtype=int), np.zeros(len(benign), dtype=int)])
+    return float(roc_auc_score(labels, np.concatenate([forget, benign])))
 
 
 def _check_alpha(alpha: float) -> None:

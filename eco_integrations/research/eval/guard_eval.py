@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ..._knowledge import lowercase_words, words
 from ..._normalize import normalize_text
 from ...encoder import SentenceEncoder
 from ...exceptions import ConfigurationError, InvalidInputError
 from ...guard import Guard
-from .calibration import THRESHOLD_METHODS, conformal_threshold, min_calibration_size
+from .calibration import THRESHOLD_METHODS, auroc, conformal_threshold, min_calibration_size
 from .datasets import (
     LETTERS,
     MMLU_CLOSE_SUBJECTS,
@@ -182,12 +181,7 @@ def tofu_guard_protocol(
         "fpr": _rate(flagged["retain"]),
         "fpr_real_authors": _rate(flagged["real_authors"]),
         "fpr_world_facts": _rate(flagged["world_facts"]),
-        "auroc": float(
-            roc_auc_score(
-                [1] * len(scores["forget"]) + [0] * len(negatives),
-                np.concatenate([scores["forget"], negatives]),
-            )
-        ),
+        "auroc": auroc(scores["forget"], negatives),
         "threshold": float(threshold),
         "threshold_method": f"cross-validated retain scores at target FPR {target_fpr}",
         "cv_fpr": guard.targets[f"tofu-{split}"].cv_fpr_,
@@ -292,10 +286,6 @@ def _fit_target(
         "threshold_method": f"conformal: split-conformal on {len(calib)} held-out retain prompts at target FPR {target_fpr}",
         "n_calibration": len(calib),
     }
-
-
-def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    return float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg])))
 
 
 def wmdp_fit_test_split(
@@ -468,8 +458,8 @@ def wmdp_guard_protocol(
         "fpr": float(np.mean(mmlu_scores > threshold)),
         "fpr_close": float(np.mean(mmlu_scores[close] > threshold)),
         "fpr_other_mmlu": float(np.mean(mmlu_scores[~close] > threshold)),
-        "auroc": _auroc(wmdp_scores, mmlu_scores),
-        "auroc_close": _auroc(wmdp_scores, mmlu_scores[close]),
+        "auroc": auroc(wmdp_scores, mmlu_scores),
+        "auroc_close": auroc(wmdp_scores, mmlu_scores[close]),
         "threshold": float(threshold),
         **{
             f"tpr_{s}": float(np.mean(wmdp_scores[wmdp_subject == s] > threshold))
@@ -563,7 +553,7 @@ def muse_guard_protocol(
         "task": f"muse-{corpus}",
         "tpr": float(np.mean(scores["forget"] > threshold)),
         "fpr": float(np.mean(scores["retain"] > threshold)),
-        "auroc": _auroc(scores["forget"], scores["retain"]),
+        "auroc": auroc(scores["forget"], scores["retain"]),
         "threshold": float(threshold),
         **how,
         "target_fpr": target_fpr,

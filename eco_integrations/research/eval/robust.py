@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ...encoder import SentenceEncoder
 from ...guard import Guard
+from .calibration import auroc
 from .datasets import TOFU_AUTHOR_ROWS, load_tofu
 
 TASK = "tofu-forget10-robust"
@@ -473,7 +473,7 @@ def robust_guard_protocol(
         "fpr": float(np.mean(neg > threshold)),
         "tpr_by_family": {k: float(np.mean(s > threshold)) for k, s in forget.items()},
         "fpr_by_family": {k: float(np.mean(s > threshold)) for k, s in benign.items()},
-        "auroc": float(roc_auc_score([1] * len(pos) + [0] * len(neg), np.concatenate([pos, neg]))),
+        "auroc": auroc(pos, neg),
         "threshold": float(threshold),
         "threshold_method": f"cross-validated retain scores at target FPR {target_fpr}",
         "n_test": {"forget": len(pos), "benign": len(neg)},
