@@ -531,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score texts (arguments, or one per line on stdin); exit 1 if any input had an error record",
     )
-    score.add_argument("guard")
-    score.add_argument("text", nargs="*")
+    score.add_argument("guard", help="guard folder (written by eco guard fit)")
+    score.add_argument("text", nargs="*", help="texts to score (none: one per line on stdin)")
     score.add_argument(
         "--json", action="store_true", help="one JSON object per input, with its line number"
     )

@@ -397,7 +397,10 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             raise InvalidInputError(msg)
         n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
         if n_pos < self.cv or n_neg < self.cv:
-            msg = f"Need at least cv={self.cv} forget and retain examples each, got {n_pos} forget and {n_neg} retain."
+            msg = (
+                f"Need at least cv={self.cv} forget and retain examples each, got {n_pos} forget and {n_neg} retain: "
+                f"add examples, or lower the cross-validation folds (cv=2 at least; --guard-param cv=2 on the command line)."
+            )
             raise InvalidInputError(msg)
         counted = np.ones(len(texts), dtype=bool) if in_fpr is None else np.asarray(in_fpr)
         if counted.shape != (len(texts),) or counted.dtype != bool:
