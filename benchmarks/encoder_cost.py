@@ -55,7 +55,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     encoder = SentenceEncoder(args.encoder, precision=args.precision)
-    model, tokenizer, *_ = encoder._load()
+    model, tokenizer, *_ = encoder.load()
     forward = encoder._forward
     weight_mb = (
         sum(

@@ -186,6 +186,15 @@ def cmd_guard_score(args: argparse.Namespace) -> int:
     """One record per input (argument or stdin line), numbered from 1; blank or invalid ones get an error record."""
     from .guard import Guard
 
+    if args.guard_option is not None:
+        # With --guard, the first positional word is a text, not the folder.
+        args.text = [args.guard, *args.text] if args.guard is not None else list(args.text)
+        args.guard = args.guard_option
+    if args.guard is None:
+        msg = (
+            "No guard folder: pass it first (eco guard score GUARD [TEXT ...]) or as --guard GUARD."
+        )
+        raise InvalidInputError(msg)
     guard = Guard.load(args.guard)
     # stdin as bytes, each line decoded on its own: one undecodable line does not lose the others.
     raw: list[str | bytes] = (
@@ -531,8 +540,20 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="score texts (arguments, or one per line on stdin); exit 1 if any input had an error record",
     )
-    score.add_argument("guard", help="guard folder (written by eco guard fit)")
+    score.add_argument(
+        "guard",
+        nargs="?",
+        default=None,
+        help="guard folder (written by eco guard fit); or give it with --guard, as explain takes it",
+    )
     score.add_argument("text", nargs="*", help="texts to score (none: one per line on stdin)")
+    score.add_argument(
+        "--guard",
+        dest="guard_option",
+        default=None,
+        metavar="GUARD",
+        help="guard folder, in place of the first argument",
+    )
     score.add_argument(
         "--json", action="store_true", help="one JSON object per input, with its line number"
     )

@@ -14,8 +14,9 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +31,26 @@ PRECISIONS = ("float32", "bfloat16")
 """``bfloat16`` runs the matrix multiplications in bfloat16 (residuals and LayerNorm stay float32):
 about 1.7x the throughput on CPUs with AVX512-BF16 or AMX, embeddings within cosine 0.9999 of
 float32 on MiniLM. On CPUs without bfloat16 instructions it is slower; keep ``float32`` there."""
+
+
+class LoadedEncoder(NamedTuple):
+    """What :meth:`SentenceEncoder.load` reads from the folder."""
+
+    model: Any
+    tokenizer: Any
+    pooling: str
+    normalize: bool
+    max_length: int
+
+
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``texts`` in batches of similar length, so each batch pads little on a CPU.
+
+    Callers write each batch's results back at these indices, which restores the input order.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
 
 
 class SentenceEncoder:
@@ -61,7 +82,7 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.precision = precision
-        self._loaded: tuple[Any, Any, str, bool, int] | None = None
+        self._loaded: LoadedEncoder | None = None
         self._forward: Any = None
         self._lock = threading.Lock()
 
@@ -73,7 +94,8 @@ class SentenceEncoder:
     def name(self) -> str:
         return DEFAULT_ENCODER_NAME if self.path is None else Path(self.path).name
 
-    def _load(self) -> tuple[Any, Any, str, bool, int]:
+    def load(self) -> LoadedEncoder:
+        """The folder's model, tokenizer and pooling, read once and shared by every caller."""
         with self._lock:
             if self._loaded is None:
                 from ._models import resolve_encoder_path
@@ -84,7 +106,7 @@ class SentenceEncoder:
                     else default_encoder_folder(),
                     self.max_length,
                 )
-                model = self._loaded[0]
+                model = self._loaded.model
                 dtype = getattr(torch, self.precision)
                 self._forward = (
                     _BertForward(model, dtype)
@@ -95,7 +117,7 @@ class SentenceEncoder:
 
     @property
     def dim(self) -> int:
-        model = self._load()[0]
+        model = self.load().model
         return int(model.config.hidden_size)
 
     def encode(self, texts: list[str], *, show_progress: bool = False) -> np.ndarray:
@@ -103,20 +125,17 @@ class SentenceEncoder:
         if isinstance(texts, str):
             msg = "encode() takes a list of texts; wrap a single text as [text]."
             raise InvalidInputError(msg)
-        model, tokenizer, pooling, normalize, max_length = self._load()
+        model, tokenizer, pooling, normalize, max_length = self.load()
         if not texts:
             return np.zeros((0, int(model.config.hidden_size)), dtype=np.float32)
-        # Sorting by length keeps padding small inside each batch.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), int(model.config.hidden_size)), dtype=np.float32)
         from tqdm.auto import tqdm
 
-        starts = range(0, len(order), self.batch_size)
+        batches = list(length_sorted_batches(texts, self.batch_size))
         with torch.inference_mode():
-            for start in tqdm(
-                starts, desc="embedding", unit="batch", disable=not show_progress, file=sys.stderr
+            for idx in tqdm(
+                batches, desc="embedding", unit="batch", disable=not show_progress, file=sys.stderr
             ):
-                idx = order[start : start + self.batch_size]
                 with TOKENIZE_LOCK:
                     batch = tokenizer(
                         [texts[i] for i in idx],
@@ -282,7 +301,7 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-def _load_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, str, bool, int]:
+def _load_folder(folder: Path, max_length: int | None) -> LoadedEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     if not folder.is_dir():
@@ -312,7 +331,7 @@ def _load_folder(folder: Path, max_length: int | None) -> tuple[Any, Any, str, b
     tokenizer = AutoTokenizer.from_pretrained(transformer_dir)
     model = AutoModel.from_pretrained(transformer_dir, dtype=torch.float32)
     model.eval()
-    return model, tokenizer, pooling, normalize, max_length
+    return LoadedEncoder(model, tokenizer, pooling, normalize, max_length)
 
 
 def _pooling_mode(config_file: Path) -> str:

@@ -709,7 +709,8 @@ def threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:
     if scores.size == 0:
         msg = "No retain scores to pick a threshold from."
         raise InvalidInputError(msg)
-    allowed = int(np.floor(target_fpr * scores.size))
+    # 0.036 * 750 is 26.999999999999996 in floating point; the epsilon lets the 27th through.
+    allowed = int(np.floor(target_fpr * scores.size + 1e-9))
     return float(scores[min(allowed, scores.size - 1)])
 
 

@@ -161,7 +161,7 @@ def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:
     from eco_integrations.encoder import _BertForward
 
     encoder = hp_guard.encoder
-    model, tokenizer, *_ = encoder._load()
+    model, tokenizer, *_ = encoder.load()
     assert isinstance(encoder._forward, _BertForward)  # the default encoder takes the fast path
     texts = [
         "Who is Harry Potter?",

@@ -8,14 +8,14 @@ from sklearn.preprocessing import normalize
 from toy_data import TOY_FORGET, TOY_RETAIN
 
 from eco_integrations import PromptGuard, SentenceEncoder
-from eco_integrations.encoder import _BertForward
+from eco_integrations.encoder import _BertForward, length_sorted_batches
 from eco_integrations.guard import _CHAR, _WORD, _stack, _Tfidf
 
 
 def _reference_hidden(
     encoder: SentenceEncoder, texts: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    model, tokenizer, *_ = encoder._load()
+    model, tokenizer, *_ = encoder.load()
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         return (
@@ -54,7 +54,7 @@ def test_unsupported_bert_variant_takes_the_transformers_forward(
     assert not isinstance(encoder._forward, _BertForward)
     # The sentence embeddings the guard sees equal transformers' own forward, pooled by hand
     # (mean over real tokens, L2-normalised when the folder asks for it), row by row.
-    model, tokenizer, pooling, normalize, _ = encoder._load()
+    model, tokenizer, pooling, normalize, _ = encoder.load()
     for text, embedding in zip(texts, embeddings, strict=True):
         batch = tokenizer([text], return_tensors="pt")
         with torch.inference_mode():
@@ -131,3 +131,15 @@ def test_bad_encoder_settings_are_refused(tiny_encoder_dir) -> None:
         SentenceEncoder(tiny_encoder_dir, precision="fp8")
     with pytest.raises(ConfigurationError, match="batch_size must be a positive integer"):
         SentenceEncoder(tiny_encoder_dir, batch_size=0)
+
+
+def test_length_sorted_batches_cover_every_text_once_shortest_first(tiny_encoder) -> None:
+    texts = ["a" * n for n in (9, 1, 5, 3, 7, 2, 8)]
+    batches = list(length_sorted_batches(texts, 3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(texts)))
+    assert [len(texts[i]) for i in flat] == sorted(len(t) for t in texts)
+    # encode writes each batch back at its indices: the input order survives the sorting.
+    one_by_one = np.vstack([tiny_encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose(tiny_encoder.encode(texts), one_by_one, atol=1e-5)

@@ -39,6 +39,9 @@ def test_threshold_for_fpr() -> None:
     t = threshold_for_fpr(scores, 0.05)
     assert np.mean(scores > t) <= 0.05
     assert np.mean(scores > t) >= 0.04
+    # 0.036 * 750 rounds below 27 in floating point; the rule still allows 27 of 750 above.
+    many = np.arange(750, dtype=np.float64)
+    assert np.sum(many > threshold_for_fpr(many, 0.036)) == 27
 
 
 def test_decide_record(toy_guard) -> None:
@@ -145,7 +148,7 @@ def test_wrong_encoder_is_refused(toy_guard, tmp_path, tiny_encoder_dir) -> None
 
     folder = toy_guard.save(tmp_path / "g")
     other = SentenceEncoder(tiny_encoder_dir)
-    other._load()
+    other.load()
     other._loaded = (other._loaded[0], other._loaded[1], "cls", True, 64)
     with pytest.raises(ArtifactError, match="embeds differently"):
         Guard.load(folder, encoder=other)

@@ -225,6 +225,21 @@ def test_guard_score_prints_one_record_per_line(cli_guard, capsys, monkeypatch) 
         main(["guard", "score", str(cli_guard), "--bogus", "x"])
 
 
+def test_guard_score_takes_the_folder_as_guard_option_too(cli_guard, capsys) -> None:
+    texts = ["Who is Harry Potter?", "How do I bake bread?"]
+    assert main(["guard", "score", str(cli_guard), "--json", *texts]) == 0
+    positional = _records(capsys)
+    # As `eco guard explain --guard G` takes it: every positional word is then a text.
+    assert main(["guard", "score", "--guard", str(cli_guard), "--json", *texts]) == 0
+    assert _records(capsys) == positional
+    assert main(["guard", "score", "--json", texts[0], "--guard", str(cli_guard)]) == 0
+    (alone,) = _records(capsys)  # a batch of one: the score may move in the last digits
+    assert alone["flagged"] == positional[0]["flagged"]
+    assert alone["score"] == pytest.approx(positional[0]["score"], abs=1e-6)
+    assert main(["guard", "score"]) == 2
+    assert "--guard GUARD" in capsys.readouterr().err
+
+
 def test_add_and_remove_target_leave_other_targets_byte_identical(
     cli_guard, tiny_encoder_dir, tmp_path, capsys
 ) -> None:

@@ -19,8 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..._prompting import TOKENIZE_LOCK
-from ...encoder import SentenceEncoder, pool_tokens
+from ...encoder import SentenceEncoder, length_sorted_batches, pool_tokens
 from ...exceptions import InvalidInputError
+from ...guard import threshold_for_fpr
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -50,16 +51,15 @@ def recall_at_benign_rate(
     threshold rule at that false-positive rate, not what a deployed guard would get.
     """
     forget = np.asarray(forget_scores, dtype=np.float64)
-    benign = np.sort(np.asarray(benign_scores, dtype=np.float64))[::-1]
+    benign = np.asarray(benign_scores, dtype=np.float64)
     if not 0.0 <= rate < 1.0:
         msg = f"rate must be in [0, 1), got {rate!r}; 0.02 means 2% of the benign scores flagged."
         raise InvalidInputError(msg)
     if forget.size == 0 or benign.size == 0:
         msg = "recall_at_benign_rate needs at least one forget score and one benign score."
         raise InvalidInputError(msg)
-    allowed = min(int(np.floor(rate * benign.size + 1e-9)), benign.size - 1)
-    threshold = benign[allowed]  # flags the `allowed` benign scores above it (ties stay out)
-    return float(np.mean(forget > threshold))
+    # The guard's own rule: scores strictly above the threshold are flagged, ties stay out.
+    return float(np.mean(forget > threshold_for_fpr(benign, rate)))
 
 
 def finetune_head(
@@ -85,7 +85,7 @@ def finetune_head(
     if n_pos == 0 or n_pos == len(texts):
         msg = "finetune_head needs both forget (1) and retain (0) texts."
         raise InvalidInputError(msg)
-    base, tokenizer, pooling, _, _ = encoder._load()
+    base, tokenizer, pooling, _, _ = encoder.load()
     model = copy.deepcopy(base).float()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -137,12 +137,9 @@ def finetune_head(
         if isinstance(batch_texts, str):
             msg = "The scorer takes a list of texts; wrap a single text as [text]."
             raise InvalidInputError(msg)
-        # Sorted by length so each batch pads little; the scores go back to the input order.
-        order = sorted(range(len(batch_texts)), key=lambda i: len(batch_texts[i]))
         scores = np.zeros(len(batch_texts), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(order), 64):
-                index = order[start : start + 64]
+            for index in length_sorted_batches(batch_texts, 64):
                 chunk = [batch_texts[i] for i in index]
                 scores[index] = head(pooled(chunk)).squeeze(-1).float().numpy()
         return scores
