@@ -336,6 +336,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> str:
     if name_or_path is None:
         return str(default_model_folder())
     text = os.fspath(name_or_path)
+    if text.casefold() == DEFAULT_MODEL_NAME.casefold():
+        return str(default_model_folder())  # the name `eco models` lists for the default
     if text in SPLIT_GGUF_MODELS:
         return str(split_gguf_model_folder(text))
     if not text.strip():
@@ -369,7 +371,19 @@ def load_causal_lm(
     if dtype is None:
         split = SPLIT_GGUF_MODELS.get(os.fspath(name_or_path)) if name_or_path is not None else None
         dtype = split.torch_dtype() if split is not None else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(resolved)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+    except OSError as err:
+        if Path(resolved).exists():
+            raise
+        # Not a folder here, so transformers took it for a hub id and could not fetch it.
+        names = ", ".join([DEFAULT_MODEL_NAME, *SPLIT_GGUF_MODELS])
+        msg = (
+            f"Model {resolved!r} is not a local folder, not a name `eco models` lists ({names}), "
+            f"and the Hugging Face hub could not provide it ({str(err).splitlines()[0]}). "
+            "Pass a model folder holding config.json, or one of those names."
+        )
+        raise ConfigurationError(msg) from err
     model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, **kwargs)
     model.eval()  # type: ignore[no-untyped-call]
     name = DEFAULT_MODEL_NAME if name_or_path is None else os.fspath(name_or_path)

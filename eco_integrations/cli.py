@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from ._console import parse_guard_params, print_json, whole_number
+from ._console import parse_guard_params, print_json, validation_problems, whole_number
+from ._files import read_utf8
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
 
@@ -34,16 +36,15 @@ def read_examples(path: str | Path) -> list[str]:
 
     JSONL rows give their ``text`` field, or both ``question`` and ``answer`` (the guard learns
     from the knowledge as well as the questions). CSV files use a ``text`` column when there is
-    one, else the first column.
+    one, else ``question`` and ``answer`` columns as JSONL does, else the first column of every
+    row (a file without a header).
     """
     file = Path(path)
-    if not file.is_file():
-        msg = f"Input file {file} does not exist."
-        raise InvalidInputError(msg)
+    content = read_utf8(file, expected="a file of examples (txt, jsonl or csv)")
     suffix = file.suffix.lower()
     texts: list[str] = []
     if suffix in (".jsonl", ".json"):
-        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(content.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -63,15 +64,18 @@ def read_examples(path: str | Path) -> list[str]:
                 msg = f"{file}:{n} has no 'text' (or 'question'/'answer') string field."
                 raise InvalidInputError(msg)
     elif suffix == ".csv":
-        with file.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-        if rows and "text" in rows[0]:
-            col = rows[0].index("text")
+        rows = list(csv.reader(io.StringIO(content, newline="")))
+        header = rows[0] if rows else []
+        if "text" in header:
+            col = header.index("text")
             texts = [r[col] for r in rows[1:] if len(r) > col]
+        elif "question" in header or "answer" in header:
+            cols = [header.index(k) for k in ("question", "answer") if k in header]
+            texts = [r[c] for r in rows[1:] for c in cols if len(r) > c]
         else:
             texts = [r[0] for r in rows if r]
     else:
-        texts = file.read_text(encoding="utf-8").splitlines()
+        texts = content.splitlines()
     texts = [t.strip() for t in texts if t.strip()]
     if not texts:
         msg = f"{file} holds no examples."
@@ -317,8 +321,7 @@ def _explain_selection(policy: ECOPolicy, selector: str | None, n: int | None) -
     try:
         return SelectionConfig(name=name, n=n, terms=policy.selection.terms)
     except ValidationError as err:
-        problem = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in err.errors())
-        msg = f"Bad --selector/--n: {problem}"
+        msg = f"Bad --selector/--n: {validation_problems(err)}"
         raise InvalidInputError(msg) from None
 
 
@@ -422,7 +425,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        stream = eco.stream(history, config=config)
+        try:
+            stream = eco.stream(history, config=config)
+        except InvalidInputError as err:
+            # One bad line (e.g. bytes that are not UTF-8) should not end the conversation.
+            history.pop()
+            print(f"[skipped this message: {err}]", file=sys.stderr)
+            continue
         d = stream.decision
         print(
             f"[decision: flagged={d.flagged} score={d.score if d.score is None else round(d.score, 4)} target={d.target} mode={d.mode}]"
@@ -613,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data-dir", default=None, help="folder with tofu/ (default: the Hugging Face hub)"
     )
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=whole_number(0), default=0)
     evaluate.add_argument("--target-fpr", type=float, default=0.01)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_guard_eval)
@@ -664,6 +673,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        # Every command's --out is a folder; finding a file there only at the end would lose the run.
+        print(
+            f"eco: error: --out {out} is a file; --out takes a folder (created if missing).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(args.func(args))
     except ECOError as err:

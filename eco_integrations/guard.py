@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -52,6 +53,8 @@ from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, 
 # folder has no such term and scores the same under version 8, so it is still read.
 GUARD_SCHEMA_VERSION = 8
 _READABLE_SCHEMA_VERSIONS = (7, 8)
+_LOG = logging.getLogger(__name__)
+
 _WORD = {
     "analyzer": "word",
     "ngram_range": (1, 2),
@@ -865,6 +868,25 @@ class Guard:
         texts = normalized_texts(
             forget_texts + retain_texts + general_texts, f"texts of target {name!r}"
         )
+        forget_side = set(texts[: len(forget_texts)])
+        both = [t for t in dict.fromkeys(texts[len(forget_texts) :]) if t in forget_side]
+        # A short answer may be both ("Dobby" answers a forget and a retain question), but when
+        # most forget texts are also retain texts (one file passed twice) the fit flags nothing.
+        if 2 * len(both) >= len(forget_side):
+            msg = (
+                f"Target {name!r}: {len(both)} of the {len(forget_side)} distinct forget texts are "
+                f"also retain/general examples (first: {both[0][:80]!r}); the guard could not tell "
+                "them apart. Pass different files for --forget and --retain."
+            )
+            raise InvalidInputError(msg)
+        if both:
+            _LOG.warning(
+                "Target %r: %d text(s) are both forget and retain/general examples (first: %r); "
+                "each counts on both sides.",
+                name,
+                len(both),
+                both[0][:80],
+            )
         labels = [1] * len(forget_texts) + [0] * (len(retain_texts) + len(general_texts))
         groups = None
         if retain_groups is not None or forget_groups is not None or general_texts:

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._files import read_json_rows
 from .._models import load_causal_lm, resolve_model_path
 from .._paths import cache_dir
 from .._prompting import render
@@ -447,21 +448,7 @@ def finetune(
 
 def read_pairs(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Question/answer rows from a JSON Lines file (or a JSON array of objects)."""
-    file = Path(path)
-    if not file.is_file():
-        msg = f"{file} does not exist; pass a JSON Lines file with 'question' and 'answer' fields."
-        raise InvalidInputError(msg)
-    text = file.read_text(encoding="utf-8")
-    try:
-        rows = (
-            json.loads(text)
-            if text.lstrip().startswith("[")
-            else [json.loads(line) for line in text.splitlines() if line.strip()]
-        )
-    except json.JSONDecodeError as err:
-        msg = f"{file} is neither JSON Lines nor a JSON array ({err.msg} at line {err.lineno})."
-        raise InvalidInputError(msg) from None
-    if not isinstance(rows, list):
-        msg = f"{file} must hold question/answer objects."
-        raise ConfigurationError(msg)
+    rows = read_json_rows(
+        path, expected="a JSON Lines file (or JSON array) of objects with 'question' and 'answer'"
+    )
     return _check_rows(rows)

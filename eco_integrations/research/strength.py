@@ -36,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from .._console import validation_problems, whole_number
+from .._files import read_json_rows
 from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from ..corruption import get_corruption
 from ..engine import ECO
@@ -547,7 +550,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tol", type=float, default=0.02, help="stop when |f - target| <= tol")
     parser.add_argument("--letters", default="space", choices=["space", "plain"])
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=whole_number(0), default=0)
     parser.add_argument(
         "--strengths",
         default="0.1,0.3,1,3,10,100,1e6",
@@ -577,6 +580,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="search and print, but do not write policy.json"
     )
     parser.add_argument("--json", action="store_true")
+
+
+def _reference_rows(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--references`` rows, each checked to hold ``fields`` as non-empty text."""
+    wanted = " and ".join(repr(f) for f in fields)
+    rows = read_json_rows(path, expected=f"a JSON Lines file of objects with {wanted}")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(f), str) and row[f].strip() for f in fields
+        ):
+            msg = f"Row {n} of {path} needs {wanted} holding text."
+            raise InvalidInputError(msg)
+    if not rows:
+        msg = f"{path} holds no rows; pass a JSON Lines file of objects with {wanted}."
+        raise InvalidInputError(msg)
+    return rows
 
 
 def _load_callable(path: str | None) -> Callable[[ECO, float], float]:
@@ -647,6 +666,14 @@ def check_cli_options(args: argparse.Namespace) -> None:
     if args.tol < 0:
         msg = f"--tol must be >= 0, got {args.tol}."
         raise InvalidInputError(msg)
+    if args.target is not None and not math.isfinite(args.target):
+        msg = (
+            f"--target must be a finite number (the objective's value to reach), got {args.target}."
+        )
+        raise InvalidInputError(msg)
+    if args.dims is not None and args.dims < 1:
+        msg = f"--dims must be >= 1 (embedding dimensions the corruption touches), got {args.dims}."
+        raise InvalidInputError(msg)
     if args.objective == "chance":
         strengths = _parse_strengths(args.strengths)
         if not strengths or min(strengths) <= 0:
@@ -696,7 +723,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         policy = ECOPolicy(
             corruption=CorruptionConfig(name="rand_noise_first_n", dims=1, strength=args.init)
         )
-    if args.corruption or args.dims:
+    if args.corruption or args.dims is not None:
         name = args.corruption or policy.corruption.name
         try:
             corruption = CorruptionConfig(
@@ -704,8 +731,8 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
                 dims=args.dims if args.dims is not None else policy.corruption.dims,
                 strength=args.init,
             )
-        except ValueError as err:
-            msg = f"Bad corruption setting: {err}"
+        except ValidationError as err:
+            msg = f"Bad corruption setting: {validation_problems(err)}"
             raise InvalidInputError(msg) from None
         policy = policy.model_copy(update={"corruption": corruption})
     space = _search_space(args, policy)
@@ -736,12 +763,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         if not args.references or target is None:
             msg = "--objective similarity needs --references FILE.jsonl (question/answer rows) and --target (the similarity to reach)."
             raise InvalidInputError(msg)
-        rows = [
-            json.loads(line)
-            for line in Path(args.references).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-        rows = rows[: args.n]
+        rows = _reference_rows(args.references, ("question", "answer"))[: args.n]
         objective = similarity_objective(
             eco,
             [r["question"] for r in rows],
@@ -853,12 +875,12 @@ def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy
             corruptions.append(
                 CorruptionConfig(
                     name=name,
-                    dims=(dims or 1) if spec.uses_dims else dims,
+                    dims=(1 if dims is None else dims) if spec.uses_dims else dims,
                     strength=args.init,
                 )
             )
-        except ValueError as err:
-            msg = f"Bad corruption in --corruptions: {err}"
+        except ValidationError as err:
+            msg = f"Bad corruption in --corruptions: {validation_problems(err)}"
             raise InvalidInputError(msg) from None
     return [
         policy.model_copy(update={"selection": sel, "corruption": corr})
@@ -881,14 +903,7 @@ def _calibrate_never_learned(
         msg = "--objective never-learned needs --references FILE.jsonl (rows with a question field: the forget prompts)."
         raise InvalidInputError(msg)
     target = 0.0 if args.target is None else args.target
-    rows = [
-        json.loads(line)
-        for line in Path(args.references).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    if any(not isinstance(r, dict) or not isinstance(r.get("question"), str) for r in rows):
-        msg = f"Every row of {args.references} needs a question field holding text."
-        raise InvalidInputError(msg)
+    rows = _reference_rows(args.references, ("question",))
     questions = [r["question"] for r in rows[: args.n]]
     prompts = [q for q in questions if eco.decide(q).flagged]
     assert eco.guard is not None  # the CLI always loads one

@@ -15,6 +15,13 @@ from eco_integrations.cli import main
         (["serve", "--guard", "none", "--port", "http"], "'http' is not a whole number"),
         (["demo", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1, got 0"),
         (["chat", "--max-new-tokens", "-1"], "--max-new-tokens: must be >= 1, got -1"),
+        (
+            ["finetune", "--data", "d", "--checkpoint-every", "0"],
+            "--checkpoint-every: must be >= 1",
+        ),
+        (["finetune", "--data", "d", "--max-steps", "0"], "--max-steps: must be >= 1"),
+        (["eval", "mcq", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+        (["eval", "tofu", "--retain-eval-n", "-1"], "--retain-eval-n: must be >= 0, got -1"),
     ],
 )
 def test_argparse_refuses_out_of_range_numbers(argv: list[str], message: str, capsys) -> None:
@@ -58,3 +65,20 @@ def test_a_settings_model_that_refuses_a_value_gives_a_one_line_error(monkeypatc
     err = capsys.readouterr().err
     assert err.startswith("eco: error: invalid GenerationConfig setting: max_new_tokens")
     assert "(got 0)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size input should be greater than or equal to 1"),
+        (["--epochs", "0"], "--epochs input should be greater than or equal to 1"),
+        (["--lr", "nan"], "--lr input should be greater than 0"),
+        (["--lr", "-1"], "--lr input should be greater than 0"),
+    ],
+)
+def test_finetune_settings_are_checked_before_training(tmp_path, capsys, flags, message) -> None:
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "Q?", "answer": "A."}\n')
+    assert main(["finetune", "--data", str(data), "--out", str(tmp_path / "runs"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -164,3 +164,27 @@ def test_hub_path_uses_datasets(monkeypatch: pytest.MonkeyPatch) -> None:
         ("cais/wmdp", "wmdp-chem", "test"),
         ("muse-bench/MUSE-Books", "knowmem", "retain_qa"),
     ]
+
+
+def test_damaged_data_files_name_the_file_and_row(data_root: Path) -> None:
+    tofu = data_root / "tofu" / "forget01.json"
+    tofu.write_text('{"question": "Who?", "answer": "X."}\n{"question": "Where?", "answ\n')
+    with pytest.raises(ConfigurationError, match=r"forget01\.json:2 is not valid JSON"):
+        load_tofu("forget01", data_root)
+    tofu.write_text('{"question": "Who?", "answer": "X."}\n{"prompt": "Where?"}\n')
+    with pytest.raises(ConfigurationError, match=r"Row 2 of .*forget01\.json lacks a question"):
+        load_tofu("forget01", data_root)
+    (data_root / "mmlu" / "test" / "virology_test.csv").write_bytes(b"caf\xe9,a,b,c,d,A\n")
+    with pytest.raises(ConfigurationError, match=r"virology_test\.csv is not UTF-8"):
+        load_mmlu("virology", "test", data_root)
+
+
+def test_an_unreachable_hub_asks_for_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Couldn't reach 'locuslab/TOFU' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConfigurationError, match=r"locuslab/TOFU .*pass --data-dir"):
+        load_tofu("forget01")

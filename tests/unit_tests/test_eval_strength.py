@@ -456,15 +456,23 @@ def test_bad_selector_or_corruption_names_the_choices(
         (["--min-strength", "10", "--max-strength", "1"], "must be below --max-strength"),
         (["--eps", "0"], "--eps must be > 0"),
         (["--encoder", "all-mpnet-base-v2"], "--encoder: not read by --objective never-learned"),
+        (["--dims", "0"], "--dims must be >= 1"),
+        (["--target", "nan"], "--target must be a finite number"),
+        (["--seed", "-1"], None),  # argparse's usage error
     ],
 )
 def test_an_option_the_objective_ignores_or_a_bad_value_is_refused_before_any_work(
-    tmp_path: Path, capsys, extra: list[str], message: str
+    tmp_path: Path, capsys, extra: list[str], message: str | None
 ) -> None:
     from eco_integrations.cli import main
 
     # No guard folder and no model exist here: the check comes before either is touched.
     argv = _strength_argv(tmp_path, tmp_path / "no-model", *extra)
+    if message is None:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "must be >= 0" in capsys.readouterr().err
+        return
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -489,3 +497,30 @@ def test_the_cli_search_keeps_a_share_strength_at_most_one(capsys) -> None:
     seen.clear()
     _search_from_cli(args, objective, 5.0, "rand_noise_full")  # a scale: no cap
     assert max(seen) > 1.0
+
+
+def test_references_file_errors_name_the_file_and_row(tmp_path: Path) -> None:
+    from eco_integrations.research.strength import _reference_rows
+
+    good = tmp_path / "refs.jsonl"
+    good.write_text('{"question": "Q?", "answer": "A."}\n\n{"question": "R?", "answer": "B."}\n')
+    assert [r["question"] for r in _reference_rows(str(good), ("question", "answer"))] == [
+        "Q?",
+        "R?",
+    ]
+    no_answer = tmp_path / "no_answer.jsonl"
+    no_answer.write_text('{"question": "Q?"}\n')
+    assert _reference_rows(str(no_answer), ("question",)) == [{"question": "Q?"}]
+    with pytest.raises(
+        InvalidInputError, match=r"Row 1 of .*no_answer\.jsonl needs 'question' and 'answer'"
+    ):
+        _reference_rows(str(no_answer), ("question", "answer"))
+    text = tmp_path / "plain.txt"
+    text.write_text("Who is Harry Potter?\n")
+    with pytest.raises(InvalidInputError, match=r"plain\.txt:1 is not valid JSON"):
+        _reference_rows(str(text), ("question",))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        _reference_rows(str(tmp_path / "missing.jsonl"), ("question",))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(InvalidInputError, match="holds no rows"):
+        _reference_rows(str(tmp_path / "empty.jsonl"), ("question",))

@@ -121,3 +121,16 @@ def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:
     bad.write_text(json.dumps({"question": "Q?"}) + "\n")
     with pytest.raises(InvalidInputError, match="Row 0"):
         read_pairs(bad)
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps([{"question": "Q?", "answer": "A."}]))
+    assert read_pairs(array) == [{"question": "Q?", "answer": "A."}]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps({"question": "Q?", "answer": "A."}) + "\n{not json\n")
+    with pytest.raises(InvalidInputError, match=r"broken\.jsonl:2 is not valid JSON"):
+        read_pairs(broken)
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(b'{"question": "caf\xe9?", "answer": "A."}\n')
+    with pytest.raises(InvalidInputError, match="is not UTF-8 text"):
+        read_pairs(latin1)
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        read_pairs(tmp_path)

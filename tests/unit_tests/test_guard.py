@@ -500,3 +500,14 @@ def test_bad_false_positive_masks_are_refused(tiny_encoder) -> None:
         est.fit(texts, labels, in_fpr=[True] * len(TOY_FORGET) + [False] * len(TOY_RETAIN))
     with pytest.raises(ConfigurationError, match="cv_repeats must be a whole number >= 1"):
         Guard(tiny_encoder).add_target("t", TOY_FORGET, TOY_RETAIN, cv=2, cv_repeats=0)
+
+
+def test_forget_texts_that_are_also_retain_texts_are_named(tiny_encoder, caplog) -> None:
+    guard = Guard(tiny_encoder)
+    with pytest.raises(InvalidInputError, match="Pass different files for --forget and --retain"):
+        guard.add_target("t", TOY_RETAIN, TOY_RETAIN)
+    # One shared text (as a short answer can be on both sides) is fit, with a warning.
+    with caplog.at_level("WARNING", logger="eco_integrations.guard"):
+        guard.add_target("t", TOY_FORGET, [*TOY_RETAIN, "  " + TOY_FORGET[0].upper()])
+    assert "1 text(s) are both forget and retain/general examples" in caplog.text
+    assert "t" in guard.targets

@@ -345,3 +345,16 @@ def test_a_guard_fit_in_bfloat16_is_loaded_in_bfloat16_or_refused(
             out, encoder=SentenceEncoder(str(tiny_encoder_dir), precision="bfloat16")
         ).targets
     ) == {"hp"}
+
+
+def test_chat_skips_a_line_it_cannot_read_and_answers_the_next(
+    cli_guard, tiny_model_dir, capsys, monkeypatch
+) -> None:
+    # Piped bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape).
+    lines = "Who is Harry Potter?\ncaf\udcff au lait\nHow do I bake bread?\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    argv = ["chat", "--guard", str(cli_guard), "--model", str(tiny_model_dir)]
+    assert main([*argv, "--max-new-tokens", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert len([line for line in out.splitlines() if line.startswith("[decision:")]) == 2
+    assert "[skipped this message:" in err and "lone surrogate" in err

@@ -39,6 +39,24 @@ def test_bad_model_names(value: str, message: str) -> None:
         resolve_model_path(value)
 
 
+def test_the_default_model_name_eco_models_lists_is_the_default(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr("eco_integrations._models.default_model_folder", lambda: tmp_path)
+    assert resolve_model_path("SmolLM2-135M-Instruct") == str(tmp_path)
+    assert resolve_model_path("smollm2-135m-instruct") == str(tmp_path)
+
+
+def test_a_name_neither_here_nor_on_the_hub_says_so(tmp_path, monkeypatch) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(
+        ConfigurationError, match=r"'nosuch-model' is not a local folder.*eco models"
+    ):
+        load_causal_lm("nosuch-model")
+
+
 def test_folder_without_config(tmp_path) -> None:
     with pytest.raises(ConfigurationError, match=r"no config\.json"):
         resolve_model_path(tmp_path)
@@ -57,6 +75,18 @@ def test_read_examples_formats(tmp_path) -> None:
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(InvalidInputError, match="holds no examples"):
         read_examples(tmp_path / "empty.txt")
+    # A question/answer CSV reads as the JSONL rows do; its header is not an example.
+    (tmp_path / "qa.csv").write_text('question,answer\n"Who, then?",Nobody.\n')
+    assert read_examples(tmp_path / "qa.csv") == ["Who, then?", "Nobody."]
+    (tmp_path / "bom.txt").write_bytes("\ufeffone\ntwo\n".encode())
+    assert read_examples(tmp_path / "bom.txt") == ["one", "two"]
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(
+        InvalidInputError, match=r"latin1\.txt is not UTF-8 text \(byte 0xe9 at offset 3\)"
+    ):
+        read_examples(tmp_path / "latin1.txt")
+    with pytest.raises(InvalidInputError, match="is a folder; pass a file"):
+        read_examples(tmp_path)
 
 
 def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkeypatch) -> None:
@@ -111,3 +141,20 @@ def test_guard_score_needs_text(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["guard", "score", str(tmp_path)]) == 2
     assert "not a guard folder" in capsys.readouterr().err
+
+
+def test_a_file_as_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:
+    taken = tmp_path / "results.txt"
+    taken.write_text("keep me\n")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fit ran although --out was a file")
+
+    monkeypatch.setattr("eco_integrations.cli.cmd_guard_fit", never)
+    forget, retain = tmp_path / "f.txt", tmp_path / "r.txt"
+    forget.write_text("Who is Harry Potter?\n")
+    retain.write_text("How do I bake bread?\n")
+    argv = ["guard", "fit", "--out", str(taken), "--forget", str(forget), "--retain", str(retain)]
+    assert main([*argv, "--target", "t"]) == 2
+    assert "is a file; --out takes a folder" in capsys.readouterr().err
+    assert taken.read_text() == "keep me\n"

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..._console import parse_guard_params, print_json
+from ..._console import parse_guard_params, print_json, whole_number
 from .._threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="folder for <task>.json, <task>.md, <task>_hist.png, <task>_roc.png",
     )
-    guard.add_argument("--seed", type=int, default=0)
+    guard.add_argument("--seed", type=whole_number(0), default=0)
     guard.add_argument(
         "--encoder",
         default=None,
@@ -210,7 +210,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="score nothing: summarize the sample's questions already in results.jsonl (a run in progress or cut short)",
     )
-    mcq.add_argument("--seed", type=int, default=0)
+    mcq.add_argument("--seed", type=whole_number(0), default=0)
     mcq.add_argument(
         "--target-fpr",
         type=float,

@@ -10,10 +10,11 @@ harnesses treat both alike::
 from __future__ import annotations
 
 import csv
-import json
+import io
 from pathlib import Path
 from typing import Any
 
+from ..._files import read_json_rows, read_utf8
 from ...exceptions import ConfigurationError
 
 TOFU_SPLITS = (
@@ -84,22 +85,19 @@ def _data_dir(data_dir: str | Path | None, sub: str) -> Path | None:
     return folder
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        msg = f"Missing data file {path}."
-        raise ConfigurationError(msg)
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+_AS_PUBLISHED = "the file as the data release publishes it (see the data README)"
 
 
-def _read_json_array(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path, fields: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A data file's rows (JSON Lines or one JSON array), each an object holding ``fields``."""
     if not path.is_file():
         msg = f"Missing data file {path}; check --data-dir (see the data README for the layout)."
         raise ConfigurationError(msg)
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(rows, list):
-        msg = f"{path} must hold one JSON array of objects."
-        raise ConfigurationError(msg)
+    rows = read_json_rows(path, expected=_AS_PUBLISHED, error=ConfigurationError)
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in fields):
+            msg = f"Row {n} of {path} lacks a {' or '.join(fields) or 'JSON object'} text; restore {_AS_PUBLISHED}."
+            raise ConfigurationError(msg)
     return rows
 
 
@@ -110,7 +108,7 @@ def load_tofu(split: str, data_dir: str | Path | None = None) -> list[dict[str, 
         raise ConfigurationError(msg)
     folder = _data_dir(data_dir, "tofu")
     if folder is not None:
-        return _read_jsonl(folder / f"{split}.json")
+        return _read_rows(folder / f"{split}.json", ("question", "answer"))
     return _from_hub(TOFU_HUB_ID, split, "train")
 
 
@@ -138,7 +136,7 @@ def load_wmdp(subject: str, data_dir: str | Path | None = None) -> list[dict[str
         raise ConfigurationError(msg)
     folder = _data_dir(data_dir, "wmdp")
     raw = (
-        _read_json_array(folder / f"wmdp-{subject}.json")
+        _read_rows(folder / f"wmdp-{subject}.json")
         if folder is not None
         else _from_hub(WMDP_HUB_ID, f"wmdp-{subject}", "test")
     )
@@ -196,12 +194,12 @@ def load_mmlu(
         if not path.is_file():
             msg = f"No MMLU file {path}; known subjects: {', '.join(mmlu_subjects(data_dir, split)) or 'none'}."
             raise ConfigurationError(msg)
-        with path.open(newline="", encoding="utf-8") as handle:
-            for i, rec in enumerate(csv.reader(handle)):
-                if len(rec) != 6:
-                    msg = f"{path} row {i + 1} has {len(rec)} columns; MMLU CSVs have 6 (question, A, B, C, D, answer)."
-                    raise ConfigurationError(msg)
-                rows.append(_mcq_row(rec[0], rec[1:5], rec[5], name, f"{path} row {i + 1}"))
+        text = read_utf8(path, expected=_AS_PUBLISHED, error=ConfigurationError)
+        for i, rec in enumerate(csv.reader(io.StringIO(text, newline=""))):
+            if len(rec) != 6:
+                msg = f"{path} row {i + 1} has {len(rec)} columns; MMLU CSVs have 6 (question, A, B, C, D, answer)."
+                raise ConfigurationError(msg)
+            rows.append(_mcq_row(rec[0], rec[1:5], rec[5], name, f"{path} row {i + 1}"))
     return rows
 
 
@@ -220,7 +218,7 @@ def load_muse(
         raise ConfigurationError(msg)
     folder = _data_dir(data_dir, "muse")
     if folder is not None:
-        raw = _read_json_array(folder / corpus / _MUSE_FILES[split])
+        raw = _read_rows(folder / corpus / _MUSE_FILES[split])
     else:
         raw = _from_hub(MUSE_HUB_IDS[corpus], "knowmem", _MUSE_HUB_SPLITS[split])
     rows = []
@@ -239,7 +237,16 @@ def _from_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]
     require("datasets", "data")
     import datasets
 
-    return [dict(row) for row in datasets.load_dataset(repo, config, split=split)]
+    try:
+        return [dict(row) for row in datasets.load_dataset(repo, config, split=split)]
+    except OSError as err:  # requests' ConnectionError and datasets' not-found are OSErrors
+        # Without --data-dir the rows come from the hub, which this machine may not reach.
+        msg = (
+            f"Could not load {repo} ({config or 'default'}/{split}) from the Hugging Face hub "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); pass --data-dir "
+            "with a local copy (tofu/, wmdp/, mmlu/, muse/; see the data README)."
+        )
+        raise ConfigurationError(msg) from err
 
 
 def mmlu_test_rows(data_dir: str | Path | None = None) -> list[dict[str, Any]]:

@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from ..._console import validation_problems
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
 from ...exceptions import ConfigurationError, InvalidInputError
@@ -473,8 +475,8 @@ def run_mcq_task(
     if update:
         try:
             chosen = CorruptionConfig(**{**policy.corruption.model_dump(), **update})
-        except ValueError as err:
-            msg = f"Bad corruption setting: {err}"
+        except ValidationError as err:
+            msg = f"Bad corruption setting: {validation_problems(err)}"
             raise InvalidInputError(msg) from None
         policy = policy.model_copy(update={"corruption": chosen})
     backend = TransformersBackend.from_pretrained(model)

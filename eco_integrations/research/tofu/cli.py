@@ -17,25 +17,41 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..._console import print_json
+from ..._console import print_json, whole_number
 from ...exceptions import ConfigurationError
+
+_FINETUNE_FLAGS = {
+    "epochs": "--epochs",
+    "learning_rate": "--lr",
+    "batch_size": "--batch-size",
+    "max_length": "--max-length",
+    "trainable_layers": "--trainable-layers",
+    "seed": "--seed",
+    "system_prompt": "--system-prompt",
+}
 
 
 def _finetune_config(args: argparse.Namespace, base: Any) -> Any:
+    """``base`` with the fine-tune flags given on the command line, checked by its own rules."""
+    from pydantic import ValidationError
+
     updates = {
-        k: v
-        for k, v in {
-            "epochs": args.epochs,
-            "learning_rate": args.lr,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "trainable_layers": args.trainable_layers,
-            "seed": args.seed,
-            "system_prompt": args.system_prompt,
-        }.items()
-        if v is not None
+        field: value
+        for field, flag in _FINETUNE_FLAGS.items()
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
     }
-    return base.model_copy(update=updates) if updates else base
+    if not updates:
+        return base
+    try:
+        # model_copy(update=...) would skip validation: --batch-size 0 reached a division.
+        return type(base).model_validate({**base.model_dump(), **updates})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{_FINETUNE_FLAGS.get(str(e['loc'][0]), e['loc'][0])} {e['msg'].lower()} (got {e['input']!r})"
+            for e in err.errors()
+        )
+        msg = f"Bad fine-tune option: {problems}."
+        raise ConfigurationError(msg) from None
 
 
 def _add_finetune_options(parser: argparse.ArgumentParser) -> None:
@@ -104,15 +120,20 @@ def register_finetune(subparsers: Any) -> None:
         default="finetune",
         help="run folder prefix; the folder is <name>-<hash of data and settings>",
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=whole_number(0), default=None)
     _add_finetune_options(p)
     p.add_argument(
         "--max-steps",
-        type=int,
+        type=whole_number(1),
         default=None,
         help="stop after this many steps (resume later by re-running)",
     )
-    p.add_argument("--checkpoint-every", type=int, default=25)
+    p.add_argument(
+        "--checkpoint-every",
+        type=whole_number(1),
+        default=25,
+        help="steps between resumable checkpoints",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_finetune)
 
@@ -234,15 +255,18 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         help="retain authors trained on, drawn with --seed",
     )
     p.add_argument(
-        "--retain-eval-n", type=int, default=20, help="retain rows scored (0: all of the subset's)"
+        "--retain-eval-n",
+        type=whole_number(0),
+        default=20,
+        help="retain rows scored (0: all of the subset's)",
     )
     p.add_argument(
         "--general-n",
-        type=int,
+        type=whole_number(0),
         default=20,
         help="real_authors and world_facts rows scored (0: all)",
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=whole_number(0), default=None)
     _add_finetune_options(p)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument(
@@ -315,7 +339,7 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         "not one draw's); greedy answers keep the engine's draw; default 1, as in the paper's code",
     )
     p.add_argument("--target-fpr", type=float, default=0.01)
-    p.add_argument("--eval-batch-size", type=int, default=8)
+    p.add_argument("--eval-batch-size", type=whole_number(1), default=8)
     p.add_argument(
         "--score-only",
         choices=["retained", "prompt_baseline"],

@@ -1,0 +1,62 @@
+"""Reading the text and JSON files users hand to the CLI, with errors that name the file and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ECOError, InvalidInputError
+
+
+def read_utf8(
+    path: str | os.PathLike[str], *, expected: str, error: type[ECOError] = InvalidInputError
+) -> str:
+    """The file's text; a missing file, a folder or bytes that are not UTF-8 raise ``error``.
+
+    ``expected`` says what the file should be ("a JSON Lines file of question/answer rows"),
+    for the message. A leading byte-order mark, which some editors write, is dropped.
+    """
+    file = Path(path)
+    if file.is_dir():
+        msg = f"{file} is a folder; pass {expected}."
+        raise error(msg)
+    if not file.is_file():
+        msg = f"{file} does not exist; pass {expected}."
+        raise error(msg)
+    try:
+        return file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        msg = (
+            f"{file} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8."
+        )
+        raise error(msg) from None
+
+
+def read_json_rows(
+    path: str | os.PathLike[str], *, expected: str, error: type[ECOError] = InvalidInputError
+) -> list[Any]:
+    """The rows of a JSON Lines file, or of a file holding one JSON array.
+
+    A line that is not JSON raises ``error`` naming ``file:line``; blank lines are skipped.
+    """
+    text = read_utf8(path, expected=expected, error=error)
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            msg = f"{path}:{err.lineno} is not valid JSON ({err.msg}); pass {expected}."
+            raise error(msg) from None
+        return list(rows)
+    out: list[Any] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            msg = f"{path}:{n} is not valid JSON ({err.msg}); pass {expected}, one JSON object per line."
+            raise error(msg) from None
+    return out
