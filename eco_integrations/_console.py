@@ -37,6 +37,14 @@ def parse_guard_params(
             params[key] = value
     from .guard import PromptGuard
 
+    taken = sorted(set(params) & set(reserved))
+    if taken:
+        # Each reserved name has an option of the same name (knowledge and near_misses: --knowledge).
+        options = sorted(
+            {"--knowledge" if k == "near_misses" else "--" + k.replace("_", "-") for k in taken}
+        )
+        msg = f"--guard-param {', '.join(taken)}: set by this command's own option; use {', '.join(options)} instead."
+        raise InvalidInputError(msg)
     allowed = set(PromptGuard().get_params(deep=False)) - {"encoder", *reserved}
     unknown = set(params) - allowed
     if unknown:

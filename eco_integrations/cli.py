@@ -121,6 +121,9 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     params = parse_guard_params(
         args.guard_param, reserved={"target_fpr", "knowledge", "near_misses"}
     )
+    if args.only_terms and not args.terms:
+        msg = "--only-terms uses --terms alone, but no --terms were given; pass --terms NAME ... or drop --only-terms."
+        raise InvalidInputError(msg)
     forget, retain = read_examples(args.forget), read_examples(args.retain)
     general = read_examples(args.general) if args.general else []
     out = Path(args.out)
@@ -134,6 +137,12 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
         else None
     )
     guard = Guard.load(out, encoder=encoder) if existing else Guard(encoder, guard_id=args.guard_id)
+    if existing and args.guard_id is not None and args.guard_id != guard.guard_id:
+        msg = (
+            f"{out} is guard {guard.guard_id!r}; --guard-id names a new guard only (decision "
+            "records carry the id). Drop --guard-id, or pass a new --out folder."
+        )
+        raise InvalidInputError(msg)
     if args.target in guard.targets and not args.replace:
         msg = f"{out} already has target {args.target!r}; pass --replace to re-fit it."
         raise InvalidInputError(msg)

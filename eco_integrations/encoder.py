@@ -305,7 +305,8 @@ def _load_folder(folder: Path, max_length: int | None) -> LoadedEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     if not folder.is_dir():
-        msg = f"Encoder folder {folder} does not exist; pass a sentence-transformers folder."
+        problem = "is a file" if folder.exists() else "does not exist"
+        msg = f"Encoder folder {folder} {problem}; pass a sentence-transformers folder."
         raise ConfigurationError(msg)
     transformer_dir, pooling, normalize = folder, "mean", False
     modules_file = folder / "modules.json"

@@ -950,7 +950,10 @@ class Guard:
 
     def _check_targets(self) -> None:
         if not self.targets:
-            msg = "The guard has no targets; call add_target(name, forget, retain) or Guard.load(folder)."
+            msg = (
+                "The guard has no targets; call add_target(name, forget, retain) or "
+                "Guard.load(folder) (on the command line: eco guard add-target FOLDER ...)."
+            )
             raise GuardNotFittedError(msg)
 
     def _piece_scores(

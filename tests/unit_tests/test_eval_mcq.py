@@ -174,7 +174,7 @@ def test_resume_refuses_a_refit_guard_under_the_same_id(
         evaluate_mcq(_eco(tiny_backend, refit), ROWS[:1], out, letters="plain")
 
 
-def test_partial_last_line_is_redone(tiny_backend, toy_guard, tmp_path: Path) -> None:
+def test_partial_last_line_is_redone(tiny_backend, toy_guard, tmp_path: Path, caplog) -> None:
     eco = _eco(tiny_backend, toy_guard)
     evaluate_mcq(eco, ROWS[:1], tmp_path, letters="plain", guard_text=lambda q: q["question"])
     with (tmp_path / "results.jsonl").open("a") as handle:
@@ -183,6 +183,7 @@ def test_partial_last_line_is_redone(tiny_backend, toy_guard, tmp_path: Path) ->
         eco, ROWS[:2], tmp_path, letters="plain", guard_text=lambda q: q["question"]
     )
     assert [r["id"] for r in records] == ["wmdp-bio/0", "wmdp-bio/1"]
+    assert "results.jsonl:2 is not a whole JSON record" in caplog.text
 
 
 def test_summary_keys_and_values() -> None:
@@ -437,6 +438,8 @@ def test_the_encoder_must_match_a_reused_protocol_guard(
         ({"limit": 0}, "--limit must be >= 1"),
         ({"n_wmdp": 0, "n_mmlu": 0}, "nothing to score"),
         ({"batch_size": 0}, "--batch-size must be >= 1"),
+        ({"full": True, "limit": 2}, "pass one of them"),
+        ({"partial": True}, "does not exist yet; run without --partial first"),
     ],
 )
 def test_bad_sizes_are_refused_before_the_guard_is_fit(

@@ -123,7 +123,15 @@ def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkey
     estimator = Guard.load(out, encoder=SentenceEncoder(str(tiny_encoder_dir))).targets["hp"]
     assert (estimator.C, estimator.embedding_weight) == (100, 0.3)
     assert main([*fit, "--replace", "--guard-param", "knowledge=true"]) == 2
-    assert "Unknown --guard-param knowledge" in capsys.readouterr().err
+    assert "--guard-param knowledge: set by this command's own option; use --knowledge" in (
+        capsys.readouterr().err
+    )
+    assert main([*fit, "--replace", "--guard-param", "target_fpr=0.05"]) == 2
+    assert "use --target-fpr instead" in capsys.readouterr().err
+    assert main([*fit, "--replace", "--only-terms"]) == 2
+    assert "no --terms were given" in capsys.readouterr().err
+    assert main([*fit, "--replace", "--guard-id", "another-id"]) == 2
+    assert "--guard-id names a new guard only" in capsys.readouterr().err
     # --general: benign texts that train the target as retain examples, outside its FPR count.
     (tmp_path / "g.txt").write_text("What is the capital of Japan?\nHow many legs has a spider?")
     general = [*fit, "--replace", "--general", str(tmp_path / "g.txt"), "--target-fpr", "0.2"]
@@ -158,3 +166,10 @@ def test_a_file_as_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch)
     assert main([*argv, "--target", "t"]) == 2
     assert "is a file; --out takes a folder" in capsys.readouterr().err
     assert taken.read_text() == "keep me\n"
+
+
+def test_an_encoder_path_that_is_a_file_says_so(tmp_path) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="model.safetensors is a file; pass a sentence"):
+        SentenceEncoder(str(weights)).load()

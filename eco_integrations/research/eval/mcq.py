@@ -26,6 +26,7 @@ with the same settings skips the questions already there (resume after an interr
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ PAPER_MCQ_POLICY = ECOPolicy(
     selection=SelectionConfig(name="all"),
     notes="paper WMDP/MMLU setting: rand_noise_first_n, dims=1, sigma=1e6, all prompt tokens but the last",
 )
+
+_LOG = logging.getLogger(__name__)
 
 
 def mcq_prompt(row: dict[str, Any]) -> str:
@@ -144,7 +147,9 @@ def _read_done(path: Path, signature: dict[str, Any]) -> dict[str, dict[str, Any
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            # A run killed mid-write leaves a partial last line: that question is simply redone.
+            # A run killed mid-write leaves a partial line (the last, or, once resumed, one
+            # before the new lines): that question is redone, and the operator told.
+            _LOG.warning("%s:%d is not a whole JSON record; its question is scored again.", path, n)
             continue
         if rec.get("signature") != signature:
             msg = (
@@ -407,6 +412,15 @@ def run_mcq_task(
         msg = "--guard-param and --encoder set how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
         raise InvalidInputError(msg)
     # Sizes are checked before the guard is fit and the model loaded (minutes, not a traceback).
+    if full and limit is not None:
+        msg = "--full scores every question and --limit a sample of each set; pass one of them."
+        raise InvalidInputError(msg)
+    if partial and not (Path(out) / "results.jsonl").is_file():
+        msg = (
+            f"--partial summarizes {Path(out) / 'results.jsonl'}, which does not exist yet; run "
+            "without --partial first (or point --out at the run's folder)."
+        )
+        raise InvalidInputError(msg)
     n = None if full else (limit if limit is not None else 400)
     if n is not None and n < 1:
         msg = f"--limit must be >= 1, got {n}."
@@ -501,6 +515,12 @@ def run_mcq_task(
         score_missing=not partial,
     )
     bar.close()
+    if partial and not records:
+        msg = (
+            f"None of the sample's {len(questions)} questions is in {root / 'results.jsonl'} yet; "
+            "--partial needs the sample of that run (its --seed, --limit, --n-wmdp and --n-mmlu)."
+        )
+        raise InvalidInputError(msg)
     c = policy.corruption
     summary = {
         **summarize(records, letters),
