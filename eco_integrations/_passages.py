@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from ._normalize import normalize_text
 from .config import Decision
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
@@ -70,9 +71,11 @@ def decide_retrieved(
     passages: list[str] = []
     layout: list[tuple[int, list[tuple[int, int]]]] = []
     for i, text in enumerate(texts):
-        if not text.strip():
+        # Blank as the guard reads it: only spaces, zero-width or control characters.
+        if not normalize_text(text):
             continue
         spans = sentence_spans(text) if split_sentences else []
+        spans = [(a, b) for a, b in spans if normalize_text(text[a:b])]
         spans = spans if len(spans) > 1 else []
         passages.append(text.strip())
         passages.extend(text[a:b].strip() for a, b in spans)

@@ -43,7 +43,7 @@ from .exceptions import (
     GuardFailureError,
     InvalidInputError,
 )
-from .guard import Guard, ScoreParts
+from .guard import Guard, ScoreParts, check_threshold
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
@@ -303,7 +303,7 @@ class ECO:
         mode = _check_mode(mode or self.mode)
         if mode == "off" or self.guard is None:
             return [self._off_decision(t) for t in texts]
-        threshold = _check_threshold(threshold if threshold is not None else self.policy.threshold)
+        threshold = check_threshold(threshold if threshold is not None else self.policy.threshold)
         start = time.perf_counter()
         try:
             verdicts = self.guard.decide_many(list(texts), threshold=threshold)
@@ -676,6 +676,15 @@ class ECO:
     def _open_stream(
         self, kind: type[_S], request: ECORequest | PromptInput, options: StreamOptions
     ) -> _S:
+        unknown = sorted(set(options) - set(StreamOptions.__annotations__))
+        if unknown:
+            # A typed-dict keyword is not checked at run time: max_new_tokens=3 would stream 128.
+            msg = (
+                f"stream() got unknown option(s) {', '.join(unknown)}; it takes "
+                f"{', '.join(StreamOptions.__annotations__)} (generation settings go in "
+                "config=GenerationConfig(max_new_tokens=...))."
+            )
+            raise InvalidInputError(msg)
         config = options.get("config") or GenerationConfig()
         seed, decision = options.get("seed"), options.get("decision")
         prepare = {
@@ -836,21 +845,11 @@ def _check_seed(seed: object) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         msg = f"A seed is an integer, got {type(seed).__name__}."
         raise InvalidInputError(msg)
-    return seed
-
-
-def _check_threshold(threshold: float | None) -> float | None:
-    if threshold is None:
-        return None
-    if (
-        isinstance(threshold, bool)
-        or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
-        or not 0.0 <= threshold < 1.0
-    ):
-        msg = f"A threshold is a probability in [0, 1), got {threshold!r}."
+    if not 0 <= seed < 2**63:
+        # torch folds larger and negative seeds onto each other (2**64 - 1 draws as -1).
+        msg = f"A seed is an integer in [0, 2**63), got {seed}."
         raise InvalidInputError(msg)
-    return float(threshold)
+    return seed
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -66,8 +67,9 @@ _CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "lowercase": True}
 
 def check_texts(texts: object, what: str = "texts") -> list[str]:
     """A list of non-empty strings, or a clear error naming the bad item."""
-    if isinstance(texts, str) or not isinstance(texts, Iterable):
-        msg = f"{what} must be a list of strings, got {type(texts).__name__}."
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+        hint = "; wrap a single text as [text]" if isinstance(texts, (str, bytes)) else ""
+        msg = f"{what} must be a list of strings, got {type(texts).__name__}{hint}."
         raise InvalidInputError(msg)
     out = list(texts)
     for i, text in enumerate(out):
@@ -78,6 +80,21 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
             msg = f"{what}[{i}] is empty; remove empty lines from the input."
             raise InvalidInputError(msg)
     return out
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """A per-call threshold: None (each target's own), or a probability in [0, 1)."""
+    if threshold is None:
+        return None
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+        or not 0.0 <= threshold < 1.0
+    ):
+        msg = f"A threshold is a probability in [0, 1), got {threshold!r}."
+        raise InvalidInputError(msg)
+    return float(threshold)
 
 
 def normalized_texts(texts: object, what: str = "texts") -> list[str]:
@@ -848,12 +865,14 @@ class Guard:
         if not isinstance(name, str) or not _NAME.match(name):
             msg = f"Target name {name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'."
             raise ConfigurationError(msg)
-        forget_texts = (
-            check_texts(forget, f"forget texts of target {name!r}") if len(forget) else []
-        )
-        retain_texts = (
-            check_texts(retain, f"retain texts of target {name!r}") if len(retain) else []
-        )
+        forget_texts = check_texts(forget, f"forget texts of target {name!r}")
+        retain_texts = check_texts(retain, f"retain texts of target {name!r}")
+        if isinstance(terms, str) or not all(isinstance(t, str) for t in terms):
+            msg = (
+                f"terms of target {name!r} must be a list of strings (names, titles), got "
+                f"{terms!r}; wrap a single term as [term]."
+            )
+            raise InvalidInputError(msg)
         if not forget_texts:
             msg = f"Target {name!r} has no forget examples; give at least {params.get('cv', 5)} texts about what to forget."
             raise InvalidInputError(msg)
@@ -862,9 +881,7 @@ class Guard:
                 f"Target {name!r} has no retain examples; give texts the model must keep answering."
             )
             raise InvalidInputError(msg)
-        general_texts = (
-            check_texts(general, f"general texts of target {name!r}") if len(general) else []
-        )
+        general_texts = check_texts(general, f"general texts of target {name!r}")
         texts = normalized_texts(
             forget_texts + retain_texts + general_texts, f"texts of target {name!r}"
         )
@@ -946,7 +963,10 @@ class Guard:
         a long benign message is not averaged away.
         """
         self._check_targets()
-        return self._score_normalized(normalized_texts(texts))
+        checked = normalized_texts(texts)
+        if not checked:
+            return np.zeros((0, len(self.targets)))
+        return self._score_normalized(checked)
 
     def _check_targets(self) -> None:
         if not self.targets:
@@ -1079,7 +1099,10 @@ class Guard:
         """
         start = time.perf_counter()
         self._check_targets()
+        threshold = check_threshold(threshold)
         checked = normalized_texts(texts)
+        if not checked:
+            return []
         verdicts = self._verdicts(checked, threshold)
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [

@@ -58,7 +58,8 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
     Pass the ECO chat model itself (its :attr:`~ChatECOHuggingFace.engine_view` decides, with
     the model's window, threshold and mode), or an :class:`ECO` engine. When the agent's model
     is not an ECO chat model, corrupted turns are routed to ``flagged_model`` (defaults to the
-    chat model passed in) and other turns run on the agent's model unchanged.
+    chat model passed in, or to a ``ChatECOHuggingFace`` over the engine passed in) and other
+    turns run on the agent's model unchanged.
     """
 
     state_schema = ECOState
@@ -81,7 +82,9 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
             self.threshold = threshold
         elif isinstance(model, ECO):
             self.engine = model
-            self.flagged_model = flagged_model
+            # Without a route, a flagged turn on a non-ECO agent model would be answered plainly
+            # while its decision says corrupted.
+            self.flagged_model = flagged_model or ChatECOHuggingFace(engine=model)
             self.mode = mode
             self.threshold = threshold
         else:

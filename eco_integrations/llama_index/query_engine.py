@@ -78,6 +78,9 @@ class ECOQueryEngine(BaseQueryEngine):
     context instead, as a model that never learned the topic would; ``source_nodes`` stays
     empty. It needs an engine with ``synthesize`` (``index.as_query_engine()`` has it); others
     keep their own answer.
+
+    The wrapped engine must answer with an :class:`ECOHuggingFaceLLM`; one whose response
+    synthesizer holds another LLM is refused, since it would ignore the decision.
     """
 
     def __init__(
@@ -100,6 +103,16 @@ class ECOQueryEngine(BaseQueryEngine):
             eco = eco.engine
         if not isinstance(eco, ECO):
             msg = f"ECOQueryEngine needs an ECO engine or an ECOHuggingFaceLLM to decide with, got {type(eco).__name__}."
+            raise InvalidInputError(msg)
+        # The decision only changes an answer an ECO LLM writes: any other LLM would answer a
+        # flagged question in full while the response's metadata says it was corrupted.
+        answering = getattr(getattr(query_engine, "_response_synthesizer", None), "_llm", None)
+        if answering is not None and not isinstance(answering, ECOHuggingFaceLLM):
+            msg = (
+                f"The wrapped query engine answers with {type(answering).__name__}, which ignores "
+                "ECO's decision; build it with index.as_query_engine(llm=ECOHuggingFaceLLM(...)), "
+                "or use ECOQueryEngine.from_index(index, llm=...)."
+            )
             raise InvalidInputError(msg)
         self._inner = query_engine
         self._eco = eco

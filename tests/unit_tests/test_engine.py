@@ -122,6 +122,17 @@ def test_sampling_is_random_unless_seeded(eco) -> None:
         assert eco.generate([prompt], config=SAMPLED, seeds=[6])[0].text != seeded[0]
 
 
+def test_a_seed_torch_would_fold_is_refused(eco) -> None:
+    for seed in (-1, 2**63, 2**64):
+        with pytest.raises(InvalidInputError, match=r"seed is an integer in \[0, 2\*\*63\)"):
+            eco.generate([BENIGN], config=SAMPLED, seeds=[seed])
+
+
+def test_stream_refuses_an_option_it_does_not_take(eco) -> None:
+    with pytest.raises(InvalidInputError, match=r"unknown option\(s\) max_new_tokens.*config="):
+        eco.stream(BENIGN, max_new_tokens=3)  # type: ignore[call-arg]
+
+
 def test_sampled_batch_is_one_generate_call(eco, tiny_backend, monkeypatch) -> None:
     calls = []
     original = tiny_backend.model.generate

@@ -511,3 +511,20 @@ def test_forget_texts_that_are_also_retain_texts_are_named(tiny_encoder, caplog)
         guard.add_target("t", TOY_FORGET, [*TOY_RETAIN, "  " + TOY_FORGET[0].upper()])
     assert "1 text(s) are both forget and retain/general examples" in caplog.text
     assert "t" in guard.targets
+
+
+def test_guard_calls_check_their_arguments(toy_guard) -> None:
+    for bad in (float("nan"), -1.0, 1.0, 2, "0.5", True):
+        with pytest.raises(InvalidInputError, match=r"threshold is a probability in \[0, 1\)"):
+            toy_guard.decide("Who is Harry Potter?", threshold=bad)
+    assert toy_guard.decide_many([]) == []
+    assert toy_guard.score([]).shape == (0, len(toy_guard.targets))
+    with pytest.raises(InvalidInputError, match=r"got str; wrap a single text as \[text\]"):
+        toy_guard.decide_many("Who is Harry Potter?")
+    guard = Guard(toy_guard.encoder)
+    with pytest.raises(InvalidInputError, match="got NoneType"):
+        guard.add_target("t", None, TOY_RETAIN)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"got bytes; wrap a single text"):
+        guard.add_target("t", b"Harry Potter", TOY_RETAIN)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"wrap a single term as \[term\]"):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, terms="Harry Potter")

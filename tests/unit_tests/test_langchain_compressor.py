@@ -284,3 +284,10 @@ def test_an_empty_list_is_returned_empty(eco: ECO) -> None:
     events = Events()
     out = _compression_retriever(compressor, []).invoke(FORGET_QUERY, {"callbacks": [events]})
     assert out == [] and events.payloads() == []
+
+
+def test_a_document_of_invisible_characters_is_kept_unscored(eco: ECO) -> None:
+    invisible = Document(page_content="\u200b\u200b", id="invisible")
+    hp = Document(page_content=HP_FACT, id="hp")
+    out = ECODocumentCompressor(engine=eco).compress_documents([invisible, hp], FORGET_QUERY)
+    assert [d.id for d in out] == ["invisible"]

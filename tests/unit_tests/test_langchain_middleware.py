@@ -145,6 +145,16 @@ def test_non_eco_agent_model_routes_flagged_turns(eco: ECO, counted: list[int]) 
     assert counted == [1, 1]
 
 
+def test_an_engine_alone_still_routes_flagged_turns_to_eco(eco: ECO) -> None:
+    plain = FakeListChatModel(responses=["plain answer"] * 4)
+    agent = create_agent(plain, middleware=[ECOMiddleware(eco)])
+    flagged = agent.invoke({"messages": [HumanMessage(FORGET)]})
+    assert flagged["eco_decision"]["corrupted"] is True
+    assert flagged["messages"][-1].content != "plain answer"
+    benign = agent.invoke({"messages": [HumanMessage(BENIGN)]})
+    assert benign["messages"][-1].content == "plain answer"
+
+
 def test_forget_classifier_in_model_router(eco: ECO) -> None:
     from langchain.agents.middleware import ModelChoice, ModelRouterMiddleware
 

@@ -110,13 +110,14 @@ def test_nodes_without_text_are_kept_unscored(
     empty = [
         NodeWithScore(node=TextNode(text="", id_="empty")),
         NodeWithScore(node=TextNode(text="  \n", id_="blank")),
+        NodeWithScore(node=TextNode(text="\u200b\u200b", id_="invisible")),
         NodeWithScore(node=ImageNode(image="aGVsbG8=", id_="image")),
     ]
     node_filter = ECONodeFilter(toy_guard)
     kept = node_filter.postprocess_nodes(empty + _nodes(HP_FACT))
-    assert [n.node.node_id for n in kept] == ["empty", "blank", "image"]
+    assert [n.node.node_id for n in kept] == ["empty", "blank", "invisible", "image"]
     (event,) = [e for e in events if isinstance(e, ECONodeFilterEvent)]
-    assert (event.n_nodes, event.n_scored, event.n_dropped) == (4, 1, 1)
+    assert (event.n_nodes, event.n_scored, event.n_dropped) == (5, 1, 1)
 
     def guard_must_not_run(texts: Any) -> Any:
         raise AssertionError("the guard was called without any text")

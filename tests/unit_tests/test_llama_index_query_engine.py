@@ -265,6 +265,11 @@ def test_constructor_checks_its_arguments(llm: ECOHuggingFaceLLM, index: VectorS
         ECOQueryEngine(index, llm)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="ECO engine"):
         ECOQueryEngine(index.as_query_engine(llm=llm), "guard")  # type: ignore[arg-type]
+    from llama_index.core.llms import MockLLM
+
+    # Another LLM would answer a flagged question in full under a "corrupted" decision.
+    with pytest.raises(InvalidInputError, match="answers with MockLLM, which ignores"):
+        ECOQueryEngine(index.as_query_engine(llm=MockLLM()), llm)
 
 
 def test_from_index_adds_the_node_filter(llm: ECOHuggingFaceLLM, index: VectorStoreIndex) -> None:

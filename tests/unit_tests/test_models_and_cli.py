@@ -171,5 +171,5 @@ def test_a_file_as_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch)
 def test_an_encoder_path_that_is_a_file_says_so(tmp_path) -> None:
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"")
-    with pytest.raises(ConfigurationError, match="model.safetensors is a file; pass a sentence"):
+    with pytest.raises(ConfigurationError, match=r"model\.safetensors is a file; pass a sentence"):
         SentenceEncoder(str(weights)).load()
