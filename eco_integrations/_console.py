@@ -8,8 +8,6 @@ import json
 from collections.abc import Callable, Collection
 from typing import Any
 
-from pydantic import ValidationError
-
 from .exceptions import InvalidInputError
 
 
@@ -77,12 +75,3 @@ def port_number(text: str) -> int:
         msg = f"a TCP port is at most 65535, got {value}"
         raise argparse.ArgumentTypeError(msg)
     return value
-
-
-def validation_problems(err: ValidationError) -> str:
-    """A settings model's complaints as one sentence a command line can print, field first."""
-    return "; ".join(
-        ("" if not e["loc"] else f"{'.'.join(map(str, e['loc']))}: ")
-        + str(e["msg"]).removeprefix("Value error, ")
-        for e in err.errors()
-    )

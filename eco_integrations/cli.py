@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from ._console import parse_guard_params, print_json, validation_problems, whole_number
+from ._console import parse_guard_params, print_json, whole_number
 from ._files import read_utf8
+from ._validation import validation_problems
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
 

@@ -7,8 +7,16 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ._validation import validation_problems
 from .corruption import validate_corruption
 from .exceptions import ArtifactError, ConfigurationError
 
@@ -154,13 +162,20 @@ class ECOPolicy(_Strict):
         except json.JSONDecodeError as err:
             msg = f"{path} is not valid JSON ({err}); restore it or save the policy again."
             raise ArtifactError(msg) from None
+        if not isinstance(raw, dict):
+            msg = f"{path} holds a JSON {type(raw).__name__}, not a policy object; restore it or save the policy again."
+            raise ArtifactError(msg)
         if raw.get("schema_version") != POLICY_SCHEMA_VERSION:
             msg = (
                 f"{path} has policy schema version {raw.get('schema_version')!r}; this release reads "
                 f"version {POLICY_SCHEMA_VERSION}. Re-create it with this release."
             )
             raise ArtifactError(msg)
-        return cls.model_validate(raw)
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            msg = f"{path} is not a valid policy ({validation_problems(err)}); fix that field or save the policy again."
+            raise ArtifactError(msg) from None
 
 
 class Decision(_Strict):

@@ -182,16 +182,32 @@ class ECO:
         if on_guard_error not in ("fail", "corrupt"):
             msg = f"on_guard_error must be 'fail' or 'corrupt', got {on_guard_error!r}."
             raise ConfigurationError(msg)
+        if not hasattr(backend, "hidden_size"):
+            msg = (
+                f"ECO's first argument is a model backend, got {type(backend).__name__}; pass "
+                "TransformersBackend.from_pretrained(model), or use ECO.from_pretrained(model, guard=...)."
+            )
+            raise ConfigurationError(msg)
+        if guard is not None and not hasattr(guard, "decide_many"):
+            msg = f"guard must be a Guard, got {type(guard).__name__}" + (
+                "; load a folder with Guard.load(folder), or use ECO.from_pretrained(guard=folder)."
+                if isinstance(guard, (str, os.PathLike))
+                else "."
+            )
+            raise ConfigurationError(msg)
+        if policy is not None and not isinstance(policy, ECOPolicy):
+            msg = f"policy must be an ECOPolicy, got {type(policy).__name__}; build ECOPolicy(...) or ECOPolicy.load(folder)."
+            raise ConfigurationError(msg)
         self.on_guard_error: GuardErrorAction = on_guard_error
         self.backend = backend
         self.guard = guard
         self.policy = policy or ECOPolicy()
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         if guard is None and self.mode != "off":
             msg = "An ECO engine in enforce or shadow mode needs a guard; fit one (Guard.add_target) or pass mode='off'."
             raise ConfigurationError(msg)
-        if batch_size < 1:
-            msg = f"batch_size must be >= 1, got {batch_size}."
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            msg = f"batch_size must be an integer >= 1, got {batch_size!r}."
             raise ConfigurationError(msg)
         self.batch_size = batch_size
         corruption = self.policy.corruption
@@ -300,7 +316,7 @@ class ECO:
         ``threshold`` overrides every target's threshold for this call (flagged means
         ``score > threshold``); unset, the policy's ``threshold`` applies, then the guard's own.
         """
-        mode = _check_mode(mode or self.mode)
+        mode = check_mode(mode or self.mode)
         if mode == "off" or self.guard is None:
             return [self._off_decision(t) for t in texts]
         threshold = check_threshold(threshold if threshold is not None else self.policy.threshold)
@@ -632,7 +648,7 @@ class ECO:
         Setting ``cancel`` (from another thread) stops generation at the next token and raises
         :class:`GenerationCancelledError`.
         """
-        config = config or GenerationConfig()
+        config = _check_config(config)
         prepared = self._requests(
             requests,
             {
@@ -685,7 +701,7 @@ class ECO:
                 "config=GenerationConfig(max_new_tokens=...))."
             )
             raise InvalidInputError(msg)
-        config = options.get("config") or GenerationConfig()
+        config = _check_config(options.get("config"))
         seed, decision = options.get("seed"), options.get("decision")
         prepare = {
             "raw": options.get("raw", False),
@@ -839,6 +855,20 @@ def _per_prompt(values: Sequence[_T] | None, count: int, name: str) -> list[_T |
     return list(values)
 
 
+def _check_config(config: object) -> GenerationConfig:
+    """The call's generation settings: the defaults for None, a dict read as GenerationConfig."""
+    if config is None:
+        return GenerationConfig()
+    if isinstance(config, GenerationConfig):
+        return config
+    if isinstance(config, dict):
+        return GenerationConfig.model_validate(config)
+    msg = (
+        f"config must be a GenerationConfig (or a dict of its fields), got {type(config).__name__}."
+    )
+    raise InvalidInputError(msg)
+
+
 def _check_seed(seed: object) -> int | None:
     if seed is None:
         return None
@@ -858,7 +888,7 @@ def _check_cancel(cancel: threading.Event | None) -> None:
         raise GenerationCancelledError(msg)
 
 
-def _check_mode(mode: object) -> Mode:
+def check_mode(mode: object) -> Mode:
     if mode not in MODES:
         msg = f"Unknown mode {mode!r}; choose enforce (corrupt flagged prompts), shadow (score only) or off."
         raise ConfigurationError(msg)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 import uuid
@@ -80,6 +81,16 @@ def check_texts(texts: object, what: str = "texts") -> list[str]:
             msg = f"{what}[{i}] is empty; remove empty lines from the input."
             raise InvalidInputError(msg)
     return out
+
+
+def _as_encoder(encoder: object) -> SentenceEncoder | None:
+    """An encoder argument: None, an encoder, or a sentence-transformers folder's path."""
+    if encoder is None or (hasattr(encoder, "encode") and not isinstance(encoder, (str, bytes))):
+        return encoder  # type: ignore[return-value]  # duck-typed encoders are welcome
+    if isinstance(encoder, (str, os.PathLike)):
+        return SentenceEncoder(encoder)
+    msg = f"encoder must be a SentenceEncoder or a sentence-transformers folder, got {type(encoder).__name__}."
+    raise ConfigurationError(msg)
 
 
 def check_threshold(threshold: float | None) -> float | None:
@@ -818,7 +829,7 @@ class Guard:
         if passage_chars is not None and (not isinstance(passage_chars, int) or passage_chars < 1):
             msg = f"passage_chars must be a positive number of characters or None, got {passage_chars!r}."
             raise ConfigurationError(msg)
-        self.encoder = encoder if encoder is not None else SentenceEncoder()
+        self.encoder = _as_encoder(encoder) or SentenceEncoder()
         self.passage_chars = passage_chars
         self.guard_id = guard_id or uuid.uuid4().hex[:12]
         self.version = 0
@@ -1132,6 +1143,9 @@ class Guard:
     def save(self, folder: str | Path) -> Path:
         """Write ``manifest.json`` and one safetensors + vocabulary JSON per target. No pickle."""
         root = Path(folder)
+        if root.exists() and not root.is_dir():
+            msg = f"{root} is a file; Guard.save writes a folder. Pass a folder path (created if missing)."
+            raise ArtifactError(msg)
         root.mkdir(parents=True, exist_ok=True)
         infos = []
         for i, (name, est) in enumerate(self.targets.items()):
@@ -1173,6 +1187,7 @@ class Guard:
     @classmethod
     def load(cls, folder: str | Path, *, encoder: SentenceEncoder | None = None) -> Guard:
         """Load a saved guard, checking schema version, content hash and encoder identity."""
+        encoder = _as_encoder(encoder)
         root = Path(folder)
         manifest_file = root / "manifest.json"
         if not manifest_file.is_file():

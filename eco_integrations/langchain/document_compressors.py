@@ -90,6 +90,10 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     @classmethod
     def from_chat_model(cls, chat: ChatECOHuggingFace, **kwargs: Any) -> ECODocumentCompressor:
         """A compressor deciding as ``chat`` does (its engine, threshold and mode)."""
+        if not isinstance(chat, ChatECOHuggingFace):
+            kind = type(chat).__name__
+            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECODocumentCompressor(engine=...)."
+            raise InvalidInputError(msg)
         return cls(engine=chat.engine_view, **kwargs)
 
     def _decide(self, texts: list[str]) -> list[Decision]:

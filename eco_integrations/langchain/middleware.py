@@ -28,8 +28,9 @@ from typing_extensions import NotRequired
 
 from eco_integrations._normalize import normalized_sha256
 from eco_integrations.config import Decision, Mode
-from eco_integrations.engine import ECO
+from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import ConfigurationError
+from eco_integrations.guard import check_threshold
 from eco_integrations.langchain._decision import DECISION_KWARG, as_decision
 from eco_integrations.langchain._messages import classified_text, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
@@ -75,6 +76,14 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         threshold: float | None = None,
     ) -> None:
         super().__init__()
+        # Checked here rather than on the agent's first turn, deep inside langgraph.
+        mode = check_mode(mode) if mode is not None else None
+        threshold = check_threshold(threshold)
+        if flagged_model is not None and not isinstance(flagged_model, BaseChatModel):
+            msg = (
+                f"flagged_model must be a LangChain chat model, got {type(flagged_model).__name__}."
+            )
+            raise ConfigurationError(msg)
         if isinstance(model, ChatECOHuggingFace):
             self.engine = model.engine_view  # carries the model's window, threshold and mode
             self.flagged_model: BaseChatModel | None = flagged_model or model

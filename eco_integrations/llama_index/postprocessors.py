@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import decide_retrieved, strongest
 from eco_integrations.config import Decision
-from eco_integrations.exceptions import ConfigurationError
+from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
@@ -75,6 +75,10 @@ class ECONodeFilter(BaseNodePostprocessor):
 
     def score_nodes(self, nodes: list[NodeWithScore]) -> list[Decision | None]:
         """One guard decision per node (``None`` for a node without text), in one guard pass."""
+        for i, node in enumerate(nodes):
+            if not isinstance(node, NodeWithScore):
+                msg = f"nodes[{i}] is {type(node).__name__}, not a NodeWithScore; wrap it as NodeWithScore(node=TextNode(text=...))."
+                raise InvalidInputError(msg)
         texts = [node.node.get_content(metadata_mode=MetadataMode.LLM) for node in nodes]
         verdicts = decide_retrieved(
             [t if isinstance(t, str) else "" for t in texts],

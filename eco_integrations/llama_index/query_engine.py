@@ -20,8 +20,9 @@ from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from eco_integrations.config import Decision, Mode
-from eco_integrations.engine import ECO
+from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.guard import check_threshold
 from eco_integrations.llama_index._context import QueryScope, decision_scope
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
@@ -97,6 +98,8 @@ class ECOQueryEngine(BaseQueryEngine):
         if not isinstance(query_engine, BaseQueryEngine):
             msg = f"ECOQueryEngine wraps a LlamaIndex query engine, got {type(query_engine).__name__}; pass index.as_query_engine(...)."
             raise InvalidInputError(msg)
+        mode = check_mode(mode) if mode is not None else None
+        threshold = check_threshold(threshold)
         if isinstance(eco, ECOHuggingFaceLLM):
             mode = mode if mode is not None else eco.mode
             threshold = threshold if threshold is not None else eco.threshold
@@ -138,6 +141,9 @@ class ECOQueryEngine(BaseQueryEngine):
 
         ``kwargs`` go to ``as_query_engine`` (``similarity_top_k``, ``response_mode``, ``streaming``, ...).
         """
+        if not isinstance(llm, ECOHuggingFaceLLM):
+            msg = f"from_index needs llm=ECOHuggingFaceLLM(...) (it answers the query), got {type(llm).__name__}."
+            raise InvalidInputError(msg)
         postprocessors = list(kwargs.pop("node_postprocessors", None) or [])
         guard = llm.engine.guard
         if node_filter is not None and guard is not None:

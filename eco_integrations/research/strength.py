@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from .._console import validation_problems, whole_number
+from .._console import whole_number
 from .._files import read_json_rows
+from .._validation import validation_problems
 from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from ..corruption import get_corruption
 from ..engine import ECO

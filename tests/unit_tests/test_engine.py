@@ -305,6 +305,12 @@ def test_policy_roundtrip_and_version(tmp_path) -> None:
     (tmp_path / "policy.json").write_text('{"schema_version": 7}')
     with pytest.raises(ValueError, match="schema version 7"):
         ECOPolicy.load(tmp_path)
+    (tmp_path / "policy.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not a policy object"):
+        ECOPolicy.load(tmp_path)
+    (tmp_path / "policy.json").write_text('{"schema_version": 1, "threshold": 5}')
+    with pytest.raises(ValueError, match=r"policy.json is not a valid policy \(threshold: "):
+        ECOPolicy.load(tmp_path)
 
 
 def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:
@@ -378,3 +384,20 @@ def test_forced_decisions_name_the_target_the_entities_selector_reads(
     with pytest.raises(ConfigurationError, match=r"need the target whose terms.*pass target="):
         several.forced_decisions([prompt])
     assert several.forced_decisions([prompt], target="other")[0].target == "other"
+
+
+def test_the_engine_names_arguments_of_the_wrong_kind(tiny_backend, toy_guard) -> None:
+    with pytest.raises(ConfigurationError, match="first argument is a model backend"):
+        ECO(None, toy_guard)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"got str; load a folder with Guard\.load"):
+        ECO(tiny_backend, "guards/hp")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="policy must be an ECOPolicy, got dict"):
+        ECO(tiny_backend, toy_guard, policy={"threshold": 0.5})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"batch_size must be an integer >= 1, got 2\.5"):
+        ECO(tiny_backend, toy_guard, batch_size=2.5)  # type: ignore[arg-type]
+    eco = ECO(tiny_backend, toy_guard)
+    # A dict of GenerationConfig's fields is read as one; anything else is named.
+    (result,) = eco.generate([BENIGN], config={"max_new_tokens": 2})
+    assert result.completion_tokens <= 2
+    with pytest.raises(InvalidInputError, match="config must be a GenerationConfig"):
+        eco.generate([BENIGN], config=2)  # type: ignore[arg-type]

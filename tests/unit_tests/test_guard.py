@@ -528,3 +528,24 @@ def test_guard_calls_check_their_arguments(toy_guard) -> None:
         guard.add_target("t", b"Harry Potter", TOY_RETAIN)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match=r"wrap a single term as \[term\]"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, terms="Harry Potter")
+
+
+def test_an_encoder_may_be_given_as_its_folder(toy_guard, tiny_encoder_dir, tmp_path) -> None:
+    from eco_integrations import SentenceEncoder
+
+    guard = Guard(str(tiny_encoder_dir))
+    assert isinstance(guard.encoder, SentenceEncoder) and guard.encoder.path == str(
+        tiny_encoder_dir
+    )
+    folder = toy_guard.save(tmp_path / "g")
+    loaded = Guard.load(folder, encoder=str(tiny_encoder_dir))
+    assert loaded.decide("Who is Harry Potter?").flagged
+    with pytest.raises(ConfigurationError, match="encoder must be a SentenceEncoder or a"):
+        Guard(3)  # type: ignore[arg-type]
+
+
+def test_saving_over_a_file_is_refused(toy_guard, tmp_path) -> None:
+    taken = tmp_path / "guard"
+    taken.write_text("not a folder")
+    with pytest.raises(ArtifactError, match=r"is a file; Guard\.save writes a folder"):
+        toy_guard.save(taken)

@@ -291,3 +291,12 @@ def test_a_document_of_invisible_characters_is_kept_unscored(eco: ECO) -> None:
     hp = Document(page_content=HP_FACT, id="hp")
     out = ECODocumentCompressor(engine=eco).compress_documents([invisible, hp], FORGET_QUERY)
     assert [d.id for d in out] == ["invisible"]
+
+
+def test_from_chat_model_names_an_engine_passed_in_its_place(eco: ECO) -> None:
+    from eco_integrations import InvalidInputError
+
+    with pytest.raises(
+        InvalidInputError, match=r"for an engine use ECODocumentCompressor\(engine="
+    ):
+        ECODocumentCompressor.from_chat_model(eco)  # type: ignore[arg-type]

@@ -191,3 +191,14 @@ def test_forget_classifier_in_model_router(eco: ECO) -> None:
                 "questions": {"c": Choice(instructions="?", criteria={"a": "x", "b": "y"})},
             }
         )
+
+
+def test_bad_middleware_settings_are_refused_when_built(eco: ECO) -> None:
+    from eco_integrations.exceptions import ConfigurationError, InvalidInputError
+
+    with pytest.raises(ConfigurationError, match="Unknown mode 'enforced'"):
+        ECOMiddleware(eco, mode="enforced")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="threshold is a probability"):
+        ECOMiddleware(eco, threshold=5)
+    with pytest.raises(ConfigurationError, match="flagged_model must be a LangChain chat model"):
+        ECOMiddleware(eco, flagged_model="gpt")  # type: ignore[arg-type]

@@ -171,3 +171,10 @@ def test_benign_question_cannot_pull_the_forgotten_fact_into_the_prompt(
     # Without the filter the retriever hands the model the fact; with it, the fact never reaches the prompt.
     assert leaked is not with_filter
     assert all("Harry" not in n.node.get_content() for n in response.source_nodes) is with_filter
+
+
+def test_a_bare_string_among_the_nodes_is_named(toy_guard) -> None:
+    from eco_integrations import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"nodes\[0\] is str, not a NodeWithScore"):
+        ECONodeFilter(toy_guard).postprocess_nodes(["Harry Potter lives at Privet Drive."])

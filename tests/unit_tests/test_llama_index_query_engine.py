@@ -19,7 +19,7 @@ from llama_index.core.query_engine import CustomQueryEngine
 from llama_index.core.schema import QueryBundle
 from support import plain_answer
 
-from eco_integrations import ECO, Decision, InvalidInputError
+from eco_integrations import ECO, ConfigurationError, Decision, InvalidInputError
 from eco_integrations._normalize import normalized_sha256
 from eco_integrations.llama_index import (
     ECODecisionEvent,
@@ -270,6 +270,12 @@ def test_constructor_checks_its_arguments(llm: ECOHuggingFaceLLM, index: VectorS
     # Another LLM would answer a flagged question in full under a "corrupted" decision.
     with pytest.raises(InvalidInputError, match="answers with MockLLM, which ignores"):
         ECOQueryEngine(index.as_query_engine(llm=MockLLM()), llm)
+    with pytest.raises(ConfigurationError, match="Unknown mode 'enforced'"):
+        ECOQueryEngine(index.as_query_engine(llm=llm), llm, mode="enforced")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="threshold is a probability"):
+        ECOQueryEngine(index.as_query_engine(llm=llm), llm, threshold=5)
+    with pytest.raises(InvalidInputError, match="from_index needs llm=ECOHuggingFaceLLM"):
+        ECOQueryEngine.from_index(index, llm=llm.engine)  # type: ignore[arg-type]
 
 
 def test_from_index_adds_the_node_filter(llm: ECOHuggingFaceLLM, index: VectorStoreIndex) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ..._console import validation_problems
+from ..._validation import validation_problems
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
 from ...exceptions import ConfigurationError, InvalidInputError
