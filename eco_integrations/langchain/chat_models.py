@@ -139,6 +139,51 @@ class _Ready:
     kwargs: dict[str, Any]
 
 
+_CALL_OPTIONS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "repetition_penalty",
+        "seed",
+        "model",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "eco_mode",
+        "eco_threshold",
+        DECISION_KWARG,
+        _PREPARED,
+    }
+)
+# What a user means by the names other libraries use.
+_CALL_OPTION_HINTS = {
+    "mode": "eco_mode",
+    "threshold": "eco_threshold",
+    "max_new_tokens": "max_tokens",
+    "decision": DECISION_KWARG,
+}
+
+
+def _check_call_options(kwargs: Mapping[str, Any]) -> None:
+    """Refuse a call option this model would otherwise drop (``mode="off"`` would not turn ECO off)."""
+    # ls_* keys are LangChain's own tracing hints (with_structured_output passes one).
+    unknown = sorted(k for k in kwargs if k not in _CALL_OPTIONS and not k.startswith("ls_"))
+    if unknown:
+        hints = [
+            f"{k} (did you mean {_CALL_OPTION_HINTS[k]}?)"
+            for k in unknown
+            if k in _CALL_OPTION_HINTS
+        ]
+        msg = (
+            f"ChatECOHuggingFace does not take the call option(s) {', '.join(unknown)}"
+            + (f"; {', '.join(hints)}" if hints else "")
+            + f". It takes: {', '.join(sorted(_CALL_OPTIONS - {_PREPARED}))}."
+        )
+        raise InvalidInputError(msg)
+
+
 class ChatECOHuggingFace(BaseChatModel):
     """A local Hugging Face chat model that answers forget-topic prompts as if it never saw them.
 
@@ -335,6 +380,7 @@ class ChatECOHuggingFace(BaseChatModel):
     def _request(
         self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
     ) -> tuple[_Call, ECORequest]:
+        _check_call_options(kwargs)
         prepared = kwargs.get(_PREPARED)
         if isinstance(prepared, _Prepared):  # prepared before the run started
             return prepared.call, prepared.request

@@ -546,3 +546,13 @@ def test_bad_input_is_named(chat: ChatECOHuggingFace, bad: Any, match: str) -> N
 def test_unknown_field_is_rejected(eco: ECO) -> None:
     with pytest.raises(ValueError, match="max_new_tokens"):
         ChatECOHuggingFace(engine=eco, max_new_tokens=3)
+
+
+def test_a_call_option_it_would_drop_is_refused(chat: ChatECOHuggingFace) -> None:
+    with pytest.raises(InvalidInputError, match=r"mode \(did you mean eco_mode\?\)"):
+        chat.invoke("How do I bake bread?", mode="off")
+    with pytest.raises(InvalidInputError, match=r"max_new_tokens \(did you mean max_tokens\?\)"):
+        list(chat.stream("How do I bake bread?", max_new_tokens=2))
+    with pytest.raises(InvalidInputError, match="does not take the call option"):
+        chat.invoke("How do I bake bread?", foo=1)
+    assert chat.invoke("How do I bake bread?", max_tokens=2, eco_mode="off").content is not None
