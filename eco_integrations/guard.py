@@ -878,7 +878,8 @@ class Guard:
             raise ConfigurationError(msg)
         forget_texts = check_texts(forget, f"forget texts of target {name!r}")
         retain_texts = check_texts(retain, f"retain texts of target {name!r}")
-        if isinstance(terms, str) or not all(isinstance(t, str) for t in terms):
+        terms = list(terms) if isinstance(terms, Iterable) and not isinstance(terms, str) else terms
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             msg = (
                 f"terms of target {name!r} must be a list of strings (names, titles), got "
                 f"{terms!r}; wrap a single term as [term]."
@@ -904,7 +905,8 @@ class Guard:
             msg = (
                 f"Target {name!r}: {len(both)} of the {len(forget_side)} distinct forget texts are "
                 f"also retain/general examples (first: {both[0][:80]!r}); the guard could not tell "
-                "them apart. Pass different files for --forget and --retain."
+                "them apart. Pass different forget and retain texts (on the command line, "
+                "different --forget and --retain files)."
             )
             raise InvalidInputError(msg)
         if both:

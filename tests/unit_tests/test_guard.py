@@ -504,7 +504,7 @@ def test_bad_false_positive_masks_are_refused(tiny_encoder) -> None:
 
 def test_forget_texts_that_are_also_retain_texts_are_named(tiny_encoder, caplog) -> None:
     guard = Guard(tiny_encoder)
-    with pytest.raises(InvalidInputError, match="Pass different files for --forget and --retain"):
+    with pytest.raises(InvalidInputError, match="different --forget and --retain files"):
         guard.add_target("t", TOY_RETAIN, TOY_RETAIN)
     # One shared text (as a short answer can be on both sides) is fit, with a warning.
     with caplog.at_level("WARNING", logger="eco_integrations.guard"):
@@ -528,6 +528,9 @@ def test_guard_calls_check_their_arguments(toy_guard) -> None:
         guard.add_target("t", b"Harry Potter", TOY_RETAIN)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match=r"wrap a single term as \[term\]"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, terms="Harry Potter")
+    # A generator of terms is read once, whole.
+    guard.add_target("t", TOY_FORGET, TOY_RETAIN, terms=(t for t in ["Privet Drive"]))
+    assert "Privet Drive" in guard.terms["t"]
 
 
 def test_an_encoder_may_be_given_as_its_folder(toy_guard, tiny_encoder_dir, tmp_path) -> None:
