@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,25 @@ def read_json_rows(
             msg = f"{path}:{err.lineno} is not valid JSON ({err.msg}); pass {expected}."
             raise error(msg) from None
         return list(rows)
-    out: list[Any] = []
+    return [row for _, row in json_lines(text, path, expected=expected, error=error)]
+
+
+def json_lines(
+    text: str,
+    path: str | os.PathLike[str],
+    *,
+    expected: str,
+    error: type[ECOError] = InvalidInputError,
+) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of JSON Lines ``text`` read from ``path``.
+
+    A line that is not JSON raises ``error`` naming ``path:line``.
+    """
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            yield n, json.loads(line)
         except json.JSONDecodeError as err:
             msg = f"{path}:{n} is not valid JSON ({err.msg}); pass {expected}, one JSON object per line."
             raise error(msg) from None
-    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import os
 import shlex
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from ._console import parse_guard_params, print_json, whole_number
-from ._files import read_utf8
+from ._files import json_lines, read_utf8
 from ._validation import validation_problems
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
@@ -41,18 +40,12 @@ def read_examples(path: str | Path) -> list[str]:
     row (a file without a header).
     """
     file = Path(path)
-    content = read_utf8(file, expected="a file of examples (txt, jsonl or csv)")
+    expected = "a file of examples (txt, jsonl or csv)"
+    content = read_utf8(file, expected=expected)
     suffix = file.suffix.lower()
     texts: list[str] = []
     if suffix in (".jsonl", ".json"):
-        for n, line in enumerate(content.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                msg = f"{file}:{n} is not valid JSON ({err.msg}); use one JSON object per line."
-                raise InvalidInputError(msg) from None
+        for n, row in json_lines(content, file, expected=expected):
             if isinstance(row, str):
                 texts.append(row)
             elif isinstance(row, dict) and isinstance(row.get("text"), str):
