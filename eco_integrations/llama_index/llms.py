@@ -18,6 +18,9 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
+    ThinkingBlock,
+    ToolCallBlock,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
@@ -35,6 +38,8 @@ from eco_integrations.llama_index._context import active_decision, active_scope,
 from eco_integrations.llama_index.events import emit_decision
 
 DEFAULT_MAX_NEW_TOKENS = 256
+# An assistant turn's reasoning and tool calls are not part of what the template renders as text.
+_ASSISTANT_SKIPPED_BLOCKS = (ThinkingBlock, ToolCallBlock)
 # LlamaIndex roles -> the four roles chat templates render.
 _ROLES = {
     MessageRole.SYSTEM: "system",
@@ -209,7 +214,7 @@ class ECOHuggingFaceLLM(CustomLLM):
             out.append(
                 {
                     "role": _ROLES.get(MessageRole(message.role), "user"),
-                    "content": message.content or "",
+                    "content": _message_text(message, i),
                 }
             )
         return out
@@ -417,3 +422,27 @@ def _as_chat(response: CompletionResponse) -> ChatResponse:
         delta=response.delta,
         additional_kwargs=response.additional_kwargs,
     )
+
+
+def _message_text(message: ChatMessage, index: int) -> str:
+    """The message's text blocks, joined as ``ChatMessage.content`` joins them; anything else refused.
+
+    ``ChatMessage.content`` drops images, audio and documents without a word, so the model would
+    answer a question it was only partly shown (and the guard would score only part of it).
+    """
+    parts: list[str] = []
+    for block in message.blocks:
+        if isinstance(block, TextBlock):
+            parts.append(block.text)
+        elif (
+            isinstance(block, _ASSISTANT_SKIPPED_BLOCKS)
+            and _ROLES.get(MessageRole(message.role)) == "assistant"
+        ):
+            continue
+        else:
+            msg = (
+                f"Message {index} ({message.role.value}) holds a content block of type {type(block).__name__}; this chat "
+                "template renders text only. Send the text, or describe the content in words."
+            )
+            raise InvalidInputError(msg)
+    return "\n".join(parts)

@@ -108,6 +108,7 @@ class Sampling(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logprobs: Any = None
+    logit_bias: dict[str, Any] | None = None
     user: str | None = None
 
 

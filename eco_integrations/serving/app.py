@@ -522,6 +522,21 @@ class Gateway:
                 "logprobs are not supported by the ECO gateway; leave logprobs unset.",
                 param="logprobs",
             )
+        # Accepted and dropped, these would change nothing in the answer while the client thinks
+        # they did; zero (what some clients send by default) is what the model does anyway.
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(parsed, name) not in (None, 0):
+                raise APIError(
+                    400,
+                    f"{name} is not supported by the ECO gateway; leave it unset or 0.",
+                    param=name,
+                )
+        if parsed.logit_bias:
+            raise APIError(
+                400,
+                "logit_bias is not supported by the ECO gateway; leave it unset.",
+                param="logit_bias",
+            )
         if isinstance(parsed, ChatCompletionRequest):
             if parsed.tools:
                 raise APIError(

@@ -13,7 +13,13 @@ pytest.importorskip(
 )
 
 from llama_index.core.base.llms.base import BaseLLM
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ImageBlock,
+    MessageRole,
+    TextBlock,
+    ThinkingBlock,
+)
 from llama_index.core.prompts import PromptTemplate
 from support import plain_answer
 
@@ -101,6 +107,31 @@ def test_chat_classifies_the_latest_user_message(llm: ECOHuggingFaceLLM) -> None
     assert streamed[-1].message.content == response.message.content
     flagged = llm.chat([ChatMessage(role=MessageRole.USER, content=HP)])
     assert flagged.additional_kwargs["eco_decision"]["flagged"] is True
+
+
+def test_chat_reads_text_blocks_and_refuses_what_it_cannot_render(
+    llm: ECOHuggingFaceLLM,
+) -> None:
+    # The question split over two text blocks is scored whole, as ChatMessage.content joins them.
+    split = ChatMessage(
+        role=MessageRole.USER, blocks=[TextBlock(text="Who is"), TextBlock(text="Harry Potter?")]
+    )
+    decision = llm.chat([split]).additional_kwargs["eco_decision"]
+    assert decision["text_sha256"] == normalized_sha256("Who is\nHarry Potter?")
+    # An assistant turn's reasoning is not rendered; its text is.
+    thought = ChatMessage(
+        role=MessageRole.ASSISTANT, blocks=[ThinkingBlock(content="hm"), TextBlock(text="Hello.")]
+    )
+    assert llm.chat([thought, ChatMessage(role=MessageRole.USER, content=BENIGN)]).message.content
+    # ChatMessage.content would drop the image without a word: the model would answer half a question.
+    image = ChatMessage(
+        role=MessageRole.USER,
+        blocks=[TextBlock(text="Who is this?"), ImageBlock(url="https://example.com/a.png")],
+    )
+    with pytest.raises(InvalidInputError, match=r"Message 0 .*ImageBlock.*text only"):
+        llm.chat([image])
+    with pytest.raises(InvalidInputError, match="ImageBlock"):
+        list(llm.stream_chat([image]))
 
 
 def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:

@@ -175,6 +175,27 @@ def test_streaming_text_completion(client: TestClient) -> None:
             None,
             "Tool calling",
         ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", frequency_penalty=0.5),
+            400,
+            None,
+            "frequency_penalty is not supported",
+        ),
+        (
+            "/v1/completions",
+            {"model": MODEL, "prompt": "hi", "presence_penalty": -1},
+            400,
+            None,
+            "presence_penalty is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", logit_bias={"50256": -100}),
+            400,
+            None,
+            "logit_bias",
+        ),
         ("/v1/chat/completions", chat_request("hi", max_tokens=100), 400, None, "at most 64"),
         (
             "/v1/chat/completions",
@@ -221,6 +242,9 @@ def test_streaming_text_completion(client: TestClient) -> None:
         "empty-messages",
         "n",
         "tools",
+        "frequency-penalty",
+        "presence-penalty",
+        "logit-bias",
         "max-tokens",
         "temperature",
         "image",
@@ -334,3 +358,8 @@ def test_upstream_status_mapping() -> None:
         engine_error(BackendUnavailableError("bad request we built", status_code=400)).status == 502
     )
     assert engine_error(BackendUnavailableError("down", status_code=None)).status == 503
+
+
+def test_penalties_of_zero_are_what_the_model_does_and_pass(client: TestClient) -> None:
+    body = chat_request(BENIGN, frequency_penalty=0, presence_penalty=0.0, logit_bias={})
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
