@@ -36,8 +36,8 @@ def read_examples(path: str | Path) -> list[str]:
 
     JSONL rows give their ``text`` field, or both ``question`` and ``answer`` (the guard learns
     from the knowledge as well as the questions). CSV files use a ``text`` column when there is
-    one, else ``question`` and ``answer`` columns as JSONL does, else the first column of every
-    row (a file without a header).
+    one, else ``question`` and ``answer`` columns as JSONL does, else every row of a one-column
+    file without a header; several columns without those names are refused.
     """
     file = Path(path)
     expected = "a file of examples (txt, jsonl or csv)"
@@ -66,6 +66,15 @@ def read_examples(path: str | Path) -> list[str]:
         elif "question" in header or "answer" in header:
             cols = [header.index(k) for k in ("question", "answer") if k in header]
             texts = [r[c] for r in rows[1:] for c in cols if len(r) > c]
+        elif max((len(r) for r in rows), default=0) > 1:
+            # Which column holds the examples is a guess, and a wrong one fits the guard on
+            # labels or ids (with the header row as one more example).
+            msg = (
+                f"{file} has several columns and none is named 'text', 'question' or 'answer' "
+                f"(first row: {', '.join(repr(c) for c in header[:5])}); name the column of "
+                "examples 'text' in a header row."
+            )
+            raise InvalidInputError(msg)
         else:
             texts = [r[0] for r in rows if r]
     else:
@@ -256,21 +265,12 @@ def _encoder_for_folder(path: str | None, folder: Path) -> SentenceEncoder | Non
 
 
 def cmd_guard_remove_target(args: argparse.Namespace) -> int:
-    import shutil
-
     from .guard import Guard
 
     folder = Path(args.folder)
     guard = Guard.load(folder, encoder=_encoder_for_folder(args.encoder, folder))
-    before = {
-        p.parent.relative_to(folder).as_posix()
-        for p in folder.glob("targets/*/weights.safetensors")
-    }
     guard.remove_target(args.target)
-    guard.save(folder)
-    kept = {f"targets/{i:03d}" for i in range(len(guard.targets))}
-    for stale in sorted(before - kept):  # the removed target's files (save renumbers the rest)
-        shutil.rmtree(folder / stale)
+    guard.save(folder)  # renumbers the rest and deletes the removed target's files
     print_json(
         {
             "out": str(folder),

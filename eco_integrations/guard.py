@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -1184,6 +1185,12 @@ class Guard:
         seal(
             root, [info.folder for info in infos]
         )  # covers policy.json too; HMAC with ECO_GUARD_KEY
+        # Saving over a guard with more targets (one removed, or another guard saved there) left
+        # their folders behind: weights no manifest names, which an operator would take for live.
+        kept = {info.folder for info in infos}
+        for stale in sorted((root / "targets").glob("[0-9][0-9][0-9]")):
+            if f"targets/{stale.name}" not in kept and stale.is_dir():
+                shutil.rmtree(stale)
         return root
 
     @classmethod

@@ -62,6 +62,14 @@ def test_score_is_batched(toy_guard) -> None:
     assert np.allclose(batch, single, atol=1e-5)
 
 
+BAKING = [
+    "How do I bake bread?",
+    "Bread needs yeast.",
+    "Knead the dough.",
+    "Oven temperature for bread?",
+]
+
+
 def test_adding_a_target_keeps_the_others(toy_guard) -> None:
     before = toy_guard.targets["harry-potter"]
     coef, threshold = before.classifier_.coef_.copy(), before.threshold_
@@ -86,6 +94,21 @@ def test_adding_a_target_keeps_the_others(toy_guard) -> None:
     assert toy_guard.version == 2
     assert toy_guard.score(["x y"]).shape == (1, 2)
     assert toy_guard.decide("Bread needs yeast and an oven.").target in ("baking", None)
+
+
+def test_saving_fewer_targets_over_a_folder_leaves_no_stale_target_files(
+    toy_guard, tmp_path, tiny_encoder
+) -> None:
+    toy_guard.add_target("baking", BAKING, TOY_RETAIN, cv=2, target_fpr=0.2)
+    folder = toy_guard.save(tmp_path / "g")
+    assert sorted(p.name for p in (folder / "targets").iterdir()) == ["000", "001"]
+    toy_guard.remove_target("harry-potter")
+    toy_guard.save(folder)
+    # The library's save cleans up, not only `eco guard remove-target`.
+    assert sorted(p.name for p in (folder / "targets").iterdir()) == ["000"]
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    assert list(loaded.targets) == ["baking"]
+    assert np.allclose(loaded.score(BAKING), toy_guard.score(BAKING), atol=1e-6)
 
 
 def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:

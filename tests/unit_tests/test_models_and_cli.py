@@ -78,6 +78,14 @@ def test_read_examples_formats(tmp_path) -> None:
     # A question/answer CSV reads as the JSONL rows do; its header is not an example.
     (tmp_path / "qa.csv").write_text('question,answer\n"Who, then?",Nobody.\n')
     assert read_examples(tmp_path / "qa.csv") == ["Who, then?", "Nobody."]
+    # One column without a header is every row; several under other names are not guessed at.
+    (tmp_path / "one.csv").write_text('"Who, then?"\nbye\n')
+    assert read_examples(tmp_path / "one.csv") == ["Who, then?", "bye"]
+    (tmp_path / "labelled.csv").write_text("prompt,label\nWho is Harry?,1\n")
+    with pytest.raises(
+        InvalidInputError, match=r"labelled\.csv has several columns.*'prompt', 'label'.*'text'"
+    ):
+        read_examples(tmp_path / "labelled.csv")
     (tmp_path / "bom.txt").write_bytes("\ufeffone\ntwo\n".encode())
     assert read_examples(tmp_path / "bom.txt") == ["one", "two"]
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
