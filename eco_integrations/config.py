@@ -126,7 +126,7 @@ class ECOPolicy(_Strict):
     )
     threshold: float | None = Field(
         default=None,
-        gt=0.0,
+        ge=0.0,
         lt=1.0,
         description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
     )

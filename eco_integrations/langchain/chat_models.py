@@ -241,7 +241,7 @@ class ChatECOHuggingFace(BaseChatModel):
     mode: Mode | None = None
     """``enforce`` | ``shadow`` | ``off``; None keeps the engine's mode. Per call: ``eco_mode=``."""
 
-    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
     """Override the guard's threshold (flagged means score > threshold).
 
     Per call: ``eco_threshold=``."""

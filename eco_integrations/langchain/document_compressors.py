@@ -81,7 +81,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     filter_when: Literal["always", "query_flagged"] = "always"
     """Filter every call's documents, or only those retrieved for a flagged question."""
 
-    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
     """Override the guard's threshold (flagged means score > threshold)."""
 
     mode: Mode | None = None

@@ -212,6 +212,11 @@ def test_threshold_override_per_call_and_in_policy(tiny_backend, toy_guard) -> N
         eco.decide(FLAGGED, threshold=float("nan"))
     with pytest.raises(InvalidInputError, match="decisions or mode/threshold"):
         eco.generate([FLAGGED], config=CFG, decisions=[above], threshold=0.5)
+    # A policy takes what a call takes: 0.0 (every prompt flagged) in, 1.0 out.
+    everything = ECO(tiny_backend, toy_guard, policy=ECOPolicy(threshold=0.0))
+    assert everything.decide(BENIGN).flagged
+    with pytest.raises(ValueError, match="less than 1"):
+        ECOPolicy(threshold=1.0)
 
 
 def test_stream_equals_generate(eco) -> None:

@@ -390,6 +390,20 @@ def test_window_catches_a_topic_named_only_in_an_earlier_turn(eco: ECO) -> None:
     assert engine_window.engine_view.decide(to_chat_dicts(conversation, native_tools=False)).flagged
 
 
+def test_threshold_range_is_the_same_when_built_as_per_call(eco: ECO) -> None:
+    from pydantic import ValidationError
+
+    from eco_integrations.langchain import ECODocumentCompressor
+
+    assert ChatECOHuggingFace(engine=eco, threshold=0.0).threshold == 0.0
+    assert ECODocumentCompressor(engine=eco, threshold=0.0).threshold == 0.0
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValidationError):
+            ChatECOHuggingFace(engine=eco, threshold=bad)
+        with pytest.raises(ValidationError):
+            ECODocumentCompressor(engine=eco, threshold=bad)
+
+
 def test_threshold_and_mode_per_call(chat: ChatECOHuggingFace) -> None:
     rec = Recorder()
     chat.invoke(BENIGN, {"callbacks": [rec]}, eco_threshold=0.0)
