@@ -54,6 +54,33 @@ def read_json_rows(
     return [row for _, row in json_lines(text, path, expected=expected, error=error)]
 
 
+def check_text_rows(
+    rows: list[Any],
+    fields: tuple[str, ...],
+    *,
+    where: str | os.PathLike[str],
+    fix: str,
+    error: type[ECOError] = InvalidInputError,
+) -> list[dict[str, Any]]:
+    """``rows``, each checked to be an object whose ``fields`` hold non-blank text.
+
+    The first row that is not raises ``error`` naming its number (from 1) and ``where`` it came
+    from, then ``fix``; no rows at all is an error too.
+    """
+    wanted = " and ".join(repr(f) for f in fields)
+    if not rows:
+        msg = f"{where} holds no rows; {fix}."
+        raise error(msg)
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            msg = f"Row {n} of {where} is not a JSON object; {fix}."
+            raise error(msg)
+        if not all(isinstance(row.get(f), str) and row[f].strip() for f in fields):
+            msg = f"Row {n} of {where} needs {wanted} holding text; {fix}."
+            raise error(msg)
+    return rows
+
+
 def json_lines(
     text: str,
     path: str | os.PathLike[str],

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._files import read_json_rows
+from .._files import check_text_rows, read_json_rows
 from .._models import load_causal_lm, resolve_model_path
 from .._paths import cache_dir
 from .._prompting import render
@@ -177,21 +177,14 @@ def model_identity(name_or_path: str | os.PathLike[str] | None) -> dict[str, str
     return {p.name: _file_digest(p) for p in files}
 
 
-def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    if not rows:
-        msg = "No rows to fine-tune on; pass question/answer pairs."
-        raise InvalidInputError(msg)
-    out = []
-    for i, row in enumerate(rows):
-        q, a = (
-            row.get("question") if isinstance(row, dict) else None,
-            row.get("answer") if isinstance(row, dict) else None,
-        )
-        if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
-            msg = f"Row {i} needs non-empty string 'question' and 'answer' fields."
-            raise InvalidInputError(msg)
-        out.append({"question": q, "answer": a})
-    return out
+def _check_rows(rows: Sequence[Any], where: str = "the rows") -> list[dict[str, str]]:
+    checked = check_text_rows(
+        list(rows),
+        ("question", "answer"),
+        where=where,
+        fix="pass question/answer pairs to fine-tune on",
+    )
+    return [{"question": row["question"], "answer": row["answer"]} for row in checked]
 
 
 def run_key(
@@ -451,4 +444,4 @@ def read_pairs(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     rows = read_json_rows(
         path, expected="a JSON Lines file (or JSON array) of objects with 'question' and 'answer'"
     )
-    return _check_rows(rows)
+    return _check_rows(rows, where=str(path))

@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .._console import whole_number
-from .._files import read_json_rows
+from .._files import check_text_rows, read_json_rows
 from .._validation import validation_problems
 from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from ..corruption import get_corruption
@@ -585,18 +585,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _reference_rows(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     """``--references`` rows, each checked to hold ``fields`` as non-empty text."""
-    wanted = " and ".join(repr(f) for f in fields)
-    rows = read_json_rows(path, expected=f"a JSON Lines file of objects with {wanted}")
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or not all(
-            isinstance(row.get(f), str) and row[f].strip() for f in fields
-        ):
-            msg = f"Row {n} of {path} needs {wanted} holding text."
-            raise InvalidInputError(msg)
-    if not rows:
-        msg = f"{path} holds no rows; pass a JSON Lines file of objects with {wanted}."
-        raise InvalidInputError(msg)
-    return rows
+    expected = f"a JSON Lines file of objects with {' and '.join(repr(f) for f in fields)}"
+    rows = read_json_rows(path, expected=expected)
+    return check_text_rows(rows, fields, where=path, fix=f"pass {expected}")
 
 
 def _load_callable(path: str | None) -> Callable[[ECO, float], float]:

@@ -172,7 +172,10 @@ def test_damaged_data_files_name_the_file_and_row(data_root: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"forget01\.json:2 is not valid JSON"):
         load_tofu("forget01", data_root)
     tofu.write_text('{"question": "Who?", "answer": "X."}\n{"prompt": "Where?"}\n')
-    with pytest.raises(ConfigurationError, match=r"Row 2 of .*forget01\.json lacks a question"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Row 2 of .*forget01\.json needs .question. and .answer. holding text",
+    ):
         load_tofu("forget01", data_root)
     (data_root / "mmlu" / "test" / "virology_test.csv").write_bytes(b"caf\xe9,a,b,c,d,A\n")
     with pytest.raises(ConfigurationError, match=r"virology_test\.csv is not UTF-8"):

@@ -119,8 +119,17 @@ def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:
     assert read_pairs(good) == [{"question": "Q?", "answer": "A."}]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "Q?"}) + "\n")
-    with pytest.raises(InvalidInputError, match="Row 0"):
+    with pytest.raises(
+        InvalidInputError, match=r"Row 1 of .*bad\.jsonl needs 'question' and 'answer'"
+    ):
         read_pairs(bad)
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text('["Q?", "A."]\n')
+    with pytest.raises(InvalidInputError, match=r"Row 1 of .*listed\.jsonl is not a JSON object"):
+        read_pairs(listed)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(InvalidInputError, match=r"empty\.jsonl holds no rows"):
+        read_pairs(tmp_path / "empty.jsonl")
     array = tmp_path / "array.json"
     array.write_text(json.dumps([{"question": "Q?", "answer": "A."}]))
     assert read_pairs(array) == [{"question": "Q?", "answer": "A."}]

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..._files import read_json_rows, read_utf8
+from ..._files import check_text_rows, read_json_rows, read_utf8
 from ...exceptions import ConfigurationError
 
 TOFU_SPLITS = (
@@ -94,11 +94,9 @@ def _read_rows(path: Path, fields: tuple[str, ...] = ()) -> list[dict[str, Any]]
         msg = f"Missing data file {path}; check --data-dir (see the data README for the layout)."
         raise ConfigurationError(msg)
     rows = read_json_rows(path, expected=_AS_PUBLISHED, error=ConfigurationError)
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in fields):
-            msg = f"Row {n} of {path} lacks a {' or '.join(fields) or 'JSON object'} text; restore {_AS_PUBLISHED}."
-            raise ConfigurationError(msg)
-    return rows
+    return check_text_rows(
+        rows, fields, where=path, fix=f"restore {_AS_PUBLISHED}", error=ConfigurationError
+    )
 
 
 def load_tofu(split: str, data_dir: str | Path | None = None) -> list[dict[str, Any]]:
