@@ -691,11 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValidationError as err:
         # A value that reached a settings model unchecked: name its field and rule, not a traceback.
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'value'} {e['msg'].lower()} (got {e.get('input')!r})"
-            for e in err.errors()
+        print(
+            f"eco: error: invalid {err.title} setting: {validation_problems(err)}.", file=sys.stderr
         )
-        print(f"eco: error: invalid {err.title} setting: {problems}.", file=sys.stderr)
         return 2
 
 

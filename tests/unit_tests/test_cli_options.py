@@ -70,10 +70,10 @@ def test_a_settings_model_that_refuses_a_value_gives_a_one_line_error(monkeypatc
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--batch-size", "0"], "--batch-size input should be greater than or equal to 1"),
-        (["--epochs", "0"], "--epochs input should be greater than or equal to 1"),
-        (["--lr", "nan"], "--lr input should be greater than 0"),
-        (["--lr", "-1"], "--lr input should be greater than 0"),
+        (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1 (got 0)"),
+        (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1 (got 0)"),
+        (["--lr", "nan"], "--lr: Input should be greater than 0"),
+        (["--lr", "-1"], "--lr: Input should be greater than 0"),
     ],
 )
 def test_finetune_settings_are_checked_before_training(tmp_path, capsys, flags, message) -> None:

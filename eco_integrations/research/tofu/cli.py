@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._console import print_json, whole_number
+from ..._validation import validation_problems
 from ...exceptions import ConfigurationError
 
 _FINETUNE_FLAGS = {
@@ -46,11 +47,7 @@ def _finetune_config(args: argparse.Namespace, base: Any) -> Any:
         # model_copy(update=...) would skip validation: --batch-size 0 reached a division.
         return type(base).model_validate({**base.model_dump(), **updates})
     except ValidationError as err:
-        problems = "; ".join(
-            f"{_FINETUNE_FLAGS.get(str(e['loc'][0]), e['loc'][0])} {e['msg'].lower()} (got {e['input']!r})"
-            for e in err.errors()
-        )
-        msg = f"Bad fine-tune option: {problems}."
+        msg = f"Bad fine-tune option: {validation_problems(err, _FINETUNE_FLAGS)}."
         raise ConfigurationError(msg) from None
 
 
