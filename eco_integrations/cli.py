@@ -296,6 +296,7 @@ def cmd_guard_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         target_fpr=args.target_fpr,
         show_progress=True,
+        params=parse_guard_params(args.guard_param, reserved={"target_fpr"}),
     )
     if not args.json:
         for key in (
@@ -627,6 +628,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--seed", type=whole_number(0), default=0)
     evaluate.add_argument("--target-fpr", type=float, default=0.01)
+    evaluate.add_argument(
+        "--guard-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="update the protocol's PromptGuard parameters (repeatable), e.g. knowledge=false",
+    )
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(func=cmd_guard_eval)
 

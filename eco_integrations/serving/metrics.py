@@ -18,7 +18,6 @@ ROUTES = (
     "/v1/models",
     "/v1/chat/completions",
     "/v1/completions",
-    "/admin/guard",
 )
 _LATENCY_BUCKETS = (
     0.005,
@@ -44,8 +43,6 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
-    if path.startswith("/admin/"):
-        return "/admin/guard"
     return "other"
 
 

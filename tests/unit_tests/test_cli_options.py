@@ -82,3 +82,24 @@ def test_finetune_settings_are_checked_before_training(tmp_path, capsys, flags, 
     assert main(["finetune", "--data", str(data), "--out", str(tmp_path / "runs"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_guard_eval_passes_guard_params_to_the_tofu_protocol(monkeypatch, capsys) -> None:
+    from eco_integrations.research.eval import guard_eval
+
+    seen: dict[str, object] = {}
+
+    def protocol(split, data_dir, **kwargs):
+        seen.update(kwargs, split=split)
+        keys = ("tpr", "paraphrase_tpr", "fpr", "fpr_real_authors", "fpr_world_facts")
+        return dict.fromkeys((*keys, "auroc", "threshold"), 0.5), None, None
+
+    monkeypatch.setattr(guard_eval, "tofu_guard_protocol", protocol)
+    argv = ["guard", "eval", "--task", "tofu-forget05", "--json"]
+    flags = ["--guard-param", "knowledge=false", "--guard-param", "cv_repeats=1"]
+    assert main([*argv, *flags]) == 0
+    assert seen["split"] == "forget05"
+    assert seen["params"] == {"knowledge": False, "cv_repeats": 1}
+    capsys.readouterr()
+    assert main([*argv, "--guard-param", "target_fpr=0.1"]) == 2
+    assert "use --target-fpr" in capsys.readouterr().err

@@ -156,7 +156,7 @@ def register(subparsers: Any) -> None:
         "--guard-param",
         action="append",
         metavar="NAME=VALUE",
-        help="PromptGuard hyperparameter for this task (repeatable); wmdp and "
+        help="PromptGuard hyperparameter for this task (repeatable); wmdp, the tofu tasks and "
         "tofu-forget10-robust start from their own (guard_params in the JSON), e.g. "
         "knowledge=false near_misses=false for the robust task's learned classifier alone",
     )
