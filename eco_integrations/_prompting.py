@@ -26,6 +26,9 @@ ChatMessage = Mapping[str, Any]
 PromptInput = str | Sequence[ChatMessage]
 ToolSpecs = Sequence[Mapping[str, Any]]
 ROLES = ("system", "user", "assistant", "tool")
+# A user-role message that carries a tool's output, not the user's words (LlamaIndex's ReAct
+# agent sends its observations so): classified with the user turn it follows, never in its place.
+TOOL_OUTPUT_KEY = "tool_output"
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -83,6 +86,9 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
         for key, value in message.items():
             if isinstance(value, str):
                 check_encodable(value, f"Message {i}'s {key}")
+        if not isinstance(message.get(TOOL_OUTPUT_KEY, False), bool):
+            msg = f"Message {i}'s {TOOL_OUTPUT_KEY!r} is {message[TOOL_OUTPUT_KEY]!r}; pass True or False."
+            raise InvalidInputError(msg)
         out.append({**dict(message), "role": role, "content": content})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
         msg = "The conversation has no non-empty user message to answer."
@@ -91,9 +97,21 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
 
 
 def classified_indices(messages: list[dict[str, Any]], window: int) -> list[int]:
-    """Indices of the latest ``window`` non-empty user messages (what the guard reads)."""
-    users = [i for i, m in enumerate(messages) if m["role"] == "user" and m["content"].strip()]
-    return users[-window:]
+    """Indices of the latest ``window`` non-empty user turns (what the guard reads).
+
+    A turn is a user message and the tool outputs sent as user messages after it: in a ReAct
+    loop the question stays what is classified while observations pile up behind it, and an
+    observation is read with it (what a tool returned can hold the forget knowledge too).
+    """
+    turns: list[list[int]] = []
+    for i, m in enumerate(messages):
+        if m["role"] != "user" or not m["content"].strip():
+            continue
+        if m.get(TOOL_OUTPUT_KEY) and turns:
+            turns[-1].append(i)
+        else:
+            turns.append([i])
+    return [i for turn in turns[-window:] for i in turn]
 
 
 def classified_text(prompt: PromptInput, *, raw: bool = False, window: int = 1) -> str:
@@ -152,8 +170,10 @@ def render(
         template_kwargs["tools"] = list(tools)
     if getattr(tokenizer, "chat_template", None) is None:
         template_kwargs["chat_template"] = _FALLBACK_TEMPLATE
+    # The template sees exactly what a plain model's caller would send it.
+    template_messages = [{k: v for k, v in m.items() if k != TOOL_OUTPUT_KEY} for m in messages]
     with TOKENIZE_LOCK:
-        text = tokenizer.apply_chat_template(messages, **template_kwargs)
+        text = tokenizer.apply_chat_template(template_messages, **template_kwargs)
     spans = _message_spans(text, messages)
     chosen = classified_indices(messages, window)
     content_spans = [span for span in (spans[i] for i in chosen) if span is not None]

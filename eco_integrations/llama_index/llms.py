@@ -28,7 +28,7 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
 from pydantic import Field, PrivateAttr
 
-from eco_integrations._prompting import PromptInput
+from eco_integrations._prompting import TOOL_OUTPUT_KEY, PromptInput
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
@@ -38,6 +38,8 @@ from eco_integrations.llama_index._context import active_decision, active_scope,
 from eco_integrations.llama_index.events import emit_decision
 
 DEFAULT_MAX_NEW_TOKENS = 256
+# What llama_index.core.agent.react's ObservationReasoningStep renders its content as.
+_REACT_OBSERVATION = "Observation:"
 # An assistant turn's reasoning and tool calls are not part of what the template renders as text.
 _ASSISTANT_SKIPPED_BLOCKS = (ThinkingBlock, ToolCallBlock)
 # LlamaIndex roles -> the four roles chat templates render.
@@ -206,17 +208,24 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @staticmethod
     def _chat_input(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for i, message in enumerate(messages):
             if not isinstance(message, ChatMessage):
                 msg = f"Message {i} is {type(message).__name__}; pass llama_index ChatMessage objects."
                 raise InvalidInputError(msg)
-            out.append(
-                {
-                    "role": _ROLES.get(MessageRole(message.role), "user"),
-                    "content": _message_text(message, i),
-                }
-            )
+            role = _ROLES.get(MessageRole(message.role), "user")
+            content = _message_text(message, i)
+            row: dict[str, Any] = {"role": role, "content": content}
+            # ReActChatFormatter sends each tool observation as a user message after the
+            # agent's own step; read as the latest user turn, it would replace the question.
+            if (
+                role == "user"
+                and content.startswith(_REACT_OBSERVATION)
+                and out
+                and out[-1]["role"] == "assistant"
+            ):
+                row[TOOL_OUTPUT_KEY] = True
+            out.append(row)
         return out
 
     def _prepare(self, prompt: PromptInput) -> ECORequest:

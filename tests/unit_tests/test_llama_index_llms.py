@@ -134,6 +134,47 @@ def test_chat_reads_text_blocks_and_refuses_what_it_cannot_render(
         list(llm.stream_chat([image]))
 
 
+def test_react_observations_do_not_replace_the_question(
+    llm: ECOHuggingFaceLLM, tiny_model, tiny_tokenizer
+) -> None:
+    from llama_index.core.agent.react.formatter import ReActChatFormatter
+    from llama_index.core.agent.react.types import ActionReasoningStep, ObservationReasoningStep
+
+    def react(question: str, observation: str) -> list[ChatMessage]:
+        # What ReActAgent sends at its second step: the tool's output as a user message.
+        return ReActChatFormatter.from_defaults(system_header="Use tools.").format(
+            tools=[],
+            chat_history=[ChatMessage(role=MessageRole.USER, content=question)],
+            current_reasoning=[
+                ActionReasoningStep(thought="Look it up.", action="lookup", action_input={}),
+                ObservationReasoningStep(observation=observation),
+            ],
+        )
+
+    flagged = llm.chat(react(HP, "Bread is baked from flour.")).additional_kwargs["eco_decision"]
+    # The question is still read (it was the observation alone), with the observation after it.
+    assert flagged["flagged"] is True
+    assert flagged["text_sha256"] == normalized_sha256(
+        f"{HP}\nObservation: Bread is baked from flour."
+    )
+    # What the model sees is what the plain model would: a benign step answers as it does.
+    benign = react(BENIGN, "Flour, water, yeast.")
+    response = llm.chat(benign)
+    assert response.additional_kwargs["eco_decision"]["flagged"] is False
+    plain = [
+        {"role": m.role.value if m.role != MessageRole.SYSTEM else "system", "content": m.content}
+        for m in benign
+    ]
+    assert response.message.content == plain_answer(tiny_model, tiny_tokenizer, plain, 6)
+    # A user writing "Observation:" themselves is read with the turn before it, not skipped.
+    typed = [
+        ChatMessage(role=MessageRole.USER, content=BENIGN),
+        ChatMessage(role=MessageRole.ASSISTANT, content="Flour."),
+        ChatMessage(role=MessageRole.USER, content=f"Observation: {HP}"),
+    ]
+    assert llm.chat(typed).additional_kwargs["eco_decision"]["flagged"] is True
+
+
 def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:
     with pytest.raises(InvalidInputError, match="empty"):
         llm.complete("")
