@@ -7,7 +7,7 @@ The decision itself is always made by the engine (:meth:`ECO.prepare` / :meth:`E
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -23,8 +23,10 @@ from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
 )
+from pydantic import BeforeValidator
 
 from eco_integrations.config import Decision
+from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 
 EVENT_NAME = "eco_decision"
@@ -42,6 +44,12 @@ DECISION_KWARG = "eco_decision"
 """Keyword (invoke/bind/model_settings) that hands an already-made decision to the chat model."""
 
 
+ROUTED_DECISION_KEY = "eco_routed_decision"
+"""Run metadata key under which :class:`ECORouter` hands its decision (``event_payload()``) down
+to whatever runs its branch: a chat model inside ``with_retry()``, ``with_fallbacks()`` or a
+sequence cannot be handed a keyword, but inherits the run's metadata."""
+
+
 def as_decision(value: object) -> Decision:
     """Accept a :class:`Decision` or its event payload (a dict, e.g. read back from agent state)."""
     if isinstance(value, Decision):
@@ -53,6 +61,23 @@ def as_decision(value: object) -> Decision:
         f"got {type(value).__name__}."
     )
     raise InvalidInputError(msg)
+
+
+def _engine_not_chat_model(value: object) -> object:
+    # Handed ChatECOHuggingFace where the engine belongs, a skin would decide with the bare
+    # engine and lose the chat model's threshold, mode and window.
+    if hasattr(value, "engine_view") and hasattr(value, "_generate"):
+        msg = (
+            f"engine= takes an ECO engine, got a {type(value).__name__}; build with "
+            "from_chat_model(chat, ...) to decide as that chat model does (its threshold, mode "
+            "and classify_window)."
+        )
+        raise InvalidInputError(msg)
+    return value
+
+
+EngineField = Annotated[ECO, BeforeValidator(_engine_not_chat_model)]
+"""The type of a skin's ``engine`` field: an ECO engine, a chat model in its place named."""
 
 
 def decision_metadata(decision: Decision) -> dict[str, Any]:

@@ -34,17 +34,19 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, get_config_list
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config, get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from eco_integrations.config import ECOPolicy, GenerationConfig, Mode
+from eco_integrations._normalize import normalized_sha256
+from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
 from eco_integrations.engine import ECO, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
+    ROUTED_DECISION_KEY,
     aemit_decision,
     as_decision,
     config_with_decision,
@@ -118,6 +120,7 @@ class _Prepared:
     batch: _Batch | None = None
     index: int = 0
     run: RunnableConfig | None = None  # a stream's own config (callbacks, run id), for its event
+    routed: bool = False  # the decision is an ECORouter's, which has reported it already
 
     def __repr__(self) -> str:
         # Shown in the run's invocation params and part of an LLM cache's key. The answer depends
@@ -377,6 +380,25 @@ class ChatECOHuggingFace(BaseChatModel):
             chats, decisions=[as_decision(given)] * len(calls), seeds=seeds, tools=tools
         )
 
+    def _routed_decision(
+        self, call: _Call, config: RunnableConfig | None, kwargs: Mapping[str, Any]
+    ) -> Decision | None:
+        """The decision of an :class:`ECORouter` this call runs under, if it was made for this
+        conversation's classified text (none when a decision is handed in directly)."""
+        # ensure_config: a wrapper may pass the config only through the context (a fallback's
+        # stream does).
+        payload = (ensure_config(config).get("metadata") or {}).get(ROUTED_DECISION_KEY)
+        if payload is None or kwargs.get(DECISION_KWARG) is not None:
+            return None
+        decision = as_decision(payload)
+        if decision.text_sha256 != normalized_sha256(self._eco.classified_text(call.chat)):
+            return None  # the branch changed the question: this model decides on what it got
+        return decision
+
+    def _emits(self, kwargs: Mapping[str, Any]) -> bool:
+        prepared = kwargs.get(_PREPARED)
+        return not (isinstance(prepared, _Prepared) and prepared.routed)
+
     def _request(
         self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
     ) -> tuple[_Call, ECORequest]:
@@ -469,7 +491,8 @@ class ChatECOHuggingFace(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call, request = self._request(messages, kwargs)
-        emit_decision(request.decision, run_manager)
+        if self._emits(kwargs):
+            emit_decision(request.decision, run_manager)
         result = self._batch_result(kwargs)
         if result is None:
             result = self._eco.generate([request], config=self._generation_config(stop, kwargs))[0]
@@ -483,7 +506,8 @@ class ChatECOHuggingFace(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call, request = await asyncio.to_thread(self._request, messages, kwargs)
-        await aemit_decision(request.decision, run_manager)
+        if self._emits(kwargs):
+            await aemit_decision(request.decision, run_manager)
         result = await asyncio.to_thread(self._batch_result, kwargs)
         if result is None:
             (result,) = await self._eco.agenerate(
@@ -499,7 +523,8 @@ class ChatECOHuggingFace(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call, request = self._request(messages, kwargs)
-        emit_decision(request.decision, run_manager, _stream_run(kwargs))
+        if self._emits(kwargs):
+            emit_decision(request.decision, run_manager, _stream_run(kwargs))
         result = self._batch_result(kwargs)
         if result is not None:  # a batch row's answer is already one piece
             yield self._closing(call, request, result.text, result)
@@ -528,7 +553,8 @@ class ChatECOHuggingFace(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call, request = await asyncio.to_thread(self._request, messages, kwargs)
-        await aemit_decision(request.decision, run_manager, _stream_run(kwargs))
+        if self._emits(kwargs):
+            await aemit_decision(request.decision, run_manager, _stream_run(kwargs))
         result = await asyncio.to_thread(self._batch_result, kwargs)
         if result is not None:
             yield self._closing(call, request, result.text, result)
@@ -576,6 +602,9 @@ class ChatECOHuggingFace(BaseChatModel):
         try:
             messages = coerce_messages(input)
             call = self._conversation(messages, kwargs)
+            routed = self._routed_decision(call, config, kwargs)
+            if routed is not None:
+                kwargs = {**kwargs, DECISION_KWARG: routed}
             (request,) = self._prepare([call], kwargs)
         except InvalidInputError:
             return None
@@ -586,7 +615,7 @@ class ChatECOHuggingFace(BaseChatModel):
             # decision event can still hang on it.
             run_config["run_id"] = run_config.get("run_id") or uuid.uuid4()
             run = run_config.copy()
-        prepared = _Prepared(call, request, run=run)
+        prepared = _Prepared(call, request, run=run, routed=routed is not None)
         # A handed-in decision now travels inside the prepared request.
         rest = {k: v for k, v in kwargs.items() if k != DECISION_KWARG}
         return _Ready(messages, run_config, {**rest, _PREPARED: prepared})

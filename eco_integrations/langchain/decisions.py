@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, model_validator
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.langchain._decision import EngineField
 from eco_integrations.langchain._messages import decide_conversation
 
 
@@ -51,7 +52,7 @@ class ECOForgetClassifier(BaseDecisionModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    engine: ECO = Field(exclude=True)
+    engine: EngineField = Field(exclude=True)
     """The engine whose guard answers."""
 
     model: str = ""
@@ -63,11 +64,22 @@ class ECOForgetClassifier(BaseDecisionModel):
     benign_label: str = "default"
     """Choice label picked otherwise."""
 
-    threshold: float | None = None
+    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
     """Override the guard's threshold (flagged means score > threshold)."""
 
     mode: Mode | None = None
     """Engine mode for the decision; ``off`` answers 0 / ``benign_label`` without classifying."""
+
+    @classmethod
+    def from_chat_model(cls, chat: Any, **kwargs: Any) -> ECOForgetClassifier:
+        """A classifier deciding as ``chat`` (a ChatECOHuggingFace) does: its engine, threshold,
+        mode and window."""
+        view = getattr(chat, "engine_view", None)
+        if not isinstance(view, ECO):
+            kind = type(chat).__name__
+            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECOForgetClassifier(engine=...)."
+            raise InvalidInputError(msg)
+        return cls(engine=view, **kwargs)
 
     @model_validator(mode="after")
     def _name(self) -> ECOForgetClassifier:

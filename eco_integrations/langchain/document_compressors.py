@@ -18,9 +18,13 @@ from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import TextVerdict, decide_retrieved
 from eco_integrations.config import Decision, Mode
-from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.langchain._decision import DOCUMENTS_EVENT_NAME, aemit_event, emit_event
+from eco_integrations.langchain._decision import (
+    DOCUMENTS_EVENT_NAME,
+    EngineField,
+    aemit_event,
+    emit_event,
+)
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 Outcome = Literal["kept", "dropped", "redacted"]
@@ -72,7 +76,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    engine: ECO = Field(exclude=True)
+    engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy decide; ``from_chat_model`` takes a chat model's."""
 
     action: Literal["drop", "redact"] = "drop"

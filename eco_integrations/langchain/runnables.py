@@ -16,13 +16,14 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from eco_integrations.config import Decision, Mode
-from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
+    ROUTED_DECISION_KEY,
+    EngineField,
     aemit_decision,
     decision_metadata,
     emit_decision,
@@ -30,11 +31,33 @@ from eco_integrations.langchain._decision import (
 from eco_integrations.langchain._messages import coerce_messages, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
+# The router makes the decision; a call option that would make another one is a contradiction.
+_DECIDING_OPTIONS = (DECISION_KWARG, "eco_mode", "eco_threshold")
+
 
 def _is_eco_model(runnable: Runnable[Any, Any]) -> bool:
     while isinstance(runnable, RunnableBinding):
         runnable = runnable.bound
     return isinstance(runnable, ChatECOHuggingFace)
+
+
+def _bound_options(runnable: Runnable[Any, Any]) -> dict[str, Any]:
+    """The call options ``bind()`` fixed on ``runnable`` (outermost binding last, as they apply)."""
+    bound: dict[str, Any] = {}
+    while isinstance(runnable, RunnableBinding):
+        bound = {**runnable.kwargs, **bound}
+        runnable = runnable.bound
+    return bound
+
+
+def _check_call_options(kwargs: dict[str, Any]) -> None:
+    deciding = [k for k in _DECIDING_OPTIONS if k in kwargs]
+    if deciding:
+        msg = (
+            f"ECORouter makes the decision itself; drop {', '.join(deciding)} and set the "
+            "router's threshold or mode (or expose them with configurable_fields)."
+        )
+        raise InvalidInputError(msg)
 
 
 class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
@@ -55,12 +78,17 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     In ``shadow`` mode flagged requests are scored and reported but go to ``benign``; in ``off``
     mode nothing is classified. When the flagged branch is a :class:`ChatECOHuggingFace`, it gets
     the router's decision (``eco_decision=``) instead of classifying again, and it emits the
-    ``eco_decision`` event; otherwise the router emits it.
+    ``eco_decision`` event; otherwise the router emits it. A :class:`ChatECOHuggingFace` inside
+    the branch (``with_retry()``, ``with_fallbacks()``, after a step of a sequence) reads the
+    decision from the run's metadata and answers by it when its classified text is the one the
+    router decided on (a step that changed the question leaves it to decide itself).
+    :meth:`from_chat_model` decides as a chat model would; call options (``max_tokens=``...)
+    go to the chosen branch.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    engine: ECO = Field(exclude=True)
+    engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy make the decision."""
 
     flagged: Runnable[Any, Any]
@@ -69,11 +97,37 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     benign: Runnable[Any, Any]
     """Where every other request goes: usually the plain chat model."""
 
-    threshold: float | None = None
+    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
     """Override the guard's threshold: flagged means score > threshold. None keeps the guard's."""
 
     mode: Mode | None = None
     """``enforce`` | ``shadow`` | ``off``; None keeps the engine's mode."""
+
+    @model_validator(mode="after")
+    def _flagged_takes_the_decision(self) -> ECORouter:
+        # A flagged ECO model with its own mode or threshold bound would refuse the router's
+        # decision, and only when a flagged request came: say so now.
+        if _is_eco_model(self.flagged):
+            fixed = [k for k in _DECIDING_OPTIONS if k in _bound_options(self.flagged)]
+            if fixed:
+                msg = (
+                    f"The flagged branch has {', '.join(fixed)} bound, but it answers with the "
+                    "router's decision; set the router's threshold or mode instead and drop them."
+                )
+                raise InvalidInputError(msg)
+        return self
+
+    @classmethod
+    def from_chat_model(
+        cls, chat: ChatECOHuggingFace, *, benign: Runnable[Any, Any], **kwargs: Any
+    ) -> ECORouter:
+        """Route as ``chat`` would decide (its engine, threshold, mode and window), flagged
+        requests to ``chat`` itself and the rest to ``benign``."""
+        if not isinstance(chat, ChatECOHuggingFace):
+            kind = type(chat).__name__
+            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECORouter(engine=...)."
+            raise InvalidInputError(msg)
+        return cls(engine=chat.engine_view, flagged=chat, benign=benign, **kwargs)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -100,9 +154,13 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     def _child_config(
         self, config: RunnableConfig, run_manager: Any, decision: Decision, name: str
     ) -> RunnableConfig:
+        metadata = {
+            **config.get("metadata", {}),
+            **decision_metadata(decision),
+            ROUTED_DECISION_KEY: decision.event_payload(),
+        }
         return patch_config(
-            {**config, "metadata": {**config.get("metadata", {}), **decision_metadata(decision)}},
-            callbacks=run_manager.get_child(f"eco:{name}"),
+            {**config, "metadata": metadata}, callbacks=run_manager.get_child(f"eco:{name}")
         )
 
     def _emit(
@@ -126,12 +184,13 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         input: LanguageModelInput,
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
+        **options: Any,
     ) -> Any:
         decision = self.decide(input)
         branch, name, kwargs = self._choose(decision)
         self._emit(decision, kwargs, run_manager)
         return branch.invoke(
-            input, self._child_config(config, run_manager, decision, name), **kwargs
+            input, self._child_config(config, run_manager, decision, name), **options, **kwargs
         )
 
     async def _aroute(
@@ -139,23 +198,30 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         input: LanguageModelInput,
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
+        **options: Any,
     ) -> Any:
         decision = await asyncio.to_thread(self.decide, input)
         branch, name, kwargs = self._choose(decision)
         await self._aemit(decision, kwargs, run_manager)
         return await branch.ainvoke(
-            input, self._child_config(config, run_manager, decision, name), **kwargs
+            input, self._child_config(config, run_manager, decision, name), **options, **kwargs
         )
 
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Any:
-        return self._call_with_config(self._route, input, config, run_type="chain")
+        """Decide, then ``invoke`` the chosen branch; ``kwargs`` (call options such as
+        ``max_tokens``) go to that branch."""
+        _check_call_options(kwargs)
+        return self._call_with_config(self._route, input, config, run_type="chain", **kwargs)
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Any:
-        return await self._acall_with_config(self._aroute, input, config, run_type="chain")
+        _check_call_options(kwargs)
+        return await self._acall_with_config(
+            self._aroute, input, config, run_type="chain", **kwargs
+        )
 
     # -- stream --------------------------------------------------------------------------------
     def _route_stream(
@@ -163,13 +229,14 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         inputs: Iterator[LanguageModelInput],
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
+        **options: Any,
     ) -> Iterator[Any]:
         input = _single(list(inputs))
         decision = self.decide(input)
         branch, name, kwargs = self._choose(decision)
         self._emit(decision, kwargs, run_manager)
         yield from branch.stream(
-            input, self._child_config(config, run_manager, decision, name), **kwargs
+            input, self._child_config(config, run_manager, decision, name), **options, **kwargs
         )
 
     async def _aroute_stream(
@@ -177,31 +244,35 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         inputs: AsyncIterator[LanguageModelInput],
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
+        **options: Any,
     ) -> AsyncIterator[Any]:
         input = _single([item async for item in inputs])
         decision = await asyncio.to_thread(self.decide, input)
         branch, name, kwargs = self._choose(decision)
         await self._aemit(decision, kwargs, run_manager)
         async for chunk in branch.astream(
-            input, self._child_config(config, run_manager, decision, name), **kwargs
+            input, self._child_config(config, run_manager, decision, name), **options, **kwargs
         ):
             yield chunk
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
+        _check_call_options(kwargs)
         yield from self._transform_stream_with_config(
-            iter([input]), self._route_stream, config, run_type="chain"
+            iter([input]), self._route_stream, config, run_type="chain", **kwargs
         )
 
     async def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
+        _check_call_options(kwargs)
+
         async def one() -> AsyncIterator[LanguageModelInput]:
             yield input
 
         async for chunk in self._atransform_stream_with_config(
-            one(), self._aroute_stream, config, run_type="chain"
+            one(), self._aroute_stream, config, run_type="chain", **kwargs
         ):
             yield chunk
 

@@ -120,3 +120,66 @@ def test_eco_branch_reuses_the_router_decision(eco: ECO, monkeypatch: pytest.Mon
 def test_bad_input_is_named(router: ECORouter) -> None:
     with pytest.raises(ValueError, match="got a int as input"):
         router.invoke(3)  # type: ignore[arg-type]
+
+
+def test_a_wrapped_eco_branch_answers_with_the_router_decision(
+    eco: ECO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=3, expose_decision=True)
+    plain = FakeListChatModel(responses=["BENIGN"] * 10)
+    # The router flags the bread question (threshold 0); the chat alone would not.
+    assert not chat.engine_view.decide(BENIGN).flagged
+    wrapped = {
+        "retry": chat.with_retry(stop_after_attempt=2),
+        "fallbacks": chat.with_fallbacks([plain]),
+        "sequence": RunnableLambda(lambda x: x) | chat,
+    }
+    for name, branch in wrapped.items():
+        router = ECORouter(engine=eco, flagged=branch, benign=plain, threshold=0.0)
+        runs = Runs()
+        answer = router.invoke(BENIGN, {"callbacks": [runs]})
+        assert answer.response_metadata["eco"]["corrupted"] is True, name
+        assert [e["flagged"] for e, _ in runs.events] == [True], name  # the router's one event
+        streamed = list(router.stream(BENIGN))
+        assert streamed[-1].response_metadata["eco"]["corrupted"] is True, name
+    # A branch that changes the question decides on what it got (the decision was not for it).
+    changed = RunnableLambda(lambda _: "How long does bread rise?") | chat
+    router = ECORouter(engine=eco, flagged=changed, benign=plain, threshold=0.0)
+    assert router.invoke(BENIGN).response_metadata["eco"]["corrupted"] is False
+
+
+def test_call_options_reach_the_branch_and_deciding_ones_are_refused(eco: ECO) -> None:
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=8)
+    router = ECORouter(engine=eco, flagged=chat, benign=FakeListChatModel(responses=["B"]))
+    assert router.invoke(FORGET, max_tokens=1).usage_metadata["output_tokens"] == 1
+    assert sum(1 for _ in router.stream(FORGET, max_tokens=1)) >= 1
+    with pytest.raises(ValueError, match="does not take the call option"):
+        router.invoke(FORGET, bogus_option=1)
+    for option in ("eco_threshold", "eco_mode", "eco_decision"):
+        with pytest.raises(ValueError, match=f"makes the decision itself; drop {option}"):
+            router.invoke(FORGET, **{option: 0.5})
+
+
+def test_built_from_a_chat_model_it_decides_as_that_model(eco: ECO) -> None:
+    from pydantic import ValidationError
+
+    from eco_integrations.langchain import ECOForgetClassifier
+
+    strict = ChatECOHuggingFace(engine=eco, threshold=0.0)
+    plain = FakeListChatModel(responses=["BENIGN"] * 5)
+    router = ECORouter.from_chat_model(strict, benign=plain)
+    assert router.decide(BENIGN).flagged and router.flagged is strict
+    assert ECOForgetClassifier.from_chat_model(strict)._decide(BENIGN).flagged
+    with pytest.raises(ValidationError, match="from_chat_model"):
+        ECORouter(engine=strict, flagged=strict, benign=plain)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="from_chat_model"):
+        ECOForgetClassifier(engine=strict)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="less than 1"):
+        ECORouter(engine=eco, flagged=plain, benign=plain, threshold=1.5)
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        ECOForgetClassifier(engine=eco, threshold=-3.0)
+    # A flagged branch with its own threshold bound would refuse the decision: said when built.
+    with pytest.raises(ValidationError, match="eco_threshold bound"):
+        ECORouter(engine=eco, flagged=strict.bind(eco_threshold=0.3), benign=plain)
