@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Literal
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -10,8 +11,9 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import decide_retrieved, strongest
-from eco_integrations.config import Decision
-from eco_integrations.exceptions import ConfigurationError, InvalidInputError
+from eco_integrations.config import Decision, Mode
+from eco_integrations.engine import ECO, check_mode
+from eco_integrations.exceptions import ConfigurationError, GuardFailureError, InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
@@ -38,7 +40,14 @@ class ECONodeFilter(BaseNodePostprocessor):
       (:class:`ECOQueryEngine`); outside one, only the metadata is set. The whole answer is corrupted, so a benign
       question that retrieves one stray forget-target node is corrupted too: prefer ``drop``
       when retrieval is noisy (large ``similarity_top_k``).
-    * ``mode="shadow"`` scores and emits the event but changes nothing.
+    * ``mode="shadow"`` scores and emits the event but changes nothing; ``"off"`` passes the
+      nodes through unscored. ``None`` (default) is the engine's mode, ``enforce`` for a guard.
+
+    Given an engine (``ECONodeFilter(engine)``, as :meth:`ECOQueryEngine.from_index` builds it),
+    nodes are decided as the engine decides prompts: its policy's threshold unless ``threshold``
+    is set, its mode, and its answer to a failing guard. Given only a guard (to filter the
+    context of any LLM), ``threshold`` or the guard's own thresholds apply, and a guard that
+    fails (a non-finite score) fails the retrieval rather than pass its nodes unscored.
 
     A node is flagged when its text, or with ``split_sentences=True`` any one of its sentences,
     scores above the target's threshold: a long chunk that mentions the target in one sentence
@@ -48,41 +57,86 @@ class ECONodeFilter(BaseNodePostprocessor):
     as unscored.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     guard: Guard = Field(description="The fitted guard whose targets are forgotten.")
+    engine: ECO | None = Field(
+        default=None, exclude=True, description="The engine that decides (None: the guard alone)."
+    )
     action: Literal["drop", "mark"] = Field(
         default="drop", description="drop flagged nodes, or keep and mark them."
     )
-    mode: Literal["enforce", "shadow"] = Field(
-        default="enforce", description="shadow: score and report only."
+    mode: Mode | None = Field(
+        default=None,
+        description="enforce, shadow (score and report only) or off; None: the engine's.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Override the thresholds (flagged means score > threshold); None keeps them.",
     )
     split_sentences: bool = Field(
         default=True, description="Also score each sentence; flag the node if any is flagged."
     )
 
-    def __init__(self, guard: Guard, **kwargs: Any) -> None:
+    def __init__(
+        self, guard: Guard | ECO | None = None, *, engine: ECO | None = None, **kwargs: Any
+    ) -> None:
+        if isinstance(guard, ECO):
+            guard, engine = None, guard if engine is None else engine
+        if engine is not None:
+            if not isinstance(engine, ECO):
+                msg = f"ECONodeFilter(engine=...) takes an ECO engine, got {type(engine).__name__}."
+                raise ConfigurationError(msg)
+            guard = guard if guard is not None else engine.guard
         if not isinstance(guard, Guard):
             msg = (
-                f"ECONodeFilter needs a fitted eco_integrations Guard, got {type(guard).__name__}."
+                "ECONodeFilter needs a fitted eco_integrations Guard, or an ECO engine holding "
+                f"one, got {type(guard).__name__}."
             )
             raise ConfigurationError(msg)
-        super().__init__(guard=guard, **kwargs)
+        if "mode" in kwargs and kwargs["mode"] is not None:
+            kwargs["mode"] = check_mode(kwargs["mode"])
+        super().__init__(guard=guard, engine=engine, **kwargs)
+
+    @property
+    def effective_mode(self) -> Mode:
+        """The mode nodes are decided in: this filter's, else the engine's, else enforce."""
+        if self.mode is not None:
+            return self.mode
+        return self.engine.mode if self.engine is not None else "enforce"
+
+    def _decide(self, texts: list[str]) -> list[Decision]:
+        if self.engine is not None:
+            return self.engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
+        decisions = self.guard.decide_many(texts, threshold=self.threshold)
+        broken = next(
+            (d.score for d in decisions if d.score is None or not math.isfinite(d.score)), "ok"
+        )
+        if broken != "ok":
+            # Fail closed, as the engine does: a broken guard must not wave nodes through.
+            msg = f"The guard failed (a score of {broken}); the retrieved nodes are refused rather than passed unscored."
+            raise GuardFailureError(msg)
+        return decisions
 
     @classmethod
     def class_name(cls) -> str:
         return "ECONodeFilter"
 
     def score_nodes(self, nodes: list[NodeWithScore]) -> list[Decision | None]:
-        """One guard decision per node (``None`` for a node without text), in one guard pass."""
+        """One decision per node (``None`` for a node without text, or in ``off`` mode), in one
+        guard pass."""
         for i, node in enumerate(nodes):
             if not isinstance(node, NodeWithScore):
                 msg = f"nodes[{i}] is {type(node).__name__}, not a NodeWithScore; wrap it as NodeWithScore(node=TextNode(text=...))."
                 raise InvalidInputError(msg)
+        if self.effective_mode == "off":
+            return [None] * len(nodes)
         texts = [node.node.get_content(metadata_mode=MetadataMode.LLM) for node in nodes]
         verdicts = decide_retrieved(
             [t if isinstance(t, str) else "" for t in texts],
-            self.guard.decide_many,
+            self._decide,
             split_sentences=self.split_sentences,
         )
         return [v.decision if v is not None else None for v in verdicts]
@@ -92,7 +146,7 @@ class ECONodeFilter(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         verdicts = self.score_nodes(nodes)
         flagged = [i for i, v in enumerate(verdicts) if v is not None and v.flagged]
-        enforce = self.mode == "enforce"
+        enforce = self.effective_mode == "enforce"
         kept: list[NodeWithScore] = []
         for i, node in enumerate(nodes):
             verdict = verdicts[i]
@@ -111,7 +165,7 @@ class ECONodeFilter(BaseNodePostprocessor):
         dispatcher.event(
             ECONodeFilterEvent(
                 action=self.action,
-                mode=self.mode,
+                mode=self.effective_mode,
                 n_nodes=len(nodes),
                 n_scored=sum(v is not None for v in verdicts),
                 n_flagged=len(flagged),

@@ -145,9 +145,16 @@ class ECOQueryEngine(BaseQueryEngine):
             msg = f"from_index needs llm=ECOHuggingFaceLLM(...) (it answers the query), got {type(llm).__name__}."
             raise InvalidInputError(msg)
         postprocessors = list(kwargs.pop("node_postprocessors", None) or [])
-        guard = llm.engine.guard
-        if node_filter is not None and guard is not None:
-            postprocessors.append(ECONodeFilter(guard=guard, action=node_filter))
+        if node_filter is not None and llm.engine.guard is not None:
+            # The nodes are decided as the question is: this engine's mode and threshold.
+            postprocessors.append(
+                ECONodeFilter(
+                    engine=llm.engine,
+                    action=node_filter,
+                    mode=mode if mode is not None else llm.mode,
+                    threshold=threshold if threshold is not None else llm.threshold,
+                )
+            )
         inner = index.as_query_engine(llm=llm, node_postprocessors=postprocessors, **kwargs)
         return cls(
             inner,

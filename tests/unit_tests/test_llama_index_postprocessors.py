@@ -178,3 +178,63 @@ def test_a_bare_string_among_the_nodes_is_named(toy_guard) -> None:
 
     with pytest.raises(InvalidInputError, match=r"nodes\[0\] is str, not a NodeWithScore"):
         ECONodeFilter(toy_guard).postprocess_nodes(["Harry Potter lives at Privet Drive."])
+
+
+def test_decides_nodes_as_the_engine_decides_prompts(
+    toy_guard, tiny_backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eco_integrations import ECOPolicy, GuardFailureError
+
+    bread_score = toy_guard.decide(BREAD).score
+    # The engine's policy threshold applies to nodes as to prompts (the guard's alone did before).
+    strict = ECO(tiny_backend, toy_guard, policy=ECOPolicy(threshold=bread_score - 1e-6))
+    assert ECONodeFilter(toy_guard).postprocess_nodes(_nodes(BREAD))
+    assert ECONodeFilter(strict).postprocess_nodes(_nodes(BREAD)) == []
+    assert ECONodeFilter(engine=strict, threshold=0.999).postprocess_nodes(_nodes(BREAD))
+    assert ECONodeFilter(toy_guard, threshold=0.0).postprocess_nodes(_nodes(BREAD)) == []
+    # off passes the nodes unscored; shadow scores and keeps; the engine's mode is the default.
+    assert len(ECONodeFilter(toy_guard, mode="off").postprocess_nodes(_nodes(HP_FACT))) == 1
+    shadow = ECO(tiny_backend, toy_guard, mode="shadow")
+    assert len(ECONodeFilter(shadow).postprocess_nodes(_nodes(HP_FACT))) == 1
+    assert ECONodeFilter(shadow, mode="enforce").postprocess_nodes(_nodes(HP_FACT)) == []
+    # A failing guard fails the retrieval (closed), with an engine or without one.
+    monkeypatch.setattr(
+        toy_guard,
+        "decide_many",
+        lambda texts, **kw: [
+            d.model_copy(update={"score": float("nan")}) for d in Guard_decide(toy_guard, texts)
+        ],
+    )
+    for node_filter in (ECONodeFilter(toy_guard), ECONodeFilter(ECO(tiny_backend, toy_guard))):
+        with pytest.raises(GuardFailureError, match="guard failed"):
+            node_filter.postprocess_nodes(_nodes(HP_FACT))
+
+
+def Guard_decide(guard: Any, texts: list[str]) -> list[Any]:
+    from eco_integrations import Guard
+
+    return Guard.decide_many(guard, texts)
+
+
+def test_unknown_settings_are_refused_and_from_index_passes_its_own(
+    toy_guard, tiny_backend
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="extra"):
+        ECONodeFilter(toy_guard, treshold=0.1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="less than 1"):
+        ECONodeFilter(toy_guard, threshold=1.0)
+    llm = ECOHuggingFaceLLM(ECO(tiny_backend, toy_guard), max_new_tokens=2, mode="shadow")
+    index = VectorStoreIndex.from_documents([Document(text=BREAD)], embed_model=_KeywordEmbedding())
+    engine = ECOQueryEngine.from_index(index, llm=llm, threshold=0.25)
+    (node_filter,) = [
+        p
+        for p in engine.query_engine._node_postprocessors  # type: ignore[attr-defined]
+        if isinstance(p, ECONodeFilter)
+    ]
+    assert (node_filter.mode, node_filter.threshold, node_filter.engine) == (
+        "shadow",
+        0.25,
+        llm.engine,
+    )
