@@ -10,10 +10,11 @@ other's decisions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 from eco_integrations.config import Decision
 
@@ -30,6 +31,8 @@ class QueryScope:
     """A node filter kept a flagged node in the context (``action="mark"``): the knowledge to
     forget is in the prompt's context, not only in the question's names."""
 
+
+_T = TypeVar("_T")
 
 _SCOPE: ContextVar[QueryScope | None] = ContextVar("eco_query_scope", default=None)
 
@@ -64,3 +67,29 @@ def decision_scope(decision: Decision | QueryScope) -> Iterator[QueryScope]:
         yield scope
     finally:
         _SCOPE.reset(token)
+
+
+def steps_in_scope(gen: Iterator[_T], scope: Decision | QueryScope) -> Generator[_T, None, None]:
+    """Advance ``gen`` with ``scope`` set for each step (set and reset within the step, so the
+    consumer's own context is left as it was): a lazily started stream still decides by it."""
+    while True:
+        with decision_scope(scope):
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+        yield item
+
+
+async def asteps_in_scope(
+    gen: AsyncIterator[_T], scope: Decision | QueryScope
+) -> AsyncGenerator[_T, None]:
+    """:func:`steps_in_scope` for an async iterator."""
+    iterator = gen.__aiter__()
+    while True:
+        with decision_scope(scope):
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+        yield item

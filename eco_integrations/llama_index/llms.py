@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -24,9 +24,9 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
-from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from eco_integrations._prompting import TOOL_OUTPUT_KEY, PromptInput
 from eco_integrations.backends.transformers import TransformersBackend
@@ -34,9 +34,19 @@ from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode,
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
-from eco_integrations.llama_index._context import active_decision, active_scope, decision_scope
+from eco_integrations.llama_index._context import (
+    active_decision,
+    active_scope,
+    asteps_in_scope,
+    decision_scope,
+    steps_in_scope,
+)
 from eco_integrations.llama_index.events import emit_decision
 
+if TYPE_CHECKING:
+    from llama_index.core.program.utils import FlexibleModel
+
+Model = TypeVar("Model", bound=BaseModel)
 DEFAULT_MAX_NEW_TOKENS = 256
 # What llama_index.core.agent.react's ObservationReasoningStep renders its content as.
 _REACT_OBSERVATION = "Observation:"
@@ -54,6 +64,14 @@ _ROLES = {
     MessageRole.FUNCTION: "tool",
 }
 _CONFIG_KEYS = frozenset(GenerationConfig.model_fields)
+# Passed by LlamaIndex's own code paths to any LLM; none changes how this model decodes (a
+# non-function-calling LLM is never handed tools to call).
+_FRAMEWORK_OPTIONS = frozenset(
+    {"tools", "tool_choice", "allow_parallel_tool_calls", "tool_required"}
+)
+# What other LLMs call these options.
+_ALIASES = {"max_tokens": "max_new_tokens"}
+_DECIDING_OPTIONS = frozenset({"mode", "threshold", "eco_mode", "eco_threshold", "eco_decision"})
 
 
 class ECOHuggingFaceLLM(CustomLLM):
@@ -78,6 +96,9 @@ class ECOHuggingFaceLLM(CustomLLM):
     (no text) is in ``response.additional_kwargs["eco_decision"]``.
     """
 
+    # A misspelt or foreign field (max_tokens=, on_guard_error=) must not pass unnoticed.
+    model_config = ConfigDict(extra="forbid")
+
     model_name: str = Field(
         default="", description="Model name reported in metadata; defaults to the backend's."
     )
@@ -89,6 +110,12 @@ class ECOHuggingFaceLLM(CustomLLM):
     temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
     top_p: float = Field(
         default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (with temperature > 0)."
+    )
+    top_k: int | None = Field(
+        default=None, ge=1, description="Sample among the k likeliest tokens; None: no cut."
+    )
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, description="Penalty on repeated tokens (1.0 or None: none)."
     )
     stop: list[str] = Field(
         default_factory=list, description="Stop sequences, cut from the answer."
@@ -117,6 +144,8 @@ class ECOHuggingFaceLLM(CustomLLM):
     )
     seed: int | None = Field(
         default=None,
+        ge=0,
+        lt=2**63,
         description="Sampling seed (with temperature > 0); None samples afresh. The corruption noise is always seeded from the text.",
     )
 
@@ -125,6 +154,14 @@ class ECOHuggingFaceLLM(CustomLLM):
     def __init__(self, engine: ECO, **kwargs: Any) -> None:
         if not isinstance(engine, ECO):
             msg = f"ECOHuggingFaceLLM needs an ECO engine, got {type(engine).__name__}; use ECOHuggingFaceLLM.from_pretrained(...) to load one."
+            raise InvalidInputError(msg)
+        unused = [k for k in ("messages_to_prompt", "completion_to_prompt") if kwargs.get(k)]
+        if unused:
+            msg = (
+                f"ECOHuggingFaceLLM renders prompts with the model's chat template, so "
+                f"{', '.join(unused)} would not be used; drop it, or set raw_completion=True and "
+                "format the prompt passed to complete() yourself."
+            )
             raise InvalidInputError(msg)
         super().__init__(**kwargs)
         self._engine = engine
@@ -181,15 +218,36 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     # -- inputs and decisions -------------------------------------------------------------------
     def _config(self, kwargs: dict[str, Any]) -> GenerationConfig:
-        # Per-call overrides use GenerationConfig's names; other kwargs LlamaIndex passes
-        # through (formatted, tools=None, ...) do not change decoding.
+        """This call's decoding: the fields, with per-call options (GenerationConfig's names,
+        or ``max_tokens``) over them; an option this LLM would drop is refused."""
+        deciding = sorted(set(kwargs) & _DECIDING_OPTIONS)
+        if deciding:
+            msg = (
+                f"ECOHuggingFaceLLM does not take {', '.join(deciding)} per call; set mode= or "
+                "threshold= on the LLM (llm.model_copy(update=...)), or run the call inside "
+                "decision_scope(decision)."
+            )
+            raise InvalidInputError(msg)
+        unknown = sorted(set(kwargs) - _CONFIG_KEYS - set(_ALIASES) - _FRAMEWORK_OPTIONS - {"seed"})
+        if unknown:
+            known = sorted({*_CONFIG_KEYS, *_ALIASES, "seed"})
+            msg = f"ECOHuggingFaceLLM does not take the call option(s) {', '.join(unknown)}. It takes: {', '.join(known)}."
+            raise InvalidInputError(msg)
+        if kwargs.get("tools"):
+            msg = "ECOHuggingFaceLLM is not a function-calling model; pass no tools (use a ReActAgent, which writes tool calls as text)."
+            raise InvalidInputError(msg)
         settings: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
             "stop": tuple(self.stop),
         }
-        settings.update({k: v for k, v in kwargs.items() if k in _CONFIG_KEYS and v is not None})
+        for key, value in kwargs.items():
+            key = _ALIASES.get(key, key)
+            if key in _CONFIG_KEYS and value is not None:
+                settings[key] = tuple(value) if key == "stop" else value
         return GenerationConfig(**settings)
 
     def _completion_input(self, prompt: str, formatted: bool) -> PromptInput:
@@ -197,7 +255,8 @@ class ECOHuggingFaceLLM(CustomLLM):
             msg = "The prompt is empty; pass non-empty text to complete()."
             raise InvalidInputError(msg)
         if self.raw_completion:
-            return prompt
+            # As LlamaIndex's predict() extends a formatted prompt (system prompt first).
+            return prompt if formatted else self._extend_prompt(prompt)
         # predict() already put the system prompt into a formatted prompt; add it only here.
         if self.system_prompt and not formatted:
             return [
@@ -228,14 +287,15 @@ class ECOHuggingFaceLLM(CustomLLM):
             out.append(row)
         return out
 
-    def _prepare(self, prompt: PromptInput) -> ECORequest:
+    def _prepare(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECORequest:
         """Render once and decide once: the query's decision when one is active, else the engine's."""
         raw = self.raw_completion and isinstance(prompt, str)
+        seed = kwargs["seed"] if kwargs.get("seed") is not None else self.seed
         scoped = active_decision()
         if scoped is not None:
-            return self._engine.prepare(prompt, raw=raw, decision=scoped, seed=self.seed)
+            return self._engine.prepare(prompt, raw=raw, decision=scoped, seed=seed)
         request = self._engine.prepare(
-            prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=self.seed
+            prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=seed
         )
         emit_decision(request.decision, scope="llm")
         return request
@@ -257,18 +317,21 @@ class ECOHuggingFaceLLM(CustomLLM):
         return self._engine.replace(policy=policy)
 
     def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
+        config = self._config(kwargs)
         engine = self._generating_engine()
-        return engine.generate([self._prepare(prompt)], config=self._config(kwargs))[0]
+        return engine.generate([self._prepare(prompt, kwargs)], config=config)[0]
 
     def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
         # Called eagerly (not from inside a generator) so the decision is taken while the
         # query scope is still active, even if the caller consumes the stream later.
+        config = self._config(kwargs)
         engine = self._generating_engine()
-        return engine.stream(self._prepare(prompt), config=self._config(kwargs))
+        return engine.stream(self._prepare(prompt, kwargs), config=config)
 
     async def _aopen_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> AsyncECOStream:
-        request = await asyncio.to_thread(self._prepare, prompt)
-        return await self._generating_engine().astream(request, config=self._config(kwargs))
+        config = self._config(kwargs)
+        request = await asyncio.to_thread(self._prepare, prompt, kwargs)
+        return await self._generating_engine().astream(request, config=config)
 
     @staticmethod
     def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:
@@ -388,24 +451,30 @@ class ECOHuggingFaceLLM(CustomLLM):
         return self._achat_gen(stream, self._extra(stream))
 
     # -- prompt templates: classify the question, not the stuffed prompt ------------------------
-    def _question_scope(
+    def _question_decision(
         self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]
-    ) -> AbstractContextManager[Any]:
-        """A decision scope on the template's ``query_str`` when no query scope is active.
+    ) -> Decision | None:
+        """The decision on the template's ``query_str`` when no query scope is active.
 
         Synthesizers pass the question as a partially formatted ``query_str`` and the retrieved
         context as ``context_str``; the guard should read only the question.
         """
         if active_decision() is not None:
-            return nullcontext()
+            return None
         question = prompt_args.get("query_str") or (getattr(prompt, "kwargs", None) or {}).get(
             "query_str"
         )
         if not isinstance(question, str) or not question.strip():
-            return nullcontext()
+            return None
         decision = self._decide_question(question)
         emit_decision(decision, scope="llm")
-        return decision_scope(decision)
+        return decision
+
+    def _question_scope(
+        self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]
+    ) -> AbstractContextManager[Any]:
+        decision = self._question_decision(prompt, prompt_args)
+        return decision_scope(decision) if decision is not None else nullcontext()
 
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
         with self._question_scope(prompt, prompt_args):
@@ -423,6 +492,65 @@ class ECOHuggingFaceLLM(CustomLLM):
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
         with self._question_scope(prompt, prompt_args):
             return await super().astream(prompt, **prompt_args)
+
+    # Structured outputs format the same templates (a program calls chat or complete with the
+    # stuffed prompt): the question is what the guard reads there too.
+    def structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        with self._question_scope(prompt, prompt_args):
+            result: Model = super().structured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+        return result
+
+    async def astructured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        decision = await asyncio.to_thread(self._question_decision, prompt, prompt_args)
+        with decision_scope(decision) if decision is not None else nullcontext():
+            result: Model = await super().astructured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+        return result
+
+    def stream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Generator[Model | FlexibleModel, None, None]:
+        decision = self._question_decision(prompt, prompt_args)
+        steps = super().stream_structured_predict(output_cls, prompt, llm_kwargs, **prompt_args)
+        # The program starts the LLM call at the first step, after this returns.
+        return steps if decision is None else steps_in_scope(steps, decision)
+
+    async def astream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> AsyncGenerator[Model | FlexibleModel, None]:
+        decision = await asyncio.to_thread(self._question_decision, prompt, prompt_args)
+        if decision is None:
+            return await super().astream_structured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+        with decision_scope(decision):
+            steps = await super().astream_structured_predict(
+                output_cls, prompt, llm_kwargs, **prompt_args
+            )
+        return asteps_in_scope(steps, decision)
 
 
 def _as_chat(response: CompletionResponse) -> ChatResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -23,7 +23,7 @@ from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import check_threshold
-from eco_integrations.llama_index._context import QueryScope, decision_scope
+from eco_integrations.llama_index._context import QueryScope, asteps_in_scope, decision_scope
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
 from eco_integrations.llama_index.postprocessors import ECONodeFilter
@@ -187,7 +187,7 @@ class ECOQueryEngine(BaseQueryEngine):
         if isinstance(response, StreamingResponse) and response.response_gen is not None:
             response.response_gen = _scoped_gen(response.response_gen, context)
         elif isinstance(response, AsyncStreamingResponse) and response.response_gen is not None:
-            response.response_gen = _scoped_agen(response.response_gen, scope)
+            response.response_gen = asteps_in_scope(response.response_gen, scope)
         if self._attach and isinstance(
             response, (Response, StreamingResponse, AsyncStreamingResponse, PydanticResponse)
         ):
@@ -284,16 +284,3 @@ def _scoped_gen(gen: Iterator[str], context: contextvars.Context) -> Generator[s
         if token is _END:
             return
         yield token  # type: ignore[misc]
-
-
-async def _scoped_agen(gen: AsyncIterator[str], scope: QueryScope) -> AsyncGenerator[str, None]:
-    """Advance ``gen`` with the query scope set for each step (set and reset within one step,
-    so the consumer's own context is left as it was)."""
-    iterator = gen.__aiter__()
-    while True:
-        with decision_scope(scope):
-            try:
-                item = await iterator.__anext__()
-            except StopAsyncIteration:
-                return
-        yield item

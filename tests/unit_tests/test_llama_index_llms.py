@@ -284,3 +284,58 @@ def test_stream_reports_usage_after_the_last_chunk(llm: ECOHuggingFaceLLM) -> No
         == full.additional_kwargs["completion_tokens"]
     )
     assert chunks[-1].additional_kwargs["finish_reason"] == full.additional_kwargs["finish_reason"]
+
+
+def test_call_options_are_honoured_or_refused(eco: ECO) -> None:
+    llm = ECOHuggingFaceLLM(eco, max_new_tokens=8, temperature=1.0)
+    # max_tokens (what other LLMs call it) and GenerationConfig's names are honoured per call.
+    assert llm.complete(BENIGN, max_tokens=1).additional_kwargs["completion_tokens"] == 1
+    assert llm.complete(BENIGN, max_new_tokens=2).additional_kwargs["completion_tokens"] <= 2
+    # A per-call seed makes a sampled answer repeat, as the field does.
+    assert llm.complete(BENIGN, seed=7).text == llm.complete(BENIGN, seed=7).text
+    assert llm.complete(BENIGN, tools=None).text  # what LlamaIndex itself may pass
+    with pytest.raises(InvalidInputError, match="does not take mode per call"):
+        llm.complete(HP, mode="off")
+    with pytest.raises(InvalidInputError, match=r"does not take the call option.*bogus"):
+        llm.chat([ChatMessage(role=MessageRole.USER, content=HP)], bogus=1)
+    with pytest.raises(InvalidInputError, match="not a function-calling model"):
+        llm.complete(HP, tools=[{"name": "lookup"}])
+
+
+def test_fields_it_would_ignore_are_refused(eco: ECO) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_tokens"):
+        ECOHuggingFaceLLM(eco, max_tokens=3)
+    with pytest.raises(ValidationError, match="on_guard_error"):
+        ECOHuggingFaceLLM(eco, on_guard_error="corrupt")
+    with pytest.raises(InvalidInputError, match="completion_to_prompt would not be used"):
+        ECOHuggingFaceLLM(eco, completion_to_prompt=lambda p: f"<s>{p}")
+    assert ECOHuggingFaceLLM(eco, top_k=5, repetition_penalty=1.1).top_k == 5
+
+
+def test_raw_completion_keeps_the_system_prompt(eco: ECO, monkeypatch: pytest.MonkeyPatch) -> None:
+    llm = ECOHuggingFaceLLM(eco, max_new_tokens=2, raw_completion=True, system_prompt="Be brief.")
+    seen: list[Any] = []
+    original = eco.prepare
+    monkeypatch.setattr(
+        eco, "prepare", lambda prompt, **kw: seen.append(prompt) or original(prompt, **kw)
+    )
+    llm.complete(BENIGN)
+    assert seen == [f"Be brief.\n\n{BENIGN}"]  # as LlamaIndex's predict() extends a prompt
+
+
+def test_structured_predict_classifies_the_question(llm: ECOHuggingFaceLLM, events: list) -> None:
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    template = PromptTemplate("Context: Harry Potter is a wizard.\nQ: {query_str}\nA: ")
+    with pytest.raises(
+        ValueError, match="Could not extract json"
+    ):  # a tiny random model writes no JSON
+        llm.structured_predict(Answer, template, query_str=BENIGN)
+    decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
+    # One decision, on the question (the stuffed prompt holds the forget target's name).
+    assert [d.text_sha256 for d in decisions] == [normalized_sha256(BENIGN)]
