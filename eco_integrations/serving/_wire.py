@@ -109,6 +109,10 @@ class Sampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logprobs: Any = None
     logit_bias: dict[str, Any] | None = None
+    # vLLM's sampling extensions, which OpenAI-compatible clients send through extra_body.
+    top_k: int | None = Field(None, ge=-1)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
     user: str | None = None
 
 

@@ -531,6 +531,12 @@ class Gateway:
                     f"{name} is not supported by the ECO gateway; leave it unset or 0.",
                     param=name,
                 )
+        if parsed.min_p:
+            raise APIError(
+                400,
+                "min_p is not supported by the ECO gateway; leave it unset or 0.",
+                param="min_p",
+            )
         if parsed.logit_bias:
             raise APIError(
                 400,
@@ -586,6 +592,9 @@ class Gateway:
                 max_new_tokens=max_tokens,
                 temperature=1.0 if parsed.temperature is None else parsed.temperature,
                 top_p=1.0 if parsed.top_p is None else parsed.top_p,
+                # vLLM's convention: top_k -1 or 0 means no cut.
+                top_k=parsed.top_k if parsed.top_k and parsed.top_k > 0 else None,
+                repetition_penalty=parsed.repetition_penalty,
                 stop=parsed.stop,
             )
         except ValidationError as err:

@@ -363,3 +363,26 @@ def test_upstream_status_mapping() -> None:
 def test_penalties_of_zero_are_what_the_model_does_and_pass(client: TestClient) -> None:
     body = chat_request(BENIGN, frequency_penalty=0, presence_penalty=0.0, logit_bias={})
     assert client.post("/v1/chat/completions", json=body).status_code == 200
+
+
+def test_vllm_sampling_extensions_are_used_not_dropped(
+    client: TestClient, engine: ECO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    original = engine.generate
+
+    def spy(requests: Any, *, config: Any, **kw: Any) -> Any:
+        seen.append(config)
+        return original(requests, config=config, **kw)
+
+    monkeypatch.setattr(engine, "generate", spy)
+    body = chat_request(BENIGN, top_k=5, repetition_penalty=1.3, temperature=0.7)
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert (seen[-1].top_k, seen[-1].repetition_penalty) == (5, 1.3)
+    # vLLM's "no cut" values mean no cut here too.
+    assert (
+        client.post("/v1/chat/completions", json=chat_request(BENIGN, top_k=-1)).status_code == 200
+    )
+    assert seen[-1].top_k is None
+    refused = client.post("/v1/chat/completions", json=chat_request(BENIGN, min_p=0.1))
+    assert refused.status_code == 400 and "min_p" in refused.json()["error"]["message"]
