@@ -209,13 +209,17 @@ def tool_instructions(tools: Sequence[Mapping[str, Any]], tool_choice: str | Non
         '<tool_call>{"name": <tool name>, "arguments": {<argument name>: <value>}}</tool_call>. '
         "You will then receive the result in a tool message."
     )
+    return f"{text} {forced_tool_sentence(tool_choice) or 'If no tool is needed, answer normally.'}"
+
+
+def forced_tool_sentence(tool_choice: str | None) -> str:
+    """What a ``tool_choice`` that forces a call asks of the model, in words ("" when it does not):
+    a chat template has no way to force a call, so the instruction has to say so."""
     if tool_choice in ("any", "required"):
-        text += " You must call one of the tools."
-    elif tool_choice and tool_choice not in ("auto", "none"):
-        text += f" You must call the tool {tool_choice}."
-    elif tool_choice != "none":
-        text += " If no tool is needed, answer normally."
-    return text
+        return "You must call one of the tools."
+    if tool_choice and tool_choice not in ("auto", "none"):
+        return f"You must call the tool {tool_choice}."
+    return ""
 
 
 def with_tool_instructions(chat: list[dict[str, Any]], instructions: str) -> list[dict[str, Any]]:

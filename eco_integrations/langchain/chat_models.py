@@ -54,6 +54,7 @@ from eco_integrations.langchain._decision import (
 )
 from eco_integrations.langchain._messages import (
     coerce_messages,
+    forced_tool_sentence,
     parse_tool_calls,
     template_supports_tools,
     to_chat_dicts,
@@ -342,15 +343,19 @@ class ChatECOHuggingFace(BaseChatModel):
     # -- preparation: one render and one decision per request, by the engine -------------------
     def _conversation(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> _Call:
         tools = kwargs.get("tools") or None
+        choice = kwargs.get("tool_choice")
         native = template_supports_tools(self._eco.backend.tokenizer)
         chat = to_chat_dicts(
             coerce_messages(messages), native_tools=native
         )  # names an empty conversation
-        if not tools:
+        if not tools or choice == "none":  # "none": answer in words, as if no tool were bound
             return _Call(chat, None, [])
         names = [t["function"]["name"] for t in tools]
         if native:
-            return _Call(chat, list(tools), names)
+            forced = forced_tool_sentence(choice)
+            return _Call(
+                with_tool_instructions(chat, forced) if forced else chat, list(tools), names
+            )
         return _Call(
             with_tool_instructions(chat, tool_instructions(tools, kwargs.get("tool_choice"))),
             None,

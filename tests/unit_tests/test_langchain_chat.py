@@ -489,6 +489,18 @@ def test_bind_tools_passes_tools_to_a_template_that_supports_them(
     assert call.tools is not None and call.tools[0]["function"]["name"] == "get_weather"
     assert call.chat[0]["role"] == "user"
     assert 'TOOLS:[{"' in render(eco.backend.tokenizer, call.chat, tools=call.tools).text
+    # The template cannot force a call: a forcing tool_choice is said in a system message.
+    forced = chat.bind_tools([get_weather], tool_choice="any")
+    call = chat._conversation([HumanMessage("Weather in Paris?")], forced.kwargs)  # type: ignore[attr-defined]
+    assert call.chat[0] == {"role": "system", "content": "You must call one of the tools."}
+
+
+def test_tool_choice_none_answers_as_if_no_tool_were_bound(chat: ChatECOHuggingFace) -> None:
+    bound = chat.bind_tools([get_weather], tool_choice="none")
+    call = chat._conversation([HumanMessage("Weather in Paris?")], bound.kwargs)  # type: ignore[attr-defined]
+    # Not described, not parsed: a reply that looks like a call stays text.
+    assert call.tools is None and call.tool_names == []
+    assert call.chat == [{"role": "user", "content": "Weather in Paris?"}]
 
 
 @pytest.mark.parametrize(
