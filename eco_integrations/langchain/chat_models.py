@@ -37,9 +37,10 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config, get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from eco_integrations._normalize import normalized_sha256
+from eco_integrations._validation import validation_problems
 from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
 from eco_integrations.engine import ECO, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
@@ -219,7 +220,7 @@ class ChatECOHuggingFace(BaseChatModel):
     model_name: str | None = Field(default=None, alias="model")
     """Name reported in traces and ``response_metadata``; defaults to the backend's model name."""
 
-    max_tokens: int = Field(default=256, ge=1)
+    max_tokens: int = Field(default=256, ge=1, le=32768)
     """Maximum number of new tokens per answer."""
 
     temperature: float = Field(default=0.0, ge=0.0)
@@ -237,7 +238,7 @@ class ChatECOHuggingFace(BaseChatModel):
     stop: list[str] | None = None
     """Default stop sequences (a per-call ``stop`` replaces them)."""
 
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
     """Sampling seed (None: fresh randomness per call); per call, pass ``seed=``. The corruption
     noise does not depend on it: it is seeded from the prompt, so a flagged prompt is corrupted
     the same way every time."""
@@ -418,14 +419,19 @@ class ChatECOHuggingFace(BaseChatModel):
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> GenerationConfig:
         stops = stop if stop is not None else self.stop
-        return GenerationConfig(
-            max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
-            temperature=kwargs.get("temperature", self.temperature),
-            top_p=kwargs.get("top_p", self.top_p),
-            top_k=kwargs.get("top_k", self.top_k),
-            repetition_penalty=kwargs.get("repetition_penalty", self.repetition_penalty),
-            stop=tuple(stops or ()),
-        )
+        try:
+            return GenerationConfig(
+                max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
+                temperature=kwargs.get("temperature", self.temperature),
+                top_p=kwargs.get("top_p", self.top_p),
+                top_k=kwargs.get("top_k", self.top_k),
+                repetition_penalty=kwargs.get("repetition_penalty", self.repetition_penalty),
+                stop=tuple(stops or ()),
+            )
+        except ValidationError as err:
+            problems = validation_problems(err, {"max_new_tokens": "max_tokens"})
+            msg = f"Bad call option: {problems}."
+            raise InvalidInputError(msg) from None
 
     # -- results -------------------------------------------------------------------------------
     def _response_metadata(self, request: ECORequest, finish_reason: str | None) -> dict[str, Any]:

@@ -26,9 +26,10 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.prompts import BasePromptTemplate, PromptTemplate
 from llama_index.core.types import TokenAsyncGen, TokenGen
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from eco_integrations._prompting import TOOL_OUTPUT_KEY, PromptInput
+from eco_integrations._validation import validation_problems
 from eco_integrations.backends.transformers import TransformersBackend
 from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
@@ -105,6 +106,7 @@ class ECOHuggingFaceLLM(CustomLLM):
     max_new_tokens: int = Field(
         default=DEFAULT_MAX_NEW_TOKENS,
         gt=0,
+        le=32768,
         description="Tokens to generate (LLMMetadata.num_output).",
     )
     temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
@@ -248,7 +250,11 @@ class ECOHuggingFaceLLM(CustomLLM):
             key = _ALIASES.get(key, key)
             if key in _CONFIG_KEYS and value is not None:
                 settings[key] = tuple(value) if key == "stop" else value
-        return GenerationConfig(**settings)
+        try:
+            return GenerationConfig(**settings)
+        except ValidationError as err:
+            msg = f"Bad call option: {validation_problems(err)}."
+            raise InvalidInputError(msg) from None
 
     def _completion_input(self, prompt: str, formatted: bool) -> PromptInput:
         if not isinstance(prompt, str) or not prompt.strip():

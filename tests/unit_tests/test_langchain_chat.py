@@ -582,3 +582,16 @@ def test_a_call_option_it_would_drop_is_refused(chat: ChatECOHuggingFace) -> Non
     with pytest.raises(InvalidInputError, match="does not take the call option"):
         chat.invoke("How do I bake bread?", foo=1)
     assert chat.invoke("How do I bake bread?", max_tokens=2, eco_mode="off").content is not None
+
+
+def test_bad_values_are_named_when_built_and_per_call(eco: ECO) -> None:
+    from pydantic import ValidationError
+
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=2)
+    with pytest.raises(InvalidInputError, match=r"Bad call option: temperature: .*\(got -1\)"):
+        chat.invoke(BENIGN, temperature=-1)
+    with pytest.raises(InvalidInputError, match=r"max_tokens: .*\(got 40000\)"):
+        chat.invoke(BENIGN, max_tokens=40000)
+    for field in ({"max_tokens": 40000}, {"seed": -1}):
+        with pytest.raises(ValidationError):
+            ChatECOHuggingFace(engine=eco, **field)

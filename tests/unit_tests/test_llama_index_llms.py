@@ -339,3 +339,8 @@ def test_structured_predict_classifies_the_question(llm: ECOHuggingFaceLLM, even
     decisions = [e for e in events if isinstance(e, ECODecisionEvent)]
     # One decision, on the question (the stuffed prompt holds the forget target's name).
     assert [d.text_sha256 for d in decisions] == [normalized_sha256(BENIGN)]
+
+
+def test_bad_per_call_values_are_named(llm: ECOHuggingFaceLLM) -> None:
+    with pytest.raises(InvalidInputError, match=r"Bad call option: temperature: .*\(got -1\)"):
+        llm.complete(BENIGN, temperature=-1)
