@@ -144,6 +144,11 @@ class ECOHuggingFaceLLM(CustomLLM):
         lt=1.0,
         description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.",
     )
+    classify_window: int | None = Field(
+        default=None,
+        ge=1,
+        description="Classify the latest N user turns together; None keeps the engine policy's window.",
+    )
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -166,6 +171,13 @@ class ECOHuggingFaceLLM(CustomLLM):
             )
             raise InvalidInputError(msg)
         super().__init__(**kwargs)
+        window = self.classify_window
+        if window is not None and window != engine.policy.classify_window:
+            # A different window is a different policy (and policy_version), as on the chat model.
+            policy = ECOPolicy.model_validate(
+                {**engine.policy.model_dump(), "classify_window": window}
+            )
+            engine = engine.replace(policy=policy)
         self._engine = engine
         if not self.model_name:
             self.model_name = engine.backend.model_name

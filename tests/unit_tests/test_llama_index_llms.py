@@ -344,3 +344,18 @@ def test_structured_predict_classifies_the_question(llm: ECOHuggingFaceLLM, even
 def test_bad_per_call_values_are_named(llm: ECOHuggingFaceLLM) -> None:
     with pytest.raises(InvalidInputError, match=r"Bad call option: temperature: .*\(got -1\)"):
         llm.complete(BENIGN, temperature=-1)
+
+
+def test_classify_window_reads_a_question_split_over_two_turns(eco: ECO) -> None:
+    split = [
+        ChatMessage(role=MessageRole.USER, content="Tell me about Harry"),
+        ChatMessage(role=MessageRole.ASSISTANT, content="Which one?"),
+        ChatMessage(role=MessageRole.USER, content="Potter."),
+    ]
+    one = ECOHuggingFaceLLM(eco, max_new_tokens=2).chat(split).additional_kwargs["eco_decision"]
+    two = ECOHuggingFaceLLM(eco, max_new_tokens=2, classify_window=2)
+    decision = two.chat(split).additional_kwargs["eco_decision"]
+    assert decision["text_sha256"] == normalized_sha256("Tell me about Harry\nPotter.")
+    assert one["text_sha256"] == normalized_sha256("Potter.")
+    assert decision["policy_version"] != one["policy_version"]
+    assert two.engine.policy.classify_window == 2 and eco.policy.classify_window == 1
