@@ -93,8 +93,9 @@ class ECOHuggingFaceLLM(CustomLLM):
        latest user message for ``chat``.
 
     ``complete`` renders the prompt as one user turn of the model's chat template (the default
-    model is an instruct model); set ``raw_completion=True`` to feed it verbatim. The decision
-    (no text) is in ``response.additional_kwargs["eco_decision"]``.
+    model is an instruct model); set ``raw_completion=True`` to feed it verbatim. Every decision
+    is dispatched as an :class:`ECODecisionEvent`; with ``expose_decision=True`` it is also in
+    ``response.additional_kwargs["eco_decision"]`` (no text, but the target's name).
     """
 
     # A misspelt or foreign field (max_tokens=, on_guard_error=) must not pass unnoticed.
@@ -143,6 +144,14 @@ class ECOHuggingFaceLLM(CustomLLM):
         ge=0.0,
         lt=1.0,
         description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.",
+    )
+    expose_decision: bool = Field(
+        default=False,
+        description=(
+            "Also put the decision and the corrupted-token count in each response's "
+            "additional_kwargs. Off by default: an app that forwards them would tell its users "
+            "which topics are protected. ECODecisionEvent reports every decision either way."
+        ),
     )
     classify_window: int | None = Field(
         default=None,
@@ -351,20 +360,16 @@ class ECOHuggingFaceLLM(CustomLLM):
         request = await asyncio.to_thread(self._prepare, prompt, kwargs)
         return await self._generating_engine().astream(request, config=config)
 
-    @staticmethod
-    def _extra(result: ECOResult | ECOStream) -> dict[str, Any]:
-        if isinstance(result, ECOStream):
-            return {
-                "eco_decision": result.decision.event_payload(),
-                "prompt_tokens": result.prompt_tokens,
-            }
-        return {
-            "eco_decision": result.decision.event_payload(),
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "finish_reason": result.finish_reason,
-            "corrupted_tokens": result.corrupted_tokens,
-        }
+    def _extra(self, result: ECOResult | ECOStream) -> dict[str, Any]:
+        extra: dict[str, Any] = {"prompt_tokens": result.prompt_tokens}
+        if self.expose_decision:
+            extra["eco_decision"] = result.decision.event_payload()
+        if isinstance(result, ECOResult):
+            extra["completion_tokens"] = result.completion_tokens
+            extra["finish_reason"] = result.finish_reason
+            if self.expose_decision:
+                extra["corrupted_tokens"] = result.corrupted_tokens
+        return extra
 
     def _complete_response(
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
@@ -381,15 +386,18 @@ class ECOHuggingFaceLLM(CustomLLM):
             additional_kwargs=self._extra(result),
         )
 
-    @staticmethod
-    def _final_extra(stream: ECOStream | AsyncECOStream, extra: dict[str, Any]) -> dict[str, Any]:
+    def _final_extra(
+        self, stream: ECOStream | AsyncECOStream, extra: dict[str, Any]
+    ) -> dict[str, Any]:
         """The extras of the closing chunk: the backend's own token count and finish reason."""
-        return {
+        final = {
             **extra,
             "completion_tokens": stream.completion_tokens,
             "finish_reason": stream.finish_reason,
-            "corrupted_tokens": stream.corrupted_tokens,
         }
+        if self.expose_decision:
+            final["corrupted_tokens"] = stream.corrupted_tokens
+        return final
 
     def _completion_gen(self, stream: ECOStream, extra: dict[str, Any]) -> CompletionResponseGen:
         text = ""

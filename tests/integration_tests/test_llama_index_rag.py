@@ -94,7 +94,9 @@ async def test_sync_async_and_streaming_decide_and_answer_alike(
     results = []
     for streaming in (False, True):
         engine = ECOQueryEngine(
-            index.as_query_engine(llm=llm, similarity_top_k=1, streaming=streaming), llm
+            index.as_query_engine(llm=llm, similarity_top_k=1, streaming=streaming),
+            llm,
+            attach_decision=True,
         )
         sync = engine.query(FORGET)
         text = "".join(sync.response_gen) if streaming else sync.response

@@ -38,7 +38,7 @@ def eco(tiny_backend, toy_guard) -> ECO:
 
 @pytest.fixture
 def llm(eco: ECO) -> ECOHuggingFaceLLM:
-    return ECOHuggingFaceLLM(eco, max_new_tokens=6)
+    return ECOHuggingFaceLLM(eco, max_new_tokens=6, expose_decision=True)
 
 
 def test_is_a_llama_index_llm_with_metadata(llm: ECOHuggingFaceLLM) -> None:
@@ -75,7 +75,9 @@ def test_flagged_complete_is_corrupted(llm: ECOHuggingFaceLLM) -> None:
 
 
 def test_shadow_mode_scores_but_does_not_corrupt(eco: ECO) -> None:
-    response = ECOHuggingFaceLLM(eco, max_new_tokens=4, mode="shadow").complete(HP)
+    response = ECOHuggingFaceLLM(
+        eco, max_new_tokens=4, mode="shadow", expose_decision=True
+    ).complete(HP)
     assert response.additional_kwargs["eco_decision"]["flagged"] is True
     assert response.additional_kwargs["corrupted_tokens"] == 0
 
@@ -264,13 +266,15 @@ def test_llm_event_holds_no_prompt_text(llm: ECOHuggingFaceLLM, events: list) ->
 def test_threshold_override(eco: ECO, tiny_model, tiny_tokenizer) -> None:
     score = eco.decide(HP).score
     assert score is not None
-    lenient = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=min(score + 0.01, 0.999))
+    lenient = ECOHuggingFaceLLM(
+        eco, max_new_tokens=6, threshold=min(score + 0.01, 0.999), expose_decision=True
+    )
     response = lenient.complete(HP)
     assert response.additional_kwargs["eco_decision"]["flagged"] is False
     assert response.text == plain_answer(
         tiny_model, tiny_tokenizer, [{"role": "user", "content": HP}], 6
     )
-    strict = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=0.0)
+    strict = ECOHuggingFaceLLM(eco, max_new_tokens=6, threshold=0.0, expose_decision=True)
     decision = strict.complete(BENIGN).additional_kwargs["eco_decision"]
     assert decision["flagged"] is True and decision["threshold"] == 0.0
 
@@ -352,8 +356,12 @@ def test_classify_window_reads_a_question_split_over_two_turns(eco: ECO) -> None
         ChatMessage(role=MessageRole.ASSISTANT, content="Which one?"),
         ChatMessage(role=MessageRole.USER, content="Potter."),
     ]
-    one = ECOHuggingFaceLLM(eco, max_new_tokens=2).chat(split).additional_kwargs["eco_decision"]
-    two = ECOHuggingFaceLLM(eco, max_new_tokens=2, classify_window=2)
+    one = (
+        ECOHuggingFaceLLM(eco, max_new_tokens=2, expose_decision=True)
+        .chat(split)
+        .additional_kwargs["eco_decision"]
+    )
+    two = ECOHuggingFaceLLM(eco, max_new_tokens=2, classify_window=2, expose_decision=True)
     decision = two.chat(split).additional_kwargs["eco_decision"]
     assert decision["text_sha256"] == normalized_sha256("Tell me about Harry\nPotter.")
     assert one["text_sha256"] == normalized_sha256("Potter.")

@@ -160,7 +160,7 @@ def test_benign_question_cannot_pull_the_forgotten_fact_into_the_prompt(
     inner = index.as_query_engine(
         llm=llm, similarity_top_k=1, text_qa_template=QA, node_postprocessors=postprocessors
     )
-    response = ECOQueryEngine(inner, llm).query(question)
+    response = ECOQueryEngine(inner, llm, attach_decision=True).query(question)
     assert (
         response.metadata["eco_decision"]["flagged"] is False
     )  # the question alone looks harmless

@@ -12,6 +12,7 @@ pytest.importorskip(
 )
 
 from llama_index.core import Document, PromptTemplate, Settings, VectorStoreIndex
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent
@@ -45,7 +46,7 @@ def eco(tiny_backend, toy_guard) -> ECO:
 def llm(eco: ECO) -> ECOHuggingFaceLLM:
     # The metadata window is widened so the refine synthesizer's 512-token response padding
     # fits; the engine still refuses any prompt longer than the model's real 256 tokens.
-    return ECOHuggingFaceLLM(eco, max_new_tokens=5, context_window=2048)
+    return ECOHuggingFaceLLM(eco, max_new_tokens=5, context_window=2048, expose_decision=True)
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def _engine(index: VectorStoreIndex, llm: ECOHuggingFaceLLM, **kwargs: Any) -> E
     inner = index.as_query_engine(
         llm=llm, similarity_top_k=3, text_qa_template=QA, refine_template=REFINE, **kwargs
     )
-    return ECOQueryEngine(inner, llm)
+    return ECOQueryEngine(inner, llm, attach_decision=True)
 
 
 def _no_latency(payload: dict) -> dict:
@@ -224,7 +225,7 @@ def test_wraps_a_custom_query_engine(llm: ECOHuggingFaceLLM, counter: dict) -> N
             )
             return second.text
 
-    response = ECOQueryEngine(TwoCalls(llm=llm), llm).query(HP)
+    response = ECOQueryEngine(TwoCalls(llm=llm), llm, attach_decision=True).query(HP)
     assert counter["decide"] == [[HP]]
     assert len(counter["generate"]) == 2
     assert response.metadata["eco_decision"]["flagged"] is True
@@ -234,7 +235,10 @@ def test_shadow_mode_on_the_wrapper(
     llm: ECOHuggingFaceLLM, index: VectorStoreIndex, counter: dict
 ) -> None:
     engine = ECOQueryEngine(
-        index.as_query_engine(llm=llm, similarity_top_k=1, text_qa_template=QA), llm, mode="shadow"
+        index.as_query_engine(llm=llm, similarity_top_k=1, text_qa_template=QA),
+        llm,
+        mode="shadow",
+        attach_decision=True,
     )
     response = engine.query(HP)
     assert response.metadata["eco_decision"]["flagged"] is True
@@ -281,7 +285,9 @@ def test_constructor_checks_its_arguments(llm: ECOHuggingFaceLLM, index: VectorS
 def test_from_index_adds_the_node_filter(llm: ECOHuggingFaceLLM, index: VectorStoreIndex) -> None:
     from eco_integrations.llama_index import ECONodeFilter
 
-    engine = ECOQueryEngine.from_index(index, llm=llm, similarity_top_k=2, text_qa_template=QA)
+    engine = ECOQueryEngine.from_index(
+        index, llm=llm, attach_decision=True, similarity_top_k=2, text_qa_template=QA
+    )
     filters = [p for p in engine.query_engine._node_postprocessors if isinstance(p, ECONodeFilter)]
     assert len(filters) == 1 and filters[0].action == "drop"
     assert engine.query(BENIGN).metadata["eco_decision"]["flagged"] is False
@@ -299,7 +305,9 @@ def forget_only_index() -> VectorStoreIndex:
 def test_a_fully_dropped_context_is_answered_without_context(
     llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, counter: dict, events: list
 ) -> None:
-    engine = ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA)
+    engine = ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, attach_decision=True, text_qa_template=QA
+    )
     response = engine.query(HP)
     # The model answered (corrupted), where LlamaIndex alone would say "Empty Response".
     assert response.response != "Empty Response" and response.response.strip()
@@ -313,7 +321,9 @@ def test_a_fully_dropped_context_is_answered_without_context(
 async def test_a_fully_dropped_context_is_answered_without_context_async(
     llm: ECOHuggingFaceLLM, forget_only_index: VectorStoreIndex, counter: dict
 ) -> None:
-    engine = ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA)
+    engine = ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, attach_decision=True, text_qa_template=QA
+    )
     response = await engine.aquery(HP)
     assert response.response != "Empty Response" and response.source_nodes == []
     assert [[d.flagged for d in call] for call in counter["generate"]] == [[True]]
@@ -334,7 +344,7 @@ def test_an_empty_retrieval_is_left_as_llama_index_answers_it(
 ) -> None:
     # Nothing was dropped (the retriever found nothing): the plain pipeline's answer stands.
     empty = VectorStoreIndex.from_documents([], embed_model=MockEmbedding(embed_dim=8))
-    engine = ECOQueryEngine.from_index(empty, llm=llm, text_qa_template=QA)
+    engine = ECOQueryEngine.from_index(empty, llm=llm, attach_decision=True, text_qa_template=QA)
     assert engine.query(BENIGN).response == "Empty Response"
     assert counter["generate"] == []
 
@@ -354,11 +364,29 @@ def test_a_marked_context_is_corrupted_whole(
     monkeypatch.setattr(ECO, "generate", spy)
     assert llm.engine.policy.selection.name == "entities"
     engine = ECOQueryEngine.from_index(
-        forget_only_index, llm=llm, text_qa_template=QA, node_filter="mark"
+        forget_only_index, llm=llm, text_qa_template=QA, node_filter="mark", attach_decision=True
     )
     response = engine.query(BENIGN)
     assert response.metadata["eco_decision"]["flagged"] is True  # escalated by the node
     assert selections == ["content"]
     selections.clear()
-    ECOQueryEngine.from_index(forget_only_index, llm=llm, text_qa_template=QA).query(HP)
+    ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, attach_decision=True, text_qa_template=QA
+    ).query(HP)
     assert selections == ["entities"]  # dropped, not marked: the question's names suffice
+
+
+def test_the_decision_is_not_in_responses_unless_asked_for(
+    eco: ECO, index: VectorStoreIndex, events: list
+) -> None:
+    # An app forwarding response metadata must not tell its users which topics are protected.
+    llm = ECOHuggingFaceLLM(eco, max_new_tokens=2, context_window=2048)
+    for response in (llm.complete(HP), llm.chat([ChatMessage(role=MessageRole.USER, content=HP)])):
+        assert "eco_decision" not in response.additional_kwargs
+        assert "corrupted_tokens" not in response.additional_kwargs
+    *_, last = llm.stream_complete(HP)
+    assert not {"eco_decision", "corrupted_tokens"} & set(last.additional_kwargs)
+    response = ECOQueryEngine.from_index(index, llm=llm, text_qa_template=QA).query(HP)
+    assert "eco_decision" not in (response.metadata or {})
+    # The operator still sees every decision, as an event.
+    assert any(isinstance(e, ECODecisionEvent) and e.flagged for e in events)
