@@ -1,9 +1,13 @@
-"""Reading the text and JSON files users hand to the CLI, with errors that name the file and the fix."""
+"""Reading the text and JSON files users hand to the CLI, with errors that name the file and the
+fix; writing artifacts so that an interrupted write never leaves a damaged one in place."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +104,50 @@ def json_lines(
         except json.JSONDecodeError as err:
             msg = f"{path}:{n} is not valid JSON ({err.msg}); pass {expected}, one JSON object per line."
             raise error(msg) from None
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``path`` through a temporary sibling and one rename: a reader, or a crash, sees the
+    old file or the new one, never half of one."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(root: Path) -> Iterator[Path]:
+    """A fresh sibling folder to build ``root``'s new contents in, swapped in when the block ends.
+
+    On success the old folder is renamed aside, the new one renamed into place and the old one
+    deleted; on an error the new one is removed and ``root`` is as it was. An interruption
+    between the two renames leaves the old contents in ``.NAME.replaced-*`` beside it
+    (:func:`interrupted_save` finds them).
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = root.parent / f".{root.name}.saving-{tag}"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if root.exists():
+        retired = root.parent / f".{root.name}.replaced-{tag}"
+        os.rename(root, retired)
+        os.rename(staging, root)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, root)
+
+
+def interrupted_save(root: Path) -> Path | None:
+    """The previous contents of ``root`` set aside by a :func:`staged_folder` swap that did not
+    finish, if there are any."""
+    found = sorted(root.parent.glob(f".{root.name}.replaced-*")) if root.parent.is_dir() else []
+    return found[-1] if found else None

@@ -17,10 +17,12 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ._files import staged_folder
 from .exceptions import ArtifactError
 
 INTEGRITY_FILE = "integrity.json"
@@ -191,7 +193,8 @@ def verify(
     return str(algorithm)
 
 
-def _target_folders(root: Path) -> list[str]:
+def saved_target_folders(root: Path) -> list[str]:
+    """The target folders the manifest in ``root`` names."""
     try:
         raw = json.loads((root / "manifest.json").read_bytes().decode("utf-8"))
         return [str(t["folder"]) for t in raw["targets"]]
@@ -201,14 +204,21 @@ def _target_folders(root: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def reseal_after(root: Path) -> Iterator[None]:
-    """Around a write into a sealed guard folder: verify the seal before, seal again after.
+def sealed_rewrite(root: Path) -> Iterator[Path]:
+    """Around a write into a guard folder: yields the folder to write into.
 
-    Verifying first means a policy save never blesses a guard someone tampered with.
+    A sealed folder is verified first (a policy save never blesses a guard someone tampered
+    with), copied beside itself, written and sealed there, and swapped in whole
+    (:func:`~eco_integrations._files.staged_folder`): an interruption leaves the old folder as it
+    was. A folder that is not a sealed guard is written in place.
     """
     sealed = (root / INTEGRITY_FILE).is_file() and (root / "manifest.json").is_file()
-    if sealed:
-        verify(root, _target_folders(root))
-    yield
-    if sealed:
-        seal(root, _target_folders(root))
+    if not sealed:
+        root.mkdir(parents=True, exist_ok=True)
+        yield root
+        return
+    verify(root, saved_target_folders(root))
+    with staged_folder(root) as staging:
+        shutil.copytree(root, staging, dirs_exist_ok=True)
+        yield staging
+        seal(staging, saved_target_folders(staging))

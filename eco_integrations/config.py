@@ -141,14 +141,15 @@ class ECOPolicy(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``policy.json``; in a sealed guard folder, check the seal first and re-seal after."""
-        from ._integrity import reseal_after
+        """Write ``policy.json``; in a sealed guard folder, check the seal first, and write and
+        re-seal a copy swapped in whole (an interruption leaves the folder as it was)."""
+        from ._files import write_text_atomic
+        from ._integrity import sealed_rewrite
 
-        path = Path(folder) / "policy.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with reseal_after(path.parent):
-            path.write_text(self.model_dump_json(indent=2) + "\n")
-        return path
+        root = Path(folder)
+        with sealed_rewrite(root) as target:
+            write_text_atomic(target / "policy.json", self.model_dump_json(indent=2) + "\n")
+        return root / "policy.json"
 
     @classmethod
     def load(cls, folder: str | Path) -> ECOPolicy:

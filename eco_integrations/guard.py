@@ -37,7 +37,14 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from ._integrity import check_manifest_values, seal, verify
+from ._files import interrupted_save, staged_folder
+from ._integrity import (
+    INTEGRITY_FILE,
+    check_manifest_values,
+    saved_target_folders,
+    seal,
+    verify,
+)
 from ._knowledge import ForgetPhrases, near_miss_texts
 from ._normalize import normalize_text
 from ._passages import LONG_TEXT_CHARS, passages
@@ -1144,62 +1151,87 @@ class Guard:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        """Write ``manifest.json`` and one safetensors + vocabulary JSON per target. No pickle."""
+        """Write ``manifest.json`` and one safetensors + vocabulary JSON per target, sealed. No pickle.
+
+        The folder is built beside ``folder`` and swapped in whole, so an interrupted save leaves
+        the previous guard as it was, and a gateway watching the folder never reads half of one.
+        Files of the old folder other than the guard's own (its ``policy.json``, after its seal
+        is checked) are kept.
+        """
         root = Path(folder)
         if root.exists() and not root.is_dir():
             msg = f"{root} is a file; Guard.save writes a folder. Pass a folder path (created if missing)."
             raise ArtifactError(msg)
-        root.mkdir(parents=True, exist_ok=True)
-        infos = []
-        for i, (name, est) in enumerate(self.targets.items()):
-            sub = f"targets/{i:03d}"
-            (root / sub).mkdir(parents=True, exist_ok=True)
-            arrays, vocab = est._arrays()
-            save_file(arrays, str(root / sub / "weights.safetensors"))
-            (root / sub / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
-            params = {k: v for k, v in est.get_params(deep=False).items() if k != "encoder"}
-            infos.append(
-                TargetInfo(
-                    name=name,
-                    folder=sub,
-                    params=params,
-                    threshold=est.threshold_,
-                    target_fpr=est.target_fpr,
-                    cv_fpr=est.cv_fpr_,
-                    cv_tpr=est.cv_tpr_,
-                    n_forget=est.n_forget_,
-                    n_retain=est.n_retain_,
-                    terms=self.terms.get(name, []),
+        kept = _kept_beside_guard(root)
+        with staged_folder(root) as staging:
+            for item in kept:
+                if item.is_dir():
+                    shutil.copytree(item, staging / item.name)
+                else:
+                    shutil.copy2(item, staging / item.name)
+            infos = []
+            for i, (name, est) in enumerate(self.targets.items()):
+                sub = f"targets/{i:03d}"
+                (staging / sub).mkdir(parents=True)
+                arrays, vocab = est._arrays()
+                save_file(arrays, str(staging / sub / "weights.safetensors"))
+                (staging / sub / "vocabulary.json").write_text(
+                    json.dumps(vocab, ensure_ascii=False)
                 )
+                params = {k: v for k, v in est.get_params(deep=False).items() if k != "encoder"}
+                infos.append(
+                    TargetInfo(
+                        name=name,
+                        folder=sub,
+                        params=params,
+                        threshold=est.threshold_,
+                        target_fpr=est.target_fpr,
+                        cv_fpr=est.cv_fpr_,
+                        cv_tpr=est.cv_tpr_,
+                        n_forget=est.n_forget_,
+                        n_retain=est.n_retain_,
+                        terms=self.terms.get(name, []),
+                    )
+                )
+            manifest = GuardManifest(
+                guard_id=self.guard_id,
+                version=self.version,
+                encoder=self.encoder.identity(),
+                passage_chars=self.passage_chars,
+                targets=infos,
             )
-        manifest = GuardManifest(
-            guard_id=self.guard_id,
-            version=self.version,
-            encoder=self.encoder.identity(),
-            passage_chars=self.passage_chars,
-            targets=infos,
-        )
-        manifest.content_sha256 = _content_hash(root, manifest)
-        (root / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+            manifest.content_sha256 = _content_hash(staging, manifest)
+            (staging / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+            # Covers policy.json too; HMAC with ECO_GUARD_KEY.
+            seal(staging, [info.folder for info in infos])
         self.content_sha256 = manifest.content_sha256
-        seal(
-            root, [info.folder for info in infos]
-        )  # covers policy.json too; HMAC with ECO_GUARD_KEY
-        # Saving over a guard with more targets (one removed, or another guard saved there) left
-        # their folders behind: weights no manifest names, which an operator would take for live.
-        kept = {info.folder for info in infos}
-        for stale in sorted((root / "targets").glob("[0-9][0-9][0-9]")):
-            if f"targets/{stale.name}" not in kept and stale.is_dir():
-                shutil.rmtree(stale)
         return root
 
     @classmethod
     def load(cls, folder: str | Path, *, encoder: SentenceEncoder | None = None) -> Guard:
-        """Load a saved guard, checking schema version, content hash and encoder identity."""
+        """Load a saved guard, checking schema version, content hash and encoder identity.
+
+        A save over the folder while it is read (a gateway reloading while an operator re-fits)
+        swaps the folder; the guard is then read again, so it never mixes two saves' files.
+        """
         encoder = _as_encoder(encoder)
         root = Path(folder)
+        for _ in range(3):
+            before = _folder_identity(root)
+            guard = cls._load_once(root, encoder)
+            if _folder_identity(root) == before:
+                return guard
+        msg = f"{root} was saved over three times while it was read; load it again when the saving is done."
+        raise ArtifactError(msg)
+
+    @classmethod
+    def _load_once(cls, root: Path, encoder: SentenceEncoder | None) -> Guard:
         manifest_file = root / "manifest.json"
         if not manifest_file.is_file():
+            aside = interrupted_save(root)
+            if aside is not None and not root.exists():
+                msg = f"{root} is missing: a save over it was interrupted, and the previous guard is in {aside}. Rename that folder back to {root.name}."
+                raise ArtifactError(msg)
             msg = f"{root} is not a guard folder (no manifest.json); create one with `eco guard fit` or Guard.save()."
             raise ArtifactError(msg)
         try:
@@ -1302,6 +1334,36 @@ class Guard:
             }
             for n, t in self.targets.items()
         ]
+
+
+def _folder_identity(root: Path) -> tuple[int, int] | None:
+    # A save swaps in a new folder (a new inode); an unchanged one is the folder that was read.
+    try:
+        st = root.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _kept_beside_guard(root: Path) -> list[Path]:
+    """What a save over ``root`` carries into the new folder: everything but the guard's own
+    files. A ``policy.json`` is carried only if the old folder's seal vouches for it, so a save
+    never blesses a policy someone edited without the key."""
+    if not root.is_dir():
+        return []
+    own = {"manifest.json", INTEGRITY_FILE, "targets"}
+    kept = [p for p in sorted(root.iterdir()) if p.name not in own and not p.name.startswith(".")]
+    sealed = (root / INTEGRITY_FILE).is_file() and (root / "manifest.json").is_file()
+    if sealed and any(p.name == "policy.json" for p in kept):
+        try:
+            verify(root, saved_target_folders(root))
+        except ArtifactError as err:
+            msg = (
+                f"{root}/policy.json would be kept in the new guard, but the folder fails its check "
+                f"({err}). Delete {root}/policy.json to save without it, or restore the folder."
+            )
+            raise ArtifactError(msg) from None
+    return kept
 
 
 def _content_hash(root: Path, manifest: GuardManifest) -> str:

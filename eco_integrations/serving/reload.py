@@ -44,6 +44,10 @@ def reload_engine(current: ECO, folder: str | os.PathLike[str]) -> ECO:
     )
 
 
+def _content(engine: ECO) -> str | None:
+    return engine.guard.content_sha256 if engine.guard is not None else None
+
+
 class GuardWatcher:
     """Polls a guard folder every ``interval`` seconds (None: only on :meth:`poke`) and swaps on change."""
 
@@ -89,8 +93,11 @@ class GuardWatcher:
         metrics = self.gateway.metrics
         try:
             fresh = reload_engine(engine, self.folder)
-            if fresh.policy_version == engine.policy_version:
-                return False
+            if fresh.policy_version == engine.policy_version and _content(fresh) == _content(
+                engine
+            ):
+                return False  # files touched, nothing changed (a re-fit keeping its id and
+                # version changes its content hash, and is swapped in)
             self.gateway.swap_engine(fresh)
         except Exception as err:
             # The old guard keeps serving; a half-written folder is retried when it changes again.

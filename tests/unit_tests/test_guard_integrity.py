@@ -358,3 +358,86 @@ def test_chat_skips_a_line_it_cannot_read_and_answers_the_next(
     out, err = capsys.readouterr()
     assert len([line for line in out.splitlines() if line.startswith("[decision:")]) == 2
     assert "[skipped this message:" in err and "lone surrogate" in err
+
+
+def test_an_interrupted_save_leaves_the_previous_guard_as_it_was(
+    toy_guard, tiny_encoder, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eco_integrations.guard as guard_module
+
+    folder = toy_guard.save(tmp_path / "g")
+    ECOPolicy(threshold=0.4).save(folder)
+    texts = [*TOY_FORGET, *TOY_RETAIN]
+    before = Guard.load(folder, encoder=tiny_encoder).score(texts)
+    toy_guard.add_target("second", TOY_FORGET[:4], TOY_RETAIN, cv=2, target_fpr=0.2)
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(guard_module, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        toy_guard.save(folder)
+    monkeypatch.undo()
+    # The old guard (and its policy) loads as before; nothing half-written is left beside it.
+    assert np.allclose(Guard.load(folder, encoder=tiny_encoder).score(texts), before)
+    assert ECOPolicy.load(folder).threshold == 0.4
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]
+    # A finished save keeps the policy, which its seal vouched for.
+    toy_guard.save(folder)
+    assert list(Guard.load(folder, encoder=tiny_encoder).targets) == ["harry-potter", "second"]
+    assert ECOPolicy.load(folder).threshold == 0.4
+
+
+def test_a_policy_save_is_swapped_in_whole_and_never_blesses_an_edit(
+    toy_guard, tiny_encoder, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eco_integrations._integrity as integrity
+
+    folder = toy_guard.save(tmp_path / "g")
+    ECOPolicy(threshold=0.4).save(folder)
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(integrity, "seal", crash)  # dies after writing, before sealing
+    with pytest.raises(KeyboardInterrupt):
+        ECOPolicy(threshold=0.6).save(folder)
+    monkeypatch.undo()
+    assert Guard.load(folder, encoder=tiny_encoder).version == toy_guard.version
+    assert ECOPolicy.load(folder).threshold == 0.4
+    # A policy edited by hand after the seal is not carried into the next guard save.
+    edited = json.loads((folder / "policy.json").read_text()) | {"threshold": 0.99}
+    (folder / "policy.json").write_text(json.dumps(edited))
+    with pytest.raises(ArtifactError, match=r"policy\.json would be kept.*Delete"):
+        toy_guard.save(folder)
+
+
+def test_a_save_interrupted_between_its_renames_says_where_the_guard_went(
+    toy_guard, tiny_encoder, tmp_path
+) -> None:
+    folder = toy_guard.save(tmp_path / "g")
+    aside = tmp_path / ".g.replaced-123-abc"
+    folder.rename(aside)
+    with pytest.raises(ArtifactError, match=r"save over it was interrupted.*\.g\.replaced-123-abc"):
+        Guard.load(folder, encoder=tiny_encoder)
+
+
+def test_a_load_racing_a_save_reads_the_guard_again(
+    toy_guard, tiny_encoder, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = toy_guard.save(tmp_path / "g")
+    newer = Guard.load(folder, encoder=tiny_encoder)
+    newer.add_target("second", TOY_FORGET[:4], TOY_RETAIN, cv=2, target_fpr=0.2)
+    original = Guard._load_once.__func__  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def racing(cls: type[Guard], root: Path, encoder: Any) -> Guard:
+        loaded = original(cls, root, encoder)
+        if not calls:
+            newer.save(folder)  # lands while the first read was under way
+        calls.append(1)
+        return loaded
+
+    monkeypatch.setattr(Guard, "_load_once", classmethod(racing))
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    assert len(calls) == 2 and list(loaded.targets) == ["harry-potter", "second"]

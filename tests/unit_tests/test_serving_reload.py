@@ -187,3 +187,25 @@ def test_sighup_poke_reloads_without_polling(tiny_backend, tiny_encoder, folder)
         assert gateway.state.engine.guard.version == new_version
     finally:
         watcher.stop()
+
+
+def test_a_refit_keeping_its_id_and_version_is_swapped_in(
+    tiny_backend, tiny_encoder, folder
+) -> None:
+    from toy_data import TOY_FORGET, TOY_RETAIN
+
+    gateway = _gateway(tiny_backend, folder, tiny_encoder)
+    watcher = GuardWatcher(gateway, folder, interval=None)
+    before = gateway.state.engine.guard
+    # Re-fit under the same id at version 1, with another rate: another threshold, same label.
+    refit = Guard(tiny_encoder, guard_id=before.guard_id)
+    refit.add_target("harry-potter", TOY_FORGET, TOY_RETAIN, cv=2, target_fpr=0.4)
+    assert refit.version == before.version
+    refit.save(folder)
+    assert watcher.check() is True
+    served = gateway.state.engine.guard
+    assert served.content_sha256 != before.content_sha256
+    assert served.targets["harry-potter"].threshold_ == refit.targets["harry-potter"].threshold_
+    # Touching the files without changing them swaps nothing.
+    Guard.load(folder, encoder=tiny_encoder).save(folder)
+    assert watcher.check() is False
