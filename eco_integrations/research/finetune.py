@@ -27,6 +27,7 @@ linear decay), so no scheduler state needs saving.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,17 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._files import check_text_rows, read_json_rows
+from .._files import (
+    check_text_rows,
+    interrupted_save,
+    read_json_rows,
+    staged_folder,
+    write_text_atomic,
+)
 from .._models import load_causal_lm, resolve_model_path
 from .._paths import cache_dir
 from .._prompting import render
-from ..exceptions import ConfigurationError, InvalidInputError
+from ..exceptions import ArtifactError, ConfigurationError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 FINETUNE_SCHEMA_VERSION = 1
@@ -208,37 +215,90 @@ def _save_checkpoint(
 ) -> None:
     from safetensors.torch import save_file, save_model
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    tensors = {}
-    for i, p in enumerate(params):
-        for name, value in optimizer.state.get(p, {}).items():
-            tensors[f"{i}.{name}"] = (
-                value.detach().reshape(-1).clone()
-                if name == "step"
-                else value.detach().contiguous()
-            )
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    # Swap in whole, so a crash while writing leaves the previous checkpoint intact.
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.replace(folder)
+    # Built beside the previous checkpoint and swapped in whole: a crash at any point leaves
+    # one complete checkpoint (the previous one is set aside, never deleted, until the swap).
+    with staged_folder(folder) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        tensors = {}
+        for i, p in enumerate(params):
+            for name, value in optimizer.state.get(p, {}).items():
+                tensors[f"{i}.{name}"] = (
+                    value.detach().reshape(-1).clone()
+                    if name == "step"
+                    else value.detach().contiguous()
+                )
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
 
 
 def _load_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors.torch import load_file, load_model
 
-    load_model(model, str(folder / "model.safetensors"))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        p = params[int(index)]
-        optimizer.state[p][name] = value.reshape(()) if name == "step" else value
-    return json.loads((folder / "state.json").read_text())
+    try:
+        load_model(model, str(folder / "model.safetensors"))
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            p = params[int(index)]
+            optimizer.state[p][name] = value.reshape(()) if name == "step" else value
+        state = json.loads((folder / "state.json").read_text())
+    except Exception as err:  # a file missing, truncated or from another model
+        msg = f"The checkpoint in {folder} cannot be resumed ({type(err).__name__}: {err}); delete it to start this fine-tune over."
+        raise ArtifactError(msg) from None
+    return dict(state)
+
+
+def _recover_checkpoint(checkpoint: Path) -> None:
+    """Put back a checkpoint set aside by a swap that died between its two renames."""
+    aside = interrupted_save(checkpoint)
+    if aside is not None and not checkpoint.exists():
+        logger.warning("Restoring the checkpoint a crash left in %s", aside)
+        aside.rename(checkpoint)
+
+
+@contextlib.contextmanager
+def _run_lock(folder: Path) -> Iterator[None]:
+    """One process at a time per run: a second one started on the same rows and settings waits,
+    then reuses (or resumes) what the first left, instead of both writing the same files."""
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no lock
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("Another process is fine-tuning %s; waiting for it to finish", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finished_run(folder: Path, key: str) -> dict[str, Any] | None:
+    """The manifest of a completed run in ``folder``, None when there is none yet."""
+    path = folder / "finetune.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{path} cannot be read ({err}); delete {folder} to fine-tune again."
+        raise ArtifactError(msg) from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != FINETUNE_SCHEMA_VERSION:
+        msg = f"{path} is not a fine-tune manifest this release reads; delete {folder} to fine-tune again."
+        raise ArtifactError(msg)
+    if manifest.get("key") != key or not manifest.get("complete"):
+        return None
+    if not (folder / "model").is_dir():
+        msg = f"{folder} says it is complete but has no model folder; delete {folder} to fine-tune again."
+        raise ArtifactError(msg)
+    return manifest
 
 
 def learning_rate(step: int, total: int, config: FinetuneConfig) -> float:
@@ -306,21 +366,50 @@ def finetune(
     key = run_key(clean, config, identity)
     root = Path(out) if out is not None else cache_dir() / "finetune"
     folder = root / f"{name}-{key[:16]}"
+    with _run_lock(folder):
+        return _finetune_run(
+            clean,
+            folder,
+            key,
+            model=model,
+            identity=identity,
+            config=config,
+            name=name,
+            checkpoint_every=checkpoint_every,
+            max_steps=max_steps,
+            show_progress=show_progress,
+            on_step=on_step,
+        )
+
+
+def _finetune_run(
+    clean: list[dict[str, str]],
+    folder: Path,
+    key: str,
+    *,
+    model: str | os.PathLike[str] | None,
+    identity: dict[str, str],
+    config: FinetuneConfig,
+    name: str,
+    checkpoint_every: int,
+    max_steps: int | None,
+    show_progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> FinetuneResult:
     manifest_path = folder / "finetune.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("key") == key and manifest.get("complete"):
-            logger.info("Reusing the fine-tuned model in %s", folder)
-            return FinetuneResult(
-                folder,
-                folder / "model",
-                True,
-                float(manifest["seconds"]),
-                int(manifest["steps"]),
-                True,
-                manifest["losses"],
-                manifest,
-            )
+    finished = _finished_run(folder, key)
+    if finished is not None:
+        logger.info("Reusing the fine-tuned model in %s", folder)
+        return FinetuneResult(
+            folder,
+            folder / "model",
+            True,
+            float(finished["seconds"]),
+            int(finished["steps"]),
+            True,
+            finished["losses"],
+            finished,
+        )
 
     torch.manual_seed(config.seed)
     net, tokenizer, base_name = load_causal_lm(model)
@@ -350,6 +439,7 @@ def finetune(
         lr=config.learning_rate,
     )
     checkpoint = folder / "checkpoint"
+    _recover_checkpoint(checkpoint)
     state: dict[str, Any] = {"key": key, "step": 0, "losses": [], "seconds": 0.0}
     if (checkpoint / "state.json").is_file():
         saved = json.loads((checkpoint / "state.json").read_text())
@@ -402,12 +492,9 @@ def finetune(
         )
 
     net.eval()
-    tmp = folder / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    net.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder / "model", ignore_errors=True)
-    tmp.replace(folder / "model")
+    with staged_folder(folder / "model") as tmp:
+        net.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     per_epoch = [
         round(
             sum(state["losses"][e * batches_per_epoch : (e + 1) * batches_per_epoch])
@@ -432,7 +519,7 @@ def finetune(
         "epoch_losses": per_epoch,
         "torch_threads": torch.get_num_threads(),
     }
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(checkpoint, ignore_errors=True)
     return FinetuneResult(
         folder, folder / "model", False, seconds, total, True, state["losses"], manifest

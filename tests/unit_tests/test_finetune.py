@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -143,3 +144,67 @@ def test_read_pairs_rejects_rows_without_answers(tmp_path) -> None:
         read_pairs(latin1)
     with pytest.raises(InvalidInputError, match="is a folder"):
         read_pairs(tmp_path)
+
+
+def _steps(model_dir: Path, out: Path, steps: int) -> Any:
+    """The first ``steps`` steps of the run, checkpointed every 2."""
+    return finetune(
+        ROWS, model=model_dir, config=CONFIG, out=out, name="t", max_steps=steps, checkpoint_every=2
+    )
+
+
+def test_a_crash_while_checkpointing_keeps_the_last_checkpoint(
+    tiny_model_dir, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+
+    first = _steps(tiny_model_dir, tmp_path, 2)
+    real_save = safetensors.torch.save_file
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # dies while writing the step-4 checkpoint
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _steps(tiny_model_dir, tmp_path, 4)
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    state = json.loads((first.folder / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2  # the previous checkpoint, whole
+    assert [p.name for p in first.folder.iterdir() if p.name.startswith(".checkpoint")] == []
+    # A swap that died between its renames: the set-aside checkpoint is put back and resumed.
+    (first.folder / "checkpoint").rename(first.folder / ".checkpoint.replaced-1-x")
+    resumed = finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    assert resumed.complete and resumed.losses[:2] == first.losses
+
+
+def test_damaged_run_files_are_named_with_the_fix(tiny_model_dir, tmp_path) -> None:
+    from eco_integrations.exceptions import ArtifactError
+
+    partial = _steps(tiny_model_dir, tmp_path, 2)
+    (partial.folder / "checkpoint" / "optimizer.safetensors").unlink()
+    with pytest.raises(ArtifactError, match=r"cannot be resumed.*delete it"):
+        finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    (partial.folder / "finetune.json").write_text('{"schema_version": 1, "comp')
+    with pytest.raises(ArtifactError, match=r"finetune\.json cannot be read.*to fine-tune again"):
+        finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+
+
+def test_one_process_at_a_time_per_run(tmp_path) -> None:
+    import threading
+    import time
+
+    from eco_integrations.research.finetune import _run_lock
+
+    entered: list[str] = []
+
+    def second() -> None:
+        with _run_lock(tmp_path / "run"):
+            entered.append("second")
+
+    with _run_lock(tmp_path / "run"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        assert entered == []  # waits for the first run to finish
+    thread.join(timeout=10)
+    assert entered == ["second"]
