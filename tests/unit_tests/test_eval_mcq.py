@@ -184,6 +184,31 @@ def test_partial_last_line_is_redone(tiny_backend, toy_guard, tmp_path: Path, ca
     )
     assert [r["id"] for r in records] == ["wmdp-bio/0", "wmdp-bio/1"]
     assert "results.jsonl:2 is not a whole JSON record" in caplog.text
+    # The redone record did not join the partial line: both are read back from the file.
+    stored = evaluate_mcq(
+        eco,
+        ROWS[:2],
+        tmp_path,
+        letters="plain",
+        guard_text=lambda q: q["question"],
+        score_missing=False,
+    )
+    assert [r["id"] for r in stored] == ["wmdp-bio/0", "wmdp-bio/1"]
+    # A line that is JSON but not a record (a list, or no id) is redone the same way.
+    with (tmp_path / "results.jsonl").open("a") as handle:
+        handle.write('[1, 2]\n{"pred_plain": 0}\n')
+    evaluate_mcq(eco, ROWS[:2], tmp_path, letters="plain", guard_text=lambda q: q["question"])
+
+
+def test_resume_refuses_another_policy_threshold(tiny_backend, toy_guard, tmp_path: Path) -> None:
+    from eco_integrations import ECOPolicy
+
+    eco = _eco(tiny_backend, toy_guard)
+    evaluate_mcq(eco, ROWS[:1], tmp_path, letters="plain")
+    stricter = eco.replace(policy=eco.policy.model_copy(update={"threshold": 0.9}))
+    assert isinstance(stricter.policy, ECOPolicy)
+    with pytest.raises(InvalidInputError, match="other settings"):
+        evaluate_mcq(stricter, ROWS[:2], tmp_path, letters="plain")
 
 
 def test_summary_keys_and_values() -> None:

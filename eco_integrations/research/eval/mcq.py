@@ -133,6 +133,10 @@ def run_signature(eco: ECO, letters: str) -> dict[str, Any]:
         "corruption_dims",
         "corruption_strength",
         "selector",
+        # The policy as a whole: the selector's terms and n, the window and the threshold too.
+        "policy_version",
+        "classify_window",
+        "threshold",
     )
     return {**{k: params[k] for k in keep}, "letters": letters}
 
@@ -147,6 +151,8 @@ def _read_done(path: Path, signature: dict[str, Any]) -> dict[str, dict[str, Any
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
             # A run killed mid-write leaves a partial line (the last, or, once resumed, one
             # before the new lines): that question is redone, and the operator told.
             _LOG.warning("%s:%d is not a whole JSON record; its question is scored again.", path, n)
@@ -217,6 +223,9 @@ def evaluate_mcq(
             )
         ]
     with path.open("a", encoding="utf-8") as handle:
+        if handle.tell() and not path.read_bytes().endswith(b"\n"):
+            # A run killed mid-line: end that line, or the first new record would join it.
+            handle.write("\n")
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             started = time.perf_counter()
