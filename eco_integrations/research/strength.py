@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .._console import whole_number
-from .._files import check_text_rows, read_json_rows
+from .._files import check_text_rows, read_json_rows, write_text_atomic
 from .._validation import validation_problems
 from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from ..corruption import get_corruption
@@ -470,8 +470,8 @@ def save_strength(folder: str | Path, policy: ECOPolicy, result: SearchResult, n
     corruption = policy.corruption.model_copy(update={"strength": float(result.strength)})
     chosen = policy.model_copy(update={"corruption": corruption, "notes": note})
     path = chosen.save(folder)
-    (Path(folder) / "strength_search.json").write_text(
-        json.dumps(result.as_dict(), indent=2) + "\n"
+    write_text_atomic(
+        Path(folder) / "strength_search.json", json.dumps(result.as_dict(), indent=2) + "\n"
     )
     return path
 

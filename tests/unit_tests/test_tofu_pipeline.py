@@ -140,6 +140,13 @@ def test_run_tofu_end_to_end(
     run_tofu(options, out)
     searched_again = json.loads((out / "strength_search.json").read_text())
     assert searched_again["code_version"] == "0" * 16 and searched_again["key"] != search["key"]
+    # Damaged caches are redone, not fatal: a truncated search log, a guard that fails its check.
+    (out / "strength_search.json").write_text('{"key": "ab')
+    (out / "guard" / "manifest.json").write_text("{}")
+    redone = run_tofu(options, out)
+    assert headline(redone)["retained"] == line["retained"]
+    assert json.loads((out / "strength_search.json").read_text())["key"] == searched_again["key"]
+    assert json.loads((out / "guard" / "manifest.json").read_text())["targets"]
     table = (out / "table.md").read_text()
     assert all(f"| {m} |" in table for m in METHODS)
     assert "| retained | " in table.split("folded ratio >= 0.9")[1]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from ..._files import write_text_atomic
 from ..._validation import validation_problems
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
@@ -554,7 +555,8 @@ def run_mcq_task(
         "command": command,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (root / ("mcq_partial.json" if partial else "mcq.json")).write_text(
-        json.dumps(summary, indent=2, default=float) + "\n"
+    write_text_atomic(
+        root / ("mcq_partial.json" if partial else "mcq.json"),
+        json.dumps(summary, indent=2, default=float) + "\n",
     )
     return summary

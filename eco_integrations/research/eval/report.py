@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..._files import write_text_atomic
+
 # Which score sets are forget prompts (positives); every other set is benign.
 POSITIVE_SETS = ("forget", "paraphrase")
 HEADLINE_METRICS = (  # the rates every guard task report leads with
@@ -201,8 +203,8 @@ def write_guard_report(
         "histogram": folder / f"{task}_hist.png",
         "roc": folder / f"{task}_roc.png",
     }
-    files["json"].write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    files["markdown"].write_text(f"### {task}\n\n" + markdown_table(metrics))
+    write_text_atomic(files["json"], json.dumps(metrics, indent=2, default=float) + "\n")
+    write_text_atomic(files["markdown"], f"### {task}\n\n" + markdown_table(metrics))
     plot_histograms(
         scores,
         float(metrics["threshold"]),
@@ -358,11 +360,11 @@ def main(argv: list[str] | None = None) -> int:
             run_mcq_task(args.data_dir, mcq_out, command=commands["mcq"])
             # The published copy names the cache as ~, like the command above its table.
             copied = (mcq_out / "mcq.json").read_text().replace(str(Path.home()), "~")
-            (Path(args.out) / "mcq.json").write_text(copied)
+            write_text_atomic(Path(args.out) / "mcq.json", copied)
     # Shown with ~ for the home folder: the published command should read the same on any machine.
     shown = {task: command.replace(str(Path.home()), "~") for task, command in commands.items()}
     snippet = readme_snippet(args.out, shown)
-    (Path(args.out) / "README_results.md").write_text(snippet)
+    write_text_atomic(Path(args.out) / "README_results.md", snippet)
     print(f"wrote {Path(args.out) / 'README_results.md'}", file=sys.stderr)
     return 0
 

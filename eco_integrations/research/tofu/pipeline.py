@@ -32,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from ..._files import write_text_atomic
 from ..._passages import frequent_terms
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...corruption import get_corruption
 from ...encoder import SentenceEncoder
-from ...exceptions import ConfigurationError
-from ...guard import Guard
+from ...exceptions import ArtifactError, ConfigurationError
+from ...guard import GUARD_SCHEMA_VERSION, Guard
 from ..eval.datasets import TOFU_AUTHOR_ROWS as AUTHOR_ROWS
 from ..finetune import FinetuneConfig
 from ..strength import SearchResult, zeroth_order_search
@@ -118,6 +119,18 @@ class TofuOptions:
     show_progress: bool = False
 
 
+def _cached_json(path: Path) -> dict[str, Any]:
+    """A cached search log, or {} when there is none or it cannot be read (then it is redone)."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s cannot be read (%s); the search runs again.", path, err)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _sample(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
     if n is None or n >= len(rows):
         return rows
@@ -163,8 +176,20 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
         extra = general_negatives(options)
         retain += extra
         retain_groups += [f"general-{i % 50}" for i in range(len(extra))]
+    encoder = options.encoder or SentenceEncoder()
+    # The encoder and the guard schema are part of what was fit: a release or an encoder that
+    # reads the cached guard differently re-fits it instead of refusing it.
     key = hashlib.sha256(
-        json.dumps([forget, retain, options.target_fpr, options.guard_cv]).encode()
+        json.dumps(
+            [
+                forget,
+                retain,
+                options.target_fpr,
+                options.guard_cv,
+                encoder.identity(),
+                GUARD_SCHEMA_VERSION,
+            ]
+        ).encode()
     ).hexdigest()[:16]
     target = f"tofu-{setting.split}"
     if (
@@ -172,8 +197,11 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
         and (folder / "fit_key.txt").is_file()
         and (folder / "fit_key.txt").read_text().strip() == key
     ):
-        return Guard.load(folder, encoder=options.encoder)
-    guard = Guard(options.encoder, guard_id=f"tofu-{setting.split}-{key[:8]}")
+        try:
+            return Guard.load(folder, encoder=encoder)
+        except ArtifactError as err:
+            log.warning("Re-fitting the guard cached in %s: %s", folder, err)
+    guard = Guard(encoder, guard_id=f"tofu-{setting.split}-{key[:8]}")
     guard.add_target(
         target,
         forget,
@@ -183,8 +211,8 @@ def fit_guard(setting: TofuSetting, options: TofuOptions, folder: Path) -> Guard
         target_fpr=options.target_fpr,
         cv=options.guard_cv,
     )
-    guard.save(folder)
-    (folder / "fit_key.txt").write_text(key + "\n")
+    guard.save(folder)  # swapped in whole: the key below is written only for a complete guard
+    write_text_atomic(folder / "fit_key.txt", key + "\n")
     return guard
 
 
@@ -680,7 +708,7 @@ def run_tofu(
         ).encode()
     ).hexdigest()[:16]
     log_path = out / "strength_search.json"
-    previous = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    previous = _cached_json(log_path)
     if previous.get("key") == search_key:
         found = float(previous["strength"])
         search_log = previous
@@ -719,7 +747,7 @@ def run_tofu(
                 for k, v in sorted(x.details.items())
             ],
         }
-        log_path.write_text(json.dumps(search_log, indent=2) + "\n")
+        write_text_atomic(log_path, json.dumps(search_log, indent=2) + "\n")
     chosen = search_log.get("selector", selectors[0])
     eco = eco.with_policy(
         policy.model_copy(update={"selection": SelectionConfig(name=chosen)})
@@ -780,14 +808,17 @@ def run_tofu(
         "timings_seconds": timings,
         "methods": results,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    with (out / "records.jsonl").open("w", encoding="utf-8") as handle:
-        for method, sets in records.items():
-            for set_name, rows in sets.items():
-                for row in rows:
-                    handle.write(
-                        json.dumps({"method": method, "set": set_name, **row}, default=float) + "\n"
-                    )
+    # Records first, the summary last: a crash between never pairs a new summary with old records.
+    write_text_atomic(
+        out / "records.jsonl",
+        "".join(
+            json.dumps({"method": method, "set": set_name, **row}, default=float) + "\n"
+            for method, sets in records.items()
+            for set_name, rows in sets.items()
+            for row in rows
+        ),
+    )
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2, default=float) + "\n")
     from .report import write_report
 
     write_report(summary, records, out)

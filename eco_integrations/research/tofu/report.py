@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._files import write_text_atomic
 from ...exceptions import ECOError
 from ..eval.datasets import load_tofu
 from .evaluate import name_figures
@@ -193,7 +194,7 @@ def write_report(
     answers = answer_text(records)
     if answers is not None:
         text += f"\nAnswers to the forget evaluation half:\n\n{answer_text_table(answers)}"
-    (folder / "table.md").write_text(text)
+    write_text_atomic(folder / "table.md", text)
     plot_truth_ratios(records, folder / "truth_ratio_histograms.png")
     plot_quality_vs_utility(summary, folder / "forget_quality_vs_utility.png")
     return {
