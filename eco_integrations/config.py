@@ -156,15 +156,28 @@ class ECOPolicy(_Strict):
         path = Path(folder)
         path = path / "policy.json" if path.is_dir() else path
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             msg = f"No policy at {path}; save one with ECOPolicy(...).save(folder)."
             raise ArtifactError(msg) from None
-        except json.JSONDecodeError as err:
-            msg = f"{path} is not valid JSON ({err}); restore it or save the policy again."
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            msg = f"{path} is not valid UTF-8 JSON ({err}); restore it or save the policy again."
+            raise ArtifactError(msg) from None
+        except OSError as err:
+            msg = f"{path} cannot be read ({err.strerror or err}); pass a guard folder or its policy.json."
             raise ArtifactError(msg) from None
         if not isinstance(raw, dict):
             msg = f"{path} holds a JSON {type(raw).__name__}, not a policy object; restore it or save the policy again."
+            raise ArtifactError(msg)
+        other = (
+            "a guard manifest"
+            if raw.get("kind") == "eco-guard"
+            else "a guard's integrity record"
+            if {"digest", "files"} <= set(raw)
+            else None
+        )
+        if other is not None:
+            msg = f"{path} is {other}, not a policy; pass the guard folder or its policy.json."
             raise ArtifactError(msg)
         if raw.get("schema_version") != POLICY_SCHEMA_VERSION:
             msg = (

@@ -848,6 +848,9 @@ class Guard:
 
         Two fits under one ``guard_id`` and version differ here, so caches keyed by the engine's
         identifying params never mix their answers."""
+        # The folder this guard was last loaded from or saved to, and its content digest then:
+        # a save back there refuses to overwrite what another process saved in between.
+        self._origin: tuple[Path, str] | None = None
 
     @property
     def target_names(self) -> list[str]:
@@ -1162,6 +1165,7 @@ class Guard:
         if root.exists() and not root.is_dir():
             msg = f"{root} is a file; Guard.save writes a folder. Pass a folder path (created if missing)."
             raise ArtifactError(msg)
+        self._check_not_saved_over(root)
         kept = _kept_beside_guard(root)
         with staged_folder(root) as staging:
             for item in kept:
@@ -1205,7 +1209,24 @@ class Guard:
             # Covers policy.json too; HMAC with ECO_GUARD_KEY.
             seal(staging, [info.folder for info in infos])
         self.content_sha256 = manifest.content_sha256
+        self._origin = (root.resolve(), manifest.content_sha256)
         return root
+
+    def _check_not_saved_over(self, root: Path) -> None:
+        """Refuse to save back into the folder this guard came from if someone saved there since
+        (two `eco guard add-target` runs at once: the last one would drop the other's target)."""
+        if self._origin is None or self._origin[0] != root.resolve():
+            return
+        try:
+            now = json.loads((root / "manifest.json").read_text()).get("content_sha256")
+        except (OSError, ValueError, AttributeError):
+            return  # no readable guard there now: nothing to lose
+        if now != self._origin[1]:
+            msg = (
+                f"The guard in {root} was saved by someone else after this one was loaded from it; "
+                "saving would drop their change. Load it again, redo this change, and save."
+            )
+            raise ArtifactError(msg)
 
     @classmethod
     def load(cls, folder: str | Path, *, encoder: SentenceEncoder | None = None) -> Guard:
@@ -1320,6 +1341,7 @@ class Guard:
             )
             guard.terms[info.name] = list(info.terms)
         guard.content_sha256 = manifest.content_sha256
+        guard._origin = (root.resolve(), manifest.content_sha256)
         return guard
 
     def summary(self) -> list[dict[str, Any]]:

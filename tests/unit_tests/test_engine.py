@@ -316,6 +316,12 @@ def test_policy_roundtrip_and_version(tmp_path) -> None:
     (tmp_path / "policy.json").write_text('{"schema_version": 1, "threshold": 5}')
     with pytest.raises(ValueError, match=r"policy.json is not a valid policy \(threshold: "):
         ECOPolicy.load(tmp_path)
+    (tmp_path / "policy.json").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(ValueError, match="is not valid UTF-8 JSON"):
+        ECOPolicy.load(tmp_path)
+    (tmp_path / "integrity.json").write_text('{"schema_version": 1, "files": {}, "digest": "x"}')
+    with pytest.raises(ValueError, match="is a guard's integrity record, not a policy"):
+        ECOPolicy.load(tmp_path / "integrity.json")
 
 
 def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:

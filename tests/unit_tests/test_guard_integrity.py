@@ -441,3 +441,19 @@ def test_a_load_racing_a_save_reads_the_guard_again(
     monkeypatch.setattr(Guard, "_load_once", classmethod(racing))
     loaded = Guard.load(folder, encoder=tiny_encoder)
     assert len(calls) == 2 and list(loaded.targets) == ["harry-potter", "second"]
+
+
+def test_two_changes_to_one_folder_do_not_drop_each_other(
+    toy_guard, tiny_encoder, tmp_path
+) -> None:
+    folder = toy_guard.save(tmp_path / "g")
+    first, second = (Guard.load(folder, encoder=tiny_encoder) for _ in range(2))
+    first.add_target("baking", TOY_FORGET[:4], TOY_RETAIN, cv=2, target_fpr=0.2)
+    second.add_target("other", TOY_FORGET[4:8], TOY_RETAIN, cv=2, target_fpr=0.2)
+    first.save(folder)
+    with pytest.raises(ArtifactError, match="saved by someone else.*Load it again"):
+        second.save(folder)
+    assert set(Guard.load(folder, encoder=tiny_encoder).targets) == {"harry-potter", "baking"}
+    first.remove_target("baking")
+    first.save(folder)  # its own save is not someone else's
+    second.save(tmp_path / "elsewhere")  # another folder is free
