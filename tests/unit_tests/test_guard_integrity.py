@@ -451,7 +451,7 @@ def test_two_changes_to_one_folder_do_not_drop_each_other(
     first.add_target("baking", TOY_FORGET[:4], TOY_RETAIN, cv=2, target_fpr=0.2)
     second.add_target("other", TOY_FORGET[4:8], TOY_RETAIN, cv=2, target_fpr=0.2)
     first.save(folder)
-    with pytest.raises(ArtifactError, match="saved by someone else.*Load it again"):
+    with pytest.raises(ArtifactError, match=r"saved by someone else.*Load it again"):
         second.save(folder)
     assert set(Guard.load(folder, encoder=tiny_encoder).targets) == {"harry-potter", "baking"}
     first.remove_target("baking")
