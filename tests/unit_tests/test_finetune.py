@@ -193,15 +193,15 @@ def test_one_process_at_a_time_per_run(tmp_path) -> None:
     import threading
     import time
 
-    from eco_integrations.research.finetune import _run_lock
+    from eco_integrations._files import exclusive
 
     entered: list[str] = []
 
     def second() -> None:
-        with _run_lock(tmp_path / "run"):
+        with exclusive(tmp_path / "run" / ".lock", "a test run"):
             entered.append("second")
 
-    with _run_lock(tmp_path / "run"):
+    with exclusive(tmp_path / "run" / ".lock", "a test run"):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.3)
