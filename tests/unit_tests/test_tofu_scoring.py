@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import ClassVar
 
@@ -290,3 +291,19 @@ def test_sequence_logprobs_uses_given_embeddings(base: ModelScorer) -> None:
     assert same[0] == pytest.approx(same[1], abs=1e-5)
     zeroed = sequence_logprobs(base.backend, [(prompt, answer, torch.zeros_like(embeds))])
     assert zeroed[0] != pytest.approx(same[0], abs=1e-4)
+
+
+def test_the_score_cache_is_reused_and_a_damaged_or_older_one_is_recomputed(
+    base: ModelScorer, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pairs = [(BENIGN_Q, "Paris.")]
+    cache = tmp_path / "plain.json"
+    first = ModelScorer(base.backend, name="x", system_prompt="", cache_file=cache)
+    scores = first.logprobs(pairs)
+    assert json.loads(cache.read_text())["version"] == 1
+    assert ModelScorer(base.backend, name="x", system_prompt="", cache_file=cache)._lp
+    for damaged in ('{"logprobs": [["a", "b", 1.0]]}', '{"version": 1, "logpr'):
+        cache.write_text(damaged)
+        again = ModelScorer(base.backend, name="x", system_prompt="", cache_file=cache)
+        assert not again._lp and again.logprobs(pairs) == pytest.approx(scores)
+    assert "computed again" in caplog.text

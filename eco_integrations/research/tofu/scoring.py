@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from ..._files import exclusive, write_text_atomic
 from ..._prompting import RenderedPrompt, render, select_positions
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
@@ -31,6 +32,10 @@ from ...corruption import apply_corruption
 from ...engine import ECO
 from ...guard import Guard
 from ..finetune import answer_ids, chat_prompt
+
+log = logging.getLogger(__name__)
+# Bump when what the scorers compute changes: cached scores of other code are not reused.
+SCORING_CACHE_VERSION = 1
 
 Pair = tuple[str, str]
 REFUSAL = "I'm sorry, but I can't share any information about that."
@@ -111,29 +116,44 @@ class ModelScorer:
 
     # A JSON file of results lets separate processes score different methods at the same time
     # (and a rerun skip what is done); it is only valid for one model and system prompt, which
-    # the caller encodes in its name.
+    # the caller encodes in its name, and for one version of the scoring code (stored in it).
     def _load_cache(self) -> None:
         if self.cache_file is None or not self.cache_file.is_file():
             return
-        data = json.loads(self.cache_file.read_text())
+        try:
+            data = json.loads(self.cache_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            log.warning(
+                "%s cannot be read (%s); its scores are computed again.", self.cache_file, err
+            )
+            return
+        if not isinstance(data, dict) or data.get("version") != SCORING_CACHE_VERSION:
+            log.warning(
+                "%s was written by other scoring code; its scores are computed again.",
+                self.cache_file,
+            )
+            return
         self._lp.update({(q, a): float(v) for q, a, v in data.get("logprobs", [])})
         self._gen.update({(q, int(n)): t for q, n, t in data.get("generations", [])})
 
     def _save_cache(self) -> None:
         if self.cache_file is None:
             return
-        self._load_cache()  # merge what another process may have added meanwhile
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "logprobs": [[q, a, v] for (q, a), v in self._lp.items()],
-                    "generations": [[q, n, t] for (q, n), t in self._gen.items()],
-                }
+        lock = self.cache_file.with_name(f".{self.cache_file.name}.lock")
+        # Merge, then replace, under the lock: two processes scoring into one file at once would
+        # otherwise each drop what the other added in between.
+        with exclusive(lock, f"saving scores to {self.cache_file}"):
+            self._load_cache()
+            write_text_atomic(
+                self.cache_file,
+                json.dumps(
+                    {
+                        "version": SCORING_CACHE_VERSION,
+                        "logprobs": [[q, a, v] for (q, a), v in self._lp.items()],
+                        "generations": [[q, n, t] for (q, n), t in self._gen.items()],
+                    }
+                ),
             )
-        )
-        tmp.replace(self.cache_file)
 
     def rendered(self, question: str) -> RenderedPrompt:
         return render(self.backend.tokenizer, chat_prompt(question, self.system_prompt))
