@@ -484,3 +484,41 @@ def test_ratio_shape_says_how_a_method_s_truth_ratios_differ(tmp_path: Path) -> 
     assert shape["knows"]["sd"] == pytest.approx((math.log(0.3) - math.log(0.2)) / 2)
     # A folder that is not a finished run is refused by name.
     assert report_main([str(tmp_path)]) == 2
+
+
+def test_an_interrupted_search_resumes_from_the_settings_it_scored(
+    tofu_dir, tiny_backend, toy_guard, tmp_path, monkeypatch
+) -> None:
+    from eco_integrations.config import ECOPolicy
+    from eco_integrations.research.tofu import pipeline as tofu_pipeline
+    from eco_integrations.research.tofu.pipeline import (
+        SearchPoints,
+        initial_corruption,
+        search_strength,
+    )
+    from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
+
+    setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
+    rows = setting.forget[:4]
+    options = TofuOptions(search_steps=2, max_new_tokens=2)
+    base = ModelScorer(tiny_backend, name="original", system_prompt="")
+    eco = ECOScorer(
+        base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend))
+    )
+    reference = [0.5 + 0.1 * i for i in range(len(rows))]
+    log_file = tmp_path / "points.jsonl"
+    first = search_strength(eco, reference, rows, options, points=SearchPoints(log_file, "k1"))
+    with log_file.open("a") as handle:
+        handle.write('{"key": "k1", "selector": "con')  # a crash mid-line
+    scored: list[int] = []
+    original = tofu_pipeline.calibration_records
+    monkeypatch.setattr(
+        tofu_pipeline,
+        "calibration_records",
+        lambda *a, **k: scored.append(1) or original(*a, **k),
+    )
+    again = search_strength(eco, reference, rows, options, points=SearchPoints(log_file, "k1"))
+    assert scored == [] and again.strength == first.strength and again.value == first.value
+    # Another search's key scores afresh, and appends after the cut line, not onto it.
+    search_strength(eco, reference, rows, options, points=SearchPoints(log_file, "k2"))
+    assert scored and len(SearchPoints(log_file, "k1")._known) == len(first.evaluations)

@@ -386,6 +386,38 @@ def corruption_update(parameter: str, value: float, hidden_size: int) -> dict[st
     return {"strength": float(value)}
 
 
+class SearchPoints:
+    """Every setting a search scored, appended to a JSON Lines file as it is scored, so a search
+    cut short (each TOFU setting costs minutes to an hour) resumes where it stopped: the search
+    is deterministic, so a rerun walks the same path and reads back what was already scored.
+    Lines are keyed by the search's inputs (``key``); other keys' lines are left alone."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+        self._known: dict[tuple[str, float], dict[str, float]] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    if row["key"] == key:
+                        self._known[(row["selector"], float(row["value"]))] = dict(row["scores"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a crash: that setting is scored again
+
+    def get(self, selector: str, value: float) -> dict[str, float] | None:
+        return self._known.get((selector, value))
+
+    def add(self, selector: str, value: float, scores: dict[str, float]) -> None:
+        self._known[(selector, value)] = scores
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"key": self.key, "selector": selector, "value": value, "scores": scores}
+        with self.path.open("a", encoding="utf-8") as handle:
+            if handle.tell() and not self.path.read_bytes().endswith(b"\n"):
+                handle.write("\n")  # end a line a crash cut short
+            handle.write(json.dumps(row, default=float) + "\n")
+
+
 def search_strength(
     eco: ECOScorer,
     reference: list[float],
@@ -394,6 +426,7 @@ def search_strength(
     *,
     details: dict[float, dict[str, float]] | None = None,
     reference_style: tuple[float, float] | None = None,
+    points: SearchPoints | None = None,
 ) -> SearchResult:
     """Pick the corruption setting whose truth ratios best match ``reference`` (the retained model's on ``rows``).
 
@@ -404,7 +437,8 @@ def search_strength(
     The search runs over the strength, or over k (rounded to an integer in ``[1, hidden]``)
     for corruptions without a strength; ``SearchResult.strength`` holds that value. ``details``,
     if given, receives every criterion (both forget qualities, the smaller of them, the distance)
-    of every setting scored.
+    of every setting scored. ``points``, if given, stores each setting as it is scored and
+    supplies the ones an interrupted run already scored.
     """
     _check_options(options)
     style = needs_style(options)
@@ -419,16 +453,23 @@ def search_strength(
     def objective(x: float) -> float:
         update = corruption_update(parameter, x, hidden)
         value = float(update[parameter])
+        selector = eco.policy.selection.name
         if value not in scored:
-            records = calibration_records(
-                eco.with_corruption(force=True, **update), rows, options, style=style
-            )
-            scored[value] = match_scores(
-                _ratios(records),
-                reference,
-                style=answer_style(records) if style else None,
-                reference_style=reference_style,
-            )
+            stored = points.get(selector, value) if points is not None else None
+            if stored is not None:
+                scored[value] = stored
+            else:
+                records = calibration_records(
+                    eco.with_corruption(force=True, **update), rows, options, style=style
+                )
+                scored[value] = match_scores(
+                    _ratios(records),
+                    reference,
+                    style=answer_style(records) if style else None,
+                    reference_style=reference_style,
+                )
+                if points is not None:
+                    points.add(selector, value, scored[value])
         return scored[value][options.search_objective]
 
     if parameter == "dims":
@@ -476,6 +517,7 @@ def search_over_selectors(
     options: TofuOptions,
     *,
     reference_style: tuple[float, float] | None = None,
+    points: SearchPoints | None = None,
 ) -> tuple[SelectorSearch, list[SelectorSearch]]:
     """:func:`search_strength` once per selector of ``options`` (from ``eco``'s corruption); the
     best by the objective (smallest gap to its target, the first listed on a tie) and all of them.
@@ -487,7 +529,13 @@ def search_over_selectors(
         scorer = eco.with_policy(policy)
         details: dict[float, dict[str, float]] = {}
         result = search_strength(
-            scorer, reference, rows, options, details=details, reference_style=reference_style
+            scorer,
+            reference,
+            rows,
+            options,
+            details=details,
+            reference_style=reference_style,
+            points=points,
         )
         log.info("selector %s: best at %.4g, objective %.4g", name, result.strength, result.value)
         searches.append(SelectorSearch(name, result, details))
@@ -717,7 +765,12 @@ def run_tofu(
         reference_records = calibration_records(retained, cal_rows, options, style=style)
         reference_style = answer_style(reference_records) if style else None
         best, searches = search_over_selectors(
-            eco, _ratios(reference_records), cal_rows, options, reference_style=reference_style
+            eco,
+            _ratios(reference_records),
+            cal_rows,
+            options,
+            reference_style=reference_style,
+            points=SearchPoints(out / "strength_points.jsonl", search_key),
         )
         found = best.result.strength
         search_log = {
