@@ -131,6 +131,9 @@ def staged_folder(root: Path) -> Iterator[Path]:
     between the two renames leaves the old contents in ``.NAME.replaced-*`` beside it
     (:func:`interrupted_save` finds them).
     """
+    # The real folder: renaming a symlink to a shared folder would move the new contents off
+    # the share (replicas watching it would never see them), and "." has no name to stage by.
+    root = Path(os.path.realpath(root))
     root.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = root.parent / f".{root.name}.saving-{tag}"

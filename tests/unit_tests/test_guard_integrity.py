@@ -457,3 +457,13 @@ def test_two_changes_to_one_folder_do_not_drop_each_other(
     first.remove_target("baking")
     first.save(folder)  # its own save is not someone else's
     second.save(tmp_path / "elsewhere")  # another folder is free
+
+
+def test_a_save_through_a_symlink_stays_in_the_shared_folder(
+    toy_guard, tiny_encoder, tmp_path
+) -> None:
+    shared = toy_guard.save(tmp_path / "share" / "hp")
+    link = tmp_path / "hp-link"
+    link.symlink_to(shared)
+    toy_guard.save(link)  # e.g. every replica's guard path points into a network volume
+    assert link.is_symlink() and Guard.load(shared, encoder=tiny_encoder).targets
