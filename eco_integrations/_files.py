@@ -144,6 +144,7 @@ def staged_folder(root: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if root.exists():
+        shutil.copymode(root, staging)  # a group-shared folder stays shared
         retired = root.parent / f".{root.name}.replaced-{tag}"
         os.rename(root, retired)
         os.rename(staging, root)

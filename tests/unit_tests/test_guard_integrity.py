@@ -467,3 +467,10 @@ def test_a_save_through_a_symlink_stays_in_the_shared_folder(
     link.symlink_to(shared)
     toy_guard.save(link)  # e.g. every replica's guard path points into a network volume
     assert link.is_symlink() and Guard.load(shared, encoder=tiny_encoder).targets
+
+
+def test_a_save_keeps_the_folder_s_permissions(toy_guard, tmp_path) -> None:
+    folder = toy_guard.save(tmp_path / "g")
+    folder.chmod(0o2770)  # e.g. a folder the serving group shares
+    toy_guard.save(folder)
+    assert folder.stat().st_mode & 0o7777 == 0o2770
