@@ -24,6 +24,7 @@ With the engine's per-text noise seeds, both points of a difference see the same
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import logging
@@ -774,7 +775,24 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
 
         what = f"{args.callable_path} toward {target}"
 
-    result = _search_from_cli(args, objective, target, policy.corruption.name)
+    # Each strength scored is kept as it is scored: an interrupted search resumes from them.
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                args.objective,
+                what,
+                args.model,
+                eco.identifying_params(),
+                args.seed,
+                args.letters,
+                args.max_new_tokens,
+                args.callable_path,
+            ],
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
+    points = None if args.dry_run else SearchPoints(folder / "strength_points.jsonl", key)
+    result = _search_from_cli(args, objective, target, policy.corruption.name, points)
     saved = None
     if not args.dry_run:
         saved = str(
@@ -790,8 +808,45 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class SearchPoints:
+    """Every setting a search scored, appended to a JSON Lines file as it is scored, so a search
+    cut short (a TOFU setting costs minutes to an hour, an MCQ one minutes) resumes where it
+    stopped: the search is deterministic, so a rerun walks the same path and reads back what was
+    already scored. ``label`` tells settings of several searches in one file apart (the TOFU
+    selectors); lines are keyed by the search's inputs (``key``), other keys' lines left alone."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+        self._known: dict[tuple[str, float], Any] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    if row["key"] == key:
+                        self._known[(row["selector"], float(row["value"]))] = row["scores"]
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a crash: that setting is scored again
+
+    def get(self, selector: str, value: float) -> Any:
+        return self._known.get((selector, value))
+
+    def add(self, selector: str, value: float, scores: Any) -> None:
+        self._known[(selector, value)] = scores
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"key": self.key, "selector": selector, "value": value, "scores": scores}
+        with self.path.open("a", encoding="utf-8") as handle:
+            if handle.tell() and not self.path.read_bytes().endswith(b"\n"):
+                handle.write("\n")  # end a line a crash cut short
+            handle.write(json.dumps(row, default=float) + "\n")
+
+
 def _search_from_cli(
-    args: argparse.Namespace, objective: Objective, target: float, corruption: str
+    args: argparse.Namespace,
+    objective: Objective,
+    target: float,
+    corruption: str,
+    points: SearchPoints | None = None,
 ) -> SearchResult:
     """The zeroth-order search with the command's settings, printing each step to stderr.
 
@@ -813,6 +868,16 @@ def _search_from_cli(
             f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}",
             file=sys.stderr,
         )
+
+    if points is not None:
+        scored = objective
+
+        def objective(strength: float) -> float:
+            known = points.get("", strength)
+            if known is None:
+                known = float(scored(strength))
+                points.add("", strength, known)
+            return float(known)
 
     return zeroth_order_search(
         objective,

@@ -524,3 +524,40 @@ def test_references_file_errors_name_the_file_and_row(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(InvalidInputError, match="holds no rows"):
         _reference_rows(str(tmp_path / "empty.jsonl"), ("question",))
+
+
+def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import json
+    import sys
+    import types
+
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    calls: list[float] = []
+
+    def scored(eco: object, strength: float) -> float:
+        if len(calls) == 3 and not hasattr(scored, "resumed"):
+            raise KeyboardInterrupt  # the first run is stopped after three strengths
+        calls.append(strength)
+        return 1.0 / (1.0 + strength)
+
+    module = types.ModuleType("calibration_objective")
+    module.scored = scored  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "calibration_objective", module)
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = ["calibrate", "strength", "--objective", "callable"]
+    argv += ["--callable", "calibration_objective:scored", "--target", "0.2"]
+    argv += ["--guard", str(tmp_path / "g"), "--model", str(tiny_model_dir), "--max-steps", "3"]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    first = list(calls)
+    scored.resumed = True  # type: ignore[attr-defined]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # The three strengths scored before the interrupt were read back, not scored again.
+    assert calls[:3] == first and not set(calls[3:]) & set(first)
+    assert summary["saved"] and (tmp_path / "g" / "strength_points.jsonl").is_file()

@@ -42,7 +42,7 @@ from ...exceptions import ArtifactError, ConfigurationError
 from ...guard import GUARD_SCHEMA_VERSION, Guard
 from ..eval.datasets import TOFU_AUTHOR_ROWS as AUTHOR_ROWS
 from ..finetune import FinetuneConfig
-from ..strength import SearchResult, zeroth_order_search
+from ..strength import SearchPoints, SearchResult, zeroth_order_search
 from .data import TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
 from .metrics import forget_quality, log_ratio_distance, retained_objective
@@ -384,38 +384,6 @@ def corruption_update(parameter: str, value: float, hidden_size: int) -> dict[st
     if parameter == "dims":
         return {"dims": min(hidden_size, max(1, round(value)))}
     return {"strength": float(value)}
-
-
-class SearchPoints:
-    """Every setting a search scored, appended to a JSON Lines file as it is scored, so a search
-    cut short (each TOFU setting costs minutes to an hour) resumes where it stopped: the search
-    is deterministic, so a rerun walks the same path and reads back what was already scored.
-    Lines are keyed by the search's inputs (``key``); other keys' lines are left alone."""
-
-    def __init__(self, path: Path, key: str) -> None:
-        self.path = path
-        self.key = key
-        self._known: dict[tuple[str, float], dict[str, float]] = {}
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    if row["key"] == key:
-                        self._known[(row["selector"], float(row["value"]))] = dict(row["scores"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a crash: that setting is scored again
-
-    def get(self, selector: str, value: float) -> dict[str, float] | None:
-        return self._known.get((selector, value))
-
-    def add(self, selector: str, value: float, scores: dict[str, float]) -> None:
-        self._known[(selector, value)] = scores
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"key": self.key, "selector": selector, "value": value, "scores": scores}
-        with self.path.open("a", encoding="utf-8") as handle:
-            if handle.tell() and not self.path.read_bytes().endswith(b"\n"):
-                handle.write("\n")  # end a line a crash cut short
-            handle.write(json.dumps(row, default=float) + "\n")
 
 
 def search_strength(
