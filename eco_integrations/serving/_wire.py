@@ -76,6 +76,9 @@ def engine_error(err: BaseException) -> APIError:
             "The guard could not classify this request, so it was refused; the gateway log has the details.",
             type_="server_error",
             code="guard_failure",
+            # The openai SDK (and the LangChain and LlamaIndex clients over it) retry a 500 twice;
+            # a broken guard answers the same, so the retries only add load.
+            headers={"x-should-retry": "false"},
         )
     if isinstance(err, ContextLengthError):
         return APIError(400, str(err), param="messages", code="context_length_exceeded")

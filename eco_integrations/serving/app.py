@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import GenerationConfig
-from ..engine import ECO, ECOResult
+from ..engine import ECO, ECORequest, ECOResult
 from ..exceptions import ECOError, GuardFailureError
 from ._flow import (
     Admission,
@@ -76,6 +76,29 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 256
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths that answer without an API key (load-balancer probes); everything else needs one."""
+
+
+def fitted(
+    engine: ECO,
+    prompts: list[Any],
+    raw: bool,
+    seed: int | None,
+    config: GenerationConfig,
+    *,
+    fit: bool,
+) -> tuple[list[ECORequest], GenerationConfig]:
+    """The prompts prepared (decided and rendered), and the config to generate them with.
+
+    A client that set no ``max_tokens`` gets at most the room the context window leaves after
+    the longest prompt, as OpenAI and vLLM answer, instead of a 400 for the default it never
+    asked for; a limit the client set is kept, and refused when it does not fit.
+    """
+    requests = engine.prepare_many(prompts, raw=raw, seeds=[seed] * len(prompts))
+    if fit:
+        room = engine.backend.context_window - max(r.prompt_tokens for r in requests)
+        if 0 < room < config.max_new_tokens:
+            config = config.model_copy(update={"max_new_tokens": room})
+    return requests, config
 
 
 @dataclass
@@ -372,6 +395,7 @@ class Gateway:
             if parsed.model != self.model_id:
                 raise unknown_model(parsed.model)
             config, seed = self._generation(parsed, chat)
+            asked = bool(getattr(parsed, "max_completion_tokens", None) or parsed.max_tokens)
             prompts, raw = prompts_of(
                 parsed,
                 chat,
@@ -392,6 +416,7 @@ class Gateway:
                     raw,
                     config,
                     seed,
+                    asked,
                     parsed,
                     chat,
                     request_id,
@@ -405,16 +430,12 @@ class Gateway:
                 await slot.acquire(self.settings.retry_after_s)
                 begun = time.perf_counter()
                 try:
-                    done: list[ECOResult] = await in_thread(
-                        lambda: engine.generate(
-                            prompts,
-                            config=config,
-                            raw=raw,
-                            seeds=[seed] * len(prompts),
-                            cancel=cancel,
-                        ),
-                        slot,
-                    )
+
+                    def run() -> list[ECOResult]:
+                        requests, fit = fitted(engine, prompts, raw, seed, config, fit=not asked)
+                        return engine.generate(requests, config=fit, cancel=cancel)
+
+                    done: list[ECOResult] = await in_thread(run, slot)
                     return done
                 finally:
                     self.metrics.generation_latency.observe(time.perf_counter() - begun)
@@ -609,6 +630,7 @@ class Gateway:
         raw: bool,
         config: GenerationConfig,
         seed: int | None,
+        asked: bool,
         parsed: Sampling,
         chat: bool,
         request_id: str,
@@ -624,10 +646,11 @@ class Gateway:
             try:
                 # Decide (and validate, and check the context length) before the first byte, so those
                 # errors still get a real status code instead of an error event inside a 200 stream.
-                return await in_thread(
-                    lambda: engine.stream(prompt, config=config, raw=raw, seed=seed, cancel=cancel),
-                    None,
-                )
+                def opened() -> Any:
+                    (prepared,), fit = fitted(engine, [prompt], raw, seed, config, fit=not asked)
+                    return engine.stream(prepared, config=fit, cancel=cancel)
+
+                return await in_thread(opened, None)
             except BaseException:
                 slot.release()
                 raise

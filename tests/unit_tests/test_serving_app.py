@@ -386,3 +386,21 @@ def test_vllm_sampling_extensions_are_used_not_dropped(
     assert seen[-1].top_k is None
     refused = client.post("/v1/chat/completions", json=chat_request(BENIGN, min_p=0.1))
     assert refused.status_code == 400 and "min_p" in refused.json()["error"]["message"]
+
+
+def test_without_max_tokens_the_answer_gets_the_room_the_window_leaves(engine: ECO) -> None:
+    # The default (200 here) does not fit beside a long prompt in the tiny model's 256 tokens.
+    settings = GatewaySettings(model_id=MODEL, default_max_tokens=200, max_tokens_limit=250)
+    prompt = "word " * 40
+    with TestClient(Gateway(engine, settings=settings).app) as client:
+        room = 256 - engine.prepare([{"role": "user", "content": prompt}]).prompt_tokens
+        assert 0 < room < 200
+        unlimited = {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+        body = client.post("/v1/chat/completions", json=unlimited).json()
+        assert 0 < body["usage"]["completion_tokens"] <= room
+        streamed = client.post("/v1/chat/completions", json={**unlimited, "stream": True})
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
+        # A limit the client set is kept, and refused when it does not fit.
+        asked = client.post("/v1/chat/completions", json={**unlimited, "max_tokens": 200})
+        assert asked.status_code == 400
+        assert asked.json()["error"]["code"] == "context_length_exceeded"

@@ -368,10 +368,9 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
         engine.generate([BENIGN], config=GenerationConfig(max_new_tokens=2))
     with TestClient(gateway.app) as client:
         for stream in (False, True):
-            error = _openai_error(
-                client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=stream)), 500
-            )
-            assert error["code"] == "guard_failure"
+            response = client.post("/v1/chat/completions", json=chat_request(BENIGN, stream=stream))
+            assert _openai_error(response, 500)["code"] == "guard_failure"
+            assert response.headers["x-should-retry"] == "false"  # the SDKs would retry twice
         assert "eco_guard_errors_total 2.0" in client.get("/metrics").text
         engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
         assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
