@@ -103,12 +103,13 @@ class GenerationConfig(_Strict):
             return (value,)
         return value
 
-    @model_validator(mode="after")
-    def _nonempty_stop(self) -> GenerationConfig:
-        if any(not s for s in self.stop):
+    @field_validator("stop", mode="after")
+    @classmethod
+    def _nonempty_stop(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
             msg = "Stop sequences must be non-empty strings."
             raise ValueError(msg)
-        return self
+        return value
 
 
 class ECOPolicy(_Strict):

@@ -124,6 +124,8 @@ class ChatCompletionRequest(Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[Any] | None = None
     tool_choice: Any = None
+    functions: list[Any] | None = None  # the legacy form of tools
+    function_call: Any = None
     response_format: dict[str, Any] | None = None
 
 
@@ -179,8 +181,9 @@ def validation_error(err: ValidationError) -> APIError:
             param=param,
             code="missing_required_parameter",
         )
+    problem = str(first.get("msg", "")).removeprefix("Value error, ").rstrip(".")
     return APIError(
-        400, f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value"
+        400, f"Invalid value for '{param}': {problem}.", param=param, code="invalid_value"
     )
 
 
@@ -239,6 +242,10 @@ def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     out: dict[str, Any] = {"role": role, "content": content}
     if message.get("tool_calls"):
         out["tool_calls"] = message["tool_calls"]
+    # Chat templates that render a speaker's name or match a tool result to its call read these.
+    for key in ("name", "tool_call_id"):
+        if isinstance(message.get(key), str):
+            out[key] = message[key]
     return out
 
 

@@ -564,7 +564,25 @@ class Gateway:
                 "logit_bias is not supported by the ECO gateway; leave it unset.",
                 param="logit_bias",
             )
+        if parsed.stream_options and not parsed.stream:
+            raise APIError(
+                400,
+                "stream_options is only allowed when stream is true.",
+                param="stream_options",
+            )
         if isinstance(parsed, ChatCompletionRequest):
+            if parsed.functions or parsed.function_call not in (None, "none"):
+                raise APIError(
+                    400,
+                    "Function calling is not supported by the ECO gateway; send plain messages.",
+                    param="functions",
+                )
+            if parsed.tool_choice not in (None, "none", "auto"):
+                raise APIError(
+                    400,
+                    "tool_choice needs tools, which the ECO gateway does not take; leave it unset.",
+                    param="tool_choice",
+                )
             if parsed.tools:
                 raise APIError(
                     400,
@@ -590,10 +608,15 @@ class Gateway:
         ) or parsed.max_tokens
         max_tokens = wanted or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
+            named = (
+                "max_completion_tokens"
+                if chat and getattr(parsed, "max_completion_tokens", None)
+                else "max_tokens"
+            )
             raise APIError(
                 400,
-                f"max_tokens is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.",
-                param="max_tokens",
+                f"{named} is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.",
+                param=named,
             )
         stops = [parsed.stop] if isinstance(parsed.stop, str) else list(parsed.stop or [])
         if len(stops) > self.settings.max_stop:
@@ -769,7 +792,9 @@ class Gateway:
             self.metrics.rejected.labels(reason="queue_full").inc()
         record.update(status=err.status, error=err.code or err.type)
         self._log(record, started)
-        return err.response()
+        # As on a success: the id a client quotes when it asks what went wrong.
+        request_id = record.get("request_id")
+        return err.response({"x-request-id": request_id} if request_id else None)
 
     def _log_results(
         self, record: dict[str, Any], results: Sequence[ECOResult], started: float

@@ -199,6 +199,41 @@ def test_streaming_text_completion(client: TestClient) -> None:
         ("/v1/chat/completions", chat_request("hi", max_tokens=100), 400, None, "at most 64"),
         (
             "/v1/chat/completions",
+            chat_request("hi", stream_options={"include_usage": True}),
+            400,
+            None,
+            "only allowed when stream is true",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", functions=[{"name": "f", "parameters": {}}]),
+            400,
+            None,
+            "Function calling",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", tool_choice="required"),
+            400,
+            None,
+            "tool_choice needs tools",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", max_completion_tokens=100),
+            400,
+            None,
+            "max_completion_tokens is 100",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_request("hi", stop=""),
+            400,
+            "invalid_value",
+            "Invalid value for 'stop': Stop sequences must be non-empty strings.",
+        ),
+        (
+            "/v1/chat/completions",
             chat_request("hi", temperature=5),
             400,
             "invalid_value",
@@ -246,6 +281,11 @@ def test_streaming_text_completion(client: TestClient) -> None:
         "presence-penalty",
         "logit-bias",
         "max-tokens",
+        "stream-options-without-stream",
+        "functions",
+        "tool-choice-without-tools",
+        "max-completion-tokens",
+        "empty-stop",
         "temperature",
         "image",
         "over-long",
@@ -269,6 +309,11 @@ def test_bad_requests_get_openai_error_shapes_and_the_server_keeps_serving(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and message in error["message"]
+    if "'stop'" in message:
+        assert error["param"] == "stop"  # the field at fault is named
+    # Every error carries the request id a client quotes, as a success does.
+    if isinstance(body, dict):
+        assert response.headers["x-request-id"].startswith(("chatcmpl-", "cmpl-"))
     assert error["code"] == code
     assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
@@ -404,3 +449,31 @@ def test_without_max_tokens_the_answer_gets_the_room_the_window_leaves(engine: E
         asked = client.post("/v1/chat/completions", json={**unlimited, "max_tokens": 200})
         assert asked.status_code == 400
         assert asked.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_message_names_and_tool_call_ids_reach_the_template(
+    client: TestClient, engine: ECO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    original = engine.prepare_many
+    monkeypatch.setattr(
+        engine,
+        "prepare_many",
+        lambda prompts, **kw: seen.extend(prompts) or original(prompts, **kw),
+    )
+    messages = [
+        {"role": "user", "content": BENIGN, "name": "ann"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "content": "flour", "tool_call_id": "c1"},
+        {"role": "user", "content": "And then?"},
+    ]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 2}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    (chat,) = seen
+    assert chat[0]["name"] == "ann" and chat[2]["tool_call_id"] == "c1"
