@@ -102,11 +102,11 @@ class Sampling(BaseModel):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)  # OpenAI takes 0: the likeliest token
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)  # OpenAI's: any signed 64-bit
     n: int | None = Field(None, ge=1)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -203,7 +203,18 @@ def prompts_of(
                 "Drop older turns.",
                 param="messages",
             )
-        return [[_message(m, i) for i, m in enumerate(parsed.messages)]], False
+        messages = [_message(m, i) for i, m in enumerate(parsed.messages)]
+        if not any(
+            m["role"] == "user" and isinstance(m["content"], str) and m["content"].strip()
+            for m in messages
+        ):
+            # The guard reads the user's turn; a conversation without one has nothing to decide on.
+            raise APIError(
+                400,
+                "messages holds no non-empty user message; the ECO gateway answers a user's turn.",
+                param="messages",
+            )
+        return [messages], False
     assert isinstance(parsed, CompletionRequest)
     prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)
     if not prompts:

@@ -634,8 +634,15 @@ class Gateway:
         try:
             config = GenerationConfig(
                 max_new_tokens=max_tokens,
-                temperature=1.0 if parsed.temperature is None else parsed.temperature,
-                top_p=1.0 if parsed.top_p is None else parsed.top_p,
+                # top_p 0 keeps only the likeliest token: greedy decoding.
+                temperature=(
+                    0.0
+                    if parsed.top_p == 0
+                    else 1.0
+                    if parsed.temperature is None
+                    else parsed.temperature
+                ),
+                top_p=1.0 if not parsed.top_p else parsed.top_p,
                 # vLLM's convention: top_k -1 or 0 means no cut.
                 top_k=parsed.top_k if parsed.top_k and parsed.top_k > 0 else None,
                 repetition_penalty=parsed.repetition_penalty,
@@ -643,7 +650,8 @@ class Gateway:
             )
         except ValidationError as err:
             raise validation_error(err) from None
-        return config, parsed.seed
+        # The engine's seeds are [0, 2**63); a negative OpenAI seed maps onto one, still fixed.
+        return config, None if parsed.seed is None else parsed.seed % 2**63
 
     async def _stream(
         self,

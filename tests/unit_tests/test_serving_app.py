@@ -167,6 +167,13 @@ def test_streaming_text_completion(client: TestClient) -> None:
         ),
         ("/v1/chat/completions", {"model": MODEL}, 400, "missing_required_parameter", "'messages'"),
         ("/v1/chat/completions", {"model": MODEL, "messages": []}, 400, None, "messages is empty"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}]},
+            400,
+            None,
+            "no non-empty user message",
+        ),
         ("/v1/chat/completions", chat_request("hi", n=2), 400, None, "n > 1"),
         (
             "/v1/chat/completions",
@@ -275,6 +282,7 @@ def test_streaming_text_completion(client: TestClient) -> None:
         "unknown-model",
         "missing-messages",
         "empty-messages",
+        "system-only",
         "n",
         "tools",
         "frequency-penalty",
@@ -311,6 +319,8 @@ def test_bad_requests_get_openai_error_shapes_and_the_server_keeps_serving(
     assert set(error) == {"message", "type", "param", "code"} and message in error["message"]
     if "'stop'" in message:
         assert error["param"] == "stop"  # the field at fault is named
+    if "user message" in message:
+        assert error["param"] == "messages"
     # Every error carries the request id a client quotes, as a success does.
     if isinstance(body, dict):
         assert response.headers["x-request-id"].startswith(("chatcmpl-", "cmpl-"))
@@ -477,3 +487,16 @@ def test_message_names_and_tool_call_ids_reach_the_template(
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     (chat,) = seen
     assert chat[0]["name"] == "ann" and chat[2]["tool_call_id"] == "c1"
+
+
+def test_openai_s_own_seed_and_top_p_ranges_are_taken(client: TestClient) -> None:
+    def answer(**fields: Any) -> str:
+        body = chat_request(BENIGN, max_tokens=4, **fields)
+        response = client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        return str(response.json()["choices"][0]["message"]["content"])
+
+    # A negative seed is a seed: the same one samples the same answer.
+    assert answer(seed=-1, temperature=1.0) == answer(seed=-1, temperature=1.0)
+    # top_p 0 keeps the likeliest token only: the greedy answer, whatever the temperature.
+    assert answer(top_p=0, temperature=1.5) == answer(temperature=0)
