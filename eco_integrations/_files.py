@@ -11,7 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .exceptions import ECOError, InvalidInputError
 
@@ -184,3 +184,19 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def appending(path: Path) -> Iterator[TextIO]:
+    """``path`` opened to append lines; a last line a crash cut short is ended first, so the
+    first new line does not join it (and is not lost with it on the next read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cut = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as tail:
+            tail.seek(-1, os.SEEK_END)
+            cut = tail.read(1) != b"\n"
+    with path.open("a", encoding="utf-8") as handle:
+        if cut:
+            handle.write("\n")
+        yield handle

@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .._console import whole_number
-from .._files import check_text_rows, read_json_rows, write_text_atomic
+from .._files import appending, check_text_rows, read_json_rows, write_text_atomic
 from .._validation import validation_problems
 from ..config import SELECTORS, CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
 from ..corruption import get_corruption
@@ -833,11 +833,8 @@ class SearchPoints:
 
     def add(self, selector: str, value: float, scores: Any) -> None:
         self._known[(selector, value)] = scores
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         row = {"key": self.key, "selector": selector, "value": value, "scores": scores}
-        with self.path.open("a", encoding="utf-8") as handle:
-            if handle.tell() and not self.path.read_bytes().endswith(b"\n"):
-                handle.write("\n")  # end a line a crash cut short
+        with appending(self.path) as handle:
             handle.write(json.dumps(row, default=float) + "\n")
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ..._files import write_text_atomic
+from ..._files import appending, write_text_atomic
 from ..._validation import validation_problems
 from ...config import CorruptionConfig, ECOPolicy, SelectionConfig
 from ...engine import ECO
@@ -223,10 +223,7 @@ def evaluate_mcq(
                 todo[s : s + window], key=lambda q: len(tokenizer(mcq_prompt(q))["input_ids"])
             )
         ]
-    with path.open("a", encoding="utf-8") as handle:
-        if handle.tell() and not path.read_bytes().endswith(b"\n"):
-            # A run killed mid-line: end that line, or the first new record would join it.
-            handle.write("\n")
+    with appending(path) as handle:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             started = time.perf_counter()
