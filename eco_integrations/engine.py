@@ -9,7 +9,6 @@ prompts instead of requests prepares them on the way, so the short forms stay sh
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import threading
 import time
@@ -43,7 +42,7 @@ from .exceptions import (
     GuardFailureError,
     InvalidInputError,
 )
-from .guard import Guard, ScoreParts, check_threshold
+from .guard import Guard, ScoreParts, check_threshold, unusable_score
 
 MODES: tuple[str, ...] = ("enforce", "shadow", "off")
 GuardErrorAction = Literal["fail", "corrupt"]
@@ -323,14 +322,7 @@ class ECO:
         start = time.perf_counter()
         try:
             verdicts = self.guard.decide_many(list(texts), threshold=threshold)
-            problem = next(
-                (
-                    f"a score of {v.score}"
-                    for v in verdicts
-                    if v.score is None or not math.isfinite(v.score)
-                ),
-                None,
-            )
+            problem = unusable_score(verdicts)
         except ECOError:
             raise  # the input's fault (an empty text): the caller gets the clear error
         except Exception as err:

@@ -116,6 +116,20 @@ def check_threshold(threshold: float | None) -> float | None:
     return float(threshold)
 
 
+def unusable_score(decisions: Sequence[Decision]) -> str | None:
+    """What is wrong with the first decision whose score is missing or not finite ("a score of
+    nan"), None when every score can be compared with a threshold. A guard in that state must
+    fail closed: such a score is never above any threshold."""
+    return next(
+        (
+            f"a score of {d.score}"
+            for d in decisions
+            if d.score is None or not math.isfinite(d.score)
+        ),
+        None,
+    )
+
+
 def normalized_texts(texts: object, what: str = "texts") -> list[str]:
     """:func:`check_texts`, then each text normalized; a text that normalizes to nothing is an error."""
     out = [normalize_text(t) for t in check_texts(texts, what)]

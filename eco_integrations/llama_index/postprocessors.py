@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Literal
 
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -14,7 +13,7 @@ from eco_integrations._passages import decide_retrieved, strongest
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import ConfigurationError, GuardFailureError, InvalidInputError
-from eco_integrations.guard import Guard
+from eco_integrations.guard import Guard, unusable_score
 from eco_integrations.llama_index._context import active_scope
 from eco_integrations.llama_index.events import ECONodeFilterEvent, dispatcher, emit_decision
 
@@ -111,12 +110,10 @@ class ECONodeFilter(BaseNodePostprocessor):
         if self.engine is not None:
             return self.engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
         decisions = self.guard.decide_many(texts, threshold=self.threshold)
-        broken = next(
-            (d.score for d in decisions if d.score is None or not math.isfinite(d.score)), "ok"
-        )
-        if broken != "ok":
+        problem = unusable_score(decisions)
+        if problem is not None:
             # Fail closed, as the engine does: a broken guard must not wave nodes through.
-            msg = f"The guard failed (a score of {broken}); the retrieved nodes are refused rather than passed unscored."
+            msg = f"The guard failed ({problem}); the retrieved nodes are refused rather than passed unscored."
             raise GuardFailureError(msg)
         return decisions
 

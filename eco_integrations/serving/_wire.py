@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
+from .._prompting import normalize_messages
 from ..config import Decision
 from ..engine import ECOResult
-from ..exceptions import ContextLengthError, ECOError, GuardFailureError
+from ..exceptions import ContextLengthError, ECOError, GuardFailureError, InvalidInputError
 
 LOGGED_STRING_CHARS = 64
 """Client-chosen strings (the ``model`` name) are cut to this length in logs and error messages."""
@@ -204,16 +205,12 @@ def prompts_of(
                 param="messages",
             )
         messages = [_message(m, i) for i, m in enumerate(parsed.messages)]
-        if not any(
-            m["role"] == "user" and isinstance(m["content"], str) and m["content"].strip()
-            for m in messages
-        ):
-            # The guard reads the user's turn; a conversation without one has nothing to decide on.
-            raise APIError(
-                400,
-                "messages holds no non-empty user message; the ECO gateway answers a user's turn.",
-                param="messages",
-            )
+        try:
+            # The engine's own check of a conversation (a user turn to decide on, known roles,
+            # text content), here so that its error names the field at fault.
+            normalize_messages(messages)
+        except InvalidInputError as err:
+            raise APIError(400, str(err), param="messages") from None
         return [messages], False
     assert isinstance(parsed, CompletionRequest)
     prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else list(parsed.prompt)

@@ -172,7 +172,7 @@ def test_streaming_text_completion(client: TestClient) -> None:
             {"model": MODEL, "messages": [{"role": "system", "content": "Be brief."}]},
             400,
             None,
-            "no non-empty user message",
+            "no non-empty user message to answer",
         ),
         ("/v1/chat/completions", chat_request("hi", n=2), 400, None, "n > 1"),
         (
