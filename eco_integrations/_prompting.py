@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .config import SelectionConfig
+from .config import CHAT_ROLES, ChatRole, SelectionConfig
 from .exceptions import InvalidInputError
 
 # Fast tokenizers mutate their padding/truncation state on every call, so concurrent calls
@@ -25,7 +25,8 @@ TOKENIZE_LOCK = threading.Lock()
 ChatMessage = Mapping[str, Any]
 PromptInput = str | Sequence[ChatMessage]
 ToolSpecs = Sequence[Mapping[str, Any]]
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = CHAT_ROLES
+USER_TURNS: tuple[ChatRole, ...] = ("user",)
 # A user-role message that carries a tool's output, not the user's words (LlamaIndex's ReAct
 # agent sends its observations so): classified with the user turn it follows, never in its place.
 TOOL_OUTPUT_KEY = "tool_output"
@@ -96,26 +97,45 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
     return out
 
 
-def classified_indices(messages: list[dict[str, Any]], window: int) -> list[int]:
-    """Indices of the latest ``window`` non-empty user turns (what the guard reads).
+def classified_indices(
+    messages: list[dict[str, Any]], window: int, roles: Sequence[str] = USER_TURNS
+) -> list[int]:
+    """Indices, in order, of the messages the guard reads: the latest ``window`` user turns.
 
-    A turn is a user message and the tool outputs sent as user messages after it: in a ReAct
-    loop the question stays what is classified while observations pile up behind it, and an
-    observation is read with it (what a tool returned can hold the forget knowledge too).
+    A turn is a user message and what follows it up to the next one. Tool outputs sent as user
+    messages after it are always read with it: in a ReAct loop the question stays what is
+    classified while observations pile up behind it, and an observation is read with it (what a
+    tool returned can hold the forget knowledge too). ``roles`` adds the turns' ``assistant`` and
+    ``tool`` messages and every ``system`` message (a system prompt frames every turn, however old).
     """
     turns: list[list[int]] = []
+    framing: list[int] = []
+    before_first_turn: list[int] = []
     for i, m in enumerate(messages):
-        if m["role"] != "user" or not m["content"].strip():
+        if not m["content"].strip():
             continue
-        if m.get(TOOL_OUTPUT_KEY) and turns:
+        role = m["role"]
+        if role == "user" and not (m.get(TOOL_OUTPUT_KEY) and turns):
+            turns.append([*before_first_turn, i])
+            before_first_turn = []
+        elif role == "user":
+            turns[-1].append(i)
+        elif role not in roles:
+            continue
+        elif role == "system":
+            framing.append(i)
+        elif turns:
             turns[-1].append(i)
         else:
-            turns.append([i])
-    return [i for turn in turns[-window:] for i in turn]
+            before_first_turn.append(i)
+    return sorted([*framing, *(i for turn in turns[-window:] for i in turn)])
 
 
-def classified_text(prompt: PromptInput, *, raw: bool = False, window: int = 1) -> str:
-    """What the guard reads in ``prompt``: the string itself, or the latest ``window`` user turns.
+def classified_text(
+    prompt: PromptInput, *, raw: bool = False, window: int = 1, roles: Sequence[str] = USER_TURNS
+) -> str:
+    """What the guard reads in ``prompt``: the string itself, or the messages
+    :func:`classified_indices` picks, joined by newlines.
 
     Computed from the messages alone (no chat template, no tokenizer), so a caller can check
     which turn a stored decision was made for without rendering the prompt.
@@ -129,7 +149,7 @@ def classified_text(prompt: PromptInput, *, raw: bool = False, window: int = 1) 
         msg = "raw=True takes a prompt string, not a list of messages."
         raise InvalidInputError(msg)
     messages = normalize_messages(prompt)
-    return "\n".join(messages[i]["content"] for i in classified_indices(messages, window))
+    return "\n".join(messages[i]["content"] for i in classified_indices(messages, window, roles))
 
 
 def render(
@@ -138,6 +158,7 @@ def render(
     *,
     raw: bool = False,
     window: int = 1,
+    roles: Sequence[str] = USER_TURNS,
     tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> RenderedPrompt:
     """Render ``prompt`` (a string or messages) and tokenize it with character offsets.
@@ -175,10 +196,10 @@ def render(
     with TOKENIZE_LOCK:
         text = tokenizer.apply_chat_template(template_messages, **template_kwargs)
     spans = _message_spans(text, messages)
-    chosen = classified_indices(messages, window)
+    chosen = classified_indices(messages, window, roles)
     content_spans = [span for span in (spans[i] for i in chosen) if span is not None]
     if len(content_spans) != len(chosen):
-        msg = "The chat template changed the user's text, so its tokens cannot be located; use the 'all' selector."
+        msg = "The chat template changed the text of a classified message, so its tokens cannot be located; use the 'all' selector."
         raise InvalidInputError(msg)
     with TOKENIZE_LOCK:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

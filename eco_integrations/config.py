@@ -22,6 +22,8 @@ from .exceptions import ArtifactError, ConfigurationError
 
 Mode = Literal["enforce", "shadow", "off"]
 SelectorName = Literal["content", "all", "entities", "first_n"]
+ChatRole = Literal["system", "user", "assistant", "tool"]
+CHAT_ROLES: tuple[ChatRole, ...] = ("system", "user", "assistant", "tool")
 POLICY_SCHEMA_VERSION = 1
 SELECTORS: tuple[str, ...] = ("content", "all", "entities", "first_n")
 
@@ -125,6 +127,15 @@ class ECOPolicy(_Strict):
     classify_window: int = Field(
         default=1, ge=1, description="How many latest user turns are classified together."
     )
+    classify_roles: tuple[ChatRole, ...] | None = Field(
+        default=None,
+        description=(
+            "Which messages the guard reads besides the user's: 'system' (every system message), "
+            "'assistant' and 'tool' (those in the classified turns). None: the user's turns only "
+            "in the library, whose application writes the rest; every role behind the gateway, "
+            "whose clients write them all."
+        ),
+    )
     threshold: float | None = Field(
         default=None,
         ge=0.0,
@@ -133,12 +144,32 @@ class ECOPolicy(_Strict):
     )
     notes: str = ""
 
+    @field_validator("classify_roles", mode="after")
+    @classmethod
+    def _roles(cls, value: tuple[ChatRole, ...] | None) -> tuple[ChatRole, ...] | None:
+        if value is None:
+            return None
+        if "user" not in value:
+            msg = (
+                f"classify_roles {list(value)} leaves out 'user': the guard always reads what the "
+                "user asked; list the other roles to read beside it."
+            )
+            raise ValueError(msg)
+        # One spelling per set, so equal policies hash alike.
+        return tuple(role for role in CHAT_ROLES if role in value)
+
+    @property
+    def read_roles(self) -> tuple[ChatRole, ...]:
+        """The roles the guard reads, ``classify_roles`` resolved (None: the user's turns)."""
+        return self.classify_roles or ("user",)
+
     @property
     def version_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude={"notes"})
-        if payload["threshold"] is None:
-            # Policies saved before the field existed keep their version.
-            del payload["threshold"]
+        # Policies saved before these fields existed keep their version.
+        for optional in ("threshold", "classify_roles"):
+            if payload[optional] is None:
+                del payload[optional]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def save(self, folder: str | Path) -> Path:

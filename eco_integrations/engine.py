@@ -299,13 +299,17 @@ class ECO:
             "corruption_strength": c.strength,
             "selector": s.name,
             "classify_window": self.policy.classify_window,
+            "classify_roles": list(self.policy.read_roles),
             "threshold": self.policy.threshold,
         }
 
     # -- the decision --------------------------------------------------------------------------
     def classified_text(self, prompt: PromptInput, *, raw: bool = False) -> str:
-        """What the guard reads in ``prompt`` (the latest user turns); no rendering involved."""
-        return classified_text(prompt, raw=raw, window=self.policy.classify_window)
+        """What the guard reads in ``prompt`` (the latest user turns, and the policy's
+        ``classify_roles``); no rendering involved."""
+        return classified_text(
+            prompt, raw=raw, window=self.policy.classify_window, roles=self.policy.read_roles
+        )
 
     def decide_texts(
         self, texts: Sequence[str], *, mode: Mode | None = None, threshold: float | None = None
@@ -493,7 +497,12 @@ class ECO:
             msg = f"Prompt {index} is {type(prompt).__name__}; pass a string or a list of chat messages."
             raise InvalidInputError(msg)
         return render(
-            self.backend.tokenizer, prompt, raw=raw, window=self.policy.classify_window, tools=tools
+            self.backend.tokenizer,
+            prompt,
+            raw=raw,
+            window=self.policy.classify_window,
+            roles=self.policy.read_roles,
+            tools=tools,
         )
 
     def _requests(

@@ -1,7 +1,8 @@
 """The ECO gateway: an OpenAI-compatible HTTP server that applies a guard to every request.
 
 Clients speak the OpenAI API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``);
-the gateway classifies what the user wrote, corrupts the prompt embeddings of flagged requests
+the gateway classifies what the client wrote (every role, unless the policy's
+``classify_roles`` says otherwise: see :func:`served_engine`), corrupts the prompt embeddings of flagged requests
 and forwards to a backend: the in-process transformers engine, or a vLLM server (token ids for
 benign requests, prompt embeddings for flagged ones). It keeps no state between requests, so N
 replicas behind a load balancer serve like one.
@@ -35,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..config import GenerationConfig
+from ..config import CHAT_ROLES, GenerationConfig
 from ..engine import ECO, ECORequest, ECOResult
 from ..exceptions import ECOError, GuardFailureError
 from ._flow import (
@@ -152,6 +153,16 @@ class _State:
     started: float = field(default_factory=time.time)
 
 
+def served_engine(engine: ECO) -> ECO:
+    """``engine`` as the gateway serves it: a policy that leaves ``classify_roles`` unset has the
+    guard read every message, since an API client writes the system prompt, the assistant turns
+    and the tool results as freely as its question (the library's skins read the user's turns
+    only, their application writing the rest)."""
+    if engine.policy.classify_roles is not None:
+        return engine
+    return engine.replace(policy=engine.policy.model_copy(update={"classify_roles": CHAT_ROLES}))
+
+
 # -- the app ---------------------------------------------------------------------------------------
 class Gateway:
     """The ECO gateway as an ASGI app (``gateway.app``).
@@ -227,6 +238,7 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _attach(self, engine: ECO) -> None:
+        engine = served_engine(engine)
         # Warm the guard's encoder and the tokenizer so the first client does not pay for it.
         engine.decide("warm-up request")
         transport = getattr(engine.backend, "transport", None)
@@ -240,6 +252,7 @@ class Gateway:
         A request takes the engine once, when it starts, so requests in flight finish with the
         guard they started with; each decision record names the guard version it used.
         """
+        engine = served_engine(engine)
         engine.decide("warm-up request")  # the new guard answers before it is swapped in
         with self._swap_lock:
             self.state.engine = engine

@@ -19,6 +19,7 @@ from .._integrity import INTEGRITY_FILE
 from ..config import ECOPolicy
 from ..engine import ECO
 from ..guard import Guard
+from .app import served_engine
 
 logger = logging.getLogger(__name__)
 WATCHED = ("manifest.json", "policy.json", INTEGRITY_FILE)
@@ -92,7 +93,7 @@ class GuardWatcher:
         self._seen = stamp
         metrics = self.gateway.metrics
         try:
-            fresh = reload_engine(engine, self.folder)
+            fresh = served_engine(reload_engine(engine, self.folder))
             if fresh.policy_version == engine.policy_version and _content(fresh) == _content(
                 engine
             ):

@@ -110,6 +110,35 @@ def test_flagged_prompt_is_answered_from_corrupted_embeddings(
     assert marker not in server.log.read_text() and "Harry" not in server.log.read_text()
 
 
+def test_a_forget_question_in_the_system_prompt_or_a_tool_result_is_read(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    conversations = [
+        [
+            {"role": "system", "content": "Before anything else, tell me who Harry Potter is."},
+            {"role": "user", "content": "Go ahead."},
+        ],
+        [
+            {"role": "user", "content": "Summarise what the lookup returned."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "Who is Harry Potter?"},
+        ],
+        [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": BENIGN},
+        ],
+    ]
+    for messages in conversations:
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4, temperature=0)  # type: ignore[call-overload]
+    records = [
+        r
+        for r in server.json_lines()
+        if r.get("event") == "request" and r.get("status") == 200 and not r.get("stream")
+    ][-3:]
+    assert [r["decision"]["flagged"] for r in records] == [True, True, False]
+
+
 def test_openai_text_completions(client: openai.OpenAI) -> None:
     reply = client.completions.create(
         model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0

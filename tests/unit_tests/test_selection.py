@@ -1,7 +1,16 @@
-import pytest
+import hashlib
+import json
 
-from eco_integrations import InvalidInputError, SelectionConfig
-from eco_integrations._prompting import render, select_positions
+import pytest
+from pydantic import ValidationError
+
+from eco_integrations import ECOPolicy, InvalidInputError, SelectionConfig
+from eco_integrations._prompting import (
+    classified_indices,
+    classified_text,
+    render,
+    select_positions,
+)
 
 
 def _selected_text(rendered, mask) -> str:
@@ -89,3 +98,72 @@ def test_unknown_selector() -> None:
         SelectionConfig(name="nouns")
     with pytest.raises(ValueError, match="first_n selector needs n"):
         SelectionConfig(name="first_n")
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer about Paris."},
+    {"role": "user", "content": "First question."},
+    {"role": "assistant", "content": "First answer."},
+    {"role": "user", "content": "Second question."},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "c1"}]},
+    {"role": "tool", "content": "Tool result."},
+]
+
+
+@pytest.mark.parametrize(
+    ("roles", "window", "read"),
+    [
+        (("user",), 1, ["Second question."]),
+        (("user",), 2, ["First question.", "Second question."]),
+        (("system", "user"), 1, ["Answer about Paris.", "Second question."]),
+        (("user", "tool"), 1, ["Second question.", "Tool result."]),
+        # An older turn's assistant message is read only when its turn is in the window.
+        (("user", "assistant"), 1, ["Second question."]),
+        (("user", "assistant"), 2, ["First question.", "First answer.", "Second question."]),
+        (
+            ("system", "user", "assistant", "tool"),
+            1,
+            ["Answer about Paris.", "Second question.", "Tool result."],
+        ),
+    ],
+)
+def test_classify_roles_pick_what_the_guard_reads(roles, window, read) -> None:
+    picked = classified_indices(CONVERSATION, window, roles)
+    assert [CONVERSATION[i]["content"] for i in picked] == read
+    assert classified_text(CONVERSATION, window=window, roles=roles) == "\n".join(read)
+
+
+def test_a_greeting_before_the_first_question_belongs_to_its_turn() -> None:
+    messages = [
+        {"role": "assistant", "content": "Hello, ask me anything."},
+        {"role": "user", "content": "Who?"},
+    ]
+    assert classified_indices(messages, 1, ("user",)) == [1]
+    assert classified_indices(messages, 1, ("user", "assistant")) == [0, 1]
+
+
+def test_content_selector_corrupts_every_classified_message(tiny_tokenizer) -> None:
+    roles = ("system", "user", "tool")
+    rendered = render(tiny_tokenizer, CONVERSATION, roles=roles)
+    assert rendered.classified_text == "Answer about Paris.\nSecond question.\nTool result."
+    picked = _selected_text(rendered, select_positions(rendered, SelectionConfig(name="content")))
+    assert "Paris" in picked and "Tool result" in picked and "Second question" in picked
+    assert "First" not in picked
+
+
+def test_classify_roles_must_include_the_user_and_hash_as_a_set() -> None:
+    with pytest.raises(ValidationError, match="leaves out 'user'"):
+        ECOPolicy(classify_roles=("system",))
+    with pytest.raises(ValidationError, match="classify_roles"):
+        ECOPolicy(classify_roles=("user", "developer"))
+    one = ECOPolicy(classify_roles=("tool", "user", "system", "user"))
+    assert one.classify_roles == ("system", "user", "tool")
+    assert one.version_hash == ECOPolicy(classify_roles=("system", "tool", "user")).version_hash
+    assert one.version_hash != ECOPolicy().version_hash
+    # Unset, the policy hashes as one saved before the field existed.
+    payload = ECOPolicy().model_dump(mode="json", exclude={"notes", "threshold", "classify_roles"})
+    assert (
+        ECOPolicy().version_hash
+        == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    )
+    assert ECOPolicy().read_roles == ("user",)

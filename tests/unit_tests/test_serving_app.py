@@ -30,7 +30,7 @@ from gateway_support import (
 )
 from starlette.testclient import TestClient
 
-from eco_integrations import ECO
+from eco_integrations import ECO, ECOPolicy
 from eco_integrations.backends.vllm import BackendUnavailableError
 from eco_integrations.serving._wire import engine_error
 from eco_integrations.serving.app import Gateway, GatewaySettings
@@ -46,9 +46,21 @@ def _settings(**changes: Any) -> GatewaySettings:
 
 
 @pytest.fixture
-def client(engine: ECO):
-    with TestClient(Gateway(engine, settings=_settings(max_body_bytes=4000)).app) as test_client:
+def gateway(engine: ECO) -> Gateway:
+    return Gateway(engine, settings=_settings(max_body_bytes=4000))
+
+
+@pytest.fixture
+def client(gateway: Gateway):
+    with TestClient(gateway.app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def served(gateway: Gateway) -> ECO:
+    """The engine the gateway serves (``engine`` with the gateway's reading of every role)."""
+    assert gateway.state.engine is not None
+    return gateway.state.engine
 
 
 def test_health_ready_and_models(client: TestClient) -> None:
@@ -386,7 +398,9 @@ def test_upstream_health_and_errors(engine: ECO, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(
         engine.backend, "transport", SimpleNamespace(healthy=lambda: False), raising=False
     )
-    with TestClient(Gateway(engine, settings=_settings()).app) as client:
+    gateway = Gateway(engine, settings=_settings())
+    served = gateway.state.engine
+    with TestClient(gateway.app) as client:
         assert client.get("/ready").json() == {"status": "upstream unavailable"}
 
         def unreachable(*args: Any, **kwargs: Any) -> Any:
@@ -394,14 +408,14 @@ def test_upstream_health_and_errors(engine: ECO, monkeypatch: pytest.MonkeyPatch
                 "vLLM at http://10.0.0.9:8000 refused the connection", status_code=None
             )
 
-        monkeypatch.setattr(engine, "generate", unreachable)
+        monkeypatch.setattr(served, "generate", unreachable)
         down = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert down.status_code == 503 and down.json()["error"]["code"] == "upstream_error"
 
         def crash(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(engine, "generate", crash)
+        monkeypatch.setattr(served, "generate", crash)
         bug = client.post("/v1/chat/completions", json=chat_request(BENIGN))
         assert bug.status_code == 500 and bug.json()["error"]["type"] == "server_error"
         assert "a bug" not in bug.text  # internals stay in the gateway log
@@ -421,16 +435,16 @@ def test_penalties_of_zero_are_what_the_model_does_and_pass(client: TestClient) 
 
 
 def test_vllm_sampling_extensions_are_used_not_dropped(
-    client: TestClient, engine: ECO, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, served: ECO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[Any] = []
-    original = engine.generate
+    original = served.generate
 
     def spy(requests: Any, *, config: Any, **kw: Any) -> Any:
         seen.append(config)
         return original(requests, config=config, **kw)
 
-    monkeypatch.setattr(engine, "generate", spy)
+    monkeypatch.setattr(served, "generate", spy)
     body = chat_request(BENIGN, top_k=5, repetition_penalty=1.3, temperature=0.7)
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     assert (seen[-1].top_k, seen[-1].repetition_penalty) == (5, 1.3)
@@ -462,12 +476,12 @@ def test_without_max_tokens_the_answer_gets_the_room_the_window_leaves(engine: E
 
 
 def test_message_names_and_tool_call_ids_reach_the_template(
-    client: TestClient, engine: ECO, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, served: ECO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[Any] = []
-    original = engine.prepare_many
+    original = served.prepare_many
     monkeypatch.setattr(
-        engine,
+        served,
         "prepare_many",
         lambda prompts, **kw: seen.extend(prompts) or original(prompts, **kw),
     )
@@ -500,3 +514,45 @@ def test_openai_s_own_seed_and_top_p_ranges_are_taken(client: TestClient) -> Non
     assert answer(seed=-1, temperature=1.0) == answer(seed=-1, temperature=1.0)
     # top_p 0 keeps the likeliest token only: the greedy answer, whatever the temperature.
     assert answer(top_p=0, temperature=1.5) == answer(temperature=0)
+
+
+def test_the_gateway_reads_every_message_a_client_writes(
+    engine: ECO, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client writes the system prompt and the tool results too: a forget question put there
+    is read, unless the policy names the roles to read."""
+    tool_call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    hidden = {
+        "system": [
+            {"role": "system", "content": FLAGGED},
+            {"role": "user", "content": BENIGN},
+        ],
+        "tool": [
+            {"role": "user", "content": BENIGN},
+            {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+            {"role": "tool", "content": FLAGGED, "tool_call_id": "c1"},
+        ],
+        "assistant": [
+            {"role": "user", "content": BENIGN},
+            {"role": "assistant", "content": FLAGGED},
+            {"role": "user", "content": BENIGN},
+        ],
+    }
+    user_only = engine.replace(policy=ECOPolicy(classify_roles=("user",)))
+    caplog.set_level(logging.INFO, logger="eco_integrations.serving.access")
+    for served, read in ((engine, True), (user_only, False)):
+        gateway = Gateway(served, settings=_settings())
+        assert gateway.state.engine is not None
+        with TestClient(gateway.app) as client:
+            ready = client.get("/ready").json()
+            assert ready["policy_version"] == gateway.state.engine.policy_version
+            for messages in hidden.values():
+                body = {"model": MODEL, "messages": messages, "max_tokens": 2, "temperature": 0}
+                assert client.post("/v1/chat/completions", json=body).status_code == 200
+            # A plain benign question is still the plain model's.
+            assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
+        records = access_records(caplog)[-4:]
+        flagged = [r["decision"]["flagged"] for r in records]
+        # The system prompt is read whatever the window; an older assistant turn is not (window 1).
+        assert flagged == ([True, True, False, False] if read else [False] * 4), flagged
+    assert engine.policy.classify_roles is None  # the caller's engine is left as it was

@@ -318,14 +318,15 @@ def test_full_queue_gets_429_with_retry_after_and_queued_clients_that_leave_neve
     engine: ECO, slow: SlowModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gateway = Gateway(engine, settings=_settings(max_concurrency=1, max_queue=1, retry_after_s=3))
+    served = gateway.state.engine
     generated: list[int] = []
-    original = engine.generate
+    original = served.generate
 
     def counting(prompts: Any, **kwargs: Any) -> Any:
         generated.append(len(prompts))
         return original(prompts, **kwargs)
 
-    monkeypatch.setattr(engine, "generate", counting)
+    monkeypatch.setattr(served, "generate", counting)
     body = json.dumps(chat_request(BENIGN, max_tokens=20)).encode()
 
     async def burst() -> list[dict[str, Any]]:
@@ -372,7 +373,7 @@ def test_guard_errors_fail_closed_or_corrupt_but_never_pass(
             assert _openai_error(response, 500)["code"] == "guard_failure"
             assert response.headers["x-should-retry"] == "false"  # the SDKs would retry twice
         assert "eco_guard_errors_total 2.0" in client.get("/metrics").text
-        engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
+        gateway.state.engine.on_guard_error = "corrupt"  # eco serve --on-guard-error corrupt
         assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
         assert "eco_guard_errors_total 3.0" in client.get("/metrics").text
     statuses = [
