@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
@@ -808,6 +808,51 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _points_key(objective: str, *inputs: Any) -> str:
+    """What a search's scored points were computed from (an engine stands for its policy, guard
+    and model), hashed: a point is read back only by a search with the same inputs."""
+    described = [i.identifying_params() if isinstance(i, ECO) else i for i in inputs]
+    payload = json.dumps([objective, *described], default=str, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _resumable(
+    objective: NeverLearnedObjective, points: SearchPoints | None, label: str
+) -> Objective:
+    """``objective`` reading back the reports ``points`` holds under ``label`` and adding the
+    ones it computes, so that its ``reports`` hold every strength the search visits."""
+    if points is None:
+        return objective
+
+    def resumed(strength: float) -> float:
+        report = _read_back(NeverLearnedReport, points, label, strength)
+        if report is None:
+            value = objective(strength)
+            points.add(label, strength, objective.reports[float(strength)].model_dump(mode="json"))
+            return value
+        objective.reports[float(strength)] = report
+        return gap(report) + LEAK_PENALTY * report.leak
+
+    return resumed
+
+
+_Read = TypeVar("_Read", References, NeverLearnedReport)
+
+
+def _read_back(
+    model: type[_Read], points: SearchPoints | None, label: str, value: float
+) -> _Read | None:
+    """The ``model`` that ``points`` holds under ``label`` and ``value``; None when it holds none
+    or one this release reads otherwise (it is computed again)."""
+    known = points.get(label, value) if points is not None else None
+    if known is None:
+        return None
+    try:
+        return model.model_validate(known)
+    except ValidationError:
+        return None
+
+
 class SearchPoints:
     """Every setting a search scored, appended to a JSON Lines file as it is scored, so a search
     cut short (a TOFU setting costs minutes to an hour, an MCQ one minutes) resumes where it
@@ -972,9 +1017,19 @@ def _calibrate_never_learned(
     )
     # The guard's terms carry no kind; "thing" invents a word per word of the term.
     kinds: dict[str, Kind] = dict.fromkeys(terms, "thing")
-    reference = never_learned_references(
-        eco, prompts, kinds, seed=args.seed, max_new_tokens=args.max_new_tokens
+    # The references and each scored strength are kept as they are computed (a setting costs a
+    # generation pass over every prompt): an interrupted search resumes from them.
+    key = _points_key(
+        "never-learned", prompts, terms, eco, args.model, args.seed, args.max_new_tokens
     )
+    points = None if args.dry_run else SearchPoints(folder / "strength_points.jsonl", key)
+    reference = _read_back(References, points, "references", 0.0)
+    if reference is None:
+        reference = never_learned_references(
+            eco, prompts, kinds, seed=args.seed, max_new_tokens=args.max_new_tokens
+        )
+        if points is not None:
+            points.add("references", 0.0, reference.model_dump(mode="json"))
     found: list[tuple[tuple[ECOPolicy, SearchResult, float], NeverLearnedReport]] = []
     for i, policy in enumerate(space, 1):
         objective = NeverLearnedObjective(
@@ -984,7 +1039,9 @@ def _calibrate_never_learned(
             terms=terms,
             max_new_tokens=args.max_new_tokens,
         )
-        result = _search_from_cli(args, objective, target, policy.corruption.name)
+        result = _search_from_cli(
+            args, _resumable(objective, points, policy.version_hash), target, policy.corruption.name
+        )
         picked = choose_without_leak(
             [((policy, result, s), r) for s, r in objective.reports.items()], target=target
         )
@@ -1097,9 +1154,23 @@ def _calibrate_chance(
             file=sys.stderr,
         )
 
-    curve = chance_curve(
-        mcq_accuracy_objective(eco, questions, letters=args.letters), strengths, on_point=report
+    objective = mcq_accuracy_objective(eco, questions, letters=args.letters)
+    # Each strength of the grid is kept as it is scored: an interrupted run resumes from them.
+    key = _points_key(
+        "chance", [q["question"] for q in questions], args.letters, eco, args.model, args.seed
     )
+    if not args.dry_run:
+        scored = objective
+        points = SearchPoints(folder / "strength_points.jsonl", key)
+
+        def objective(strength: float) -> float:
+            known = points.get("", strength)
+            if known is None:
+                known = scored(strength)
+                points.add("", strength, known)
+            return float(known)
+
+    curve = chance_curve(objective, strengths, on_point=report)
     result = choose_chance_strength(curve, target=target, tol=args.tol)
     c = policy.corruption
     which = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -561,3 +562,96 @@ def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
     # The three strengths scored before the interrupt were read back, not scored again.
     assert calls[:3] == first and not set(calls[3:]) & set(first)
     assert summary["saved"] and (tmp_path / "g" / "strength_points.jsonl").is_file()
+
+
+def test_an_interrupted_chance_grid_resumes_from_the_strengths_it_scored(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+    from eco_integrations.research import strength as strength_module
+
+    data = _fake_wmdp(tmp_path)
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    scored: list[float] = []
+    stop_after: list[int] = [2]
+    real = strength_module.mcq_accuracy_objective
+
+    def counting(*args: object, **kwargs: object):
+        objective = real(*args, **kwargs)  # type: ignore[arg-type]
+
+        def counted(strength: float) -> float:
+            if len(scored) == stop_after[0]:
+                raise KeyboardInterrupt
+            scored.append(strength)
+            return objective(strength)
+
+        return counted
+
+    monkeypatch.setattr(strength_module, "mcq_accuracy_objective", counting)
+    argv = ["calibrate", "strength", "--objective", "chance", "--guard", str(tmp_path / "g")]
+    argv += ["--model", str(tiny_model_dir), "--data-dir", str(data), "--n", "6"]
+    argv += ["--strengths", "1,10,1e6", "--letters", "plain", "--calibrate-on", "flagged"]
+    argv += ["--plot", str(tmp_path / "curve.png")]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert scored == [1.0, 10.0]
+    stop_after[0] = -1
+    assert main(argv) == 0, capsys.readouterr().err
+    # Only the strength the first run never reached was scored again.
+    assert scored == [1.0, 10.0, 1e6]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [p["strength"] for p in summary["curve"]] == [1.0, 10.0, 1e6]
+
+
+def test_an_interrupted_never_learned_search_resumes_with_its_references(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+    from eco_integrations.research import strength as strength_module
+
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    references: list[int] = []
+    reports: list[float] = []
+    stop_after: list[int] = [2]
+    real_references = strength_module.never_learned_references
+    real_report = strength_module.never_learned_report
+
+    def counted_references(*args: object, **kwargs: object):
+        references.append(1)
+        return real_references(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_report(eco: ECO, *args: object, **kwargs: object):
+        if len(reports) == stop_after[0]:
+            raise KeyboardInterrupt
+        reports.append(float(eco.policy.corruption.strength or 0.0))
+        return real_report(eco, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(strength_module, "never_learned_references", counted_references)
+    monkeypatch.setattr(strength_module, "never_learned_report", counted_report)
+    argv = _strength_argv(tmp_path, tiny_model_dir, "--selectors", "all", "content")
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    first = list(reports)
+    assert len(first) == 2 and references == [1]
+    stop_after[0] = -1
+    assert main(argv) == 0, capsys.readouterr().err
+    # The references and the two scored settings were read back, not computed again.
+    assert references == [1] and reports[:2] == first and len(reports) > 2
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["selector"] in {"all", "content"}
+    # A fresh run (another folder) agrees with the resumed one.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    toy_guard.save(fresh / "g")
+    stop_after[0] = -1
+    assert main(_strength_argv(fresh, tiny_model_dir, "--selectors", "all", "content")) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["selector"], again["strength"], again["value"]) == (
+        summary["selector"],
+        summary["strength"],
+        summary["value"],
+    )
