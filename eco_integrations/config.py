@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,8 @@ Mode = Literal["enforce", "shadow", "off"]
 SelectorName = Literal["content", "all", "entities", "first_n"]
 ChatRole = Literal["system", "user", "assistant", "tool"]
 CHAT_ROLES: tuple[ChatRole, ...] = ("system", "user", "assistant", "tool")
+Threshold = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""A threshold on a guard score (flagged means score > threshold): a probability in [0, 1)."""
 POLICY_SCHEMA_VERSION = 1
 SELECTORS: tuple[str, ...] = ("content", "all", "entities", "first_n")
 
@@ -136,10 +138,8 @@ class ECOPolicy(_Strict):
             "whose clients write them all."
         ),
     )
-    threshold: float | None = Field(
+    threshold: Threshold | None = Field(
         default=None,
-        ge=0.0,
-        lt=1.0,
         description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
     )
     notes: str = ""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import torch
+from pydantic import ValidationError
 
 from ._normalize import normalized_sha256
 from ._prompting import (
@@ -29,6 +30,7 @@ from ._prompting import (
     render,
     select_positions,
 )
+from ._validation import validation_problems
 from .backends._base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
@@ -245,6 +247,32 @@ class ECO:
             batch_size=self.batch_size,
             on_guard_error=self.on_guard_error,
         )
+
+    def with_overrides(
+        self,
+        *,
+        classify_window: int | None = None,
+        threshold: float | None = None,
+        mode: Mode | None = None,
+    ) -> ECO:
+        """This engine with a skin's own window, threshold or mode (None keeps this engine's).
+
+        A different window or threshold is a different policy, so ``policy_version`` (and the
+        cache keys and decision records built on it) tell the skin's answers apart.
+        """
+        policy = self.policy
+        changes: dict[str, Any] = {}
+        if classify_window is not None and classify_window != policy.classify_window:
+            changes["classify_window"] = classify_window
+        if threshold is not None and threshold != policy.threshold:
+            changes["threshold"] = threshold
+        if changes:
+            try:
+                policy = ECOPolicy.model_validate({**policy.model_dump(), **changes})
+            except ValidationError as err:
+                msg = f"Bad override of the engine's policy: {validation_problems(err)}"
+                raise InvalidInputError(msg) from None
+        return self.replace(policy=policy if changes else None, mode=mode)
 
     def replacement_embeddings(self) -> torch.Tensor:
         """Embeddings of the model's name-like tokens (:func:`~eco_integrations.corruption.name_like_token_ids`),

@@ -80,6 +80,19 @@ EngineField = Annotated[ECO, BeforeValidator(_engine_not_chat_model)]
 """The type of a skin's ``engine`` field: an ECO engine, a chat model in its place named."""
 
 
+def chat_model_engine(chat: object, skin: type) -> ECO:
+    """The engine ``chat`` (a ChatECOHuggingFace) decides with, its threshold, mode and window
+    applied: what a skin's ``from_chat_model`` builds on. Anything else is named."""
+    view = getattr(chat, "engine_view", None) if hasattr(chat, "_generate") else None
+    if not isinstance(view, ECO):
+        msg = (
+            f"from_chat_model takes a ChatECOHuggingFace, got {type(chat).__name__}; for an "
+            f"engine use {skin.__name__}(engine=...)."
+        )
+        raise InvalidInputError(msg)
+    return view
+
+
 def decision_metadata(decision: Decision) -> dict[str, Any]:
     """Run metadata for traces: the verdict, never the prompt text."""
     return {

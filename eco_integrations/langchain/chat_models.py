@@ -41,7 +41,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_vali
 
 from eco_integrations._normalize import normalized_sha256
 from eco_integrations._validation import validation_problems
-from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode
+from eco_integrations.config import Decision, GenerationConfig, Mode, Threshold
 from eco_integrations.engine import ECO, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
@@ -246,7 +246,7 @@ class ChatECOHuggingFace(BaseChatModel):
     mode: Mode | None = None
     """``enforce`` | ``shadow`` | ``off``; None keeps the engine's mode. Per call: ``eco_mode=``."""
 
-    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
+    threshold: Threshold | None = None
     """Override the guard's threshold (flagged means score > threshold).
 
     Per call: ``eco_threshold=``."""
@@ -267,21 +267,11 @@ class ChatECOHuggingFace(BaseChatModel):
     def _build_engine_view(self) -> ChatECOHuggingFace:
         # A different window, threshold or mode is a different policy: a light engine view over
         # the same backend and guard, so policy_version (and so cache keys) reflect it.
-        engine = self.engine
-        changes: dict[str, Any] = {}
-        if (
-            self.classify_window is not None
-            and self.classify_window != engine.policy.classify_window
-        ):
-            changes["classify_window"] = self.classify_window
-        if self.threshold is not None and self.threshold != engine.policy.threshold:
-            changes["threshold"] = self.threshold
-        policy = (
-            ECOPolicy.model_validate({**engine.policy.model_dump(), **changes}) if changes else None
+        self._eco = self.engine.with_overrides(
+            classify_window=self.classify_window, threshold=self.threshold, mode=self.mode
         )
-        self._eco = engine.replace(policy=policy, mode=self.mode)
         if self.model_name is None:
-            self.model_name = engine.backend.model_name
+            self.model_name = self.engine.backend.model_name
         return self
 
     @property

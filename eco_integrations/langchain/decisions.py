@@ -24,10 +24,9 @@ from langchain_core.decisions import (
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict, Field, model_validator
 
-from eco_integrations.config import Decision, Mode
-from eco_integrations.engine import ECO
+from eco_integrations.config import Decision, Mode, Threshold
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.langchain._decision import EngineField
+from eco_integrations.langchain._decision import EngineField, chat_model_engine
 from eco_integrations.langchain._messages import decide_conversation
 
 
@@ -64,7 +63,7 @@ class ECOForgetClassifier(BaseDecisionModel):
     benign_label: str = "default"
     """Choice label picked otherwise."""
 
-    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
+    threshold: Threshold | None = None
     """Override the guard's threshold (flagged means score > threshold)."""
 
     mode: Mode | None = None
@@ -74,12 +73,7 @@ class ECOForgetClassifier(BaseDecisionModel):
     def from_chat_model(cls, chat: Any, **kwargs: Any) -> ECOForgetClassifier:
         """A classifier deciding as ``chat`` (a ChatECOHuggingFace) does: its engine, threshold,
         mode and window."""
-        view = getattr(chat, "engine_view", None)
-        if not isinstance(view, ECO):
-            kind = type(chat).__name__
-            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECOForgetClassifier(engine=...)."
-            raise InvalidInputError(msg)
-        return cls(engine=view, **kwargs)
+        return cls(engine=chat_model_engine(chat, cls), **kwargs)
 
     @model_validator(mode="after")
     def _name(self) -> ECOForgetClassifier:

@@ -17,12 +17,13 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import TextVerdict, decide_retrieved
-from eco_integrations.config import Decision, Mode
+from eco_integrations.config import Decision, Mode, Threshold
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DOCUMENTS_EVENT_NAME,
     EngineField,
     aemit_event,
+    chat_model_engine,
     emit_event,
 )
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
@@ -85,7 +86,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     filter_when: Literal["always", "query_flagged"] = "always"
     """Filter every call's documents, or only those retrieved for a flagged question."""
 
-    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
+    threshold: Threshold | None = None
     """Override the guard's threshold (flagged means score > threshold)."""
 
     mode: Mode | None = None
@@ -94,11 +95,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     @classmethod
     def from_chat_model(cls, chat: ChatECOHuggingFace, **kwargs: Any) -> ECODocumentCompressor:
         """A compressor deciding as ``chat`` does (its engine, threshold and mode)."""
-        if not isinstance(chat, ChatECOHuggingFace):
-            kind = type(chat).__name__
-            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECODocumentCompressor(engine=...)."
-            raise InvalidInputError(msg)
-        return cls(engine=chat.engine_view, **kwargs)
+        return cls(engine=chat_model_engine(chat, cls), **kwargs)
 
     def _decide(self, texts: list[str]) -> list[Decision]:
         return self.engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)

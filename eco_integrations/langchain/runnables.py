@@ -18,13 +18,14 @@ from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, 
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field, model_validator
 
-from eco_integrations.config import Decision, Mode
+from eco_integrations.config import Decision, Mode, Threshold
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
     ROUTED_DECISION_KEY,
     EngineField,
     aemit_decision,
+    chat_model_engine,
     decision_metadata,
     emit_decision,
 )
@@ -35,19 +36,18 @@ from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 _DECIDING_OPTIONS = (DECISION_KWARG, "eco_mode", "eco_threshold")
 
 
-def _is_eco_model(runnable: Runnable[Any, Any]) -> bool:
-    while isinstance(runnable, RunnableBinding):
-        runnable = runnable.bound
-    return isinstance(runnable, ChatECOHuggingFace)
-
-
-def _bound_options(runnable: Runnable[Any, Any]) -> dict[str, Any]:
-    """The call options ``bind()`` fixed on ``runnable`` (outermost binding last, as they apply)."""
+def _unbound(runnable: Runnable[Any, Any]) -> tuple[Runnable[Any, Any], dict[str, Any]]:
+    """The runnable under ``bind()``'s layers, and the call options they fix (outermost last,
+    as they apply)."""
     bound: dict[str, Any] = {}
     while isinstance(runnable, RunnableBinding):
         bound = {**runnable.kwargs, **bound}
         runnable = runnable.bound
-    return bound
+    return runnable, bound
+
+
+def _is_eco_model(runnable: Runnable[Any, Any]) -> bool:
+    return isinstance(_unbound(runnable)[0], ChatECOHuggingFace)
 
 
 def _check_call_options(kwargs: dict[str, Any]) -> None:
@@ -97,7 +97,7 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     benign: Runnable[Any, Any]
     """Where every other request goes: usually the plain chat model."""
 
-    threshold: float | None = Field(default=None, ge=0.0, lt=1.0)
+    threshold: Threshold | None = None
     """Override the guard's threshold: flagged means score > threshold. None keeps the guard's."""
 
     mode: Mode | None = None
@@ -108,7 +108,7 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         # A flagged ECO model with its own mode or threshold bound would refuse the router's
         # decision, and only when a flagged request came: say so now.
         if _is_eco_model(self.flagged):
-            fixed = [k for k in _DECIDING_OPTIONS if k in _bound_options(self.flagged)]
+            fixed = [k for k in _DECIDING_OPTIONS if k in _unbound(self.flagged)[1]]
             if fixed:
                 msg = (
                     f"The flagged branch has {', '.join(fixed)} bound, but it answers with the "
@@ -123,11 +123,7 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     ) -> ECORouter:
         """Route as ``chat`` would decide (its engine, threshold, mode and window), flagged
         requests to ``chat`` itself and the rest to ``benign``."""
-        if not isinstance(chat, ChatECOHuggingFace):
-            kind = type(chat).__name__
-            msg = f"from_chat_model takes a ChatECOHuggingFace, got {kind}; for an engine use ECORouter(engine=...)."
-            raise InvalidInputError(msg)
-        return cls(engine=chat.engine_view, flagged=chat, benign=benign, **kwargs)
+        return cls(engine=chat_model_engine(chat, cls), flagged=chat, benign=benign, **kwargs)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

@@ -31,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from eco_integrations._prompting import TOOL_OUTPUT_KEY, PromptInput
 from eco_integrations._validation import validation_problems
 from eco_integrations.backends.transformers import TransformersBackend
-from eco_integrations.config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
+from eco_integrations.config import (
+    Decision,
+    ECOPolicy,
+    GenerationConfig,
+    Mode,
+    SelectionConfig,
+    Threshold,
+)
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.guard import Guard
@@ -139,10 +146,8 @@ class ECOHuggingFaceLLM(CustomLLM):
         default=None,
         description="enforce / shadow / off for this LLM; None uses the engine's mode.",
     )
-    threshold: float | None = Field(
+    threshold: Threshold | None = Field(
         default=None,
-        ge=0.0,
-        lt=1.0,
         description="Override the guard's thresholds (flagged means score > threshold); None keeps the engine's.",
     )
     expose_decision: bool = Field(
@@ -180,14 +185,9 @@ class ECOHuggingFaceLLM(CustomLLM):
             )
             raise InvalidInputError(msg)
         super().__init__(**kwargs)
-        window = self.classify_window
-        if window is not None and window != engine.policy.classify_window:
-            # A different window is a different policy (and policy_version), as on the chat model.
-            policy = ECOPolicy.model_validate(
-                {**engine.policy.model_dump(), "classify_window": window}
-            )
-            engine = engine.replace(policy=policy)
-        self._engine = engine
+        # The threshold and mode apply per call (a call may override them); the window is the
+        # engine's policy, as on the chat model.
+        self._engine = engine.with_overrides(classify_window=self.classify_window)
         if not self.model_name:
             self.model_name = engine.backend.model_name
 

@@ -10,7 +10,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import decide_retrieved, strongest
-from eco_integrations.config import Decision, Mode
+from eco_integrations.config import Decision, Mode, Threshold
 from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import ConfigurationError, GuardFailureError, InvalidInputError
 from eco_integrations.guard import Guard, unusable_score
@@ -69,10 +69,8 @@ class ECONodeFilter(BaseNodePostprocessor):
         default=None,
         description="enforce, shadow (score and report only) or off; None: the engine's.",
     )
-    threshold: float | None = Field(
+    threshold: Threshold | None = Field(
         default=None,
-        ge=0.0,
-        lt=1.0,
         description="Override the thresholds (flagged means score > threshold); None keeps them.",
     )
     split_sentences: bool = Field(

@@ -232,7 +232,26 @@ def _save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
 
 
-def _load_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _checkpoint_state(folder: Path) -> dict[str, Any] | None:
+    """The checkpoint's ``state.json`` (None when there is no checkpoint); a damaged one named."""
+    path = folder / "state.json"
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{path} cannot be read ({err}); delete {folder} to start this fine-tune over."
+        raise ArtifactError(msg) from None
+    if not isinstance(state, dict) or not {"key", "step", "losses", "seconds"} <= set(state):
+        msg = f"{path} is not a fine-tune checkpoint's state; delete {folder} to start this fine-tune over."
+        raise ArtifactError(msg)
+    return state
+
+
+def _load_checkpoint(
+    folder: Path, state: dict[str, Any], model: Any, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Load the weights and optimizer state of the checkpoint whose ``state.json`` is ``state``."""
     from safetensors.torch import load_file, load_model
 
     try:
@@ -243,7 +262,6 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer)
             index, name = key.split(".", 1)
             p = params[int(index)]
             optimizer.state[p][name] = value.reshape(()) if name == "step" else value
-        state = json.loads((folder / "state.json").read_text())
     except Exception as err:  # a file missing, truncated or from another model
         msg = f"The checkpoint in {folder} cannot be resumed ({type(err).__name__}: {err}); delete it to start this fine-tune over."
         raise ArtifactError(msg) from None
@@ -421,11 +439,10 @@ def _finetune_run(
     checkpoint = folder / "checkpoint"
     _recover_checkpoint(checkpoint)
     state: dict[str, Any] = {"key": key, "step": 0, "losses": [], "seconds": 0.0}
-    if (checkpoint / "state.json").is_file():
-        saved = json.loads((checkpoint / "state.json").read_text())
-        if saved.get("key") == key:
-            state = _load_checkpoint(checkpoint, net, optimizer)
-            logger.info("Resuming %s from step %d of %d", folder, state["step"], total)
+    saved = _checkpoint_state(checkpoint)
+    if saved is not None and saved["key"] == key:
+        state = _load_checkpoint(checkpoint, saved, net, optimizer)
+        logger.info("Resuming %s from step %d of %d", folder, state["step"], total)
     folder.mkdir(parents=True, exist_ok=True)
 
     from tqdm.auto import tqdm

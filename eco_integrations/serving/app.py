@@ -79,6 +79,15 @@ OPEN_PATHS = frozenset({"/health", "/ready"})
 """Paths that answer without an API key (load-balancer probes); everything else needs one."""
 
 
+def asked_max_tokens(parsed: Sampling) -> tuple[int | None, str]:
+    """The completion limit the client set (None: none), and the field it set it in (a chat
+    request's ``max_completion_tokens`` wins over the older ``max_tokens``, as in OpenAI's API)."""
+    newer = getattr(parsed, "max_completion_tokens", None)
+    if newer:
+        return newer, "max_completion_tokens"
+    return parsed.max_tokens or None, "max_tokens"
+
+
 def fitted(
     engine: ECO,
     prompts: list[Any],
@@ -408,7 +417,7 @@ class Gateway:
             if parsed.model != self.model_id:
                 raise unknown_model(parsed.model)
             config, seed = self._generation(parsed, chat)
-            asked = bool(getattr(parsed, "max_completion_tokens", None) or parsed.max_tokens)
+            asked = asked_max_tokens(parsed)[0] is not None
             prompts, raw = prompts_of(
                 parsed,
                 chat,
@@ -616,16 +625,9 @@ class Gateway:
                 "echo, suffix and best_of > 1 are not supported by the ECO gateway.",
                 param="echo",
             )
-        wanted = (
-            getattr(parsed, "max_completion_tokens", None) if chat else None
-        ) or parsed.max_tokens
+        wanted, named = asked_max_tokens(parsed)
         max_tokens = wanted or self.settings.default_max_tokens
         if max_tokens > self.settings.max_tokens_limit:
-            named = (
-                "max_completion_tokens"
-                if chat and getattr(parsed, "max_completion_tokens", None)
-                else "max_tokens"
-            )
             raise APIError(
                 400,
                 f"{named} is {max_tokens}; this gateway allows at most {self.settings.max_tokens_limit}.",

@@ -191,8 +191,12 @@ def test_split_zip_encoder_is_assembled_checked_and_loaded_by_name(
     spec = _fake_encoder_wheels(Path(tiny_encoder_dir), wheels)
     assert spec.wheel_folder() == wheels
     monkeypatch.setitem(models.SPLIT_ZIP_ENCODERS, "fake-encoder", spec)
+    # A folder an earlier unpacking left unfinished is replaced whole.
+    spec.cache_folder().mkdir(parents=True)
+    (spec.cache_folder() / "half-written").write_text("x")
     folder = models.split_zip_encoder_folder("fake-encoder")
     assert folder == spec.cache_folder() and (folder / "modules.json").is_file()
+    assert not (folder / "half-written").exists()
     # No scratch left (the lock file that kept a second process waiting stays, empty).
     assert sorted(p.name for p in folder.parent.iterdir()) == [f".{folder.name}.lock", folder.name]
     by_name = SentenceEncoder("fake-encoder")

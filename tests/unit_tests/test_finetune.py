@@ -184,6 +184,15 @@ def test_damaged_run_files_are_named_with_the_fix(tiny_model_dir, tmp_path) -> N
     (partial.folder / "checkpoint" / "optimizer.safetensors").unlink()
     with pytest.raises(ArtifactError, match=r"cannot be resumed.*delete it"):
         finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    # A cut-short state.json is named too (it was read once unguarded before the check).
+    (partial.folder / "checkpoint" / "state.json").write_text('{"key": "ab')
+    with pytest.raises(
+        ArtifactError, match=r"state\.json cannot be read.*start this fine-tune over"
+    ):
+        finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
+    (partial.folder / "checkpoint" / "state.json").write_text("[1, 2]")
+    with pytest.raises(ArtifactError, match=r"not a fine-tune checkpoint's state"):
+        finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
     (partial.folder / "finetune.json").write_text('{"schema_version": 1, "comp')
     with pytest.raises(ArtifactError, match=r"finetune\.json cannot be read.*to fine-tune again"):
         finetune(ROWS, model=tiny_model_dir, config=CONFIG, out=tmp_path, name="t")
