@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from ..config import CHAT_ROLES, GenerationConfig
 from ..engine import ECO, ECORequest, ECOResult
-from ..exceptions import ECOError, GuardFailureError
+from ..exceptions import ConfigurationError, ECOError, GuardFailureError
 from ._flow import (
     Admission,
     ClientGoneError,
@@ -141,6 +141,24 @@ class GatewaySettings:
     """Accepted ``Authorization: Bearer`` keys; empty means no key is asked for."""
     retry_after_s: int = 1
     """``Retry-After`` of a 429."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins (``https://app.example.com``, or ``*``) allowed to call the API from a web
+    page (CORS); empty: no CORS headers, so browsers refuse pages of other origins."""
+
+
+def check_cors_origins(origins: Sequence[str]) -> tuple[str, ...]:
+    """The origins, each ``*`` or ``scheme://host[:port]`` as a browser sends it; others named."""
+    for origin in origins:
+        if origin == "*":
+            continue
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not rest or "/" in rest or origin != origin.strip():
+            msg = (
+                f"CORS origin {origin!r} is not an origin: give scheme://host[:port] as the "
+                "browser sends it (e.g. https://app.example.com, no path or trailing slash), or *."
+            )
+            raise ConfigurationError(msg)
+    return tuple(origins)
 
 
 class _ASGIApp:
@@ -211,7 +229,20 @@ class Gateway:
             exception_handlers={HTTPException: self._http_error, Exception: self._unexpected},
             lifespan=self._lifespan,
         )
-        self.app = _ASGIApp(self._edge)
+        self.app: Any = _ASGIApp(self._edge)
+        if self.settings.cors_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            # Outside the key check: a browser's preflight carries no Authorization header.
+            self.app = CORSMiddleware(
+                self.app,
+                allow_origins=list(check_cors_origins(self.settings.cors_origins)),
+                allow_methods=["GET", "POST"],
+                # The SDKs send their own headers (x-stainless-*): the preflight's are mirrored.
+                allow_headers=["*"],
+                expose_headers=["x-request-id", "x-should-retry", "retry-after"],
+                max_age=600,
+            )
 
     # -- the edge: keys and request counts, before routing ---------------------------------------
     async def _edge(self, scope: Any, receive: Any, send: Any) -> None:

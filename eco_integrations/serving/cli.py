@@ -79,6 +79,7 @@ def serve(
     require_signed_guard: bool = False,
     watch: bool = False,
     watch_interval: float = 2.0,
+    cors_origins: Sequence[str] = (),
 ) -> int:
     """Run the gateway until SIGINT/SIGTERM; in-flight requests finish before the process exits."""
     require("starlette", "serve")
@@ -109,8 +110,10 @@ def serve(
     if threads is not None:
         torch.set_num_threads(threads)
 
-    from .app import DEFAULT_MAX_BODY_BYTES, Gateway, GatewaySettings
+    from .app import DEFAULT_MAX_BODY_BYTES, Gateway, GatewaySettings, check_cors_origins
     from .reload import GuardWatcher
+
+    check_cors_origins(cors_origins)
 
     if not (Path(guard) / "manifest.json").is_file():
         msg = f"{guard} is not a guard folder (no manifest.json); fit one with `eco guard fit ... --out DIR`."
@@ -130,6 +133,7 @@ def serve(
         max_queue=max_queue,
         request_timeout=request_timeout,
         api_keys=tuple(api_keys),
+        cors_origins=tuple(cors_origins),
     )
     # Load in the background: /health answers at once, /ready turns 200 when the model is in.
     gateway = Gateway(
@@ -264,6 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require_signed_guard=args.require_signed_guard,
         watch=args.watch,
         watch_interval=args.watch_interval,
+        cors_origins=args.cors_origin or (),
     )
 
 
@@ -365,6 +370,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=2.0,
         help="seconds between checks of the guard folder with --watch",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        help="a browser origin (https://app.example.com, or *) allowed to call the API from a web page (repeatable; default: none)",
     )
     parser.set_defaults(func=cmd_serve)
 

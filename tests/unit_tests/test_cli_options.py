@@ -39,6 +39,7 @@ def test_argparse_refuses_out_of_range_numbers(argv: list[str], message: str, ca
         (["--shutdown-timeout", "-5"], "--shutdown-timeout must be >= 0 seconds"),
         (["--request-timeout", "0"], "--request-timeout must be a positive number"),
         (["--max-concurrency", "0"], "--max-concurrency must be >= 1"),
+        (["--cors-origin", "app.example.com"], "CORS origin 'app.example.com' is not an origin"),
     ],
 )
 def test_serve_refuses_bad_limits_before_loading_anything(

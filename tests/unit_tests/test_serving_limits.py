@@ -28,7 +28,7 @@ from gateway_support import BENIGN, FLAGGED, MODEL, access_records, chat_request
 from starlette.testclient import TestClient
 
 from eco_integrations import ECO, GenerationConfig
-from eco_integrations.exceptions import GuardFailureError, InvalidInputError
+from eco_integrations.exceptions import ConfigurationError, GuardFailureError, InvalidInputError
 from eco_integrations.serving.app import Gateway, GatewaySettings
 from eco_integrations.serving.auth import fingerprint
 
@@ -699,3 +699,53 @@ def test_keys_from_flags_file_and_environment(tmp_path, monkeypatch: pytest.Monk
     assert "short" not in str(short.value)  # the message names the key by fingerprint only
     with pytest.raises(ConfigurationError, match="Cannot read the API key file"):
         load_keys([], [tmp_path / "missing"], env=False)
+
+
+def test_browser_origins_are_opt_in_and_preflights_need_no_key(engine: ECO) -> None:
+    app_origin = "https://app.example.com"
+    preflight = {
+        "origin": app_origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type, x-stainless-os",
+    }
+    settings = _settings(api_keys=(KEY,), cors_origins=(app_origin,))
+    with TestClient(Gateway(engine, settings=settings).app) as client:
+        allowed = client.options("/v1/chat/completions", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == app_origin
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        assert "x-stainless-os" in allowed.headers["access-control-allow-headers"].lower()
+        other = client.options(
+            "/v1/chat/completions", headers={**preflight, "origin": "https://evil.example"}
+        )
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers
+        # The request itself still needs a key, and its answer names the origin.
+        body = chat_request(BENIGN)
+        assert (
+            client.post(
+                "/v1/chat/completions", json=body, headers={"origin": app_origin}
+            ).status_code
+            == 401
+        )
+        answered = client.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"origin": app_origin, "authorization": f"Bearer {KEY}"},
+        )
+        assert answered.status_code == 200
+        assert answered.headers["access-control-allow-origin"] == app_origin
+        assert "x-request-id" in answered.headers["access-control-expose-headers"].lower()
+    # Without origins, no CORS headers at all.
+    with TestClient(Gateway(engine, settings=_settings()).app) as client:
+        plain = client.post("/v1/chat/completions", json=body, headers={"origin": app_origin})
+        assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["app.example.com", "https://app.example.com/", "https://app.example.com/v1", "ftp://x"],
+)
+def test_a_cors_origin_that_is_not_an_origin_is_named(engine: ECO, origin: str) -> None:
+    with pytest.raises(ConfigurationError, match="is not an origin.*scheme://host"):
+        Gateway(engine, settings=_settings(cors_origins=(origin,)))
