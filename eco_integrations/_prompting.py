@@ -30,6 +30,10 @@ USER_TURNS: tuple[ChatRole, ...] = ("user",)
 # A user-role message that carries a tool's output, not the user's words (LlamaIndex's ReAct
 # agent sends its observations so): classified with the user turn it follows, never in its place.
 TOOL_OUTPUT_KEY = "tool_output"
+# Where the text a skin appended to a message (tool instructions in a system message) starts:
+# the guard reads only the message's own text before it, and it is never corrupted.
+SCAFFOLD_FROM_KEY = "eco_scaffold_from"
+_SKIN_KEYS = (TOOL_OUTPUT_KEY, SCAFFOLD_FROM_KEY)
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -90,11 +94,21 @@ def normalize_messages(messages: object) -> list[dict[str, Any]]:
         if not isinstance(message.get(TOOL_OUTPUT_KEY, False), bool):
             msg = f"Message {i}'s {TOOL_OUTPUT_KEY!r} is {message[TOOL_OUTPUT_KEY]!r}; pass True or False."
             raise InvalidInputError(msg)
+        start = message.get(SCAFFOLD_FROM_KEY, len(content))
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(content):
+            msg = f"Message {i}'s {SCAFFOLD_FROM_KEY!r} is {start!r}; pass a character index into its content."
+            raise InvalidInputError(msg)
         out.append({**dict(message), "role": role, "content": content})
-    if not any(m["role"] == "user" and m["content"].strip() for m in out):
+    if not any(m["role"] == "user" and own_text(m).strip() for m in out):
         msg = "The conversation has no non-empty user message to answer."
         raise InvalidInputError(msg)
     return out
+
+
+def own_text(message: Mapping[str, Any]) -> str:
+    """A message's content without what a skin appended to it (the text the guard may read)."""
+    content: str = message["content"]
+    return content[: message.get(SCAFFOLD_FROM_KEY, len(content))]
 
 
 def classified_indices(
@@ -112,7 +126,7 @@ def classified_indices(
     framing: list[int] = []
     before_first_turn: list[int] = []
     for i, m in enumerate(messages):
-        if not m["content"].strip():
+        if not own_text(m).strip():
             continue
         role = m["role"]
         if role == "user" and not (m.get(TOOL_OUTPUT_KEY) and turns):
@@ -149,7 +163,7 @@ def classified_text(
         msg = "raw=True takes a prompt string, not a list of messages."
         raise InvalidInputError(msg)
     messages = normalize_messages(prompt)
-    return "\n".join(messages[i]["content"] for i in classified_indices(messages, window, roles))
+    return "\n".join(own_text(messages[i]) for i in classified_indices(messages, window, roles))
 
 
 def render(
@@ -192,18 +206,23 @@ def render(
     if getattr(tokenizer, "chat_template", None) is None:
         template_kwargs["chat_template"] = _FALLBACK_TEMPLATE
     # The template sees exactly what a plain model's caller would send it.
-    template_messages = [{k: v for k, v in m.items() if k != TOOL_OUTPUT_KEY} for m in messages]
+    template_messages = [{k: v for k, v in m.items() if k not in _SKIN_KEYS} for m in messages]
     with TOKENIZE_LOCK:
         text = tokenizer.apply_chat_template(template_messages, **template_kwargs)
     spans = _message_spans(text, messages)
     chosen = classified_indices(messages, window, roles)
-    content_spans = [span for span in (spans[i] for i in chosen) if span is not None]
-    if len(content_spans) != len(chosen):
-        msg = "The chat template changed the text of a classified message, so its tokens cannot be located; use the 'all' selector."
+    if any(spans[i] is None for i in chosen if messages[i]["role"] == "user"):
+        msg = (
+            "The chat template changed the user's text, so the tokens to corrupt cannot be "
+            "located; ECO needs a chat template that renders user messages verbatim."
+        )
         raise InvalidInputError(msg)
+    # A system, assistant or tool message the template re-encodes (a tool result as JSON) is
+    # still read by the guard; only its tokens cannot be picked out for the corruption.
+    content_spans = [span for span in (spans[i] for i in chosen) if span is not None]
     with TOKENIZE_LOCK:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    classified = "\n".join(messages[i]["content"] for i in chosen)
+    classified = "\n".join(own_text(messages[i]) for i in chosen)
     offsets = [(int(start), int(end)) for start, end in enc["offset_mapping"]]
     return RenderedPrompt(
         text, list(enc["input_ids"]), offsets, content_spans, classified, messages
@@ -211,11 +230,11 @@ def render(
 
 
 def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
-    """Character span of each message's content in the rendered text, searched in order."""
+    """Character span of each message's own text in the rendered text, searched in order."""
     spans: list[tuple[int, int] | None] = []
     cursor = 0
     for message in messages:
-        content = message["content"].strip()
+        content = own_text(message).strip()
         if not content:
             spans.append(None)
             continue

@@ -180,7 +180,11 @@ class ECOPolicy(_Strict):
 
         root = Path(folder)
         with sealed_rewrite(root) as target:
-            write_text_atomic(target / "policy.json", self.model_dump_json(indent=2) + "\n")
+            # An unset classify_roles is left out: releases before it read the file too.
+            unset = {"classify_roles"} if self.classify_roles is None else None
+            write_text_atomic(
+                target / "policy.json", self.model_dump_json(indent=2, exclude=unset) + "\n"
+            )
         return root / "policy.json"
 
     @classmethod

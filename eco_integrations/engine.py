@@ -315,7 +315,7 @@ class ECO:
     def identifying_params(self) -> dict[str, Any]:
         """Everything that changes answers: for cache keys and traces."""
         c, s = self.policy.corruption, self.policy.selection
-        return {
+        params: dict[str, Any] = {
             "model_name": self.backend.model_name,
             "mode": self.mode,
             "guard_id": self.guard.guard_id if self.guard else None,
@@ -327,9 +327,12 @@ class ECO:
             "corruption_strength": c.strength,
             "selector": s.name,
             "classify_window": self.policy.classify_window,
-            "classify_roles": list(self.policy.read_roles),
             "threshold": self.policy.threshold,
         }
+        # classify_roles only when set: unset, the keys of earlier releases stay as they were.
+        if self.policy.classify_roles is not None:
+            params["classify_roles"] = list(self.policy.classify_roles)
+        return params
 
     # -- the decision --------------------------------------------------------------------------
     def classified_text(self, prompt: PromptInput, *, raw: bool = False) -> str:

@@ -27,6 +27,7 @@ from langchain_core.messages import (
 )
 from langchain_core.prompt_values import PromptValue
 
+from eco_integrations._prompting import SCAFFOLD_FROM_KEY
 from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
@@ -223,14 +224,15 @@ def forced_tool_sentence(tool_choice: str | None) -> str:
 
 
 def with_tool_instructions(chat: list[dict[str, Any]], instructions: str) -> list[dict[str, Any]]:
-    """Append the tool instructions to the system message (or add one in front)."""
+    """Append the tool instructions to the system message (or add one in front), marked as the
+    skin's: a policy that reads system messages reads the application's words, not these."""
     if chat and chat[0]["role"] == "system":
         first = dict(chat[0])
-        first["content"] = (
-            f"{first['content']}\n\n{instructions}" if first["content"] else instructions
-        )
+        own = first["content"]
+        first["content"] = f"{own}\n\n{instructions}" if own else instructions
+        first[SCAFFOLD_FROM_KEY] = min(first.get(SCAFFOLD_FROM_KEY, len(own)), len(own))
         return [first, *chat[1:]]
-    return [{"role": "system", "content": instructions}, *chat]
+    return [{"role": "system", "content": instructions, SCAFFOLD_FROM_KEY: 0}, *chat]
 
 
 def _json_objects(text: str) -> list[tuple[int, int, Any]]:

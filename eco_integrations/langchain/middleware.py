@@ -4,7 +4,9 @@ The decision is made in ``before_agent`` (once per agent invocation, i.e. per us
 the classified text alone (no rendering), kept in agent state as ``eco_decision`` (its event
 payload: no prompt text), and handed to every model call of the turn through
 ``request.override(model_settings={"eco_decision": ...})``; the ECO chat model prepares each
-call with it, so each model call renders its prompt exactly once. Nothing is kept on the
+call with it, so each model call renders its prompt exactly once. A policy whose
+``classify_roles`` reads what changes within a turn (the agent's ``system_prompt``, tool
+results, the agent's own steps) gets a decision at each model call on what it reads then. Nothing is kept on the
 middleware instance, so one middleware serves concurrent agents.
 """
 
@@ -23,7 +25,7 @@ from langchain.agents.middleware.types import (
     omit_payload,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 from typing_extensions import NotRequired
 
 from eco_integrations._normalize import normalized_sha256
@@ -105,21 +107,30 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
     def _classify(self, messages: Sequence[BaseMessage]) -> Decision:
         return decide_conversation(self.engine, messages, mode=self.mode, threshold=self.threshold)
 
-    def _current(self, state: dict[str, Any]) -> Decision | None:
-        """The stored decision if it was made for the conversation's current user turn(s)."""
+    @staticmethod
+    def _read(messages: Sequence[BaseMessage], system_prompt: str | None) -> list[BaseMessage]:
+        # What the model reads: the agent's system prompt first (a policy whose classify_roles
+        # lists "system" classifies it; for the others it changes nothing).
+        return [SystemMessage(system_prompt), *messages] if system_prompt else list(messages)
+
+    def _current(self, state: dict[str, Any], system_prompt: str | None = None) -> Decision | None:
+        """The stored decision if it was made for what the model reads now."""
         stored = state.get(STATE_KEY)
         if stored is None:
             return None
         decision = as_decision(stored)
-        if decision.text_sha256 != normalized_sha256(
-            classified_text(self.engine, state["messages"])
-        ):
-            return None  # a new user turn arrived without before_agent (e.g. state edited mid-run)
+        read = self._read(state["messages"], system_prompt)
+        if decision.text_sha256 != normalized_sha256(classified_text(self.engine, read)):
+            # A new user turn arrived without before_agent (state edited mid-run), or the policy
+            # reads what changes within a turn (tool results, the agent's system prompt).
+            return None
         return decision
 
-    def _turn_decision(self, state: dict[str, Any]) -> Decision:
-        """The decision stored for this turn, or (state edited mid-run) a fresh one."""
-        return self._current(state) or self._classify(state["messages"])
+    def _turn_decision(self, state: dict[str, Any], system_prompt: str | None = None) -> Decision:
+        """The decision stored for this turn, or one for what the model reads now."""
+        return self._current(state, system_prompt) or self._classify(
+            self._read(state["messages"], system_prompt)
+        )
 
     def before_agent(self, state: ECOState, runtime: Any) -> dict[str, Any] | None:
         """Classify the latest user turn once, before the agent loop starts."""
@@ -145,10 +156,13 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
     ) -> ModelResponse:
-        return handler(self._request(request, self._turn_decision(dict(request.state))))
+        decision = self._turn_decision(dict(request.state), request.system_prompt)
+        return handler(self._request(request, decision))
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> ModelResponse:
-        decision = await asyncio.to_thread(self._turn_decision, dict(request.state))
+        decision = await asyncio.to_thread(
+            self._turn_decision, dict(request.state), request.system_prompt
+        )
         return await handler(self._request(request, decision))

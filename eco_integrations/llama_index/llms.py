@@ -328,7 +328,17 @@ class ECOHuggingFaceLLM(CustomLLM):
         return request
 
     def _decide_question(self, question: str) -> Decision:
-        return self._engine.decide_texts([question], mode=self.mode, threshold=self.threshold)[0]
+        # Read as the chat path reads it: with this LLM's system prompt, which a policy whose
+        # classify_roles lists "system" classifies (for the others the question alone).
+        text = question
+        if self.system_prompt and self.system_prompt.strip():
+            text = self._engine.classified_text(
+                [
+                    {"role": "system", "content": self.system_prompt},
+                    {"role": "user", "content": question},
+                ]
+            )
+        return self._engine.decide_texts([text], mode=self.mode, threshold=self.threshold)[0]
 
     def _generating_engine(self) -> ECO:
         """The engine; with every content token selected when a node filter kept a flagged node

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.responses import Response
 
 from .._prompting import normalize_messages
@@ -135,6 +135,17 @@ class CompletionRequest(Sampling):
     echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_not_token_ids(cls, value: object) -> object:
+        # The API also takes token ids (a list of ints, or of lists); the guard reads text.
+        if isinstance(value, list) and any(
+            isinstance(item, int) or (isinstance(item, list) and item) for item in value
+        ):
+            msg = "token-id prompts are not taken here, as the guard classifies text; send the prompt as a string (or a list of strings)"
+            raise ValueError(msg)
+        return value
 
 
 def unknown_model(name: str) -> APIError:

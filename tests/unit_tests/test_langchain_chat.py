@@ -492,7 +492,11 @@ def test_bind_tools_passes_tools_to_a_template_that_supports_them(
     # The template cannot force a call: a forcing tool_choice is said in a system message.
     forced = chat.bind_tools([get_weather], tool_choice="any")
     call = chat._conversation([HumanMessage("Weather in Paris?")], forced.kwargs)  # type: ignore[attr-defined]
-    assert call.chat[0] == {"role": "system", "content": "You must call one of the tools."}
+    assert call.chat[0] == {
+        "role": "system",
+        "content": "You must call one of the tools.",
+        "eco_scaffold_from": 0,  # the skin's words: never classified
+    }
 
 
 def test_tool_choice_none_answers_as_if_no_tool_were_bound(chat: ChatECOHuggingFace) -> None:

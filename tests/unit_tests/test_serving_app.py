@@ -130,6 +130,14 @@ def test_text_completions_take_a_list_of_prompts(client: TestClient) -> None:
     body = response.json()
     assert response.status_code == 200 and body["object"] == "text_completion"
     assert [c["index"] for c in body["choices"]] == [0, 1]
+    # Token ids (which the API also takes) are named, with the fix; the guard reads text.
+    for ids in ([1, 2, 3], [[1, 2], [3]]):
+        refused = client.post(
+            "/v1/completions", json={"model": MODEL, "prompt": ids, "max_tokens": 4}
+        )
+        error = refused.json()["error"]
+        assert refused.status_code == 400 and error["param"] == "prompt", error
+        assert "token-id prompts" in error["message"] and "as a string" in error["message"]
 
 
 def test_streaming_chat_matches_the_non_streamed_answer(client: TestClient) -> None:

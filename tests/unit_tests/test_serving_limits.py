@@ -747,5 +747,5 @@ def test_browser_origins_are_opt_in_and_preflights_need_no_key(engine: ECO) -> N
     ["app.example.com", "https://app.example.com/", "https://app.example.com/v1", "ftp://x"],
 )
 def test_a_cors_origin_that_is_not_an_origin_is_named(engine: ECO, origin: str) -> None:
-    with pytest.raises(ConfigurationError, match="is not an origin.*scheme://host"):
+    with pytest.raises(ConfigurationError, match=r"is not an origin.*scheme://host"):
         Gateway(engine, settings=_settings(cors_origins=(origin,)))
