@@ -76,6 +76,14 @@ class _Call:
     chat: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None  # passed to the chat template (None when it has no tools)
     tool_names: list[str]  # parse tool calls from the output when non-empty
+    one_call: bool = False  # parallel_tool_calls=False: keep the first call the model wrote
+
+    def parsed(self, text: str) -> tuple[str, list[ToolCall], list[InvalidToolCall]]:
+        """``text`` without its tool calls, and the calls (the first only, with ``one_call``)."""
+        if not self.tool_names:
+            return text, [], []
+        content, calls, invalid = parse_tool_calls(text, self.tool_names)
+        return content, calls[:1] if self.one_call else calls, invalid
 
 
 class _Batch:
@@ -342,15 +350,20 @@ class ChatECOHuggingFace(BaseChatModel):
         if not tools or choice == "none":  # "none": answer in words, as if no tool were bound
             return _Call(chat, None, [])
         names = [t["function"]["name"] for t in tools]
+        one_call = kwargs.get("parallel_tool_calls") is False
         if native:
             forced = forced_tool_sentence(choice)
             return _Call(
-                with_tool_instructions(chat, forced) if forced else chat, list(tools), names
+                with_tool_instructions(chat, forced) if forced else chat,
+                list(tools),
+                names,
+                one_call,
             )
         return _Call(
             with_tool_instructions(chat, tool_instructions(tools, kwargs.get("tool_choice"))),
             None,
             names,
+            one_call,
         )
 
     def _prepare(self, calls: Sequence[_Call], kwargs: Mapping[str, Any]) -> list[ECORequest]:
@@ -433,9 +446,7 @@ class ChatECOHuggingFace(BaseChatModel):
         return meta
 
     def _result(self, result: ECOResult, call: _Call, request: ECORequest) -> ChatResult:
-        text, calls, invalid = result.text, list[ToolCall](), list[InvalidToolCall]()
-        if call.tool_names:
-            text, calls, invalid = parse_tool_calls(result.text, call.tool_names)
+        text, calls, invalid = call.parsed(result.text)
         finish = "tool_calls" if calls else result.finish_reason
         message = AIMessage(
             content=text,
@@ -456,9 +467,7 @@ class ChatECOHuggingFace(BaseChatModel):
     ) -> ChatGenerationChunk:
         """The last chunk: text held back (tool calls are parsed from it), and the backend's own
         usage and finish reason (``end``: the finished stream, or a batch row's result)."""
-        content, calls = held, list[ToolCall]()
-        if call.tool_names:
-            content, calls, _ = parse_tool_calls(held, call.tool_names)
+        content, calls, _ = call.parsed(held)
         finish = "tool_calls" if calls else _ended(end.finish_reason)
         chunk = AIMessageChunk(
             content=content,
@@ -780,7 +789,8 @@ class ChatECOHuggingFace(BaseChatModel):
         system message; tool calls are parsed from ``<tool_call>{json}</tool_call>`` or bare JSON.
 
         ``tool_choice`` ("auto", "any"/"required", a tool name, or True for the only tool) is an
-        instruction to the model, not a constraint on decoding.
+        instruction to the model, not a constraint on decoding. ``parallel_tool_calls=False``
+        keeps the first call the model writes (the model may still write several).
         """
         formatted = [convert_to_openai_tool(t) for t in tools]
         names = [t["function"]["name"] for t in formatted]

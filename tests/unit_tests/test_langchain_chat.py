@@ -507,6 +507,23 @@ def test_tool_choice_none_answers_as_if_no_tool_were_bound(chat: ChatECOHuggingF
     assert call.chat == [{"role": "user", "content": "Weather in Paris?"}]
 
 
+def test_parallel_tool_calls_false_keeps_the_first_call(chat: ChatECOHuggingFace) -> None:
+    two = (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
+    )
+    for parallel, cities in (
+        (None, ["Paris", "Rome"]),
+        (False, ["Paris"]),
+        (True, ["Paris", "Rome"]),
+    ):
+        options = {} if parallel is None else {"parallel_tool_calls": parallel}
+        bound = chat.bind_tools([get_weather], **options)
+        call = chat._conversation([HumanMessage("Weather?")], bound.kwargs)  # type: ignore[attr-defined]
+        _, calls, _ = call.parsed(two)
+        assert [c["args"]["city"] for c in calls] == cities, parallel
+
+
 @pytest.mark.parametrize(
     ("text", "content", "calls"),
     [
