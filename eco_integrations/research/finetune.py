@@ -63,7 +63,7 @@ _IGNORE = -100
 class FinetuneConfig(BaseModel):
     """Hyperparameters of one fine-tune; every field is part of the cache key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     epochs: int = Field(3, ge=1, description="Passes over the rows.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     batch_size: int = Field(8, ge=1)
@@ -464,6 +464,15 @@ def _finetune_run(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state["step"], total, config)
         loss = answer_loss(net, batch)
+        if not math.isfinite(float(loss.detach())):
+            # Training on would only spread NaN through the weights, and a finished run is
+            # cached as good; the last checkpoint stays as it was.
+            msg = (
+                f"The fine-tune diverged: the loss is {float(loss.detach())} at step "
+                f"{state['step'] + 1} of {total} (learning rate {group['lr']:.3g}). Lower the "
+                f"learning rate; the checkpoint of step {state['step']} in {folder} is kept."
+            )
+            raise ConfigurationError(msg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)

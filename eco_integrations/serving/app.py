@@ -211,6 +211,8 @@ class Gateway:
         self.keys = KeyChecker(self.settings.api_keys)
         self._swap_lock = threading.Lock()
         self._factory: Callable[[], ECO] | None = None
+        self.on_load_error: Callable[[str], None] | None = None
+        """Called (from the loader thread) when a background load fails: ``eco serve`` exits."""
         if isinstance(engine, ECO):
             self._attach(engine)
         else:
@@ -307,9 +309,11 @@ class Gateway:
                 try:
                     self._attach(factory())
                     logger.info("ECO gateway ready: model %s", self.model_id)
-                except Exception as err:  # reported by /ready and every request
+                except Exception as err:  # reported by /health, /ready and every request
                     logger.exception("loading the ECO engine failed")
                     self.state.load_error = f"{type(err).__name__}: {err}"
+                    if self.on_load_error is not None:
+                        self.on_load_error(self.state.load_error)
 
             threading.Thread(target=load, name="eco-engine-loader", daemon=True).start()
         yield
@@ -349,7 +353,12 @@ class Gateway:
 
     # -- small endpoints -----------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        """Liveness: the process answers (model loaded or not)."""
+        """Liveness: the process answers (model loaded or loading); 503 once a load has failed,
+        which no request can recover from, so that a supervisor restarts it."""
+        if self.state.engine is None and self.state.load_error:
+            return JSONResponse(
+                {"status": "failed", "error": self.state.load_error}, status_code=503
+            )
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -91,7 +92,7 @@ def serve(
     if max_concurrency < 1 or max_queue < 0:
         msg = f"--max-concurrency must be >= 1 and --max-queue >= 0 (0: no queue), got {max_concurrency} and {max_queue}."
         raise ConfigurationError(msg)
-    if request_timeout is not None and request_timeout <= 0:
+    if request_timeout is not None and not (math.isfinite(request_timeout) and request_timeout > 0):
         msg = f"--request-timeout must be a positive number of seconds, got {request_timeout}."
         raise ConfigurationError(msg)
     if torch_threads is not None and torch_threads < 1:
@@ -100,8 +101,14 @@ def serve(
     if max_body_bytes is not None and max_body_bytes < 1:
         msg = f"--max-body-bytes must be >= 1 (default 1 MiB), got {max_body_bytes}."
         raise ConfigurationError(msg)
-    if shutdown_timeout < 0:
+    if not shutdown_timeout >= 0:  # NaN too
         msg = f"--shutdown-timeout must be >= 0 seconds, got {shutdown_timeout}."
+        raise ConfigurationError(msg)
+    if not math.isfinite(watch_interval) or watch_interval <= 0:
+        msg = f"--watch-interval must be a positive number of seconds, got {watch_interval}."
+        raise ConfigurationError(msg)
+    if vllm_url is not None and not vllm_url.startswith(("http://", "https://")):
+        msg = f"--vllm-url must be the server's http:// or https:// address, got {vllm_url!r}."
         raise ConfigurationError(msg)
     # In front of vLLM the gateway's torch work is the guard's encoder on one short text: one
     # intra-op thread per request is fastest, and several requests run in parallel threads.
@@ -160,6 +167,7 @@ def serve(
         interface="asgi3",
     )
     server = _DrainingServer(config, gateway)
+    gateway.on_load_error = lambda error: server.stop()
     keys = (
         f"{len(api_keys)} API key(s) required"
         if api_keys
@@ -175,6 +183,11 @@ def serve(
         server.run()
     finally:
         _finish_generation_threads(timeout=10.0)
+    if gateway.state.engine is None and gateway.state.load_error:
+        # A guard or model that does not load will not load on the next request either: exit,
+        # so that a supervisor sees it (the traceback is in the log above).
+        print(f"eco serve: error: loading failed: {gateway.state.load_error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -218,6 +231,10 @@ class _DrainingServer:
 
     def run(self) -> None:
         self._server.run()
+
+    def stop(self) -> None:
+        """Shut down as on SIGTERM (from any thread)."""
+        self._server.should_exit = True
 
 
 def check_exposure(host: str, api_keys: Sequence[str], allow_unauthenticated: bool) -> None:

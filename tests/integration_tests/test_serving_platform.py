@@ -216,3 +216,20 @@ def test_sigterm_during_a_burst_loses_no_request_silently(guard_dir: Path, tmp_p
         assert set(outcomes) <= {"answered", "refused"} and "answered" in outcomes
     finally:
         proc.stop()
+
+
+def test_a_guard_that_does_not_load_ends_the_process(guard_dir: Path, tmp_path: Path) -> None:
+    """The listener is up before the guard loads; a guard that fails its check must not leave a
+    process that answers /health while refusing every request: it exits 1, naming the cause."""
+    import shutil
+    import subprocess
+
+    broken = tmp_path / "broken-guard"
+    shutil.copytree(guard_dir, broken)
+    weights = next(p for p in broken.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # one file edited after sealing
+    done = subprocess.run(
+        gateway_argv(broken, free_port()), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "eco serve: error: loading failed" in done.stderr

@@ -40,6 +40,11 @@ def test_argparse_refuses_out_of_range_numbers(argv: list[str], message: str, ca
         (["--request-timeout", "0"], "--request-timeout must be a positive number"),
         (["--max-concurrency", "0"], "--max-concurrency must be >= 1"),
         (["--cors-origin", "app.example.com"], "CORS origin 'app.example.com' is not an origin"),
+        (["--request-timeout", "nan"], "--request-timeout must be a positive number"),
+        (["--watch", "--watch-interval", "0"], "--watch-interval must be a positive number"),
+        (["--watch-interval", "nan"], "--watch-interval must be a positive number"),
+        (["--shutdown-timeout", "nan"], "--shutdown-timeout must be >= 0 seconds"),
+        (["--vllm-url", "localhost:8000"], "--vllm-url must be the server's http:// or https://"),
     ],
 )
 def test_serve_refuses_bad_limits_before_loading_anything(

@@ -217,3 +217,27 @@ def test_one_process_at_a_time_per_run(tmp_path) -> None:
         assert entered == []  # waits for the first run to finish
     thread.join(timeout=10)
     assert entered == ["second"]
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(
+    tiny_model_dir, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from eco_integrations.exceptions import ConfigurationError
+    from eco_integrations.research import finetune as finetune_module
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="finite number"):
+            FinetuneConfig(learning_rate=bad)
+    first = _steps(tiny_model_dir, tmp_path, 2)
+    real = finetune_module.answer_loss
+
+    def diverging(net: Any, batch: Any) -> torch.Tensor:
+        return real(net, batch) * float("nan")
+
+    monkeypatch.setattr(finetune_module, "answer_loss", diverging)
+    with pytest.raises(ConfigurationError, match=r"diverged: the loss is nan at step 3.*step 2"):
+        _steps(tiny_model_dir, tmp_path, 4)
+    state = json.loads((first.folder / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and not (first.folder / "finetune.json").is_file()

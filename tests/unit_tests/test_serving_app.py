@@ -373,11 +373,14 @@ def test_engine_loads_in_the_background_and_ready_follows(engine: ECO) -> None:
         assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
 
 
-def test_failed_load_is_reported_by_ready_and_requests() -> None:
+def test_failed_load_is_reported_by_health_ready_and_requests() -> None:
     def load() -> ECO:
         raise FileNotFoundError("no guard at /nowhere")
 
-    with TestClient(Gateway(load, settings=_settings()).app) as client:
+    gateway = Gateway(load, settings=_settings())
+    told: list[str] = []
+    gateway.on_load_error = told.append  # eco serve stops its server here, and exits 1
+    with TestClient(gateway.app) as client:
         deadline = time.monotonic() + 30
         while client.get("/ready").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -391,6 +394,10 @@ def test_failed_load_is_reported_by_ready_and_requests() -> None:
         assert (
             response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
         )
+        # Liveness fails too: no request can recover from it, a restart may.
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "failed"
+    assert len(told) == 1 and "no guard at /nowhere" in told[0]
 
 
 def test_draining_gateway_refuses_new_work(engine: ECO) -> None:

@@ -73,7 +73,7 @@ def cmd_eval_mcq(args: argparse.Namespace) -> int:
         corruption=args.corruption,
         dims=args.dims,
         strength=args.strength,
-        limit=None if args.full else args.limit,
+        limit=args.limit,
         full=args.full,
         n_wmdp=args.n_wmdp,
         n_mmlu=args.n_mmlu,
