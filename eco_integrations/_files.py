@@ -33,12 +33,18 @@ def read_utf8(
     if not file.is_file():
         msg = f"{file} does not exist; pass {expected}."
         raise error(msg)
+    data = file.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
+        # UTF-16 (a Windows editor's "Unicode"): without its byte-order mark it even decodes as
+        # UTF-8, one NUL byte between letters, and would be read as garbage.
+        msg = f"{file} is UTF-16 text (or holds NUL bytes); save it as UTF-8, e.g. iconv -f utf-16 -t utf-8."
+        raise error(msg)
     try:
-        return file.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         msg = (
             f"{file} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
-            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8."
+            "save it as UTF-8, e.g. iconv -f latin1 -t utf-8 (for Latin-1 text)."
         )
         raise error(msg) from None
 

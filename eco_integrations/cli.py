@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from ._console import parse_guard_params, print_json, whole_number
-from ._files import json_lines, read_utf8
+from ._files import json_lines, read_json_rows, read_utf8
 from ._validation import validation_problems
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
@@ -45,7 +45,11 @@ def read_examples(path: str | Path) -> list[str]:
     suffix = file.suffix.lower()
     texts: list[str] = []
     if suffix in (".jsonl", ".json"):
-        for n, row in json_lines(content, file, expected=expected):
+        if content.lstrip().startswith("["):  # one JSON array, as the other readers take
+            numbered = list(enumerate(read_json_rows(file, expected=expected), 1))
+        else:
+            numbered = list(json_lines(content, file, expected=expected))
+        for n, row in numbered:
             if isinstance(row, str):
                 texts.append(row)
             elif isinstance(row, dict) and isinstance(row.get("text"), str):
@@ -79,6 +83,7 @@ def read_examples(path: str | Path) -> list[str]:
             texts = [r[0] for r in rows if r]
     else:
         texts = content.splitlines()
+        _check_plain_lines(file, [t.strip() for t in texts if t.strip()])
     texts = [t.strip() for t in texts if t.strip()]
     if not texts:
         msg = f"{file} holds no examples."
@@ -180,6 +185,21 @@ def cmd_guard_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_plain_lines(file: Path, lines: list[str]) -> None:
+    """A text file is one example per line: refuse one that holds JSON rows or a CSV table,
+    which would be fit raw (the braces and field names, or the header row, as examples)."""
+    if not lines:
+        return
+    if all(line.startswith("{") and line.endswith("}") for line in lines):
+        msg = f"{file} holds JSON objects, one per line; name it .jsonl to read their 'text' (or 'question'/'answer') fields."
+        raise InvalidInputError(msg)
+    header = [c.strip().strip('"').lower() for c in lines[0].split(",")]
+    named = "text" in header or bool({"question", "answer"} & set(header))
+    if len(lines) > 1 and named and (header == ["text"] or len(header) > 1):
+        msg = f"{file} starts with a CSV header ({lines[0][:60]!r}); name it .csv to read that column."
+        raise InvalidInputError(msg)
+
+
 def _score_input(text: str | bytes) -> tuple[str | None, str | None]:
     """One input as (text, None) when it can be scored, or (None, why not)."""
     from ._prompting import check_encodable
@@ -189,6 +209,8 @@ def _score_input(text: str | bytes) -> tuple[str | None, str | None]:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
             return None, f"not valid UTF-8 (byte {err.start}); send UTF-8 text"
+    if "\x00" in text:
+        return None, "holds NUL bytes (UTF-16 input?); send UTF-8 text"
     if not text.strip():
         return None, "blank line: nothing to score"
     try:
@@ -702,6 +724,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"eco: error: invalid {err.title} setting: {validation_problems(err)}.", file=sys.stderr
         )
         return 2
+    except OSError as err:
+        # The file system refused (a read-only folder, a full disk): what and where, not a
+        # traceback. What was written before it stays (every save is atomic).
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"eco: error: {err.strerror or err}{where}.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # Runs that take long write as they go (results.jsonl, strength points, checkpoints):
+        # the same command resumes.
+        print(
+            "eco: interrupted (a long run resumes from what it saved when the same command is run again).",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -966,6 +966,7 @@ class Guard:
             index: dict[Any, int] = {}
             groups = [index.setdefault(k, len(index)) for k in keys]
         estimator = PromptGuard(self.encoder, target_fpr=target_fpr, **params)
+        estimator._check_params()  # before the encoder pass: a bad value costs no minutes
         estimator.fit(
             # as written: the phrase index reads capitals and quotes
             forget_texts + retain_texts + general_texts,

@@ -29,6 +29,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -685,6 +686,14 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     set_threads(args.threads)
     started = time.perf_counter()
     folder = Path(args.guard)
+    # Checked before minutes of fitting and scoring: the points and the policy go into it.
+    if folder.exists() and not folder.is_dir():
+        msg = f"--guard {folder} is a file; pass a guard folder (or a new folder's path for --objective chance)."
+        raise InvalidInputError(msg)
+    writable = folder if folder.is_dir() else folder.parent
+    if not args.dry_run and writable.is_dir() and not os.access(writable, os.W_OK):
+        msg = f"--guard {folder}: {writable} is not writable, and the scored strengths and the chosen policy are saved there; pass --dry-run or a writable folder."
+        raise InvalidInputError(msg)
     if args.objective == "chance" and not (folder / "manifest.json").is_file():
         # The guard `eco eval mcq` fits: the WMDP protocol's, fit on the split the questions come from.
         from .eval.guard_eval import fit_wmdp_guard, wmdp_protocol_encoder

@@ -78,7 +78,8 @@ def test_a_settings_model_that_refuses_a_value_gives_a_one_line_error(monkeypatc
     [
         (["--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1 (got 0)"),
         (["--epochs", "0"], "--epochs: Input should be greater than or equal to 1 (got 0)"),
-        (["--lr", "nan"], "--lr: Input should be greater than 0"),
+        (["--lr", "nan"], "--lr: Input should be a finite number"),
+        (["--lr", "inf"], "--lr: Input should be a finite number"),
         (["--lr", "-1"], "--lr: Input should be greater than 0"),
     ],
 )
@@ -109,3 +110,30 @@ def test_guard_eval_passes_guard_params_to_the_tofu_protocol(monkeypatch, capsys
     capsys.readouterr()
     assert main([*argv, "--guard-param", "target_fpr=0.1"]) == 2
     assert "use --target-fpr" in capsys.readouterr().err
+
+
+def test_a_refusing_file_system_and_an_interrupt_give_one_line(monkeypatch, capsys) -> None:
+    from eco_integrations import cli
+
+    def read_only(args: object) -> int:
+        raise PermissionError(13, "Permission denied", "/data/guards/hp/manifest.json")
+
+    monkeypatch.setattr(cli, "cmd_demo", read_only)
+    assert cli.main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err == "eco: error: Permission denied (/data/guards/hp/manifest.json).\n"
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_demo", interrupted)
+    assert cli.main(["demo"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("eco: interrupted") and "Traceback" not in err
+
+
+def test_a_utf16_line_on_stdin_is_an_error_record_not_a_score() -> None:
+    from eco_integrations.cli import _score_input
+
+    text, why = _score_input("Who is Harry?".encode("utf-16-le"))
+    assert text is None and why is not None and "NUL bytes" in why

@@ -439,6 +439,9 @@ def test_guard_params_must_match_a_reused_protocol_guard(toy_guard, tmp_path: Pa
     _check_guard_params(toy_guard, {"C": 1.0, "embedding_weight": 1.0}, tmp_path)
     with pytest.raises(InvalidInputError, match=r"fit with C=1.0 \(asked 100.0\).*another --out"):
         _check_guard_params(toy_guard, {"C": 100.0, "embedding_weight": 1.0}, tmp_path)
+    # The toy guard's rate is 0.2: a reused guard fit at another rate is named too.
+    with pytest.raises(InvalidInputError, match=r"target_fpr=0.2 \(asked 0.01\)"):
+        _check_guard_params(toy_guard, {"target_fpr": 0.01}, tmp_path)
     with pytest.raises(InvalidInputError, match="a --guard folder is already fit"):
         run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", guard_params={"C": 10})
 
@@ -452,8 +455,11 @@ def test_the_encoder_must_match_a_reused_protocol_guard(
         InvalidInputError, match=r"fit with encoder '.+', not 'all-MiniLM-L6-v2'.*another --out"
     ):
         check_guard_encoder(toy_guard, None, tmp_path)
-    with pytest.raises(InvalidInputError, match="--encoder set how the WMDP protocol guard"):
+    with pytest.raises(InvalidInputError, match="--target-fpr set how the WMDP protocol guard"):
         run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", encoder="all-mpnet-base-v2")
+    # A rate for a guard that is not fit here was silently ignored.
+    with pytest.raises(InvalidInputError, match="a --guard folder is already fit"):
+        run_mcq_task(tmp_path, tmp_path / "out", guard=tmp_path / "g", target_fpr=0.05)
 
 
 @pytest.mark.parametrize(

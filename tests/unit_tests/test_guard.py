@@ -575,3 +575,16 @@ def test_saving_over_a_file_is_refused(toy_guard, tmp_path) -> None:
     taken.write_text("not a folder")
     with pytest.raises(ArtifactError, match=r"is a file; Guard\.save writes a folder"):
         toy_guard.save(taken)
+
+
+def test_a_bad_parameter_is_named_before_the_encoder_runs(tiny_encoder, monkeypatch) -> None:
+    from eco_integrations import Guard
+
+    guard = Guard(tiny_encoder)
+
+    def no_encoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the texts were embedded before the parameters were checked")
+
+    monkeypatch.setattr(tiny_encoder, "encode", no_encoding)
+    with pytest.raises(ConfigurationError, match=r"target_fpr must be in \(0, 1\)"):
+        guard.add_target("t", TOY_FORGET, TOY_RETAIN, target_fpr=0.0)

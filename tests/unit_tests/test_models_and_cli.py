@@ -95,6 +95,26 @@ def test_read_examples_formats(tmp_path) -> None:
         read_examples(tmp_path / "latin1.txt")
     with pytest.raises(InvalidInputError, match="is a folder; pass a file"):
         read_examples(tmp_path)
+    # UTF-16, with or without its byte-order mark (without, it decodes as UTF-8 garbage).
+    for name, data in (
+        ("u16.txt", "one\ntwo\n".encode("utf-16")),
+        ("u16le.txt", "one\n".encode("utf-16-le")),
+    ):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InvalidInputError, match=r"is UTF-16 text.*iconv -f utf-16"):
+            read_examples(tmp_path / name)
+    # A .txt holding JSON rows or a CSV table would be fit raw; its name is what is wrong.
+    (tmp_path / "rows.txt").write_text('{"text": "x"}\n{"text": "y"}\n')
+    with pytest.raises(InvalidInputError, match=r"holds JSON objects.*name it \.jsonl"):
+        read_examples(tmp_path / "rows.txt")
+    (tmp_path / "table.txt").write_text("question,answer\nWho?,Me.\n")
+    with pytest.raises(InvalidInputError, match=r"starts with a CSV header.*name it \.csv"):
+        read_examples(tmp_path / "table.txt")
+    # A .json holding one array reads as its JSON Lines form does.
+    (tmp_path / "array.json").write_text(
+        '[\n  {"text": "x"},\n  {"question": "q?", "answer": "a."}\n]\n'
+    )
+    assert read_examples(tmp_path / "array.json") == ["x", "q?", "a."]
 
 
 def test_guard_fit_and_score_commands(tmp_path, tiny_encoder_dir, capsys, monkeypatch) -> None:

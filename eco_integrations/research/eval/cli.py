@@ -214,8 +214,8 @@ def register(subparsers: Any) -> None:
     mcq.add_argument(
         "--target-fpr",
         type=float,
-        default=0.01,
-        help="for the guard fitted when --guard is not given",
+        default=None,
+        help="for the guard fitted when --guard is not given (default 0.01)",
     )
     mcq.add_argument(
         "--guard-param",

@@ -415,8 +415,8 @@ def run_mcq_task(
         wmdp_protocol_encoder,
     )
 
-    if guard is not None and (guard_params or encoder):
-        msg = "--guard-param and --encoder set how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
+    if guard is not None and (guard_params or encoder or target_fpr is not None):
+        msg = "--guard-param, --encoder and --target-fpr set how the WMDP protocol guard is fit; a --guard folder is already fit. Drop one of them."
         raise InvalidInputError(msg)
     # Sizes are checked before the guard is fit and the model loaded (minutes, not a traceback).
     if full and limit is not None:
@@ -447,7 +447,9 @@ def run_mcq_task(
     started = time.perf_counter()
     root = Path(out)
     fit_rows, test_rows = wmdp_fit_test_split(data_dir, seed=seed)
-    wanted = {**WMDP_GUARD_PARAMS, **(guard_params or {})}
+    target_fpr = 0.01 if target_fpr is None else target_fpr
+    # A protocol guard reused from OUT/guard must have been fit as asked, its rate included.
+    wanted = {**WMDP_GUARD_PARAMS, **(guard_params or {}), "target_fpr": target_fpr}
     if guard is not None:
         guard_folder = Path(guard)
         loaded = Guard.load(guard_folder)
@@ -470,7 +472,7 @@ def run_mcq_task(
             loaded, _ = fit_wmdp_guard(
                 data_dir,
                 seed=seed,
-                target_fpr=0.01 if target_fpr is None else target_fpr,
+                target_fpr=target_fpr,
                 params=guard_params,
                 encoder=wmdp_protocol_encoder(encoder),
             )
