@@ -390,6 +390,9 @@ def cmd_guard_explain(args: argparse.Namespace) -> int:
         guard = Guard.load(folder, encoder=_encoder_for_folder(args.encoder, folder))
         policy = ECOPolicy.load(folder) if (folder / "policy.json").is_file() else ECOPolicy()
     else:
+        if args.encoder:
+            msg = "--encoder says how a --guard folder's guard embeds; the demo guard (no --guard) has its own. Give --guard DIR or drop --encoder."
+            raise InvalidInputError(msg)
         guard, policy = fit_demo_guard(), ECOPolicy()
     selection = _explain_selection(policy, args.selector, args.n)
     eco = ECO.from_pretrained(args.model, guard=guard, policy=policy)

@@ -853,6 +853,16 @@ class Guard:
             raise ConfigurationError(msg)
         self.encoder = _as_encoder(encoder) or SentenceEncoder()
         self.passage_chars = passage_chars
+        if guard_id is not None and (
+            not isinstance(guard_id, str)
+            or not guard_id.strip()
+            or not guard_id.isprintable()
+            or any(c in guard_id for c in "/\\@")
+        ):
+            # It names decision records, metrics and cache keys ("<id>@<version>"): no blank,
+            # no path parts, no '@'.
+            msg = f"guard_id {guard_id!r} must be non-empty printable text without '/', '\\' or '@', e.g. 'hp-2026-12' (or None for a random one)."
+            raise ConfigurationError(msg)
         self.guard_id = guard_id or uuid.uuid4().hex[:12]
         self.version = 0
         self.targets: dict[str, PromptGuard] = {}
@@ -899,7 +909,7 @@ class Guard:
         (an operator's exact list). ``eco guard explain --selector entities`` shows them.
         """
         if not isinstance(name, str) or not _NAME.match(name):
-            msg = f"Target name {name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'."
+            msg = f"Target name {name!r} must be 1-64 ASCII letters, digits, spaces, '.', '_' or '-', starting with a letter or digit."
             raise ConfigurationError(msg)
         forget_texts = check_texts(forget, f"forget texts of target {name!r}")
         retain_texts = check_texts(retain, f"retain texts of target {name!r}")

@@ -357,6 +357,9 @@ def finetune(
     time a few steps, and by tests of resuming); the next call resumes from the checkpoint.
     """
     config = config or FinetuneConfig()
+    if not name or Path(name).name != name or name.startswith("."):
+        msg = f"The run name {name!r} must be a plain folder name (no path separators, not hidden); the run goes to OUT/<name>-<hash>."
+        raise InvalidInputError(msg)
     clean = _check_rows(rows)
     identity = model_identity(model)
     key = run_key(clean, config, identity)

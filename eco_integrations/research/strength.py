@@ -650,14 +650,14 @@ def check_cli_options(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         msg = f"--max-new-tokens must be >= 1, got {args.max_new_tokens}."
         raise InvalidInputError(msg)
-    for name in ("init", "eps", "lr", "min_strength"):
-        if not getattr(args, name) > 0:
-            msg = f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}."
+    for name in ("init", "eps", "lr", "min_strength", "max_strength"):
+        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
+            msg = f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(args, name)}."
             raise InvalidInputError(msg)
     if not args.min_strength < args.max_strength:
         msg = f"--min-strength ({args.min_strength}) must be below --max-strength ({args.max_strength})."
         raise InvalidInputError(msg)
-    if args.tol < 0:
+    if not args.tol >= 0:  # NaN too
         msg = f"--tol must be >= 0, got {args.tol}."
         raise InvalidInputError(msg)
     if args.target is not None and not math.isfinite(args.target):

@@ -36,9 +36,14 @@ def load_keys(
         except (OSError, UnicodeDecodeError) as err:
             msg = f"Cannot read the API key file {path} ({err}); give a UTF-8 text file with one key per line."
             raise ConfigurationError(msg) from None
-        found.extend(
+        in_file = [
             line.strip() for line in lines if line.strip() and not line.strip().startswith("#")
-        )
+        ]
+        if not in_file:
+            # An empty file would serve without keys: the opposite of what giving one asks for.
+            msg = f"The API key file {path} holds no key; put one key per line in it."
+            raise ConfigurationError(msg)
+        found.extend(in_file)
     if env:
         found.extend(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())
     for key in found:

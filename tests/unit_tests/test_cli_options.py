@@ -137,3 +137,30 @@ def test_a_utf16_line_on_stdin_is_an_error_record_not_a_score() -> None:
 
     text, why = _score_input("Who is Harry?".encode("utf-16-le"))
     assert text is None and why is not None and "NUL bytes" in why
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["eval", "guard", "--task", "muse-news", "--save-guard"],
+            "--save-guard saves the fitted guard under --out",
+        ),
+        (["guard", "explain", "--encoder", "x", "Who?"], "Give --guard DIR or drop --encoder"),
+    ],
+)
+def test_an_option_that_would_be_ignored_is_named(argv: list[str], message: str, capsys) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_names_that_would_escape_their_folder_are_refused(tmp_path) -> None:
+    from eco_integrations import Guard
+    from eco_integrations.exceptions import ConfigurationError, InvalidInputError
+    from eco_integrations.research.finetune import finetune
+
+    for bad in ("", "../x", "a@b"):
+        with pytest.raises(ConfigurationError, match="guard_id"):
+            Guard(None, guard_id=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="plain folder name"):
+        finetune([{"question": "q?", "answer": "a."}], out=tmp_path, name="../evil")

@@ -697,6 +697,9 @@ def test_keys_from_flags_file_and_environment(tmp_path, monkeypatch: pytest.Monk
     with pytest.raises(ConfigurationError, match="at least 16") as short:
         load_keys(["short"], env=False)
     assert "short" not in str(short.value)  # the message names the key by fingerprint only
+    (tmp_path / "empty").write_text("# nobody yet\n\n")
+    with pytest.raises(ConfigurationError, match="holds no key"):  # it would serve without keys
+        load_keys([], [tmp_path / "empty"], env=False)
     with pytest.raises(ConfigurationError, match="Cannot read the API key file"):
         load_keys([], [tmp_path / "missing"], env=False)
 

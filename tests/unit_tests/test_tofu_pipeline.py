@@ -362,6 +362,8 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
         ({"corruption": "zero_out_top_k", "init_strength": 1.0}, "--dims to set where it starts"),
         ({"dims": 8}, "leave --dims unset"),
         ({"init_strength": 0.0}, "--init-strength must be > 0"),
+        ({"init_strength": float("inf")}, "--init-strength must be > 0"),
+        ({"search_eps": float("inf")}, "--search-eps must be > 0"),
         ({"corruption_draws": 0}, "--corruption-draws must be >= 1, got 0"),
         (
             {"corruption": "substitute_tokens", "init_strength": 2.0},

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._console import parse_guard_params, print_json, whole_number
+from ...exceptions import InvalidInputError
 from .._threads import set_threads
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,9 @@ def cmd_eval_guard(args: argparse.Namespace) -> int:
     from .guard_eval import run_guard_task
     from .report import HEADLINE_METRICS, write_guard_report
 
+    if args.save_guard and not args.out:
+        msg = "--save-guard saves the fitted guard under --out; give --out DIR."
+        raise InvalidInputError(msg)
     metrics, guard, scores = run_guard_task(
         args.task,
         args.data_dir,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -273,8 +274,8 @@ def _check_options(options: TofuOptions) -> None:
         if value < least:
             msg = f"{flag} must be >= {least}, got {value}."
             raise ConfigurationError(msg)
-    if not options.search_eps > 0:
-        msg = f"--search-eps must be > 0 (decades either side of the current strength), got {options.search_eps}."
+    if not (options.search_eps > 0 and math.isfinite(options.search_eps)):
+        msg = f"--search-eps must be > 0 and finite (decades either side of the current strength), got {options.search_eps}."
         raise ConfigurationError(msg)
     if not 0.0 < options.target_fpr < 1.0:
         msg = f"--target-fpr must be in (0, 1), got {options.target_fpr}; 0.01 means 1% false positives."
@@ -296,8 +297,10 @@ def _check_options(options: TofuOptions) -> None:
     if options.dims is not None and options.dims < 1:
         msg = f"--dims must be a positive integer, got {options.dims}."
         raise ConfigurationError(msg)
-    if options.init_strength is not None and not options.init_strength > 0:
-        msg = f"--init-strength must be > 0 (the search works on its logarithm), got {options.init_strength}."
+    if options.init_strength is not None and not (
+        options.init_strength > 0 and math.isfinite(options.init_strength)
+    ):
+        msg = f"--init-strength must be > 0 and finite (the search works on its logarithm), got {options.init_strength}."
         raise ConfigurationError(msg)
     if (
         options.init_strength is not None
