@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import os
+import re
 import shlex
 import sys
 from collections.abc import Iterator, Sequence
@@ -194,8 +195,11 @@ def _check_plain_lines(file: Path, lines: list[str]) -> None:
         msg = f"{file} holds JSON objects, one per line; name it .jsonl to read their 'text' (or 'question'/'answer') fields."
         raise InvalidInputError(msg)
     header = [c.strip().strip('"').lower() for c in lines[0].split(",")]
+    # A header is column names only ("id,text"): a sentence that starts "Text, in short, ..."
+    # has words with spaces between its commas.
+    names_only = all(re.fullmatch(r"[a-z_][a-z0-9_]*", c) for c in header)
     named = "text" in header or bool({"question", "answer"} & set(header))
-    if len(lines) > 1 and named and (header == ["text"] or len(header) > 1):
+    if len(lines) > 1 and names_only and named and (header == ["text"] or len(header) > 1):
         msg = f"{file} starts with a CSV header ({lines[0][:60]!r}); name it .csv to read that column."
         raise InvalidInputError(msg)
 

@@ -110,6 +110,14 @@ def test_read_examples_formats(tmp_path) -> None:
     (tmp_path / "table.txt").write_text("question,answer\nWho?,Me.\n")
     with pytest.raises(InvalidInputError, match=r"starts with a CSV header.*name it \.csv"):
         read_examples(tmp_path / "table.txt")
+    # A sentence that merely starts with the word is an example.
+    (tmp_path / "prose.txt").write_text(
+        "Text, in short, is what you read.\nQuestion, answer, repeat.\n"
+    )
+    assert read_examples(tmp_path / "prose.txt") == [
+        "Text, in short, is what you read.",
+        "Question, answer, repeat.",
+    ]
     # A .json holding one array reads as its JSON Lines form does.
     (tmp_path / "array.json").write_text(
         '[\n  {"text": "x"},\n  {"question": "q?", "answer": "a."}\n]\n'
