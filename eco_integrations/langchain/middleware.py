@@ -6,8 +6,8 @@ payload: no prompt text), and handed to every model call of the turn through
 ``request.override(model_settings={"eco_decision": ...})``; the ECO chat model prepares each
 call with it, so each model call renders its prompt exactly once. A policy whose
 ``classify_roles`` reads what changes within a turn (the agent's ``system_prompt``, tool
-results, the agent's own steps) gets a decision at each model call on what it reads then. Nothing is kept on the
-middleware instance, so one middleware serves concurrent agents.
+results, the agent's own steps) gets a decision at each model call on what it reads then.
+Nothing is kept on the middleware instance, so one middleware serves concurrent agents.
 """
 
 from __future__ import annotations

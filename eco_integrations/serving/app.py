@@ -2,8 +2,8 @@
 
 Clients speak the OpenAI API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``);
 the gateway classifies what the client wrote (every role, unless the policy's
-``classify_roles`` says otherwise: see :func:`served_engine`), corrupts the prompt embeddings of flagged requests
-and forwards to a backend: the in-process transformers engine, or a vLLM server (token ids for
+``classify_roles`` says otherwise: see :func:`served_engine`), corrupts the prompt embeddings
+of flagged requests and forwards to a backend: the in-process transformers engine, or a vLLM server (token ids for
 benign requests, prompt embeddings for flagged ones). It keeps no state between requests, so N
 replicas behind a load balancer serve like one.
 
