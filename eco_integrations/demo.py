@@ -90,9 +90,9 @@ def run_demo(*, max_new_tokens: int = 48, show_progress: bool = True) -> list[di
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    config = GenerationConfig(max_new_tokens=max_new_tokens)  # checked before the model loads
     eco = ECO(TransformersBackend.from_pretrained(), fit_demo_guard())
     prompts = read_lines("demo_prompts.txt")
-    config = GenerationConfig(max_new_tokens=max_new_tokens)
     rows = []
     for prompt in tqdm(prompts, desc="demo prompts", disable=not show_progress):
         plain = eco.backend.generate(

@@ -164,3 +164,14 @@ def test_names_that_would_escape_their_folder_are_refused(tmp_path) -> None:
             Guard(None, guard_id=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="plain folder name"):
         finetune([{"question": "q?", "answer": "a."}], out=tmp_path, name="../evil")
+
+
+def test_demo_refuses_a_bad_length_before_loading_the_model(monkeypatch, capsys) -> None:
+    from eco_integrations import demo
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the option was checked")
+
+    monkeypatch.setattr(demo.TransformersBackend, "from_pretrained", no_model)
+    assert main(["demo", "--max-new-tokens", "100000000"]) == 2
+    assert "max_new_tokens" in capsys.readouterr().err
