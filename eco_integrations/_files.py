@@ -57,14 +57,26 @@ def read_json_rows(
     A line that is not JSON raises ``error`` naming ``file:line``; blank lines are skipped.
     """
     text = read_utf8(path, expected=expected, error=error)
+    return [row for _, row in numbered_json_rows(text, path, expected=expected, error=error)]
+
+
+def numbered_json_rows(
+    text: str,
+    path: str | os.PathLike[str],
+    *,
+    expected: str,
+    error: type[ECOError] = InvalidInputError,
+) -> list[tuple[int, Any]]:
+    """``(number, row)`` for each row of ``text`` read from ``path``: the items of one JSON array
+    (numbered from 1), or the non-blank lines of JSON Lines (numbered by line)."""
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as err:
             msg = f"{path}:{err.lineno} is not valid JSON ({err.msg}); pass {expected}."
             raise error(msg) from None
-        return list(rows)
-    return [row for _, row in json_lines(text, path, expected=expected, error=error)]
+        return list(enumerate(rows, 1))
+    return list(json_lines(text, path, expected=expected, error=error))
 
 
 def check_text_rows(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from ._console import parse_guard_params, print_json, whole_number
-from ._files import json_lines, read_json_rows, read_utf8
+from ._files import numbered_json_rows, read_utf8
 from ._validation import validation_problems
 from .config import SELECTORS
 from .exceptions import ECOError, InvalidInputError
@@ -46,11 +46,8 @@ def read_examples(path: str | Path) -> list[str]:
     suffix = file.suffix.lower()
     texts: list[str] = []
     if suffix in (".jsonl", ".json"):
-        if content.lstrip().startswith("["):  # one JSON array, as the other readers take
-            numbered = list(enumerate(read_json_rows(file, expected=expected), 1))
-        else:
-            numbered = list(json_lines(content, file, expected=expected))
-        for n, row in numbered:
+        # JSON Lines, or one JSON array, as the other readers take
+        for n, row in numbered_json_rows(content, file, expected=expected):
             if isinstance(row, str):
                 texts.append(row)
             elif isinstance(row, dict) and isinstance(row.get("text"), str):
@@ -84,8 +81,9 @@ def read_examples(path: str | Path) -> list[str]:
             texts = [r[0] for r in rows if r]
     else:
         texts = content.splitlines()
-        _check_plain_lines(file, [t.strip() for t in texts if t.strip()])
     texts = [t.strip() for t in texts if t.strip()]
+    if suffix not in (".jsonl", ".json", ".csv"):
+        _check_plain_lines(file, texts)
     if not texts:
         msg = f"{file} holds no examples."
         raise InvalidInputError(msg)

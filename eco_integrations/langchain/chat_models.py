@@ -201,7 +201,8 @@ class ChatECOHuggingFace(BaseChatModel):
     """A local Hugging Face chat model that answers forget-topic prompts as if it never saw them.
 
     Wraps an :class:`~eco_integrations.ECO` engine: the guard classifies the latest user turn
-    (and the messages of the roles the policy's ``classify_roles`` lists); flagged prompts are generated from corrupted embeddings, others run unchanged.
+    (and the messages of the roles the policy's ``classify_roles`` lists); flagged prompts are
+    generated from corrupted embeddings, others run unchanged.
 
     Example:
         .. code-block:: python

@@ -113,13 +113,12 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         # lists "system" classifies it; for the others it changes nothing).
         return [SystemMessage(system_prompt), *messages] if system_prompt else list(messages)
 
-    def _current(self, state: dict[str, Any], system_prompt: str | None = None) -> Decision | None:
-        """The stored decision if it was made for what the model reads now."""
+    def _current(self, state: dict[str, Any], read: Sequence[BaseMessage]) -> Decision | None:
+        """The stored decision if it was made for ``read``, what the model reads now."""
         stored = state.get(STATE_KEY)
         if stored is None:
             return None
         decision = as_decision(stored)
-        read = self._read(state["messages"], system_prompt)
         if decision.text_sha256 != normalized_sha256(classified_text(self.engine, read)):
             # A new user turn arrived without before_agent (state edited mid-run), or the policy
             # reads what changes within a turn (tool results, the agent's system prompt).
@@ -128,13 +127,12 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
 
     def _turn_decision(self, state: dict[str, Any], system_prompt: str | None = None) -> Decision:
         """The decision stored for this turn, or one for what the model reads now."""
-        return self._current(state, system_prompt) or self._classify(
-            self._read(state["messages"], system_prompt)
-        )
+        read = self._read(state["messages"], system_prompt)
+        return self._current(state, read) or self._classify(read)
 
     def before_agent(self, state: ECOState, runtime: Any) -> dict[str, Any] | None:
         """Classify the latest user turn once, before the agent loop starts."""
-        if self._current(dict(state)) is not None:
+        if self._current(dict(state), state["messages"]) is not None:
             return None
         return {STATE_KEY: self._classify(state["messages"]).event_payload()}
 

@@ -467,11 +467,12 @@ def _finetune_run(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state["step"], total, config)
         loss = answer_loss(net, batch)
-        if not math.isfinite(float(loss.detach())):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             # Training on would only spread NaN through the weights, and a finished run is
             # cached as good; the last checkpoint stays as it was.
             msg = (
-                f"The fine-tune diverged: the loss is {float(loss.detach())} at step "
+                f"The fine-tune diverged: the loss is {value} at step "
                 f"{state['step'] + 1} of {total} (learning rate {group['lr']:.3g}). Lower the "
                 f"learning rate; the checkpoint of step {state['step']} in {folder} is kept."
             )
@@ -481,7 +482,7 @@ def _finetune_run(
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
         state["step"] += 1
-        state["losses"].append(round(float(loss.detach()), 5))
+        state["losses"].append(round(value, 5))
         state["seconds"] = time.perf_counter() - started
         bar.update(1)
         bar.set_postfix(loss=f"{state['losses'][-1]:.3f}", epoch=epoch + 1)

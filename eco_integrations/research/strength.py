@@ -785,23 +785,19 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         what = f"{args.callable_path} toward {target}"
 
     # Each strength scored is kept as it is scored: an interrupted search resumes from them.
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                args.objective,
-                what,
-                args.model,
-                eco.identifying_params(),
-                args.seed,
-                args.letters,
-                args.max_new_tokens,
-                args.callable_path,
-            ],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    points = None if args.dry_run else SearchPoints(folder / "strength_points.jsonl", key)
-    result = _search_from_cli(args, objective, target, policy.corruption.name, points)
+    key = _points_key(
+        args.objective,
+        what,
+        args.model,
+        eco,
+        args.seed,
+        args.letters,
+        args.max_new_tokens,
+        args.callable_path,
+    )
+    if not args.dry_run:
+        objective = _kept(objective, SearchPoints(folder / "strength_points.jsonl", key))
+    result = _search_from_cli(args, objective, target, policy.corruption.name)
     saved = None
     if not args.dry_run:
         saved = str(
@@ -821,8 +817,21 @@ def _points_key(objective: str, *inputs: Any) -> str:
     """What a search's scored points were computed from (an engine stands for its policy, guard
     and model), hashed: a point is read back only by a search with the same inputs."""
     described = [i.identifying_params() if isinstance(i, ECO) else i for i in inputs]
-    payload = json.dumps([objective, *described], default=str, sort_keys=True)
+    payload = json.dumps([objective, *described], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _kept(objective: Objective, points: SearchPoints) -> Objective:
+    """``objective`` reading back the values ``points`` holds and adding the ones it computes."""
+
+    def kept(strength: float) -> float:
+        known = points.get("", strength)
+        if known is None:
+            known = float(objective(strength))
+            points.add("", strength, known)
+        return float(known)
+
+    return kept
 
 
 def _resumable(
@@ -893,11 +902,7 @@ class SearchPoints:
 
 
 def _search_from_cli(
-    args: argparse.Namespace,
-    objective: Objective,
-    target: float,
-    corruption: str,
-    points: SearchPoints | None = None,
+    args: argparse.Namespace, objective: Objective, target: float, corruption: str
 ) -> SearchResult:
     """The zeroth-order search with the command's settings, printing each step to stderr.
 
@@ -919,16 +924,6 @@ def _search_from_cli(
             f"f({step.upper:.4g})={step.f_upper:.4f}  -> {step.next_strength:.4g}",
             file=sys.stderr,
         )
-
-    if points is not None:
-        scored = objective
-
-        def objective(strength: float) -> float:
-            known = points.get("", strength)
-            if known is None:
-                known = float(scored(strength))
-                points.add("", strength, known)
-            return float(known)
 
     return zeroth_order_search(
         objective,
@@ -1169,16 +1164,7 @@ def _calibrate_chance(
         "chance", [q["question"] for q in questions], args.letters, eco, args.model, args.seed
     )
     if not args.dry_run:
-        scored = objective
-        points = SearchPoints(folder / "strength_points.jsonl", key)
-
-        def objective(strength: float) -> float:
-            known = points.get("", strength)
-            if known is None:
-                known = scored(strength)
-                points.add("", strength, known)
-            return float(known)
-
+        objective = _kept(objective, SearchPoints(folder / "strength_points.jsonl", key))
     curve = chance_curve(objective, strengths, on_point=report)
     result = choose_chance_strength(curve, target=target, tol=args.tol)
     c = policy.corruption

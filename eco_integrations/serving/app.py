@@ -3,8 +3,8 @@
 Clients speak the OpenAI API (``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``);
 the gateway classifies what the client wrote (every role, unless the policy's
 ``classify_roles`` says otherwise: see :func:`served_engine`), corrupts the prompt embeddings
-of flagged requests and forwards to a backend: the in-process transformers engine, or a vLLM server (token ids for
-benign requests, prompt embeddings for flagged ones). It keeps no state between requests, so N
+of flagged requests and forwards to a backend: the in-process transformers engine, or a vLLM
+server (token ids for benign requests, prompt embeddings for flagged ones). It keeps no state between requests, so N
 replicas behind a load balancer serve like one.
 
 Built on Starlette (routing, requests, streaming) and served by uvicorn: a thin ASGI stack whose
@@ -145,9 +145,12 @@ class GatewaySettings:
     """Browser origins (``https://app.example.com``, or ``*``) allowed to call the API from a web
     page (CORS); empty: no CORS headers, so browsers refuse pages of other origins."""
 
+    def __post_init__(self) -> None:
+        check_cors_origins(self.cors_origins)
 
-def check_cors_origins(origins: Sequence[str]) -> tuple[str, ...]:
-    """The origins, each ``*`` or ``scheme://host[:port]`` as a browser sends it; others named."""
+
+def check_cors_origins(origins: Sequence[str]) -> None:
+    """Each origin must be ``*`` or ``scheme://host[:port]`` as a browser sends it; others named."""
     for origin in origins:
         if origin == "*":
             continue
@@ -158,7 +161,6 @@ def check_cors_origins(origins: Sequence[str]) -> tuple[str, ...]:
                 "browser sends it (e.g. https://app.example.com, no path or trailing slash), or *."
             )
             raise ConfigurationError(msg)
-    return tuple(origins)
 
 
 class _ASGIApp:
@@ -238,7 +240,7 @@ class Gateway:
             # Outside the key check: a browser's preflight carries no Authorization header.
             self.app = CORSMiddleware(
                 self.app,
-                allow_origins=list(check_cors_origins(self.settings.cors_origins)),
+                allow_origins=list(self.settings.cors_origins),
                 allow_methods=["GET", "POST"],
                 # The SDKs send their own headers (x-stainless-*): the preflight's are mirrored.
                 allow_headers=["*"],

@@ -117,11 +117,18 @@ def serve(
     if threads is not None:
         torch.set_num_threads(threads)
 
-    from .app import DEFAULT_MAX_BODY_BYTES, Gateway, GatewaySettings, check_cors_origins
+    from .app import DEFAULT_MAX_BODY_BYTES, Gateway, GatewaySettings
     from .reload import GuardWatcher
 
-    check_cors_origins(cors_origins)
-
+    settings = GatewaySettings(  # checks its own values (the CORS origins)
+        model_id=model_id,
+        max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        request_timeout=request_timeout,
+        api_keys=tuple(api_keys),
+        cors_origins=tuple(cors_origins),
+    )
     if not (Path(guard) / "manifest.json").is_file():
         msg = f"{guard} is not a guard folder (no manifest.json); fit one with `eco guard fit ... --out DIR`."
         raise InvalidInputError(msg)
@@ -133,15 +140,6 @@ def serve(
             msg = f"--require-signed-guard needs {GUARD_KEY_ENV} set to the key the guard folder was saved with."
             raise ConfigurationError(msg)
         # With the key set, Guard.load accepts only a folder whose HMAC matches it (reloads too).
-    settings = GatewaySettings(
-        model_id=model_id,
-        max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
-        max_concurrency=max_concurrency,
-        max_queue=max_queue,
-        request_timeout=request_timeout,
-        api_keys=tuple(api_keys),
-        cors_origins=tuple(cors_origins),
-    )
     # Load in the background: /health answers at once, /ready turns 200 when the model is in.
     gateway = Gateway(
         lambda: build_engine(
