@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,7 +160,7 @@ def staged_folder(root: Path) -> Iterator[Path]:
     try:
         yield staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_folder(staging)
         raise
     swap_in(staging, root, tag)
 
@@ -176,7 +177,22 @@ def swap_in(built: Path, root: Path, tag: str | None = None) -> None:
     retired = root.parent / f".{root.name}.replaced-{tag or uuid.uuid4().hex[:8]}"
     os.rename(root, retired)
     os.rename(built, root)
-    shutil.rmtree(retired, ignore_errors=True)
+    remove_folder(retired)
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete ``folder``, ours to delete, even where an operator made it read-only
+    (``chmod -R a-w`` on a guard folder); what still cannot go is named in a warning."""
+    if not folder.exists():
+        return
+    # A folder without its write bit keeps its entries from being deleted (for any user but
+    # root). Top-down: each folder is made writable before its entries are listed and removed.
+    for path, _, _ in os.walk(folder):
+        with contextlib.suppress(OSError):
+            os.chmod(path, os.stat(path).st_mode | stat.S_IRWXU)
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        logger.warning("Could not delete %s (left over from a save); delete it by hand.", folder)
 
 
 def interrupted_save(root: Path) -> Path | None:

@@ -412,6 +412,49 @@ def test_a_policy_save_is_swapped_in_whole_and_never_blesses_an_edit(
         toy_guard.save(folder)
 
 
+def _permissions_as_for_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting an entry of a folder without its write bit fails, as it does for any user but
+    root (the tests may run as root, for whom it would not)."""
+    import os
+    import stat
+
+    def guarded(real: Any) -> Any:
+        def call(name: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any) -> Any:
+            parent = os.fstat(dir_fd) if dir_fd is not None else os.stat(os.path.dirname(name))
+            if not parent.st_mode & stat.S_IWUSR:
+                raise PermissionError(13, "Permission denied", name)
+            return real(name, *args, dir_fd=dir_fd, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "unlink", guarded(os.unlink))
+    monkeypatch.setattr(os, "rmdir", guarded(os.rmdir))
+
+
+def test_a_read_only_guard_folder_is_replaced_whole(
+    toy_guard, tiny_encoder, tmp_path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import os
+    import stat
+
+    folder = toy_guard.save(tmp_path / "g")
+    for path in [folder, *folder.rglob("*")]:  # chmod -R a-w, as an operator locks a folder
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    _permissions_as_for_a_user(monkeypatch)
+    toy_guard.add_target("second", TOY_FORGET[:4], TOY_RETAIN, cv=2, target_fpr=0.2)
+    toy_guard.save(folder)
+    # The old contents went; the new folder keeps the folder's mode.
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]
+    assert not os.stat(folder).st_mode & stat.S_IWUSR
+    assert list(Guard.load(folder, encoder=tiny_encoder).targets) == ["harry-potter", "second"]
+    # What cannot be deleted at all is named, not silently left.
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    toy_guard.save(folder)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "g"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".g.replaced-")
+    assert f"Could not delete {tmp_path / leftovers[0]}" in caplog.text
+
+
 def test_a_save_interrupted_between_its_renames_says_where_the_guard_went(
     toy_guard, tiny_encoder, tmp_path
 ) -> None:
