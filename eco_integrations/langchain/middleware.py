@@ -6,7 +6,9 @@ payload: no prompt text), and handed to every model call of the turn through
 ``request.override(model_settings={"eco_decision": ...})``; the ECO chat model prepares each
 call with it, so each model call renders its prompt exactly once. A policy whose
 ``classify_roles`` reads what changes within a turn (the agent's ``system_prompt``, tool
-results, the agent's own steps) gets a decision at each model call on what it reads then.
+results, the agent's own steps) gets a decision at each model call on what it reads then,
+written back to ``eco_decision`` with the model's answer (LangChain 1.2.9's
+``ExtendedModelResponse``; before it the state keeps the turn's first decision).
 Nothing is kept on the middleware instance, so one middleware serves concurrent agents.
 """
 
@@ -16,9 +18,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from langchain.agents.middleware import types as middleware_types
 from langchain.agents.middleware.types import (
     AgentMiddleware,
     AgentState,
+    ModelCallResult,
     ModelRequest,
     ModelResponse,
     TracePolicy,
@@ -26,6 +30,7 @@ from langchain.agents.middleware.types import (
 )
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, SystemMessage
+from langgraph.types import Command
 from typing_extensions import NotRequired
 
 from eco_integrations._normalize import normalized_sha256
@@ -38,6 +43,8 @@ from eco_integrations.langchain._messages import classified_text, decide_convers
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 STATE_KEY = "eco_decision"
+# A model call's answer with a state update (langchain >= 1.2.9); None before it.
+_WITH_STATE_UPDATE: Any = getattr(middleware_types, "ExtendedModelResponse", None)
 
 
 class ECOState(AgentState):
@@ -125,10 +132,24 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
             return None
         return decision
 
-    def _turn_decision(self, state: dict[str, Any], system_prompt: str | None = None) -> Decision:
-        """The decision stored for this turn, or one for what the model reads now."""
+    def _turn_decision(
+        self, state: dict[str, Any], system_prompt: str | None = None
+    ) -> tuple[Decision, bool]:
+        """The decision stored for this turn, or a new one (flagged True) for what the model
+        reads now."""
         read = self._read(state["messages"], system_prompt)
-        return self._current(state, read) or self._classify(read)
+        stored = self._current(state, read)
+        return (stored, False) if stored is not None else (self._classify(read), True)
+
+    @staticmethod
+    def _answer(response: ModelResponse, decision: Decision, new: bool) -> ModelCallResult:
+        """The model's answer, with a new decision written to the state beside it, so that
+        ``eco_decision`` is the one this answer was made under."""
+        if not new or _WITH_STATE_UPDATE is None:
+            return response
+        update: Command[Any] = Command(update={STATE_KEY: decision.event_payload()})
+        answer: ModelCallResult = _WITH_STATE_UPDATE(model_response=response, command=update)
+        return answer
 
     def before_agent(self, state: ECOState, runtime: Any) -> dict[str, Any] | None:
         """Classify the latest user turn once, before the agent loop starts."""
@@ -153,14 +174,14 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
-    ) -> ModelResponse:
-        decision = self._turn_decision(dict(request.state), request.system_prompt)
-        return handler(self._request(request, decision))
+    ) -> ModelCallResult:
+        decision, new = self._turn_decision(dict(request.state), request.system_prompt)
+        return self._answer(handler(self._request(request, decision)), decision, new)
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
-    ) -> ModelResponse:
-        decision = await asyncio.to_thread(
+    ) -> ModelCallResult:
+        decision, new = await asyncio.to_thread(
             self._turn_decision, dict(request.state), request.system_prompt
         )
-        return await handler(self._request(request, decision))
+        return self._answer(await handler(self._request(request, decision)), decision, new)

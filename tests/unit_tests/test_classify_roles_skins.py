@@ -84,6 +84,43 @@ def test_the_middleware_reads_the_agent_s_system_prompt(backend, toy_guard) -> N
         agent = create_agent(chat, system_prompt=FORGET, middleware=[ECOMiddleware(chat)])
         state = agent.invoke({"messages": [HumanMessage(BENIGN)]})
         assert state["messages"][-1].response_metadata["eco"]["flagged"] is flagged, roles
+        # The state holds the decision the answer was made under, not before_agent's (which
+        # had no system prompt to read).
+        assert state["eco_decision"]["flagged"] is flagged, roles
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_a_tool_result_in_forget_words_is_decided_and_kept_in_state(
+    backend, toy_guard, use_async: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain.agents import create_agent
+    from test_langchain_middleware import ToolOnFirstCall
+
+    @tool
+    def lookup(topic: str) -> str:
+        """Look a topic up in the encyclopedia."""
+        return FORGET  # a retrieved page about the forget target
+
+    chat = ChatECOHuggingFace(engine=_eco(backend, toy_guard, ("user", "tool")), max_tokens=2)
+    agent = create_agent(chat, tools=[lookup], middleware=[ECOMiddleware(chat), ToolOnFirstCall()])
+    events = decision_events()
+    turn, config = {"messages": [HumanMessage(BENIGN)]}, {"callbacks": [events]}
+    state = await agent.ainvoke(turn, config) if use_async else agent.invoke(turn, config)
+    # model (benign question) -> tool (forget words) -> model: the second call is flagged, and
+    # the state says so.
+    assert [e["flagged"] for e in events.events] == [False, True]
+    assert state["eco_decision"]["flagged"] is True
+    assert state["eco_decision"] == events.events[-1]
+    if not use_async:
+        # A LangChain without ExtendedModelResponse (before 1.2.9) still answers under the new
+        # decision; its state keeps the turn's first, as documented.
+        import eco_integrations.langchain.middleware as middleware
+
+        monkeypatch.setattr(middleware, "_WITH_STATE_UPDATE", None)
+        events = decision_events()
+        state = agent.invoke(turn, {"callbacks": [events]})
+        assert [e["flagged"] for e in events.events] == [False, True]
+        assert state["eco_decision"]["flagged"] is False
 
 
 def test_a_template_that_re_encodes_a_tool_result_still_renders(backend, toy_guard) -> None:
