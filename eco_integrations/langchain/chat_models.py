@@ -270,18 +270,27 @@ class ChatECOHuggingFace(BaseChatModel):
     streaming: bool = False
     """Route ``invoke`` through the streaming path (kept for LangChain compatibility)."""
 
-    _eco: ECO = PrivateAttr()
+    # The engine view and the fields it was built from; rebuilt when they change
+    # (model_copy(update=...) and assignment run no validator).
+    _view: tuple[tuple[Any, ...], ECO] = PrivateAttr()
 
     @model_validator(mode="after")
     def _build_engine_view(self) -> ChatECOHuggingFace:
-        # A different window, threshold or mode is a different policy: a light engine view over
-        # the same backend and guard, so policy_version (and so cache keys) reflect it.
-        self._eco = self.engine.with_overrides(
-            classify_window=self.classify_window, threshold=self.threshold, mode=self.mode
-        )
+        self._view = self._new_view()
         if self.model_name is None:
             self.model_name = self.engine.backend.model_name
         return self
+
+    def _view_fields(self) -> tuple[Any, ...]:
+        return (self.engine, self.classify_window, self.threshold, self.mode)
+
+    def _new_view(self) -> tuple[tuple[Any, ...], ECO]:
+        # A different window, threshold or mode is a different policy: a light engine view over
+        # the same backend and guard, so policy_version (and so cache keys) reflect it.
+        view = self.engine.with_overrides(
+            classify_window=self.classify_window, threshold=self.threshold, mode=self.mode
+        )
+        return self._view_fields(), view
 
     @property
     def engine_view(self) -> ECO:
@@ -289,7 +298,9 @@ class ChatECOHuggingFace(BaseChatModel):
 
         The agent middleware decides with it, so its decision is the one this model would make.
         """
-        return self._eco
+        if self._view[0] != self._view_fields():
+            self._view = self._new_view()
+        return self._view[1]
 
     @classmethod
     def from_pretrained(
@@ -316,7 +327,7 @@ class ChatECOHuggingFace(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {
-            **self._eco.identifying_params(),
+            **self.engine_view.identifying_params(),
             "model_name": self.model_name,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -344,7 +355,7 @@ class ChatECOHuggingFace(BaseChatModel):
     def _conversation(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]) -> _Call:
         tools = kwargs.get("tools") or None
         choice = kwargs.get("tool_choice")
-        native = template_supports_tools(self._eco.backend.tokenizer)
+        native = template_supports_tools(self.engine_view.backend.tokenizer)
         chat = to_chat_dicts(
             coerce_messages(messages), native_tools=native
         )  # names an empty conversation
@@ -374,7 +385,7 @@ class ChatECOHuggingFace(BaseChatModel):
         tools = calls[0].tools  # one set of bound tools per call
         given = kwargs.get(DECISION_KWARG)
         if given is None:
-            return self._eco.prepare_many(
+            return self.engine_view.prepare_many(
                 chats,
                 mode=kwargs.get("eco_mode"),
                 threshold=kwargs.get("eco_threshold"),
@@ -386,7 +397,7 @@ class ChatECOHuggingFace(BaseChatModel):
             dropped = ", ".join(overrides)
             msg = f"{DECISION_KWARG} already carries its mode and threshold; drop {dropped}."
             raise InvalidInputError(msg)
-        return self._eco.prepare_many(
+        return self.engine_view.prepare_many(
             chats, decisions=[as_decision(given)] * len(calls), seeds=seeds, tools=tools
         )
 
@@ -401,7 +412,7 @@ class ChatECOHuggingFace(BaseChatModel):
         if payload is None or kwargs.get(DECISION_KWARG) is not None:
             return None
         decision = as_decision(payload)
-        if decision.text_sha256 != normalized_sha256(self._eco.classified_text(call.chat)):
+        if decision.text_sha256 != normalized_sha256(self.engine_view.classified_text(call.chat)):
             return None  # the branch changed the question: this model decides on what it got
         return decision
 
@@ -506,7 +517,9 @@ class ChatECOHuggingFace(BaseChatModel):
             emit_decision(request.decision, run_manager)
         result = self._batch_result(kwargs)
         if result is None:
-            result = self._eco.generate([request], config=self._generation_config(stop, kwargs))[0]
+            result = self.engine_view.generate(
+                [request], config=self._generation_config(stop, kwargs)
+            )[0]
         return self._result(result, call, request)
 
     async def _agenerate(
@@ -521,7 +534,7 @@ class ChatECOHuggingFace(BaseChatModel):
             await aemit_decision(request.decision, run_manager)
         result = await asyncio.to_thread(self._batch_result, kwargs)
         if result is None:
-            (result,) = await self._eco.agenerate(
+            (result,) = await self.engine_view.agenerate(
                 [request], config=self._generation_config(stop, kwargs)
             )
         return self._result(result, call, request)
@@ -540,7 +553,7 @@ class ChatECOHuggingFace(BaseChatModel):
         if result is not None:  # a batch row's answer is already one piece
             yield self._closing(call, request, result.text, result)
             return
-        stream = self._eco.stream(request, config=self._generation_config(stop, kwargs))
+        stream = self.engine_view.stream(request, config=self._generation_config(stop, kwargs))
         held: list[str] = []
         try:
             for piece in stream:
@@ -570,7 +583,9 @@ class ChatECOHuggingFace(BaseChatModel):
         if result is not None:
             yield self._closing(call, request, result.text, result)
             return
-        stream = await self._eco.astream(request, config=self._generation_config(stop, kwargs))
+        stream = await self.engine_view.astream(
+            request, config=self._generation_config(stop, kwargs)
+        )
         held: list[str] = []
         try:
             async for piece in stream:
@@ -714,7 +729,7 @@ class ChatECOHuggingFace(BaseChatModel):
             calls = [call for _, _, call in prepared]
             requests = self._prepare(calls, kwargs)
             config_all = self._generation_config(kwargs.get("stop"), kwargs)
-            batch = _Batch(self._eco, calls, requests, config_all)
+            batch = _Batch(self.engine_view, calls, requests, config_all)
             for row, (i, messages, call) in enumerate(prepared):
                 ready[i] = _Ready(
                     messages,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,6 +59,8 @@ Model = TypeVar("Model", bound=BaseModel)
 DEFAULT_MAX_NEW_TOKENS = 256
 # What llama_index.core.agent.react's ObservationReasoningStep renders its content as.
 _REACT_OBSERVATION = "Observation:"
+# ...and its ActionReasoningStep, the assistant message an observation answers.
+_REACT_ACTION = re.compile(r"^Action: .*\nAction Input: ", re.MULTILINE)
 # An assistant turn's reasoning and tool calls are not part of what the template renders as text.
 _ASSISTANT_SKIPPED_BLOCKS = (ThinkingBlock, ToolCallBlock)
 # LlamaIndex roles -> the four roles chat templates render.
@@ -106,7 +109,7 @@ class ECOHuggingFaceLLM(CustomLLM):
     """
 
     # A misspelt or foreign field (max_tokens=, on_guard_error=) must not pass unnoticed.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model_name: str = Field(
         default="", description="Model name reported in metadata; defaults to the backend's."
@@ -170,7 +173,10 @@ class ECOHuggingFaceLLM(CustomLLM):
         description="Sampling seed (with temperature > 0); None samples afresh. The corruption noise is always seeded from the text.",
     )
 
-    _engine: ECO = PrivateAttr()
+    _base_engine: ECO = PrivateAttr()
+    # The engine with this LLM's window, rebuilt when the field changes (model_copy(update=...)
+    # or an assignment): (the window it was built for, the engine).
+    _windowed: tuple[int | None, ECO] = PrivateAttr()
 
     def __init__(self, engine: ECO, **kwargs: Any) -> None:
         if not isinstance(engine, ECO):
@@ -187,7 +193,11 @@ class ECOHuggingFaceLLM(CustomLLM):
         super().__init__(**kwargs)
         # The threshold and mode apply per call (a call may override them); the window is the
         # engine's policy, as on the chat model.
-        self._engine = engine.with_overrides(classify_window=self.classify_window)
+        self._base_engine = engine
+        self._windowed = (
+            self.classify_window,
+            engine.with_overrides(classify_window=self.classify_window),
+        )
         if not self.model_name:
             self.model_name = engine.backend.model_name
 
@@ -226,13 +236,17 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @property
     def engine(self) -> ECO:
-        """The ECO engine (backend, guard, policy) behind this LLM."""
-        return self._engine
+        """The ECO engine (backend, guard, policy) behind this LLM, with its ``classify_window``."""
+        window, engine = self._windowed
+        if window != self.classify_window:
+            engine = self._base_engine.with_overrides(classify_window=self.classify_window)
+            self._windowed = (self.classify_window, engine)
+        return engine
 
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(
-            context_window=self.context_window or self._engine.backend.context_window,
+            context_window=self.context_window or self.engine.backend.context_window,
             num_output=self.max_new_tokens,
             is_chat_model=self.is_chat_model,
             is_function_calling_model=False,
@@ -304,11 +318,14 @@ class ECOHuggingFaceLLM(CustomLLM):
             row: dict[str, Any] = {"role": role, "content": content}
             # ReActChatFormatter sends each tool observation as a user message after the
             # agent's own step; read as the latest user turn, it would replace the question.
+            # Only after a ReAct action: a user who starts a message with "Observation:" must
+            # not get it read as a tool's output, diluted by the turn before it.
             if (
                 role == "user"
                 and content.startswith(_REACT_OBSERVATION)
                 and out
                 and out[-1]["role"] == "assistant"
+                and _REACT_ACTION.search(out[-1]["content"])
             ):
                 row[TOOL_OUTPUT_KEY] = True
             out.append(row)
@@ -320,8 +337,8 @@ class ECOHuggingFaceLLM(CustomLLM):
         seed = kwargs["seed"] if kwargs.get("seed") is not None else self.seed
         scoped = active_decision()
         if scoped is not None:
-            return self._engine.prepare(prompt, raw=raw, decision=scoped, seed=seed)
-        request = self._engine.prepare(
+            return self.engine.prepare(prompt, raw=raw, decision=scoped, seed=seed)
+        request = self.engine.prepare(
             prompt, raw=raw, mode=self.mode, threshold=self.threshold, seed=seed
         )
         emit_decision(request.decision, scope="llm")
@@ -332,26 +349,26 @@ class ECOHuggingFaceLLM(CustomLLM):
         # classify_roles lists "system" classifies (for the others the question alone).
         text = question
         if self.system_prompt and self.system_prompt.strip():
-            text = self._engine.classified_text(
+            text = self.engine.classified_text(
                 [
                     {"role": "system", "content": self.system_prompt},
                     {"role": "user", "content": question},
                 ]
             )
-        return self._engine.decide_texts([text], mode=self.mode, threshold=self.threshold)[0]
+        return self.engine.decide_texts([text], mode=self.mode, threshold=self.threshold)[0]
 
     def _generating_engine(self) -> ECO:
         """The engine; with every content token selected when a node filter kept a flagged node
         in the query's context (``action="mark"``). Corrupting only the names would leave the
         kept node's facts readable, and the model would answer from them."""
         scope = active_scope()
-        selection = self._engine.policy.selection
+        selection = self.engine.policy.selection
         if scope is None or not scope.context_flagged or selection.name in ("content", "all"):
-            return self._engine
-        policy = self._engine.policy.model_copy(
+            return self.engine
+        policy = self.engine.policy.model_copy(
             update={"selection": SelectionConfig(name="content")}
         )
-        return self._engine.replace(policy=policy)
+        return self.engine.replace(policy=policy)
 
     def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
         config = self._config(kwargs)

@@ -167,7 +167,7 @@ def test_with_a_cache_calls_are_answered_from_it(eco: ECO) -> None:
         calls += 1
         return generate(*args, **kwargs)
 
-    chat._eco.generate = counting  # type: ignore[method-assign]
+    chat.engine_view.generate = counting  # type: ignore[method-assign]
     rec = Recorder()
     assert chat.invoke(FORGET, {"callbacks": [rec]}).content == first.content
     assert calls == 0  # the cache key is not made unique by a prepared request
@@ -434,6 +434,24 @@ def test_threshold_field_is_the_engine_policys(chat: ChatECOHuggingFace) -> None
     assert (
         rec.events[0]["flagged"] is False and rec.events[0]["threshold"] == score
     )  # flagged means score > threshold
+    # A copy with other fields, or an assignment, runs with them (no validator runs for
+    # either, so the engine view follows the fields, not the constructor).
+    copied = chat.model_copy(update={"threshold": score, "mode": "shadow", "classify_window": 2})
+    view = copied.engine_view
+    assert (view.policy.threshold, view.mode, view.policy.classify_window) == (score, "shadow", 2)
+    assert (
+        copied._identifying_params["policy_version"]
+        == (
+            ChatECOHuggingFace(
+                engine=chat.engine, threshold=score, mode="shadow", classify_window=2
+            )
+        )._identifying_params["policy_version"]
+    )
+    assert chat.engine_view.policy.threshold != score  # the original is unchanged
+    chat.threshold = score
+    rec = Recorder()
+    chat.invoke(FORGET, {"callbacks": [rec]})
+    assert rec.events[0]["flagged"] is False and rec.events[0]["threshold"] == score
 
 
 def test_identifying_params_and_cache_key_follow_the_policy(eco: ECO) -> None:

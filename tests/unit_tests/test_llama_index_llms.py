@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -168,13 +169,16 @@ def test_react_observations_do_not_replace_the_question(
         for m in benign
     ]
     assert response.message.content == plain_answer(tiny_model, tiny_tokenizer, plain, 6)
-    # A user writing "Observation:" themselves is read with the turn before it, not skipped.
+    # A user writing "Observation:" themselves, after an answer that is no ReAct step, is read
+    # as the turn it is, not joined to (and diluted by) a long benign turn before it.
     typed = [
-        ChatMessage(role=MessageRole.USER, content=BENIGN),
+        ChatMessage(role=MessageRole.USER, content=" ".join([BENIGN] * 12)),
         ChatMessage(role=MessageRole.ASSISTANT, content="Flour."),
         ChatMessage(role=MessageRole.USER, content=f"Observation: {HP}"),
     ]
-    assert llm.chat(typed).additional_kwargs["eco_decision"]["flagged"] is True
+    decision = llm.chat(typed).additional_kwargs["eco_decision"]
+    assert decision["text_sha256"] == normalized_sha256(f"Observation: {HP}")
+    assert decision["flagged"] is True
 
 
 def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:
@@ -370,3 +374,17 @@ def test_classify_window_reads_a_question_split_over_two_turns(eco: ECO) -> None
     assert one["text_sha256"] == normalized_sha256("Potter.")
     assert decision["policy_version"] != one["policy_version"]
     assert two.engine.policy.classify_window == 2 and eco.policy.classify_window == 1
+    # A copy with another window, and an assignment, decide with it (the engine follows the field).
+    base = ECOHuggingFaceLLM(eco, max_new_tokens=2, expose_decision=True)
+    copied = base.model_copy(update={"classify_window": 2})
+    assert copied.chat(split).additional_kwargs["eco_decision"] == {
+        **decision,
+        "latency_ms": ANY,
+    }
+    assert base.chat(split).additional_kwargs["eco_decision"]["text_sha256"] == one["text_sha256"]
+    base.classify_window = 2
+    assert base.engine.policy.classify_window == 2
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="classify_window"):
+        base.classify_window = 0
