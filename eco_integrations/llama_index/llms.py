@@ -344,9 +344,12 @@ class ECOHuggingFaceLLM(CustomLLM):
         emit_decision(request.decision, scope="llm")
         return request
 
-    def _decide_question(self, question: str) -> Decision:
+    def _decide_question(
+        self, question: str, *, mode: Mode | None = None, threshold: Threshold | None = None
+    ) -> Decision:
         # Read as the chat path reads it: with this LLM's system prompt, which a policy whose
-        # classify_roles lists "system" classifies (for the others the question alone).
+        # classify_roles lists "system" classifies (for the others the question alone). The
+        # query engine passes its own mode and threshold.
         text = question
         if self.system_prompt and self.system_prompt.strip():
             text = self.engine.classified_text(
@@ -355,7 +358,11 @@ class ECOHuggingFaceLLM(CustomLLM):
                     {"role": "user", "content": question},
                 ]
             )
-        return self.engine.decide_texts([text], mode=self.mode, threshold=self.threshold)[0]
+        return self.engine.decide_texts(
+            [text],
+            mode=mode if mode is not None else self.mode,
+            threshold=threshold if threshold is not None else self.threshold,
+        )[0]
 
     def _generating_engine(self) -> ECO:
         """The engine; with every content token selected when a node filter kept a flagged node
@@ -402,15 +409,18 @@ class ECOHuggingFaceLLM(CustomLLM):
         self, prompt: str, formatted: bool, kwargs: dict[str, Any]
     ) -> CompletionResponse:
         result = self._run(self._completion_input(prompt, formatted), kwargs)
-        return CompletionResponse(text=result.text, additional_kwargs=self._extra(result))
+        extra = self._extra(result)
+        return CompletionResponse(text=result.text, additional_kwargs=extra, raw=_usage(extra))
 
     def _chat_response(
         self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
     ) -> ChatResponse:
         result = self._run(self._chat_input(messages), kwargs)
+        extra = self._extra(result)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
-            additional_kwargs=self._extra(result),
+            additional_kwargs=extra,
+            raw=_usage(extra),
         )
 
     def _final_extra(
@@ -431,9 +441,8 @@ class ECOHuggingFaceLLM(CustomLLM):
         for chunk in stream:
             text += chunk
             yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
-        yield CompletionResponse(
-            text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
-        )
+        final = self._final_extra(stream, extra)
+        yield CompletionResponse(text=text, delta="", additional_kwargs=final, raw=_usage(final))
 
     async def _acompletion_gen(
         self, stream: AsyncECOStream, extra: dict[str, Any]
@@ -442,9 +451,8 @@ class ECOHuggingFaceLLM(CustomLLM):
         async for chunk in stream:
             text += chunk
             yield CompletionResponse(text=text, delta=chunk, additional_kwargs=extra)
-        yield CompletionResponse(
-            text=text, delta="", additional_kwargs=self._final_extra(stream, extra)
-        )
+        final = self._final_extra(stream, extra)
+        yield CompletionResponse(text=text, delta="", additional_kwargs=final, raw=_usage(final))
 
     def _chat_gen(self, stream: ECOStream, extra: dict[str, Any]) -> ChatResponseGen:
         for response in self._completion_gen(stream, extra):
@@ -611,7 +619,21 @@ def _as_chat(response: CompletionResponse) -> ChatResponse:
         message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
         delta=response.delta,
         additional_kwargs=response.additional_kwargs,
+        raw=response.raw,
     )
+
+
+def _usage(extra: dict[str, Any]) -> dict[str, Any]:
+    """The response's ``raw``: the token usage, where LlamaIndex's TokenCountingHandler reads
+    it (without it, it counts the text with its own tokenizer, not the model's)."""
+    prompt, completion = extra["prompt_tokens"], extra["completion_tokens"] or 0
+    return {
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    }
 
 
 def _message_text(message: ChatMessage, index: int) -> str:

@@ -36,7 +36,9 @@ class ECONodeFilter(BaseNodePostprocessor):
       ``["eco_target"]``, and escalates the running query's decision to flagged, so the LLM
       answers from corrupted embeddings, every content token selected (the kept node's facts
       are in the context, not only in the question's names). That needs a query scope
-      (:class:`ECOQueryEngine`); outside one, only the metadata is set. The whole answer is corrupted, so a benign
+      (:class:`ECOQueryEngine`); outside one, only the metadata is set, and
+      :meth:`ECOQueryEngine.synthesize` escalates from it when handed the marked nodes
+      (``retrieve`` then ``synthesize``). The whole answer is corrupted, so a benign
       question that retrieves one stray forget-target node is corrupted too: prefer ``drop``
       when retrieval is noisy (large ``similarity_top_k``).
     * ``mode="shadow"`` scores and emits the event but changes nothing; ``"off"`` passes the
@@ -149,10 +151,15 @@ class ECONodeFilter(BaseNodePostprocessor):
                 kept.append(node)
             elif self.action == "mark":
                 node.node.metadata.update(
-                    {"eco_flagged": True, "eco_score": verdict.score, "eco_target": verdict.target}
+                    {
+                        "eco_flagged": True,
+                        "eco_score": verdict.score,
+                        "eco_target": verdict.target,
+                        "eco_threshold": verdict.threshold,
+                    }
                 )
                 # The marks are for the pipeline, not the prompt: keep them out of the LLM's context.
-                for key in ("eco_flagged", "eco_score", "eco_target"):
+                for key in _MARKS:
                     if key not in node.node.excluded_llm_metadata_keys:
                         node.node.excluded_llm_metadata_keys.append(key)
                 kept.append(node)
@@ -175,33 +182,57 @@ class ECONodeFilter(BaseNodePostprocessor):
         if scope is not None and nodes and not kept:
             scope.dropped_every_node = True
         if enforce and self.action == "mark" and flagged:
-            self._escalate([verdicts[i] for i in flagged])  # type: ignore[misc]
+            top = strongest([verdicts[i] for i in flagged])  # type: ignore[misc]
+            if active_scope() is None:
+                logger.warning(
+                    "ECONodeFilter(action='mark') flagged nodes outside a query's decision "
+                    "scope: they are marked, and an answer from them is corrupted only through "
+                    "ECOQueryEngine (query, or synthesize with these nodes) or decision_scope."
+                )
+            else:
+                escalate(top.score, top.threshold, top.target, top.latency_ms)
         return kept
 
-    def _escalate(self, verdicts: list[Decision]) -> None:
-        """Make the running query's decision flagged, because its context is about a forget target."""
-        scope = active_scope()
-        if scope is None:
-            logger.warning(
-                "ECONodeFilter(action='mark') flagged nodes outside an ECOQueryEngine; the nodes are marked but the answer is not corrupted."
-            )
-            return
-        current = scope.decision
-        if current.mode == "off":
-            return
-        scope.context_flagged = True
-        if current.flagged:
-            return
-        top = strongest(verdicts)
-        # The question's decision, escalated by the node's verdict (its hash still covers the question).
-        scope.decision = current.model_copy(
-            update={
-                "flagged": True,
-                "score": top.score,
-                "threshold": top.threshold,
-                "target": top.target,
-                "corrupted": current.mode == "enforce",
-                "latency_ms": current.latency_ms + top.latency_ms,
-            }
-        )
-        emit_decision(scope.decision, scope="node")
+
+_MARKS = ("eco_flagged", "eco_score", "eco_target", "eco_threshold")
+
+
+def escalate(
+    score: float | None, threshold: float | None, target: str | None, latency_ms: float
+) -> None:
+    """Make the running query's decision flagged, because its context is about a forget target."""
+    scope = active_scope()
+    if scope is None:
+        return
+    current = scope.decision
+    if current.mode == "off":
+        return
+    scope.context_flagged = True
+    if current.flagged:
+        return
+    # The question's decision, escalated by the node's verdict (its hash still covers the question).
+    scope.decision = current.model_copy(
+        update={
+            "flagged": True,
+            "score": score,
+            "threshold": threshold,
+            "target": target,
+            "corrupted": current.mode == "enforce",
+            "latency_ms": current.latency_ms + latency_ms,
+        }
+    )
+    emit_decision(scope.decision, scope="node")
+
+
+def escalate_for_marked(nodes: list[NodeWithScore]) -> None:
+    """Escalate the running query's decision for nodes an ``ECONodeFilter(action="mark")``
+    marked earlier, outside it (``ECOQueryEngine.retrieve``, then ``synthesize``)."""
+    marked = [
+        n.node.metadata
+        for n in nodes
+        if isinstance(n, NodeWithScore) and n.node.metadata.get("eco_flagged") is True
+    ]
+    if not marked:
+        return
+    top = max(marked, key=lambda m: m.get("eco_score") or 0.0)
+    escalate(top.get("eco_score"), top.get("eco_threshold"), top.get("eco_target"), 0.0)

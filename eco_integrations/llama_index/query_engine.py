@@ -26,7 +26,7 @@ from eco_integrations.guard import check_threshold
 from eco_integrations.llama_index._context import QueryScope, asteps_in_scope, decision_scope
 from eco_integrations.llama_index.events import emit_decision
 from eco_integrations.llama_index.llms import ECOHuggingFaceLLM
-from eco_integrations.llama_index.postprocessors import ECONodeFilter
+from eco_integrations.llama_index.postprocessors import ECONodeFilter, escalate_for_marked
 
 _END = object()
 
@@ -101,6 +101,8 @@ class ECOQueryEngine(BaseQueryEngine):
             raise InvalidInputError(msg)
         mode = check_mode(mode) if mode is not None else None
         threshold = check_threshold(threshold)
+        # Given the LLM, the question is decided as it decides one (with its system prompt).
+        self._llm = eco if isinstance(eco, ECOHuggingFaceLLM) else None
         if isinstance(eco, ECOHuggingFaceLLM):
             mode = mode if mode is not None else eco.mode
             threshold = threshold if threshold is not None else eco.threshold
@@ -175,9 +177,10 @@ class ECOQueryEngine(BaseQueryEngine):
     # -- the decision -----------------------------------------------------------------------------
     def decide(self, query: str | QueryBundle) -> Decision:
         """Classify the question of ``query`` (no event, no generation)."""
-        return self._eco.decide_texts(
-            [question_text(query)], mode=self._mode, threshold=self._threshold
-        )[0]
+        question = question_text(query)
+        if self._llm is not None:
+            return self._llm._decide_question(question, mode=self._mode, threshold=self._threshold)
+        return self._eco.decide_texts([question], mode=self._mode, threshold=self._threshold)[0]
 
     def _open_scope(self, query: QueryBundle) -> QueryScope:
         decision = self.decide(query)
@@ -208,8 +211,10 @@ class ECOQueryEngine(BaseQueryEngine):
             and not getattr(response, "source_nodes", None)
         )
 
-    def _without_context(self, response: RESPONSE_TYPE) -> RESPONSE_TYPE:
+    def _without_context(self, response: RESPONSE_TYPE, empty: NodeWithScore) -> RESPONSE_TYPE:
         response.source_nodes = []
+        if isinstance(response.metadata, dict):  # the synthesizer lists the empty node there
+            response.metadata.pop(empty.node.node_id, None)
         return response
 
     # -- BaseQueryEngine --------------------------------------------------------------------------
@@ -218,8 +223,9 @@ class ECOQueryEngine(BaseQueryEngine):
             response = self._inner.query(query_bundle)
             if self._context_was_dropped(response, scope):
                 with contextlib.suppress(NotImplementedError):
+                    empty = _empty_context()
                     response = self._without_context(
-                        self._inner.synthesize(query_bundle, [_empty_context()])
+                        self._inner.synthesize(query_bundle, [empty]), empty
                     )
             # Snapshot the context while the scope is set: a streaming response runs its
             # remaining LLM calls lazily, after this method returns.
@@ -231,8 +237,9 @@ class ECOQueryEngine(BaseQueryEngine):
             response = await self._inner.aquery(query_bundle)
             if self._context_was_dropped(response, scope):
                 with contextlib.suppress(NotImplementedError):
+                    empty = _empty_context()
                     response = self._without_context(
-                        await self._inner.asynthesize(query_bundle, [_empty_context()])
+                        await self._inner.asynthesize(query_bundle, [empty]), empty
                     )
             context = contextvars.copy_context()
         return self._finish(response, scope, context)
@@ -241,6 +248,16 @@ class ECOQueryEngine(BaseQueryEngine):
         question_text(query_bundle)
         return self._inner.retrieve(query_bundle)
 
+    async def aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        """The wrapped engine's ``aretrieve`` (``RetrieverQueryEngine`` has one)."""
+        question_text(query_bundle)
+        inner = getattr(self._inner, "aretrieve", None)
+        if inner is None:
+            msg = f"The wrapped {type(self._inner).__name__} has no aretrieve; call retrieve()."
+            raise NotImplementedError(msg)
+        nodes: list[NodeWithScore] = await inner(query_bundle)
+        return nodes
+
     def synthesize(
         self,
         query_bundle: QueryBundle,
@@ -248,6 +265,7 @@ class ECOQueryEngine(BaseQueryEngine):
         additional_source_nodes: Any = None,
     ) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
+            escalate_for_marked(nodes)  # nodes retrieve() marked, outside this scope
             response = self._inner.synthesize(query_bundle, nodes, additional_source_nodes)
             context = contextvars.copy_context()
         return self._finish(response, scope, context)
@@ -259,6 +277,7 @@ class ECOQueryEngine(BaseQueryEngine):
         additional_source_nodes: Any = None,
     ) -> RESPONSE_TYPE:
         with decision_scope(self._open_scope(query_bundle)) as scope:
+            escalate_for_marked(nodes)
             response = await self._inner.asynthesize(query_bundle, nodes, additional_source_nodes)
             context = contextvars.copy_context()
         return self._finish(response, scope, context)

@@ -180,3 +180,25 @@ def test_llama_index_predict_reads_the_system_prompt_when_asked(backend, toy_gua
         object.__setattr__(llm, "_decide_question", spy)
         llm.predict(template, query_str=BENIGN)
         assert seen == [flagged], roles
+
+
+def test_llama_index_query_engine_decides_as_its_llm(backend, toy_guard) -> None:
+    from llama_index.core import Document, PromptTemplate, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    from eco_integrations.llama_index import ECOHuggingFaceLLM, ECOQueryEngine
+
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Bread is baked from flour.")], embed_model=MockEmbedding(embed_dim=8)
+    )
+    template = PromptTemplate("Context: {context_str}\nQ: {query_str}\nA: ")
+    for roles, flagged in ((EVERY_ROLE, True), (None, False)):
+        llm = ECOHuggingFaceLLM(
+            _eco(backend, toy_guard, roles), max_new_tokens=2, system_prompt=FORGET
+        )
+        plain = index.as_query_engine(llm=llm, text_qa_template=template)
+        wrapped = ECOQueryEngine(plain, llm, attach_decision=True)
+        # The wrapper reads the question with the LLM's system prompt, as the LLM itself would.
+        assert wrapped.decide(BENIGN).flagged is flagged, roles
+        assert wrapped.query(BENIGN).metadata["eco_decision"]["flagged"] is flagged, roles
+        assert llm._decide_question(BENIGN).flagged is flagged, roles

@@ -388,3 +388,22 @@ def test_classify_window_reads_a_question_split_over_two_turns(eco: ECO) -> None
 
     with pytest.raises(ValidationError, match="classify_window"):
         base.classify_window = 0
+
+
+def test_token_counting_handler_counts_the_model_s_tokens(eco: ECO) -> None:
+    from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+
+    # A tokenizer that would count otherwise (words): the counts must be the model's own.
+    counter = TokenCountingHandler(tokenizer=lambda text: text.split())
+    llm = ECOHuggingFaceLLM(
+        eco, max_new_tokens=5, temperature=0.0, callback_manager=CallbackManager([counter])
+    )
+    chat = [ChatMessage(role=MessageRole.USER, content=BENIGN)]
+    for answer in (llm.complete(BENIGN), llm.chat(chat), list(llm.stream_complete(BENIGN))[-1]):
+        counted = counter.llm_token_counts[-1]
+        usage = (
+            answer.additional_kwargs["prompt_tokens"],
+            answer.additional_kwargs["completion_tokens"],
+        )
+        assert (counted.prompt_token_count, counted.completion_token_count) == usage
+        assert usage[1] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -315,6 +316,8 @@ def test_a_fully_dropped_context_is_answered_without_context(
     assert [[d.flagged for d in call] for call in counter["generate"]] == [[True]]
     (chat,) = [e for e in events if isinstance(e, LLMChatStartEvent)]
     assert "Hogwarts" not in chat.messages[-1].content  # the dropped node never reached it
+    # No trace of the empty context node either: the metadata lists no node.
+    assert list(response.metadata) == ["eco_decision"]
     assert response.metadata["eco_decision"]["flagged"] is True
 
 
@@ -326,7 +329,14 @@ async def test_a_fully_dropped_context_is_answered_without_context_async(
     )
     response = await engine.aquery(HP)
     assert response.response != "Empty Response" and response.source_nodes == []
+    assert list(response.metadata) == ["eco_decision"]
     assert [[d.flagged for d in call] for call in counter["generate"]] == [[True]]
+    # aretrieve reaches the wrapped engine's, with the same nodes as retrieve.
+    bundle = QueryBundle(HP)
+    retrieved = await engine.aretrieve(bundle)
+    assert [n.node.node_id for n in retrieved] == [n.node.node_id for n in engine.retrieve(bundle)]
+    with pytest.raises(InvalidInputError, match="query_str is empty"):
+        await engine.aretrieve(QueryBundle(""))
 
 
 def test_answer_without_context_can_be_switched_off(
@@ -374,6 +384,22 @@ def test_a_marked_context_is_corrupted_whole(
         forget_only_index, llm=llm, attach_decision=True, text_qa_template=QA
     ).query(HP)
     assert selections == ["entities"]  # dropped, not marked: the question's names suffice
+    # retrieve() then synthesize(), as a pipeline that looks at the nodes in between: the marks
+    # the filter left on the nodes escalate the synthesis, as within one query.
+    selections.clear()
+    engine = ECOQueryEngine.from_index(
+        forget_only_index, llm=llm, text_qa_template=QA, node_filter="mark", attach_decision=True
+    )
+    nodes = engine.retrieve(QueryBundle(BENIGN))
+    assert nodes[0].node.metadata["eco_threshold"] == pytest.approx(
+        response.metadata["eco_decision"]["threshold"]
+    )
+    split = engine.synthesize(QueryBundle(BENIGN), nodes)
+    assert split.metadata["eco_decision"] == {
+        **response.metadata["eco_decision"],
+        "latency_ms": ANY,
+    }
+    assert selections == ["content"]
 
 
 def test_the_decision_is_not_in_responses_unless_asked_for(
