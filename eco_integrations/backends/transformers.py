@@ -25,6 +25,7 @@ import torch
 
 from .._models import load_causal_lm
 from ..config import GenerationConfig
+from ..exceptions import ConfigurationError
 from ._base import Generation, PreparedRow, StreamEnd, TextStream
 
 
@@ -35,6 +36,13 @@ class TransformersBackend:
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, model_name: str | None = None) -> None:
+        # Checked here: a swapped or missing argument would fail later, deep in generation.
+        if not (hasattr(model, "config") and hasattr(model, "get_input_embeddings")):
+            msg = f"model is a {type(model).__name__}, not a transformers causal LM; pass AutoModelForCausalLM.from_pretrained(...) (or a name to TransformersBackend.from_pretrained)."
+            raise ConfigurationError(msg)
+        if not (callable(tokenizer) and hasattr(tokenizer, "pad_token_id")):
+            msg = f"tokenizer is a {type(tokenizer).__name__}, not a transformers tokenizer; pass AutoTokenizer.from_pretrained(...) for the same model."
+            raise ConfigurationError(msg)
         self.model = model
         self._tokenizer = tokenizer
         self.model_name = (

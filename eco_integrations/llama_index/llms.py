@@ -41,7 +41,7 @@ from eco_integrations.config import (
     Threshold,
 )
 from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
-from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import (
     active_decision,
@@ -194,6 +194,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         # The threshold and mode apply per call (a call may override them); the window is the
         # engine's policy, as on the chat model.
         self._base_engine = engine
+        _check_room(self.context_window, self.max_new_tokens, engine.backend.context_window)
         self._windowed = (
             self.classify_window,
             engine.with_overrides(classify_window=self.classify_window),
@@ -292,7 +293,10 @@ class ECOHuggingFaceLLM(CustomLLM):
             raise InvalidInputError(msg) from None
 
     def _completion_input(self, prompt: str, formatted: bool) -> PromptInput:
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            msg = f"The prompt is a {type(prompt).__name__}; pass text (a str) to complete()."
+            raise InvalidInputError(msg)
+        if not prompt.strip():
             msg = "The prompt is empty; pass non-empty text to complete()."
             raise InvalidInputError(msg)
         if self.raw_completion:
@@ -621,6 +625,15 @@ def _as_chat(response: CompletionResponse) -> ChatResponse:
         additional_kwargs=response.additional_kwargs,
         raw=response.raw,
     )
+
+
+def _check_room(context_window: int | None, max_new_tokens: int, model_window: int) -> None:
+    """Refuse an answer that leaves no room for a prompt (LlamaIndex would fail later, in its
+    prompt helper, with a negative context size)."""
+    window = context_window or model_window
+    if max_new_tokens >= window:
+        msg = f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a {window}-token context window; pass a smaller max_new_tokens."
+        raise ConfigurationError(msg)
 
 
 def _usage(extra: dict[str, Any]) -> dict[str, Any]:

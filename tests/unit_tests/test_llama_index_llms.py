@@ -184,6 +184,8 @@ def test_react_observations_do_not_replace_the_question(
 def test_bad_input_is_refused(llm: ECOHuggingFaceLLM) -> None:
     with pytest.raises(InvalidInputError, match="empty"):
         llm.complete("")
+    with pytest.raises(InvalidInputError, match="The prompt is a bytes; pass text"):
+        llm.complete(b"Who is Harry Potter?")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="empty"):
         llm.stream_complete("   ")
     with pytest.raises(InvalidInputError, match="no non-empty user message"):
@@ -407,3 +409,24 @@ def test_token_counting_handler_counts_the_model_s_tokens(eco: ECO) -> None:
         )
         assert (counted.prompt_token_count, counted.completion_token_count) == usage
         assert usage[1] > 0
+
+
+def test_settings_that_cannot_work_are_refused_when_built(
+    eco: ECO, tiny_model, tiny_tokenizer
+) -> None:
+    from eco_integrations import ConfigurationError
+
+    window = eco.backend.context_window
+    with pytest.raises(ConfigurationError, match=f"max_new_tokens={window} leaves no room"):
+        ECOHuggingFaceLLM(eco, max_new_tokens=window)
+    with pytest.raises(ConfigurationError, match=r"max_new_tokens=64 leaves no room.*64-token"):
+        ECOHuggingFaceLLM(eco, max_new_tokens=64, context_window=64)
+    # Arguments swapped, or not a model at all: named before anything runs.
+    with pytest.raises(
+        ConfigurationError, match=r"model is a .*Tokenizer.*not a transformers causal LM"
+    ):
+        ECOHuggingFaceLLM.from_model(tiny_tokenizer, tiny_model)
+    with pytest.raises(ConfigurationError, match="tokenizer is a NoneType"):
+        ECOHuggingFaceLLM.from_model(tiny_model, None)
+    with pytest.raises(ConfigurationError, match="model is a str"):
+        ECOHuggingFaceLLM.from_model("x", "y")

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -286,12 +286,21 @@ def test_client_leaving_cancels_generation_streaming_or_not(
         assert slow.calls - before < 60, (
             f"stream={stream}: generation went on after the client left"
         )
-        await asyncio.sleep(0.1)  # the worker thread hands its slot back through the event loop
-        assert gateway.admission.running == 0
+        # The worker thread hands its slot back through the event loop.
+        assert await _until(lambda: gateway.admission.running == 0)
 
     for stream in (False, True):
         asyncio.run(leave(stream))
     assert [r["status"] for r in access_records(caplog)] == [499, 499]
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Wait for ``condition`` on the event loop (a loaded machine may take a while); its last
+    value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return condition()
 
 
 def test_streams_count_against_the_concurrency_limit(engine: ECO, slow: SlowModel) -> None:
@@ -331,11 +340,11 @@ def test_full_queue_gets_429_with_retry_after_and_queued_clients_that_leave_neve
 
     async def burst() -> list[dict[str, Any]]:
         running = asyncio.ensure_future(_asgi(gateway.app, "POST", "/v1/chat/completions", body))
-        await asyncio.sleep(0.2)
+        assert await _until(lambda: gateway.admission.running == 1)
         queued_then_gone = asyncio.ensure_future(
             _asgi(gateway.app, "POST", "/v1/chat/completions", body, disconnect_after=0.3)
         )
-        await asyncio.sleep(0.1)
+        assert await _until(lambda: gateway.admission.waiting == 1)
         refused = await _asgi(gateway.app, "POST", "/v1/chat/completions", body)
         return [await running, await queued_then_gone, refused]
 
