@@ -757,8 +757,19 @@ class ECO:
     async def agenerate(
         self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any
     ) -> list[ECOResult]:
-        """:meth:`generate` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.generate, requests, **kwargs)
+        """:meth:`generate` in a worker thread, so the event loop keeps running.
+
+        When the awaiting task is cancelled (``asyncio.wait_for`` timing out, a client gone),
+        the generation stops at its next token instead of running on in the thread.
+        """
+        if kwargs.get("cancel") is not None:
+            return await asyncio.to_thread(self.generate, requests, **kwargs)
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self.generate, requests, **kwargs, cancel=cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     async def astream(
         self, request: ECORequest | PromptInput, **options: Unpack[StreamOptions]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncGenerator, Generator, Sequence
+import threading
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from llama_index.core.program.utils import FlexibleModel
 
 Model = TypeVar("Model", bound=BaseModel)
+_R = TypeVar("_R")
 DEFAULT_MAX_NEW_TOKENS = 256
 # What llama_index.core.agent.react's ObservationReasoningStep renders its content as.
 _REACT_OBSERVATION = "Observation:"
@@ -381,10 +383,24 @@ class ECOHuggingFaceLLM(CustomLLM):
         )
         return self.engine.replace(policy=policy)
 
-    def _run(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOResult:
+    def _run(
+        self, prompt: PromptInput, kwargs: dict[str, Any], cancel: threading.Event | None = None
+    ) -> ECOResult:
         config = self._config(kwargs)
         engine = self._generating_engine()
-        return engine.generate([self._prepare(prompt, kwargs)], config=config)[0]
+        return engine.generate([self._prepare(prompt, kwargs)], config=config, cancel=cancel)[0]
+
+    @staticmethod
+    async def _in_thread(answer: Callable[[threading.Event], _R]) -> _R:
+        """``answer(cancel)`` in a worker thread (which copies the context, so a query-scoped
+        decision travels along); a cancelled caller (``asyncio.wait_for`` timing out) stops the
+        generation at its next token instead of leaving it to run on."""
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(answer, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
         # Called eagerly (not from inside a generator) so the decision is taken while the
@@ -410,16 +426,23 @@ class ECOHuggingFaceLLM(CustomLLM):
         return extra
 
     def _complete_response(
-        self, prompt: str, formatted: bool, kwargs: dict[str, Any]
+        self,
+        prompt: str,
+        formatted: bool,
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None = None,
     ) -> CompletionResponse:
-        result = self._run(self._completion_input(prompt, formatted), kwargs)
+        result = self._run(self._completion_input(prompt, formatted), kwargs, cancel)
         extra = self._extra(result)
         return CompletionResponse(text=result.text, additional_kwargs=extra, raw=_usage(extra))
 
     def _chat_response(
-        self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]
+        self,
+        messages: Sequence[ChatMessage],
+        kwargs: dict[str, Any],
+        cancel: threading.Event | None = None,
     ) -> ChatResponse:
-        result = self._run(self._chat_input(messages), kwargs)
+        result = self._run(self._chat_input(messages), kwargs, cancel)
         extra = self._extra(result)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
@@ -484,8 +507,9 @@ class ECOHuggingFaceLLM(CustomLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        # asyncio.to_thread copies the context, so the query-scoped decision travels along.
-        return await asyncio.to_thread(self._complete_response, prompt, formatted, kwargs)
+        return await self._in_thread(
+            lambda cancel: self._complete_response(prompt, formatted, kwargs, cancel)
+        )
 
     @llm_completion_callback()
     async def astream_complete(
@@ -506,7 +530,7 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self._chat_response, messages, kwargs)
+        return await self._in_thread(lambda cancel: self._chat_response(messages, kwargs, cancel))
 
     @llm_chat_callback()
     async def astream_chat(

@@ -412,3 +412,27 @@ def test_the_engine_names_arguments_of_the_wrong_kind(tiny_backend, toy_guard) -
     assert result.completion_tokens <= 2
     with pytest.raises(InvalidInputError, match="config must be a GenerationConfig"):
         eco.generate([BENIGN], config=2)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_agenerate_stops_generating(eco) -> None:
+    import time
+
+    steps: list[int] = []
+
+    def slow_step(*args) -> None:
+        steps.append(1)
+        time.sleep(0.01)  # 200 tokens take over 2 s
+
+    hook = eco.backend.model.register_forward_hook(slow_step)
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                eco.agenerate([BENIGN], config=GenerationConfig(max_new_tokens=200)), 0.3
+            )
+        # The worker thread stops at its next token, far short of the 200 asked for.
+        await asyncio.sleep(0.5)
+        stopped_at = len(steps)
+        await asyncio.sleep(0.5)
+        assert len(steps) == stopped_at < 150
+    finally:
+        hook.remove()
