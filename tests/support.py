@@ -112,3 +112,29 @@ def run_notebook(name: str, monkeypatch: Any) -> str:
         if cell.cell_type == "code"
         for out in cell.get("outputs", [])
     )
+
+
+async def assert_cancelling_stops_generation(model: Any, call: Any) -> None:
+    """Cancel ``call()`` (an awaitable that asks for 200 tokens) after 0.3 s and check that the
+    model's forward steps stop soon after, far short of the 200 (each step is slowed to 10 ms)."""
+    import asyncio
+    import time
+
+    import pytest
+
+    steps: list[int] = []
+
+    def slow_step(*args: Any) -> None:
+        steps.append(1)
+        time.sleep(0.01)
+
+    hook = model.register_forward_hook(slow_step)
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(call(), 0.3)
+        await asyncio.sleep(0.5)  # the worker thread stops at its next token
+        stopped_at = len(steps)
+        await asyncio.sleep(0.5)
+        assert len(steps) == stopped_at < 150
+    finally:
+        hook.remove()
