@@ -196,7 +196,8 @@ class ECOHuggingFaceLLM(CustomLLM):
         # The threshold and mode apply per call (a call may override them); the window is the
         # engine's policy, as on the chat model.
         self._base_engine = engine
-        _check_room(self.context_window, self.max_new_tokens, engine.backend.context_window)
+        if self.model_fields_set & {"max_new_tokens", "context_window"}:
+            _check_room(self.context_window, self.max_new_tokens, engine.backend.context_window)
         self._windowed = (
             self.classify_window,
             engine.with_overrides(classify_window=self.classify_window),

@@ -49,7 +49,10 @@ def test_is_a_llama_index_llm_with_metadata(llm: ECOHuggingFaceLLM) -> None:
     assert meta.num_output == 6
     assert meta.is_chat_model is True
     assert meta.model_name == "tiny-llama"
-    assert ECOHuggingFaceLLM(llm.engine, context_window=128).metadata.context_window == 128
+    assert (
+        ECOHuggingFaceLLM(llm.engine, context_window=128, max_new_tokens=16).metadata.context_window
+        == 128
+    )
 
 
 def test_needs_an_engine() -> None:
