@@ -6,6 +6,10 @@ The decision itself is always made by the engine (:meth:`ECO.prepare` / :meth:`E
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import secrets
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -23,7 +27,7 @@ from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
 )
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, ValidationError
 
 from eco_integrations.config import Decision
 from eco_integrations.engine import ECO
@@ -48,6 +52,40 @@ ROUTED_DECISION_KEY = "eco_routed_decision"
 """Run metadata key under which :class:`ECORouter` hands its decision (``event_payload()``) down
 to whatever runs its branch: a chat model inside ``with_retry()``, ``with_fallbacks()`` or a
 sequence cannot be handed a keyword, but inherits the run's metadata."""
+
+
+SEAL_KEY = "eco_seal"
+"""Beside a decision handed on as data (agent state, run metadata): its MAC under a key this
+process draws at import, so only a decision this process made is taken back as made."""
+
+_SEAL_SECRET = secrets.token_bytes(32)
+
+
+def seal(payload: Mapping[str, object]) -> str:
+    """The MAC of a decision's ``event_payload()``."""
+    canonical = json.dumps(dict(payload), sort_keys=True, separators=(",", ":"))
+    return hmac.new(_SEAL_SECRET, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed_payload(decision: Decision) -> dict[str, object]:
+    """The decision's event payload with its seal under :data:`SEAL_KEY` (run metadata)."""
+    payload = decision.event_payload()
+    return {**payload, SEAL_KEY: seal(payload)}
+
+
+def unsealed(payload: object, mac: object) -> Decision | None:
+    """The decision in ``payload`` if ``mac`` is its seal; None for anything else: a decision a
+    caller wrote (a graph's input, a client's run metadata), edited, or sealed by another
+    process or before a restart (then it is decided again)."""
+    if not isinstance(payload, Mapping) or not isinstance(mac, str):
+        return None
+    body = {k: v for k, v in payload.items() if k != SEAL_KEY}
+    if not hmac.compare_digest(mac, seal(body)):
+        return None
+    try:
+        return Decision.model_validate(body)
+    except ValidationError:
+        return None
 
 
 def as_decision(value: object) -> Decision:

@@ -48,10 +48,12 @@ from eco_integrations.guard import Guard
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
     ROUTED_DECISION_KEY,
+    SEAL_KEY,
     aemit_decision,
     as_decision,
     config_with_decision,
     emit_decision,
+    unsealed,
 )
 from eco_integrations.langchain._messages import (
     coerce_messages,
@@ -411,7 +413,12 @@ class ChatECOHuggingFace(BaseChatModel):
         payload = (ensure_config(config).get("metadata") or {}).get(ROUTED_DECISION_KEY)
         if payload is None or kwargs.get(DECISION_KWARG) is not None:
             return None
-        decision = as_decision(payload)
+        # Run metadata may come from outside (a client of a LangGraph server): only a decision
+        # a router of this process sealed is taken; anything else is decided here.
+        mac = payload.get(SEAL_KEY) if isinstance(payload, Mapping) else None
+        decision = unsealed(payload, mac)
+        if decision is None:
+            return None
         if decision.text_sha256 != normalized_sha256(self.engine_view.classified_text(call.chat)):
             return None  # the branch changed the question: this model decides on what it got
         return decision

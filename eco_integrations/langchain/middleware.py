@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from langchain.agents.middleware import types as middleware_types
 from langchain.agents.middleware.types import (
@@ -25,6 +25,8 @@ from langchain.agents.middleware.types import (
     ModelCallResult,
     ModelRequest,
     ModelResponse,
+    OmitFromInput,
+    PrivateStateAttr,
     TracePolicy,
     omit_payload,
 )
@@ -38,19 +40,25 @@ from eco_integrations.config import Decision, Mode
 from eco_integrations.engine import ECO, check_mode
 from eco_integrations.exceptions import ConfigurationError
 from eco_integrations.guard import check_threshold
-from eco_integrations.langchain._decision import DECISION_KWARG, as_decision
+from eco_integrations.langchain._decision import DECISION_KWARG, seal, unsealed
 from eco_integrations.langchain._messages import classified_text, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
 
 STATE_KEY = "eco_decision"
+SEAL_STATE_KEY = "eco_seal"
 # A model call's answer with a state update (langchain >= 1.2.9); None before it.
 _WITH_STATE_UPDATE: Any = getattr(middleware_types, "ExtendedModelResponse", None)
 
 
 class ECOState(AgentState):
-    """Agent state with the current turn's decision (``Decision.event_payload()``)."""
+    """Agent state with the current turn's decision (``Decision.event_payload()``).
 
-    eco_decision: NotRequired[dict[str, Any]]
+    Not part of the agent's input, and taken back only with its seal (kept privately beside
+    it): a decision written by a caller, edited in the state, or made under another policy is
+    made again."""
+
+    eco_decision: NotRequired[Annotated[dict[str, Any], OmitFromInput]]
+    eco_seal: NotRequired[Annotated[str, PrivateStateAttr]]
 
 
 class ECOMiddleware(AgentMiddleware[ECOState, Any]):
@@ -93,13 +101,14 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
                 f"flagged_model must be a LangChain chat model, got {type(flagged_model).__name__}."
             )
             raise ConfigurationError(msg)
+        self._chat: ChatECOHuggingFace | None = None
         if isinstance(model, ChatECOHuggingFace):
-            self.engine = model.engine_view  # carries the model's window, threshold and mode
+            self._chat = model  # its engine view is read per call: it follows the model's fields
             self.flagged_model: BaseChatModel | None = flagged_model or model
             self.mode = mode
             self.threshold = threshold
         elif isinstance(model, ECO):
-            self.engine = model
+            self._engine = model
             # Without a route, a flagged turn on a non-ECO agent model would be answered plainly
             # while its decision says corrupted.
             self.flagged_model = flagged_model or ChatECOHuggingFace(engine=model)
@@ -109,6 +118,12 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
             kind = type(model).__name__
             msg = f"ECOMiddleware takes a ChatECOHuggingFace or an ECO engine, got {kind}."
             raise ConfigurationError(msg)
+
+    @property
+    def engine(self) -> ECO:
+        """The engine that decides: the chat model's view (its window, threshold and mode, as
+        they are now), or the engine passed in."""
+        return self._chat.engine_view if self._chat is not None else self._engine
 
     # -- the decision --------------------------------------------------------------------------
     def _classify(self, messages: Sequence[BaseMessage]) -> Decision:
@@ -121,16 +136,38 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         return [SystemMessage(system_prompt), *messages] if system_prompt else list(messages)
 
     def _current(self, state: dict[str, Any], read: Sequence[BaseMessage]) -> Decision | None:
-        """The stored decision if it was made for ``read``, what the model reads now."""
-        stored = state.get(STATE_KEY)
-        if stored is None:
+        """The stored decision if this process made it, under the policy that decides now,
+        for ``read``, what the model reads now."""
+        decision = unsealed(state.get(STATE_KEY), state.get(SEAL_STATE_KEY))
+        if decision is None or not self._decides_as_now(decision):
+            # A decision from the caller, a restart, or a policy since changed (shadow to
+            # enforce, a lower threshold): decided again.
             return None
-        decision = as_decision(stored)
         if decision.text_sha256 != normalized_sha256(classified_text(self.engine, read)):
             # A new user turn arrived without before_agent (state edited mid-run), or the policy
             # reads what changes within a turn (tool results, the agent's system prompt).
             return None
         return decision
+
+    def _decides_as_now(self, decision: Decision) -> bool:
+        engine = self.engine
+        guard = engine.guard
+        return (
+            decision.policy_version == engine.policy_version
+            and decision.mode == (self.mode or engine.mode)
+            and (decision.guard_id, decision.guard_version)
+            == ((guard.guard_id, guard.version) if guard is not None else (None, None))
+            and (
+                self.threshold is None
+                or decision.mode == "off"
+                or decision.threshold == self.threshold
+            )
+        )
+
+    @staticmethod
+    def _stored(decision: Decision) -> dict[str, Any]:
+        payload = decision.event_payload()
+        return {STATE_KEY: payload, SEAL_STATE_KEY: seal(payload)}
 
     def _turn_decision(
         self, state: dict[str, Any], system_prompt: str | None = None
@@ -147,7 +184,7 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         ``eco_decision`` is the one this answer was made under."""
         if not new or _WITH_STATE_UPDATE is None:
             return response
-        update: Command[Any] = Command(update={STATE_KEY: decision.event_payload()})
+        update: Command[Any] = Command(update=ECOMiddleware._stored(decision))
         answer: ModelCallResult = _WITH_STATE_UPDATE(model_response=response, command=update)
         return answer
 
@@ -155,7 +192,7 @@ class ECOMiddleware(AgentMiddleware[ECOState, Any]):
         """Classify the latest user turn once, before the agent loop starts."""
         if self._current(dict(state), state["messages"]) is not None:
             return None
-        return {STATE_KEY: self._classify(state["messages"]).event_payload()}
+        return self._stored(self._classify(state["messages"]))
 
     async def abefore_agent(self, state: ECOState, runtime: Any) -> dict[str, Any] | None:
         return await asyncio.to_thread(self.before_agent, state, runtime)

@@ -28,6 +28,7 @@ from eco_integrations.langchain._decision import (
     chat_model_engine,
     decision_metadata,
     emit_decision,
+    sealed_payload,
 )
 from eco_integrations.langchain._messages import coerce_messages, decide_conversation
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
@@ -153,7 +154,7 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         metadata = {
             **config.get("metadata", {}),
             **decision_metadata(decision),
-            ROUTED_DECISION_KEY: decision.event_payload(),
+            ROUTED_DECISION_KEY: sealed_payload(decision),
         }
         return patch_config(
             {**config, "metadata": metadata}, callbacks=run_manager.get_child(f"eco:{name}")

@@ -202,3 +202,42 @@ def test_bad_middleware_settings_are_refused_when_built(eco: ECO) -> None:
         ECOMiddleware(eco, threshold=5)
     with pytest.raises(ConfigurationError, match="flagged_model must be a LangChain chat model"):
         ECOMiddleware(eco, flagged_model="gpt")  # type: ignore[arg-type]
+
+
+def test_a_decision_the_caller_writes_is_not_taken(eco: ECO) -> None:
+    from eco_integrations._normalize import normalized_sha256
+
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=2, expose_decision=True)
+    agent = create_agent(chat, middleware=[ECOMiddleware(chat)])
+    # Not part of the agent's input (a LangGraph server takes its input from clients)...
+    assert "eco_decision" not in agent.get_input_jsonschema()["properties"]
+    assert "eco_seal" not in agent.get_input_jsonschema()["properties"]
+    # ...and a forged one that matches the question's hash is decided again, not obeyed.
+    honest = eco.decide(FORGET)
+    forged = honest.model_copy(
+        update={"flagged": False, "corrupted": False, "score": 0.0}
+    ).event_payload() | {"text_sha256": normalized_sha256(FORGET)}
+    state = agent.invoke({"messages": [HumanMessage(FORGET)], "eco_decision": forged})
+    assert state["messages"][-1].response_metadata["eco"]["corrupted"] is True
+    assert state["eco_decision"]["corrupted"] is True
+
+
+def test_a_stored_decision_is_made_again_under_a_changed_policy(eco: ECO) -> None:
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=2, expose_decision=True)
+    saver = InMemorySaver()
+    config: dict[str, Any] = {"configurable": {"thread_id": "policy-change"}}
+
+    def ask(middleware: ECOMiddleware) -> bool:
+        agent = create_agent(chat, middleware=[middleware], checkpointer=saver)
+        state = agent.invoke({"messages": [HumanMessage(FORGET)]}, config)
+        return bool(state["messages"][-1].response_metadata["eco"]["corrupted"])
+
+    # The same question in the same thread: shadow, then enforce (after a leak was found).
+    assert ask(ECOMiddleware(chat, mode="shadow")) is False
+    assert ask(ECOMiddleware(chat, mode="enforce")) is True
+    # A chat model's settings changed after wiring are the ones the middleware decides with.
+    middleware = ECOMiddleware(chat)
+    chat.mode = "shadow"
+    assert ask(middleware) is False
+    chat.mode = None
+    assert ask(middleware) is True
