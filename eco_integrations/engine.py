@@ -122,19 +122,50 @@ class ECOStream:
 
 class AsyncECOStream(ECOStream):
     """:class:`ECOStream` for ``async for``: each chunk is decoded in a worker thread, so the
-    event loop keeps running while the model works."""
+    event loop keeps running while the model works.
+
+    A consumer cancelled while it waits for a chunk (``asyncio.wait_for`` timing out, a client
+    gone) ends the generation at its next token; :meth:`aclose` then waits for that chunk's
+    thread rather than fail on a generator it is still running.
+    """
+
+    def __init__(
+        self,
+        request: ECORequest,
+        chunks: TextStream,
+        corrupted_tokens: int,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        super().__init__(request, chunks, corrupted_tokens)
+        self._cancel = cancel
+        self._advancing = threading.Lock()  # one thread in the generator at a time
 
     def __aiter__(self) -> AsyncECOStream:
         return self
 
+    def _next_chunk(self) -> str | None:
+        with self._advancing:
+            return next(self._chunks, None)
+
+    def _close_when_free(self) -> None:
+        with self._advancing:
+            self._chunks.close()
+
     async def __anext__(self) -> str:
-        chunk = await asyncio.to_thread(next, self._chunks, None)
+        try:
+            chunk = await asyncio.to_thread(self._next_chunk)
+        except asyncio.CancelledError:
+            if self._cancel is not None:
+                self._cancel.set()
+            raise
         if chunk is None:
             raise StopAsyncIteration
         return chunk
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        if self._cancel is not None:
+            self._cancel.set()  # a chunk still being computed ends at its next token
+        await asyncio.to_thread(self._close_when_free)
 
 
 class StreamOptions(TypedDict, total=False):
@@ -747,6 +778,11 @@ class ECO:
         self._check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
         cancel = options.get("cancel")
+        if kind is AsyncECOStream:
+            # Its own event unless the caller brought one: set when the consumer is cancelled.
+            cancel = cancel if cancel is not None else threading.Event()
+            stream = self.backend.stream(row, config, cancel=cancel)
+            return AsyncECOStream(prepared, stream, corrupted, cancel)  # type: ignore[return-value]
         chunks = (
             self.backend.stream(row, config)
             if cancel is None

@@ -105,12 +105,34 @@ class _Batch:
         self._lock = threading.Lock()
         self._results: list[ECOResult] | None = None
         self._error: Exception | None = None
+        # Set when the callers waiting for the one engine call have all given up (an abatch
+        # cancelled: it awaits its rows one by one), so the call stops at its next token.
+        self._cancel = threading.Event()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    async def aresult(self, index: int) -> ECOResult:
+        """:meth:`result` in a worker thread; cancelling the last caller waiting cancels it."""
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            return await asyncio.to_thread(self.result, index)
+        except asyncio.CancelledError:
+            with self._waiting_lock:
+                if self._waiting == 1:
+                    self._cancel.set()
+            raise
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
 
     def result(self, index: int) -> ECOResult:
         with self._lock:
             if self._results is None and self._error is None:
                 try:
-                    self._results = self.engine.generate(self.requests, config=self.config)
+                    self._results = self.engine.generate(
+                        self.requests, config=self.config, cancel=self._cancel
+                    )
                 except Exception as err:
                     self._error = err
         if self._error is not None:
@@ -539,7 +561,10 @@ class ChatECOHuggingFace(BaseChatModel):
         call, request = await asyncio.to_thread(self._request, messages, kwargs)
         if self._emits(kwargs):
             await aemit_decision(request.decision, run_manager)
-        result = await asyncio.to_thread(self._batch_result, kwargs)
+        prepared = kwargs.get(_PREPARED)
+        result = None
+        if isinstance(prepared, _Prepared) and prepared.batch is not None:
+            result = await prepared.batch.aresult(prepared.index)
         if result is None:
             (result,) = await self.engine_view.agenerate(
                 [request], config=self._generation_config(stop, kwargs)

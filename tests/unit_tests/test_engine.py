@@ -421,3 +421,13 @@ async def test_a_cancelled_agenerate_stops_generating(eco) -> None:
     await assert_cancelling_stops_generation(
         eco.backend.model, lambda: eco.agenerate([BENIGN], config=config)
     )
+
+    async def consume() -> None:
+        stream = await eco.astream(BENIGN, config=config)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            await stream.aclose()  # while the cancelled chunk's thread still runs
+
+    await assert_cancelling_stops_generation(eco.backend.model, consume)

@@ -634,3 +634,18 @@ def test_bad_values_are_named_when_built_and_per_call(eco: ECO) -> None:
     for field in ({"max_tokens": 40000}, {"seed": -1}):
         with pytest.raises(ValidationError):
             ChatECOHuggingFace(engine=eco, **field)
+
+
+async def test_a_cancelled_async_stream_or_batch_stops_generating(eco: ECO) -> None:
+    from support import assert_cancelling_stops_generation
+
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=200)
+
+    async def consume() -> None:
+        async for _ in chat.astream(BENIGN):
+            pass
+
+    model = eco.backend.model  # type: ignore[attr-defined]
+    await assert_cancelling_stops_generation(model, consume)
+    await assert_cancelling_stops_generation(model, lambda: chat.ainvoke(BENIGN))
+    await assert_cancelling_stops_generation(model, lambda: chat.abatch([BENIGN, FORGET]))
