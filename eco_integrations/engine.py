@@ -586,12 +586,14 @@ class ECO:
             raise InvalidInputError(msg)
         return self.prepare_many(items, **prepare)  # type: ignore[arg-type]
 
-    def _check_length(self, request: ECORequest, max_new_tokens: int) -> None:
+    def check_length(self, request: ECORequest, max_new_tokens: int) -> None:
+        """Raise :class:`ContextLengthError` when ``request``'s prompt and ``max_new_tokens``
+        do not fit in the model's context window (what :meth:`generate` checks first)."""
         limit = self.backend.context_window
         if request.prompt_tokens + max_new_tokens > limit:
             msg = (
                 f"The prompt has {request.prompt_tokens} tokens and {max_new_tokens} new tokens were asked for, "
-                f"but the context window is {limit}. Shorten the prompt or lower max_new_tokens."
+                f"but the context window is {limit}. Shorten the prompt or ask for fewer new tokens (max_new_tokens; max_tokens in the chat model and the gateway)."
             )
             raise ContextLengthError(
                 msg,
@@ -724,7 +726,7 @@ class ECO:
             },
         )
         for r in prepared:
-            self._check_length(r, config.max_new_tokens)
+            self.check_length(r, config.max_new_tokens)
         rows = [self._row(r) for r in prepared]
         outputs = []
         extra = {} if cancel is None else {"cancel": cancel}
@@ -775,7 +777,7 @@ class ECO:
             "tools": options.get("tools"),
         }
         (prepared,) = self._requests([request], prepare)
-        self._check_length(prepared, config.max_new_tokens)
+        self.check_length(prepared, config.max_new_tokens)
         row, corrupted = self._row(prepared)
         cancel = options.get("cancel")
         if kind is AsyncECOStream:
@@ -839,7 +841,7 @@ class ECO:
             },
         )
         for r in prepared:
-            self._check_length(r, 1)
+            self.check_length(r, 1)
         rows = [self._row(r)[0] for r in prepared]
         logits = [
             self.backend.next_token_logits(rows[i : i + self.batch_size])

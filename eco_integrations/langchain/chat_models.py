@@ -16,9 +16,9 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -370,7 +370,7 @@ class ChatECOHuggingFace(BaseChatModel):
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
         )
-        stops = stop if stop is not None else self.stop
+        stops = _stop_sequences(stop if stop is not None else self.stop)
         if stops:
             params["ls_stop"] = list(stops)
         return params
@@ -462,7 +462,7 @@ class ChatECOHuggingFace(BaseChatModel):
     def _generation_config(
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> GenerationConfig:
-        stops = stop if stop is not None else self.stop
+        stops = _stop_sequences(stop if stop is not None else self.stop)
         try:
             return GenerationConfig(
                 max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -757,21 +757,58 @@ class ChatECOHuggingFace(BaseChatModel):
             except InvalidInputError as err:  # reported for this input only
                 errors[i] = err
         ready: dict[int, _Ready] = {}
-        if prepared:
-            calls = [call for _, _, call in prepared]
-            requests = self._prepare(calls, kwargs)
-            config_all = self._generation_config(kwargs.get("stop"), kwargs)
-            batch = _Batch(self.engine_view, calls, requests, config_all)
-            for row, (i, messages, call) in enumerate(prepared):
+        config_all = self._generation_config(kwargs.get("stop"), kwargs)
+        rows = self._prepared_rows(prepared, kwargs, config_all, errors)
+        if rows:
+            calls = [call for _, _, call, _ in rows]
+            batch = _Batch(self.engine_view, calls, [r for *_, r in rows], config_all)
+            for row, (i, messages, call, request) in enumerate(rows):
                 ready[i] = _Ready(
                     messages,
-                    config_with_decision(configs[i], requests[row].decision),
-                    {**kwargs, _PREPARED: _Prepared(call, requests[row], batch, row)},
+                    config_with_decision(configs[i], request.decision),
+                    {**kwargs, _PREPARED: _Prepared(call, request, batch, row)},
                 )
         out: list[_Ready | Exception] = [
             ready[i] if i in ready else errors[i] for i in range(len(inputs))
         ]
         return out
+
+    def _prepared_rows(
+        self,
+        prepared: list[tuple[int, list[BaseMessage], _Call]],
+        kwargs: Mapping[str, Any],
+        config: GenerationConfig,
+        errors: dict[int, Exception],
+    ) -> list[tuple[int, list[BaseMessage], _Call, ECORequest]]:
+        """The inputs' requests, prepared together (one guard pass). An input the engine refuses
+        (a prompt too long for the window, text that is not valid Unicode) gets its error in
+        ``errors`` and is left out, so the other inputs are still answered."""
+        if not prepared:
+            return []
+        try:
+            requests: list[ECORequest | None] = list(
+                self._prepare([call for _, _, call in prepared], kwargs)
+            )
+        except InvalidInputError:
+            # Which input it was: prepared one at a time (only when one of them is refused).
+            requests = []
+            for i, _, call in prepared:
+                try:
+                    requests.append(self._prepare([call], kwargs)[0])
+                except InvalidInputError as err:
+                    errors[i] = err
+                    requests.append(None)
+        rows = []
+        for (i, messages, call), request in zip(prepared, requests, strict=True):
+            if request is None:
+                continue
+            try:
+                self.engine_view.check_length(request, config.max_new_tokens)
+            except InvalidInputError as err:
+                errors[i] = err
+                continue
+            rows.append((i, messages, call, request))
+        return rows
 
     def batch(
         self,
@@ -882,6 +919,14 @@ def _ended(value: _T | None) -> _T:
         msg = "The backend's stream ended without reporting its token count and finish reason."
         raise RuntimeError(msg)
     return value
+
+
+def _stop_sequences(stop: object) -> tuple[str, ...]:
+    """Stop sequences as given: one string is one sequence (as OpenAI's API takes it), not one
+    per character."""
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(cast("Iterable[str]", stop))
 
 
 def _check_batch(

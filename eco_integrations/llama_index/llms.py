@@ -288,7 +288,9 @@ class ECOHuggingFaceLLM(CustomLLM):
         for key, value in kwargs.items():
             key = _ALIASES.get(key, key)
             if key in _CONFIG_KEYS and value is not None:
-                settings[key] = tuple(value) if key == "stop" else value
+                if key == "stop":  # one string is one stop sequence, not one per character
+                    value = (value,) if isinstance(value, str) else tuple(value)
+                settings[key] = value
         try:
             return GenerationConfig(**settings)
         except ValidationError as err:

@@ -349,6 +349,9 @@ def test_stop_and_max_tokens(chat: ChatECOHuggingFace) -> None:
     stop = next(ch for ch in full[1:] if ch.strip())
     cut = str(chat.invoke(BENIGN, max_tokens=12, stop=[stop]).content)
     assert stop not in cut and full.startswith(cut)
+    # One string is one stop sequence (as OpenAI's API takes it), not one per character.
+    never = stop + "\u2603\u2603"
+    assert chat.invoke(BENIGN, max_tokens=12, stop=never).content == full  # type: ignore[arg-type]
 
 
 def test_multi_turn_with_tool_messages_and_ai_last_renders(chat: ChatECOHuggingFace) -> None:
@@ -649,3 +652,18 @@ async def test_a_cancelled_async_stream_or_batch_stops_generating(eco: ECO) -> N
     await assert_cancelling_stops_generation(model, consume)
     await assert_cancelling_stops_generation(model, lambda: chat.ainvoke(BENIGN))
     await assert_cancelling_stops_generation(model, lambda: chat.abatch([BENIGN, FORGET]))
+
+
+def test_a_batch_reports_a_refused_input_on_that_input_only(eco: ECO) -> None:
+    from eco_integrations.exceptions import ContextLengthError
+
+    chat = ChatECOHuggingFace(engine=eco, max_tokens=2)
+    alone = [chat.invoke(p).content for p in (BENIGN, FORGET)]
+    out = chat.batch([BENIGN, "bread " * 400, FORGET], return_exceptions=True)
+    assert isinstance(out[1], ContextLengthError) and "max_tokens" in str(out[1])
+    assert [out[0].content, out[2].content] == alone
+    out = chat.batch([BENIGN, "bad \ud800 text", FORGET], return_exceptions=True)
+    assert isinstance(out[1], InvalidInputError) and "surrogate" in str(out[1])
+    assert [out[0].content, out[2].content] == alone
+    with pytest.raises(ContextLengthError):
+        chat.batch([BENIGN, "bread " * 400])

@@ -443,3 +443,12 @@ async def test_a_cancelled_async_call_stops_generating(eco: ECO) -> None:
     model = eco.backend.model  # type: ignore[attr-defined]
     await assert_cancelling_stops_generation(model, lambda: llm.acomplete(BENIGN))
     await assert_cancelling_stops_generation(model, lambda: llm.achat(chat))
+
+
+def test_a_stop_string_is_one_sequence(eco: ECO) -> None:
+    llm = ECOHuggingFaceLLM(eco, max_new_tokens=12)
+    full = llm.complete(BENIGN).text
+    first = next(ch for ch in full[1:] if ch.strip())
+    assert first not in llm.complete(BENIGN, stop=[first]).text
+    # A string is one sequence, not one per character (which would cut at ``first``).
+    assert llm.complete(BENIGN, stop=first + "\u2603\u2603").text == full
