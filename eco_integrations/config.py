@@ -88,15 +88,30 @@ class SelectionConfig(_Strict):
         return self
 
 
+GREEDY_BELOW = 1e-5
+"""A temperature below this decodes greedily (vLLM's threshold)."""
+
+
 class GenerationConfig(_Strict):
     """Decoding parameters shared by every path."""
 
     max_new_tokens: int = Field(default=128, ge=1, le=32768)
-    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    temperature: float = Field(
+        default=0.0,
+        ge=0.0,
+        description=f"0 means greedy decoding (so does anything below {GREEDY_BELOW}, as in vLLM).",
+    )
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1)
-    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    # Bounded: a penalty near 0 or infinity divides or multiplies the logits into inf or NaN.
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=100.0)
     stop: tuple[str, ...] = ()
+
+    @field_validator("temperature", mode="after")
+    @classmethod
+    def _greedy_when_tiny(cls, value: float) -> float:
+        # Sampling at 1e-45 divides the logits into inf and fails inside torch.
+        return 0.0 if value < GREEDY_BELOW else value
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -62,7 +62,7 @@ class APIError(Exception):
         )
 
 
-def engine_error(err: BaseException) -> APIError:
+def engine_error(err: BaseException, prompt_param: str = "messages") -> APIError:
     """Map an engine or backend exception to the status a client should see."""
     from ..backends.vllm import BackendUnavailableError
 
@@ -82,7 +82,7 @@ def engine_error(err: BaseException) -> APIError:
             headers={"x-should-retry": "false"},
         )
     if isinstance(err, ContextLengthError):
-        return APIError(400, str(err), param="messages", code="context_length_exceeded")
+        return APIError(400, str(err), param=prompt_param, code="context_length_exceeded")
     if isinstance(err, ECOError):  # bad input, unknown settings: the request's fault
         return APIError(400, str(err))
     return APIError(
@@ -262,10 +262,28 @@ def _message(message: Mapping[str, Any], index: int) -> dict[str, Any]:
     if message.get("tool_calls"):
         out["tool_calls"] = message["tool_calls"]
     # Chat templates that render a speaker's name or match a tool result to its call read these.
-    for key in ("name", "tool_call_id"):
-        if isinstance(message.get(key), str):
-            out[key] = message[key]
+    # The guard does not read them, so they must be identifiers (OpenAI's rule for names), not
+    # text: a template that renders the name would otherwise show the model an unread question.
+    for key, pattern in _IDENTIFIERS.items():
+        value = message.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise APIError(
+                400,
+                f"messages[{index}].{key} must be an identifier of at most 64 letters, digits, "
+                f"'_' or '-'{' (and . :)' if key == 'tool_call_id' else ''}; put text in content.",
+                param=f"messages.{index}.{key}",
+                code="invalid_value",
+            )
+        out[key] = value
     return out
+
+
+_IDENTIFIERS = {
+    "name": re.compile(r"[A-Za-z0-9_-]{1,64}"),
+    "tool_call_id": re.compile(r"[A-Za-z0-9_.:-]{1,64}"),
+}
 
 
 def decision_log(decision: Decision) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from ._wire import (
     unknown_model,
     validation_error,
 )
-from .auth import KeyChecker
+from .auth import KeyChecker, check_keys
 from .metrics import GatewayMetrics, route_label
 
 access_log = logging.getLogger("eco_integrations.serving.access")
@@ -111,9 +111,10 @@ def fitted(
     return requests, config
 
 
-@dataclass
+@dataclass(frozen=True)
 class GatewaySettings:
-    """Limits and identity of one gateway process."""
+    """Limits and identity of one gateway process (frozen: the gateway reads some of them once,
+    when built, so a change afterwards could not take effect; build a new gateway)."""
 
     model_id: str | None = None
     """The name clients put in ``model`` (default: the backend's model name)."""
@@ -147,6 +148,7 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         check_cors_origins(self.cors_origins)
+        check_keys(self.api_keys)  # a string of one key would open the gateway to every letter
 
 
 def check_cors_origins(origins: Sequence[str]) -> None:
@@ -176,10 +178,26 @@ class _ASGIApp:
 @dataclass
 class _State:
     engine: ECO | None = None
+    # The engine given (or loaded), and its settings when ``engine`` was derived from it: a
+    # change to them afterwards (engine.mode = "enforce") is served from the next request.
+    source: ECO | None = None
+    source_settings: tuple[Any, ...] | None = None
     load_error: str | None = None
     draining: bool = False
     upstream_healthy: Callable[[], bool] | None = None
     started: float = field(default_factory=time.time)
+
+
+def _engine_settings(engine: ECO, *, kept: bool = False) -> tuple[Any, ...]:
+    """What serving ``engine`` depends on; ``kept``: a copy of its policy, to compare later."""
+    return (
+        engine.mode,
+        engine.policy.model_copy(deep=True) if kept else engine.policy,
+        engine.guard,
+        engine.backend,
+        engine.on_guard_error,
+        engine.batch_size,
+    )
 
 
 def served_engine(engine: ECO) -> ECO:
@@ -282,11 +300,12 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _attach(self, engine: ECO) -> None:
-        engine = served_engine(engine)
+        source, engine = engine, served_engine(engine)
         # Warm the guard's encoder and the tokenizer so the first client does not pay for it.
         engine.decide("warm-up request")
         transport = getattr(engine.backend, "transport", None)
         self.state.upstream_healthy = getattr(transport, "healthy", None)
+        self.state.source, self.state.source_settings = source, _engine_settings(source, kept=True)
         self.state.engine = engine
         self.metrics.set_guard(engine)
 
@@ -296,11 +315,30 @@ class Gateway:
         A request takes the engine once, when it starts, so requests in flight finish with the
         guard they started with; each decision record names the guard version it used.
         """
-        engine = served_engine(engine)
+        source, engine = engine, served_engine(engine)
         engine.decide("warm-up request")  # the new guard answers before it is swapped in
         with self._swap_lock:
+            self.state.source, self.state.source_settings = (
+                source,
+                _engine_settings(source, kept=True),
+            )
             self.state.engine = engine
             self.metrics.set_guard(engine)
+
+    def _current_engine(self) -> ECO | None:
+        """The served engine, derived again when the engine it came from was changed since
+        (``engine.mode = "enforce"`` after a shadow rollout must not keep serving shadow)."""
+        state = self.state
+        source = state.source
+        if source is None or source is state.engine:
+            return state.engine
+        if _engine_settings(source) != state.source_settings:
+            with self._swap_lock:
+                if _engine_settings(source) != state.source_settings:
+                    state.engine = served_engine(source)
+                    state.source_settings = _engine_settings(source, kept=True)
+                    self.metrics.set_guard(state.engine)
+        return state.engine
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -338,7 +376,8 @@ class Gateway:
                 type_="server_error",
                 code="shutting_down",
             )
-        if self.state.engine is None:
+        engine = self._current_engine()
+        if engine is None:
             if self.state.load_error:
                 raise APIError(
                     503,
@@ -351,7 +390,7 @@ class Gateway:
                 type_="server_error",
                 code="loading",
             )
-        return self.state.engine
+        return engine
 
     # -- small endpoints -----------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
@@ -512,7 +551,7 @@ class Gateway:
             self._log(record, started)
             return Response(status_code=499)
         except Exception as err:  # engine and backend errors
-            return self._fail(self._engine_failure(err, request_id), record, started)
+            return self._fail(self._engine_failure(err, request_id, chat=chat), record, started)
         body_out = (
             chat_body(results, request_id, self.model_id)
             if chat
@@ -522,13 +561,13 @@ class Gateway:
         self._log_results(record, results, started)
         return JSONResponse(body_out, headers={"x-request-id": request_id})
 
-    def _engine_failure(self, err: BaseException, request_id: str) -> APIError:
+    def _engine_failure(self, err: BaseException, request_id: str, *, chat: bool) -> APIError:
         if isinstance(err, GuardFailureError):
             self.metrics.guard_errors.inc()
             logger.error("request %s refused: %s", request_id, err)
         elif not isinstance(err, ECOError):
             logger.error("request %s failed", request_id, exc_info=err)
-        return engine_error(err)
+        return engine_error(err, "messages" if chat else "prompt")
 
     async def _watch(
         self, request: Request, deadline: float | None, cancel: threading.Event, work: Any
@@ -834,7 +873,7 @@ class Gateway:
                 status = api.status
                 yield error_event(api)
             except Exception as err:
-                api = self._engine_failure(err, request_id)
+                api = self._engine_failure(err, request_id, chat=chat)
                 status = api.status
                 yield error_event(api)
             finally:

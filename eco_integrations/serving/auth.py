@@ -46,21 +46,38 @@ def load_keys(
         found.extend(in_file)
     if env:
         found.extend(k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip())
-    for key in found:
-        if len(key) < MIN_KEY_CHARS or not key.isascii() or not key.isprintable() or " " in key:
+    return check_keys(found)
+
+
+def check_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    """The keys, once each, if every one is usable: printable ASCII without spaces, at least
+    :data:`MIN_KEY_CHARS` characters. One string in place of a list of keys is refused: it
+    would be taken as one key per character, and a one-letter header would get in."""
+    if isinstance(keys, (str, bytes)):
+        msg = "api_keys is one string; pass a list or tuple of keys, e.g. api_keys=[key]."
+        raise ConfigurationError(msg)
+    for key in keys:
+        if (
+            not isinstance(key, str)
+            or len(key) < MIN_KEY_CHARS
+            or not key.isascii()
+            or not key.isprintable()
+            or " " in key
+        ):
+            shown = fingerprint(key) if isinstance(key, str) else type(key).__name__
             msg = (
-                f"API key {fingerprint(key)} (fingerprint) is not usable: keys must be at least {MIN_KEY_CHARS} "
+                f"API key {shown} (fingerprint) is not usable: keys must be at least {MIN_KEY_CHARS} "
                 "printable ASCII characters without spaces, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
             )
             raise ConfigurationError(msg)
-    return tuple(dict.fromkeys(found))
+    return tuple(dict.fromkeys(keys))
 
 
 class KeyChecker:
     """Checks ``Authorization: Bearer KEY`` headers against the configured keys."""
 
     def __init__(self, keys: Sequence[str]) -> None:
-        self._keys = [(k.encode(), fingerprint(k)) for k in keys]
+        self._keys = [(k.encode(), fingerprint(k)) for k in check_keys(keys)]
 
     @property
     def enabled(self) -> bool:

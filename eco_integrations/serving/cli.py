@@ -118,9 +118,12 @@ def serve(
         torch.set_num_threads(threads)
 
     from .app import DEFAULT_MAX_BODY_BYTES, Gateway, GatewaySettings
+    from .auth import check_keys, load_keys
     from .reload import GuardWatcher
 
-    settings = GatewaySettings(  # checks its own values (the CORS origins)
+    # Checked (a string would be split into letters), with ECO_API_KEYS added as eco serve does.
+    api_keys = load_keys(check_keys(api_keys))
+    settings = GatewaySettings(  # checks its own values (the CORS origins, the keys)
         model_id=model_id,
         max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         max_concurrency=max_concurrency,

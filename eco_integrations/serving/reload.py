@@ -26,13 +26,16 @@ WATCHED = ("manifest.json", "policy.json", INTEGRITY_FILE)
 
 
 def reload_engine(current: ECO, folder: str | os.PathLike[str]) -> ECO:
-    """A new engine on ``current``'s backend with the guard (and policy) now in ``folder``.
+    """A new engine on ``current``'s backend with the guard (and policy, if it holds one) now
+    in ``folder``.
 
     The guard must use the encoder ``current`` uses (``Guard.load`` refuses one that embeds
     differently), so the loaded encoder is shared and nothing is re-read but the guard.
     """
     root = Path(folder)
-    policy = ECOPolicy.load(root) if (root / "policy.json").is_file() else None
+    # A folder without policy.json keeps the policy being served (one set in code, say): a
+    # reload swaps what the folder holds, it does not reset the rest to defaults.
+    policy = ECOPolicy.load(root) if (root / "policy.json").is_file() else current.policy
     encoder = current.guard.encoder if current.guard is not None else None
     guard = Guard.load(root, encoder=encoder)
     return ECO(
