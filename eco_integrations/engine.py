@@ -576,7 +576,8 @@ class ECO:
             and items
             and all(isinstance(i, ECORequest) for i in items)
         ):
-            given = {k: v for k, v in prepare.items() if v not in (None, False)}
+            # ``is``, not ``in``: threshold=0.0 equals False, and a seeds array has no truth value.
+            given = {k: v for k, v in prepare.items() if v is not None and v is not False}
             if given:
                 msg = f"Prepared requests already carry their settings; drop {', '.join(sorted(given))} or pass prompts."
                 raise InvalidInputError(msg)

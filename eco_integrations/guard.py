@@ -1191,6 +1191,13 @@ class Guard:
             msg = f"{root} is a file; Guard.save writes a folder. Pass a folder path (created if missing)."
             raise ArtifactError(msg)
         self._check_not_saved_over(root)
+        for name, est in self.targets.items():
+            # Checked here as Guard.load checks it: a folder saved with another value would only
+            # be refused when it is next loaded (a gateway's reload, say).
+            threshold = getattr(est, "threshold_", None)
+            if threshold is not None and not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+                msg = f"Target {name!r} has threshold {threshold}, and a saved guard's thresholds are probabilities strictly between 0 and 1; set threshold_ inside that range (e.g. 1e-6 to flag nearly everything) or re-fit it."
+                raise ConfigurationError(msg)
         kept = _kept_beside_guard(root)
         with staged_folder(root) as staging:
             for item in kept:
@@ -1207,7 +1214,12 @@ class Guard:
                 (staging / sub / "vocabulary.json").write_text(
                     json.dumps(vocab, ensure_ascii=False)
                 )
-                params = {k: v for k, v in est.get_params(deep=False).items() if k != "encoder"}
+                # A numpy scalar (cv=np.int64(2)) is a valid parameter; JSON takes its value.
+                params = {
+                    k: v.item() if isinstance(v, np.generic) else v
+                    for k, v in est.get_params(deep=False).items()
+                    if k != "encoder"
+                }
                 infos.append(
                     TargetInfo(
                         name=name,

@@ -431,3 +431,13 @@ async def test_a_cancelled_agenerate_stops_generating(eco) -> None:
             await stream.aclose()  # while the cancelled chunk's thread still runs
 
     await assert_cancelling_stops_generation(eco.backend.model, consume)
+
+
+def test_a_prepared_request_refuses_a_threshold_of_zero_too(eco) -> None:
+    # 0 (flag everything) equals False: it must not pass as "not given" and be ignored.
+    request = eco.prepare(BENIGN)
+    for option in ({"threshold": 0.0}, {"threshold": 0.1}, {"seeds": [1]}):
+        with pytest.raises(InvalidInputError, match="already carry their settings"):
+            eco.generate([request], **option)
+    with pytest.raises(InvalidInputError, match="already carry their settings"):
+        eco.stream(request, threshold=0.0)

@@ -517,3 +517,24 @@ def test_a_save_keeps_the_folder_s_permissions(toy_guard, tmp_path) -> None:
     folder.chmod(0o2770)  # e.g. a folder the serving group shares
     toy_guard.save(folder)
     assert folder.stat().st_mode & 0o7777 == 0o2770
+
+
+def test_numpy_parameters_are_saved_as_their_values(toy_guard, tiny_encoder, tmp_path) -> None:
+    # Accepted when fitting (as the checks allow), so the fitted guard must save too.
+    toy_guard.add_target(
+        "second", TOY_FORGET[:4], TOY_RETAIN, cv=np.int64(2), target_fpr=np.float64(0.2)
+    )
+    folder = toy_guard.save(tmp_path / "g")
+    loaded = Guard.load(folder, encoder=tiny_encoder)
+    assert loaded.targets["second"].get_params()["cv"] == 2
+    texts = [*TOY_FORGET, *TOY_RETAIN]
+    assert np.allclose(loaded.score(texts), toy_guard.score(texts))
+
+
+def test_a_threshold_load_would_refuse_is_refused_when_saved(toy_guard, tmp_path) -> None:
+    from eco_integrations.exceptions import ConfigurationError
+
+    toy_guard.targets["harry-potter"].threshold_ = 0.0  # as a conformal threshold can come out
+    with pytest.raises(ConfigurationError, match=r"'harry-potter' has threshold 0\.0.*1e-6"):
+        toy_guard.save(tmp_path / "g")
+    assert not (tmp_path / "g").exists()
