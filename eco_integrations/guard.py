@@ -444,10 +444,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         self._check_params()
         raw = check_texts(X, "X")
         texts = normalized_texts(raw, "X")
-        labels = np.asarray(y, dtype=int)
-        if labels.shape != (len(texts),) or not set(np.unique(labels)) <= {0, 1}:
+        # Read as given, then checked: an int cast would take 0.4 as 0 and fail on NaN.
+        given = np.asarray(y, dtype=object).ravel() if not isinstance(y, str) else np.array([y])
+        if given.shape != (len(texts),) or not all(
+            not isinstance(v, str) and v in (0, 1) for v in given
+        ):
             msg = "y must hold one label per text, 1 for forget and 0 for retain."
             raise InvalidInputError(msg)
+        labels = given.astype(int)
         n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
         if n_pos < self.cv or n_neg < self.cv:
             msg = (
@@ -461,6 +465,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             raise InvalidInputError(msg)
         if not np.any(counted & (labels == 0)):
             msg = "in_fpr leaves no retain text to measure the false-positive rate on; give retain texts besides the general ones."
+            raise InvalidInputError(msg)
+        if embeddings is not None and np.shape(embeddings)[:1] != (len(texts),):
+            msg = f"embeddings has {np.shape(embeddings)[0] if np.ndim(embeddings) else 0} rows for {len(texts)} texts; pass one row per text (the encoder's output for normalized_texts(X)), or none."
             raise InvalidInputError(msg)
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
         # One row of out-of-fold scores per repeat of the cross-validation, each with its own

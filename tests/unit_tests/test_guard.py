@@ -588,3 +588,16 @@ def test_a_bad_parameter_is_named_before_the_encoder_runs(tiny_encoder, monkeypa
     monkeypatch.setattr(tiny_encoder, "encode", no_encoding)
     with pytest.raises(ConfigurationError, match=r"target_fpr must be in \(0, 1\)"):
         guard.add_target("t", TOY_FORGET, TOY_RETAIN, target_fpr=0.0)
+
+
+def test_labels_and_embeddings_that_do_not_fit_the_texts_are_named(tiny_encoder) -> None:
+    from eco_integrations.guard import PromptGuard
+
+    texts = [*TOY_FORGET[:4], *TOY_RETAIN[:4]]
+    guard = PromptGuard(encoder=tiny_encoder, cv=2)
+    for labels in ([1] * 4 + [0.4] * 4, [1] * 4 + [float("nan")] * 4, ["1"] * 4 + ["0"] * 4):
+        with pytest.raises(InvalidInputError, match="one label per text, 1 for forget"):
+            guard.fit(texts, labels)
+    with pytest.raises(InvalidInputError, match="embeddings has 3 rows for 8 texts"):
+        guard.fit(texts, [1] * 4 + [0] * 4, embeddings=np.zeros((3, 32)))
+    assert guard.fit(texts, np.array([1] * 4 + [0] * 4)).predict_proba(texts).shape == (8, 2)
