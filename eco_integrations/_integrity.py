@@ -38,6 +38,11 @@ def signing_key() -> bytes | None:
     return value.encode() if value else None
 
 
+def usable_threshold(value: float) -> bool:
+    """A target threshold a saved guard may hold: a probability strictly between 0 and 1."""
+    return math.isfinite(value) and 0.0 < value < 1.0
+
+
 def check_manifest_values(root: Path, manifest: Any) -> None:
     """Every value a loaded manifest could use to defang the guard, range-checked."""
     problems = []
@@ -58,7 +63,7 @@ def check_manifest_values(root: Path, manifest: Any) -> None:
             problems.append(
                 f"target name {t.name[:80]!r} is not 1-64 letters, digits, spaces, '.', '_' or '-'"
             )
-        if not (math.isfinite(t.threshold) and 0.0 < t.threshold < 1.0):
+        if not usable_threshold(t.threshold):
             problems.append(
                 f"target {t.name[:64]!r} has threshold {t.threshold}, not a probability strictly between 0 and 1"
             )

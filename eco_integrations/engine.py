@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
@@ -803,12 +803,9 @@ class ECO:
         """
         if kwargs.get("cancel") is not None:
             return await asyncio.to_thread(self.generate, requests, **kwargs)
-        cancel = threading.Event()
-        try:
-            return await asyncio.to_thread(self.generate, requests, **kwargs, cancel=cancel)
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
+        return await cancellable_in_thread(
+            lambda cancel: self.generate(requests, **kwargs, cancel=cancel)
+        )
 
     async def astream(
         self, request: ECORequest | PromptInput, **options: Unpack[StreamOptions]
@@ -923,6 +920,18 @@ def _all_requests(items: object) -> bool:
         and bool(items)
         and all(isinstance(i, ECORequest) for i in items)
     )
+
+
+async def cancellable_in_thread(work: Callable[[threading.Event], _T]) -> _T:
+    """``work(cancel)`` in a worker thread (which copies the context); when the awaiting task
+    is cancelled (``asyncio.wait_for`` timing out, a client gone), ``cancel`` is set, so a
+    generation stops at its next token instead of running on in the thread."""
+    cancel = threading.Event()
+    try:
+        return await asyncio.to_thread(work, cancel)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
 
 
 def _per_prompt(values: Sequence[_T] | None, count: int, name: str) -> list[_T | None]:

@@ -43,6 +43,7 @@ from ._integrity import (
     check_manifest_values,
     saved_target_folders,
     seal,
+    usable_threshold,
     verify,
 )
 from ._knowledge import ForgetPhrases, near_miss_texts
@@ -1202,7 +1203,7 @@ class Guard:
             # Checked here as Guard.load checks it: a folder saved with another value would only
             # be refused when it is next loaded (a gateway's reload, say).
             threshold = getattr(est, "threshold_", None)
-            if threshold is not None and not (math.isfinite(threshold) and 0.0 < threshold < 1.0):
+            if threshold is not None and not usable_threshold(threshold):
                 msg = f"Target {name!r} has threshold {threshold}, and a saved guard's thresholds are probabilities strictly between 0 and 1; set threshold_ inside that range (e.g. 1e-6 to flag nearly everything) or re-fit it."
                 raise ConfigurationError(msg)
         kept = _kept_beside_guard(root)

@@ -462,7 +462,6 @@ class ChatECOHuggingFace(BaseChatModel):
     def _generation_config(
         self, stop: list[str] | None, kwargs: Mapping[str, Any]
     ) -> GenerationConfig:
-        stops = _stop_sequences(stop if stop is not None else self.stop)
         try:
             return GenerationConfig(
                 max_new_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -470,7 +469,8 @@ class ChatECOHuggingFace(BaseChatModel):
                 top_p=kwargs.get("top_p", self.top_p),
                 top_k=kwargs.get("top_k", self.top_k),
                 repetition_penalty=kwargs.get("repetition_penalty", self.repetition_penalty),
-                stop=tuple(stops or ()),
+                # A string is one sequence, None none: GenerationConfig reads both so.
+                stop=stop if stop is not None else self.stop,
             )
         except ValidationError as err:
             problems = validation_problems(err, {"max_new_tokens": "max_tokens"})

@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +41,14 @@ from eco_integrations.config import (
     SelectionConfig,
     Threshold,
 )
-from eco_integrations.engine import ECO, AsyncECOStream, ECORequest, ECOResult, ECOStream
+from eco_integrations.engine import (
+    ECO,
+    AsyncECOStream,
+    ECORequest,
+    ECOResult,
+    ECOStream,
+    cancellable_in_thread,
+)
 from eco_integrations.exceptions import ConfigurationError, InvalidInputError
 from eco_integrations.guard import Guard
 from eco_integrations.llama_index._context import (
@@ -57,7 +64,6 @@ if TYPE_CHECKING:
     from llama_index.core.program.utils import FlexibleModel
 
 Model = TypeVar("Model", bound=BaseModel)
-_R = TypeVar("_R")
 DEFAULT_MAX_NEW_TOKENS = 256
 # What llama_index.core.agent.react's ObservationReasoningStep renders its content as.
 _REACT_OBSERVATION = "Observation:"
@@ -288,9 +294,7 @@ class ECOHuggingFaceLLM(CustomLLM):
         for key, value in kwargs.items():
             key = _ALIASES.get(key, key)
             if key in _CONFIG_KEYS and value is not None:
-                if key == "stop":  # one string is one stop sequence, not one per character
-                    value = (value,) if isinstance(value, str) else tuple(value)
-                settings[key] = value
+                settings[key] = value  # GenerationConfig reads a stop string as one sequence
         try:
             return GenerationConfig(**settings)
         except ValidationError as err:
@@ -392,18 +396,6 @@ class ECOHuggingFaceLLM(CustomLLM):
         config = self._config(kwargs)
         engine = self._generating_engine()
         return engine.generate([self._prepare(prompt, kwargs)], config=config, cancel=cancel)[0]
-
-    @staticmethod
-    async def _in_thread(answer: Callable[[threading.Event], _R]) -> _R:
-        """``answer(cancel)`` in a worker thread (which copies the context, so a query-scoped
-        decision travels along); a cancelled caller (``asyncio.wait_for`` timing out) stops the
-        generation at its next token instead of leaving it to run on."""
-        cancel = threading.Event()
-        try:
-            return await asyncio.to_thread(answer, cancel)
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
 
     def _open_stream(self, prompt: PromptInput, kwargs: dict[str, Any]) -> ECOStream:
         # Called eagerly (not from inside a generator) so the decision is taken while the
@@ -510,7 +502,8 @@ class ECOHuggingFaceLLM(CustomLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return await self._in_thread(
+        # The worker thread copies the context, so the query-scoped decision travels along.
+        return await cancellable_in_thread(
             lambda cancel: self._complete_response(prompt, formatted, kwargs, cancel)
         )
 
@@ -533,7 +526,9 @@ class ECOHuggingFaceLLM(CustomLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await self._in_thread(lambda cancel: self._chat_response(messages, kwargs, cancel))
+        return await cancellable_in_thread(
+            lambda cancel: self._chat_response(messages, kwargs, cancel)
+        )
 
     @llm_chat_callback()
     async def astream_chat(
