@@ -131,6 +131,11 @@ def gateway_argv(guard: Path, port: int, *extra: str) -> list[str]:
     ]
 
 
+# The vLLM test server's --max-model-len: below SmolLM2's 8192, so a backend that read the
+# model config instead of the server would be caught.
+SERVED_MAX_MODEL_LEN = 2048
+
+
 def vllm_argv(model_folder: Path, port: int, *extra: str) -> list[str]:
     """vLLM's OpenAI server on loopback over ``model_folder``, with prompt embeddings on, in the
     settings this CPU needs (float32, eager, 30% of memory for the KV cache)."""

@@ -231,6 +231,10 @@ class InProcessTransport:
         kwargs["enable_prompt_embeds"] = True
         return cls(LLM(model=os.fspath(folder), **kwargs))
 
+    def served_max_model_len(self) -> int | None:
+        """The context length this engine was built with (``max_model_len``)."""
+        return _positive(getattr(self.llm.llm_engine.model_config, "max_model_len", None))
+
     def _inputs(self, row: PreparedRow) -> dict[str, Any]:
         if row.embeds is None:
             return {"prompt_token_ids": list(row.input_ids)}
@@ -319,6 +323,15 @@ class RemoteTransport:
             msg = f"The vLLM server at {self.base_url} lists no model; start it with --model DIR."
             raise BackendUnavailableError(msg)
         return str(models[0])
+
+    def served_max_model_len(self) -> int | None:
+        """The context length the server was started with (``--max-model-len``), as its
+        ``/v1/models`` card lists it; ``None`` when the server does not say."""
+        data = self._request("GET", "/v1/models").json()
+        for card in data.get("data", []):
+            if isinstance(card, dict) and card.get("id") == self.model:
+                return _positive(card.get("max_model_len"))
+        return None
 
     def healthy(self) -> bool:
         """Whether the server answers ``/health`` (short timeout; for readiness probes)."""
@@ -490,7 +503,7 @@ class VLLMBackend:
             tokenizer,
             table,
             model_name=model_name or _display_name(model, folder),
-            context_window=window,
+            context_window=_served_window(window, transport.served_max_model_len()),
         )
 
     @classmethod
@@ -505,7 +518,9 @@ class VLLMBackend:
     ) -> VLLMBackend:
         """A remote vLLM server; ``model`` is the same safetensors folder the server loaded.
 
-        Only its tokenizer and embedding matrix are read here.
+        Only its tokenizer and embedding matrix are read here. The context window is the one
+        the server enforces (``--max-model-len``, from ``/v1/models``), so a request too long
+        for it is refused here with the lengths named, before it is sent.
         """
         folder = resolve_model_path(model)
         tokenizer, table, window = _gateway_side(folder)
@@ -515,7 +530,7 @@ class VLLMBackend:
             tokenizer,
             table,
             model_name=model_name or _display_name(model, folder),
-            context_window=window,
+            context_window=_served_window(window, transport.served_max_model_len()),
         )
 
     # -- Backend protocol ----------------------------------------------------------------------
@@ -598,6 +613,26 @@ def _until(
             yield chunk
     finally:
         chunks.close()
+
+
+def _positive(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _served_window(model_window: int, served: int | None) -> int:
+    """The engine's own limit when it reports one: vLLM refuses a prompt plus ``max_tokens``
+    past its ``max_model_len``, which an operator may set below the model's (to fit the KV
+    cache) or, deliberately, above it."""
+    if served is None:
+        return model_window
+    if served != model_window:
+        logger.info(
+            "vLLM serves a context of %d tokens (max_model_len); the model config says %d. Using %d.",
+            served,
+            model_window,
+            served,
+        )
+    return served
 
 
 def _gateway_side(folder: str) -> tuple[Any, EmbeddingTable, int]:

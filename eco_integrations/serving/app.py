@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 256
 OPEN_PATHS = frozenset({"/health", "/ready"})
+# Where a stream leaves the status it ended with, for the request counter (request.state).
+STREAM_STATUS = "eco_stream_status"
 """Paths that answer without an API key (load-balancer probes); everything else needs one."""
 
 
@@ -296,7 +298,10 @@ class Gateway:
                 scope.setdefault("state", {})["key_fingerprint"] = used
             await self.starlette(scope, receive, counted_send)
         finally:
-            self.metrics.requests.labels(route=route_label(path), status=str(status[0])).inc()
+            # A stream's headers say 200 before its answer exists; an answer that then failed
+            # (an in-band error event) or lost its client is counted by how it ended.
+            ended = (scope.get("state") or {}).get(STREAM_STATUS, status[0])
+            self.metrics.requests.labels(route=route_label(path), status=str(ended)).inc()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _attach(self, engine: ECO) -> None:
@@ -880,6 +885,7 @@ class Gateway:
                 cancel.set()
                 self.metrics.generation_latency.observe(time.perf_counter() - begun)
                 record["status"] = status
+                setattr(request.state, STREAM_STATUS, status)
                 self._log(record, started)
 
         return SlotStreamingResponse(

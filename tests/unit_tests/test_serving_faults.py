@@ -133,6 +133,10 @@ def test_upstream_killed_mid_stream_ends_the_stream_with_an_error_event(
         upstream.mode = "ok"
         assert client.post("/v1/chat/completions", json=chat_request(BENIGN)).status_code == 200
         assert gateway.admission.running == 0
+        metrics = client.get("/metrics").text
+    # The failed stream sent 200 headers, but it is counted as the failure it ended with.
+    assert 'eco_requests_total{route="/v1/chat/completions",status="200"} 2.0' in metrics
+    assert 'eco_requests_total{route="/v1/chat/completions",status="503"} 1.0' in metrics
 
 
 def test_ready_turns_503_while_the_upstream_is_down_and_recovers(
@@ -163,3 +167,56 @@ def test_upstream_slower_than_the_deadline(gateway: Gateway, upstream: Upstream)
         while time.monotonic() < deadline and upstream.aborted < 1:
             time.sleep(0.1)
         assert upstream.aborted >= 1  # the upstream stream was closed: vLLM aborts that request
+        metrics = client.get("/metrics").text
+    assert 'eco_requests_total{route="/v1/chat/completions",status="504"} 2.0' in metrics
+    assert 'status="200"' not in metrics.split("eco_requests_total", 1)[1].split("# HELP", 1)[0]
+
+
+def test_a_server_started_with_a_shorter_max_model_len_sets_the_window(
+    tiny_model_dir, toy_guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM refuses prompt + max_tokens past its ``--max-model-len``; the gateway must refuse
+    such a request itself (400, the lengths named), not pass vLLM's refusal on as a 502."""
+    served_len = 40
+    upstream = Upstream()
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": MODEL, "max_model_len": served_len}]})
+        return upstream.handle(request)
+
+    real_client = httpx.Client
+    monkeypatch.setattr(
+        httpx,
+        "Client",
+        lambda **kwargs: real_client(**{**kwargs, "transport": httpx.MockTransport(handle)}),
+    )
+    backend = VLLMBackend.from_server("http://vllm.test", model=str(tiny_model_dir))
+    assert backend.context_window == served_len  # the tiny model's own config allows far more
+    gateway = Gateway(
+        ECO(backend, toy_guard), settings=GatewaySettings(model_id=MODEL, default_max_tokens=6)
+    )
+    with TestClient(gateway.app) as client:
+        seen.clear()
+        long = client.post("/v1/chat/completions", json=chat_request("tell me about bread " * 12))
+        assert long.status_code == 400, long.text
+        assert str(served_len) in long.json()["error"]["message"]
+        assert "/v1/completions" not in seen  # refused before anything was sent upstream
+        assert client.post("/v1/chat/completions", json=chat_request("bread?")).status_code == 200
+
+    # A server that does not list the length (or an unknown one) leaves the model's own window.
+    monkeypatch.setattr(
+        httpx,
+        "Client",
+        lambda **kwargs: real_client(
+            **{**kwargs, "transport": httpx.MockTransport(upstream.handle)}
+        ),
+    )
+    from transformers import AutoConfig
+
+    own = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
+    assert (
+        VLLMBackend.from_server("http://vllm.test", model=str(tiny_model_dir)).context_window == own
+    )

@@ -42,10 +42,11 @@ def model_folder() -> Path:
 @pytest.fixture(scope="module")
 def vllm_server(model_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """``python -m vllm.entrypoints.openai.api_server`` on loopback, stopped after the module."""
-    from serving_support import ServerProcess, free_port, vllm_argv
+    from serving_support import SERVED_MAX_MODEL_LEN, ServerProcess, free_port, vllm_argv
 
     port = free_port()
-    argv = vllm_argv(model_folder, port)
+    # Below SmolLM2's 8192: the backend must take the server's limit, not the model config's.
+    argv = vllm_argv(model_folder, port, "--max-model-len", str(SERVED_MAX_MODEL_LEN))
     server = ServerProcess(
         argv, port=port, log=tmp_path_factory.mktemp("vllm") / "vllm.log", ready_path="/health"
     )

@@ -23,9 +23,15 @@ BENIGN = [
 ]
 
 
+# Below SmolLM2's 8192: the window must be the engine's, not the model config's.
+IN_PROCESS_MAX_MODEL_LEN = 4096
+
+
 @pytest.fixture(scope="module")
 def backend(model_folder: Path, llm_kwargs: dict[str, object]) -> Iterator[VLLMBackend]:
-    built = VLLMBackend.from_model_folder(model_folder, max_logprobs=-1, **llm_kwargs)
+    built = VLLMBackend.from_model_folder(
+        model_folder, max_logprobs=-1, max_model_len=IN_PROCESS_MAX_MODEL_LEN, **llm_kwargs
+    )
     yield built
     built.close()
 
@@ -38,6 +44,10 @@ def test_embedding_table_is_the_models_input_embedding(
     assert torch.equal(backend.embed(ids), reference.embed(ids))
     table = EmbeddingTable.from_folder(model_folder)
     assert table.name == "model.embed_tokens.weight" and table.weight.shape == (49152, 576)
+
+
+def test_the_window_is_the_engines_max_model_len(backend: VLLMBackend) -> None:
+    assert backend.context_window == IN_PROCESS_MAX_MODEL_LEN
 
 
 def test_text_path_and_uncorrupted_embeds_path_agree(backend: VLLMBackend) -> None:

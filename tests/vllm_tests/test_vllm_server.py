@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from serving_support import ServerProcess, free_port, gateway_argv
+from serving_support import SERVED_MAX_MODEL_LEN, ServerProcess, free_port, gateway_argv
 
 from eco_integrations import ECO, GenerationConfig
 from eco_integrations._prompting import render
@@ -20,6 +20,7 @@ from eco_integrations.backends.vllm import (
     VLLMBackend,
     encode_prompt_embeds,
 )
+from eco_integrations.exceptions import ContextLengthError
 
 GREEDY = GenerationConfig(max_new_tokens=24, temperature=0.0)
 BENIGN = ["What is the capital of France?", "Who wrote The Lord of the Rings?"]
@@ -38,6 +39,14 @@ def test_prompt_embeds_encoding_round_trips() -> None:
         io.BytesIO(base64.b64decode(encode_prompt_embeds(tensor[1:3]))), weights_only=True
     )
     assert torch.equal(decoded, tensor[1:3]) and decoded.untyped_storage().nbytes() == 2 * 576 * 4
+
+
+def test_the_window_is_the_servers_max_model_len(remote: VLLMBackend, hp_guard) -> None:
+    assert remote.context_window == SERVED_MAX_MODEL_LEN
+    eco = ECO(remote, hp_guard)
+    too_long = "bread and butter " * 700  # about 2,100 tokens
+    with pytest.raises(ContextLengthError, match=str(SERVED_MAX_MODEL_LEN)):
+        eco.generate([too_long], config=GREEDY)
 
 
 def test_remote_text_and_uncorrupted_embeds_agree(remote: VLLMBackend) -> None:
