@@ -163,6 +163,32 @@ class SentenceEncoder:
         }
 
 
+def encoder_name(encoder: Any) -> str:
+    return str(getattr(encoder, "name", None) or type(encoder).__name__)
+
+
+def encoder_fingerprint(encoder: Any) -> list[float]:
+    """:meth:`SentenceEncoder.fingerprint` for any object with ``encode(texts)``."""
+    own = getattr(encoder, "fingerprint", None)
+    if callable(own):
+        return list(own())
+    return [round(float(x), 3) for x in np.asarray(encoder.encode([_PROBE]))[0][:8]]
+
+
+def encoder_identity(encoder: Any) -> dict[str, Any]:
+    """What a saved guard records of its encoder. Duck-typed encoders (any object with
+    ``encode(texts)``) fit guards too, so what they lack is derived from their embeddings."""
+    own = getattr(encoder, "identity", None)
+    if callable(own):
+        return dict(own())
+    return {
+        "name": encoder_name(encoder),
+        "dim": int(np.asarray(encoder.encode([_PROBE])).shape[1]),
+        "precision": str(getattr(encoder, "precision", "float32")),
+        "fingerprint": encoder_fingerprint(encoder),
+    }
+
+
 def _hf_forward(model: Any, dtype: torch.dtype) -> Any:
     if dtype == torch.float32:
 

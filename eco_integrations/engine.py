@@ -274,7 +274,7 @@ class ECO:
             self.backend,
             self.guard,
             policy=policy or self.policy,
-            mode=mode or self.mode,
+            mode=self.mode if mode is None else mode,
             batch_size=self.batch_size,
             on_guard_error=self.on_guard_error,
         )
@@ -381,7 +381,11 @@ class ECO:
         ``threshold`` overrides every target's threshold for this call (flagged means
         ``score > threshold``); unset, the policy's ``threshold`` applies, then the guard's own.
         """
-        mode = check_mode(mode or self.mode)
+        if isinstance(texts, str):
+            msg = "decide_texts takes a list of texts and got one string (it would decide on each character); pass [text], or call decide(text)."
+            raise InvalidInputError(msg)
+        # None, not any falsy value, means the engine's mode: mode="" is a mistake to name.
+        mode = check_mode(self.mode if mode is None else mode)
         if mode == "off" or self.guard is None:
             return [self._off_decision(t) for t in texts]
         threshold = check_threshold(threshold if threshold is not None else self.policy.threshold)

@@ -51,7 +51,13 @@ from ._normalize import normalize_text
 from ._passages import LONG_TEXT_CHARS, passages
 from ._passages import mine_terms as _mine_terms
 from .config import Decision
-from .encoder import SentenceEncoder, text_sha256
+from .encoder import (
+    SentenceEncoder,
+    encoder_fingerprint,
+    encoder_identity,
+    encoder_name,
+    text_sha256,
+)
 from .exceptions import ArtifactError, ConfigurationError, GuardNotFittedError, InvalidInputError
 
 # 2: passage_chars and the encoder precision in the manifest; 3: features of normalized texts;
@@ -301,9 +307,14 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
 
     # -- fitting ---------------------------------------------------------------------------
     def _encoder(self) -> SentenceEncoder:
-        if self.encoder is None:
-            self.encoder = SentenceEncoder()
-        return self.encoder
+        if self.encoder is not None:
+            return self.encoder
+        # The default is resolved once and kept apart from the parameter, which stays None:
+        # scikit-learn's get_params and clone report what the caller passed.
+        default: SentenceEncoder | None = getattr(self, "_default_encoder", None)
+        if default is None:
+            default = self._default_encoder = SentenceEncoder()
+        return default
 
     def _check_params(self) -> None:
         # Parameters arrive from code and from --guard-param strings: each is checked here, by
@@ -1245,7 +1256,7 @@ class Guard:
             manifest = GuardManifest(
                 guard_id=self.guard_id,
                 version=self.version,
-                encoder=self.encoder.identity(),
+                encoder=encoder_identity(self.encoder),
                 passage_chars=self.passage_chars,
                 targets=infos,
             )
@@ -1361,14 +1372,14 @@ class Guard:
         guard.version = manifest.version
         expected = manifest.encoder.get("fingerprint")
         if expected is not None:
-            found = guard.encoder.fingerprint()
+            found = encoder_fingerprint(guard.encoder)
             if (
                 len(found) != len(expected)
                 or np.max(np.abs(np.array(found) - np.array(expected))) > 2e-3
             ):
                 msg = (
                     f"The guard in {root} was fit with encoder {manifest.encoder.get('name')!r}, but the encoder "
-                    f"given ({guard.encoder.name!r}) embeds differently. Pass the same encoder, or re-fit."
+                    f"given ({encoder_name(guard.encoder)!r}) embeds differently. Pass the same encoder, or re-fit."
                 )
                 raise ArtifactError(msg)
         for info in manifest.targets:

@@ -98,6 +98,19 @@ def test_modes(tiny_backend, toy_guard) -> None:
         ECO(tiny_backend, toy_guard, mode="loud")
     with pytest.raises(ConfigurationError, match="needs a guard"):
         ECO(tiny_backend, None)
+    # An empty mode is a mistake, not "the engine's mode" (an enforcing engine answered under it).
+    enforcing = ECO(tiny_backend, toy_guard)
+    with pytest.raises(ConfigurationError, match="Unknown mode ''"):
+        enforcing.decide(FLAGGED, mode="")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Unknown mode ''"):
+        enforcing.replace(mode="")  # type: ignore[arg-type]
+
+
+def test_decide_texts_refuses_one_string(tiny_backend, toy_guard) -> None:
+    # One string would be decided character by character (in off mode, without an error).
+    for mode in ("enforce", "off"):
+        with pytest.raises(InvalidInputError, match=r"one string.*\[text\]"):
+            ECO(tiny_backend, toy_guard, mode=mode).decide_texts("abc")
 
 
 def test_corruption_noise_is_seeded_from_the_text(eco, tiny_backend) -> None:

@@ -34,6 +34,24 @@ def test_estimator_contract(tiny_encoder) -> None:
     assert 0 <= est.cv_fpr_ <= 1 and 0 <= est.threshold_ <= 1
 
 
+def test_the_default_encoder_leaves_the_encoder_parameter_alone(
+    tiny_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eco_integrations.guard as guard_module
+
+    built: list[object] = []
+
+    def default_encoder() -> object:
+        built.append(tiny_encoder)
+        return tiny_encoder
+
+    monkeypatch.setattr(guard_module, "SentenceEncoder", default_encoder)
+    est = PromptGuard(target_fpr=0.2, cv=2).fit(TOY_FORGET + TOY_RETAIN, [1] * 8 + [0] * 8)
+    assert est.get_params()["encoder"] is None and clone(est).encoder is None
+    assert est.predict(TOY_FORGET).mean() > est.predict(TOY_RETAIN).mean()
+    assert len(built) == 1  # resolved once, for the fit and every prediction after it
+
+
 def test_threshold_for_fpr() -> None:
     scores = np.linspace(0, 1, 101)
     t = threshold_for_fpr(scores, 0.05)
@@ -121,6 +139,33 @@ def test_save_load_roundtrip(toy_guard, tmp_path, tiny_encoder) -> None:
     assert np.allclose(loaded.score(texts), toy_guard.score(texts), atol=1e-6)
     assert loaded.guard_id == toy_guard.guard_id and loaded.version == toy_guard.version
     assert loaded.terms == toy_guard.terms
+
+
+class _DuckEncoder:
+    """Only ``encode(texts)``, as a user's own embedding model might offer."""
+
+    def __init__(self, inner, scale: float = 1.0) -> None:
+        self.inner, self.scale = inner, scale
+
+    def encode(self, texts, *, show_progress: bool = False):
+        return self.inner.encode(texts) * self.scale
+
+
+def test_a_duck_typed_encoder_fits_saves_and_loads(tiny_encoder, tmp_path) -> None:
+    duck = _DuckEncoder(tiny_encoder)
+    guard = Guard(duck)
+    guard.add_target("toy", TOY_FORGET, TOY_RETAIN, target_fpr=0.2, cv=2)
+    guard.save(tmp_path / "g")  # failed here: the manifest asked the encoder for identity()
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert (
+        manifest["encoder"]["name"] == "_DuckEncoder"
+        and len(manifest["encoder"]["fingerprint"]) == 8
+    )
+    loaded = Guard.load(tmp_path / "g", encoder=duck)
+    texts = [*TOY_FORGET, *TOY_RETAIN]
+    assert np.allclose(loaded.score(texts), guard.score(texts), atol=1e-6)
+    with pytest.raises(ArtifactError, match="embeds differently"):
+        Guard.load(tmp_path / "g", encoder=_DuckEncoder(tiny_encoder, scale=-1.0))
 
 
 def test_embedding_weight_scales_the_embedding_block(tiny_encoder, tmp_path) -> None:
