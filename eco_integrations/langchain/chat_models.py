@@ -12,13 +12,14 @@ cannot disagree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -37,7 +38,15 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config, get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from eco_integrations._normalize import normalized_sha256
 from eco_integrations._validation import validation_problems
@@ -221,6 +230,49 @@ def _check_call_options(kwargs: Mapping[str, Any]) -> None:
         raise InvalidInputError(msg)
 
 
+_OWN_FIELDS = frozenset(
+    {
+        "engine",
+        "model_name",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "repetition_penalty",
+        "stop",
+        "seed",
+        "mode",
+        "threshold",
+        "classify_window",
+        "expose_decision",
+        "streaming",
+    }
+)
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = ChatECOHuggingFace.model_fields[name]
+    constrained: Any = (
+        Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    )
+    return TypeAdapter(constrained, config=ConfigDict(arbitrary_types_allowed=True))
+
+
+def _checked_assignment(owner: str, name: str, value: Any) -> Any:
+    try:
+        return _field_adapter(name).validate_python(value)
+    except ValidationError as err:
+        # The same error a constructor gives, located at the field.
+        details: list[InitErrorDetails] = []
+        for e in err.errors():
+            detail = InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"])
+            if "ctx" in e:
+                detail["ctx"] = e["ctx"]
+            details.append(detail)
+        raise ValidationError.from_exception_data(owner, details) from None
+
+
 class ChatECOHuggingFace(BaseChatModel):
     """A local Hugging Face chat model that answers forget-topic prompts as if it never saw them.
 
@@ -295,8 +347,16 @@ class ChatECOHuggingFace(BaseChatModel):
     """Route ``invoke`` through the streaming path (kept for LangChain compatibility)."""
 
     # The engine view and the fields it was built from; rebuilt when they change
-    # (model_copy(update=...) and assignment run no validator).
+    # (model_copy(update=...) runs no validator).
     _view: tuple[tuple[Any, ...], ECO] = PrivateAttr()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # This class's own fields are checked where they are set (chat.max_tokens = 0 is refused
+        # here, not at the next call). Not validate_assignment: that re-runs every model
+        # validator on each assignment, and BaseChatModel's profile validator itself assigns.
+        if name in _OWN_FIELDS:
+            value = _checked_assignment(type(self).__name__, name, value)
+        super().__setattr__(name, value)
 
     @model_validator(mode="after")
     def _build_engine_view(self) -> ChatECOHuggingFace:

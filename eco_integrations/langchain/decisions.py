@@ -49,7 +49,10 @@ class ECOForgetClassifier(BaseDecisionModel):
     calibrated threshold (or ``threshold``), so the two may disagree around 0.5 by design.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # validate_assignment: a bad value is refused where it is set, not at the next call.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", validate_assignment=True
+    )
 
     engine: EngineField = Field(exclude=True)
     """The engine whose guard answers."""

@@ -75,7 +75,10 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     index, ``id``, outcome and decision (a hash, never the text).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # validate_assignment: a bad value is refused where it is set, not at the next call.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", validate_assignment=True
+    )
 
     engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy decide; ``from_chat_model`` takes a chat model's."""

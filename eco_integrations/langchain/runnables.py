@@ -16,7 +16,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackMa
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from eco_integrations.config import Decision, Mode, Threshold
 from eco_integrations.exceptions import InvalidInputError
@@ -87,7 +87,10 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     go to the chosen branch.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # validate_assignment: a bad value is refused where it is set, not at the next call.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", validate_assignment=True
+    )
 
     engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy make the decision."""
@@ -104,19 +107,22 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     mode: Mode | None = None
     """``enforce`` | ``shadow`` | ``off``; None keeps the engine's mode."""
 
-    @model_validator(mode="after")
-    def _flagged_takes_the_decision(self) -> ECORouter:
+    # A field validator, not a model one: on assignment it runs before the value is stored, so
+    # a refused branch leaves the router as it was.
+    @field_validator("flagged")
+    @classmethod
+    def _flagged_takes_the_decision(cls, flagged: Runnable[Any, Any]) -> Runnable[Any, Any]:
         # A flagged ECO model with its own mode or threshold bound would refuse the router's
         # decision, and only when a flagged request came: say so now.
-        if _is_eco_model(self.flagged):
-            fixed = [k for k in _DECIDING_OPTIONS if k in _unbound(self.flagged)[1]]
+        if _is_eco_model(flagged):
+            fixed = [k for k in _DECIDING_OPTIONS if k in _unbound(flagged)[1]]
             if fixed:
                 msg = (
                     f"The flagged branch has {', '.join(fixed)} bound, but it answers with the "
                     "router's decision; set the router's threshold or mode instead and drop them."
                 )
                 raise InvalidInputError(msg)
-        return self
+        return flagged
 
     @classmethod
     def from_chat_model(

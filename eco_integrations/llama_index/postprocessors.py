@@ -58,7 +58,10 @@ class ECONodeFilter(BaseNodePostprocessor):
     as unscored.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    # validate_assignment: a bad value is refused where it is set, not at the next call.
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="forbid", validate_assignment=True
+    )
 
     guard: Guard = Field(description="The fitted guard whose targets are forgotten.")
     engine: ECO | None = Field(

@@ -437,8 +437,8 @@ def test_threshold_field_is_the_engine_policys(chat: ChatECOHuggingFace) -> None
     assert (
         rec.events[0]["flagged"] is False and rec.events[0]["threshold"] == score
     )  # flagged means score > threshold
-    # A copy with other fields, or an assignment, runs with them (no validator runs for
-    # either, so the engine view follows the fields, not the constructor).
+    # A copy with other fields, or an assignment, runs with them (no validator runs for a
+    # copy, so the engine view follows the fields, not the constructor).
     copied = chat.model_copy(update={"threshold": score, "mode": "shadow", "classify_window": 2})
     view = copied.engine_view
     assert (view.policy.threshold, view.mode, view.policy.classify_window) == (score, "shadow", 2)
