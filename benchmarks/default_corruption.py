@@ -92,7 +92,8 @@ def beats(report: NeverLearnedReport, baseline: NeverLearnedReport) -> bool:
         gap(report) < gap(baseline)
         and abs(report.fluency - 1) <= abs(baseline.fluency - 1)
         and abs(report.on_topic - 1) <= abs(baseline.on_topic - 1)
-        and report.distinguishable <= baseline.distinguishable
+        # Below 0.5 is chance as much as 0.5 is (see distinguishable): compare the excess.
+        and max(report.distinguishable, 0.5) <= max(baseline.distinguishable, 0.5)
     )
 
 

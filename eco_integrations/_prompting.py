@@ -209,7 +209,8 @@ def render(
     template_messages = [{k: v for k, v in m.items() if k not in _SKIN_KEYS} for m in messages]
     with TOKENIZE_LOCK:
         text = tokenizer.apply_chat_template(template_messages, **template_kwargs)
-    spans = _message_spans(text, messages)
+        marked = tokenizer.apply_chat_template(_marked(template_messages), **template_kwargs)
+    spans = _message_spans(text, messages, _template_gaps(marked, len(messages)))
     chosen = classified_indices(messages, window, roles)
     if any(spans[i] is None for i in chosen if messages[i]["role"] == "user"):
         msg = (
@@ -229,21 +230,67 @@ def render(
     )
 
 
-def _message_spans(text: str, messages: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
-    """Character span of each message's own text in the rendered text, searched in order."""
+def _placeholder(index: int) -> str:
+    # Private-use characters: no template writes them, no tokenizer merges them with neighbours.
+    return f"\ue000{index}\ue001"
+
+
+def _marked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each non-blank content replaced by a placeholder naming its index."""
+    return [
+        {**m, "content": _placeholder(i)} if str(m.get("content") or "").strip() else m
+        for i, m in enumerate(messages)
+    ]
+
+
+def _template_gaps(marked: str, count: int) -> dict[int, int] | None:
+    """For each placeholder message, how many characters of template text come between the
+    previous placeholder and its own: the least its content can start after the previous
+    message's. None when the template did not render each placeholder once, in order."""
+    gaps: dict[int, int] = {}
+    previous_end = 0
+    for i in range(count):
+        placeholder = _placeholder(i)
+        occurrences = marked.count(placeholder)
+        if occurrences == 0:
+            continue  # a blank message: no placeholder was put in
+        at = marked.find(placeholder)
+        if occurrences > 1 or at < previous_end:
+            return None
+        gaps[i] = at - previous_end
+        previous_end = at + len(placeholder)
+    return gaps
+
+
+def _message_spans(
+    text: str, messages: list[dict[str, Any]], gaps: dict[int, int] | None = None
+) -> list[tuple[int, int] | None]:
+    """Character span of each message's own text in the rendered text, searched in order.
+
+    ``gaps`` (from :func:`_template_gaps`) keeps each search past the template's own text: a
+    message "user" must not be found in the role header, nor one naming the model's maker in
+    the default system prompt, where the corruption would then land instead of on the message.
+    """
     spans: list[tuple[int, int] | None] = []
     cursor = 0
-    for message in messages:
+    previous_end = 0
+    for i, message in enumerate(messages):
         content = own_text(message).strip()
         if not content:
             spans.append(None)
             continue
-        at = text.find(content, cursor)
+        at = -1
+        if gaps is not None and i in gaps:
+            at = text.find(content, max(cursor, previous_end + gaps[i]))
+        if at < 0:
+            # A template that changes text or order: the first match after the last message.
+            gaps = None
+            at = text.find(content, cursor)
         if at < 0:
             spans.append(None)
             continue
         spans.append((at, at + len(content)))
-        cursor = at + len(content)
+        cursor = previous_end = at + len(content)
     return spans
 
 
@@ -271,6 +318,8 @@ def select_positions(
         if selection.name == "entities":
             found = _term_spans(rendered.text, rendered.content_spans, [*selection.terms, *terms])
             entity_mask = _overlapping(rendered.offsets, found) if found else None
+            if entity_mask is not None and n:
+                entity_mask[-1] = False  # cleared below anyway; a term only there corrupts nothing
             # No known term in the text: fall back to the whole content, as the paper's NER path does.
             if entity_mask is not None and bool(entity_mask.any()):
                 mask = entity_mask

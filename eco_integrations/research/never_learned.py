@@ -62,6 +62,7 @@ _GROUPS = ("Circle", "Guild", "League", "Society", "Brotherhood", "Council")
 _TITLE_NOUNS: tuple[str, ...] = ("Lantern", "Orchard", "Harbour", "Ledger", "Compass", "Tower")
 _TITLE_NOUNS += ("Meadow", "Ember", "Glass", "Winter", "Bridge", "Mirror")
 _ENGLISH = {"The", "of", *_STREETS, *_GROUPS, *_TITLE_NOUNS}
+_ENGLISH_LOWER = {w.lower() for w in _ENGLISH}
 
 
 class _Strict(BaseModel):
@@ -106,14 +107,37 @@ class Counterfactual(_Strict):
     )
 
 
+# Written variants of one term: "Mad-Eye Moody", "Mad Eye Moody", "Mad\u2011Eye\u00a0Moody" and
+# a line break inside it are the same name, and so are straight and curly apostrophes.
+_SEPARATORS = r"[\s\-\u2010-\u2015\u2212]"
+_APOSTROPHES = "'\u2018\u2019\u02bc"
+
+
+def _spelled(term: str) -> str:
+    """The regex for ``term`` as written any of those ways."""
+    words = [w for w in re.split(_SEPARATORS + "+", term.strip()) if w]
+    return (_SEPARATORS + "+").join(
+        re.sub(f"[{_APOSTROPHES}]", f"[{_APOSTROPHES}]", re.escape(w)) for w in words
+    )
+
+
 def _term_pattern(terms: Sequence[str]) -> re.Pattern[str]:
     # Longest first, so a title wins over the name inside it.
     ordered = sorted({t.strip() for t in terms if t.strip()}, key=lambda t: (-len(t), t))
     if not ordered:
         msg = "No terms given; pass the target's names, titles and places."
         raise InvalidInputError(msg)
-    alternatives = "|".join(re.escape(t) for t in ordered)
+    alternatives = "|".join(_spelled(t) for t in ordered)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def _term_written(written: str, terms: Sequence[str]) -> str:
+    """The term of ``terms`` that the match ``written`` is a spelling of."""
+    for term in sorted(terms, key=lambda t: (-len(t), t)):
+        if term.strip() and re.fullmatch(_spelled(term), written, re.IGNORECASE):
+            return term
+    msg = f"{written!r} matches none of the terms; this is a bug, please report it."
+    raise AssertionError(msg)
 
 
 def find_terms(text: str, terms: Sequence[str]) -> list[str]:
@@ -156,27 +180,37 @@ def invent(term: str, kind: Kind, *, seed: int, avoid: Sequence[str] = ()) -> st
             _invented_word(_rng(seed, "person", w.lower()), forbidden, (2, 2)) for w in words
         )
     rng = _rng(seed, kind, term.lower())
+
+    def english(words: tuple[str, ...]) -> str:
+        # The English words are checked too: "The Tower of ..." must not reuse a term's "Tower".
+        return rng.choice([w for w in words if w.lower() not in forbidden] or [""]).strip()
+
     if kind == "title":
-        return f"The {rng.choice(_TITLE_NOUNS)} of {_invented_word(rng, forbidden, (2, 2))}"
+        noun = english(_TITLE_NOUNS)
+        invented = _invented_word(rng, forbidden, (2, 2))
+        return f"The {noun} of {invented}" if noun else f"The {invented}"
     if kind == "place":
         root = _invented_word(rng, forbidden, (1, 2))
         place = root + rng.choice(_PLACE_SUFFIXES)
-        return place if len(words) == 1 else f"{place} {rng.choice(_STREETS)}"
+        street = english(_STREETS) if len(words) > 1 else ""
+        return f"{place} {street}" if street else place
     if kind == "organisation":
         root = _invented_word(rng, forbidden, (2, 2))
-        return root if len(words) == 1 else f"{root} {rng.choice(_GROUPS)}"
+        group = english(_GROUPS) if len(words) > 1 else ""
+        return f"{root} {group}" if group else root
     return " ".join(_invented_word(rng, forbidden, (2, 2)) for _ in words)
 
 
 def counterfactual(prompt: str, terms: Mapping[str, Kind], *, seed: int = 0) -> Counterfactual:
     """``prompt`` with every term replaced by an invented one of its kind (deterministic in seed)."""
-    kinds = {t.strip().lower(): k for t, k in terms.items()}
     names = list(terms)
     replacements: dict[str, str] = {}
 
     def replace(match: re.Match[str]) -> str:
         written = match.group(0)
-        invented = invent(written, kinds[written.lower()], seed=seed, avoid=names)
+        # By the term it spells: a match may differ from every term's lower() ("Hogwartſ",
+        # "Mad Eye Moody" for "Mad-Eye Moody").
+        invented = invent(written, terms[_term_written(written, names)], seed=seed, avoid=names)
         if written.islower():
             invented = invented.lower()
         replacements[written] = invented
@@ -184,7 +218,10 @@ def counterfactual(prompt: str, terms: Mapping[str, Kind], *, seed: int = 0) -> 
 
     out = _term_pattern(names).sub(replace, prompt)
     coined = {
-        w for r in replacements.values() for w in re.findall(r"[\w-]+", r) if w not in _ENGLISH
+        w
+        for r in replacements.values()
+        for w in re.findall(r"[\w-]+", r)
+        if w.lower() not in _ENGLISH_LOWER  # "the" of a lower-case title is no invented name
     }
     return Counterfactual(
         original=prompt, prompt=out, replacements=replacements, invented=sorted(coined)
@@ -270,8 +307,14 @@ def leak(
         used: list[str] = []
         if facts:
             stranger = stranger_answers[i] if stranger_answers is not None else ""
-            excused = {f.lower() for f in find_terms(f"{question}\n{stranger}", facts)}
-            used = sorted({f.lower() for f in find_terms(answer, facts)} - excused)
+            # Each fact on its own: a longer one the question uses ("lightning scar") must not
+            # hide a shorter one inside it ("scar") from the excuse.
+            said = f"{question}\n{stranger}"
+            excused = {f.strip().lower() for f in facts if find_terms(said, [f])}
+            used = sorted(
+                {_term_written(f, facts).strip().lower() for f in find_terms(answer, facts)}
+                - excused
+            )
         if named or used:
             hits.append(LeakHit(index=i, terms=named, facts=used))
     return LeakReport(rate=len(hits) / len(answers) if answers else 0.0, hits=hits)
@@ -347,7 +390,10 @@ def distinguishable(
     """Cross-validated AUROC of a logistic regression telling ``first`` rows from ``second`` rows.
 
     Every row is scored by a model fit without it; 0.5 means the two sets cannot be told apart,
-    1.0 that they always can.
+    1.0 that they always can. Below 0.5 is chance too, not "less than indistinguishable": on
+    small sets that cannot be told apart, fitting without each row leans its score toward the
+    other set (identical sets of 10 rows read about 0.04). :func:`gap` counts only the excess
+    over 0.5, and comparisons should too.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -399,6 +445,14 @@ def references(
     encoder: Encodes,
 ) -> References:
     """Score the plain model's answers to the counterfactual questions."""
+    unchanged = [c.original for c in counterfactuals if not c.replacements]
+    if unchanged:
+        msg = (
+            f"{len(unchanged)} question(s) name no target term, so their counterfactual twin is the "
+            f"question itself and the plain model's answer to it is not a stranger's: {unchanged[:3]}. "
+            "Drop them (keep the questions find_terms finds a term in), or add their names to the terms."
+        )
+        raise InvalidInputError(msg)
     return References(
         counterfactuals=list(counterfactuals),
         answers=list(answers),

@@ -53,6 +53,7 @@ from .never_learned import (
     References,
     choose_without_leak,
     counterfactual,
+    find_terms,
     gap,
     measure,
     plain_answers,
@@ -246,6 +247,10 @@ def similarity_objective(
 
     return objective
 
+
+DEFAULT_FIRST_N = 4
+"""Content tokens the ``first_n`` selector corrupts when neither ``--first-n`` nor the folder's
+policy says."""
 
 LEAK_PENALTY = 10.0
 """Added per unit of leak rate to the never-learned objective: any leak outweighs the gap of every
@@ -514,8 +519,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--first-n",
         type=int,
-        default=4,
-        help="for never-learned with --selectors first_n: how many content tokens",
+        default=None,
+        help="for never-learned with --selectors first_n: how many content tokens "
+        f"(default: the folder policy's, when it selects first_n; else {DEFAULT_FIRST_N})",
     )
     parser.add_argument(
         "--callable",
@@ -939,6 +945,37 @@ def _search_from_cli(
     )
 
 
+def _climb_out_of_leaks(
+    args: argparse.Namespace,
+    scored: Objective,
+    objective: NeverLearnedObjective,
+    result: SearchResult,
+    corruption: str,
+) -> SearchResult:
+    """When every strength the search tried leaks, try stronger ones, a decade at a time up to
+    ``--max-strength``, until one does not.
+
+    The leak penalty is a step, not a slope: where the leak rate is flat (one prompt leaking at
+    every moderate strength) it gives the search no direction, and the gap alone pulls it toward
+    weaker corruption, so a clean stronger setting would otherwise never be tried.
+    """
+    cap = get_corruption(corruption).max_strength
+    ceiling = args.max_strength if cap is None else min(args.max_strength, cap)
+    strength = max(objective.reports)
+    evaluations = dict(result.evaluations)
+    while strength < ceiling:
+        strength = min(strength * 10.0, ceiling)
+        evaluations[strength] = float(scored(strength))
+        report = objective.reports[strength]
+        print(
+            f"every strength searched leaks; trying {strength:.4g}: leak {report.leak:.3f}",
+            file=sys.stderr,
+        )
+        if report.leak == 0:
+            break
+    return replace(result, evaluations=evaluations)
+
+
 def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy]:
     """The (selector, corruption) policies that ``--objective never-learned`` searches, checked
     before any model is loaded; the other objectives take neither flag."""
@@ -949,13 +986,18 @@ def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy
     if unknown:
         msg = f"Unknown token selector(s) {', '.join(map(repr, unknown))} in --selectors; choose from: {', '.join(SELECTORS)}."
         raise InvalidInputError(msg)
-    if args.first_n < 1:
+    if args.first_n is not None and "first_n" not in selector_names:
+        msg = f"--first-n is read only with the first_n selector, which is not searched here ({', '.join(selector_names)}); add --selectors first_n or drop --first-n."
+        raise InvalidInputError(msg)
+    if args.first_n is not None and args.first_n < 1:
         msg = f"--first-n must be >= 1 (how many content tokens first_n corrupts), got {args.first_n}."
         raise InvalidInputError(msg)
+    # n: --first-n, else the folder policy's (a search must not rewrite it unasked), else 4.
+    first_n = args.first_n or policy.selection.n or DEFAULT_FIRST_N
     selections = [
         SelectionConfig(
             name=name,
-            n=args.first_n if name == "first_n" else None,
+            n=first_n if name == "first_n" else None,
             terms=policy.selection.terms,
         )
         for name in dict.fromkeys(selector_names)
@@ -974,12 +1016,15 @@ def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy
         if not spec.uses_strength:
             msg = f"Corruption {name!r} has no strength to search; pass noise corruptions to --corruptions."
             raise InvalidInputError(msg)
+        # A share (substitute_tokens: at most 1) starts where the search will: capped, as
+        # _search_from_cli caps --init (the default 100 is a noise scale).
+        init = args.init if spec.max_strength is None else min(args.init, spec.max_strength)
         try:
             corruptions.append(
                 CorruptionConfig(
                     name=name,
                     dims=(1 if dims is None else dims) if spec.uses_dims else dims,
-                    strength=args.init,
+                    strength=init,
                 )
             )
         except ValidationError as err:
@@ -1014,6 +1059,16 @@ def _calibrate_never_learned(
     if not terms:
         msg = f"The guard in {folder} has no target terms; refit it (terms are mined from the forget texts)."
         raise InvalidInputError(msg)
+    # A flagged question naming no term (a paraphrase the guard caught) has no stranger twin:
+    # its reference would be the plain model answering the real question.
+    nameless = [p for p in prompts if not find_terms(p, terms)]
+    if nameless:
+        prompts = [p for p in prompts if p not in nameless]
+        print(
+            f"never-learned: {len(nameless)} flagged prompt(s) name no guard term and are left "
+            f"out of the measure (no counterfactual twin), e.g. {nameless[0]!r}",
+            file=sys.stderr,
+        )
     print(
         f"never-learned: {len(prompts)} of {len(questions)} prompts flagged, {len(terms)} guard "
         f"terms; answering the counterfactual twins...",
@@ -1043,12 +1098,16 @@ def _calibrate_never_learned(
             terms=terms,
             max_new_tokens=args.max_new_tokens,
         )
-        result = _search_from_cli(
-            args, _resumable(objective, points, policy.version_hash), target, policy.corruption.name
-        )
+        scored = _resumable(objective, points, policy.version_hash)
+        result = _search_from_cli(args, scored, target, policy.corruption.name)
         picked = choose_without_leak(
             [((policy, result, s), r) for s, r in objective.reports.items()], target=target
         )
+        if picked is None:
+            result = _climb_out_of_leaks(args, scored, objective, result, policy.corruption.name)
+            picked = choose_without_leak(
+                [((policy, result, s), r) for s, r in objective.reports.items()], target=target
+            )
         c = policy.corruption
         label = f"{policy.selection.name} x {c.name}" + (f" dims {c.dims}" if c.dims else "")
         leaking = ", ".join(

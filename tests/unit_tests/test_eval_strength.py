@@ -664,3 +664,69 @@ def test_a_guard_path_that_is_a_file_is_named_before_any_work(tmp_path: Path, ca
     argv = ["calibrate", "strength", "--objective", "chance", "--guard", str(afile)]
     assert main([*argv, "--data-dir", str(tmp_path)]) == 2
     assert "is a file; pass a guard folder" in capsys.readouterr().err
+
+
+def _never_learned_args(*argv: str):
+    import argparse
+
+    from eco_integrations.research.strength import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(["--objective", "never-learned", "--guard", "g", *argv])
+
+
+def test_the_search_space_keeps_the_folders_first_n_and_caps_a_share() -> None:
+    from eco_integrations.research.strength import _search_space
+
+    folder = ECOPolicy(
+        selection=SelectionConfig(name="first_n", n=8),
+        corruption=CorruptionConfig(name="rand_noise_full", strength=1.0),
+    )
+    (policy,) = _search_space(_never_learned_args(), folder)
+    assert policy.selection.n == 8  # was rewritten to 4, and saved so
+    (policy,) = _search_space(_never_learned_args("--first-n", "3"), folder)
+    assert policy.selection.n == 3
+    with pytest.raises(InvalidInputError, match="--first-n is read only with the first_n selector"):
+        _search_space(_never_learned_args("--selectors", "all", "--first-n", "3"), folder)
+    # substitute_tokens takes a share; the default --init (100, a noise scale) failed here.
+    share = folder.model_copy(
+        update={"corruption": CorruptionConfig(name="substitute_tokens", strength=0.5)}
+    )
+    (policy,) = _search_space(_never_learned_args(), share)
+    assert policy.corruption.strength == 1.0
+
+
+def test_a_search_that_only_saw_leaks_tries_stronger_strengths(capsys) -> None:
+    from types import SimpleNamespace
+
+    from eco_integrations.research.strength import SearchResult, _climb_out_of_leaks
+
+    class Objective:
+        """Leaks 1 prompt in 30 below strength 300, nothing above it: the flat leak rate gave
+        the search no slope, and it walked toward weaker corruption."""
+
+        def __init__(self) -> None:
+            self.reports: dict[float, NeverLearnedReport] = {}
+
+        def __call__(self, strength: float) -> float:
+            leak = 0.0 if strength >= 300 else 1 / 30
+            self.reports[strength] = _report(leak=leak, fluency=1.25)
+            return 0.25 + 10 * leak
+
+    objective = Objective()
+    for strength in (0.01, 1.0, 100.0, 177.8):
+        objective(strength)
+    searched = SearchResult(0.01, 0.58, 0.58, 0.0, False, [], {0.01: 0.58})
+    args = SimpleNamespace(max_strength=1e7)
+    result = _climb_out_of_leaks(args, objective, objective, searched, "rand_noise_full")  # type: ignore[arg-type]
+    assert max(objective.reports) == pytest.approx(1778.0)  # one decade up, and clean
+    assert max(result.evaluations) == pytest.approx(1778.0)
+    picked = choose_without_leak(list(objective.reports.items()))
+    assert picked is not None and picked[1].leak == 0
+    assert "every strength searched leaks; trying 1778" in capsys.readouterr().err
+    # A share stops at its cap.
+    share = Objective()
+    share(0.5)
+    _climb_out_of_leaks(args, share, share, searched, "substitute_tokens")  # type: ignore[arg-type]
+    assert max(share.reports) == 1.0

@@ -105,6 +105,78 @@ def test_leak_detects_a_planted_term_and_fact() -> None:
         leak(answers[:2], questions, terms=["Harry"])
 
 
+def test_leak_reads_a_term_however_it_is_spelled_and_excuses_facts_one_by_one() -> None:
+    terms = ["Mad-Eye Moody", "Diagon Alley", "Hermione's cat"]
+    questions = ["Who is he?"] * 5
+    answers = [
+        "He is Mad\u2011Eye Moody.",  # a non-breaking hyphen
+        "He is Mad Eye Moody.",
+        "It is on Diagon\u00a0Alley.",
+        "It is on Diagon\nAlley.",
+        "It was Hermione\u2019s cat.",  # a curly apostrophe
+    ]
+    assert [h.index for h in leak(answers, questions, terms=terms).hits] == [0, 1, 2, 3, 4]
+    # The question's "lightning scar" excuses "scar" too: a stranger asked it would say it.
+    report = leak(
+        ["It left a scar."],
+        ["How did he get the lightning scar?"],
+        terms=["Voldemort"],
+        facts=["scar", "lightning scar"],
+    )
+    assert report.hits == []
+    half = leak(["He is a half giant."], ["Who is he?"], terms=["Hagrid"], facts=["half-giant"])
+    assert [h.facts for h in half.hits] == [["half-giant"]]
+
+
+def test_counterfactual_handles_every_spelling_the_search_matches() -> None:
+    # A case-insensitive match can differ from every term's lower() (a long s folds to s); it
+    # raised a bare KeyError.
+    twin = counterfactual("Who studied at Hogwart\u017f?", TERMS, seed=0)
+    assert twin.replacements and "Hogwart" not in twin.prompt
+    spaced = counterfactual("Who is Mad Eye Moody?", {"Mad-Eye Moody": "person"}, seed=0)
+    assert "Moody" not in spaced.prompt and len(spaced.invented) == 3
+
+
+def test_english_words_of_an_invention_avoid_the_terms_too() -> None:
+    assert "Tower" not in invent("Some Book", "title", seed=3, avoid=["Tower"])
+    assert "Guild" not in invent("Red Team", "organisation", seed=13, avoid=["Guild"])
+    # Nothing to avoid: the same inventions as before (the figures measured with them stand).
+    assert invent("Some Book", "title", seed=3) == "The Tower of Brondtrou"
+
+
+def test_a_lower_case_title_invents_no_english_words() -> None:
+    twin = counterfactual("summarize harry potter and the goblet of fire", TERMS, seed=0)
+    assert twin.invented and not {"the", "of"} & set(twin.invented)
+    assert all(
+        w.lower()
+        not in {
+            "lantern",
+            "orchard",
+            "harbour",
+            "ledger",
+            "compass",
+            "tower",
+            "meadow",
+            "ember",
+            "glass",
+            "winter",
+            "bridge",
+            "mirror",
+        }
+        for w in twin.invented
+    )
+
+
+def test_references_refuse_a_question_without_a_term(
+    tiny_model, tiny_tokenizer, tiny_encoder
+) -> None:
+    twins = [counterfactual(q, TERMS, seed=0) for q in ("Who is Harry?", "Who is the boy wizard?")]
+    with pytest.raises(InvalidInputError, match=r"1 question\(s\) name no target term.*boy wizard"):
+        references(
+            twins, ["a", "b"], model=tiny_model, tokenizer=tiny_tokenizer, encoder=tiny_encoder
+        )
+
+
 def test_term_set_refuses_facts_the_forget_texts_lack() -> None:
     terms = TermSet(
         target="t", questions=["Who is Harry?"], terms={"Harry": "person"}, facts=["owl"]

@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import json
 
@@ -45,6 +46,40 @@ def test_entities_and_fallback(tiny_tokenizer) -> None:
     no_term = select_positions(rendered, SelectionConfig(name="entities"), terms=["Voldemort"])
     content = select_positions(rendered, SelectionConfig(name="content"))
     assert no_term.tolist() == content.tolist()
+
+
+def test_a_term_only_at_the_last_token_falls_back_to_the_content(tiny_tokenizer) -> None:
+    # A raw prompt ends on its own text, and the last token is never corrupted: a term found
+    # only there selected nothing, so a flagged prompt was answered uncorrupted.
+    rendered = render(tiny_tokenizer, "Tell me about the wizard", raw=True)
+    mask = select_positions(rendered, SelectionConfig(name="entities"), terms=["wizard"])
+    assert bool(mask.any())
+    assert mask.tolist() == select_positions(rendered, SelectionConfig(name="content")).tolist()
+
+
+@pytest.mark.parametrize("word", ["user", "im_start", "assistant"])
+def test_a_message_is_found_in_its_place_not_in_the_template(tiny_tokenizer, word: str) -> None:
+    rendered = render(tiny_tokenizer, word)
+    (span,) = rendered.content_spans
+    header = "<|im_start|>user\n"
+    assert span == (len(header), len(header) + len(word))
+
+
+def test_a_message_repeating_the_default_system_prompt_is_found_in_its_place(
+    tiny_tokenizer,
+) -> None:
+    # A template that adds its own system prompt (as SmolLM2's names its maker) when none is sent.
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nA model by Hogwarts Castle."
+        "<|im_end|>\n{% endif %}" + tiny_tokenizer.chat_template
+    )
+    rendered = render(tokenizer, [{"role": "user", "content": "Hogwarts Castle"}])
+    (span,) = rendered.content_spans
+    assert rendered.text[span[0] - len("user\n") : span[1]] == "user\nHogwarts Castle"
+    mask = select_positions(rendered, SelectionConfig(name="content"))
+    assert _selected_text(rendered, mask).strip().startswith("Hogwarts")
+    assert rendered.text.index("Hogwarts") < rendered.offsets[int(mask.nonzero()[0])][0]
 
 
 def test_first_n(tiny_tokenizer) -> None:
