@@ -800,6 +800,7 @@ def calibrate_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         args.letters,
         args.max_new_tokens,
         args.callable_path,
+        args.batch_size,  # padding in a batch can tip a greedy near-tie
     )
     if not args.dry_run:
         objective = _kept(objective, SearchPoints(folder / "strength_points.jsonl", key))
@@ -1079,7 +1080,14 @@ def _calibrate_never_learned(
     # The references and each scored strength are kept as they are computed (a setting costs a
     # generation pass over every prompt): an interrupted search resumes from them.
     key = _points_key(
-        "never-learned", prompts, terms, eco, args.model, args.seed, args.max_new_tokens
+        "never-learned",
+        prompts,
+        terms,
+        eco,
+        args.model,
+        args.seed,
+        args.max_new_tokens,
+        args.batch_size,
     )
     points = None if args.dry_run else SearchPoints(folder / "strength_points.jsonl", key)
     reference = _read_back(References, points, "references", 0.0)
@@ -1220,7 +1228,13 @@ def _calibrate_chance(
     objective = mcq_accuracy_objective(eco, questions, letters=args.letters)
     # Each strength of the grid is kept as it is scored: an interrupted run resumes from them.
     key = _points_key(
-        "chance", [q["question"] for q in questions], args.letters, eco, args.model, args.seed
+        "chance",
+        [q["question"] for q in questions],
+        args.letters,
+        eco,
+        args.model,
+        args.seed,
+        args.batch_size,
     )
     if not args.dry_run:
         objective = _kept(objective, SearchPoints(folder / "strength_points.jsonl", key))

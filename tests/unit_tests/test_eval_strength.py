@@ -529,14 +529,38 @@ def test_references_file_errors_name_the_file_and_row(tmp_path: Path) -> None:
         _reference_rows(str(tmp_path / "empty.jsonl"), ("question",))
 
 
-def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
-    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
-) -> None:
-    import json
+def _callable_calibration(
+    tmp_path: Path, tiny_model_dir: Path, toy_guard, monkeypatch, scored
+) -> list[str]:
+    """``eco calibrate strength --objective callable`` over ``scored``, on the toy guard."""
     import sys
     import types
 
     from eco_integrations import Guard
+
+    module = types.ModuleType("calibration_objective")
+    module.scored = scored  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "calibration_objective", module)
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = ["calibrate", "strength", "--objective", "callable"]
+    argv += ["--callable", "calibration_objective:scored", "--target", "0.2"]
+    return [
+        *argv,
+        "--guard",
+        str(tmp_path / "g"),
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "3",
+    ]
+
+
+def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import json
+
     from eco_integrations.cli import main
 
     calls: list[float] = []
@@ -547,14 +571,7 @@ def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
         calls.append(strength)
         return 1.0 / (1.0 + strength)
 
-    module = types.ModuleType("calibration_objective")
-    module.scored = scored  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "calibration_objective", module)
-    toy_guard.save(tmp_path / "g")
-    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
-    argv = ["calibrate", "strength", "--objective", "callable"]
-    argv += ["--callable", "calibration_objective:scored", "--target", "0.2"]
-    argv += ["--guard", str(tmp_path / "g"), "--model", str(tiny_model_dir), "--max-steps", "3"]
+    argv = _callable_calibration(tmp_path, tiny_model_dir, toy_guard, monkeypatch, scored)
     assert main(argv) == 130  # interrupted: one line, not a traceback
     first = list(calls)
     scored.resumed = True  # type: ignore[attr-defined]
@@ -563,6 +580,30 @@ def test_an_interrupted_calibration_resumes_from_the_strengths_it_scored(
     # The three strengths scored before the interrupt were read back, not scored again.
     assert calls[:3] == first and not set(calls[3:]) & set(first)
     assert summary["saved"] and (tmp_path / "g" / "strength_points.jsonl").is_file()
+
+
+def test_a_resumed_calibration_with_another_batch_size_scores_again(
+    tiny_model_dir, toy_guard, tmp_path: Path, monkeypatch
+) -> None:
+
+    from eco_integrations.cli import main
+
+    calls: list[float] = []
+
+    def scored(eco: object, strength: float) -> float:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(strength)
+        return 1.0 / (1.0 + strength)
+
+    argv = _callable_calibration(tmp_path, tiny_model_dir, toy_guard, monkeypatch, scored)
+    assert main(argv) == 130
+    first = list(calls)
+    calls.clear()
+    # Another batch size pads prompts otherwise, which can tip greedy answers: nothing is read
+    # back (the same command with the same batch size reads them, as the test above shows).
+    assert main([*argv, "--batch-size", "3"]) == 130
+    assert calls == first
 
 
 def test_an_interrupted_chance_grid_resumes_from_the_strengths_it_scored(
