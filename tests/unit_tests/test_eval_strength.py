@@ -426,6 +426,26 @@ def test_never_learned_command_saves_the_chosen_selector(
     assert "[1/2] first_n x rand_noise_full" in out.err and "[2/2] all x" in out.err
 
 
+def test_a_flagged_prompt_naming_no_term_is_left_out_of_the_measure(
+    tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import json
+
+    from eco_integrations import Guard
+    from eco_integrations.cli import main
+
+    toy_guard.save(tmp_path / "g")
+    monkeypatch.setattr(Guard, "load", classmethod(lambda cls, folder, **kwargs: toy_guard))
+    argv = _strength_argv(tmp_path, tiny_model_dir, "--selectors", "all", "--dry-run")
+    nameless = "What spell did he learn?"  # the toy guard flags it; it names no guard term
+    assert toy_guard.decide_many([nameless])[0].flagged
+    with (tmp_path / "forget.jsonl").open("a") as refs:
+        refs.write(json.dumps({"question": nameless}) + "\n")
+    assert main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 flagged prompt(s) name no guard term and are left out" in err and nameless in err
+
+
 def test_bad_selector_or_corruption_names_the_choices(
     tiny_model_dir, toy_guard, tmp_path: Path, capsys, monkeypatch
 ) -> None:
