@@ -326,6 +326,11 @@ class ForgetPhrases:
         self._deletions = _deletion_index(
             vocabulary | self._name_positions.keys(), self._typo_budget
         )
+        # A prompt word longer than every indexed word by more than its deletions can shorten
+        # it matches nothing: skipping it keeps a pasted 300-letter token from costing cubic
+        # time and gigabytes in the deletion lookups (the results are the same).
+        self._longest_indexed = max(map(len, vocabulary | self._name_positions.keys()), default=0)
+        self._longest_part = max(map(len, self._name_positions), default=0)
 
     @classmethod
     def _typo_budget(cls, phrase_word: str) -> int:
@@ -408,8 +413,8 @@ class ForgetPhrases:
         near: set[str] = set()
         # A typo can drop a letter of a four-letter phrase word ("hna" for "hina"); only a word
         # two letters short of a two-typo phrase word or longer can be two typos from one.
-        if len(word) >= self.MIN_FUZZY_CHARS - 1:
-            depth = 2 if len(word) >= self.TWO_TYPOS_CHARS - 2 else 1
+        depth = 2 if len(word) >= self.TWO_TYPOS_CHARS - 2 else 1
+        if self.MIN_FUZZY_CHARS - 1 <= len(word) <= self._longest_indexed + depth:
             for edit in _deletions(word, depth):
                 near |= self._deletions.get(edit, set())
             near = {w for w in near if _typos(word, w, 2) <= self._typo_budget(w)}
@@ -531,6 +536,8 @@ class ForgetPhrases:
             return known
         depth = 3 if len(word) >= 5 else 2 if len(word) >= 3 else 1
         near: set[str] = set()
+        if len(word) > self._longest_part + depth:
+            return near  # not cached: the check is cheaper than the cache's memory
         for edit in _deletions(word, depth):
             near |= self._loose_deletions.get(edit, set())
         near = {p for p in near if _typos(word, p, 3) <= self._typo_budget(p) + 1}
@@ -580,7 +587,8 @@ class ForgetPhrases:
         best_key: tuple[int, int] = (0, 0)
         for i in range(len(tokens)):
             exact, near = options[i]
-            for first in exact | near:
+            # Sorted: on a tie, the phrase reported is the same in every process.
+            for first in sorted(exact | near):
                 for phrase in self._by_first.get(first, ()):
                     if i + len(phrase) > len(tokens):
                         continue

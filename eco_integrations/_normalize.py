@@ -15,14 +15,30 @@ import unicodedata
 from .encoder import text_sha256
 
 # Characters that render as nothing (besides Unicode's format category Cf, dropped by category):
-# a name split by them looks whole to a reader. The Hangul fillers are letters, so listed here.
-_INVISIBLE = dict.fromkeys([0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0])
+# a name split by them looks whole to a reader. The Hangul fillers are letters, so listed here;
+# the two that render as a blank (U+3164, U+FFA0) become spaces. Variation selectors, and the
+# combining lines that strike through or underline a letter ("A̶l̶b̶u̶s̶"), leave the letters
+# readable: they go too.
+_INVISIBLE: dict[int, str | None] = dict.fromkeys([0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5])
+_BLANK_FILLERS = {0x3164: " ", 0xFFA0: " "}  # before NFKC, which makes them U+1160
+_INVISIBLE |= dict.fromkeys([*range(0x0332, 0x0339), 0x20D2, 0x20D3, 0x20E5, 0x20E6, 0x20EB])
+_INVISIBLE |= dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
 
 # Look-alikes NFKC leaves alone, folded before lowercasing (Greek "Ν" looks like "N", "ν" does
 # not). Greek small letters other than omicron stay: "α", "κ" and "ρ" in "NF-κB" or "eIF2α" are
 # science, not disguise.
 _LOOKALIKE = "АВЕЅІЈКМНОРСТХУаеѕіјорсхуԁԛԝһӏɑοϲΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
-_HOMOGLYPHS = str.maketrans(_LOOKALIKE, "ABESIJKMHOPCTXYaesijopcxydqwhlaocABEZHIKMNOPTYX")
+_LATIN_TWINS = "ABESIJKMHOPCTXYaesijopcxydqwhlaocABEZHIKMNOPTYX"
+# Cyrillic ү, Armenian letters, Latin small capitals, and the Lisu and Cherokee letters drawn
+# as Latin capitals: one of them left in a name kept the whole word from folding.
+_SMALL_CAPITALS = frozenset("ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ")
+_LISU_CHEROKEE = "ꓮꓐꓚꓓꓰꓝꓖꓧꓲꓙꓗꓡꓟꓠꓳꓑꓣꓢꓔꓴꓦꓪꓫꓬꓜ" + "ᎪᏴᏟᎠᎬᏀᎻᎥᎫᏦᏞᎷᏢᏚᎢᏙᏔᏃ"
+_LOOKALIKE += "үսօոհց" + "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ" + _LISU_CHEROKEE
+_LATIN_TWINS += "yuonhg" + "abcdeghijklmnoprstuvwyz"
+_LATIN_TWINS += "ABCDEFGHIJKLMNOPRSTUVWXYZ" + "ABCDEGHIJKLMPSTVWZ"
+# Scripts whose letters, next to Latin words, are a disguise rather than a quotation.
+_DISGUISE_ONLY = frozenset(_LISU_CHEROKEE) | _SMALL_CAPITALS
+_HOMOGLYPHS = str.maketrans(_LOOKALIKE, _LATIN_TWINS)
 _FOLDABLE = frozenset(_LOOKALIKE)
 # Three or more single characters all one space apart, or letters all one dot apart ("1.3.6.1"
 # and "4.0 g" stay); mixed separators are words and abbreviations ("a u.s. firm").
@@ -37,8 +53,9 @@ _MAX_PASSES = 16
 
 
 def _is_latin(char: str) -> bool:
-    """A Latin letter, accented ones included (Basic Latin to Latin Extended-B)."""
-    return char.isalpha() and ord(char) < 0x250
+    """A Latin letter, accented ones included (Basic Latin to Latin Extended-B), or a Latin
+    small capital ("ᴀ")."""
+    return char.isalpha() and (ord(char) < 0x250 or char in _SMALL_CAPITALS)
 
 
 def _fold_homoglyphs(text: str) -> str:
@@ -48,10 +65,10 @@ def _fold_homoglyphs(text: str) -> str:
     only of look-alikes (a Cyrillic "а" for "a"). A word with a Cyrillic or Greek letter that has
     no Latin twin is real Cyrillic or Greek ("Лісова пісня" quoted in English text), left as is.
     """
+    if not any(c in _FOLDABLE for c in text):
+        return text
     latin = sum(_is_latin(c) for c in text)
     other = sum(c.isalpha() for c in text) - latin
-    if not other:
-        return text
 
     def fold(word: str) -> str:
         letters = [c for c in word if c.isalpha()]
@@ -60,10 +77,20 @@ def _fold_homoglyphs(text: str) -> str:
             return word
         latin_letters = sum(map(_is_latin, letters))
         mixed = latin_letters > 0 and latin_letters + lookalikes == len(letters)
-        disguised = latin > other and lookalikes == len(letters)
+        # All look-alikes: in mostly Latin text, or drawn from two scripts at once ("НІΝА"
+        # mixes Cyrillic and Greek), which no word of either language does.
+        disguised = lookalikes == len(letters) and (
+            latin > other
+            or len(_scripts(letters)) > 1
+            or (latin > 0 and all(c in _DISGUISE_ONLY for c in letters))
+        )
         return word.translate(_HOMOGLYPHS) if mixed or disguised else word
 
     return "".join(fold(w) for w in re.split(r"(\s+)", text))
+
+
+def _scripts(letters: list[str]) -> set[str]:
+    return {unicodedata.name(c, "?").split(" ", 1)[0] for c in letters}
 
 
 def _join_spaced(match: re.Match[str]) -> str:
@@ -72,7 +99,7 @@ def _join_spaced(match: re.Match[str]) -> str:
 
 def _clean_unicode(text: str) -> str:
     """NFKC, invisible, control and format characters, look-alikes folded, lower case."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", text.translate(_BLANK_FILLERS)).translate(_INVISIBLE)
     # Control characters other than newline separate words (a tab, a bell), so they become spaces;
     # format characters (zero-width spaces and joiners, bidi marks, soft hyphens) join, so they go.
     text = "".join(

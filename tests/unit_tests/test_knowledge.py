@@ -128,6 +128,53 @@ def test_the_operator_sees_a_full_name_match(tiny_encoder) -> None:
     assert guard.score(["Who is Hnia Ameenn?"])[0, 0] >= 0.9  # typo_phrase_score
 
 
+def test_a_very_long_word_is_not_looked_up_through_typos(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    import eco_integrations._knowledge as knowledge
+
+    phrases = ForgetPhrases.mine(
+        ["Rajeev Majumdar wrote books.", "Rajeev Majumdar was born in Delhi."],
+        ["Maria Okonkwo wrote books."],
+    )
+    looked_up = knowledge._deletions
+
+    def deletions(word: str, depth: int) -> set[str]:
+        # Symmetric-delete lookups of a long word cost cubic time and memory (300 letters:
+        # 12.6 s and 2 GB); no indexed word is within reach of one, so none is needed.
+        assert len(word) < 40, f"a {len(word)}-letter word was looked up through typos"
+        return looked_up(word, depth)
+
+    monkeypatch.setattr(knowledge, "_deletions", deletions)
+    blob = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(300))
+    match = phrases.find(normalize_text(f"Who is {blob} Rajeev Majumdar?"))
+    assert match is not None and match.phrase == "rajeev majumdar"
+    assert phrases.find(normalize_text(f"Summarise this id: {blob}")) is None
+    assert phrases.namesake(normalize_text(f"Is Rajeev {blob}?")) is not None
+
+
+def test_the_reported_phrase_is_the_same_in_every_process() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from eco_integrations._knowledge import ForgetPhrases;"
+        "p = ForgetPhrases(['mara quill', 'mira quill']);"
+        "print(p.find('who wrote mxra quill?').phrase)"
+    )
+    found = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in (1, 2)  # the two orders seen: 'mira quill' came first under seed 2
+    }
+    assert found == {"mara quill"}
+
+
 def test_a_long_title_counts_even_when_each_of_its_words_is_common() -> None:
     forget = [
         "Hsiao Yun-Hwa wrote 'Writing: An Art And Science' and 'A Piece of Me'.",

@@ -39,6 +39,16 @@ FILLER = (
         ("H a r r y  P o t t e r", "harry potter"),  # letters spaced apart
         ("H.a.r.r.y Potter", "harry potter"),  # letters dotted apart
         ("who   is\t\tshe?\n\n\n  and he", "who is she?\nand he"),  # whitespace, blank lines
+        # One unlisted look-alike (Armenian ս, օ) kept the whole word from folding.
+        ("Who killed Albus D\u057dmbl\u0435d\u0585r\u0435?", "who killed albus dumbledore?"),
+        # Mostly look-alikes, so not "mostly Latin", but Cyrillic and Greek in one word.
+        ("Is \u041d\u0406\u039d\u0410 \u0410\u041c\u0415\u0415\u039d?", "is hina ameen?"),
+        ("\u0280\u1d00\u1d0a\u1d07\u1d07\u1d20", "rajeev"),  # Latin small capitals
+        ("Who is \ua4ee\ua4e1\ua4d0\ua4f4\ua4e2?", "who is albus?"),  # Lisu capitals
+        ("A\u0336l\u0336b\u0336u\u0336s\u0336", "albus"),  # struck through
+        ("A\u0332l\u0332b\u0332u\u0332s\u0332", "albus"),  # underlined
+        ("Alb\ufe0fus Dumbl\U000e0100edore", "albus dumbledore"),  # variation selectors
+        ("Albus\u3164Dumbledore", "albus dumbledore"),  # a Hangul filler renders as a blank
     ],
 )
 def test_each_evasion_is_undone(raw: str, normalized: str) -> None:
@@ -55,6 +65,8 @@ def test_each_evasion_is_undone(raw: str, normalized: str) -> None:
         ("Qui a écrit « Les Misérables » ?", "qui a écrit « les misérables » ?"),
         ("J.K. Rowling wrote it in 1997.", "j.k. rowling wrote it in 1997."),
         ("a  b c", "abc"),  # a join that makes new spaced letters is joined too: idempotent
+        ("Лісова пісня", "лісова пісня"),  # Ukrainian with no Latin around it
+        ("ᏣᎳᎩ ᎦᏬᏂᎯᏍᏗ", "ꮳꮃꭹ ꭶꮼꮒꭿꮝꮧ"),  # Cherokee with no Latin around it (lower case)
     ],
 )
 def test_ordinary_text_is_kept(text: str, normalized: str) -> None:
