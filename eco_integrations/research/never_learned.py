@@ -32,7 +32,6 @@ the way a stranger is wrong. ECO answers to the real questions are compared with
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -530,8 +529,8 @@ def measure(
     embeddings = encoder.encode(masked)
     return NeverLearnedReport(
         leak=leaks.rate,
-        fluency=_ratio(eco_nll, ref_nll),
-        on_topic=_ratio(eco_sim, ref_sim),
+        fluency=_ratio(eco_nll, ref_nll, "per-token NLL"),
+        on_topic=_ratio(eco_sim, ref_sim, "question similarity"),
         distinguishable=distinguishable(
             embeddings[: len(eco_answers)], embeddings[len(eco_answers) :]
         ),
@@ -544,8 +543,17 @@ def measure(
     )
 
 
-def _ratio(value: float, reference: float) -> float:
-    return value / reference if reference else math.inf
+def _ratio(value: float, reference: float, what: str) -> float:
+    # A ratio to a reference at or below 0 has no meaning (its sign flips, or it is infinite,
+    # which no JSON line can hold): say what is wrong instead of reporting it.
+    if not reference > 0:
+        msg = (
+            f"The reference answers' mean {what} is {reference:.4g}; fluency and on_topic are ratios "
+            "to it and need it above 0. Check the reference answers (empty, or unrelated to their "
+            "questions) and the encoder."
+        )
+        raise InvalidInputError(msg)
+    return value / reference
 
 
 def gap(report: NeverLearnedReport) -> float:

@@ -250,6 +250,18 @@ def test_measure_of_reference_like_answers(tiny_model, tiny_tokenizer, tiny_enco
     assert report.leak == 0
     assert report.fluency == pytest.approx(1.0, rel=0.05)
     assert report.distinguishable <= 0.6
+    # A reference similarity at or below 0 makes on_topic meaningless (or infinite, which the
+    # command's JSON line cannot hold): named, not reported.
+    unrelated = reference.model_copy(update={"similarity": [-0.1] * len(questions)})
+    with pytest.raises(InvalidInputError, match=r"mean question similarity is -0\.1"):
+        measure(
+            eco_answers,
+            unrelated,
+            model=tiny_model,
+            tokenizer=tiny_tokenizer,
+            encoder=tiny_encoder,
+            terms=list(TERMS),
+        )
     assert mask_names(eco_answers[0], list(TERMS)) == mask_names(ref_answers[0], twins[0].invented)
     # An ECO answer cannot echo the corrupted name and makes up another, where a reference echoes
     # its invented one: otherwise alike, the sets must not be told apart by those names.
