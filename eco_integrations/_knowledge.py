@@ -267,6 +267,8 @@ class ForgetPhrases:
     # A phrase matched through typos alone needs every word this long ("elvinn maammadov");
     # otherwise one of its words must be exact ("ji yoen park", "hia ameenn").
     ALL_TYPOS_CHARS = 5
+    # A multi-word phrase written as one word is matched from this many letters on.
+    MIN_FUSED_CHARS = 8
     _SEEN_LIMIT = 100_000
     FULL_NAME_TYPO_SHARE = 0.25
 
@@ -287,10 +289,16 @@ class ForgetPhrases:
             self._facts_by_year.setdefault(year, set()).add(word)
         self._by_first: dict[str, list[tuple[str, ...]]] = {}
         vocabulary: set[str] = set()
+        # Multi-word phrases with their spaces taken out: how one spaced out in a single run
+        # ("A l b u s D u m b l e d o r e") reaches the guard, since normalization joins the
+        # letters and cannot know where the words broke. Short ones could be ordinary words.
+        self._fused: dict[str, tuple[str, ...]] = {}
         for phrase in self.phrases:
             tokens = tuple(phrase.split(" "))
             self._by_first.setdefault(tokens[0], []).append(tokens)
             vocabulary.update(tokens)
+            if len(tokens) > 1 and len(fused := "".join(tokens)) >= self.MIN_FUSED_CHARS:
+                self._fused.setdefault(fused, tokens)
         # Forget persons' names ("hina ameen") and the fit texts' lower-case words: what
         # :meth:`namesake` needs to tell another person's name part from an ordinary word.
         self.person_names = sorted(set(person_names))
@@ -607,6 +615,10 @@ class ForgetPhrases:
                         if best is None or key > best_key:
                             span = (i, i + len(phrase))
                             best, best_key = PhraseMatch(" ".join(phrase), typos, span=span), key
+        for i, token in enumerate(tokens):
+            fused = self._fused.get(token)
+            if fused is not None and (best is None or (0, len(fused)) > best_key):
+                best, best_key = PhraseMatch(" ".join(fused), 0, span=(i, i + 1)), (0, len(fused))
         return best
 
     def namesake(self, normalized: str) -> tuple[str, str] | None:

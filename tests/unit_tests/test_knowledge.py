@@ -153,6 +153,16 @@ def test_a_very_long_word_is_not_looked_up_through_typos(monkeypatch: pytest.Mon
     assert phrases.namesake(normalize_text(f"Is Rajeev {blob}?")) is not None
 
 
+def test_a_phrase_spaced_out_in_one_run_is_found_though_its_words_fused() -> None:
+    phrases = ForgetPhrases.mine(FORGET, RETAIN)
+    # One space between every letter: normalization joins the run into one word.
+    spaced = "Where was " + " ".join("HsiaoYunHwa") + " born?"
+    assert normalize_text(spaced) == "where was hsiaoyunhwa born?"
+    assert _find(phrases, spaced) == "hsiao yun hwa"
+    assert _find(phrases, "Who won the " + " ".join("GoldenQuill") + " Award?") is not None
+    assert _find(phrases, "Where was Hsiao born?") is None  # one part alone is not the phrase
+
+
 def test_the_reported_phrase_is_the_same_in_every_process() -> None:
     import subprocess
     import sys
