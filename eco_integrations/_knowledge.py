@@ -331,13 +331,12 @@ class ForgetPhrases:
         self._seen: dict[str, set[str]] = {}
         # Name parts join the typo index (never the exact vocabulary, so phrase matching is
         # unchanged): a garbled part is the forget person's, not a namesake's.
-        self._deletions = _deletion_index(
-            vocabulary | self._name_positions.keys(), self._typo_budget
-        )
+        typo_indexed = vocabulary | self._name_positions.keys()
+        self._deletions = _deletion_index(typo_indexed, self._typo_budget)
         # A prompt word longer than every indexed word by more than its deletions can shorten
         # it matches nothing: skipping it keeps a pasted 300-letter token from costing cubic
         # time and gigabytes in the deletion lookups (the results are the same).
-        self._longest_indexed = max(map(len, vocabulary | self._name_positions.keys()), default=0)
+        self._longest_indexed = max(map(len, typo_indexed), default=0)
         self._longest_part = max(map(len, self._name_positions), default=0)
 
     @classmethod

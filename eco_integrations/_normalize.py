@@ -31,9 +31,10 @@ _LOOKALIKE = "АВЕЅІЈКМНОРСТХУаеѕіјорсхуԁԛԝһӏɑοϲ
 _LATIN_TWINS = "ABESIJKMHOPCTXYaesijopcxydqwhlaocABEZHIKMNOPTYX"
 # Cyrillic ү, Armenian letters, Latin small capitals, and the Lisu and Cherokee letters drawn
 # as Latin capitals: one of them left in a name kept the whole word from folding.
-_SMALL_CAPITALS = frozenset("ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ")
+_SMALL_CAPS = "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ"
+_SMALL_CAPITALS = frozenset(_SMALL_CAPS)
 _LISU_CHEROKEE = "ꓮꓐꓚꓓꓰꓝꓖꓧꓲꓙꓗꓡꓟꓠꓳꓑꓣꓢꓔꓴꓦꓪꓫꓬꓜ" + "ᎪᏴᏟᎠᎬᏀᎻᎥᎫᏦᏞᎷᏢᏚᎢᏙᏔᏃ"
-_LOOKALIKE += "үսօոհց" + "ᴀʙᴄᴅᴇɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ" + _LISU_CHEROKEE
+_LOOKALIKE += "үսօոհց" + _SMALL_CAPS + _LISU_CHEROKEE
 _LATIN_TWINS += "yuonhg" + "abcdeghijklmnoprstuvwyz"
 _LATIN_TWINS += "ABCDEFGHIJKLMNOPRSTUVWXYZ" + "ABCDEGHIJKLMPSTVWZ"
 # Scripts whose letters, next to Latin words, are a disguise rather than a quotation.

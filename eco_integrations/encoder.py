@@ -152,7 +152,7 @@ class SentenceEncoder:
 
     def fingerprint(self) -> list[float]:
         """A few rounded coordinates of a fixed sentence: tells two encoders apart on load."""
-        return [round(float(x), 3) for x in self.encode([_PROBE])[0][:8]]
+        return _fingerprint_of(self.encode([_PROBE])[0])
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -167,12 +167,16 @@ def encoder_name(encoder: Any) -> str:
     return str(getattr(encoder, "name", None) or type(encoder).__name__)
 
 
+def _fingerprint_of(probe_embedding: Any) -> list[float]:
+    return [round(float(x), 3) for x in np.asarray(probe_embedding)[:8]]
+
+
 def encoder_fingerprint(encoder: Any) -> list[float]:
     """:meth:`SentenceEncoder.fingerprint` for any object with ``encode(texts)``."""
     own = getattr(encoder, "fingerprint", None)
     if callable(own):
         return list(own())
-    return [round(float(x), 3) for x in np.asarray(encoder.encode([_PROBE]))[0][:8]]
+    return _fingerprint_of(np.asarray(encoder.encode([_PROBE]))[0])
 
 
 def encoder_identity(encoder: Any) -> dict[str, Any]:
@@ -181,11 +185,12 @@ def encoder_identity(encoder: Any) -> dict[str, Any]:
     own = getattr(encoder, "identity", None)
     if callable(own):
         return dict(own())
+    probe = np.asarray(encoder.encode([_PROBE]))
     return {
         "name": encoder_name(encoder),
-        "dim": int(np.asarray(encoder.encode([_PROBE])).shape[1]),
+        "dim": int(probe.shape[1]),
         "precision": str(getattr(encoder, "precision", "float32")),
-        "fingerprint": encoder_fingerprint(encoder),
+        "fingerprint": _fingerprint_of(probe[0]),
     }
 
 

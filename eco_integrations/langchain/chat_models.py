@@ -230,26 +230,6 @@ def _check_call_options(kwargs: Mapping[str, Any]) -> None:
         raise InvalidInputError(msg)
 
 
-_OWN_FIELDS = frozenset(
-    {
-        "engine",
-        "model_name",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "repetition_penalty",
-        "stop",
-        "seed",
-        "mode",
-        "threshold",
-        "classify_window",
-        "expose_decision",
-        "streaming",
-    }
-)
-
-
 @functools.cache
 def _field_adapter(name: str) -> TypeAdapter[Any]:
     field = ChatECOHuggingFace.model_fields[name]
@@ -957,6 +937,10 @@ class ChatECOHuggingFace(BaseChatModel):
             msg = f"tool_choice {tool_choice!r} is not one of the bound tools ({', '.join(names)})."
             raise InvalidInputError(msg)
         return self.bind(tools=formatted, tool_choice=tool_choice or None, **kwargs)
+
+
+# The fields this class declares (LangChain's own are assigned by LangChain and left to it).
+_OWN_FIELDS = frozenset(ChatECOHuggingFace.model_fields.keys() - BaseChatModel.model_fields.keys())
 
 
 def _stream_run(kwargs: Mapping[str, Any]) -> RunnableConfig | None:

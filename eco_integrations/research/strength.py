@@ -916,10 +916,9 @@ def _search_from_cli(
     A corruption whose strength is a share (``substitute_tokens``: at most 1) caps the search's
     range and initial strength at its largest valid strength, and says so.
     """
-    init, max_strength = args.init, args.max_strength
-    cap = get_corruption(corruption).max_strength
-    if cap is not None and (init > cap or max_strength > cap):
-        init, max_strength = min(init, cap), min(max_strength, cap)
+    init, max_strength = _strength_range(args, corruption)
+    if (init, max_strength) != (args.init, args.max_strength):
+        cap = get_corruption(corruption).max_strength
         print(
             f"{corruption}: strength is at most {cap:g}; searching up to {max_strength:g} from {init:g}",
             file=sys.stderr,
@@ -946,6 +945,23 @@ def _search_from_cli(
     )
 
 
+def _clean_choice(
+    policy: ECOPolicy, result: SearchResult, objective: NeverLearnedObjective, target: float
+) -> tuple[tuple[ECOPolicy, SearchResult, float], NeverLearnedReport] | None:
+    """The strength :func:`choose_without_leak` picks among those ``objective`` scored."""
+    scored = objective.reports.items()
+    return choose_without_leak([((policy, result, s), r) for s, r in scored], target=target)
+
+
+def _strength_range(args: argparse.Namespace, corruption: str) -> tuple[float, float]:
+    """``--init`` and ``--max-strength`` within what ``corruption`` accepts: a share
+    (``substitute_tokens``) is at most 1, where the defaults are noise scales."""
+    cap = get_corruption(corruption).max_strength
+    if cap is None:
+        return args.init, args.max_strength
+    return min(args.init, cap), min(args.max_strength, cap)
+
+
 def _climb_out_of_leaks(
     args: argparse.Namespace,
     scored: Objective,
@@ -960,8 +976,7 @@ def _climb_out_of_leaks(
     every moderate strength) it gives the search no direction, and the gap alone pulls it toward
     weaker corruption, so a clean stronger setting would otherwise never be tried.
     """
-    cap = get_corruption(corruption).max_strength
-    ceiling = args.max_strength if cap is None else min(args.max_strength, cap)
+    _, ceiling = _strength_range(args, corruption)
     strength = max(objective.reports)
     evaluations = dict(result.evaluations)
     while strength < ceiling:
@@ -1017,9 +1032,8 @@ def _search_space(args: argparse.Namespace, policy: ECOPolicy) -> list[ECOPolicy
         if not spec.uses_strength:
             msg = f"Corruption {name!r} has no strength to search; pass noise corruptions to --corruptions."
             raise InvalidInputError(msg)
-        # A share (substitute_tokens: at most 1) starts where the search will: capped, as
-        # _search_from_cli caps --init (the default 100 is a noise scale).
-        init = args.init if spec.max_strength is None else min(args.init, spec.max_strength)
+        # A share (substitute_tokens: at most 1) starts where the search will.
+        init, _ = _strength_range(args, name)
         try:
             corruptions.append(
                 CorruptionConfig(
@@ -1108,14 +1122,10 @@ def _calibrate_never_learned(
         )
         scored = _resumable(objective, points, policy.version_hash)
         result = _search_from_cli(args, scored, target, policy.corruption.name)
-        picked = choose_without_leak(
-            [((policy, result, s), r) for s, r in objective.reports.items()], target=target
-        )
+        picked = _clean_choice(policy, result, objective, target)
         if picked is None:
             result = _climb_out_of_leaks(args, scored, objective, result, policy.corruption.name)
-            picked = choose_without_leak(
-                [((policy, result, s), r) for s, r in objective.reports.items()], target=target
-            )
+            picked = _clean_choice(policy, result, objective, target)
         c = policy.corruption
         label = f"{policy.selection.name} x {c.name}" + (f" dims {c.dims}" if c.dims else "")
         leaking = ", ".join(

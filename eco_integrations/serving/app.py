@@ -76,9 +76,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_MAX_TOKENS = 256
 OPEN_PATHS = frozenset({"/health", "/ready"})
-# Where a stream leaves the status it ended with, for the request counter (request.state).
-STREAM_STATUS = "eco_stream_status"
 """Paths that answer without an API key (load-balancer probes); everything else needs one."""
+STREAM_STATUS = "eco_stream_status"
+"""Where a stream leaves, in ``request.state``, the status it ended with (for the request counter)."""
 
 
 def asked_max_tokens(parsed: Sampling) -> tuple[int | None, str]:

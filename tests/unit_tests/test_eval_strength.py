@@ -779,7 +779,7 @@ def test_a_search_that_only_saw_leaks_tries_stronger_strengths(capsys) -> None:
     for strength in (0.01, 1.0, 100.0, 177.8):
         objective(strength)
     searched = SearchResult(0.01, 0.58, 0.58, 0.0, False, [], {0.01: 0.58})
-    args = SimpleNamespace(max_strength=1e7)
+    args = SimpleNamespace(init=100.0, max_strength=1e7)
     result = _climb_out_of_leaks(args, objective, objective, searched, "rand_noise_full")  # type: ignore[arg-type]
     assert max(objective.reports) == pytest.approx(1778.0)  # one decade up, and clean
     assert max(result.evaluations) == pytest.approx(1778.0)
