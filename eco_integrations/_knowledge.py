@@ -620,7 +620,7 @@ class ForgetPhrases:
                 best, best_key = PhraseMatch(" ".join(fused), 0, span=(i, i + 1)), (0, len(fused))
         return best
 
-    def namesake(self, normalized: str) -> tuple[str, str] | None:
+    def namesake(self, normalized: str, raw: str | None = None) -> tuple[str, str] | None:
         """``(word, name)`` when the text writes ``word`` where the forget person ``name`` has
         another part ("oren ameen" against "hina ameen"), else None.
 
@@ -630,6 +630,9 @@ class ForgetPhrases:
         (one more than :meth:`find` allows) from every part that can stand there: "ji yeon arrk"
         is Ji-Yeon Park garbled, not somebody else. Only the side inside the name is read: a
         word before a first name or after a last name says nothing about whose name it is.
+        With ``raw``, the text as written, a word written in lower case beside a name part
+        written with a capital is no name either: "Is Draco evil?" asks about Draco Malfoy,
+        while "is draco evil?" gives no such sign and is read as above.
         """
         tokens = words(normalized)
         for i, token in enumerate(tokens):
@@ -643,7 +646,11 @@ class ForgetPhrases:
                     for parts, k in self._name_positions.get(token, ())
                     if 0 <= k + step < len(parts)
                 ]
-                if expected and self._other_name_part(tokens[j], {e for _, e in expected}):
+                if (
+                    expected
+                    and self._other_name_part(tokens[j], {e for _, e in expected})
+                    and not (raw is not None and _case_says_ordinary(raw, token, tokens[j]))
+                ):
                     return tokens[j], " ".join(expected[0][0])
         return None
 
@@ -668,6 +675,21 @@ class ForgetPhrases:
             if match is not None:
                 out[i] = fact if match.dated_fact else exact if match.typos == 0 else typo
         return out
+
+
+def _case_says_ordinary(raw: str, name_part: str, word: str) -> bool:
+    """Whether ``raw`` writes the name part with a capital and ``word`` in lower case, each
+    every time it writes it: the writer's case marks ``word`` as no name ("Is Draco evil?").
+
+    Both are read as normalized words; one the raw text does not spell out (written with
+    look-alike letters or spaced out) gives no sign.
+    """
+
+    def initials(normalized_word: str) -> set[bool]:
+        pattern = rf"(?<![^\W_]){re.escape(normalized_word)}(?![^\W_])"
+        return {m.group()[0].isupper() for m in re.finditer(pattern, raw, re.IGNORECASE)}
+
+    return initials(name_part) == {True} and initials(word) == {False}
 
 
 def dated_facts(

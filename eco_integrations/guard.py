@@ -373,12 +373,20 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 raise ConfigurationError(msg)
 
     def _with_knowledge(
-        self, phrases: ForgetPhrases, learned: np.ndarray, texts: list[str]
+        self,
+        phrases: ForgetPhrases,
+        learned: np.ndarray,
+        texts: list[str],
+        raw: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """The learned scores capped for namesakes, then raised to the phrase scores."""
+        """The learned scores capped for namesakes, then raised to the phrase scores; ``raw``
+        (each text as written) lets the writer's capitals tell a name from a word."""
         capped = np.array(learned, dtype=np.float64)
         for i, text in enumerate(texts):
-            if capped[i] > self.namesake_score and phrases.namesake(text) is not None:
+            if (
+                capped[i] > self.namesake_score
+                and phrases.namesake(text, None if raw is None else raw[i]) is not None
+            ):
                 capped[i] = self.namesake_score
         matched = phrases.scores(
             texts,
@@ -542,7 +550,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                     [raw[i] for i in train if labels[i] == 1],
                     [raw[i] for i in train if labels[i] == 0],
                 )
-                oof[repeat, test] = self._with_knowledge(fold_phrases, oof[repeat, test], held_out)
+                oof[repeat, test] = self._with_knowledge(
+                    fold_phrases, oof[repeat, test], held_out, [raw[i] for i in test]
+                )
         self.lexicons_, self.classifier_ = fit_with_near_misses(np.arange(len(texts)))
         self.neighbours_ = neighbours_of(np.arange(len(texts)))
         self.classes_ = np.array([0, 1])
@@ -561,12 +571,16 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
 
     def forget_proba(self, texts: list[str], *, embeddings: np.ndarray | None = None) -> np.ndarray:
         """P(forget) of each text, normalized first; ``embeddings``, if given, of the normalized texts."""
-        return self._proba_of_normalized([normalize_text(t) for t in texts], embeddings)
+        return self._proba_of_normalized([normalize_text(t) for t in texts], embeddings, texts)
 
     def _proba_of_normalized(
-        self, texts: list[str], embeddings: np.ndarray | None = None
+        self,
+        texts: list[str],
+        embeddings: np.ndarray | None = None,
+        raw: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """:meth:`forget_proba` of texts the caller has normalized already (once, for every target)."""
+        """:meth:`forget_proba` of texts the caller has normalized already (once, for every
+        target); ``raw``, the texts as written, if the caller has them."""
         self._check_fitted()
         emb = embeddings if embeddings is not None else self._encoder().encode(texts)
         learned = _sigmoid_of_sum(
@@ -581,19 +595,21 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         )
         if self.phrases_ is None:  # the default: the learned classifier alone, nothing to add
             return learned
-        return self._with_knowledge(self.phrases_, learned, texts)
+        return self._with_knowledge(self.phrases_, learned, texts, raw)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        p = self._proba_of_normalized(normalized_texts(X, "X"))
+        raw = check_texts(X, "X")
+        p = self._proba_of_normalized(normalized_texts(raw, "X"), raw=raw)
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] > self.threshold_).astype(int)
 
     def _parts_of_normalized(
-        self, texts: list[str], embeddings: np.ndarray, row: int, target: str
+        self, texts: list[str], embeddings: np.ndarray, row: int, target: str, raw: str
     ) -> ScoreParts:
-        """:class:`ScoreParts` of ``texts[row]``, normalized texts whose embeddings the caller has.
+        """:class:`ScoreParts` of ``texts[row]``, normalized texts whose embeddings the caller has
+        (cut from ``raw``, the text as written).
 
         Computed for all ``texts`` as scoring computes them, then read at ``row``: a matrix
         product of one row can differ from the same row of a batch in the last float digits.
@@ -611,7 +627,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
         score = float(learned[row])
         if self.phrases_ is not None:
             score = float(
-                self._with_knowledge(self.phrases_, learned[row : row + 1], [texts[row]])[0]
+                self._with_knowledge(self.phrases_, learned[row : row + 1], [texts[row]], [raw])[0]
             )
         nearest = self.neighbours_.nearest(embeddings) if self.neighbours_ is not None else None
         return ScoreParts(
@@ -1031,10 +1047,11 @@ class Guard:
         a long benign message is not averaged away.
         """
         self._check_targets()
-        checked = normalized_texts(texts)
+        raw = check_texts(texts)
+        checked = normalized_texts(raw)
         if not checked:
             return np.zeros((0, len(self.targets)))
-        return self._score_normalized(checked)
+        return self._score_normalized(checked, raw)
 
     def _check_targets(self) -> None:
         if not self.targets:
@@ -1045,11 +1062,12 @@ class Guard:
             raise GuardNotFittedError(msg)
 
     def _piece_scores(
-        self, checked: list[str]
+        self, checked: list[str], raw: list[str]
     ) -> tuple[list[str], list[str], list[int], np.ndarray, np.ndarray]:
         """Every text's pieces (the text itself, then its passages when it is long), as cut and as
         the lexical features read them, which text owns each, their embeddings and their scores,
-        ``[len(pieces), len(target_names)]``; ``checked`` is normalized already."""
+        ``[len(pieces), len(target_names)]``; ``checked`` is normalized already, ``raw`` as
+        written (a passage is read with the whole text it was cut from)."""
         pieces, owner = [], []
         for i, text in enumerate(checked):
             for piece in passages(text, long_text_chars=self.passage_chars):
@@ -1063,13 +1081,18 @@ class Guard:
             p if p is checked[i] else normalize_text(p) for p, i in zip(pieces, owner, strict=True)
         ]
         piece_scores = np.stack(
-            [t._proba_of_normalized(lexical_pieces, emb) for t in self.targets.values()], axis=1
+            [
+                t._proba_of_normalized(lexical_pieces, emb, [raw[i] for i in owner])
+                for t in self.targets.values()
+            ],
+            axis=1,
         )
         return pieces, lexical_pieces, owner, emb, piece_scores
 
-    def _score_normalized(self, checked: list[str]) -> np.ndarray:
-        """:meth:`score` of texts already checked and normalized (:func:`normalized_texts`)."""
-        _, _, owner, _, piece_scores = self._piece_scores(checked)
+    def _score_normalized(self, checked: list[str], raw: list[str]) -> np.ndarray:
+        """:meth:`score` of texts already checked and normalized (:func:`normalized_texts`);
+        ``raw``, the same texts as written."""
+        _, _, owner, _, piece_scores = self._piece_scores(checked, raw)
         out = np.full((len(checked), len(self.targets)), -np.inf)
         np.maximum.at(out, np.asarray(owner), piece_scores)
         return out
@@ -1080,8 +1103,10 @@ class Guard:
             return np.full(len(self.targets), threshold)
         return np.array([t.threshold_ for t in self.targets.values()])
 
-    def _verdicts(self, checked: list[str], threshold: float | None) -> list[_Verdict]:
-        scores = self._score_normalized(checked)
+    def _verdicts(
+        self, checked: list[str], raw: list[str], threshold: float | None
+    ) -> list[_Verdict]:
+        scores = self._score_normalized(checked, raw)
         names = self.target_names
         thresholds = self._thresholds(threshold)
         out = []
@@ -1110,13 +1135,13 @@ class Guard:
         if target is not None and target not in self.targets:
             msg = f"No target {target!r} in this guard; it has: {', '.join(self.target_names)}."
             raise InvalidInputError(msg)
-        pieces, lexical_pieces, _, emb, scores = self._piece_scores([checked])
+        pieces, lexical_pieces, _, emb, scores = self._piece_scores([checked], [text])
         names = self.target_names
         if target is None:
             target = names[int(np.argmax(scores.max(axis=0) - self._thresholds()))]
         column = names.index(target)
         best = int(np.argmax(scores[:, column]))
-        parts = self.targets[target]._parts_of_normalized(lexical_pieces, emb, best, target)
+        parts = self.targets[target]._parts_of_normalized(lexical_pieces, emb, best, target, text)
         return parts.model_copy(update={"passage": pieces[best] if best else None})
 
     def knowledge_match(self, text: str, target: str) -> str | None:
@@ -1144,7 +1169,7 @@ class Guard:
                 return (
                     f'phrase "{elsewhere[0]}" beside another name, "{elsewhere[1]}" (not counted)'
                 )
-            namesake = phrases.namesake(checked)
+            namesake = phrases.namesake(checked, text)
             if namesake is None:
                 return None
             cap = self.targets[target].namesake_score
@@ -1168,10 +1193,11 @@ class Guard:
         start = time.perf_counter()
         self._check_targets()
         threshold = check_threshold(threshold)
-        checked = normalized_texts(texts)
+        raw = check_texts(texts)
+        checked = normalized_texts(raw)
         if not checked:
             return []
-        verdicts = self._verdicts(checked, threshold)
+        verdicts = self._verdicts(checked, raw, threshold)
         per_item = (time.perf_counter() - start) * 1000 / max(len(verdicts), 1)
         return [
             Decision(

@@ -11,7 +11,7 @@ from eco_integrations._models import default_model_folder
 from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
 from eco_integrations.cli import main
-from eco_integrations.demo import read_lines
+from eco_integrations.demo import DEMO_TARGET, read_lines
 
 pytestmark = pytest.mark.integration
 CFG = GenerationConfig(max_new_tokens=32)
@@ -153,6 +153,21 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     # "quiditch" misspelt), no near miss flagged.
     assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 7
     assert not any(d.flagged for d in hp_guard.decide_many(SECOND_BENIGN))
+
+
+def test_demo_guard_reads_the_writers_capitals_beside_a_name(hp_guard) -> None:
+    # "evil" is no word of the demo texts: written after the first name alone, in lower case, it
+    # once read as another Draco's family name and capped the score at 0 (measured 0.724 now).
+    (flagged,) = hp_guard.decide_many(["Is Draco evil?"])
+    assert flagged.flagged
+    assert hp_guard.knowledge_match("Is Draco evil?", DEMO_TARGET) is None
+    # With no capitals, nothing tells the word from a name: the namesake rule still applies.
+    assert hp_guard.knowledge_match("is draco evil?", DEMO_TARGET) == (
+        'namesake "evil" beside "draco malfoy" (score capped at 0.0)'
+    )
+    assert hp_guard.knowledge_match("Who is Draco Smith?", DEMO_TARGET) == (
+        'namesake "smith" beside "draco malfoy" (score capped at 0.0)'
+    )
 
 
 def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:

@@ -333,6 +333,25 @@ def test_a_namesake_writes_another_name_part_where_the_forget_person_has_one() -
     assert namesake("Tell me about Hsiao.") is None  # outside the name: says nothing
     assert namesake("How do I bake bread?") is None
 
+    # The text as written: a lower-case word beside a capitalised name part is no name.
+    def as_written(text: str) -> tuple[str, str] | None:
+        return phrases.namesake(normalize_text(text), text)
+
+    assert namesake("Was Hsiao brilliant?") == ("brilliant", "hsiao yun hwa")
+    assert as_written("Was Hsiao brilliant?") is None
+    assert as_written("Who is Hsiao Moreau?") == ("moreau", "hsiao yun hwa")
+    assert as_written("was hsiao brilliant?") == ("brilliant", "hsiao yun hwa")  # no capitals
+    assert as_written("WAS HSIAO BRILLIANT?") == ("brilliant", "hsiao yun hwa")
+    assert as_written("Was hsiao brilliant?") == ("brilliant", "hsiao yun hwa")  # name unmarked
+    # Written once each way, or spelt with look-alike letters, a word's case says nothing.
+    assert as_written("Was Hsiao brilliant? Brilliant!") == ("brilliant", "hsiao yun hwa")
+    assert as_written("Was Hsiao brіlliant?") == ("brilliant", "hsiao yun hwa")  # Cyrillic і
+    # A later word can still be a namesake's.
+    assert as_written("Was Hsiao brilliant, and who is Hsiao Moreau?") == (
+        "moreau",
+        "hsiao yun hwa",
+    )
+
 
 def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
     tiny_encoder, tiny_backend
@@ -349,6 +368,17 @@ def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
     texts = ["Who is Harry Styles?", "Who is Zorblat Potter?"]
     assert np.all(guard.score(texts)[:, 0] == 0.0)
     assert np.all(off.score(texts)[:, 0] > 0.0)  # the learned classifier's own scores
+    # Capitals as written: "zorblat" in lower case beside "Potter" is no name, so no cap; every
+    # path that scores reads the text as written (passages of a long text included).
+    lower = "Who is zorblat Potter?"
+    assert guard.knowledge_match(lower, "hp") is None
+    learned = off.score([lower])[0, 0]
+    assert guard.score([lower])[0, 0] == learned
+    assert guard.targets["hp"].predict_proba([lower])[0, 1] == learned
+    assert guard.decide_many([lower])[0].score == learned
+    assert guard.score_parts(lower).score == learned
+    padded = "Some benign words about the weather today. " * 60 + lower
+    assert guard.score([padded])[0, 0] == off.score([padded])[0, 0] > 0.0
     # The forget person's full name still matches, namesake beside it or not.
     assert guard.score(["Did Harry Styles meet Harry Potter?"])[0, 0] >= 0.99
     assert (
