@@ -28,14 +28,19 @@ before issue 14 when its gap is smaller and none of its three figures is farther
 references' than the old default's.
 Goals reported: leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1.
 Prints a table, a JSON line with every candidate, and last one JSON line with the chosen setting.
+Each candidate's answers and figures are saved as soon as they are measured (--partial, in the
+cache folder by default): an interrupted run started again with the same settings measures only
+the candidates it had not reached. The file is removed when a run completes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,8 @@ from eco_integrations import (
     GenerationConfig,
     SelectionConfig,
 )
+from eco_integrations._files import write_text_atomic
+from eco_integrations._paths import cache_dir
 from eco_integrations._table import wrapped_table
 from eco_integrations.demo import fit_demo_guard, read_lines
 from eco_integrations.research.never_learned import (
@@ -106,6 +113,93 @@ def goals_met(report: NeverLearnedReport) -> dict[str, bool]:
     }
 
 
+PARTIAL_SCHEMA_VERSION = 1
+
+
+def run_settings(
+    args: argparse.Namespace, prompts: Sequence[str], references: Sequence[str]
+) -> dict[str, Any]:
+    """What a saved candidate was measured under: a partial run resumes only under the same.
+
+    The plain model's reference answers stand for the model and the generation code: if either
+    changed, so did they (greedy decoding repeats itself otherwise)."""
+
+    def digest(texts: Sequence[str]) -> str:
+        return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()
+
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "questions_sha256": digest(prompts),
+        "references_sha256": digest(references),
+    }
+
+
+class PartialRun:
+    """The candidates measured so far, in a JSON file rewritten after each one."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+        self.done: dict[str, dict[str, Any]] = {}
+        if not path.is_file():
+            return
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            sys.exit(
+                f"{path} is not a partial run this script wrote ({err}); delete it to start over."
+            )
+        if not isinstance(saved, dict) or saved.get("schema_version") != PARTIAL_SCHEMA_VERSION:
+            sys.exit(
+                f"{path} was written by another version of this script (schema "
+                f"{saved.get('schema_version') if isinstance(saved, dict) else None}, this one "
+                f"{PARTIAL_SCHEMA_VERSION}); delete it to start over."
+            )
+        theirs = saved.get("settings", {})
+        changed = sorted(k for k in settings if theirs.get(k) != settings[k])
+        if changed:
+            sys.exit(
+                f"{path} holds {len(saved.get('candidates', {}))} candidates of an interrupted run "
+                f"made with other {', '.join(changed)}; delete it to start over, or pass "
+                "--partial another file to keep it."
+            )
+        self.done = saved["candidates"]
+
+    def get(self, label: str) -> tuple[list[str], NeverLearnedReport] | None:
+        saved = self.done.get(label)
+        if saved is None:
+            return None
+        return saved["answers"], NeverLearnedReport.model_validate(saved["report"])
+
+    def add(self, label: str, answers: list[str], report: NeverLearnedReport) -> None:
+        self.done[label] = {"answers": answers, "report": report.model_dump(mode="json")}
+        self._write()
+
+    def finish(self, labels: Sequence[str]) -> None:
+        """The run measured ``labels``: they are done with. Candidates of another run (an
+        interrupted full run's, after an ``--only`` run) stay for it."""
+        for label in labels:
+            self.done.pop(label, None)
+        if self.done:
+            self._write()
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            self.path,
+            json.dumps(
+                {
+                    "schema_version": PARTIAL_SCHEMA_VERSION,
+                    "settings": self.settings,
+                    "candidates": self.done,
+                }
+            ),
+        )
+
+
 def describe(selection: SelectionConfig, corruption: CorruptionConfig) -> str:
     where = selection.name + (f" {selection.n}" if selection.n is not None else "")
     knobs = [f"dims {corruption.dims}"] if corruption.dims is not None else []
@@ -131,6 +225,12 @@ def main() -> None:
         help="Also write every question, reference and answer to this JSON file.",
     )
     parser.add_argument("--json", action="store_true", help="Also print every candidate as JSON.")
+    parser.add_argument(
+        "--partial",
+        type=Path,
+        default=cache_dir() / "default_corruption.partial.json",
+        help="Where each candidate is saved as it is measured, and resumed from (default: %(default)s).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -157,6 +257,13 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s",
         file=sys.stderr,
     )
+    partial = PartialRun(args.partial, run_settings(args, prompts, reference.answers))
+    if partial.done:
+        print(
+            f"resuming: {len(partial.done)} candidates measured before are read from "
+            f"{args.partial} (delete it to measure them again)",
+            file=sys.stderr,
+        )
     leak_terms = list(terms.terms)
     results: list[dict[str, Any]] = []
     candidates = [
@@ -166,22 +273,28 @@ def main() -> None:
         if args.only in describe(s, c) or (s, c) == BASELINE
     ]
     for i, (selection, corruption) in enumerate(candidates, 1):
-        eco = ECO(
-            base.backend,
-            base.guard,
-            policy=ECOPolicy(corruption=corruption, selection=selection),
-            batch_size=args.batch_size,
-        )
-        eco_answers = [r.text for r in eco.generate(prompts, config=config)]
-        report = measure(
-            eco_answers,
-            reference,
-            model=model,
-            tokenizer=tokenizer,
-            encoder=encoder,
-            terms=leak_terms,
-            facts=terms.facts,
-        )
+        label = describe(selection, corruption)
+        saved = partial.get(label)
+        if saved is not None:
+            eco_answers, report = saved
+        else:
+            eco = ECO(
+                base.backend,
+                base.guard,
+                policy=ECOPolicy(corruption=corruption, selection=selection),
+                batch_size=args.batch_size,
+            )
+            eco_answers = [r.text for r in eco.generate(prompts, config=config)]
+            report = measure(
+                eco_answers,
+                reference,
+                model=model,
+                tokenizer=tokenizer,
+                encoder=encoder,
+                terms=leak_terms,
+                facts=terms.facts,
+            )
+            partial.add(label, eco_answers, report)
         results.append(
             {
                 "selection": selection.model_dump(exclude={"terms"}, exclude_none=True),
@@ -192,8 +305,8 @@ def main() -> None:
             }
         )
         print(
-            f"[{i}/{len(candidates)}] {describe(selection, corruption)}: leak {report.leak:.3f}, "
-            f"gap {gap(report):.3f} ({time.perf_counter() - started:.0f} s)",
+            f"[{i}/{len(candidates)}] {label}: leak {report.leak:.3f}, gap {gap(report):.3f} "
+            f"({'saved before' if saved is not None else f'{time.perf_counter() - started:.0f} s'})",
             file=sys.stderr,
         )
     portable = [r for r in results if r["corruption"].get("dims", 1) <= 1]
@@ -304,6 +417,7 @@ def main() -> None:
             }
         )
     )
+    partial.finish([describe(s, c) for s, c in candidates])
 
 
 if __name__ == "__main__":
