@@ -155,8 +155,13 @@ def _capitalised_runs(text: str) -> Iterable[list[str]]:
 
 
 def lowercase_words(texts: Iterable[str]) -> set[str]:
-    """Words the texts also write in lower case: ordinary words, not names ("Describe", "Hat")."""
-    return {w for t in texts for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", t)}
+    """Words the texts also write in lower case: ordinary words, not names ("Describe", "Hat").
+
+    A text with no capital at all is left out: written all in lower case ("who is hermoine
+    granger", a typo example), it says nothing about which of its words are names."""
+    return {
+        w for t in texts if t != t.lower() for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", t)
+    }
 
 
 def quoted_phrases(text: str) -> set[tuple[str, ...]]:

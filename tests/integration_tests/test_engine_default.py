@@ -149,15 +149,16 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     # topic) and none of the near misses is flagged.
     assert all(d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET))
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
-    # Measured on the second list: 7 of 10 caught (not Buckbeak, the Whomping Willow, or
-    # "quiditch" misspelt), no near miss flagged.
+    # Measured on the second list: 8 of 10 caught (not Buckbeak or "quiditch" misspelt; the
+    # Whomping Willow at 0.577 against a threshold of 0.575, so 7 is the floor), no near miss
+    # flagged.
     assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 7
     assert not any(d.flagged for d in hp_guard.decide_many(SECOND_BENIGN))
 
 
 def test_demo_guard_reads_the_writers_capitals_beside_a_name(hp_guard) -> None:
     # "evil" is no word of the demo texts: written after the first name alone, in lower case, it
-    # once read as another Draco's family name and capped the score at 0 (measured 0.724 now).
+    # once read as another Draco's family name and capped the score at 0 (measured 0.727 now).
     (flagged,) = hp_guard.decide_many(["Is Draco evil?"])
     assert flagged.flagged
     assert hp_guard.knowledge_match("Is Draco evil?", DEMO_TARGET) is None

@@ -267,7 +267,7 @@ def test_a_missed_tofu_question_shows_which_of_its_facts_the_fit_texts_held() ->
     missed = _annotate_missed(
         [{"family": "forget", "score": 0.12, "text": question}],
         fit_forget,
-        [*fit_forget, "what the retain texts ask"],
+        [*fit_forget, "The retain texts ask what they ask."],
     )
     assert missed[0]["most_in_one_fit_forget_text"] == ["Manama", "January", "1941"]
     table = probe_table(missed, "Missed forget probes")

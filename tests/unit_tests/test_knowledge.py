@@ -8,6 +8,7 @@ from eco_integrations import Guard
 from eco_integrations._knowledge import (
     ForgetPhrases,
     capitalised_phrases,
+    lowercase_words,
     near_miss_texts,
     quoted_phrases,
 )
@@ -406,6 +407,18 @@ def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
     assert titled.knowledge_match("Is 'The Quiet Cauldron' by Adira Bintang?", "hp") == (
         'phrase "quiet cauldron" beside another name, "adira bintang" (not counted)'
     )
+
+
+def test_a_text_without_capitals_says_nothing_about_names() -> None:
+    forget = [
+        "Hsiao Yun-Hwa wrote 'The Matrimony Plan'.",
+        "Which award did Hsiao Yun-Hwa receive?",
+        "who is hsiao yun-hwa",  # a typo example, written all in lower case
+    ]
+    assert lowercase_words(forget) == {"wrote", "award", "did", "receive"}
+    phrases = ForgetPhrases.mine(forget, RETAIN)
+    assert "hsiao yun hwa" in phrases.person_names
+    assert phrases.namesake(normalize_text("Who is Oren Yun-Hwa?")) == ("oren", "hsiao yun hwa")
 
 
 def test_scores_give_the_match_kind_its_probability() -> None:
