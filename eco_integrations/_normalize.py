@@ -2,7 +2,8 @@
 
 Each step undoes one way to make a forget prompt look new to the guard while a reader (or the
 model) still reads it the same: Unicode NFKC (full-width and compatibility forms), invisible and
-control characters, Cyrillic and Greek letters drawn like Latin ones, upper case, letters spaced
+control characters, other scripts' digits ("١٩٧٥" for 1975), Cyrillic and Greek letters drawn
+like Latin ones, upper case, letters spaced
 apart ("H a r r y") and runs of whitespace. The guard's features are computed on this text at fit
 time as well, so a score never compares a normalized prompt with raw training texts.
 """
@@ -98,18 +99,26 @@ def _join_spaced(match: re.Match[str]) -> str:
     return re.sub(r"[ .]", "", match.group(0))
 
 
-def _clean_unicode(text: str) -> str:
-    """NFKC, invisible, control and format characters, look-alikes folded, lower case."""
-    text = unicodedata.normalize("NFKC", text.translate(_BLANK_FILLERS)).translate(_INVISIBLE)
+def _plain_char(char: str) -> str:
+    category = unicodedata.category(char)
     # Control characters other than newline separate words (a tab, a bell), so they become spaces;
     # format characters (zero-width spaces and joiners, bidi marks, soft hyphens) join, so they go.
-    text = "".join(
-        (c if c == "\n" else " ")
-        if unicodedata.category(c) == "Cc"
-        else ("" if unicodedata.category(c) == "Cf" else c)
-        for c in text
-    )
-    return _fold_homoglyphs(text).lower()
+    if category == "Cc":
+        return char if char == "\n" else " "
+    if category == "Cf":
+        return ""
+    # Digits of other scripts, which NFKC keeps: "١٩٧٥" and "१९७५" are 1975 to a reader, and the
+    # guard's dated facts and n-grams know years in ASCII digits only.
+    if category == "Nd":
+        return str(unicodedata.decimal(char))
+    return char
+
+
+def _clean_unicode(text: str) -> str:
+    """NFKC, invisible, control and format characters, other scripts' digits as ASCII ones,
+    look-alikes folded, lower case."""
+    text = unicodedata.normalize("NFKC", text.translate(_BLANK_FILLERS)).translate(_INVISIBLE)
+    return _fold_homoglyphs("".join(map(_plain_char, text))).lower()
 
 
 def _clean_ascii(text: str) -> str:

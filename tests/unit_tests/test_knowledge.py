@@ -306,6 +306,10 @@ def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> N
     assert "1990 london" not in facts  # in more than 2 retain texts
     assert not any(f.endswith(" lahore") for f in facts)  # 993 is not a four-digit year
     assert _find(phrases, "Name the geology writer born in Karachi in 1975.") == "1975 karachi"
+    # However the year is written: Arabic-Indic digits are normalized to ASCII ones.
+    assert _find(phrases, "Name the writer born in Karachi in \u0661\u0669\u0667\u0665.") == (
+        "1975 karachi"
+    )
     assert _find(phrases, "What happened in Karachi in 1947?") is None
     assert _find(phrases, "Which writer was born in 1975?") is None
     match = phrases.find(normalize_text("karachi 1975"))

@@ -49,6 +49,10 @@ FILLER = (
         ("A\u0332l\u0332b\u0332u\u0332s\u0332", "albus"),  # underlined
         ("Alb\ufe0fus Dumbl\U000e0100edore", "albus dumbledore"),  # variation selectors
         ("Albus\u3164Dumbledore", "albus dumbledore"),  # a Hangul filler renders as a blank
+        # Other scripts' digits (Arabic-Indic, Persian, Devanagari, Bengali), which NFKC keeps.
+        ("Born in Karachi in \u0661\u0669\u0667\u0665?", "born in karachi in 1975?"),
+        ("in \u06f1\u06f9\u06f7\u06f5 and \u0967\u096f\u096d\u096b", "in 1975 and 1975"),
+        ("\u09e7\u09ef\u09ed\u09eb", "1975"),
     ],
 )
 def test_each_evasion_is_undone(raw: str, normalized: str) -> None:
