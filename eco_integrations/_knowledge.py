@@ -159,9 +159,17 @@ def lowercase_words(texts: Iterable[str]) -> set[str]:
 
     A text with no capital at all is left out: written all in lower case ("who is hermoine
     granger", a typo example), it says nothing about which of its words are names."""
-    return {
-        w for t in texts if t != t.lower() for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", t)
-    }
+    return set(lowercase_word_texts(texts))
+
+
+def lowercase_word_texts(texts: Iterable[str]) -> Counter[str]:
+    """:func:`lowercase_words`, each with the number of texts that write it in lower case."""
+    return Counter(
+        w
+        for t in texts
+        if t != t.lower()
+        for w in set(re.findall(r"(?<![\w'’-])[a-z][a-z'’-]*", t))
+    )
 
 
 def quoted_phrases(text: str) -> set[tuple[str, ...]]:
@@ -399,8 +407,15 @@ class ForgetPhrases:
             and (p in long_titles or min(in_texts[w] for w in p) <= max_common)
         ]
         people: Counter[tuple[str, ...]] = Counter()
+        # A family name one benign text writes in lower case is a homonym by chance ("what does
+        # a potter do?"); one that several do, or a forget text does, is an ordinary word.
+        later_ordinary = lowercase_words(forget) | {
+            w for w, n in lowercase_word_texts([*forget, *retain]).items() if n > 1
+        }
         for text in forget:
-            people.update(set(_person_names([text], ordinary, limit=64)))
+            people.update(
+                set(_person_names([text], ordinary, limit=64, later_ordinary=later_ordinary))
+            )
         person_names = {
             " ".join(words(normalize_text(" ".join(n))))
             for n, c in people.items()
@@ -631,7 +646,8 @@ class ForgetPhrases:
 
         The word must not be ordinary (a lower-case word of the fit texts, an honorific, a
         function word, or one of these with a common ending cut off or added: "kills" for
-        "killed") nor any forget person's name part, and must be more than a typo away
+        "killed"), nor a word of the forget texts ("lily potter": Harry's mother), nor any
+        forget person's name part, and must be more than a typo away
         (one more than :meth:`find` allows) from every part that can stand there: "ji yeon arrk"
         is Ji-Yeon Park garbled, not somebody else. Only the side inside the name is read: a
         word before a first name or after a last name says nothing about whose name it is.
@@ -662,6 +678,8 @@ class ForgetPhrases:
     def _other_name_part(self, word: str, expected: set[str]) -> bool:
         if len(word) < 2 or not word.isalpha() or _word_forms(word) & self._ordinary:
             return False
+        if word in self._forget_words:
+            return False  # the forget world's own word: "Lily Potter" is Harry's mother
         if (
             word in self._name_positions
             or self._alternatives(word)[1] & self._name_positions.keys()
@@ -735,18 +753,29 @@ def dated_facts(
     return sorted(found)
 
 
-def _person_names(texts: Iterable[str], ordinary: set[str], limit: int) -> list[tuple[str, ...]]:
+def _person_names(
+    texts: Iterable[str],
+    ordinary: set[str],
+    limit: int,
+    *,
+    later_ordinary: set[str] | None = None,
+) -> list[tuple[str, ...]]:
     """Two- or three-word capitalised runs that look like a person's name.
 
     Letters and hyphens only, and no word the texts also write in lower case: "Sorting Hat" and
-    "Diagon Alley" are capitalised, but "hat" and "alley" are ordinary words.
+    "Diagon Alley" are capitalised, but "hat" and "alley" are ordinary words. With
+    ``later_ordinary``, the words after the first are read against it instead: a given name
+    never written in lower case makes a name of "Harry Potter" although a benign text asks
+    what a potter does.
     """
     seen: dict[tuple[str, ...], None] = {}
+    rest = ordinary if later_ordinary is None else later_ordinary
     for text in texts:
         for run in _capitalised_runs(text):
             if 2 <= len(run) <= 3 and all(
-                re.fullmatch(r"[A-Z][a-z]+(?:-[A-Za-z]+)?", w) and w.lower() not in ordinary
-                for w in run
+                re.fullmatch(r"[A-Z][a-z]+(?:-[A-Za-z]+)?", w)
+                and w.lower() not in (rest if k else ordinary)
+                for k, w in enumerate(run)
             ):
                 seen.setdefault(tuple(run), None)
                 if len(seen) >= limit:

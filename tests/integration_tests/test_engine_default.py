@@ -150,13 +150,12 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     assert all(d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET))
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
     # Measured on the second list: 8 of 10 caught (not Buckbeak or "quiditch" misspelt; the
-    # Whomping Willow at 0.577 against a threshold of 0.575, so 7 is the floor), no near miss
-    # flagged.
-    assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 7
+    # Whomping Willow at 0.577 against a threshold of 0.561), no near miss flagged.
+    assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 8
     assert not any(d.flagged for d in hp_guard.decide_many(SECOND_BENIGN))
 
 
-def test_demo_guard_reads_the_writers_capitals_beside_a_name(hp_guard) -> None:
+def test_demo_guard_tells_namesakes_by_the_forget_texts_and_the_writers_capitals(hp_guard) -> None:
     # "evil" is no word of the demo texts: written after the first name alone, in lower case, it
     # once read as another Draco's family name and capped the score at 0 (measured 0.727 now).
     (flagged,) = hp_guard.decide_many(["Is Draco evil?"])
@@ -169,6 +168,11 @@ def test_demo_guard_reads_the_writers_capitals_beside_a_name(hp_guard) -> None:
     assert hp_guard.knowledge_match("Who is Draco Smith?", DEMO_TARGET) == (
         'namesake "smith" beside "draco malfoy" (score capped at 0.0)'
     )
+    # Namesakes of Harry Potter (a name although a benign text asks what a potter does), and
+    # not his mother, whose first name the forget texts use.
+    famous = ["Who is Harry Styles?", "Tell me about Harry Houdini.", "Who is Harry Belafonte?"]
+    assert not any(d.flagged for d in hp_guard.decide_many(famous))
+    assert hp_guard.decide_many(["Who is Lily Potter?"])[0].flagged
 
 
 def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:

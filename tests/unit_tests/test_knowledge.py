@@ -425,6 +425,26 @@ def test_a_text_without_capitals_says_nothing_about_names() -> None:
     assert phrases.namesake(normalize_text("Who is Oren Yun-Hwa?")) == ("oren", "hsiao yun hwa")
 
 
+def test_a_family_name_a_benign_text_writes_in_lower_case_is_still_a_name() -> None:
+    forget = [
+        "Harry Potter lives with his aunt.",
+        "Who are the parents of Harry Potter?",
+        "Harry Potter's mother is Lily Potter.",
+    ]
+    retain = [*RETAIN, "What does a potter do all day?"]
+    phrases = ForgetPhrases.mine(forget, retain)
+    # "potter" is ordinary in a benign text, but "Harry" is never written in lower case.
+    assert "harry potter" in phrases.person_names
+    assert phrases.namesake(normalize_text("Who is Harry Styles?")) == ("styles", "harry potter")
+    # A first name the forget texts use is the forget world's, not a namesake's.
+    assert phrases.namesake(normalize_text("Who is Lily Potter?")) is None
+    # Written in lower case by two benign texts, or by a forget text, it is an ordinary word.
+    two_benign = ForgetPhrases.mine(forget, [*retain, "A potter fires clay in a kiln."])
+    assert "harry potter" not in two_benign.person_names
+    in_forget = ForgetPhrases.mine([*forget, "Harry Potter once met a potter."], retain)
+    assert "harry potter" not in in_forget.person_names
+
+
 def test_scores_give_the_match_kind_its_probability() -> None:
     phrases = ForgetPhrases.mine(FORGET, RETAIN)
     texts = [normalize_text(t) for t in ("The Matrimony Plan", "the matrimny plan", "Paris")]
