@@ -383,7 +383,8 @@ class ForgetPhrases:
         in ``min_texts`` forget texts) and the texts' lower-case words, for :meth:`namesake`.
         """
         forget, retain = list(forget), list(retain)
-        ordinary = lowercase_words([*forget, *retain])
+        lowercase_in = lowercase_word_texts([*forget, *retain])
+        ordinary = set(lowercase_in)
         runs: Counter[tuple[str, ...]] = Counter()
         candidates: set[tuple[str, ...]] = set()
         long_titles: set[tuple[str, ...]] = set()
@@ -409,9 +410,7 @@ class ForgetPhrases:
         people: Counter[tuple[str, ...]] = Counter()
         # A family name one benign text writes in lower case is a homonym by chance ("what does
         # a potter do?"); one that several do, or a forget text does, is an ordinary word.
-        later_ordinary = lowercase_words(forget) | {
-            w for w, n in lowercase_word_texts([*forget, *retain]).items() if n > 1
-        }
+        later_ordinary = lowercase_words(forget) | {w for w, n in lowercase_in.items() if n > 1}
         for text in forget:
             people.update(
                 set(_person_names([text], ordinary, limit=64, later_ordinary=later_ordinary))

@@ -1080,9 +1080,10 @@ class Guard:
         lexical_pieces = [
             p if p is checked[i] else normalize_text(p) for p, i in zip(pieces, owner, strict=True)
         ]
+        raw_of_pieces = [raw[i] for i in owner]
         piece_scores = np.stack(
             [
-                t._proba_of_normalized(lexical_pieces, emb, [raw[i] for i in owner])
+                t._proba_of_normalized(lexical_pieces, emb, raw_of_pieces)
                 for t in self.targets.values()
             ],
             axis=1,

@@ -138,3 +138,21 @@ async def assert_cancelling_stops_generation(model: Any, call: Any) -> None:
         assert len(steps) == stopped_at < 150
     finally:
         hook.remove()
+
+
+def neutral_report(*, leak: float, fluency: float = 1.0) -> Any:
+    """A :class:`NeverLearnedReport` with the given leak and fluency and neutral other figures."""
+    from eco_integrations.research.never_learned import NeverLearnedReport
+
+    return NeverLearnedReport(
+        leak=leak,
+        fluency=fluency,
+        on_topic=1.0,
+        distinguishable=0.5,
+        eco_nll=1.0,
+        reference_nll=1.0,
+        eco_similarity=0.5,
+        reference_similarity=0.5,
+        answers=2,
+        leaks=[],
+    )

@@ -9,8 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from eco_integrations.research.never_learned import NeverLearnedReport
+from support import neutral_report
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "default_corruption.py"
 
@@ -24,21 +23,6 @@ def bench() -> ModuleType:
     return module
 
 
-def _report(leak: float) -> NeverLearnedReport:
-    return NeverLearnedReport(
-        leak=leak,
-        fluency=0.9,
-        on_topic=1.1,
-        distinguishable=0.55,
-        eco_nll=2.0,
-        reference_nll=2.2,
-        eco_similarity=0.5,
-        reference_similarity=0.45,
-        answers=2,
-        leaks=[],
-    )
-
-
 def _settings(bench: ModuleType, seed: int = 0) -> dict:
     args = argparse.Namespace(max_new_tokens=48, seed=seed, batch_size=16)
     return bench.run_settings(args, ["Who is Harry Potter?"], ["A wizard."])
@@ -48,18 +32,18 @@ def test_a_run_resumes_from_the_candidates_it_saved(bench, tmp_path) -> None:
     path = tmp_path / "cache" / "partial.json"
     first = bench.PartialRun(path, _settings(bench))
     assert first.done == {} and first.get("all: substitute_tokens") is None
-    first.add("all: substitute_tokens", ["one", "two"], _report(0.5))
+    first.add("all: substitute_tokens", ["one", "two"], neutral_report(leak=0.5, fluency=0.9))
     assert json.loads(path.read_text())["schema_version"] == bench.PARTIAL_SCHEMA_VERSION
     # Interrupted here; started again with the same settings:
     again = bench.PartialRun(path, _settings(bench))
     answers, report = again.get("all: substitute_tokens")
-    assert answers == ["one", "two"] and report == _report(0.5)
+    assert answers == ["one", "two"] and report == neutral_report(leak=0.5, fluency=0.9)
     # Other settings: refused with what changed, and the file is kept.
     with pytest.raises(SystemExit, match="other seed; delete it to start over"):
         bench.PartialRun(path, _settings(bench, seed=1))
     assert path.is_file()
     # A run of other candidates (--only) leaves the saved one for the run it belongs to.
-    again.add("content: substitute_tokens", ["three"], _report(0.0))
+    again.add("content: substitute_tokens", ["three"], neutral_report(leak=0.0))
     again.finish(["content: substitute_tokens"])
     assert list(bench.PartialRun(path, _settings(bench)).done) == ["all: substitute_tokens"]
     again.finish(["all: substitute_tokens"])

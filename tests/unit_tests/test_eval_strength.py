@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from support import neutral_report
 
 from eco_integrations import ECO
 from eco_integrations.config import CorruptionConfig, ECOPolicy, GenerationConfig, SelectionConfig
@@ -254,23 +255,10 @@ def test_calibrate_chance_command(
 
 
 # -- the never-learned objective ---------------------------------------------------------------
-def _report(*, leak: float, fluency: float) -> NeverLearnedReport:
-    return NeverLearnedReport(
-        leak=leak,
-        fluency=fluency,
-        on_topic=1.0,
-        distinguishable=0.5,
-        eco_nll=1.0,
-        reference_nll=1.0,
-        eco_similarity=0.5,
-        reference_similarity=0.5,
-        answers=2,
-        leaks=[],
-    )
 
 
 def test_choice_rejects_a_leaking_setting_however_small_its_gap() -> None:
-    leaking, clean = _report(leak=0.5, fluency=1.0), _report(leak=0.0, fluency=1.3)
+    leaking, clean = neutral_report(leak=0.5, fluency=1.0), neutral_report(leak=0.0, fluency=1.3)
     assert gap(leaking) < gap(clean)
     assert choose_without_leak([("leaks", leaking), ("clean", clean)]) == ("clean", clean)
     assert choose_without_leak([("leaks", leaking)]) is None
@@ -772,7 +760,7 @@ def test_a_search_that_only_saw_leaks_tries_stronger_strengths(capsys) -> None:
 
         def __call__(self, strength: float) -> float:
             leak = 0.0 if strength >= 300 else 1 / 30
-            self.reports[strength] = _report(leak=leak, fluency=1.25)
+            self.reports[strength] = neutral_report(leak=leak, fluency=1.25)
             return 0.25 + 10 * leak
 
     objective = Objective()
