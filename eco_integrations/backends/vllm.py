@@ -313,12 +313,21 @@ class RemoteTransport:
         self._client = client or httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, limits=limits
         )
+        self._cards: list[Any] | None = None
         self.model = model or self.served_model()
+
+    def model_cards(self) -> list[Any]:
+        """The server's ``/v1/models`` list, asked once: the model id and the context length
+        both come from it at start-up, and a vLLM process serves one model for its lifetime."""
+        if self._cards is None:
+            data = self._request("GET", "/v1/models").json()
+            cards = data.get("data", []) if isinstance(data, dict) else []
+            self._cards = cards if isinstance(cards, list) else []
+        return self._cards
 
     def served_model(self) -> str:
         """The first model id the server lists (vLLM serves one model per process)."""
-        data = self._request("GET", "/v1/models").json()
-        models = [m["id"] for m in data.get("data", [])]
+        models = [m["id"] for m in self.model_cards() if isinstance(m, dict) and "id" in m]
         if not models:
             msg = f"The vLLM server at {self.base_url} lists no model; start it with --model DIR."
             raise BackendUnavailableError(msg)
@@ -327,8 +336,7 @@ class RemoteTransport:
     def served_max_model_len(self) -> int | None:
         """The context length the server was started with (``--max-model-len``), as its
         ``/v1/models`` card lists it; ``None`` when the server does not say."""
-        data = self._request("GET", "/v1/models").json()
-        for card in data.get("data", []):
+        for card in self.model_cards():
             if isinstance(card, dict) and card.get("id") == self.model:
                 return _positive(card.get("max_model_len"))
         return None

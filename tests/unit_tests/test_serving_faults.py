@@ -195,6 +195,7 @@ def test_a_server_started_with_a_shorter_max_model_len_sets_the_window(
     )
     backend = VLLMBackend.from_server("http://vllm.test", model=str(tiny_model_dir))
     assert backend.context_window == served_len  # the tiny model's own config allows far more
+    assert seen.count("/v1/models") == 1  # the model id and the length from one listing
     gateway = Gateway(
         ECO(backend, toy_guard), settings=GatewaySettings(model_id=MODEL, default_max_tokens=6)
     )
