@@ -118,6 +118,29 @@ EngineField = Annotated[ECO, BeforeValidator(_engine_not_chat_model)]
 """The type of a skin's ``engine`` field: an ECO engine, a chat model in its place named."""
 
 
+def _chat_model_or_none(value: object) -> object:
+    if value is not None and not (hasattr(value, "engine_view") and hasattr(value, "_generate")):
+        msg = (
+            f"chat_model takes a ChatECOHuggingFace (whose settings the decisions follow), got "
+            f"{type(value).__name__}; for an engine pass engine= alone."
+        )
+        raise InvalidInputError(msg)
+    return value
+
+
+ChatModelField = Annotated[Any, BeforeValidator(_chat_model_or_none)]
+"""The type of a skin's ``chat_model`` field: None, or the ChatECOHuggingFace it follows."""
+
+
+def deciding_engine(engine: ECO, chat_model: Any) -> ECO:
+    """What a skin decides with: ``chat_model``'s engine view as the chat model is set now (its
+    threshold, mode and window, changed since the skin was built or not), else ``engine``."""
+    if chat_model is None:
+        return engine
+    view: ECO = chat_model.engine_view
+    return view
+
+
 def chat_model_engine(chat: object, skin: type) -> ECO:
     """The engine ``chat`` (a ChatECOHuggingFace) decides with, its threshold, mode and window
     applied: what a skin's ``from_chat_model`` builds on. Anything else is named."""

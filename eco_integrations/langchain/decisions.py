@@ -25,8 +25,14 @@ from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict, Field, model_validator
 
 from eco_integrations.config import Decision, Mode, Threshold
+from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
-from eco_integrations.langchain._decision import EngineField, chat_model_engine
+from eco_integrations.langchain._decision import (
+    ChatModelField,
+    EngineField,
+    chat_model_engine,
+    deciding_engine,
+)
 from eco_integrations.langchain._messages import decide_conversation
 
 
@@ -57,6 +63,10 @@ class ECOForgetClassifier(BaseDecisionModel):
     engine: EngineField = Field(exclude=True)
     """The engine whose guard answers."""
 
+    chat_model: ChatModelField | None = Field(default=None, exclude=True)
+    """Set by ``from_chat_model``: decisions follow this chat model's engine, threshold, mode and
+    window as they are at each call (``chat.mode = "shadow"`` reaches this too)."""
+
     model: str = ""
     """Reported as ``ls_model_name``; defaults to the guard's ``policy_id``."""
 
@@ -75,8 +85,13 @@ class ECOForgetClassifier(BaseDecisionModel):
     @classmethod
     def from_chat_model(cls, chat: Any, **kwargs: Any) -> ECOForgetClassifier:
         """A classifier deciding as ``chat`` (a ChatECOHuggingFace) does: its engine, threshold,
-        mode and window."""
-        return cls(engine=chat_model_engine(chat, cls), **kwargs)
+        mode and window, now and after a change to them."""
+        return cls(engine=chat_model_engine(chat, cls), chat_model=chat, **kwargs)
+
+    @property
+    def deciding_engine(self) -> ECO:
+        """The engine decisions are made with now: the chat model's, if built from one."""
+        return deciding_engine(self.engine, self.chat_model)
 
     @model_validator(mode="after")
     def _name(self) -> ECOForgetClassifier:
@@ -93,7 +108,9 @@ class ECOForgetClassifier(BaseDecisionModel):
     def _decide(self, state: State) -> Decision:
         """The engine's decision on the state's latest user turn(s), with this model's overrides."""
         if isinstance(state, str):
-            return self.engine.decide_texts([state], mode=self.mode, threshold=self.threshold)[0]
+            return self.deciding_engine.decide_texts(
+                [state], mode=self.mode, threshold=self.threshold
+            )[0]
         if isinstance(state, Mapping) and "messages" in state:
             state = state["messages"]  # type: ignore[assignment]
         messages = [state] if isinstance(state, BaseMessage) else state
@@ -101,7 +118,7 @@ class ECOForgetClassifier(BaseDecisionModel):
             conversation = [m for m in messages if isinstance(m, BaseMessage)]
             if len(conversation) == len(messages):
                 return decide_conversation(
-                    self.engine, conversation, mode=self.mode, threshold=self.threshold
+                    self.deciding_engine, conversation, mode=self.mode, threshold=self.threshold
                 )
         msg = (
             "ECOForgetClassifier classifies a string, a message, a list of messages or a dict "

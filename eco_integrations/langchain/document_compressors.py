@@ -18,12 +18,15 @@ from pydantic import ConfigDict, Field
 
 from eco_integrations._passages import TextVerdict, decide_retrieved
 from eco_integrations.config import Decision, Mode, Threshold
+from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DOCUMENTS_EVENT_NAME,
+    ChatModelField,
     EngineField,
     aemit_event,
     chat_model_engine,
+    deciding_engine,
     emit_event,
 )
 from eco_integrations.langchain.chat_models import ChatECOHuggingFace
@@ -83,6 +86,10 @@ class ECODocumentCompressor(BaseDocumentCompressor):
     engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy decide; ``from_chat_model`` takes a chat model's."""
 
+    chat_model: ChatModelField | None = Field(default=None, exclude=True)
+    """Set by ``from_chat_model``: decisions follow this chat model's engine, threshold, mode and
+    window as they are at each call (``chat.mode = "shadow"`` reaches this too)."""
+
     action: Literal["drop", "redact"] = "drop"
     """drop flagged documents, or redact their flagged sentences."""
 
@@ -97,11 +104,17 @@ class ECODocumentCompressor(BaseDocumentCompressor):
 
     @classmethod
     def from_chat_model(cls, chat: ChatECOHuggingFace, **kwargs: Any) -> ECODocumentCompressor:
-        """A compressor deciding as ``chat`` does (its engine, threshold and mode)."""
-        return cls(engine=chat_model_engine(chat, cls), **kwargs)
+        """A compressor deciding as ``chat`` does (its engine, threshold and mode), now and
+        after a change to them."""
+        return cls(engine=chat_model_engine(chat, cls), chat_model=chat, **kwargs)
+
+    @property
+    def deciding_engine(self) -> ECO:
+        """The engine decisions are made with now: the chat model's, if built from one."""
+        return deciding_engine(self.engine, self.chat_model)
 
     def _decide(self, texts: list[str]) -> list[Decision]:
-        return self.engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
+        return self.deciding_engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
@@ -120,7 +133,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
 
     def _compress(self, documents: Sequence[Document], query: str) -> _Compressed:
         docs = _check_documents(documents, query)
-        mode = self.mode or self.engine.mode
+        mode = self.mode or self.deciding_engine.mode
         query_decision: Decision | None = None
         if self.filter_when == "query_flagged" and mode != "off" and query.strip():
             query_decision = self._decide([query])[0]
@@ -187,7 +200,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
             if v is not None and v.decision.flagged
         ]
         scores = [v.decision.score for v in verdicts if v is not None]
-        guard = self.engine.guard
+        guard = self.deciding_engine.guard
         return {
             "action": self.action,
             "filter_when": self.filter_when,
@@ -202,7 +215,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
             "query": query_decision.event_payload() if query_decision is not None else None,
             "guard_id": guard.guard_id if guard is not None else None,
             "guard_version": guard.version if guard is not None else None,
-            "policy_version": self.engine.policy_version,
+            "policy_version": self.deciding_engine.policy_version,
         }
 
 

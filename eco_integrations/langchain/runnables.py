@@ -19,13 +19,16 @@ from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict, Field, field_validator
 
 from eco_integrations.config import Decision, Mode, Threshold
+from eco_integrations.engine import ECO
 from eco_integrations.exceptions import InvalidInputError
 from eco_integrations.langchain._decision import (
     DECISION_KWARG,
     ROUTED_DECISION_KEY,
+    ChatModelField,
     EngineField,
     aemit_decision,
     chat_model_engine,
+    deciding_engine,
     decision_metadata,
     emit_decision,
     sealed_payload,
@@ -95,6 +98,10 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     engine: EngineField = Field(exclude=True)
     """The engine whose guard and policy make the decision."""
 
+    chat_model: ChatModelField | None = Field(default=None, exclude=True)
+    """Set by ``from_chat_model``: decisions follow this chat model's engine, threshold, mode and
+    window as they are at each call (``chat.mode = "shadow"`` reaches this too)."""
+
     flagged: Runnable[Any, Any]
     """Where corrupted (flagged, enforce-mode) requests go: usually an ECO chat model."""
 
@@ -128,9 +135,20 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
     def from_chat_model(
         cls, chat: ChatECOHuggingFace, *, benign: Runnable[Any, Any], **kwargs: Any
     ) -> ECORouter:
-        """Route as ``chat`` would decide (its engine, threshold, mode and window), flagged
-        requests to ``chat`` itself and the rest to ``benign``."""
-        return cls(engine=chat_model_engine(chat, cls), flagged=chat, benign=benign, **kwargs)
+        """Route as ``chat`` would decide (its engine, threshold, mode and window, now and after
+        a change to them), flagged requests to ``chat`` itself and the rest to ``benign``."""
+        return cls(
+            engine=chat_model_engine(chat, cls),
+            chat_model=chat,
+            flagged=chat,
+            benign=benign,
+            **kwargs,
+        )
+
+    @property
+    def deciding_engine(self) -> ECO:
+        """The engine decisions are made with now: the chat model's, if built from one."""
+        return deciding_engine(self.engine, self.chat_model)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -145,7 +163,10 @@ class ECORouter(RunnableSerializable[LanguageModelInput, Any]):
         """The engine's decision on the request's latest user turn(s), with this router's
         threshold and mode (no rendering: the branch renders the prompt once, if it is ECO's)."""
         return decide_conversation(
-            self.engine, coerce_messages(input), mode=self.mode, threshold=self.threshold
+            self.deciding_engine,
+            coerce_messages(input),
+            mode=self.mode,
+            threshold=self.threshold,
         )
 
     def _choose(self, decision: Decision) -> tuple[Runnable[Any, Any], str, dict[str, Any]]:

@@ -17,6 +17,7 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
+from pydantic import ValidationError
 
 from eco_integrations import ECO, InvalidInputError
 from eco_integrations.langchain import (
@@ -189,6 +190,13 @@ def test_from_chat_model_decides_as_the_chat_model(eco: ECO) -> None:
     assert compressor.compress_documents(_docs(), FORGET_QUERY) == _docs()
     plain = ECODocumentCompressor.from_chat_model(ChatECOHuggingFace(engine=eco))
     assert len(plain.compress_documents(_docs(), FORGET_QUERY)) == 3
+    # It follows the chat model's settings as they are at each call, not as they were.
+    chat.threshold = None
+    assert len(compressor.compress_documents(_docs(), FORGET_QUERY)) < len(_docs())
+    chat.mode = "shadow"
+    assert compressor.compress_documents(_docs(), FORGET_QUERY) == _docs()
+    with pytest.raises(ValidationError, match="chat_model takes a ChatECOHuggingFace"):
+        ECODocumentCompressor(engine=eco, chat_model=eco)
 
 
 def test_query_flagged_policy_filters_only_for_a_flagged_question(eco: ECO) -> None:

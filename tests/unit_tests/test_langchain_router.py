@@ -171,7 +171,14 @@ def test_built_from_a_chat_model_it_decides_as_that_model(eco: ECO) -> None:
     plain = FakeListChatModel(responses=["BENIGN"] * 5)
     router = ECORouter.from_chat_model(strict, benign=plain)
     assert router.decide(BENIGN).flagged and router.flagged is strict
-    assert ECOForgetClassifier.from_chat_model(strict)._decide(BENIGN).flagged
+    classifier = ECOForgetClassifier.from_chat_model(strict)
+    assert classifier._decide(BENIGN).flagged
+    # Both follow the chat model's settings as they are at each call.
+    strict.threshold = None
+    assert not router.decide(BENIGN).flagged and not classifier._decide(BENIGN).flagged
+    strict.threshold = 0.0
+    strict.mode = "off"
+    assert router.decide(BENIGN).mode == "off" and classifier._decide(BENIGN).mode == "off"
     with pytest.raises(ValidationError, match="from_chat_model"):
         ECORouter(engine=strict, flagged=strict, benign=plain)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="from_chat_model"):
