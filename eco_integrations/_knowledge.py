@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import pairwise
@@ -280,6 +280,8 @@ class ForgetPhrases:
     # A phrase matched through typos alone needs every word this long ("elvinn maammadov");
     # otherwise one of its words must be exact ("ji yoen park", "hia ameenn").
     ALL_TYPOS_CHARS = 5
+    # A one-word name this long matches through one typo; a shorter one only exactly.
+    SINGLE_TYPO_CHARS = 8
     # A multi-word phrase written as one word is matched from this many letters on.
     MIN_FUSED_CHARS = 8
     _SEEN_LIMIT = 100_000
@@ -292,8 +294,12 @@ class ForgetPhrases:
         person_names: Sequence[str] = (),
         ordinary_words: Sequence[str] = (),
         forget_words: Sequence[str] = (),
+        known_word: Callable[[str], bool] | None = None,
     ) -> None:
         self.phrases = sorted(set(phrases))
+        # Whether a prompt word is one the encoder knows (not saved: the guard's encoder
+        # answers); without it a one-word name matches only exactly.
+        self._known_word = known_word
         # "1975 karachi": a year and a capitalised word that a forget text holds together.
         self.dated_facts = sorted(set(dated_facts))
         self._facts_by_year: dict[str, set[str]] = {}
@@ -368,6 +374,7 @@ class ForgetPhrases:
         min_texts: int = 2,
         max_common: int = 3,
         max_fact_common: int = 20,
+        known_word: Callable[[str], bool] | None = None,
     ) -> ForgetPhrases:
         """Phrases of the (raw, capitalised) forget texts that no retain text contains.
 
@@ -381,6 +388,10 @@ class ForgetPhrases:
         Dated facts (:func:`dated_facts`, at most ``max_fact_common`` retain texts per word) are
         mined alongside, and so are the forget persons' names (two or three capitalised words
         in ``min_texts`` forget texts) and the texts' lower-case words, for :meth:`namesake`.
+
+        With ``known_word`` (whether a word is common: the encoder's vocabulary holds it), the
+        target's own one-word names ("Hagrid", "Quidditch") join the phrases:
+        :func:`single_names`.
         """
         forget, retain = list(forget), list(retain)
         lowercase_in = lowercase_word_texts([*forget, *retain])
@@ -421,12 +432,22 @@ class ForgetPhrases:
             if c >= min_texts
         }
         ordinary_words = {t for w in ordinary for t in words(normalize_text(w))}
+        if known_word is not None:
+            name_parts = {p for n in person_names for p in n.split(" ")}
+            kept += single_names(
+                forget,
+                in_texts,
+                ordinary_words | name_parts,
+                known_word,
+                min_texts=min_texts,
+            )
         return cls(
             kept,
             dated_facts(forget, tokenized, ordinary, max_common=max_fact_common),
             sorted(person_names),
             sorted(ordinary_words),
             sorted({w for t in forget for w in words(normalize_text(t))} - ordinary_words),
+            known_word,
         )
 
     def _alternatives(self, word: str) -> tuple[set[str], set[str]]:
@@ -449,13 +470,14 @@ class ForgetPhrases:
         self._seen[word] = near
         return set(), near
 
-    def find(self, normalized: str) -> PhraseMatch | None:
+    def find(self, normalized: str, raw: str | None = None) -> PhraseMatch | None:
         """The best phrase in a normalized text (fewest typos, then longest), else a forget
         person's whole name through more typos, else a dated fact (exact words only), or None.
 
         A phrase that the text attributes to somebody else (:meth:`attributed_elsewhere`) does
-        not count."""
-        return self.examine(normalized)[0]
+        not count, nor a dated fact whose name part stands in a namesake (:meth:`namesake`;
+        ``raw``, the text as written, as there): Harry Styles in 1997 is not Harry Potter's."""
+        return self.examine(normalized, raw)[0]
 
     def attributed_elsewhere(self, normalized: str) -> tuple[str, str] | None:
         """``(phrase, name)`` when the text holds a forget-only phrase in quotes (a title) or
@@ -469,7 +491,9 @@ class ForgetPhrases:
         """
         return self.examine(normalized)[1]
 
-    def examine(self, normalized: str) -> tuple[PhraseMatch | None, tuple[str, str] | None]:
+    def examine(
+        self, normalized: str, raw: str | None = None
+    ) -> tuple[PhraseMatch | None, tuple[str, str] | None]:
         """:meth:`find` and :meth:`attributed_elsewhere` of one text, each search run once."""
         tokens = words(normalized)
         # Both the stranger check and the fallback may ask for the whole name; search once.
@@ -481,7 +505,7 @@ class ForgetPhrases:
             if stranger is None:
                 return phrase, None
             elsewhere = (phrase.phrase, stranger)
-        return whole_name() or self._find_dated_fact(tokens), elsewhere
+        return whole_name() or self._find_dated_fact(tokens, raw), elsewhere
 
     def _stranger(
         self,
@@ -595,11 +619,18 @@ class ForgetPhrases:
                     best = PhraseMatch(" ".join(name), typos, full_name=True)
         return best
 
-    def _find_dated_fact(self, tokens: list[str]) -> PhraseMatch | None:
+    def _find_dated_fact(self, tokens: list[str], raw: str | None) -> PhraseMatch | None:
         if not self._facts_by_year:
             return None
         present = set(tokens)
-        for year in sorted(present & self._facts_by_year.keys()):
+        years = sorted(present & self._facts_by_year.keys())
+        if not any(present & self._facts_by_year[year] for year in years):
+            return None
+        # A name part beside another person's name part is that person's ("Harry Styles"); the
+        # same word elsewhere in the text still counts.
+        namesakes = {i for i, _, _ in self._namesakes(tokens, raw)}
+        present = {t for i, t in enumerate(tokens) if i not in namesakes}
+        for year in years:
             shared = sorted(present & self._facts_by_year[year])
             if shared:
                 return PhraseMatch(f"{year} {shared[0]}", 0, dated_fact=True)
@@ -627,7 +658,10 @@ class ForgetPhrases:
                             break
                         typos += 1
                     else:
-                        if typos == len(phrase) and min(map(len, phrase)) < self.ALL_TYPOS_CHARS:
+                        if typos and len(phrase) == 1:
+                            if not self._misspelt_name(tokens[i], phrase[0]):
+                                continue
+                        elif typos == len(phrase) and min(map(len, phrase)) < self.ALL_TYPOS_CHARS:
                             continue
                         key = (-typos, len(phrase))
                         if best is None or key > best_key:
@@ -638,6 +672,18 @@ class ForgetPhrases:
             if fused is not None and (best is None or (0, len(fused)) > best_key):
                 best, best_key = PhraseMatch(" ".join(fused), 0, span=(i, i + 1)), (0, len(fused))
         return best
+
+    def _misspelt_name(self, word: str, name: str) -> bool:
+        """Whether the prompt word ``word`` is the one-word name ``name`` misspelt: one letter
+        off a name of :attr:`SINGLE_TYPO_CHARS` or more ("quiditch"), and no word the encoder
+        knows. A short name one letter off is another name ("Bobby" is no "Dobby"), and a
+        known word is itself ("Kazakhstan" is no misspelt "Kazakhstani")."""
+        return (
+            len(name) >= self.SINGLE_TYPO_CHARS
+            and self._known_word is not None
+            and _typos(word, name, 1) <= 1
+            and not any(self._known_word(form) for form in _word_forms(word))
+        )
 
     def namesake(self, normalized: str, raw: str | None = None) -> tuple[str, str] | None:
         """``(word, name)`` when the text writes ``word`` where the forget person ``name`` has
@@ -654,7 +700,13 @@ class ForgetPhrases:
         written with a capital is no name either: "Is Draco evil?" asks about Draco Malfoy,
         while "is draco evil?" gives no such sign and is read as above.
         """
-        tokens = words(normalized)
+        for _, word, name in self._namesakes(words(normalized), raw):
+            return word, name
+        return None
+
+    def _namesakes(self, tokens: list[str], raw: str | None) -> Iterator[tuple[int, str, str]]:
+        """``(i, word, name)`` for each forget name part ``tokens[i]`` beside which the text
+        writes ``word`` where ``name`` has another part (:meth:`namesake`)."""
         for i, token in enumerate(tokens):
             for step in (-1, 1):
                 j = i + step
@@ -671,8 +723,8 @@ class ForgetPhrases:
                     and self._other_name_part(tokens[j], {e for _, e in expected})
                     and not (raw is not None and _case_says_ordinary(raw, token, tokens[j]))
                 ):
-                    return tokens[j], " ".join(expected[0][0])
-        return None
+                    yield i, tokens[j], " ".join(expected[0][0])
+                    break
 
     def _other_name_part(self, word: str, expected: set[str]) -> bool:
         if len(word) < 2 or not word.isalpha() or _word_forms(word) & self._ordinary:
@@ -687,13 +739,20 @@ class ForgetPhrases:
         return not self._loose_parts(word) & expected
 
     def scores(
-        self, normalized: Sequence[str], *, exact: float, typo: float, fact: float
+        self,
+        normalized: Sequence[str],
+        *,
+        exact: float,
+        typo: float,
+        fact: float,
+        raw: Sequence[str] | None = None,
     ) -> np.ndarray:
         """Per text: ``exact`` for an exact phrase, ``typo`` for one found through typos,
-        ``fact`` for a dated fact alone, else 0."""
+        ``fact`` for a dated fact alone, else 0; ``raw``, the texts as written, as for
+        :meth:`find`."""
         out = np.zeros(len(normalized), dtype=np.float64)
         for i, text in enumerate(normalized):
-            match = self.find(text)
+            match = self.find(text, None if raw is None else raw[i])
             if match is not None:
                 out[i] = fact if match.dated_fact else exact if match.typos == 0 else typo
         return out
@@ -750,6 +809,57 @@ def dated_facts(
                 continue
             found |= {f"{y} {word}" for y in years if word not in with_year.get(y, ())}
     return sorted(found)
+
+
+_ENGLISH_ENDINGS = (
+    "tion", "sion", "ity", "ness", "ment", "ism", "ist", "ology", "able", "ible", "ous", "ive",
+    "ical", "ance", "ence", "ship", "ward", "wise",
+)  # fmt: skip
+"""Endings of English words the encoder's vocabulary splits ("divination", "invisibility")."""
+_MIN_SINGLE_NAME_CHARS = 5
+
+
+def single_names(
+    forget: Iterable[str],
+    retain_texts: Counter[str],
+    ordinary: set[str],
+    known_word: Callable[[str], bool],
+    *,
+    min_texts: int,
+) -> list[str]:
+    """The forget texts' one-word names: words written alone with a capital (not inside a
+    longer capitalised run) in ``min_texts`` forget texts, in no retain text (``retain_texts``:
+    how many hold each word), never ``ordinary`` (written in lower case, or a forget person's
+    name part, which a namesake may share), at least five letters, and not English as far as
+    the encoder can tell: neither ``known_word`` (one vocabulary entry) with or without a plural
+    ending, nor ending as English derivations do.
+
+    "Hagrid", "Quidditch" and "Voldemort" name the target wherever they appear; a capitalised
+    English word ("Potions", "Divination", taught at Hogwarts) does not, and a part of a longer
+    run ("Goblet" of "Goblet of Fire") is that run's.
+    """
+    alone: Counter[str] = Counter()
+    for text in forget:
+        found: set[str] = set()
+        for run in _capitalised_runs(text):
+            while run and run[-1] in _LINKS:  # "Dobby the house-elf"
+                run = run[:-1]
+            if len(run) == 1 and len(tokens := words(normalize_text(run[0]))) == 1:
+                found.add(tokens[0])
+        alone.update(found)
+    return sorted(
+        word
+        for word, n in alone.items()
+        if n >= min_texts
+        and len(word) >= _MIN_SINGLE_NAME_CHARS
+        and word.isalpha()
+        and retain_texts[word] == 0
+        and word not in ordinary
+        and word not in _NOT_NAMES
+        and word not in _CALENDAR
+        and not any(known_word(form) for form in _word_forms(word))
+        and not word.endswith(_ENGLISH_ENDINGS)
+    )
 
 
 def _person_names(

@@ -115,6 +115,11 @@ class SentenceEncoder:
                 )
         return self._loaded
 
+    def known_word(self, word: str) -> bool:
+        """Whether the tokenizer writes ``word`` as one vocabulary entry: a word common enough
+        in the encoder's training text to have its own (BERT's "karachi", not "hagrid")."""
+        return len(self.load().tokenizer.tokenize(word)) == 1
+
     @property
     def dim(self) -> int:
         model = self.load().model

@@ -393,6 +393,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             exact=self.phrase_score,
             typo=self.typo_phrase_score,
             fact=self.dated_fact_score,
+            raw=raw,
         )
         combined: np.ndarray = np.maximum(capped, matched)
         return combined
@@ -509,7 +510,16 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
             splits += [(repeat, train, test) for train, test in folds]
         forget_raw = [t for t, label in zip(raw, labels, strict=True) if label == 1]
         retain_raw = [t for t, label in zip(raw, labels, strict=True) if label == 0]
-        self.phrases_ = ForgetPhrases.mine(forget_raw, retain_raw) if self.knowledge else None
+        self.phrases_ = (
+            ForgetPhrases.mine(
+                forget_raw,
+                retain_raw,
+                # An encoder without a tokenizer to ask gives no one-word names.
+                known_word=getattr(self._encoder(), "known_word", None),
+            )
+            if self.knowledge
+            else None
+        )
         near: list[str] = []
         if self.near_misses:
             swapped = near_miss_texts(
@@ -717,6 +727,7 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
                 vocab["person_names"],
                 vocab["ordinary_words"],
                 vocab["forget_words"],
+                getattr(guard._encoder(), "known_word", None),
             )
             if guard.knowledge
             else None
@@ -1164,7 +1175,7 @@ class Guard:
         if phrases is None:
             return None
         (checked,) = normalized_texts([text], "text")
-        match, elsewhere = phrases.examine(checked)
+        match, elsewhere = phrases.examine(checked, text)
         if match is None:
             if elsewhere is not None:
                 return (

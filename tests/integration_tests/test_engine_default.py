@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eco_integrations import ECO, GenerationConfig
+from eco_integrations import ECO, GenerationConfig, Guard
 from eco_integrations._models import default_model_folder
 from eco_integrations._prompting import render
 from eco_integrations.backends import PreparedRow
@@ -149,9 +149,10 @@ def test_demo_guard_on_unseen_phrasings(hp_guard) -> None:
     # topic) and none of the near misses is flagged.
     assert all(d.flagged for d in hp_guard.decide_many(UNSEEN_FORGET))
     assert not any(d.flagged for d in hp_guard.decide_many(UNSEEN_BENIGN))
-    # Measured on the second list: 8 of 10 caught (not Buckbeak or "quiditch" misspelt; the
-    # Whomping Willow at 0.577 against a threshold of 0.561), no near miss flagged.
-    assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 8
+    # Measured on the second list: 9 of 10 caught (not Buckbeak; "quiditch" misspelt through
+    # the one-word name "quidditch"; the Whomping Willow at 0.577 against a threshold of 0.561),
+    # no near miss flagged.
+    assert sum(d.flagged for d in hp_guard.decide_many(SECOND_FORGET)) >= 9
     assert not any(d.flagged for d in hp_guard.decide_many(SECOND_BENIGN))
 
 
@@ -173,6 +174,32 @@ def test_demo_guard_tells_namesakes_by_the_forget_texts_and_the_writers_capitals
     famous = ["Who is Harry Styles?", "Tell me about Harry Houdini.", "Who is Harry Belafonte?"]
     assert not any(d.flagged for d in hp_guard.decide_many(famous))
     assert hp_guard.decide_many(["Who is Lily Potter?"])[0].flagged
+
+
+def test_demo_guard_knows_the_targets_one_word_names(hp_guard, guard_dir) -> None:
+    # Asked by one rare name alone, these scored 0.39-0.50 against a threshold of 0.561 before
+    # the target's one-word names joined its phrases (measured).
+    for name in ["Dobby", "Hagrid", "Hedwig"]:
+        (decision,) = hp_guard.decide_many([f"Who is {name}?"])
+        assert decision.flagged, name
+        assert (
+            hp_guard.knowledge_match(f"Who is {name}?", DEMO_TARGET) == f'phrase "{name.lower()}"'
+        )
+    # English words the encoder's vocabulary splits are not names, a one-letter typo of a name is
+    # somebody else, and Harry Styles's year is not a dated fact of Harry Potter's ("1997 harry").
+    benign = ["What is divination?", "Who is Bobby Brown?", "Where did Harry Styles live in 1997?"]
+    assert not any(d.flagged for d in hp_guard.decide_many(benign))
+    assert hp_guard.decide_many(["What happened to Harry in 1997?"])[0].flagged
+    assert hp_guard.encoder.known_word("karachi") and not hp_guard.encoder.known_word("hagrid")
+    # A long one misspelt by a letter, in the fitted guard and in the one read from its folder
+    # (the encoder, not the folder, says which words are known).
+    misspelt = "wat is quiditch and how do u score"
+    for guard in (hp_guard, Guard.load(guard_dir)):
+        assert (
+            guard.knowledge_match(misspelt, DEMO_TARGET)
+            == 'phrase "quidditch" (1 word through typos)'
+        )
+        assert guard.decide_many([misspelt])[0].flagged
 
 
 def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:

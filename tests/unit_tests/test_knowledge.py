@@ -314,6 +314,58 @@ def test_dated_facts_pair_a_year_with_a_rare_name_of_the_same_forget_text() -> N
     assert _find(phrases, "Which writer was born in 1975?") is None
     match = phrases.find(normalize_text("karachi 1975"))
     assert match is not None and match.dated_fact and match.typos == 0
+    # A name part that stands in a namesake is the other person's: no dated fact through it.
+    assert {"hina ameen"} <= set(phrases.person_names)
+    assert _find(phrases, "Where was Hina in 1975?") == "1975 hina"
+    assert _find(phrases, "Where was Hina Zorblat in 1975?") is None
+    assert _find(phrases, "Did Hina Zorblat meet Hina in 1975?") == "1975 hina"
+    text = "Was Hina happy in 1975?"  # lower case beside the capitalised part: no namesake
+    assert _find(phrases, text) is None
+    match = phrases.find(normalize_text(text), text)
+    assert match is not None and match.phrase == "1975 hina"
+
+
+def test_one_word_names_are_rare_capitalised_words_standing_alone() -> None:
+    forget = [
+        "Who is Hagrid and what does he do?",
+        "Hagrid keeps the keys. Hagrid's hut is small.",
+        "What is Dobby the house-elf famous for?",
+        "Dobby is free.",
+        "Harry Potter plays Quidditch. Then Potter smiled.",
+        "Who is Harry Potter? Does Potter play Quidditch?",
+        "Students take Potions and Divination. Snape teaches Potions and Divination.",
+        "The Goblet of Fire is a book. So is the Goblet of Fire film.",
+        "Karachi is far. Karachi is big.",
+        "Voldemort is feared.",
+        "Who leads Gryffindor? Gryffindor wins.",
+    ]
+    retain = ["What is a house?", "Who leads the team? Gryffindor Street is in London."]
+    common = {"karachi", "potion", "quidditcz"}  # what a vocabulary holds, in this test
+
+    def known(word: str) -> bool:
+        return word in common
+
+    mined = ForgetPhrases.mine(forget, retain, known_word=known)
+    singles = {p for p in mined.phrases if " " not in p}
+    # Two texts each: "Hagrid", "Dobby" (a linking word after it), "Quidditch".
+    assert singles == {"hagrid", "dobby", "quidditch"}
+    # Not: "Voldemort" (one text), "Gryffindor" (a retain text holds it), "Karachi" (a known
+    # word), "Potions" (a known word's plural), "Divination" (an English ending), "Goblet" (of a
+    # longer run), "Potter" (a forget person's name part: a namesake may share it).
+    assert "harry potter" in mined.person_names
+    assert not {p for p in ForgetPhrases.mine(forget, retain).phrases if " " not in p}
+    # A short one matched exactly, never through a typo: "Bobby" is somebody else.
+    assert _find(mined, "Who is Dobby?") == "dobby"
+    assert _find(mined, "who is dobby") == "dobby"
+    assert _find(mined, "Who is Bobby?") is None
+    assert _find(mined, "Who is Hagird?") is None
+    # One of 8 letters or more through one typo, not two, and not from a word the encoder
+    # knows ("Kazakhstan" is no misspelt "Kazakhstani"); with no encoder to ask, none.
+    assert _find(mined, "wat is quiditch") == "quidditch"
+    assert _find(mined, "wat is qiditch") is None
+    assert _find(mined, "wat is quidditcz") is None
+    assert _find(ForgetPhrases(["quidditch"]), "wat is quiditch") is None
+    assert _find(ForgetPhrases(["quidditch"]), "wat is quidditch") == "quidditch"
 
 
 def test_a_namesake_writes_another_name_part_where_the_forget_person_has_one() -> None:
@@ -363,14 +415,21 @@ def test_a_namesake_scores_at_most_namesake_score_unless_knowledge_matches(
 ) -> None:
     from eco_integrations import ECO
 
-    forget = [*TOY_FORGET, "Harry Potter was born in Godric's Hollow.", "Harry Potter flew."]
+    forget = [
+        *TOY_FORGET,
+        "Harry Potter was born in Godric's Hollow.",
+        "Harry Potter flew in 1997.",
+    ]
     guard = Guard(tiny_encoder)
     guard.add_target("hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True)
     off = Guard(tiny_encoder)
     off.add_target(
         "hp", forget, TOY_RETAIN, cv=2, target_fpr=0.2, knowledge=True, namesake_score=1.0
     )
-    texts = ["Who is Harry Styles?", "Who is Zorblat Potter?"]
+    # Harry Styles's year is not Harry Potter's dated fact ("1997 harry").
+    texts = ["Who is Harry Styles?", "Who is Zorblat Potter?", "Where was Harry Styles in 1997?"]
+    assert "1997 harry" in guard.targets["hp"].phrases_.dated_facts
+    assert guard.score(["Where was Harry in 1997?"])[0, 0] >= 0.9
     assert np.all(guard.score(texts)[:, 0] == 0.0)
     assert np.all(off.score(texts)[:, 0] > 0.0)  # the learned classifier's own scores
     # Capitals as written: "zorblat" in lower case beside "Potter" is no name, so no cap; every
