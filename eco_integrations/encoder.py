@@ -118,7 +118,9 @@ class SentenceEncoder:
     def known_word(self, word: str) -> bool:
         """Whether the tokenizer writes ``word`` as one vocabulary entry: a word common enough
         in the encoder's training text to have its own (BERT's "karachi", not "hagrid")."""
-        return len(self.load().tokenizer.tokenize(word)) == 1
+        tokenizer = self.load().tokenizer
+        with TOKENIZE_LOCK:  # one fast tokenizer serves every thread, encode() included
+            return len(tokenizer.tokenize(word)) == 1
 
     @property
     def dim(self) -> int:
