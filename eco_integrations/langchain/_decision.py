@@ -101,10 +101,15 @@ def as_decision(value: object) -> Decision:
     raise InvalidInputError(msg)
 
 
+def _is_chat_model(value: object) -> bool:
+    # Duck-typed: chat_models imports this module, so ChatECOHuggingFace cannot be imported here.
+    return hasattr(value, "engine_view") and hasattr(value, "_generate")
+
+
 def _engine_not_chat_model(value: object) -> object:
     # Handed ChatECOHuggingFace where the engine belongs, a skin would decide with the bare
     # engine and lose the chat model's threshold, mode and window.
-    if hasattr(value, "engine_view") and hasattr(value, "_generate"):
+    if _is_chat_model(value):
         msg = (
             f"engine= takes an ECO engine, got a {type(value).__name__}; build with "
             "from_chat_model(chat, ...) to decide as that chat model does (its threshold, mode "
@@ -119,7 +124,7 @@ EngineField = Annotated[ECO, BeforeValidator(_engine_not_chat_model)]
 
 
 def _chat_model_or_none(value: object) -> object:
-    if value is not None and not (hasattr(value, "engine_view") and hasattr(value, "_generate")):
+    if value is not None and not _is_chat_model(value):
         msg = (
             f"chat_model takes a ChatECOHuggingFace (whose settings the decisions follow), got "
             f"{type(value).__name__}; for an engine pass engine= alone."
@@ -144,7 +149,7 @@ def deciding_engine(engine: ECO, chat_model: Any) -> ECO:
 def chat_model_engine(chat: object, skin: type) -> ECO:
     """The engine ``chat`` (a ChatECOHuggingFace) decides with, its threshold, mode and window
     applied: what a skin's ``from_chat_model`` builds on. Anything else is named."""
-    view = getattr(chat, "engine_view", None) if hasattr(chat, "_generate") else None
+    view = chat.engine_view if _is_chat_model(chat) else None  # type: ignore[attr-defined]
     if not isinstance(view, ECO):
         msg = (
             f"from_chat_model takes a ChatECOHuggingFace, got {type(chat).__name__}; for an "

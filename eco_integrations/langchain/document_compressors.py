@@ -8,7 +8,7 @@ A ``langchain_core`` ``BaseDocumentCompressor``, so it fits LangChain's retrieva
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -113,9 +113,6 @@ class ECODocumentCompressor(BaseDocumentCompressor):
         """The engine decisions are made with now: the chat model's, if built from one."""
         return deciding_engine(self.engine, self.chat_model)
 
-    def _decide(self, texts: list[str]) -> list[Decision]:
-        return self.deciding_engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
-
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
@@ -133,16 +130,23 @@ class ECODocumentCompressor(BaseDocumentCompressor):
 
     def _compress(self, documents: Sequence[Document], query: str) -> _Compressed:
         docs = _check_documents(documents, query)
-        mode = self.mode or self.deciding_engine.mode
+        # One engine for the whole call: a chat model's settings changed meanwhile apply to the
+        # next call, not to half of this one.
+        engine = self.deciding_engine
+
+        def decide(texts: list[str]) -> list[Decision]:
+            return engine.decide_texts(texts, mode=self.mode, threshold=self.threshold)
+
+        mode = self.mode or engine.mode
         query_decision: Decision | None = None
         if self.filter_when == "query_flagged" and mode != "off" and query.strip():
-            query_decision = self._decide([query])[0]
+            query_decision = decide([query])[0]
         filtering = mode != "off" and (
             self.filter_when == "always" or (query_decision is not None and query_decision.flagged)
         )
         verdicts: list[TextVerdict | None] = [None] * len(docs)
         if filtering:
-            verdicts = decide_retrieved([d.page_content for d in docs], self._decide)
+            verdicts = decide_retrieved([d.page_content for d in docs], decide)
         outcomes: list[Outcome] = ["kept"] * len(docs)
         kept: list[Document | None] = list(docs)
         if mode == "enforce":
@@ -150,10 +154,10 @@ class ECODocumentCompressor(BaseDocumentCompressor):
                 if verdict is not None and verdict.decision.flagged:
                     kept[i] = self._enforce(docs[i], verdict)
                     outcomes[i] = "dropped" if kept[i] is None else "redacted"
-            self._recheck(kept, outcomes)
+            self._recheck(kept, outcomes, decide)
         return _Compressed(
             [d for d in kept if d is not None],
-            self._payload(docs, verdicts, outcomes, mode, query_decision),
+            self._payload(engine, docs, verdicts, outcomes, mode, query_decision),
         )
 
     def _enforce(self, document: Document, verdict: TextVerdict) -> Document | None:
@@ -164,7 +168,12 @@ class ECODocumentCompressor(BaseDocumentCompressor):
             return None
         return document.model_copy(update={"page_content": rest})
 
-    def _recheck(self, kept: list[Document | None], outcomes: list[Outcome]) -> None:
+    @staticmethod
+    def _recheck(
+        kept: list[Document | None],
+        outcomes: list[Outcome],
+        decide: Callable[[list[str]], list[Decision]],
+    ) -> None:
         """Drop a redacted document whose rest is still flagged: the facts may sit across the
         sentences left, each benign alone (the guard also reads a long text a few sentences at a
         time)."""
@@ -175,13 +184,14 @@ class ECODocumentCompressor(BaseDocumentCompressor):
         }
         if not redacted:
             return
-        for i, decision in zip(redacted, self._decide(list(redacted.values())), strict=True):
+        for i, decision in zip(redacted, decide(list(redacted.values())), strict=True):
             if decision.flagged:
                 kept[i] = None
                 outcomes[i] = "dropped"
 
     def _payload(
         self,
+        engine: ECO,
         docs: list[Document],
         verdicts: list[TextVerdict | None],
         outcomes: list[Outcome],
@@ -200,7 +210,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
             if v is not None and v.decision.flagged
         ]
         scores = [v.decision.score for v in verdicts if v is not None]
-        guard = self.deciding_engine.guard
+        guard = engine.guard
         return {
             "action": self.action,
             "filter_when": self.filter_when,
@@ -215,7 +225,7 @@ class ECODocumentCompressor(BaseDocumentCompressor):
             "query": query_decision.event_payload() if query_decision is not None else None,
             "guard_id": guard.guard_id if guard is not None else None,
             "guard_version": guard.version if guard is not None else None,
-            "policy_version": self.deciding_engine.policy_version,
+            "policy_version": engine.policy_version,
         }
 
 
