@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ._normalize import normalize_text
+from ._spelling import typo_distance
 
 _WORD = re.compile(r"\w+")
 _QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„\n]{3,120})[\"“”«»„]|(?<!\w)'([^'\n]{3,120})'(?!\w)")
@@ -225,22 +226,6 @@ def _deletions(word: str, depth: int) -> set[str]:
         frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
         found |= frontier
     return found
-
-
-def _typos(a: str, b: str, limit: int) -> int:
-    """Substitutions, insertions, deletions and swaps of neighbours between two words (optimal
-    string alignment distance), or ``limit + 1`` once it exceeds ``limit``."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    before, row = None, list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        current = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (a[i - 1] != b[j - 1]))
-            if before is not None and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                current[j] = min(current[j], before[j - 2] + 1)
-        before, row = row, current
-    return min(row[-1], limit + 1)
 
 
 @dataclass(frozen=True)
@@ -464,7 +449,7 @@ class ForgetPhrases:
         if self.MIN_FUZZY_CHARS - 1 <= len(word) <= self._longest_indexed + depth:
             for edit in _deletions(word, depth):
                 near |= self._deletions.get(edit, set())
-            near = {w for w in near if _typos(word, w, 2) <= self._typo_budget(w)}
+            near = {w for w in near if typo_distance(word, w, 2) <= self._typo_budget(w)}
         if len(self._seen) >= self._SEEN_LIMIT:  # a bound on memory, not an LRU: rarely reached
             self._seen.clear()
         self._seen[word] = near
@@ -576,7 +561,7 @@ class ForgetPhrases:
         if self._ordinary_deletions is None:
             self._ordinary_deletions = _deletion_index(self._ordinary, lambda _: 1)
         near = set().union(*(self._ordinary_deletions.get(e, set()) for e in _deletions(word, 1)))
-        return not any(_typos(word, known, 1) <= 1 for known in near)
+        return not any(typo_distance(word, known, 1) <= 1 for known in near)
 
     def _loose_parts(self, word: str) -> set[str]:
         """The forget persons' name parts this prompt word can stand for with one typo more
@@ -590,7 +575,7 @@ class ForgetPhrases:
             return near  # not cached: the check is cheaper than the cache's memory
         for edit in _deletions(word, depth):
             near |= self._loose_deletions.get(edit, set())
-        near = {p for p in near if _typos(word, p, 3) <= self._typo_budget(p) + 1}
+        near = {p for p in near if typo_distance(word, p, 3) <= self._typo_budget(p) + 1}
         if len(self._loose_seen) >= self._SEEN_LIMIT:
             self._loose_seen.clear()
         self._loose_seen[word] = near
@@ -611,7 +596,7 @@ class ForgetPhrases:
                     continue
                 # At most a quarter of the name's letters garbled (the typo-10 probes garble a
                 # tenth): "nina amin" is 3 edits from the 9 letters of "hina ameen", somebody else.
-                edits = sum(_typos(w, part, 3) for w, part in zip(found, name, strict=True))
+                edits = sum(typo_distance(w, part, 3) for w, part in zip(found, name, strict=True))
                 if edits > self.FULL_NAME_TYPO_SHARE * sum(map(len, name)):
                     continue
                 typos = sum(w != part for w, part in zip(found, name, strict=True))
@@ -681,7 +666,7 @@ class ForgetPhrases:
         return (
             len(name) >= self.SINGLE_TYPO_CHARS
             and self._known_word is not None
-            and _typos(word, name, 1) <= 1
+            and typo_distance(word, name, 1) <= 1
             and not any(self._known_word(form) for form in _word_forms(word))
         )
 

@@ -7,14 +7,19 @@ or the system prompt.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import torch
 
+from ._spelling import typo_distance
 from .config import CHAT_ROLES, ChatRole, SelectionConfig
 from .exceptions import InvalidInputError
 
@@ -50,6 +55,9 @@ class RenderedPrompt:
     content_spans: list[tuple[int, int]]
     classified_text: str
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # Whether the tokenizer keeps a word whole: the entities selector reads only the others as
+    # misspelt terms. None: terms are matched exactly.
+    known_word: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
 
 
 def check_encodable(text: str, what: str) -> None:
@@ -194,6 +202,7 @@ def render(
                 [tuple(o) for o in enc["offset_mapping"]],
                 [(0, len(prompt))],
                 prompt,
+                known_word=tokenizer_knows(tokenizer),
             )
         prompt = [{"role": "user", "content": prompt}]
     elif raw:
@@ -226,8 +235,37 @@ def render(
     classified = "\n".join(own_text(messages[i]) for i in chosen)
     offsets = [(int(start), int(end)) for start, end in enc["offset_mapping"]]
     return RenderedPrompt(
-        text, list(enc["input_ids"]), offsets, content_spans, classified, messages
+        text,
+        list(enc["input_ids"]),
+        offsets,
+        content_spans,
+        classified,
+        messages,
+        known_word=tokenizer_knows(tokenizer),
     )
+
+
+_KNOWN_WORDS: weakref.WeakKeyDictionary[Any, Callable[[str], bool]] = weakref.WeakKeyDictionary()
+
+
+def tokenizer_knows(tokenizer: Any) -> Callable[[str], bool]:
+    """A check, cached per tokenizer, whether it keeps a word whole as one token: in lower case
+    or capitalised, with or without the space before it (byte-level BPE vocabularies hold
+    " manuel" but not "manuel"; SentencePiece ones add their own space)."""
+    try:
+        return _KNOWN_WORDS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+
+    @lru_cache(maxsize=8192)
+    def knows(word: str) -> bool:
+        forms = {f for w in (word.lower(), word.capitalize()) for f in (w, " " + w)}
+        with TOKENIZE_LOCK:
+            return any(len(tokenizer.encode(f, add_special_tokens=False)) == 1 for f in forms)
+
+    with contextlib.suppress(TypeError):  # not weakly referable: a cache per rendered prompt
+        _KNOWN_WORDS[tokenizer] = knows
+    return knows
 
 
 def _placeholder(index: int) -> str:
@@ -316,7 +354,12 @@ def select_positions(
     else:
         mask = _overlapping(rendered.offsets, rendered.content_spans)
         if selection.name == "entities":
-            found = _term_spans(rendered.text, rendered.content_spans, [*selection.terms, *terms])
+            found = _term_spans(
+                rendered.text,
+                rendered.content_spans,
+                [*selection.terms, *terms],
+                rendered.known_word,
+            )
             entity_mask = _overlapping(rendered.offsets, found) if found else None
             if entity_mask is not None and n:
                 entity_mask[-1] = False  # cleared below anyway; a term only there corrupts nothing
@@ -334,8 +377,14 @@ def select_positions(
 
 
 def _term_spans(
-    text: str, within: list[tuple[int, int]], terms: Sequence[str]
+    text: str,
+    within: list[tuple[int, int]],
+    terms: Sequence[str],
+    known_word: Callable[[str], bool] | None = None,
 ) -> list[tuple[int, int]]:
+    """Character spans of the terms in the text's content: exactly (any case, whole words) and,
+    given the tokenizer's ``known_word``, through one typo in a word it does not know
+    (:func:`_misspelt_term_spans`)."""
     spans: list[tuple[int, int]] = []
     for term in {t for t in terms if t and t.strip()}:
         pattern = re.compile(r"(?<!\w)" + re.escape(term.strip()) + r"(?!\w)", re.IGNORECASE)
@@ -343,4 +392,130 @@ def _term_spans(
             spans.extend(
                 (start + m.start(), start + m.end()) for m in pattern.finditer(text[start:end])
             )
+    if known_word is None:
+        return spans
+    return spans + _misspelt_term_spans(text, within, terms, known_word)
+
+
+# A term word this long also stands for a prompt word one typo away from it ("Hermoine",
+# "quiditch"): the misspelt name is corrupted, where finding no term at all would corrupt the
+# whole question and garble the answer. Shorter words have too many neighbours ("Harry":
+# "hurry", "Barry"). Both words must begin and end alike: a change at an end mostly makes another
+# form or another word ("Whispers" of "Whisper", "Bahraini" of "Bahrain", "Manuela" of "Manuel"),
+# where a typo falls inside ("Hermoine", "Hogwrats"). Only a prompt word the model's tokenizer splits is read as a typo: one it
+# keeps whole is a word of its own ("authors" is no misspelt "Author", "Kuwait" no "Kuwaiti").
+TYPO_TERM_CHARS = 6
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A term as lower-case words, the characters between them and around them."""
+
+    words: tuple[str, ...]
+    gaps: tuple[str, ...]
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class _TermIndex:
+    """Terms by their first word, and their long words by one-letter deletions (a word one typo
+    from another shares a deletion with it, or is one)."""
+
+    by_first: dict[str, list[_Term]]
+    words: frozenset[str]
+    deletions: dict[str, frozenset[str]]
+
+    def stands_for(self, word: str, *, typos: bool) -> set[str]:
+        """The term words this prompt word (lower case) matches: exactly, or through one typo."""
+        found = {word} if word in self.words else set()
+        if typos and len(word) >= TYPO_TERM_CHARS - 1:
+            for key in (word, *_deletions(word)):
+                for term_word in self.deletions.get(key, ()):
+                    same_ends = term_word[0] == word[0] and term_word[-1] == word[-1]
+                    if same_ends and typo_distance(word, term_word, 1) <= 1:
+                        found.add(term_word)
+        return found
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+@lru_cache(maxsize=16)
+def _term_index(terms: tuple[str, ...]) -> _TermIndex:
+    by_first: dict[str, list[_Term]] = {}
+    for term in dict.fromkeys(t.strip().lower() for t in terms):
+        found = list(_WORD.finditer(term))
+        if not found:
+            continue
+        gaps = tuple(term[a.end() : b.start()] for a, b in pairwise(found))
+        parsed = _Term(
+            tuple(m.group() for m in found), gaps, term[: found[0].start()], term[found[-1].end() :]
+        )
+        by_first.setdefault(parsed.words[0], []).append(parsed)
+    vocabulary = {w for group in by_first.values() for term in group for w in term.words}
+    deletions: dict[str, set[str]] = {}
+    for word in vocabulary:
+        if len(word) >= TYPO_TERM_CHARS:
+            for key in (word, *_deletions(word)):
+                deletions.setdefault(key, set()).add(word)
+    return _TermIndex(
+        by_first, frozenset(vocabulary), {k: frozenset(v) for k, v in deletions.items()}
+    )
+
+
+def _misspelt_term_spans(
+    text: str,
+    within: list[tuple[int, int]],
+    terms: Sequence[str],
+    known_word: Callable[[str], bool],
+) -> list[tuple[int, int]]:
+    """Spans of the terms written with a typo in one or more of their long words (each word one
+    typo at most, the characters between and around the words as the term has them)."""
+    index = _term_index(tuple(t for t in terms if t and t.strip()))
+    spans: list[tuple[int, int]] = []
+    lowered = text.lower()
+    for start, end in within:
+        found = list(_WORD.finditer(lowered, start, end))
+        exact = [index.stands_for(m.group(), typos=False) for m in found]
+        near = [
+            index.stands_for(
+                m.group(),
+                typos=len(m.group()) >= TYPO_TERM_CHARS - 1 and not known_word(m.group()),
+            )
+            - exact[i]
+            for i, m in enumerate(found)
+        ]
+        for i, m in enumerate(found):
+            for first in exact[i] | near[i]:
+                for term in index.by_first.get(first, ()):
+                    last = i + len(term.words) - 1
+                    if last >= len(found) or not any(
+                        term.words[k] in near[i + k] for k in range(len(term.words))
+                    ):
+                        continue  # past the end, or no typo: the exact search has it
+                    if all(
+                        term.words[k] in exact[i + k] | near[i + k] for k in range(len(term.words))
+                    ) and _framed_as(lowered, found[i : last + 1], term, start, end):
+                        spans.append(
+                            (m.start() - len(term.before), found[last].end() + len(term.after))
+                        )
     return spans
+
+
+def _framed_as(text: str, words: list[re.Match[str]], term: _Term, start: int, end: int) -> bool:
+    """Whether the matched words have the term's characters between and around them."""
+    if any(
+        text[a.end() : b.start()] != gap
+        for (a, b), gap in zip(pairwise(words), term.gaps, strict=True)
+    ):
+        return False
+    head, tail = words[0].start() - len(term.before), words[-1].end() + len(term.after)
+    return (
+        head >= start
+        and tail <= end
+        and text[head : words[0].start()] == term.before
+        and text[words[-1].end() : tail] == term.after
+    )

@@ -202,6 +202,20 @@ def test_demo_guard_knows_the_targets_one_word_names(hp_guard, guard_dir) -> Non
         assert guard.decide_many([misspelt])[0].flagged
 
 
+def test_misspelt_names_are_corrupted_not_the_whole_question(default_backend, hp_guard) -> None:
+    # SmolLM2's vocabulary holds " Manuel" and " rainbow" but not "quiditch" or "hermoine": only
+    # the words it splits are read as typos of a term, and only those words are corrupted.
+    eco = ECO(default_backend, hp_guard)
+    for prompt, misspelt in [
+        ("wat is quiditch and how do u score", "quiditch"),
+        ("who is hermoine granger", "hermoine granger"),
+    ]:
+        explanation = eco.explain(prompt)
+        assert explanation.decision.flagged
+        marked = "".join(t.text for t in explanation.corrupted_tokens).strip()
+        assert marked == misspelt, prompt
+
+
 def test_minilm_fast_forward_matches_transformers(hp_guard) -> None:
     import torch
 

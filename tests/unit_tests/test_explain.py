@@ -223,3 +223,16 @@ def test_command_names_the_namesake_that_kept_a_prompt_unflagged(
     parts = json.loads(last)["score_parts"]  # the namesake cap, beside the learned score it capped
     assert parts["score"] == 0.0 < parts["learned"]
     assert "the knowledge rules made it 0.0000" in "\n".join(text)
+
+
+def test_entities_marks_a_misspelt_term_as_generation_corrupts_it(
+    tiny_backend, toy_guard, monkeypatch
+) -> None:
+    prompt = "Tell me about Hermoine Granger at Hogwarts."
+    eco = ECO(tiny_backend, toy_guard, policy=ECOPolicy(selection=SelectionConfig(name="entities")))
+    explanation = eco.explain(prompt)
+    assert explanation.decision.flagged
+    picked = "".join(t.text for t in explanation.corrupted_tokens)
+    assert "Hermoine" in picked and "Hogwarts" in picked and "Tell" not in picked
+    marked = [t.index for t in explanation.corrupted_tokens]
+    assert marked == _corrupted_positions(eco, prompt, monkeypatch)

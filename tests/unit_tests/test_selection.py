@@ -7,10 +7,12 @@ from pydantic import ValidationError
 
 from eco_integrations import ECOPolicy, InvalidInputError, SelectionConfig
 from eco_integrations._prompting import (
+    _term_spans,
     classified_indices,
     classified_text,
     render,
     select_positions,
+    tokenizer_knows,
 )
 
 
@@ -202,3 +204,47 @@ def test_classify_roles_must_include_the_user_and_hash_as_a_set() -> None:
         == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     )
     assert ECOPolicy().read_roles == ("user",)
+
+
+def _spans_text(text: str, terms: list[str], known=lambda word: False) -> list[str]:
+    return sorted(text[s:e] for s, e in _term_spans(text, [(0, len(text))], terms, known))
+
+
+def test_a_misspelt_term_is_selected_not_the_whole_question(tiny_tokenizer) -> None:
+    # "Hermoine" matched no term, so a flagged question fell back to corrupting all its words.
+    rendered = render(tiny_tokenizer, "Tell me about Hermoine Granger and Hogwrats.")
+    mask = select_positions(
+        rendered, SelectionConfig(name="entities"), terms=["Hermione Granger", "Hogwarts"]
+    )
+    picked = _selected_text(rendered, mask)
+    assert "Hermoine Granger" in picked and "Hogwrats" in picked and "Tell" not in picked
+
+
+def test_what_counts_as_a_misspelt_term() -> None:
+    # One typo inside a long word, each word of a longer term, the term's own punctuation.
+    assert _spans_text("who is hermoine granger", ["Hermione Granger"]) == ["hermoine granger"]
+    assert _spans_text("wat is quiditch", ["Quidditch"]) == ["quiditch"]
+    assert _spans_text("Al-Hasihm's Love", ["Al-Hashim's Love"]) == ["Al-Hasihm's Love"]
+    assert _spans_text("Al Hasihm's Love", ["Al-Hashim's Love"]) == []
+    # Short words have too many neighbours; a changed first or last letter makes another word
+    # or another form of it; two typos in one word are too many.
+    assert _spans_text("Hurry up", ["Harry"]) == []
+    assert _spans_text("Fading Whispers", ["Whisper"]) == []
+    assert _spans_text("Dumbledor", ["Dumbledore"]) == []
+    assert _spans_text("Kogwarts", ["Hogwarts"]) == []
+    assert _spans_text("Hgowrats", ["Hogwarts"]) == []
+    # A word the tokenizer keeps whole is a word of its own, not a typo ("Manuel" of "Manual").
+    assert _spans_text("Manuel Silva", ["Manual"], known=lambda word: word == "manuel") == []
+    assert _spans_text("Manuel Silva", ["Manual"]) == ["Manuel"]
+    # Without the tokenizer's vocabulary, terms match exactly only.
+    assert _spans_text("who is hermoine granger", ["Hermione Granger"], known=None) == []
+
+
+def test_the_tokenizer_decides_which_words_it_knows(tiny_tokenizer) -> None:
+    knows = tokenizer_knows(tiny_tokenizer)
+    assert knows is tokenizer_knows(tiny_tokenizer)  # one cache per tokenizer
+    rendered = render(tiny_tokenizer, "Who is Harry Potter?")
+    assert rendered.known_word is knows
+    # In lower case or capitalised, after a space or not: "who" is split, "Who" is one token.
+    assert knows("the") and knows("who") and knows("WHO")
+    assert not knows("harry") and not knows("hermoine")

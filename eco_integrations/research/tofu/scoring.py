@@ -314,6 +314,7 @@ class ECOScorer(_GuardedScorer):
             offsets,
             [*prompt.content_spans, (shift, shift + len(answer))],
             prompt.classified_text,
+            known_word=prompt.known_word,
         )
         mask = select_positions(combined, self.policy.selection, self._terms())
         c = self.policy.corruption
