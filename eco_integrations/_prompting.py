@@ -400,10 +400,10 @@ def _term_spans(
 # A term word this long also stands for a prompt word one typo away from it ("Hermoine",
 # "quiditch"): the misspelt name is corrupted, where finding no term at all would corrupt the
 # whole question and garble the answer. Shorter words have too many neighbours ("Harry":
-# "hurry", "Barry"). Both words must begin and end alike: a change at an end mostly makes another
-# form or another word ("Whispers" of "Whisper", "Bahraini" of "Bahrain", "Manuela" of "Manuel"),
-# where a typo falls inside ("Hermoine", "Hogwrats"). Only a prompt word the model's tokenizer splits is read as a typo: one it
-# keeps whole is a word of its own ("authors" is no misspelt "Author", "Kuwait" no "Kuwaiti").
+# "hurry", "Barry"). Both words must begin and end alike: a change at an end mostly makes
+# another form or another word ("Whispers" of "Whisper", "Bahraini" of "Bahrain"), where a typo
+# falls inside ("Hermoine", "Hogwrats"). Only a prompt word the model's tokenizer splits is read
+# as a typo: one it keeps whole is a word of its own ("Manuel" is no misspelt "Manual").
 TYPO_TERM_CHARS = 6
 _WORD = re.compile(r"\w+")
 
@@ -476,17 +476,14 @@ def _misspelt_term_spans(
     typo at most, the characters between and around the words as the term has them)."""
     index = _term_index(tuple(t for t in terms if t and t.strip()))
     spans: list[tuple[int, int]] = []
-    lowered = text.lower()
     for start, end in within:
-        found = list(_WORD.finditer(lowered, start, end))
-        exact = [index.stands_for(m.group(), typos=False) for m in found]
+        found = list(_WORD.finditer(text, start, end))
+        lowered = [m.group().lower() for m in found]
+        exact = [index.stands_for(word, typos=False) for word in lowered]
         near = [
-            index.stands_for(
-                m.group(),
-                typos=len(m.group()) >= TYPO_TERM_CHARS - 1 and not known_word(m.group()),
-            )
+            index.stands_for(word, typos=len(word) >= TYPO_TERM_CHARS - 1 and not known_word(word))
             - exact[i]
-            for i, m in enumerate(found)
+            for i, word in enumerate(lowered)
         ]
         for i, m in enumerate(found):
             for first in exact[i] | near[i]:
@@ -498,7 +495,7 @@ def _misspelt_term_spans(
                         continue  # past the end, or no typo: the exact search has it
                     if all(
                         term.words[k] in exact[i + k] | near[i + k] for k in range(len(term.words))
-                    ) and _framed_as(lowered, found[i : last + 1], term, start, end):
+                    ) and _framed_as(text, found[i : last + 1], term, start, end):
                         spans.append(
                             (m.start() - len(term.before), found[last].end() + len(term.after))
                         )
@@ -506,9 +503,9 @@ def _misspelt_term_spans(
 
 
 def _framed_as(text: str, words: list[re.Match[str]], term: _Term, start: int, end: int) -> bool:
-    """Whether the matched words have the term's characters between and around them."""
+    """Whether the matched words have the term's characters between and around them (any case)."""
     if any(
-        text[a.end() : b.start()] != gap
+        text[a.end() : b.start()].lower() != gap
         for (a, b), gap in zip(pairwise(words), term.gaps, strict=True)
     ):
         return False
@@ -516,6 +513,6 @@ def _framed_as(text: str, words: list[re.Match[str]], term: _Term, start: int, e
     return (
         head >= start
         and tail <= end
-        and text[head : words[0].start()] == term.before
-        and text[words[-1].end() : tail] == term.after
+        and text[head : words[0].start()].lower() == term.before
+        and text[words[-1].end() : tail].lower() == term.after
     )
