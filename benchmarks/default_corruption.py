@@ -62,6 +62,7 @@ from eco_integrations.research.never_learned import (
     TermSet,
     choose_without_leak,
     counterfactual,
+    distinguishable_splits,
     gap,
     measure,
     plain_answers,
@@ -69,6 +70,7 @@ from eco_integrations.research.never_learned import (
 )
 
 QUESTIONS = Path(__file__).with_name("hp_questions.json")
+SPLITS = 20  # cross-validation splits the chosen setting's distinguishable is also read over
 SELECTIONS = [
     SelectionConfig(name="entities"),
     SelectionConfig(name="content"),
@@ -383,6 +385,14 @@ def main() -> None:
         )
     print(f"beats the default before issue 14: {'yes' if beats(best, today['report']) else 'no'}")
     print(f"goals ({GOALS}): {json.dumps(goals_met(best))}")
+    splits = distinguishable_splits(
+        chosen["answers"], reference, encoder=encoder, terms=leak_terms, splits=SPLITS
+    )
+    print(
+        f"distinguishable of the chosen setting over {SPLITS} cross-validation splits of its "
+        f"answers: mean {sum(splits) / len(splits):.3f}, min {min(splits):.3f}, "
+        f"max {max(splits):.3f} (the table's is split 0)"
+    )
     print(
         f"{len(prompts)} questions, {len(candidates)} candidates, {time.perf_counter() - started:.0f} s"
     )

@@ -522,18 +522,12 @@ def measure(
     )
     eco_nll, ref_nll = float(np.mean(nll)), float(np.mean(reference.nll))
     eco_sim, ref_sim = float(np.mean(similarity)), float(np.mean(reference.similarity))
-    masked = eco_masked + [
-        mask_proper_names(a, c.invented)
-        for a, c in zip(reference.answers, reference.counterfactuals, strict=True)
-    ]
-    embeddings = encoder.encode(masked)
+    eco_rows, reference_rows = _masked_embeddings(eco_masked, reference, encoder)
     return NeverLearnedReport(
         leak=leaks.rate,
         fluency=_ratio(eco_nll, ref_nll, "per-token NLL"),
         on_topic=_ratio(eco_sim, ref_sim, "question similarity"),
-        distinguishable=distinguishable(
-            embeddings[: len(eco_answers)], embeddings[len(eco_answers) :]
-        ),
+        distinguishable=distinguishable(eco_rows, reference_rows),
         eco_nll=eco_nll,
         reference_nll=ref_nll,
         eco_similarity=eco_sim,
@@ -541,6 +535,42 @@ def measure(
         answers=len(eco_answers),
         leaks=leaks.hits,
     )
+
+
+def _masked_embeddings(
+    eco_masked: Sequence[str], reference: References, encoder: Encodes
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of ECO's answers (names already masked) and of the references (their invented
+    names masked), the rows :func:`distinguishable` compares."""
+    masked = [*eco_masked] + [
+        mask_proper_names(a, c.invented)
+        for a, c in zip(reference.answers, reference.counterfactuals, strict=True)
+    ]
+    embeddings = np.asarray(encoder.encode(masked))
+    return embeddings[: len(eco_masked)], embeddings[len(eco_masked) :]
+
+
+def distinguishable_splits(
+    eco_answers: Sequence[str],
+    reference: References,
+    *,
+    encoder: Encodes,
+    terms: Sequence[str],
+    splits: int = 20,
+) -> list[float]:
+    """:func:`distinguishable` of the same answers over ``splits`` cross-validation splits
+    (seeds 0, 1, ...; seed 0 is :func:`measure`'s): on a few dozen answers the figure moves with
+    the split, and this says by how much."""
+    if splits < 1:
+        msg = f"splits must be at least 1, got {splits}."
+        raise InvalidInputError(msg)
+    if len(eco_answers) != len(reference.answers):
+        msg = f"{len(eco_answers)} ECO answers for {len(reference.answers)} references; answer each question once."
+        raise InvalidInputError(msg)
+    eco_rows, reference_rows = _masked_embeddings(
+        [mask_proper_names(a, terms) for a in eco_answers], reference, encoder
+    )
+    return [distinguishable(eco_rows, reference_rows, seed=seed) for seed in range(splits)]
 
 
 def _ratio(value: float, reference: float, what: str) -> float:

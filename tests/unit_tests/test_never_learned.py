@@ -15,6 +15,7 @@ from eco_integrations.research.never_learned import (
     answer_nll,
     counterfactual,
     distinguishable,
+    distinguishable_splits,
     find_terms,
     invent,
     leak,
@@ -286,6 +287,16 @@ def test_measure_of_reference_like_answers(tiny_model, tiny_tokenizer, tiny_enco
     )
     assert garbage.leak == 1.0
     assert garbage.distinguishable > 0.9
+    # The same figure over other cross-validation splits: split 0 is measure()'s.
+    garbage_answers = ["0 1 2 3 4 5 6 7 8 9 ;;;; Hermione" for _ in questions]
+    splits = distinguishable_splits(
+        garbage_answers, reference, encoder=tiny_encoder, terms=[*TERMS, "Hermione"], splits=3
+    )
+    assert len(splits) == 3 and splits[0] == garbage.distinguishable
+    with pytest.raises(InvalidInputError, match="5 ECO answers for 6 references"):
+        distinguishable_splits(garbage_answers[:5], reference, encoder=tiny_encoder, terms=[])
+    with pytest.raises(InvalidInputError, match="splits must be at least 1"):
+        distinguishable_splits(garbage_answers, reference, encoder=tiny_encoder, terms=[], splits=0)
 
 
 def test_mask_proper_names_masks_made_up_names_alike() -> None:
