@@ -804,6 +804,14 @@ _ENGLISH_ENDINGS = (
 _MIN_SINGLE_NAME_CHARS = 5
 
 
+def _singular(word: str, seen: set[str]) -> str:
+    """The word without a plural ending, when the texts write it so too."""
+    for ending in ("es", "s"):
+        if word.endswith(ending) and word[: -len(ending)] in seen:
+            return word[: -len(ending)]
+    return word
+
+
 def single_names(
     forget: Iterable[str],
     retain_texts: Counter[str],
@@ -817,13 +825,14 @@ def single_names(
     how many hold each word), never ``ordinary`` (written in lower case, or a forget person's
     name part, which a namesake may share), at least five letters, and not English as far as
     the encoder can tell: neither ``known_word`` (one vocabulary entry) with or without a plural
-    ending, nor ending as English derivations do.
+    ending, nor ending as English derivations do. A name and its plural count together
+    ("Horcrux" in one text, "Horcruxes" in another), and both are kept.
 
     "Hagrid", "Quidditch" and "Voldemort" name the target wherever they appear; a capitalised
     English word ("Potions", "Divination", taught at Hogwarts) does not, and a part of a longer
     run ("Goblet" of "Goblet of Fire") is that run's.
     """
-    alone: Counter[str] = Counter()
+    found_in: list[set[str]] = []
     for text in forget:
         found: set[str] = set()
         for run in _capitalised_runs(text):
@@ -831,11 +840,15 @@ def single_names(
                 run = run[:-1]
             if len(run) == 1 and len(tokens := words(normalize_text(run[0]))) == 1:
                 found.add(tokens[0])
-        alone.update(found)
+        found_in.append(found)
+    seen = set().union(*found_in)
+    alone: Counter[str] = Counter()
+    for found in found_in:
+        alone.update({_singular(word, seen) for word in found})
     return sorted(
         word
-        for word, n in alone.items()
-        if n >= min_texts
+        for word in seen
+        if alone[_singular(word, seen)] >= min_texts
         and len(word) >= _MIN_SINGLE_NAME_CHARS
         and word.isalpha()
         and retain_texts[word] == 0

@@ -185,6 +185,10 @@ def test_demo_guard_knows_the_targets_one_word_names(hp_guard, guard_dir) -> Non
         assert (
             hp_guard.knowledge_match(f"Who is {name}?", DEMO_TARGET) == f'phrase "{name.lower()}"'
         )
+    # The demo texts write "Horcrux" once and "Horcruxes" once: counted together, both are names
+    # ("What are Horcruxes?" scored 0.5608, at the threshold, before).
+    for question in ["What are Horcruxes?", "What is a Horcrux?"]:
+        assert hp_guard.decide_many([question])[0].flagged, question
     # English words the encoder's vocabulary splits are not names, a one-letter typo of a name is
     # somebody else, and Harry Styles's year is not a dated fact of Harry Potter's ("1997 harry").
     benign = ["What is divination?", "Who is Bobby Brown?", "Where did Harry Styles live in 1997?"]

@@ -338,6 +338,10 @@ def test_one_word_names_are_rare_capitalised_words_standing_alone() -> None:
         "Karachi is far. Karachi is big.",
         "Voldemort is feared.",
         "Who leads Gryffindor? Gryffindor wins.",
+        "He hid his soul in a Horcrux.",
+        "How many Horcruxes were there?",
+        "Nagini bit him.",
+        "Were there two Naginis?",
     ]
     retain = ["What is a house?", "Who leads the team? Gryffindor Street is in London."]
     common = {"karachi", "potion", "quidditcz"}  # what a vocabulary holds, in this test
@@ -347,8 +351,9 @@ def test_one_word_names_are_rare_capitalised_words_standing_alone() -> None:
 
     mined = ForgetPhrases.mine(forget, retain, known_word=known)
     singles = {p for p in mined.phrases if " " not in p}
-    # Two texts each: "Hagrid", "Dobby" (a linking word after it), "Quidditch".
-    assert singles == {"hagrid", "dobby", "quidditch"}
+    # Two texts each: "Hagrid", "Dobby" (a linking word after it), "Quidditch", and a name with
+    # its plural ("Horcrux" in one, "Horcruxes" in another; "Nagini", "Naginis"), both kept.
+    assert singles == {"hagrid", "dobby", "quidditch", "horcrux", "horcruxes", "nagini", "naginis"}
     # Not: "Voldemort" (one text), "Gryffindor" (a retain text holds it), "Karachi" (a known
     # word), "Potions" (a known word's plural), "Divination" (an English ending), "Goblet" (of a
     # longer run), "Potter" (a forget person's name part: a namesake may share it).
@@ -356,6 +361,7 @@ def test_one_word_names_are_rare_capitalised_words_standing_alone() -> None:
     assert not {p for p in ForgetPhrases.mine(forget, retain).phrases if " " not in p}
     # A short one matched exactly, never through a typo: "Bobby" is somebody else.
     assert _find(mined, "Who is Dobby?") == "dobby"
+    assert _find(mined, "What are Horcruxes?") == "horcruxes"
     assert _find(mined, "who is dobby") == "dobby"
     assert _find(mined, "Who is Bobby?") is None
     assert _find(mined, "Who is Hagird?") is None
