@@ -405,7 +405,12 @@ def _term_spans(
 # falls inside ("Hermoine", "Hogwrats"). Only a prompt word the model's tokenizer splits is read
 # as a typo: one it keeps whole is a word of its own ("Manuel" is no misspelt "Manual").
 TYPO_TERM_CHARS = 6
-_WORD = re.compile(r"\w+")
+# Format characters (zero-width spaces and joiners, soft hyphens, bidi marks) hidden inside a word
+# ("Volde\u200bmort") leave it one word to a reader, and to the guard, which drops them; the
+# word is then read without them, as a disguised spelling.
+_HIDDEN = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+_WORD = re.compile(rf"\w+(?:[{_HIDDEN}]+\w+)*")
+_HIDDEN_CHARS = re.compile(rf"[{_HIDDEN}]+")
 
 
 @dataclass(frozen=True)
@@ -478,8 +483,12 @@ def _misspelt_term_spans(
     spans: list[tuple[int, int]] = []
     for start, end in within:
         found = list(_WORD.finditer(text, start, end))
-        lowered = [m.group().lower() for m in found]
-        exact = [index.stands_for(word, typos=False) for word in lowered]
+        lowered = [_HIDDEN_CHARS.sub("", m.group()).lower() for m in found]
+        # A disguised word matches as a typo does: the exact search cannot see through it.
+        exact = [
+            set() if _HIDDEN_CHARS.search(m.group()) else index.stands_for(word, typos=False)
+            for word, m in zip(lowered, found, strict=True)
+        ]
         near = [
             index.stands_for(word, typos=len(word) >= TYPO_TERM_CHARS - 1 and not known_word(word))
             - exact[i]

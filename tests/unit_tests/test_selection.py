@@ -226,6 +226,11 @@ def test_what_counts_as_a_misspelt_term() -> None:
     assert _spans_text("wat is quiditch", ["Quidditch"]) == ["quiditch"]
     assert _spans_text("Al-Hasihm's Love", ["Al-Hashim's Love"]) == ["Al-Hasihm's Love"]
     assert _spans_text("Al Hasihm's Love", ["Al-Hashim's Love"]) == []
+    # A zero-width space or soft hyphen hidden inside a word leaves it that word.
+    assert _spans_text("Lord Volde\u200bmort", ["Voldemort"]) == ["Volde\u200bmort"]
+    assert _spans_text("Hermi\u00adone Gran\u200dger", ["Hermione Granger"]) == [
+        "Hermi\u00adone Gran\u200dger"
+    ]
     # Short words have too many neighbours; a changed first or last letter makes another word
     # or another form of it; two typos in one word are too many.
     assert _spans_text("Hurry up", ["Harry"]) == []
