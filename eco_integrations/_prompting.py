@@ -408,9 +408,10 @@ TYPO_TERM_CHARS = 6
 # Format characters (zero-width spaces and joiners, soft hyphens, bidi marks) hidden inside a word
 # ("Volde\u200bmort") leave it one word to a reader, and to the guard, which drops them; the
 # word is then read without them, as a disguised spelling.
+# Letters written one space apart ("V o l d e m o r t"), which the guard joins, are one word too.
 _HIDDEN = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
-_WORD = re.compile(rf"\w+(?:[{_HIDDEN}]+\w+)*")
-_HIDDEN_CHARS = re.compile(rf"[{_HIDDEN}]+")
+_WORD = re.compile(rf"(?<!\S)(?:[^\W_] ){{3,}}[^\W_](?!\w)|\w+(?:[{_HIDDEN}]+\w+)*")
+_HIDDEN_CHARS = re.compile(rf"[{_HIDDEN} ]+")
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,10 @@ def test_what_counts_as_a_misspelt_term() -> None:
     assert _spans_text("wat is quiditch", ["Quidditch"]) == ["quiditch"]
     assert _spans_text("Al-Hasihm's Love", ["Al-Hashim's Love"]) == ["Al-Hasihm's Love"]
     assert _spans_text("Al Hasihm's Love", ["Al-Hashim's Love"]) == []
-    # A zero-width space or soft hyphen hidden inside a word leaves it that word.
+    # A zero-width space or soft hyphen hidden inside a word leaves it that word, and letters one
+    # space apart are one word (that spells a term or not).
+    assert _spans_text("Who is V o l d e m o r t?", ["Voldemort"]) == ["V o l d e m o r t"]
+    assert _spans_text("a b c d e and Voldemort", ["Voldemort"]) == ["Voldemort"]
     assert _spans_text("Lord Volde\u200bmort", ["Voldemort"]) == ["Volde\u200bmort"]
     assert _spans_text("Hermi\u00adone Gran\u200dger", ["Hermione Granger"]) == [
         "Hermi\u00adone Gran\u200dger"
