@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from ._normalize import normalize_text
-from ._spelling import typo_distance
+from ._spelling import deletion_index, deletions, typo_distance
 
 _WORD = re.compile(r"\w+")
 _QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„\n]{3,120})[\"“”«»„]|(?<!\w)'([^'\n]{3,120})'(?!\w)")
@@ -209,25 +209,6 @@ def capitalised_phrases(
     return found
 
 
-def _deletion_index(words: Iterable[str], depth: Callable[[str], int]) -> dict[str, set[str]]:
-    """Every deletion of each word (up to ``depth(word)`` letters) mapped to the words it comes
-    from: the symmetric-delete index that a prompt word's own deletions are looked up in."""
-    index: dict[str, set[str]] = {}
-    for word in words:
-        for edit in _deletions(word, depth(word)):
-            index.setdefault(edit, set()).add(word)
-    return index
-
-
-def _deletions(word: str, depth: int) -> set[str]:
-    """The word and every word up to ``depth`` letter deletions from it (symmetric-delete lookup)."""
-    found, frontier = {word}, {word}
-    for _ in range(depth):
-        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
-        found |= frontier
-    return found
-
-
 @dataclass(frozen=True)
 class PhraseMatch:
     phrase: str
@@ -328,7 +309,7 @@ class ForgetPhrases:
         indexed = set(self.phrases)
         self._full_names = [tuple(n.split(" ")) for n in self.person_names if n in indexed]
         self._loose_seen: dict[str, set[str]] = {}
-        self._loose_deletions = _deletion_index(
+        self._loose_deletions = deletion_index(
             self._name_positions, lambda part: self._typo_budget(part) + 1
         )
         # Prompt words recur (question words, padding); their typo lookups are kept.
@@ -336,7 +317,7 @@ class ForgetPhrases:
         # Name parts join the typo index (never the exact vocabulary, so phrase matching is
         # unchanged): a garbled part is the forget person's, not a namesake's.
         typo_indexed = vocabulary | self._name_positions.keys()
-        self._deletions = _deletion_index(typo_indexed, self._typo_budget)
+        self._deletions = deletion_index(typo_indexed, self._typo_budget)
         # A prompt word longer than every indexed word by more than its deletions can shorten
         # it matches nothing: skipping it keeps a pasted 300-letter token from costing cubic
         # time and gigabytes in the deletion lookups (the results are the same).
@@ -447,7 +428,7 @@ class ForgetPhrases:
         # two letters short of a two-typo phrase word or longer can be two typos from one.
         depth = 2 if len(word) >= self.TWO_TYPOS_CHARS - 2 else 1
         if self.MIN_FUZZY_CHARS - 1 <= len(word) <= self._longest_indexed + depth:
-            for edit in _deletions(word, depth):
+            for edit in deletions(word, depth):
                 near |= self._deletions.get(edit, set())
             near = {w for w in near if typo_distance(word, w, 2) <= self._typo_budget(w)}
         if len(self._seen) >= self._SEEN_LIMIT:  # a bound on memory, not an LRU: rarely reached
@@ -559,8 +540,8 @@ class ForgetPhrases:
         if len(word) < TYPO_CHECKED_CHARS:
             return True
         if self._ordinary_deletions is None:
-            self._ordinary_deletions = _deletion_index(self._ordinary, lambda _: 1)
-        near = set().union(*(self._ordinary_deletions.get(e, set()) for e in _deletions(word, 1)))
+            self._ordinary_deletions = deletion_index(self._ordinary, lambda _: 1)
+        near = set().union(*(self._ordinary_deletions.get(e, set()) for e in deletions(word, 1)))
         return not any(typo_distance(word, known, 1) <= 1 for known in near)
 
     def _loose_parts(self, word: str) -> set[str]:
@@ -573,7 +554,7 @@ class ForgetPhrases:
         near: set[str] = set()
         if len(word) > self._longest_part + depth:
             return near  # not cached: the check is cheaper than the cache's memory
-        for edit in _deletions(word, depth):
+        for edit in deletions(word, depth):
             near |= self._loose_deletions.get(edit, set())
         near = {p for p in near if typo_distance(word, p, 3) <= self._typo_budget(p) + 1}
         if len(self._loose_seen) >= self._SEEN_LIMIT:

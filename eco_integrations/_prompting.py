@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._spelling import typo_distance
+from ._spelling import deletion_index, deletions, typo_distance
 from .config import CHAT_ROLES, ChatRole, SelectionConfig
 from .exceptions import InvalidInputError
 
@@ -431,22 +431,18 @@ class _TermIndex:
 
     by_first: dict[str, list[_Term]]
     words: frozenset[str]
-    deletions: dict[str, frozenset[str]]
+    by_deletion: dict[str, set[str]]
 
     def stands_for(self, word: str, *, typos: bool) -> set[str]:
         """The term words this prompt word (lower case) matches: exactly, or through one typo."""
         found = {word} if word in self.words else set()
         if typos and len(word) >= TYPO_TERM_CHARS - 1:
-            for key in (word, *_deletions(word)):
-                for term_word in self.deletions.get(key, ()):
+            for key in deletions(word, 1):
+                for term_word in self.by_deletion.get(key, ()):
                     same_ends = term_word[0] == word[0] and term_word[-1] == word[-1]
                     if same_ends and typo_distance(word, term_word, 1) <= 1:
                         found.add(term_word)
         return found
-
-
-def _deletions(word: str) -> set[str]:
-    return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
 @lru_cache(maxsize=16)
@@ -462,14 +458,8 @@ def _term_index(terms: tuple[str, ...]) -> _TermIndex:
         )
         by_first.setdefault(parsed.words[0], []).append(parsed)
     vocabulary = {w for group in by_first.values() for term in group for w in term.words}
-    deletions: dict[str, set[str]] = {}
-    for word in vocabulary:
-        if len(word) >= TYPO_TERM_CHARS:
-            for key in (word, *_deletions(word)):
-                deletions.setdefault(key, set()).add(word)
-    return _TermIndex(
-        by_first, frozenset(vocabulary), {k: frozenset(v) for k, v in deletions.items()}
-    )
+    long_words = [w for w in vocabulary if len(w) >= TYPO_TERM_CHARS]
+    return _TermIndex(by_first, frozenset(vocabulary), deletion_index(long_words, lambda _: 1))
 
 
 def _misspelt_term_spans(

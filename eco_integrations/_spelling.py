@@ -3,6 +3,8 @@ phrases, the ``entities`` selector's terms)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 
 def typo_distance(a: str, b: str, limit: int) -> int:
     """Substitutions, insertions, deletions and swaps of neighbours between two words (optimal
@@ -18,3 +20,22 @@ def typo_distance(a: str, b: str, limit: int) -> int:
                 current[j] = min(current[j], before[j - 2] + 1)
         before, row = row, current
     return min(row[-1], limit + 1)
+
+
+def deletion_index(words: Iterable[str], depth: Callable[[str], int]) -> dict[str, set[str]]:
+    """Every deletion of each word (up to ``depth(word)`` letters) mapped to the words it comes
+    from: the symmetric-delete index that a prompt word's own deletions are looked up in."""
+    index: dict[str, set[str]] = {}
+    for word in words:
+        for edit in deletions(word, depth(word)):
+            index.setdefault(edit, set()).add(word)
+    return index
+
+
+def deletions(word: str, depth: int) -> set[str]:
+    """The word and every word up to ``depth`` letter deletions from it (symmetric-delete lookup)."""
+    found, frontier = {word}, {word}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found

@@ -449,8 +449,9 @@ class PromptGuard(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # skle
 
         With ``knowledge``, a text that contains a phrase found only in forget texts (a title, an
         award, a full name, a rare one-word name the encoder's tokenizer splits) scores at least
-        ``phrase_score`` (``typo_phrase_score`` through a typo), and one that holds a year with a name a forget text holds with it (a birth date
-        and place) at least ``dated_fact_score``; one that writes another person's name part
+        ``phrase_score`` (``typo_phrase_score`` through a typo), and one that holds a year with
+        a name a forget text holds with it (a birth date and place) at least
+        ``dated_fact_score``; one that writes another person's name part
         beside a forget person's ("Oren Ameen" for "Hina Ameen") and matches nothing scores at
         most ``namesake_score`` (1 turns that off); with ``near_misses``, forget texts with a name
         swapped for a namesake's join the retain examples of every fit (never the held-out scores

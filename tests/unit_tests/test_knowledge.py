@@ -138,7 +138,7 @@ def test_a_very_long_word_is_not_looked_up_through_typos(monkeypatch: pytest.Mon
         ["Rajeev Majumdar wrote books.", "Rajeev Majumdar was born in Delhi."],
         ["Maria Okonkwo wrote books."],
     )
-    looked_up = knowledge._deletions
+    looked_up = knowledge.deletions
 
     def deletions(word: str, depth: int) -> set[str]:
         # Symmetric-delete lookups of a long word cost cubic time and memory (300 letters:
@@ -146,7 +146,7 @@ def test_a_very_long_word_is_not_looked_up_through_typos(monkeypatch: pytest.Mon
         assert len(word) < 40, f"a {len(word)}-letter word was looked up through typos"
         return looked_up(word, depth)
 
-    monkeypatch.setattr(knowledge, "_deletions", deletions)
+    monkeypatch.setattr(knowledge, "deletions", deletions)
     blob = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(300))
     match = phrases.find(normalize_text(f"Who is {blob} Rajeev Majumdar?"))
     assert match is not None and match.phrase == "rajeev majumdar"
