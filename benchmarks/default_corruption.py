@@ -27,7 +27,11 @@ The best non-portable candidate without leak is named too. The chosen setting "b
 before issue 14 when its gap is smaller and none of its three figures is farther from the
 references' than the old default's.
 Goals reported: leak 0, distinguishable <= 0.65, fluency and on_topic within 10% of 1.
-Prints a table, a JSON line with every candidate, and last one JSON line with the chosen setting.
+A second stranger, the plain model answering twins with other invented names (seed + 1), is
+measured as a candidate is: the floor each figure can reach. Its leak counts the fact words a
+stranger says of one invented name and not of another ("magic"), which a setting's leak counts too.
+Prints a table, a JSON line with every candidate (and the second stranger), and last one JSON line
+with the chosen setting.
 Each candidate's answers and figures are saved as soon as they are measured (--partial, in the
 cache folder by default): an interrupted run started again with the same settings measures only
 the candidates it had not reached. The file is removed when a run completes.
@@ -86,6 +90,8 @@ CORRUPTIONS = [
     CorruptionConfig(name="rand_noise_full", strength=2.0),
     CorruptionConfig(name="substitute_tokens", strength=0.5),
     CorruptionConfig(name="substitute_tokens", strength=1.0),
+    CorruptionConfig(name="invent_words", strength=0.5),
+    CorruptionConfig(name="invent_words", strength=1.0),
 ]
 # The library's default before issue 14: every content token, one dimension of strong noise.
 BASELINE = (
@@ -259,6 +265,21 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s",
         file=sys.stderr,
     )
+    # What a second stranger scores: the plain model answering twins with other invented names,
+    # measured as a candidate is. The floor each figure can reach (its leak counts the fact words,
+    # "magic", "wizard", a stranger says of one invented name but not of the other).
+    stranger_twins = [counterfactual(p, terms.terms, seed=args.seed + 1) for p in prompts]
+    stranger = measure(
+        plain_answers(
+            base.backend, [t.prompt for t in stranger_twins], config, batch_size=args.batch_size
+        ),
+        reference,
+        model=model,
+        tokenizer=tokenizer,
+        encoder=encoder,
+        terms=list(terms.terms),
+        facts=terms.facts,
+    )
     partial = PartialRun(args.partial, run_settings(args, prompts, reference.answers))
     if partial.done:
         print(
@@ -385,6 +406,12 @@ def main() -> None:
         )
     print(f"beats the default before issue 14: {'yes' if beats(best, today['report']) else 'no'}")
     print(f"goals ({GOALS}): {json.dumps(goals_met(best))}")
+    print(
+        f"a second stranger (the plain model on twins with the invented names of seed "
+        f"{args.seed + 1}), measured as a candidate: leak {stranger.leak:.3f}, fluency "
+        f"{stranger.fluency:.3f}, on_topic {stranger.on_topic:.3f}, distinguishable "
+        f"{stranger.distinguishable:.3f}, gap {gap(stranger):.3f}"
+    )
     splits = distinguishable_splits(
         chosen["answers"], reference, encoder=encoder, terms=leak_terms, splits=SPLITS
     )
@@ -401,6 +428,13 @@ def main() -> None:
             json.dumps(
                 {
                     "prompts": len(prompts),
+                    "second_stranger": {
+                        "gap": round(gap(stranger), 4),
+                        **stranger.model_dump(
+                            include={"leak", "fluency", "on_topic", "distinguishable"}
+                        ),
+                        "leaks": [h.model_dump() for h in stranger.leaks],
+                    },
                     "candidates": [
                         {
                             "selection": r["selection"],

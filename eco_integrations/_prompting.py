@@ -340,6 +340,18 @@ def _overlapping(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -
     return mask
 
 
+def word_continuations(rendered: RenderedPrompt) -> torch.Tensor:
+    """One flag per token of ``rendered``: True where the token goes on the word before it
+    (its first character and the one before it in the text are both letters or digits: "dem" and
+    "ort" of " Voldemort"), False where it starts a word, is punctuation or is a special token."""
+    text = rendered.text
+    flags = torch.zeros(len(rendered.input_ids), dtype=torch.bool)
+    for j, (start, end) in enumerate(rendered.offsets):
+        if end > start > 0 and text[start].isalnum() and text[start - 1].isalnum():
+            flags[j] = True
+    return flags
+
+
 def select_positions(
     rendered: RenderedPrompt, selection: SelectionConfig, terms: Sequence[str] = ()
 ) -> torch.Tensor:

@@ -276,7 +276,7 @@ class Decision(_Strict):
 
 # The default for SmolLM2-135M-Instruct, with the entities selector; `benchmarks/default_corruption.py`
 # reproduces the search (no dims, so it is valid on any model).
-DEFAULT_CORRUPTION = CorruptionConfig(name="substitute_tokens", strength=1.0)
+DEFAULT_CORRUPTION = CorruptionConfig(name="invent_words", strength=1.0)
 
 
 def default_corruption() -> CorruptionConfig:

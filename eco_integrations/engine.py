@@ -29,12 +29,20 @@ from ._prompting import (
     classified_text,
     render,
     select_positions,
+    word_continuations,
 )
 from ._validation import validation_problems
 from .backends._base import Backend, PreparedRow, TextStream
 from .backends.transformers import TransformersBackend
 from .config import Decision, ECOPolicy, GenerationConfig, Mode, SelectionConfig
-from .corruption import apply_corruption, get_corruption, name_like_token_ids, validate_corruption
+from .corruption import (
+    WORD_START_LETTERS,
+    apply_corruption,
+    get_corruption,
+    name_like_token_ids,
+    validate_corruption,
+    word_piece_token_ids,
+)
 from .encoder import text_sha256
 from .exceptions import (
     ConfigurationError,
@@ -181,10 +189,11 @@ class StreamOptions(TypedDict, total=False):
     cancel: threading.Event | None  # set from another thread to end the stream
 
 
-# Per backend (weakly held) and set of excluded words: engines made by ECO.replace share a table.
-_REPLACEMENTS: weakref.WeakKeyDictionary[Backend, dict[frozenset[str], torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
+# Per backend (weakly held), then per pool (name pieces of at most so many letters, with a set of
+# excluded words; or the word pieces): engines made by ECO.replace share a table.
+_REPLACEMENTS: weakref.WeakKeyDictionary[
+    Backend, dict[tuple[int, frozenset[str]] | str, torch.Tensor]
+] = weakref.WeakKeyDictionary()
 _REPLACEMENTS_LOCK = threading.Lock()
 
 
@@ -305,36 +314,72 @@ class ECO:
                 raise InvalidInputError(msg) from None
         return self.replace(policy=policy if changes else None, mode=mode)
 
-    def replacement_embeddings(self) -> torch.Tensor:
-        """Embeddings of the model's name-like tokens (:func:`~eco_integrations.corruption.name_like_token_ids`),
-        which ``substitute_tokens`` moves corrupted tokens toward; the words of the guard's target
-        terms are left out, so a corrupted name is never replaced by a piece of another forgotten
-        one. Computed once per backend and set of terms."""
+    def replacement_embeddings(self, *, longest: int = 10) -> torch.Tensor:
+        """Embeddings of the model's name-like tokens of at most ``longest`` letters
+        (:func:`~eco_integrations.corruption.name_like_token_ids`), which ``substitute_tokens``
+        (and, as word starts, ``invent_words``) moves corrupted tokens toward; the words of the
+        guard's target terms are left out, so a corrupted name is never replaced by a piece of
+        another forgotten one. Computed once per backend, length and set of terms."""
         words = frozenset(
             word
             for terms in (self.guard.terms.values() if self.guard is not None else ())
             for term in terms
             for word in term.split()
         )
+
+        def build() -> torch.Tensor:
+            ids = name_like_token_ids(self.backend.tokenizer, exclude=words, longest=longest)
+            if not ids:
+                msg = (
+                    "The model's tokenizer has no name-like tokens (a space and a capitalised "
+                    f"word of 3-{longest} letters) to draw replacements from; choose another "
+                    "corruption."
+                )
+                raise ConfigurationError(msg)
+            return self.backend.embed(ids).detach()
+
+        return self._table((longest, words), build)
+
+    def continuation_embeddings(self) -> torch.Tensor:
+        """Embeddings of the model's word pieces (:func:`~eco_integrations.corruption.word_piece_token_ids`),
+        which ``invent_words`` moves a word's later tokens toward."""
+
+        def build() -> torch.Tensor:
+            ids = word_piece_token_ids(self.backend.tokenizer)
+            if not ids:
+                msg = (
+                    "The model's tokenizer has no word pieces (2-4 lower-case letters without a "
+                    "leading space) to build invented words from; choose another corruption."
+                )
+                raise ConfigurationError(msg)
+            return self.backend.embed(ids).detach()
+
+        return self._table("word pieces", build)
+
+    def _table(
+        self, key: tuple[int, frozenset[str]] | str, build: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
         with _REPLACEMENTS_LOCK:
             tables = _REPLACEMENTS.setdefault(self.backend, {})
-            table = tables.get(words)
+            table = tables.get(key)
             if table is None:
-                ids = name_like_token_ids(self.backend.tokenizer, exclude=words)
-                if not ids:
-                    msg = (
-                        "The model's tokenizer has no name-like tokens (a space and a capitalised "
-                        "word) for substitute_tokens to draw from; choose another corruption."
-                    )
-                    raise ConfigurationError(msg)
-                table = self.backend.embed(ids).detach()
-                tables[words] = table
+                table = tables[key] = build()
             return table
 
     def replacements_for(self, corruption: str) -> torch.Tensor | None:
-        """:meth:`replacement_embeddings` when ``corruption`` reads them, else None."""
+        """The name-like embeddings ``corruption`` reads (word starts for one that builds words
+        from pieces), or None when it reads none."""
+        spec = get_corruption(corruption)
+        if not spec.uses_replacements:
+            return None
+        if spec.uses_word_pieces:
+            return self.replacement_embeddings(longest=WORD_START_LETTERS)
+        return self.replacement_embeddings()
+
+    def continuations_for(self, corruption: str) -> torch.Tensor | None:
+        """:meth:`continuation_embeddings` when ``corruption`` builds words from pieces, else None."""
         return (
-            self.replacement_embeddings() if get_corruption(corruption).uses_replacements else None
+            self.continuation_embeddings() if get_corruption(corruption).uses_word_pieces else None
         )
 
     # -- identity ------------------------------------------------------------------------------
@@ -637,6 +682,10 @@ class ECO:
             strength=c.strength,
             generator=generator,
             replacements=self.replacements_for(c.name),
+            continuations=self.continuations_for(c.name),
+            continues_word=word_continuations(request.prompt)
+            if get_corruption(c.name).uses_word_pieces
+            else None,
         )
         return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
 

@@ -11,17 +11,27 @@ from eco_integrations.corruption import (
     name_like_token_ids,
     register_corruption,
     validate_corruption,
+    word_piece_token_ids,
 )
 
 DIM_FUNCS = ["rand_noise_first_n", "rand_noise_top_k", "zero_out_top_k", "flip_sign_top_k"]
 
 
 REPLACEMENTS = torch.randn(7, 16, generator=torch.Generator().manual_seed(9))
+PIECES = torch.randn(5, 16, generator=torch.Generator().manual_seed(10))
 
 
-def _args(name: str, dims: int = 3) -> dict:
+def _args(name: str, dims: int = 3, tokens: int = 6) -> dict:
     if name == "substitute_tokens":
         return {"dims": None, "strength": 1.0, "replacements": REPLACEMENTS}
+    if name == "invent_words":
+        return {
+            "dims": None,
+            "strength": 1.0,
+            "replacements": REPLACEMENTS,
+            "continuations": PIECES,
+            "continues_word": torch.arange(tokens) % 2 == 1,
+        }
     uses_strength = name.startswith("rand_noise")
     return {
         "dims": None if name == "rand_noise_full" else dims,
@@ -228,27 +238,6 @@ def test_substitute_tokens_moves_toward_a_replacement_by_strength() -> None:
     assert torch.equal(run(1.0), full)  # one seed, one draw (audits replay it)
 
 
-def test_substitute_tokens_refuses_what_it_cannot_use() -> None:
-    embeds, mask = torch.randn(3, 16), torch.ones(3, dtype=torch.bool)
-    generator = torch.Generator().manual_seed(0)
-    with pytest.raises(ConfigurationError, match="replacement_embeddings"):
-        apply_corruption(
-            "substitute_tokens", embeds, mask, dims=None, strength=1.0, generator=generator
-        )
-    with pytest.raises(ConfigurationError, match="same model"):
-        apply_corruption(
-            "substitute_tokens",
-            embeds,
-            mask,
-            dims=None,
-            strength=1.0,
-            generator=generator,
-            replacements=torch.randn(4, 8),
-        )
-    with pytest.raises(ConfigurationError, match="between 0 and 1"):
-        validate_corruption("substitute_tokens", None, 2.0)
-
-
 def test_name_like_token_ids_reads_as_names(tiny_tokenizer) -> None:
     ids = name_like_token_ids(tiny_tokenizer)
     words = [tiny_tokenizer.decode([i]) for i in ids]
@@ -261,3 +250,91 @@ def test_name_like_token_ids_reads_as_names(tiny_tokenizer) -> None:
     assert words[0] not in [
         tiny_tokenizer.decode([i]) for i in name_like_token_ids(tiny_tokenizer, [banned.upper()])
     ]
+
+
+def test_invent_words_puts_a_start_where_a_word_starts_and_a_piece_where_it_goes_on() -> None:
+    embeds = torch.randn(6, 16, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([True, True, True, False, True, False])
+    # " Vol" "dem" "ort" | "?" | " Harry" (a new word) | last token
+    goes_on = torch.tensor([False, True, True, False, False, False])
+
+    def run(strength: float) -> torch.Tensor:
+        return apply_corruption(
+            "invent_words",
+            embeds,
+            mask,
+            dims=None,
+            strength=strength,
+            generator=torch.Generator().manual_seed(1),
+            replacements=REPLACEMENTS,
+            continuations=PIECES,
+            continues_word=goes_on,
+        )
+
+    full = run(1.0)
+    for i in (0, 4):
+        assert any(torch.equal(full[i], r) for r in REPLACEMENTS)
+    for i in (1, 2):
+        assert any(torch.equal(full[i], r) for r in PIECES)
+    assert torch.equal(full[~mask], embeds[~mask])
+    assert torch.equal(run(0.0), embeds)
+    assert torch.allclose(run(0.5)[mask], (embeds[mask] + full[mask]) / 2)
+    assert torch.equal(run(1.0), full)  # one seed, one draw
+
+
+_ALL_ROWS = torch.ones(3, dtype=torch.bool)
+
+
+_WORD = {"replacements": REPLACEMENTS, "continues_word": _ALL_ROWS}
+
+
+@pytest.mark.parametrize(
+    ("name", "given", "problem"),
+    [
+        ("substitute_tokens", {}, "replacement_embeddings"),
+        ("substitute_tokens", {"replacements": torch.randn(4, 8)}, "same model"),
+        ("invent_words", _WORD, r"continuations_for\('invent_words'\)"),
+        ("invent_words", {**_WORD, "continuations": torch.randn(4, 8)}, "same model"),
+        (
+            "invent_words",
+            {**_WORD, "continuations": PIECES, "continues_word": torch.ones(4, dtype=torch.bool)},
+            "one flag per prompt token",
+        ),
+    ],
+)
+def test_a_substitution_refuses_what_it_cannot_use(name: str, given: dict, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        apply_corruption(
+            name,
+            torch.randn(3, 16),
+            _ALL_ROWS,
+            dims=None,
+            strength=1.0,
+            generator=torch.Generator().manual_seed(0),
+            **given,
+        )
+
+
+def test_a_share_is_at_most_1_and_word_pieces_need_word_starts() -> None:
+    for name in ("substitute_tokens", "invent_words"):
+        with pytest.raises(ConfigurationError, match="between 0 and 1"):
+            validate_corruption(name, None, 2.0)
+    with pytest.raises(ConfigurationError, match="uses_replacements=True"):
+        register_corruption(
+            "pieces_without_starts",
+            uses_dims=False,
+            uses_strength=False,
+            description="x",
+            uses_word_pieces=True,
+        )(lambda rows, params: rows)
+    assert "pieces_without_starts" not in available_corruptions()
+
+
+def test_word_starts_are_short_and_word_pieces_go_on_a_word(tiny_tokenizer) -> None:
+    every = [tiny_tokenizer.decode([i]) for i in name_like_token_ids(tiny_tokenizer)]
+    short = [tiny_tokenizer.decode([i]) for i in name_like_token_ids(tiny_tokenizer, longest=4)]
+    assert set(short) == {w for w in every if len(w) - 1 <= 4}
+    with pytest.raises(ConfigurationError, match="at least 3"):
+        name_like_token_ids(tiny_tokenizer, longest=2)
+    pieces = [tiny_tokenizer.decode([i]) for i in word_piece_token_ids(tiny_tokenizer)]
+    assert pieces and all(p.isalpha() and p.islower() and 2 <= len(p) <= 4 for p in pieces)

@@ -10,11 +10,12 @@ from eco_integrations import (
     ContextLengthError,
     CorruptionConfig,
     ECOPolicy,
+    ECORequest,
     GenerationConfig,
     InvalidInputError,
     SelectionConfig,
 )
-from eco_integrations._prompting import render
+from eco_integrations._prompting import render, word_continuations
 from eco_integrations.backends import PreparedRow
 
 CFG = GenerationConfig(max_new_tokens=8)
@@ -349,6 +350,26 @@ def test_identifying_params_change_with_policy(tiny_backend, toy_guard) -> None:
     assert a["policy_version"] != b["policy_version"] and a["guard_id"] == "toyguard0001"
 
 
+def _substituted(eco: ECO, tiny_backend) -> tuple[ECORequest, list[int], torch.Tensor]:
+    """The flagged prompt's request, the positions its corruption changed, and the rows there.
+
+    Checks on the way that exactly the corrupted positions changed, and that generation still
+    answers the benign prompt as the plain model does."""
+    request = eco.prepare(FLAGGED)
+    row, corrupted = eco._row(request)
+    assert corrupted > 0 and row.embeds is not None
+    clean = tiny_backend.embed(row.input_ids)
+    changed = [i for i, e in enumerate(row.embeds) if not torch.equal(e, clean[i])]
+    assert len(changed) == corrupted
+    benign, flagged = eco.generate([BENIGN, FLAGGED], config=CFG)
+    assert benign.text == _plain(tiny_backend, BENIGN) and flagged.corrupted_tokens > 0
+    return request, changed, row.embeds
+
+
+def _one_of(row: torch.Tensor, table: torch.Tensor) -> bool:
+    return any(torch.equal(row, r.to(row.dtype)) for r in table)
+
+
 def test_substitute_tokens_puts_name_like_tokens_in_place(tiny_backend, toy_guard) -> None:
     policy = ECOPolicy(
         corruption=CorruptionConfig(name="substitute_tokens", strength=1.0),
@@ -359,19 +380,26 @@ def test_substitute_tokens_puts_name_like_tokens_in_place(tiny_backend, toy_guar
     assert table.shape[1] == tiny_backend.hidden_size and table.shape[0] > 0
     # Computed once per backend: engines made by replace() share it.
     assert eco.replace(mode="shadow").replacement_embeddings() is table
-    request = eco.prepare(FLAGGED)
-    row, corrupted = eco._row(request)
-    assert corrupted > 0 and row.embeds is not None
-    changed = [
-        i
-        for i, e in enumerate(row.embeds)
-        if not torch.equal(e, tiny_backend.embed(row.input_ids)[i])
-    ]
-    assert len(changed) == corrupted
+    _, changed, embeds = _substituted(eco, tiny_backend)
+    assert all(_one_of(embeds[i], table) for i in changed)
+
+
+def test_invent_words_starts_words_with_name_pieces_and_goes_on_with_word_pieces(
+    tiny_backend, toy_guard
+) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="invent_words", strength=1.0),
+        selection=SelectionConfig(name="content"),
+    )
+    eco = ECO(tiny_backend, toy_guard, policy=policy)
+    starts, pieces = eco.replacements_for("invent_words"), eco.continuations_for("invent_words")
+    assert starts is not None and pieces is not None
+    assert eco.continuations_for("substitute_tokens") is None
+    request, changed, embeds = _substituted(eco, tiny_backend)
+    goes_on = word_continuations(request.prompt)
+    assert goes_on[changed].any() and (~goes_on[changed]).any()
     for i in changed:
-        assert any(torch.equal(row.embeds[i], r.to(row.embeds.dtype)) for r in table)
-    benign, flagged = eco.generate([BENIGN, FLAGGED], config=CFG)
-    assert benign.text == _plain(tiny_backend, BENIGN) and flagged.corrupted_tokens > 0
+        assert _one_of(embeds[i], pieces if goes_on[i] else starts)
 
 
 def test_forced_decisions_name_the_target_the_entities_selector_reads(

@@ -13,6 +13,7 @@ from eco_integrations._prompting import (
     render,
     select_positions,
     tokenizer_knows,
+    word_continuations,
 )
 
 
@@ -256,3 +257,30 @@ def test_the_tokenizer_decides_which_words_it_knows(tiny_tokenizer) -> None:
     # In lower case or capitalised, after a space or not: "who" is split, "Who" is one token.
     assert knows("the") and knows("who") and knows("WHO")
     assert not knows("harry") and not knows("hermoine")
+
+
+def test_word_continuations_mark_the_tokens_that_go_on_a_word(tiny_tokenizer) -> None:
+    rendered = render(tiny_tokenizer, "Who is Voldemort? Ask (Hermione).")
+    flags = word_continuations(rendered)
+    assert flags.shape == (len(rendered.input_ids),)
+    for (start, end), goes_on in zip(rendered.offsets, flags.tolist(), strict=True):
+        piece = rendered.text[start:end]
+        before = rendered.text[start - 1] if start else ""
+        expected = end > start and piece[0].isalnum() and before.isalnum()
+        assert goes_on == expected, (piece, before)
+    # Joined, each start and the tokens that go on it are the question's words.
+    question = rendered.text.index("Who is")
+    words: list[str] = []
+    for (start, end), goes_on in zip(rendered.offsets, flags.tolist(), strict=True):
+        if question <= start < question + 33:
+            if goes_on:
+                words[-1] += rendered.text[start:end]
+            else:
+                words.append(rendered.text[start:end])
+    assert [w.strip() for w in words if w.strip().isalpha()] == [
+        "Who",
+        "is",
+        "Voldemort",
+        "Ask",
+        "Hermione",
+    ]

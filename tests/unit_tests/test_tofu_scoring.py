@@ -106,7 +106,11 @@ def test_corruption_covers_prompt_and_answer_words_only(base: ModelScorer) -> No
 
 @pytest.mark.parametrize(
     ("corruption", "strength", "shared_draws"),
-    [("substitute_tokens", 1.0, False), ("rand_noise_full", 0.5, True)],
+    [
+        ("substitute_tokens", 1.0, False),
+        ("invent_words", 1.0, False),
+        ("rand_noise_full", 0.5, True),
+    ],
 )
 def test_every_answer_is_scored_against_the_same_corrupted_question(
     base: ModelScorer,
@@ -124,7 +128,7 @@ def test_every_answer_is_scored_against_the_same_corrupted_question(
     strangers = torch.randn(
         16, base.backend.hidden_size, generator=torch.Generator().manual_seed(0)
     )
-    monkeypatch.setattr(ECO, "replacement_embeddings", lambda self: strangers)
+    monkeypatch.setattr(ECO, "replacement_embeddings", lambda self, longest=10: strangers)
     eco = ECOScorer(base, _KeywordGuard(), policy, force=True, shared_draws=shared_draws)  # type: ignore[arg-type]
     prompt_ids, first_ids, first = eco.corrupted_row(FLAGGED_Q, "A wizard at Hogwarts.")
     again_ids, _, second = eco.corrupted_row(FLAGGED_Q, "A painter in Paris.")

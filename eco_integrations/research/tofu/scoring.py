@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..._files import exclusive, write_text_atomic
-from ..._prompting import RenderedPrompt, render, select_positions
+from ..._prompting import RenderedPrompt, render, select_positions, word_continuations
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
 from ...corruption import apply_corruption
@@ -320,11 +320,16 @@ class ECOScorer(_GuardedScorer):
         c = self.policy.corruption
         embeds = self.base.backend.embed(combined.input_ids)
         replacements = self._decider.replacements_for(c.name)
+        continuations = self._decider.continuations_for(c.name)
+        continues_word = word_continuations(combined) if continuations is not None else None
 
         def seed_of(*texts: str) -> int:
             return _seed(*texts) if draw == 0 else _seed(*texts, f"draw{draw}")
 
-        def corrupt(rows: torch.Tensor, rows_mask: torch.Tensor, seed: int) -> torch.Tensor:
+        def corrupt(
+            rows: torch.Tensor, rows_mask: torch.Tensor, seed: int, first: int = 0
+        ) -> torch.Tensor:
+            """``rows`` are the combined tokens from ``first`` on."""
             return apply_corruption(
                 c.name,
                 rows,
@@ -333,6 +338,10 @@ class ECOScorer(_GuardedScorer):
                 strength=c.strength,
                 generator=torch.Generator().manual_seed(seed),
                 replacements=replacements,
+                continuations=continuations,
+                continues_word=None
+                if continues_word is None
+                else continues_word[first : first + len(rows)],
             )
 
         if replacements is None and not self.shared_draws:
@@ -349,9 +358,9 @@ class ECOScorer(_GuardedScorer):
                 one = torch.zeros(len(ans_ids), dtype=torch.bool)
                 one[j] = True
                 seed = seed_of(question, str(token), str(occurrences[token]))
-                answer_part = corrupt(answer_part, one, seed)
+                answer_part = corrupt(answer_part, one, seed, n)
         else:
-            answer_part = corrupt(embeds[n:], mask[n:], seed_of(question, answer))
+            answer_part = corrupt(embeds[n:], mask[n:], seed_of(question, answer), n)
         return (
             list(prompt.input_ids),
             ans_ids,
