@@ -268,6 +268,7 @@ def main() -> None:
     # What a second stranger scores: the plain model answering twins with other invented names,
     # measured as a candidate is. The floor each figure can reach (its leak counts the fact words,
     # "magic", "wizard", a stranger says of one invented name but not of the other).
+    leak_terms = list(terms.terms)
     stranger_twins = [counterfactual(p, terms.terms, seed=args.seed + 1) for p in prompts]
     stranger = measure(
         plain_answers(
@@ -277,7 +278,7 @@ def main() -> None:
         model=model,
         tokenizer=tokenizer,
         encoder=encoder,
-        terms=list(terms.terms),
+        terms=leak_terms,
         facts=terms.facts,
     )
     partial = PartialRun(args.partial, run_settings(args, prompts, reference.answers))
@@ -287,7 +288,6 @@ def main() -> None:
             f"{args.partial} (delete it to measure them again)",
             file=sys.stderr,
         )
-    leak_terms = list(terms.terms)
     results: list[dict[str, Any]] = []
     candidates = [
         (s, c)

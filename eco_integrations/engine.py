@@ -674,6 +674,7 @@ class ECO:
         mask = self._corruption_mask(request, self.policy.selection)
         c = self.policy.corruption
         generator = torch.Generator().manual_seed(request.corruption_seed)
+        continuations = self.continuations_for(c.name)
         embeds = apply_corruption(
             c.name,
             self.backend.embed(ids),
@@ -682,10 +683,8 @@ class ECO:
             strength=c.strength,
             generator=generator,
             replacements=self.replacements_for(c.name),
-            continuations=self.continuations_for(c.name),
-            continues_word=word_continuations(request.prompt)
-            if get_corruption(c.name).uses_word_pieces
-            else None,
+            continuations=continuations,
+            continues_word=None if continuations is None else word_continuations(request.prompt),
         )
         return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
 

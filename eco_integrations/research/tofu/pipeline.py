@@ -253,7 +253,8 @@ def initial_corruption(options: TofuOptions, backend: TransformersBackend) -> Co
     dims = (options.dims or 1) if spec.uses_dims else None
     init = options.init_strength
     if init is None and spec.max_strength is not None:
-        # A share (substitute_tokens, invent_words): start from the whole replacement, as the engine's default does.
+        # A share (substitute_tokens, invent_words): start from the whole replacement, as the
+        # engine's default does.
         init = spec.max_strength
     elif init is None:
         weight = backend.model.get_input_embeddings().weight
