@@ -238,6 +238,36 @@ def test_search_of_a_share_stays_at_most_one(tofu_dir, tiny_backend, toy_guard) 
     assert 0 < result.strength <= 1.0
 
 
+def test_search_prints_each_setting_only_with_progress(
+    tofu_dir, tiny_backend, toy_guard, capsys
+) -> None:
+    from eco_integrations.config import ECOPolicy
+    from eco_integrations.research.tofu.pipeline import initial_corruption, search_strength
+    from eco_integrations.research.tofu.scoring import ECOScorer, ModelScorer
+
+    setting = load_setting("forget01", tofu_dir, n_retain_authors=2)
+    rows = setting.forget[:4]
+    base = ModelScorer(tiny_backend, name="original", system_prompt="")
+    reference = [0.5 + 0.1 * i for i in range(len(rows))]
+    for show in (False, True):
+        options = TofuOptions(
+            corruption="substitute_tokens", search_steps=1, max_new_tokens=2, show_progress=show
+        )
+        eco = ECOScorer(
+            base, toy_guard, ECOPolicy(corruption=initial_corruption(options, tiny_backend))
+        )
+        result = search_strength(eco, reference, rows, options)
+        lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[search]")]
+        if not show:
+            assert lines == []
+            continue
+        # One line per setting scored, naming its strength, objective and both statistics.
+        assert len(lines) == len(result.evaluations)
+        for line, value in zip(lines, result.evaluations, strict=True):
+            assert f"strength {value:.4g}: distance" in line
+            assert "folded" in line and "unfolded" in line
+
+
 def test_search_over_k_for_a_corruption_without_strength(tofu_dir, tiny_backend, toy_guard) -> None:
     from eco_integrations.config import ECOPolicy
     from eco_integrations.research.tofu.pipeline import initial_corruption, search_strength

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -390,6 +391,22 @@ def corruption_update(parameter: str, value: float, hidden_size: int) -> dict[st
     return {"strength": float(value)}
 
 
+def search_progress_line(
+    selector: str,
+    parameter: str,
+    value: float,
+    scores: dict[str, float],
+    objective: str,
+    *,
+    seconds: float,
+) -> str:
+    """One scored search setting, as the command prints it while the search runs."""
+    return (
+        f"[search] {selector} {parameter} {value:.4g}: {objective} {scores[objective]:.4g} "
+        f"(folded {scores['folded']:.3g}, unfolded {scores['unfolded']:.3g}) {seconds:.0f} s"
+    )
+
+
 def search_strength(
     eco: ECOScorer,
     reference: list[float],
@@ -431,6 +448,7 @@ def search_strength(
             if stored is not None:
                 scored[value] = stored
             else:
+                started = time.perf_counter()
                 records = calibration_records(
                     eco.with_corruption(force=True, **update), rows, options, style=style
                 )
@@ -442,6 +460,20 @@ def search_strength(
                 )
                 if points is not None:
                     points.add(selector, value, scored[value])
+                if options.show_progress:
+                    # A setting takes minutes and the search shows nothing else until it ends.
+                    print(
+                        search_progress_line(
+                            selector,
+                            parameter,
+                            value,
+                            scored[value],
+                            options.search_objective,
+                            seconds=time.perf_counter() - started,
+                        ),
+                        file=sys.stderr,
+                        flush=True,
+                    )
         return scored[value][options.search_objective]
 
     if parameter == "dims":
