@@ -554,3 +554,13 @@ def test_an_interrupted_search_resumes_from_the_settings_it_scored(
     # Another search's key scores afresh, and appends after the cut line, not onto it.
     search_strength(eco, reference, rows, options, points=SearchPoints(log_file, "k2"))
     assert scored and len(SearchPoints(log_file, "k1")._known) == len(first.evaluations)
+
+
+def test_plain_model_scorers_show_progress_as_the_run_does(tiny_backend, tmp_path) -> None:
+    from eco_integrations.research.tofu.pipeline import _model_scorer
+
+    for show in (False, True):
+        scorer = _model_scorer(
+            tmp_path, "original", "", TofuOptions(show_progress=show), tmp_path, tiny_backend
+        )
+        assert scorer.show_progress is show

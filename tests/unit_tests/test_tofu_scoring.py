@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from eco_integrations import TransformersBackend
-from eco_integrations.config import CorruptionConfig, Decision, ECOPolicy, SelectionConfig
+from eco_integrations.config import (
+    CorruptionConfig,
+    Decision,
+    ECOPolicy,
+    GenerationConfig,
+    SelectionConfig,
+)
 from eco_integrations.engine import ECO
 from eco_integrations.research.tofu.evaluate import score_qa_set
 from eco_integrations.research.tofu.scoring import (
@@ -18,6 +24,7 @@ from eco_integrations.research.tofu.scoring import (
     ECOScorer,
     ModelScorer,
     RefusalScorer,
+    batched_generation,
     sequence_logprobs,
 )
 
@@ -283,6 +290,52 @@ def test_refusal_baseline_refuses_and_is_indifferent(base: ModelScorer) -> None:
     ]
     record = score_qa_set(refusal, rows, paraphrase_field="paraphrased_answer", max_new_tokens=4)[0]
     assert record["flagged"] and record["ratio"] == 1.0 and record["answer_lp"] is None
+
+
+def test_scoring_shows_progress_only_when_asked(
+    tiny_model, tiny_tokenizer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = TransformersBackend(tiny_model, tiny_tokenizer, model_name="tiny")
+    pairs = [(FLAGGED_Q, f"Answer {i}.") for i in range(3)] + [(BENIGN_Q, "Paris.")]
+    quiet = ModelScorer(backend, name="quiet", system_prompt="", batch_size=2)
+    quiet.logprobs(pairs)
+    quiet.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=2)
+    assert capsys.readouterr().err == ""
+
+    shown = ModelScorer(
+        backend, name="original", system_prompt="", batch_size=2, show_progress=True
+    )
+    shown.logprobs(pairs)
+    err = capsys.readouterr().err
+    assert "original: answers" in err and "4/4" in err
+    shown.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=2)
+    err = capsys.readouterr().err
+    assert "original: generation" in err and "2/2" in err
+
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_full", strength=0.5),
+        selection=SelectionConfig(name="content"),
+    )
+    eco = ECOScorer(shown, _KeywordGuard(), policy, shared_draws=True, corruption_draws=2)  # type: ignore[arg-type]
+    eco.logprobs(pairs)
+    err = capsys.readouterr().err
+    # Only the three flagged answers are corrupted, each under both draws.
+    assert "eco: answers (2 draws each)" in err and "6/6" in err
+    eco.generate([FLAGGED_Q, BENIGN_Q], max_new_tokens=2)
+    err = capsys.readouterr().err
+    assert "eco: generation" in err and "1/1" in err
+
+
+def test_generation_a_batch_at_a_time_gives_the_answers_of_one_call(base: ModelScorer) -> None:
+    engine = ECO(base.backend, _KeywordGuard(), batch_size=2)  # type: ignore[arg-type]
+    questions = [FLAGGED_Q, BENIGN_Q, "Who taught Harry Potter?", "Name a river.", "Why?"]
+    decisions = engine.forced_decisions(questions)
+    config = GenerationConfig(max_new_tokens=5)
+    whole = [o.text for o in engine.generate(questions, config=config, decisions=decisions)]
+    batched = batched_generation(
+        engine, questions, max_new_tokens=5, desc="x", show=False, decisions=decisions
+    )
+    assert batched == whole
 
 
 def test_sequence_logprobs_uses_given_embeddings(base: ModelScorer) -> None:

@@ -564,6 +564,7 @@ def _model_scorer(
         system_prompt=system,
         batch_size=options.batch_size,
         cache_file=out / "cache" / f"{name}-{tag}.json",
+        show_progress=options.show_progress,
     )
 
 

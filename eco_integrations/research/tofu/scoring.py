@@ -19,15 +19,17 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from ..._files import exclusive, write_text_atomic
-from ..._prompting import RenderedPrompt, render, select_positions, word_continuations
+from ..._prompting import PromptInput, RenderedPrompt, render, select_positions, word_continuations
 from ...backends.transformers import TransformersBackend
-from ...config import CorruptionConfig, ECOPolicy, GenerationConfig
+from ...config import CorruptionConfig, Decision, ECOPolicy, GenerationConfig
 from ...corruption import apply_corruption
 from ...engine import ECO
 from ...guard import Guard
@@ -54,16 +56,39 @@ def _log_mean_exp(values: Sequence[float]) -> float:
     )
 
 
+@contextmanager
+def progress_bar(
+    total: int, desc: str, *, show: bool, unit: str
+) -> Iterator[Callable[[int], None]]:
+    """A function that advances a progress bar on stderr by its argument (a no-op unless ``show``).
+
+    Scoring one method's answers on forget10 takes minutes (an ECO answer scored under several
+    corruption draws, tens of minutes); the bar says how far it is and how long is left.
+    """
+    if not show or total == 0:
+        yield lambda _done: None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
 def sequence_logprobs(
     backend: TransformersBackend,
     rows: Sequence[tuple[list[int], list[int], torch.Tensor | None]],
     *,
     batch_size: int = 8,
+    advance: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Mean per-token log P(answer | prompt) for ``(prompt_ids, answer_ids, embeds_or_None)`` rows.
 
     ``embeds`` (``[len(prompt)+len(answer), hidden]``) replaces the embedding lookup of that row,
-    which is how corrupted rows are scored.
+    which is how corrupted rows are scored. ``advance`` is called with the number of rows each
+    batch scored (a progress bar's update).
     """
     out: list[float] = []
     pad = int(backend.tokenizer.pad_token_id)
@@ -90,11 +115,17 @@ def sequence_logprobs(
                 picked = logits[b, len(p) - 1 : len(p) + len(a) - 1].float().log_softmax(-1)
                 target = torch.tensor(a, device=picked.device)
                 out.append(float(picked.gather(1, target[:, None]).mean()))
+        if advance is not None:
+            advance(len(chunk))
     return out
 
 
 class ModelScorer:
-    """A plain model asked every question with ``system_prompt`` (``None``: the template's default)."""
+    """A plain model asked every question with ``system_prompt`` (``None``: the template's default).
+
+    ``show_progress`` puts a progress bar on stderr while answers are scored or generated (for
+    this scorer and for the guarded scorers built on it).
+    """
 
     def __init__(
         self,
@@ -104,12 +135,14 @@ class ModelScorer:
         system_prompt: str | None = None,
         batch_size: int = 8,
         cache_file: Path | None = None,
+        show_progress: bool = False,
     ) -> None:
         self.backend = backend
         self.name = name
         self.system_prompt = system_prompt
         self.batch_size = batch_size
         self.cache_file = cache_file
+        self.show_progress = show_progress
         self._lp: dict[Pair, float] = {}
         self._gen: dict[tuple[str, int], str] = {}
         self._load_cache()
@@ -170,9 +203,13 @@ class ModelScorer:
                 (self.rendered(q).input_ids, answer_ids(self.backend.tokenizer, a), None)
                 for q, a in todo
             ]
-            for pair, value in zip(
-                todo, sequence_logprobs(self.backend, rows, batch_size=self.batch_size), strict=True
-            ):
+            with progress_bar(
+                len(rows), f"{self.name}: answers", show=self.show_progress, unit="answer"
+            ) as advance:
+                values = sequence_logprobs(
+                    self.backend, rows, batch_size=self.batch_size, advance=advance
+                )
+            for pair, value in zip(todo, values, strict=True):
                 self._lp[pair] = value
             self._save_cache()
         return [self._lp[p] for p in pairs]
@@ -183,14 +220,45 @@ class ModelScorer:
         todo = [q for q in dict.fromkeys(questions) if (q, max_new_tokens) not in self._gen]
         if todo:
             engine = ECO(self.backend, None, mode="off", batch_size=self.batch_size)
-            outs = engine.generate(
+            texts = batched_generation(
+                engine,
                 [chat_prompt(q, self.system_prompt) for q in todo],
-                config=GenerationConfig(max_new_tokens=max_new_tokens),
+                max_new_tokens=max_new_tokens,
+                desc=f"{self.name}: generation",
+                show=self.show_progress,
             )
-            for q, o in zip(todo, outs, strict=True):
-                self._gen[(q, max_new_tokens)] = o.text
+            for q, text in zip(todo, texts, strict=True):
+                self._gen[(q, max_new_tokens)] = text
             self._save_cache()
         return [self._gen[(q, max_new_tokens)] for q in questions]
+
+
+def batched_generation(
+    engine: ECO,
+    prompts: Sequence[PromptInput],
+    *,
+    max_new_tokens: int,
+    desc: str,
+    show: bool,
+    decisions: Sequence[Decision] | None = None,
+) -> list[str]:
+    """The engine's greedy answers to ``prompts``, a batch at a time so a progress bar can move.
+
+    The engine batches in order by its ``batch_size``, and so do these calls: the batches, and
+    so the answers, are the ones a single call would give.
+    """
+    step = engine.batch_size
+    texts: list[str] = []
+    with progress_bar(len(prompts), desc, show=show, unit="question") as advance:
+        for start in range(0, len(prompts), step):
+            outs = engine.generate(
+                prompts[start : start + step],
+                config=GenerationConfig(max_new_tokens=max_new_tokens),
+                decisions=None if decisions is None else decisions[start : start + step],
+            )
+            texts.extend(o.text for o in outs)
+            advance(len(outs))
+    return texts
 
 
 class _GuardedScorer:
@@ -373,14 +441,22 @@ class ECOScorer(_GuardedScorer):
             self.base.logprobs([p for p, f in zip(pairs, flags, strict=True) if not f])
         )
         hit = [p for p, f in zip(pairs, flags, strict=True) if f]
-        by_draw = [
-            sequence_logprobs(
-                self.base.backend,
-                [self.corrupted_row(q, a, draw=k) for q, a in hit],
-                batch_size=self.base.batch_size,
-            )
-            for k in range(self.corruption_draws if hit else 0)
-        ]
+        draws = self.corruption_draws if hit else 0
+        with progress_bar(
+            len(hit) * draws,
+            f"{self.name}: answers" + (f" ({draws} draws each)" if draws > 1 else ""),
+            show=self.base.show_progress,
+            unit="answer",
+        ) as advance:
+            by_draw = [
+                sequence_logprobs(
+                    self.base.backend,
+                    [self.corrupted_row(q, a, draw=k) for q, a in hit],
+                    batch_size=self.base.batch_size,
+                    advance=advance,
+                )
+                for k in range(draws)
+            ]
         values = [_log_mean_exp(draws) for draws in zip(*by_draw, strict=True)]
         clean, dirty = iter(out), iter(values)
         return [next(dirty) if f else next(clean) for f in flags]
@@ -397,12 +473,14 @@ class ECOScorer(_GuardedScorer):
         dirty_texts: list[str] = []
         if hit:
             # The engine seeds the noise from the question's hash, the same draw as _seed(question).
-            outs = self.engine.generate(
+            dirty_texts = batched_generation(
+                self.engine,
                 [chat_prompt(q, self.base.system_prompt) for q in hit],
-                config=GenerationConfig(max_new_tokens=max_new_tokens),
+                max_new_tokens=max_new_tokens,
+                desc=f"{self.name}: generation",
+                show=self.base.show_progress,
                 decisions=self.engine.forced_decisions(hit),
             )
-            dirty_texts = [o.text for o in outs]
         dirty = iter(dirty_texts)
         return [next(dirty) if f else next(clean) for f in flags]
 
