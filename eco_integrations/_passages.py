@@ -137,6 +137,14 @@ def _capitalised_mentions(text: str) -> dict[str, bool]:
     return found
 
 
+def name_mentions(text: str) -> list[str]:
+    """The capitalised phrases of ``text`` that occur in mid-sentence: its names and titles by
+    their form alone ("Hagrid", "The Breath Between Waves"), whoever they belong to; quotes
+    around a title are left out."""
+    found = (phrase.strip("'’") for phrase, mid in _capitalised_mentions(text).items() if mid)
+    return list(dict.fromkeys(phrase for phrase in found if phrase))
+
+
 def _word_ngrams(text: str) -> set[tuple[str, ...]]:
     """Every run of up to four words of ``text``, lowercased: what a term can match."""
     words = [w.lower() for w in _WORD.findall(text)]

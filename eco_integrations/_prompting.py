@@ -388,6 +388,12 @@ def select_positions(
     return mask
 
 
+def matched_terms(text: str, terms: Sequence[str]) -> list[str]:
+    """The ``terms`` that ``text`` names, as the ``entities`` selector finds them (any case, whole
+    words; typos not counted), in the order given."""
+    return [t for t in terms if _term_spans(text, [(0, len(text))], [t])]
+
+
 def _term_spans(
     text: str,
     within: list[tuple[int, int]],

@@ -284,3 +284,21 @@ def test_word_continuations_mark_the_tokens_that_go_on_a_word(tiny_tokenizer) ->
         "Ask",
         "Hermione",
     ]
+
+
+def test_matched_terms_are_the_terms_a_text_names() -> None:
+    from eco_integrations._prompting import matched_terms
+
+    terms = ["Harry Potter", "Hogwarts", "Ron", "Potter"]
+    assert matched_terms("Did harry potter meet Ronald?", terms) == ["Harry Potter", "Potter"]
+    assert matched_terms("Nothing here.", terms) == []
+
+
+def test_name_mentions_are_capitalised_phrases_in_mid_sentence() -> None:
+    from eco_integrations._passages import name_mentions
+
+    found = name_mentions("The author wrote 'The Breath Between Waves' in Seoul. Critics loved it.")
+    assert "The Breath Between Waves" in found and "Seoul" in found
+    # A sentence's first word is capitalised anyway: not a name by its form.
+    assert "Critics" not in found
+    assert "The Breath Between Waves'" not in found, "the quote closing the title is left out"

@@ -395,6 +395,11 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
         ({"init_strength": float("inf")}, "--init-strength must be > 0"),
         ({"search_eps": float("inf")}, "--search-eps must be > 0"),
         ({"corruption_draws": 0}, "--corruption-draws must be >= 1, got 0"),
+        ({"answer_entities": "nouns"}, "Unknown --answer-entities 'nouns'.*forget-terms, names"),
+        (
+            {"answer_entities": "names", "selectors": ("content", "all")},
+            "changes only the entities selector, which this run does not search",
+        ),
         (
             {"corruption": "substitute_tokens", "init_strength": 2.0},
             "'substitute_tokens' takes a strength of at most 1",
@@ -564,3 +569,21 @@ def test_plain_model_scorers_show_progress_as_the_run_does(tiny_backend, tmp_pat
             tmp_path, "original", "", TofuOptions(show_progress=show), tmp_path, tiny_backend
         )
         assert scorer.show_progress is show
+
+
+def test_the_command_offers_the_scorers_answer_entities() -> None:
+    import argparse
+
+    from eco_integrations.research.tofu.cli import add_eval_tofu
+    from eco_integrations.research.tofu.scoring import ANSWER_ENTITIES
+
+    parser = argparse.ArgumentParser()
+    add_eval_tofu(parser.add_subparsers())
+    action = next(
+        a
+        for sub in parser._subparsers._group_actions  # type: ignore[union-attr]
+        for p in sub.choices.values()
+        for a in p._actions
+        if a.dest == "answer_entities"
+    )
+    assert tuple(action.choices) == ANSWER_ENTITIES and action.default == ANSWER_ENTITIES[0]

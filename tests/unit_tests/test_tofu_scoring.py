@@ -111,6 +111,51 @@ def test_corruption_covers_prompt_and_answer_words_only(base: ModelScorer) -> No
     assert changed[: len(prompt_ids)].any(), "the question's words are corrupted"
 
 
+class _FactGuard(_KeywordGuard):
+    """Its terms, like those mined from forget texts, hold the true answer's fact (Hogwarts)."""
+
+    terms: ClassVar[dict[str, list[str]]] = {"hp": ["Harry Potter", "Hogwarts"]}
+
+
+def _changed_words(eco: ECOScorer, question: str, answer: str) -> tuple[str, str]:
+    """The question's and the answer's corrupted tokens, as text."""
+    prompt_ids, ans_ids, embeds = eco.corrupted_row(question, answer)
+    ids = prompt_ids + ans_ids
+    changed = (embeds != eco.base.backend.embed(ids)).any(-1).tolist()
+    decode = eco.base.backend.tokenizer.decode
+    n = len(prompt_ids)
+    return (
+        decode([t for t, c in zip(ids[:n], changed[:n], strict=True) if c]),
+        decode([t for t, c in zip(ids[n:], changed[n:], strict=True) if c]),
+    )
+
+
+def test_answer_entities_decide_which_answer_words_are_corrupted(base: ModelScorer) -> None:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_full", strength=1.0),
+        selection=SelectionConfig(name="entities"),
+    )
+    question = "Where did Harry Potter study?"
+    right = "Harry Potter studied at Hogwarts with Ron, in the tower of 'The Castle'."
+    wrong = "Harry Potter studied at Beauxbatons with Ron, in the tower of 'The Castle'."
+    mined = ECOScorer(base, _FactGuard(), policy, shared_draws=True)  # type: ignore[arg-type]
+    names = ECOScorer(base, _FactGuard(), policy, shared_draws=True, answer_entities="names")  # type: ignore[arg-type]
+    # By the mined terms, the right answer's fact is corrupted and the wrong one's is not.
+    assert "Hogwarts" in _changed_words(mined, question, right)[1]
+    assert "Beaux" not in _changed_words(mined, question, wrong)[1]
+    # By names: the question's terms and every name of either answer, right or wrong alike.
+    for answer, place in ((right, "Hogwarts"), (wrong, "Beauxbatons")):
+        asked, answered = _changed_words(names, question, answer)
+        assert asked == _changed_words(mined, question, answer)[0]
+        assert "Harry Potter" in answered and place in answered and "Ron" in answered
+        assert "studied" not in answered and "Castle" in answered
+        # A title's first word is part of the title, not a name on its own: "the" elsewhere stays.
+        assert answered.lower().count("the") == 1 and "tower" not in answered
+    assert names.with_corruption(strength=0.5).answer_entities == "names"
+    with pytest.raises(ValueError, match="answer_entities must be one of forget-terms, names"):
+        ECOScorer(base, _FactGuard(), policy, answer_entities="nouns")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("corruption", "strength", "shared_draws"),
     [

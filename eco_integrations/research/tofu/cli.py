@@ -176,6 +176,7 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         search_objective=args.search_objective,
         shared_draws=args.shared_draws,
         corruption_draws=args.corruption_draws,
+        answer_entities=args.answer_entities,
         target_fpr=args.target_fpr,
         batch_size=args.eval_batch_size,
         show_progress=not args.quiet,
@@ -334,6 +335,15 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         help="score each answer under K independent draws of a random corruption and use the "
         "log of the mean of its per-token probability over them (the corrupted model's figure, "
         "not one draw's); greedy answers keep the engine's draw; default 1, as in the paper's code",
+    )
+    p.add_argument(
+        "--answer-entities",
+        choices=["forget-terms", "names"],
+        default="forget-terms",
+        help="which words of an answer the entities selector corrupts when answers are scored: "
+        "forget-terms, every term mined from the forget texts (which hold the true answers, so "
+        "the right answer's facts are corrupted more than the wrong answers'); names, the "
+        "question's terms and every capitalised name of the answer, right or wrong alike",
     )
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=whole_number(1), default=8)

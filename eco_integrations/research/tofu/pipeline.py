@@ -48,7 +48,7 @@ from ..strength import SearchPoints, SearchResult, zeroth_order_search
 from .data import TofuSetting, load_setting
 from .evaluate import score_qa_set, summarize_forget, summarize_utility
 from .metrics import forget_quality, log_ratio_distance, retained_objective
-from .scoring import ECOScorer, ModelScorer, RefusalScorer
+from .scoring import ANSWER_ENTITIES, ECOScorer, ModelScorer, RefusalScorer
 from .training import TOFU_FINETUNE, train_models
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,10 @@ class TofuOptions:
     # Draws of the corruption each answer is scored under (ECOScorer's docstring): 1, the paper's
     # single draw; K > 1, the log of the mean probability over K draws.
     corruption_draws: int = 1
+    # Which words of an answer the entities selector corrupts when it is scored (ECOScorer's
+    # docstring): "forget-terms", every term mined from the forget texts (which hold the true
+    # answers); "names", the question's terms and the answer's names by their form.
+    answer_entities: str = "forget-terms"
     target_fpr: float = 0.01
     guard_cv: int = 5
     general_negatives: bool = True
@@ -284,6 +288,12 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
     if options.search_objective not in SEARCH_OBJECTIVES:
         msg = f"Unknown search objective {options.search_objective!r}; choose one of: {', '.join(SEARCH_OBJECTIVES)}."
+        raise ConfigurationError(msg)
+    if options.answer_entities not in ANSWER_ENTITIES:
+        msg = f"Unknown --answer-entities {options.answer_entities!r}; choose one of: {', '.join(ANSWER_ENTITIES)}."
+        raise ConfigurationError(msg)
+    if options.answer_entities != "forget-terms" and "entities" not in search_selectors(options):
+        msg = f"--answer-entities {options.answer_entities} changes only the entities selector, which this run does not search; add --selectors entities or drop --answer-entities."
         raise ConfigurationError(msg)
     unknown = [n for n in search_selectors(options) if n not in SEARCH_SELECTORS]
     if unknown:
@@ -734,6 +744,7 @@ def run_tofu(
         policy,
         shared_draws=options.shared_draws,
         corruption_draws=options.corruption_draws,
+        answer_entities=options.answer_entities,
     )
     refusal = RefusalScorer(original, guard)
 
@@ -757,6 +768,11 @@ def run_tofu(
                 selectors,
                 *(["shared_draws"] if options.shared_draws else []),
                 *([f"draws={options.corruption_draws}"] if options.corruption_draws > 1 else []),
+                *(
+                    [f"answer_entities={options.answer_entities}"]
+                    if options.answer_entities != "forget-terms"
+                    else []
+                ),
             ]
         ).encode()
     ).hexdigest()[:16]
@@ -787,6 +803,7 @@ def run_tofu(
             "search_objective": options.search_objective,
             "shared_draws": options.shared_draws,
             "corruption_draws": options.corruption_draws,
+            "answer_entities": options.answer_entities,
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
             "split": options.split,
             "selector": best.selector,
@@ -856,6 +873,7 @@ def run_tofu(
         "search_objective": options.search_objective,
         "shared_draws": options.shared_draws,
         "corruption_draws": options.corruption_draws,
+        "answer_entities": options.answer_entities,
         "selectors_searched": list(selectors),
         "selector": chosen,
         "strength": eco.policy.corruption.strength,

@@ -27,10 +27,18 @@ from pathlib import Path
 import torch
 
 from ..._files import exclusive, write_text_atomic
-from ..._prompting import PromptInput, RenderedPrompt, render, select_positions, word_continuations
+from ..._passages import name_mentions
+from ..._prompting import (
+    PromptInput,
+    RenderedPrompt,
+    matched_terms,
+    render,
+    select_positions,
+    word_continuations,
+)
 from ...backends.transformers import TransformersBackend
 from ...config import CorruptionConfig, Decision, ECOPolicy, GenerationConfig
-from ...corruption import apply_corruption
+from ...corruption import COMMON_CAPITALISED_WORDS, apply_corruption
 from ...engine import ECO
 from ...guard import Guard
 from ..finetune import answer_ids, chat_prompt
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 SCORING_CACHE_VERSION = 1
 
 Pair = tuple[str, str]
+# Which words of an answer the entities selector corrupts when it is scored (ECOScorer).
+ANSWER_ENTITIES = ("forget-terms", "names")
 REFUSAL = "I'm sorry, but I can't share any information about that."
 
 
@@ -304,6 +314,18 @@ class ECOScorer(_GuardedScorer):
     corrupted model's figure rather than one draw's, whose luck the KS test would otherwise
     measure as well. The first draw is the one above, so K = 1 is the single-draw protocol.
     Greedy answers still come from the first draw, the one the engine generates from.
+
+    ``answer_entities`` decides, for the ``entities`` selector, which words of an answer are
+    corrupted when it is scored (the question's are the terms it names either way):
+
+    * ``"forget-terms"`` (default): every term mined from the forget texts. Those texts hold the
+      *true* answers, so the paraphrased answer's facts (its titles, awards, genre) are
+      corrupted and the perturbed answers' invented ones mostly are not: on forget10's
+      evaluation half 22 % of the paraphrased answers' tokens against 18 % of the perturbed
+      ones'. Part of the truth ratio's shift is then the selector knowing which answer is right.
+    * ``"names"``: the terms the question names, plus every name of the answer by its form (a
+      capitalised phrase in mid-sentence, :func:`name_mentions`), right and wrong answers alike,
+      as the paper's NER tagging of prompt and answer does.
     """
 
     def __init__(
@@ -316,8 +338,12 @@ class ECOScorer(_GuardedScorer):
         force: bool = False,
         shared_draws: bool = False,
         corruption_draws: int = 1,
+        answer_entities: str = "forget-terms",
     ) -> None:
         super().__init__(base, guard, name=name)
+        if answer_entities not in ANSWER_ENTITIES:
+            msg = f"answer_entities must be one of {', '.join(ANSWER_ENTITIES)}, got {answer_entities!r}."
+            raise ValueError(msg)
         if isinstance(corruption_draws, bool) or not (
             isinstance(corruption_draws, int) and corruption_draws >= 1
         ):
@@ -327,6 +353,7 @@ class ECOScorer(_GuardedScorer):
         self.force = force
         self.shared_draws = shared_draws
         self.corruption_draws = corruption_draws
+        self.answer_entities = answer_entities
         self.engine = ECO(base.backend, guard, policy=policy, batch_size=base.batch_size)
 
     def with_corruption(self, *, force: bool | None = None, **update: float | int) -> ECOScorer:
@@ -346,6 +373,7 @@ class ECOScorer(_GuardedScorer):
             force=self.force if force is None else force,
             shared_draws=self.shared_draws,
             corruption_draws=self.corruption_draws,
+            answer_entities=self.answer_entities,
         )
         scorer._flags = self._flags
         return scorer
@@ -355,6 +383,25 @@ class ECOScorer(_GuardedScorer):
 
     def _terms(self) -> list[str]:
         return [t for terms in self.guard.terms.values() for t in terms]
+
+    def _selected(
+        self, combined: RenderedPrompt, question: str, answer: str, n: int
+    ) -> torch.Tensor:
+        """The positions of question + answer (``n`` question tokens) the corruption touches."""
+        terms = self._terms()
+        mask = select_positions(combined, self.policy.selection, terms)
+        if self.answer_entities == "forget-terms" or self.policy.selection.name != "entities":
+            return mask
+        named = matched_terms(question, terms)
+        if not named:
+            # A question naming no term is corrupted whole (the selector's fallback); there is
+            # no question term to look for in the answer, so the default protocol stands.
+            return mask
+        # A title's first word alone ("The" of 'The Breath Between Waves') is no name.
+        names = [m for m in name_mentions(answer) if m not in COMMON_CAPITALISED_WORDS]
+        in_answer = select_positions(combined, self.policy.selection, [*named, *names])
+        mask[n:] = in_answer[n:]
+        return mask
 
     def corrupted_row(
         self, question: str, answer: str, *, draw: int = 0
@@ -384,7 +431,7 @@ class ECOScorer(_GuardedScorer):
             prompt.classified_text,
             known_word=prompt.known_word,
         )
-        mask = select_positions(combined, self.policy.selection, self._terms())
+        mask = self._selected(combined, question, answer, len(prompt.input_ids))
         c = self.policy.corruption
         embeds = self.base.backend.embed(combined.input_ids)
         replacements = self._decider.replacements_for(c.name)
