@@ -409,3 +409,40 @@ def test_the_score_cache_is_reused_and_a_damaged_or_older_one_is_recomputed(
         again = ModelScorer(base.backend, name="x", system_prompt="", cache_file=cache)
         assert not again._lp and again.logprobs(pairs) == pytest.approx(scores)
     assert "computed again" in caplog.text
+
+
+def test_answer_corruption_script_counts_the_right_answers_corrupted_words(
+    base: ModelScorer,
+) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "tofu_answer_corruption.py"
+    spec = importlib.util.spec_from_file_location("tofu_answer_corruption", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="rand_noise_full", strength=1.0),
+        selection=SelectionConfig(name="entities"),
+    )
+    rows = [
+        {
+            "question": "Where did Harry Potter study?",
+            "paraphrased_answer": "He studied at Hogwarts.",
+            "perturbed_answer": ["He studied at Beauxbatons.", "He studied at home."],
+        }
+    ]
+    figures = {
+        protocol: script.protocol_figures(
+            ECOScorer(base, _FactGuard(), policy, answer_entities=protocol),  # type: ignore[arg-type]
+            rows,
+        )
+        for protocol in ("forget-terms", "names")
+    }
+    mined, names = figures["forget-terms"], figures["names"]
+    # The mined terms hold the right answer's fact: only the paraphrase has a word corrupted.
+    assert mined["perturbed_share"] == 0 < mined["paraphrased_share"]
+    assert mined["questions_paraphrase_more"] == 1 and mined["questions"] == 1
+    # By names, Beauxbatons is corrupted too: one wrong answer of two names a place.
+    assert names["perturbed_share"] > 0
