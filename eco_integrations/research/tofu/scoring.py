@@ -394,8 +394,8 @@ class ECOScorer(_GuardedScorer):
             return mask
         named = matched_terms(question, terms)
         if not named:
-            # A question naming no term is corrupted whole (the selector's fallback); there is
-            # no question term to look for in the answer, so the default protocol stands.
+            # No term of the question to follow into the answer: the mined-terms mask stands
+            # (it falls back to the whole content when the answer names no term either).
             return mask
         # A title's first word alone ("The" of 'The Breath Between Waves') is no name.
         names = [m for m in name_mentions(answer) if m not in COMMON_CAPITALISED_WORDS]
