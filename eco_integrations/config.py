@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from ._validation import validation_problems
-from .corruption import validate_corruption
+from .corruption import get_corruption, validate_corruption
 from .exceptions import ArtifactError, ConfigurationError
 
 Mode = Literal["enforce", "shadow", "off"]
@@ -157,7 +157,26 @@ class ECOPolicy(_Strict):
         default=None,
         description="Override every target's threshold (flagged means score > threshold); None keeps the guard's.",
     )
+    restore_prompt_words: bool = Field(
+        default=False,
+        description=(
+            "Write back, in a flagged prompt's answer, the prompt's words where the answer repeats "
+            "what the corruption put in their place (a corruption that puts words in place: "
+            "invent_words, substitute_tokens). The model still never reads them."
+        ),
+    )
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _restorable(self) -> ECOPolicy:
+        if self.restore_prompt_words and not get_corruption(self.corruption.name).uses_replacements:
+            msg = (
+                f"restore_prompt_words writes back the words a corruption put in place, and "
+                f"{self.corruption.name!r} puts none (it moves embeddings off any word); use "
+                "invent_words or substitute_tokens, or leave restore_prompt_words off."
+            )
+            raise ValueError(msg)
+        return self
 
     @field_validator("classify_roles", mode="after")
     @classmethod
@@ -182,8 +201,8 @@ class ECOPolicy(_Strict):
     def version_hash(self) -> str:
         payload = self.model_dump(mode="json", exclude={"notes"})
         # Policies saved before these fields existed keep their version.
-        for optional in ("threshold", "classify_roles"):
-            if payload[optional] is None:
+        for optional in ("threshold", "classify_roles", "restore_prompt_words"):
+            if payload[optional] in (None, False):
                 del payload[optional]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -195,8 +214,15 @@ class ECOPolicy(_Strict):
 
         root = Path(folder)
         with sealed_rewrite(root) as target:
-            # An unset classify_roles is left out: releases before it read the file too.
-            unset = {"classify_roles"} if self.classify_roles is None else None
+            # Unset newer fields are left out: releases before them read the file too.
+            unset = {
+                name
+                for name, value in (
+                    ("classify_roles", self.classify_roles),
+                    ("restore_prompt_words", self.restore_prompt_words),
+                )
+                if value in (None, False)
+            } or None
             write_text_atomic(
                 target / "policy.json", self.model_dump_json(indent=2, exclude=unset) + "\n"
             )

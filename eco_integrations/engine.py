@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
@@ -21,6 +21,7 @@ from typing import Any, Literal, TypedDict, TypeVar, Unpack
 import torch
 from pydantic import ValidationError
 
+from ._echo import Echo, EchoRestorer, restore_echoes
 from ._normalize import normalized_sha256
 from ._prompting import (
     PromptInput,
@@ -190,10 +191,11 @@ class StreamOptions(TypedDict, total=False):
 
 
 # Per backend (weakly held), then per pool (name pieces of at most so many letters, with a set of
-# excluded words; or the word pieces): engines made by ECO.replace share a table.
-_REPLACEMENTS: weakref.WeakKeyDictionary[
-    Backend, dict[tuple[int, frozenset[str]] | str, torch.Tensor]
-] = weakref.WeakKeyDictionary()
+# excluded words; or the word pieces), embeddings or token ids: engines made by ECO.replace share
+# a table.
+_REPLACEMENTS: weakref.WeakKeyDictionary[Backend, dict[Hashable, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
 _REPLACEMENTS_LOCK = threading.Lock()
 
 
@@ -314,18 +316,16 @@ class ECO:
                 raise InvalidInputError(msg) from None
         return self.replace(policy=policy if changes else None, mode=mode)
 
-    def replacement_embeddings(self, *, longest: int = 10) -> torch.Tensor:
-        """Embeddings of the model's name-like tokens of at most ``longest`` letters
-        (:func:`~eco_integrations.corruption.name_like_token_ids`), which ``substitute_tokens``
-        (and, as word starts, ``invent_words``) moves corrupted tokens toward; the words of the
-        guard's target terms are left out, so a corrupted name is never replaced by a piece of
-        another forgotten one. Computed once per backend, length and set of terms."""
-        words = frozenset(
+    def _term_words(self) -> frozenset[str]:
+        return frozenset(
             word
             for terms in (self.guard.terms.values() if self.guard is not None else ())
             for term in terms
             for word in term.split()
         )
+
+    def _replacement_ids(self, longest: int) -> torch.Tensor:
+        words = self._term_words()
 
         def build() -> torch.Tensor:
             ids = name_like_token_ids(self.backend.tokenizer, exclude=words, longest=longest)
@@ -336,14 +336,22 @@ class ECO:
                     "corruption."
                 )
                 raise ConfigurationError(msg)
-            return self.backend.embed(ids).detach()
+            return torch.tensor(ids)
 
-        return self._table((longest, words), build)
+        return self._table(("ids", longest, words), build)
 
-    def continuation_embeddings(self) -> torch.Tensor:
-        """Embeddings of the model's word pieces (:func:`~eco_integrations.corruption.word_piece_token_ids`),
-        which ``invent_words`` moves a word's later tokens toward."""
+    def replacement_embeddings(self, *, longest: int = 10) -> torch.Tensor:
+        """Embeddings of the model's name-like tokens of at most ``longest`` letters
+        (:func:`~eco_integrations.corruption.name_like_token_ids`), which ``substitute_tokens``
+        (and, as word starts, ``invent_words``) moves corrupted tokens toward; the words of the
+        guard's target terms are left out, so a corrupted name is never replaced by a piece of
+        another forgotten one. Computed once per backend, length and set of terms."""
+        ids = self._replacement_ids(longest)
+        return self._table(
+            (longest, self._term_words()), lambda: self.backend.embed(ids.tolist()).detach()
+        )
 
+    def _continuation_ids(self) -> torch.Tensor:
         def build() -> torch.Tensor:
             ids = word_piece_token_ids(self.backend.tokenizer)
             if not ids:
@@ -352,13 +360,17 @@ class ECO:
                     "leading space) to build invented words from; choose another corruption."
                 )
                 raise ConfigurationError(msg)
-            return self.backend.embed(ids).detach()
+            return torch.tensor(ids)
 
-        return self._table("word pieces", build)
+        return self._table("word piece ids", build)
 
-    def _table(
-        self, key: tuple[int, frozenset[str]] | str, build: Callable[[], torch.Tensor]
-    ) -> torch.Tensor:
+    def continuation_embeddings(self) -> torch.Tensor:
+        """Embeddings of the model's word pieces (:func:`~eco_integrations.corruption.word_piece_token_ids`),
+        which ``invent_words`` moves a word's later tokens toward."""
+        ids = self._continuation_ids()
+        return self._table("word pieces", lambda: self.backend.embed(ids.tolist()).detach())
+
+    def _table(self, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         with _REPLACEMENTS_LOCK:
             tables = _REPLACEMENTS.setdefault(self.backend, {})
             table = tables.get(key)
@@ -668,16 +680,23 @@ class ECO:
 
     def _row(self, request: ECORequest) -> tuple[PreparedRow, int]:
         """The backend's input: exact ids for a clean request, corrupted embeddings otherwise."""
+        row, corrupted, _ = self._row_and_echoes(request)
+        return row, corrupted
+
+    def _row_and_echoes(self, request: ECORequest) -> tuple[PreparedRow, int, list[Echo]]:
+        """:meth:`_row`, with the words to write back in its answer (none unless the policy
+        restores the prompt's words)."""
         ids = request.prompt.input_ids
         if not request.decision.corrupted:
-            return PreparedRow(ids, None, request.sampling_seed), 0
+            return PreparedRow(ids, None, request.sampling_seed), 0, []
         mask = self._corruption_mask(request, self.policy.selection)
         c = self.policy.corruption
         generator = torch.Generator().manual_seed(request.corruption_seed)
         continuations = self.continuations_for(c.name)
+        clean = self.backend.embed(ids)
         embeds = apply_corruption(
             c.name,
-            self.backend.embed(ids),
+            clean,
             mask,
             dims=c.dims,
             strength=c.strength,
@@ -686,7 +705,51 @@ class ECO:
             continuations=continuations,
             continues_word=None if continuations is None else word_continuations(request.prompt),
         )
-        return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum())
+        echoes = (
+            self._echoes(request, mask, clean, embeds) if self.policy.restore_prompt_words else []
+        )
+        return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum()), echoes
+
+    def _echoes(
+        self, request: ECORequest, mask: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
+    ) -> list[Echo]:
+        """For each run of corrupted tokens, the words the model reads there (the token of the
+        corruption's pool, or the prompt's own, nearest each corrupted embedding) beside the
+        prompt's text there."""
+        spec = get_corruption(self.policy.corruption.name)
+        longest = WORD_START_LETTERS if spec.uses_word_pieces else 10
+        pools = [(self._replacement_ids(longest), self.replacement_embeddings(longest=longest))]
+        if spec.uses_word_pieces:
+            pools.append((self._continuation_ids(), self.continuation_embeddings()))
+        candidate_ids = torch.cat([pool_ids for pool_ids, _ in pools])
+        candidates = torch.cat([table for _, table in pools]).float()
+        ids = request.prompt.input_ids
+        read = list(ids)
+        positions = mask.nonzero().flatten().tolist()
+        for i in positions:
+            row = corrupted[i].float()
+            distances = (candidates - row).pow(2).sum(-1)
+            best = int(distances.argmin())
+            if float((clean[i].float() - row).pow(2).sum()) > float(distances[best]):
+                read[i] = int(candidate_ids[best])
+        echoes = []
+        text, offsets, tokenizer = (
+            request.prompt.text,
+            request.prompt.offsets,
+            self.backend.tokenizer,
+        )
+        run: list[int] = []
+        for i in [*positions, -1]:
+            if run and i != run[-1] + 1:
+                echo = Echo.of(
+                    tokenizer.decode([read[j] for j in run]),
+                    text[offsets[run[0]][0] : offsets[run[-1]][1]],
+                )
+                if echo is not None:
+                    echoes.append(echo)
+                run = []
+            run.append(i)
+        return echoes
 
     # -- explanation ---------------------------------------------------------------------------
     def explain(
@@ -780,20 +843,27 @@ class ECO:
         )
         for r in prepared:
             self.check_length(r, config.max_new_tokens)
-        rows = [self._row(r) for r in prepared]
+        rows = [self._row_and_echoes(r) for r in prepared]
         outputs = []
         extra = {} if cancel is None else {"cancel": cancel}
         for start in range(0, len(rows), self.batch_size):
             _check_cancel(cancel)
             outputs.extend(
                 self.backend.generate(
-                    [row for row, _ in rows[start : start + self.batch_size]], config, **extra
+                    [row for row, _, _ in rows[start : start + self.batch_size]], config, **extra
                 )
             )
         _check_cancel(cancel)
         return [
-            ECOResult(g.text, r.decision, r.prompt_tokens, g.completion_tokens, g.finish_reason, n)
-            for g, r, (_, n) in zip(outputs, prepared, rows, strict=True)
+            ECOResult(
+                restore_echoes(g.text, echoes),
+                r.decision,
+                r.prompt_tokens,
+                g.completion_tokens,
+                g.finish_reason,
+                n,
+            )
+            for g, r, (_, n, echoes) in zip(outputs, prepared, rows, strict=True)
         ]
 
     def stream(
@@ -831,19 +901,19 @@ class ECO:
         }
         (prepared,) = self._requests([request], prepare)
         self.check_length(prepared, config.max_new_tokens)
-        row, corrupted = self._row(prepared)
+        row, corrupted, echoes = self._row_and_echoes(prepared)
         cancel = options.get("cancel")
         if kind is AsyncECOStream:
             # Its own event unless the caller brought one: set when the consumer is cancelled.
             cancel = cancel if cancel is not None else threading.Event()
-            stream = self.backend.stream(row, config, cancel=cancel)
+            stream = _restoring(self.backend.stream(row, config, cancel=cancel), echoes)
             return AsyncECOStream(prepared, stream, corrupted, cancel)  # type: ignore[return-value]
         chunks = (
             self.backend.stream(row, config)
             if cancel is None
             else self.backend.stream(row, config, cancel=cancel)
         )
-        return kind(prepared, chunks, corrupted)
+        return kind(prepared, _restoring(chunks, echoes), corrupted)
 
     async def agenerate(
         self, requests: Sequence[ECORequest] | Sequence[PromptInput], **kwargs: Any
@@ -964,6 +1034,36 @@ class Explanation:
             cursor = token.end
         pieces.append(text[cursor:])
         return "".join(pieces)
+
+
+class _RestoringStream(TextStream):
+    """A backend's stream with the answer's echoes of replaced prompt words written back
+    (:class:`~eco_integrations._echo.EchoRestorer`): the same text as the whole answer restored."""
+
+    def __init__(self, inner: TextStream, echoes: Sequence[Echo]) -> None:
+        self._inner = inner
+        self._restorer = EchoRestorer(echoes)
+        self._done = False
+        self.end = None
+
+    def __next__(self) -> str:
+        while not self._done:
+            try:
+                text = self._restorer.feed(next(self._inner))
+            except StopIteration:
+                self._done = True
+                self.end = self._inner.end
+                text = self._restorer.finish()
+            if text:
+                return text
+        raise StopIteration
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _restoring(chunks: TextStream, echoes: Sequence[Echo]) -> TextStream:
+    return _RestoringStream(chunks, echoes) if echoes else chunks
 
 
 def _all_requests(items: object) -> bool:

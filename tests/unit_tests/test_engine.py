@@ -15,8 +15,10 @@ from eco_integrations import (
     InvalidInputError,
     SelectionConfig,
 )
+from eco_integrations._echo import Echo
 from eco_integrations._prompting import render, word_continuations
 from eco_integrations.backends import PreparedRow
+from eco_integrations.backends._base import Generation, StreamEnd, TextStream
 
 CFG = GenerationConfig(max_new_tokens=8)
 FLAGGED = "Who is Harry Potter?"
@@ -482,3 +484,99 @@ def test_a_prepared_request_refuses_a_threshold_of_zero_too(eco) -> None:
             eco.generate([request], **option)
     with pytest.raises(InvalidInputError, match="already carry their settings"):
         eco.stream(request, threshold=0.0)
+
+
+def _restoring_engine(tiny_backend, toy_guard, *, restore: bool = True) -> ECO:
+    policy = ECOPolicy(
+        corruption=CorruptionConfig(name="invent_words", strength=1.0),
+        selection=SelectionConfig(name="entities"),
+        restore_prompt_words=restore,
+    )
+    return ECO(tiny_backend, toy_guard, policy=policy)
+
+
+def test_restoring_reads_the_words_the_corruption_put_in_place(tiny_backend, toy_guard) -> None:
+    eco = _restoring_engine(tiny_backend, toy_guard)
+    request = eco.prepare(FLAGGED)
+    row, corrupted, echoes = eco._row_and_echoes(request)
+    assert row.embeds is not None and corrupted > 0
+    # What the model reads at each corrupted position: the pool token whose embedding is there.
+    pool_ids = [*eco._replacement_ids(4).tolist(), *eco._continuation_ids().tolist()]
+    pool = tiny_backend.embed(pool_ids)
+    clean = tiny_backend.embed(row.input_ids)
+    changed = [i for i, e in enumerate(row.embeds) if not torch.equal(e, clean[i])]
+    read = [
+        next(t for t, e in zip(pool_ids, pool, strict=True) if torch.equal(e, row.embeds[i]))
+        for i in changed
+    ]
+    assert changed == list(range(changed[0], changed[-1] + 1)), "one run: the name"
+    start, end = request.prompt.offsets[changed[0]][0], request.prompt.offsets[changed[-1]][1]
+    assert request.prompt.text[start:end].strip() == "Harry Potter"
+    assert echoes == [Echo.of(tiny_backend.tokenizer.decode(read), "Harry Potter")]
+    # Off, or for a benign prompt, there is nothing to write back.
+    assert (
+        _restoring_engine(tiny_backend, toy_guard, restore=False)._row_and_echoes(request)[2] == []
+    )
+    assert eco._row_and_echoes(eco.prepare(BENIGN))[2] == []
+
+
+def test_restoring_writes_back_the_prompts_words_in_every_path(
+    tiny_backend, toy_guard, monkeypatch
+) -> None:
+    eco = _restoring_engine(tiny_backend, toy_guard)
+    (echo,) = eco._row_and_echoes(eco.prepare(FLAGGED))[2]
+    read = " ".join(echo.read)
+    # A model that repeats the name it read, as the real ones do.
+    answer = f"{read} is a wizard, and {read}'s owl is white."
+
+    def generate(rows, config, **_):
+        return [Generation(answer, len(r.input_ids), 9, "stop") for r in rows]
+
+    def stream(row, config, **_):
+        def chunks():
+            for i in range(0, len(answer), 3):
+                yield answer[i : i + 3]
+            return StreamEnd(9, "stop")
+
+        return TextStream(chunks())
+
+    monkeypatch.setattr(tiny_backend, "generate", generate)
+    monkeypatch.setattr(tiny_backend, "stream", stream)
+    restored = "Harry Potter is a wizard, and Harry Potter's owl is white."
+    assert eco.generate([FLAGGED], config=CFG)[0].text == restored
+    streamed = eco.stream(FLAGGED, config=CFG)
+    assert "".join(streamed) == restored and streamed.completion_tokens == 9
+
+    async def consume() -> str:
+        chunks = [c async for c in await eco.astream(FLAGGED, config=CFG)]
+        return "".join(chunks)
+
+    assert asyncio.run(consume()) == restored
+    off = _restoring_engine(tiny_backend, toy_guard, restore=False)
+    assert off.generate([FLAGGED], config=CFG)[0].text == answer
+
+
+def test_restoring_needs_a_corruption_that_puts_words_in_place() -> None:
+    with pytest.raises(
+        ValueError, match=r"restore_prompt_words.*invent_words or substitute_tokens"
+    ):
+        ECOPolicy(
+            corruption=CorruptionConfig(name="rand_noise_full", strength=1.0),
+            restore_prompt_words=True,
+        )
+
+
+def test_restoring_off_keeps_the_policys_version_and_file(tmp_path) -> None:
+    policy = ECOPolicy()
+    assert (
+        policy.version_hash
+        == ECOPolicy.model_validate(
+            {**policy.model_dump(), "restore_prompt_words": False}
+        ).version_hash
+    )
+    policy.save(tmp_path)
+    assert "restore_prompt_words" not in (tmp_path / "policy.json").read_text()
+    restoring = policy.model_copy(update={"restore_prompt_words": True})
+    assert restoring.version_hash != policy.version_hash
+    restoring.save(tmp_path)
+    assert ECOPolicy.load(tmp_path).restore_prompt_words

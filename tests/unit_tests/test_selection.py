@@ -198,8 +198,10 @@ def test_classify_roles_must_include_the_user_and_hash_as_a_set() -> None:
     assert one.classify_roles == ("system", "user", "tool")
     assert one.version_hash == ECOPolicy(classify_roles=("system", "tool", "user")).version_hash
     assert one.version_hash != ECOPolicy().version_hash
-    # Unset, the policy hashes as one saved before the field existed.
-    payload = ECOPolicy().model_dump(mode="json", exclude={"notes", "threshold", "classify_roles"})
+    # Unset, the policy hashes as one saved before the fields existed.
+    payload = ECOPolicy().model_dump(
+        mode="json", exclude={"notes", "threshold", "classify_roles", "restore_prompt_words"}
+    )
     assert (
         ECOPolicy().version_hash
         == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

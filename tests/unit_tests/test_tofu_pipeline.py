@@ -404,6 +404,10 @@ def test_screen_script_parses_settings_and_rejects_bad_ones() -> None:
             {"corruption": "substitute_tokens", "init_strength": 2.0},
             "'substitute_tokens' takes a strength of at most 1",
         ),
+        (
+            {"corruption": "rand_noise_full", "restore_prompt_words": True},
+            "--restore-prompt-words.*'rand_noise_full' puts none.*invent_words",
+        ),
     ],
 )
 def test_bad_options_fail_before_any_work(tmp_path, options, message) -> None:

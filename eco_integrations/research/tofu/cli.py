@@ -177,6 +177,7 @@ def cmd_eval_tofu(args: argparse.Namespace) -> int:
         shared_draws=args.shared_draws,
         corruption_draws=args.corruption_draws,
         answer_entities=args.answer_entities,
+        restore_prompt_words=args.restore_prompt_words,
         target_fpr=args.target_fpr,
         batch_size=args.eval_batch_size,
         show_progress=not args.quiet,
@@ -344,6 +345,13 @@ def add_eval_tofu(eval_subparsers: Any) -> None:
         "forget-terms, every term mined from the forget texts (which hold the true answers, so "
         "the right answer's facts are corrupted more than the wrong answers'); names, the "
         "question's terms and every capitalised name of the answer, right or wrong alike",
+    )
+    p.add_argument(
+        "--restore-prompt-words",
+        action="store_true",
+        help="write back, in ECO's generated answers, the question's words where an answer "
+        "repeats the invented ones the corruption read in their place (a corruption that puts "
+        "words in place: invent_words, substitute_tokens); scores are unchanged",
     )
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--eval-batch-size", type=whole_number(1), default=8)

@@ -117,6 +117,9 @@ class TofuOptions:
     # docstring): "forget-terms", every term mined from the forget texts (which hold the true
     # answers); "names", the question's terms and the answer's names by their form.
     answer_entities: str = "forget-terms"
+    # Write back, in ECO's generated answers, the question's words where an answer repeats the
+    # invented ones the corruption put in their place (ECOPolicy.restore_prompt_words).
+    restore_prompt_words: bool = False
     target_fpr: float = 0.01
     guard_cv: int = 5
     general_negatives: bool = True
@@ -294,6 +297,9 @@ def _check_options(options: TofuOptions) -> None:
         raise ConfigurationError(msg)
     if options.answer_entities != "forget-terms" and "entities" not in search_selectors(options):
         msg = f"--answer-entities {options.answer_entities} changes only the entities selector, which this run does not search; add --selectors entities or drop --answer-entities."
+        raise ConfigurationError(msg)
+    if options.restore_prompt_words and not get_corruption(options.corruption).uses_replacements:
+        msg = f"--restore-prompt-words writes back the words a corruption put in place, and {options.corruption!r} puts none; use --corruption invent_words or substitute_tokens, or drop --restore-prompt-words."
         raise ConfigurationError(msg)
     unknown = [n for n in search_selectors(options) if n not in SEARCH_SELECTORS]
     if unknown:
@@ -736,6 +742,7 @@ def run_tofu(
     policy = ECOPolicy(
         corruption=initial_corruption(options, original.backend),
         selection=SelectionConfig(name=selectors[0]),
+        restore_prompt_words=options.restore_prompt_words,
     )
     parameter = searched_parameter(policy.corruption.name)
     eco = ECOScorer(
@@ -804,6 +811,7 @@ def run_tofu(
             "shared_draws": options.shared_draws,
             "corruption_draws": options.corruption_draws,
             "answer_entities": options.answer_entities,
+            "restore_prompt_words": options.restore_prompt_words,
             "calibration_rows": forget_halves(len(setting.forget), options.seed)[0],
             "split": options.split,
             "selector": best.selector,
@@ -874,6 +882,7 @@ def run_tofu(
         "shared_draws": options.shared_draws,
         "corruption_draws": options.corruption_draws,
         "answer_entities": options.answer_entities,
+        "restore_prompt_words": options.restore_prompt_words,
         "selectors_searched": list(selectors),
         "selector": chosen,
         "strength": eco.policy.corruption.strength,
