@@ -95,7 +95,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ._table import wrapped_table
     from .demo import run_demo
 
-    rows = run_demo(max_new_tokens=args.max_new_tokens, show_progress=not args.quiet)
+    rows = run_demo(
+        max_new_tokens=args.max_new_tokens,
+        show_progress=not args.quiet,
+        restore_prompt_words=args.restore_prompt_words,
+    )
     seconds = rows.pop()["seconds"]
     table = [
         [r["prompt"], "yes" if r["flagged"] else "no", f"{r['score']:.3f}", r["plain"], r["eco"]]
@@ -564,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=whole_number(1), default=48)
     demo.add_argument("--json", action="store_true", help="end with a JSON summary line")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--restore-prompt-words",
+        action="store_true",
+        help="write the prompt's names back where an answer repeats the invented ones the model "
+        "read in their place (ECOPolicy(restore_prompt_words=True))",
+    )
     demo.set_defaults(func=cmd_demo)
 
     guard = sub.add_parser("guard", help="fit, score and evaluate guards").add_subparsers(

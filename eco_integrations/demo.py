@@ -9,7 +9,7 @@ from typing import Any
 from ._prompting import render
 from .backends._base import PreparedRow
 from .backends.transformers import TransformersBackend
-from .config import GenerationConfig
+from .config import ECOPolicy, GenerationConfig
 from .engine import ECO
 from .guard import Guard
 
@@ -85,13 +85,17 @@ def fit_demo_guard(**kwargs: Any) -> Guard:
     return guard
 
 
-def run_demo(*, max_new_tokens: int = 48, show_progress: bool = True) -> list[dict[str, Any]]:
-    """Train the guard, then answer the demo prompts with the plain model and with ECO."""
+def run_demo(
+    *, max_new_tokens: int = 48, show_progress: bool = True, restore_prompt_words: bool = False
+) -> list[dict[str, Any]]:
+    """Train the guard, then answer the demo prompts with the plain model and with ECO
+    (``restore_prompt_words``: :class:`~eco_integrations.config.ECOPolicy`'s)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     config = GenerationConfig(max_new_tokens=max_new_tokens)  # checked before the model loads
-    eco = ECO(TransformersBackend.from_pretrained(), fit_demo_guard())
+    policy = ECOPolicy(restore_prompt_words=restore_prompt_words)
+    eco = ECO(TransformersBackend.from_pretrained(), fit_demo_guard(), policy=policy)
     prompts = read_lines("demo_prompts.txt")
     rows = []
     for prompt in tqdm(prompts, desc="demo prompts", disable=not show_progress):

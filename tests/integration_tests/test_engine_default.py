@@ -247,3 +247,30 @@ def test_default_corruption_benchmark_has_thirty_flagged_questions(hp_guard) -> 
     questions = TermSet.load(BENCHMARK_QUESTIONS).questions
     flagged = sum(d.flagged for d in hp_guard.decide_many(questions))
     assert flagged >= 30, f"only {flagged} of {len(questions)} benchmark questions are flagged"
+
+
+def test_restoring_writes_back_the_names_smollm2_repeats(default_backend, hp_guard) -> None:
+    from eco_integrations import ECOPolicy
+    from eco_integrations._echo import restore_echoes
+    from eco_integrations.demo import run_demo
+
+    # What `eco demo --restore-prompt-words` shows, against the engine's answers without it.
+    demo = run_demo(max_new_tokens=32, show_progress=False, restore_prompt_words=True)[:-1]
+    restoring = ECO(default_backend, hp_guard, policy=ECOPolicy(restore_prompt_words=True))
+    prompts = [row["prompt"] for row in demo if row["flagged"]]
+    restored = [row["eco"] for row in demo if row["flagged"]]
+    unrestored = ECO(default_backend, hp_guard).generate(prompts, config=CFG)
+    assert len(prompts) == 6
+    written_back = 0
+    for prompt, r, u in zip(prompts, restored, unrestored, strict=True):
+        echoes = restoring._row_and_echoes(restoring.prepare(prompt))[2]
+        assert echoes, prompt
+        assert r == restore_echoes(u.text, echoes)
+        # Only the prompt's own words come back: no target term the prompt does not hold.
+        new_terms = {t.lower() for t in HP_TERMS.findall(r)} - {
+            t.lower() for t in HP_TERMS.findall(prompt + " " + u.text)
+        }
+        assert not new_terms, (prompt, r)
+        written_back += r != u.text
+    # SmolLM2 repeats the invented name it read in most of these answers (5 of 6 when measured).
+    assert written_back >= 3

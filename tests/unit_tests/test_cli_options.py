@@ -175,3 +175,24 @@ def test_demo_refuses_a_bad_length_before_loading_the_model(monkeypatch, capsys)
     monkeypatch.setattr(demo.TransformersBackend, "from_pretrained", no_model)
     assert main(["demo", "--max-new-tokens", "100000000"]) == 2
     assert "max_new_tokens" in capsys.readouterr().err
+
+
+def test_demo_passes_restore_prompt_words_to_the_engines_policy(monkeypatch, capsys) -> None:
+    from eco_integrations import demo
+
+    policies = []
+
+    class Stop(Exception):
+        pass
+
+    def engine(backend: object, guard: object, *, policy: object) -> None:
+        policies.append(policy)
+        raise Stop
+
+    monkeypatch.setattr(demo.TransformersBackend, "from_pretrained", lambda: None)
+    monkeypatch.setattr(demo, "fit_demo_guard", lambda: None)
+    monkeypatch.setattr(demo, "ECO", engine)
+    for argv, expected in ((["demo"], False), (["demo", "--restore-prompt-words"], True)):
+        with pytest.raises(Stop):
+            main(argv)
+        assert policies.pop().restore_prompt_words is expected
