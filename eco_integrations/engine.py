@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
@@ -381,12 +382,9 @@ class ECO:
     def replacements_for(self, corruption: str) -> torch.Tensor | None:
         """The name-like embeddings ``corruption`` reads (word starts for one that builds words
         from pieces), or None when it reads none."""
-        spec = get_corruption(corruption)
-        if not spec.uses_replacements:
+        if not get_corruption(corruption).uses_replacements:
             return None
-        if spec.uses_word_pieces:
-            return self.replacement_embeddings(longest=WORD_START_LETTERS)
-        return self.replacement_embeddings()
+        return self.replacement_embeddings(longest=_name_pool_letters(corruption))
 
     def continuations_for(self, corruption: str) -> torch.Tensor | None:
         """:meth:`continuation_embeddings` when ``corruption`` builds words from pieces, else None."""
@@ -680,12 +678,14 @@ class ECO:
 
     def _row(self, request: ECORequest) -> tuple[PreparedRow, int]:
         """The backend's input: exact ids for a clean request, corrupted embeddings otherwise."""
-        row, corrupted, _ = self._row_and_echoes(request)
+        row, corrupted, _ = self._row_and_echoes(request, echoes=False)
         return row, corrupted
 
-    def _row_and_echoes(self, request: ECORequest) -> tuple[PreparedRow, int, list[Echo]]:
-        """:meth:`_row`, with the words to write back in its answer (none unless the policy
-        restores the prompt's words)."""
+    def _row_and_echoes(
+        self, request: ECORequest, *, echoes: bool = True
+    ) -> tuple[PreparedRow, int, list[Echo]]:
+        """:meth:`_row`, with the words to write back in its answer (none unless ``echoes`` and
+        the policy restores the prompt's words; scoring, which writes no answer, needs none)."""
         ids = request.prompt.input_ids
         if not request.decision.corrupted:
             return PreparedRow(ids, None, request.sampling_seed), 0, []
@@ -705,10 +705,30 @@ class ECO:
             continuations=continuations,
             continues_word=None if continuations is None else word_continuations(request.prompt),
         )
-        echoes = (
-            self._echoes(request, mask, clean, embeds) if self.policy.restore_prompt_words else []
+        found = (
+            self._echoes(request, mask, clean, embeds)
+            if echoes and self.policy.restore_prompt_words
+            else []
         )
-        return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum()), echoes
+        return PreparedRow(ids, embeds, request.sampling_seed), int(mask.sum()), found
+
+    def _read_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token ids and embeddings the policy's corruption moves tokens toward, one table:
+        what :meth:`_echoes` looks the model's reading up in. Joined once per backend and pool."""
+        name = self.policy.corruption.name
+        longest = _name_pool_letters(name)
+        pieces = get_corruption(name).uses_word_pieces
+        # The parts are cached tables of their own, looked up before the joined table's lock.
+        part_ids = [self._replacement_ids(longest)]
+        parts = [self.replacement_embeddings(longest=longest)]
+        if pieces:
+            part_ids.append(self._continuation_ids())
+            parts.append(self.continuation_embeddings())
+        key = ("read pool", longest, pieces, self._term_words())
+        return (
+            self._table((*key, "ids"), lambda: torch.cat(part_ids)),
+            self._table(key, lambda: torch.cat(parts).float()),
+        )
 
     def _echoes(
         self, request: ECORequest, mask: torch.Tensor, clean: torch.Tensor, corrupted: torch.Tensor
@@ -716,39 +736,32 @@ class ECO:
         """For each run of corrupted tokens, the words the model reads there (the token of the
         corruption's pool, or the prompt's own, nearest each corrupted embedding) beside the
         prompt's text there."""
-        spec = get_corruption(self.policy.corruption.name)
-        longest = WORD_START_LETTERS if spec.uses_word_pieces else 10
-        pools = [(self._replacement_ids(longest), self.replacement_embeddings(longest=longest))]
-        if spec.uses_word_pieces:
-            pools.append((self._continuation_ids(), self.continuation_embeddings()))
-        candidate_ids = torch.cat([pool_ids for pool_ids, _ in pools])
-        candidates = torch.cat([table for _, table in pools]).float()
-        ids = request.prompt.input_ids
-        read = list(ids)
-        positions = mask.nonzero().flatten().tolist()
-        for i in positions:
-            row = corrupted[i].float()
-            distances = (candidates - row).pow(2).sum(-1)
-            best = int(distances.argmin())
-            if float((clean[i].float() - row).pow(2).sum()) > float(distances[best]):
-                read[i] = int(candidate_ids[best])
+        pool_ids, pool = self._read_pool()
+        positions = mask.nonzero().flatten()
+        rows = corrupted[positions].float()
+        # Exact distances (not the matmul shortcut): an invented word lies at distance 0 from its token.
+        nearest = torch.cdist(rows, pool, compute_mode="donot_use_mm_for_euclid_dist").min(dim=-1)
+        own = (clean[positions].float() - rows).norm(dim=-1)
+        read = list(request.prompt.input_ids)
+        for i, replaced, token in zip(
+            positions.tolist(),
+            (own > nearest.values).tolist(),
+            pool_ids[nearest.indices].tolist(),
+            strict=True,
+        ):
+            if replaced:
+                read[i] = token
+        text, offsets = request.prompt.text, request.prompt.offsets
         echoes = []
-        text, offsets, tokenizer = (
-            request.prompt.text,
-            request.prompt.offsets,
-            self.backend.tokenizer,
-        )
-        run: list[int] = []
-        for i in [*positions, -1]:
-            if run and i != run[-1] + 1:
-                echo = Echo.of(
-                    tokenizer.decode([read[j] for j in run]),
-                    text[offsets[run[0]][0] : offsets[run[-1]][1]],
-                )
-                if echo is not None:
-                    echoes.append(echo)
-                run = []
-            run.append(i)
+        # Consecutive positions form one run: one name, read as one invented one.
+        for _, group in groupby(enumerate(positions.tolist()), key=lambda pair: pair[1] - pair[0]):
+            run = [i for _, i in group]
+            echo = Echo.of(
+                self.backend.tokenizer.decode([read[i] for i in run]),
+                text[offsets[run[0]][0] : offsets[run[-1]][1]],
+            )
+            if echo is not None:
+                echoes.append(echo)
         return echoes
 
     # -- explanation ---------------------------------------------------------------------------
@@ -1060,6 +1073,12 @@ class _RestoringStream(TextStream):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _name_pool_letters(corruption: str) -> int:
+    """The longest name-like token ``corruption`` draws from: word starts of a few letters for
+    one that builds words from pieces, whole short names otherwise."""
+    return WORD_START_LETTERS if get_corruption(corruption).uses_word_pieces else 10
 
 
 def _restoring(chunks: TextStream, echoes: Sequence[Echo]) -> TextStream:
