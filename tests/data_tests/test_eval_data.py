@@ -167,6 +167,41 @@ def test_close_subject_split_halves_each_subject_and_the_mcq_pool_skips_the_fit_
     assert held_ids <= pool and not fit_ids & pool
 
 
+def test_learning_curve_fit_sets_grow_from_the_protocols_and_never_touch_the_evaluation_half(
+    data_dir: Path,
+) -> None:
+    from eco_integrations.research.eval.guard_eval import (
+        WMDP_FIT_FRACTION,
+        wmdp_fit_test_split,
+        wmdp_learning_curve_split,
+    )
+
+    fits, evaluation = wmdp_learning_curve_split([WMDP_FIT_FRACTION, 0.35, 0.5], data_dir)
+    assert fits[WMDP_FIT_FRACTION] == wmdp_fit_test_split(data_dir)[0]  # the protocol's fit set
+    ids = {f: {r["id"] for r in rows} for f, rows in fits.items()}
+    assert ids[WMDP_FIT_FRACTION] < ids[0.35] < ids[0.5]
+    held = {r["id"] for r in evaluation}
+    assert not held & ids[0.5] and len(held) == len(evaluation)
+    assert len(ids[0.5]) + len(held) == 1273 + 408 + 1987  # the two halves cover WMDP
+    for subject, size in (("bio", 1273), ("chem", 408), ("cyber", 1987)):
+        mine = [i for i in held if i.startswith(f"wmdp-{subject}/")]
+        assert len(mine) == round(0.5 * size)
+    # The evaluation half is the same whichever fractions are fit.
+    assert wmdp_learning_curve_split([0.1], data_dir)[1] == evaluation
+
+
+def test_learning_curve_fractions_that_reach_the_evaluation_half_are_refused(
+    data_dir: Path,
+) -> None:
+    from eco_integrations.exceptions import InvalidInputError
+    from eco_integrations.research.eval.guard_eval import wmdp_learning_curve_split
+
+    with pytest.raises(InvalidInputError, match=r"at most 0.5 .*0.2,0.35,0.5"):
+        wmdp_learning_curve_split([0.2, 0.6], data_dir)
+    with pytest.raises(InvalidInputError, match="evaluation_fraction"):
+        wmdp_learning_curve_split([0.2], data_dir, evaluation_fraction=1.0)
+
+
 def test_robust_probes_from_the_real_files(data_dir: Path) -> None:
     from eco_integrations.research.eval.datasets import load_tofu
     from eco_integrations.research.eval.robust import robust_probes

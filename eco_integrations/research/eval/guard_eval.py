@@ -288,6 +288,25 @@ def _fit_target(
     }
 
 
+def _wmdp_rows_in_split_order(
+    data_dir: str | Path | None, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each WMDP subject's rows (with their ``wmdp-<subject>/<index>`` ids) in the seeded order
+    every WMDP split takes its fit rows from the front of."""
+    rng = np.random.default_rng(seed)
+    ordered: dict[str, list[dict[str, Any]]] = {}
+    for subject in WMDP_SUBJECTS:
+        rows = [
+            {**r, "id": f"wmdp-{subject}/{i}"} for i, r in enumerate(load_wmdp(subject, data_dir))
+        ]
+        ordered[subject] = [rows[i] for i in rng.permutation(len(rows)).tolist()]
+    return ordered
+
+
+def _in_file_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: int(r["id"].rsplit("/", 1)[1]))
+
+
 def wmdp_fit_test_split(
     data_dir: str | Path | None = None, *, seed: int = 0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -295,18 +314,51 @@ def wmdp_fit_test_split(
 
     Each row gains an ``id`` (``wmdp-<subject>/<index in the published file>``).
     """
-    rng = np.random.default_rng(seed)
     fit_rows: list[dict[str, Any]] = []
     test_rows: list[dict[str, Any]] = []
-    for subject in WMDP_SUBJECTS:
-        rows = [
-            {**r, "id": f"wmdp-{subject}/{i}"} for i, r in enumerate(load_wmdp(subject, data_dir))
-        ]
-        order = rng.permutation(len(rows))
+    for rows in _wmdp_rows_in_split_order(data_dir, seed).values():
         n_fit = round(WMDP_FIT_FRACTION * len(rows))
-        fit_rows += [rows[i] for i in sorted(order[:n_fit].tolist())]
-        test_rows += [rows[i] for i in sorted(order[n_fit:].tolist())]
+        fit_rows += _in_file_order(rows[:n_fit])
+        test_rows += _in_file_order(rows[n_fit:])
     return fit_rows, test_rows
+
+
+def wmdp_learning_curve_split(
+    fractions: list[float],
+    data_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    evaluation_fraction: float = 0.5,
+) -> tuple[dict[float, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Fit sets of growing size and one evaluation set, per WMDP subject: how recall grows with
+    the hazardous questions a deployer collects.
+
+    Every fit set is the front ``fraction`` of each subject's seeded order (so each holds the
+    smaller ones, and the fraction :data:`WMDP_FIT_FRACTION` is exactly the protocol's fit set);
+    the evaluation set is the last ``evaluation_fraction``, the same for every fraction.
+    """
+    if not 0.0 < evaluation_fraction < 1.0:
+        msg = f"evaluation_fraction must be between 0 and 1, got {evaluation_fraction!r}."
+        raise InvalidInputError(msg)
+    room = 1.0 - evaluation_fraction
+    bad = [f for f in fractions if not 0.0 < f <= room + 1e-12]
+    if not fractions or bad:
+        msg = (
+            f"Fit fractions {bad or fractions!r} must each be above 0 and at most {room:g} (what "
+            f"the evaluation fraction {evaluation_fraction:g} leaves); pass e.g. 0.2,0.35,0.5."
+        )
+        raise InvalidInputError(msg)
+    fits: dict[float, list[dict[str, Any]]] = {f: [] for f in fractions}
+    evaluation: list[dict[str, Any]] = []
+    for rows in _wmdp_rows_in_split_order(data_dir, seed).values():
+        n_evaluation = round(evaluation_fraction * len(rows))
+        evaluation += _in_file_order(rows[len(rows) - n_evaluation :])
+        rest = len(rows) - n_evaluation
+        for f in fractions:
+            # The largest fraction takes every row the evaluation leaves, whatever the rounding.
+            n_fit = rest if f >= room - 1e-9 else min(round(f * len(rows)), rest)
+            fits[f] += _in_file_order(rows[:n_fit])
+    return fits, evaluation
 
 
 CLOSE_SPLIT_SEED_OFFSET = 7
