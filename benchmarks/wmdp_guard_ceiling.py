@@ -32,12 +32,14 @@ from eco_integrations._table import wrapped_table
 from eco_integrations.encoder import SentenceEncoder
 from eco_integrations.guard import normalized_texts
 from eco_integrations.research._threads import set_threads
-from eco_integrations.research.eval.calibration import auroc
 from eco_integrations.research.eval.datasets import MMLU_CLOSE_SUBJECTS
 from eco_integrations.research.eval.finetuned_head import (
+    WMDP_GOAL_FPR_CLOSE,
+    WMDP_GOAL_FPR_OTHER,
+    WMDP_GOAL_TPR,
     HeadFinetuneConfig,
     finetune_head,
-    recall_at_benign_rate,
+    wmdp_ceiling,
 )
 from eco_integrations.research.eval.guard_eval import (
     fit_wmdp_guard,
@@ -46,21 +48,6 @@ from eco_integrations.research.eval.guard_eval import (
     wmdp_fit_test_split,
     wmdp_retain_rows,
 )
-
-GOAL_TPR, GOAL_FPR_CLOSE, GOAL_FPR_OTHER = 0.95, 0.02, 0.005
-
-
-def ceiling(forget: np.ndarray, close: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Ceiling recall at each false-positive goal alone and at both (the higher threshold)."""
-    at_close = recall_at_benign_rate(forget, close, GOAL_FPR_CLOSE)
-    at_other = recall_at_benign_rate(forget, other, GOAL_FPR_OTHER)
-    return {
-        "at_fpr_close": at_close,
-        "at_fpr_other": at_other,
-        # Holding both goals means the higher of the two thresholds: the lower recall.
-        "both": min(at_close, at_other),
-        "auroc_close": auroc(forget, close),
-    }
 
 
 def main() -> None:
@@ -115,7 +102,7 @@ def main() -> None:
             log_odds(guard_mmlu) + w * head_mmlu,
         )
     results: dict[str, dict[str, Any]] = {
-        name: ceiling(forget, mmlu[is_close], mmlu[~is_close])
+        name: wmdp_ceiling(forget, mmlu[is_close], mmlu[~is_close])
         for name, (forget, mmlu) in scorers.items()
     }
     rows = [
@@ -132,8 +119,8 @@ def main() -> None:
         wrapped_table(
             [
                 "scorer",
-                f"ceiling recall at fpr_close {GOAL_FPR_CLOSE}",
-                f"at fpr_other {GOAL_FPR_OTHER}",
+                f"ceiling recall at fpr_close {WMDP_GOAL_FPR_CLOSE}",
+                f"at fpr_other {WMDP_GOAL_FPR_OTHER}",
                 "at both",
                 "auroc_close",
             ],
@@ -143,7 +130,7 @@ def main() -> None:
     )
     print(
         f"the guard with its own (cross-validated) threshold: recall {guard_tpr:.4f}; "
-        f"goal {GOAL_TPR} (fit {fit_seconds:.0f} s, fine-tune {finetune_seconds:.0f} s, "
+        f"goal {WMDP_GOAL_TPR} (fit {fit_seconds:.0f} s, fine-tune {finetune_seconds:.0f} s, "
         f"{args.threads} threads)"
     )
     best = max(stacked_weights, key=lambda k: results[k]["both"]) if stacked_weights else None
@@ -157,7 +144,7 @@ def main() -> None:
                 "finetuned_ceiling": round(results["finetuned"]["both"], 4),
                 "stacked_ceiling": round(results[best]["both"], 4) if best else None,
                 "best_weight": stacked_weights[best] if best else None,
-                "goal_tpr": GOAL_TPR,
+                "goal_tpr": WMDP_GOAL_TPR,
                 "fit_seconds": round(fit_seconds, 1),
                 "finetune_seconds": round(finetune_seconds, 1),
                 "threads": args.threads,

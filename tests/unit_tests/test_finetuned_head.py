@@ -1,4 +1,5 @@
-"""The fine-tuned encoder head and the ceiling recall that benchmarks/wmdp_guard_ceiling.py reports."""
+"""The fine-tuned encoder head and the ceiling recall that benchmarks/wmdp_guard_ceiling.py and
+benchmarks/wmdp_guard_learning_curve.py report."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import numpy as np
 import pytest
 
 from eco_integrations.exceptions import InvalidInputError
+from eco_integrations.research.eval.calibration import auroc
 from eco_integrations.research.eval.finetuned_head import (
     HeadFinetuneConfig,
     finetune_head,
     recall_at_benign_rate,
+    wmdp_ceiling,
 )
 
 
@@ -30,6 +33,17 @@ def test_recall_at_benign_rate_refuses_bad_input():
         recall_at_benign_rate(np.ones(3), np.zeros(3), 1.0)
     with pytest.raises(InvalidInputError, match="at least one forget score"):
         recall_at_benign_rate(np.ones(0), np.zeros(3), 0.1)
+
+
+def test_wmdp_ceiling_holds_both_false_positive_goals_at_once():
+    close = np.linspace(0.0, 0.49, 50)  # 2% of 50: one may pass, threshold 0.48
+    other = np.arange(200) / 200 * 0.9  # 0.5% of 200: one may pass, threshold 0.891
+    forget = np.array([0.3, 0.485, 0.6, 0.95])
+    ceiling = wmdp_ceiling(forget, close, other)
+    assert ceiling["at_fpr_close"] == pytest.approx(3 / 4)
+    assert ceiling["at_fpr_other"] == pytest.approx(1 / 4)
+    assert ceiling["both"] == pytest.approx(1 / 4)  # the stricter threshold decides
+    assert ceiling["auroc_close"] == pytest.approx(auroc(forget, close))
 
 
 FORGET = ["alpha bravo charlie", "bravo charlie delta", "charlie delta alpha", "delta alpha bravo"]
